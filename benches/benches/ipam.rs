@@ -1,0 +1,2 @@
+//! Placeholder until the ipam benchmark lands.
+fn main() {}

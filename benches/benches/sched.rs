@@ -1,0 +1,2 @@
+//! Placeholder until the sched benchmark lands.
+fn main() {}

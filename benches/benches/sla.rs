@@ -1,0 +1,2 @@
+//! Placeholder until the sla benchmark lands.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Criterion benchmarks live in `benches/`; `benches/RESULTS.md` records their figures.

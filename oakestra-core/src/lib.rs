@@ -1,0 +1,1 @@
+//! Oakestra-rs domain model (pure: no I/O, no tokio).

@@ -1,0 +1,1 @@
+//! Oakestra-rs networking.

@@ -1,0 +1,1 @@
+//! Oakestra-rs placement (pure: no I/O, no tokio).
