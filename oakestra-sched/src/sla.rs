@@ -1,0 +1,1 @@
+//! Conversion from the SLA model of `oakestra-core` (lands once core has it).
