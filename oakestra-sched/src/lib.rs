@@ -48,6 +48,7 @@ pub use model::{
     GeoPointParseError, LatencyConstraint, Level, Placement, PlacementInput, PlacementRequest,
     Vivaldi, WorkerCapacity,
 };
+pub use sla::ConstraintError;
 pub use status::{NegativeSchedulingStatus, NoPlacement};
 
 /// A placement policy. Implementations must be deterministic: the same request and

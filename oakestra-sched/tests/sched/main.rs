@@ -7,3 +7,4 @@ mod json;
 mod ldp;
 mod oakestra_cases;
 mod props;
+mod sla;
