@@ -1,1 +1,123 @@
-fn main() {}
+//! `oak`: the command-line tool of Oakestra-rs.
+//!
+//! Today it validates deployment descriptors; `oak up` (1-DOC in one process) and the
+//! application/service commands arrive with the daemons.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Oakestra-rs command-line tool.
+#[derive(Debug, Parser)]
+#[command(name = "oak", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate SLA v2.0 deployment descriptors and print every violation with its JSON path.
+    ///
+    /// Exit status: 0 when every file is valid, 1 when any is invalid, 2 when a file cannot be read.
+    Validate {
+        /// Descriptor files (JSON); `-` reads standard input.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print nothing for valid files.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate { files, quiet } => validate(&files, quiet),
+    }
+}
+
+fn read_input(path: &PathBuf) -> std::io::Result<String> {
+    if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text)?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(path)
+    }
+}
+
+/// Validates one descriptor and says what it holds. The dashboard's variant (an object with only
+/// a `microservices` list, no `sla_version` and no `applications`) is recognised and checked
+/// with the same microservice rules.
+fn check_descriptor(text: &str) -> Result<String, oakestra_core::sla::SlaErrors> {
+    use oakestra_core::sla;
+    let value: Option<serde_json::Value> = serde_json::from_str(text).ok();
+    let dashboard_form = value
+        .as_ref()
+        .and_then(|v| v.as_object())
+        .is_some_and(|obj| {
+            obj.contains_key("microservices")
+                && !obj.contains_key("sla_version")
+                && !obj.contains_key("applications")
+        });
+    if dashboard_form {
+        let list = sla::parse_microservices(text)?;
+        return Ok(format!(
+            "dashboard microservices list, {} microservice(s)",
+            list.microservices.len()
+        ));
+    }
+    let sla = sla::parse_and_validate(text)?;
+    let services: usize = sla
+        .applications
+        .iter()
+        .map(|app| app.microservices.len())
+        .sum();
+    Ok(format!(
+        "{} application(s), {services} microservice(s)",
+        sla.applications.len()
+    ))
+}
+
+fn validate(files: &[PathBuf], quiet: bool) -> ExitCode {
+    let mut worst = ExitCode::SUCCESS;
+    let mut any_invalid = false;
+    for path in files {
+        let name = path.display();
+        let text = match read_input(path) {
+            Ok(text) => text,
+            Err(err) => {
+                eprintln!("{name}: cannot read: {err}");
+                worst = ExitCode::from(2);
+                continue;
+            }
+        };
+        match check_descriptor(&text) {
+            Ok(summary) => {
+                if !quiet {
+                    println!("{name}: valid ({summary})");
+                }
+            }
+            Err(errors) => {
+                any_invalid = true;
+                let violations = errors.violations();
+                eprintln!("{name}: invalid, {} violation(s):", violations.len());
+                for violation in violations {
+                    let path = if violation.path.is_empty() {
+                        "/"
+                    } else {
+                        &violation.path
+                    };
+                    eprintln!("  {path}: {}", violation.message);
+                }
+            }
+        }
+    }
+    if worst == ExitCode::SUCCESS && any_invalid {
+        worst = ExitCode::from(1);
+    }
+    worst
+}
