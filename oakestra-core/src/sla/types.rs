@@ -16,6 +16,22 @@ use super::ports::PortSpec;
 /// Keys a descriptor object carries that this model does not name.
 pub type Extra = Map<String, Value>;
 
+/// Writes whole floats as integers (`100`, not `100.0`) so descriptors round-trip unchanged.
+fn compact_f64<S: Serializer>(v: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+    if v.fract() == 0.0 && v.abs() < 9.0e15 {
+        serializer.serialize_i64(*v as i64)
+    } else {
+        serializer.serialize_f64(*v)
+    }
+}
+
+fn compact_opt_f64<S: Serializer>(v: &Option<f64>, serializer: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => compact_f64(v, serializer),
+        None => serializer.serialize_none(),
+    }
+}
+
 /// Supported descriptor versions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum SlaVersion {
@@ -440,10 +456,18 @@ pub struct Constraint {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
     /// km for geo, ms for latency.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "compact_opt_f64"
+    )]
     pub threshold: Option<f64>,
     /// How strictly the constraint applies.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "compact_opt_f64"
+    )]
     pub rigidness: Option<f64>,
     /// Seconds the system may take to meet the constraint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -489,8 +513,10 @@ pub struct ConConstraint {
     #[serde(rename = "type")]
     pub kind: String,
     /// Threshold (ms for latency).
+    #[serde(serialize_with = "compact_f64")]
     pub threshold: f64,
     /// How strictly the requirement applies.
+    #[serde(serialize_with = "compact_f64")]
     pub rigidness: f64,
     /// Seconds the system may take to meet it.
     pub convergence_time: u64,
