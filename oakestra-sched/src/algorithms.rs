@@ -142,7 +142,9 @@ impl Scheduler for BestFit {
         request: &PlacementRequest,
         candidates: &[Candidate],
     ) -> Result<Placement, NoPlacement> {
-        pick(request, candidates, |c, fit| [leftover(request, c, fit)])
+        pick(request, candidates, false, |c, fit| {
+            [leftover(request, c, fit)]
+        })
     }
 }
 
@@ -156,7 +158,7 @@ impl Scheduler for LeastLoaded {
         request: &PlacementRequest,
         candidates: &[Candidate],
     ) -> Result<Placement, NoPlacement> {
-        pick(request, candidates, |c, _| {
+        pick(request, candidates, false, |c, _| {
             [c.cpu_load_percent, -(c.memory_free_mb as f64)]
         })
     }
@@ -172,7 +174,7 @@ impl Scheduler for Ldp {
         request: &PlacementRequest,
         candidates: &[Candidate],
     ) -> Result<Placement, NoPlacement> {
-        pick(request, candidates, |c, fit| {
+        pick(request, candidates, true, |c, fit| {
             [fit.latency_ms, fit.distance_km, leftover(request, c, fit)]
         })
     }
@@ -201,33 +203,69 @@ pub fn leftover(request: &PlacementRequest, c: &Candidate, fit: &Fit) -> f64 {
 
 /// The feasible candidate with the smallest key (lexicographic, total order on floats), ties
 /// broken by name. One pass, no allocation until the answer is built.
+///
+/// Speed: numeric necessary conditions (active, free CPU, memory, GPUs) come first, and when
+/// the key does not depend on latency or distance (`spatial_key` false, or no such
+/// constraints) the key is computed from the numbers alone and the full [`check`] — whose
+/// string comparisons dominate the cost — runs only for candidates that would become the new
+/// best. The answer is the same as checking every candidate: one that does not beat the best
+/// feasible candidate so far cannot be the minimum.
 fn pick<const N: usize>(
     request: &PlacementRequest,
     candidates: &[Candidate],
+    spatial_key: bool,
     key: impl Fn(&Candidate, &Fit) -> [f64; N],
 ) -> Result<Placement, NoPlacement> {
+    let k = &request.constraints;
+    let eager = spatial_key && (!k.geo.is_empty() || k.has_latency());
     let mut best: Option<(usize, [f64; N], Fit)> = None;
+    let beats = |c: &Candidate, new: &[f64; N], best: &Option<(usize, [f64; N], Fit)>| match best {
+        None => true,
+        Some((j, best_key, _)) => match compare_keys(new, best_key) {
+            Ordering::Less => true,
+            Ordering::Greater => false,
+            Ordering::Equal => c.name < candidates[*j].name,
+        },
+    };
     for (i, c) in candidates.iter().enumerate() {
-        let Ok(fit) = check(request, c) else {
+        if !may_fit(request, c) {
             continue;
-        };
-        let k = key(c, &fit);
-        let better = match &best {
-            None => true,
-            Some((j, best_key, _)) => match compare_keys(&k, best_key) {
-                Ordering::Less => true,
-                Ordering::Greater => false,
-                Ordering::Equal => c.name < candidates[*j].name,
-            },
-        };
-        if better {
-            best = Some((i, k, fit));
+        }
+        if eager {
+            let Ok(fit) = check(request, c) else {
+                continue;
+            };
+            let new = key(c, &fit);
+            if beats(c, &new, &best) {
+                best = Some((i, new, fit));
+            }
+        } else {
+            let numeric = Fit {
+                free_vcpus: c.free_vcpus(),
+                ..Fit::default()
+            };
+            let new = key(c, &numeric);
+            if !beats(c, &new, &best) {
+                continue;
+            }
+            if let Ok(fit) = check(request, c) {
+                best = Some((i, new, fit));
+            }
         }
     }
     match best {
         Some((i, _, fit)) => Ok(placement(request, candidates, i, fit)),
         None => Err(diagnose(request, candidates)),
     }
+}
+
+/// Necessary conditions of [`check`] that need no string comparison or pointer chasing.
+#[inline(always)]
+fn may_fit(request: &PlacementRequest, c: &Candidate) -> bool {
+    c.active
+        && c.memory_free_mb >= request.memory_mb
+        && c.gpus_free >= request.vgpus
+        && c.free_vcpus() >= request.vcpus
 }
 
 fn compare_keys<const N: usize>(a: &[f64; N], b: &[f64; N]) -> Ordering {

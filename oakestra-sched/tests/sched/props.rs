@@ -293,3 +293,49 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// The fast scan (numeric pre-filter, full check only for would-be winners) returns the
+    /// same candidate as checking everything: the argmin of (key, name) over feasible ones.
+    #[test]
+    fn rankings_are_argmins_over_feasible_candidates(r in placement_request(), cands in candidates()) {
+        let feasible: Vec<(&Candidate, oakestra_sched::Fit)> = cands
+            .iter()
+            .filter_map(|c| oakestra_sched::check(&r, c).ok().map(|f| (c, f)))
+            .collect();
+        let argmin = |key: &dyn Fn(&Candidate, &oakestra_sched::Fit) -> Vec<f64>| {
+            feasible
+                .iter()
+                .min_by(|(a, fa), (b, fb)| {
+                    let (ka, kb) = (key(a, fa), key(b, fb));
+                    ka.iter()
+                        .zip(&kb)
+                        .map(|(x, y)| x.total_cmp(y))
+                        .find(|o| o.is_ne())
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                        .then_with(|| a.name.cmp(&b.name))
+                })
+                .map(|(c, _)| c.name.clone())
+        };
+        let name = |a: Algorithm| a.place(&r, &cands).ok().map(|p| p.candidate);
+        let leftover = |c: &Candidate, f: &oakestra_sched::Fit| {
+            vec![oakestra_sched::leftover(&r, c, f)]
+        };
+        prop_assert_eq!(name(Algorithm::BestFit), argmin(&leftover));
+        prop_assert_eq!(
+            name(Algorithm::LeastLoaded),
+            argmin(&|c: &Candidate, _: &oakestra_sched::Fit| {
+                vec![c.cpu_load_percent, -(c.memory_free_mb as f64)]
+            })
+        );
+        prop_assert_eq!(
+            name(Algorithm::Ldp),
+            argmin(&|c: &Candidate, f: &oakestra_sched::Fit| {
+                vec![f.latency_ms, f.distance_km, oakestra_sched::leftover(&r, c, f)]
+            })
+        );
+        prop_assert_eq!(name(Algorithm::FirstFit), feasible.first().map(|(c, _)| c.name.clone()));
+    }
+}
