@@ -1,0 +1,364 @@
+//! The root's address manager: every pool the control plane hands addresses from.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use serde::{Deserialize, Serialize};
+
+use super::error::IpamError;
+use super::holder::Holder;
+use super::plan::PoolKind;
+use super::pool::Pool;
+use super::subnet::{Ipv4Subnet, Ipv6Subnet, WorkerSubnets};
+
+/// The pools of the [`AddressManager`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RootPool {
+    /// RR IPv4 of services and IPv4 of instances (one shared pool, as in Oakestra).
+    ServiceIpv4,
+    /// IPv6 of instances.
+    InstanceIpv6,
+    /// RR IPv6 of services.
+    RrIpv6,
+    /// One IPv4 /26 per worker.
+    WorkerSubnetIpv4,
+    /// One IPv6 /120 per worker.
+    WorkerSubnetIpv6,
+}
+
+impl RootPool {
+    /// Every pool, in a fixed order.
+    pub const ALL: [Self; 5] = [
+        Self::ServiceIpv4,
+        Self::InstanceIpv6,
+        Self::RrIpv6,
+        Self::WorkerSubnetIpv4,
+        Self::WorkerSubnetIpv6,
+    ];
+
+    /// The pool's kind.
+    pub fn kind(self) -> PoolKind {
+        match self {
+            Self::ServiceIpv4 => PoolKind::ServiceIpv4,
+            Self::InstanceIpv6 => PoolKind::InstanceIpv6,
+            Self::RrIpv6 => PoolKind::RrIpv6,
+            Self::WorkerSubnetIpv4 => PoolKind::WorkerSubnetIpv4,
+            Self::WorkerSubnetIpv6 => PoolKind::WorkerSubnetIpv6,
+        }
+    }
+}
+
+/// The RR addresses of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ServiceAddresses {
+    /// RR IPv4, in 10.30.0.0/16.
+    pub rr_ipv4: Ipv4Addr,
+    /// RR IPv6, in fdff:2000::/21.
+    pub rr_ipv6: Ipv6Addr,
+}
+
+/// The addresses of one instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct InstanceAddresses {
+    /// Instance IPv4, in 10.30.0.0/16.
+    pub ipv4: Ipv4Addr,
+    /// Instance IPv6, in fdff::/16 outside the RR range.
+    pub ipv6: Ipv6Addr,
+}
+
+/// All addresses the control plane hands out, as one plain value.
+///
+/// The store keeps it and the caller makes each change atomic: load the state, call one method,
+/// write the state back, all in one store transaction (see the crate README). Every method that
+/// fails leaves the state unchanged, including the two-pool methods (`assign_*`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "AddressManagerState")]
+pub struct AddressManager {
+    service_ipv4: Pool,
+    instance_ipv6: Pool,
+    rr_ipv6: Pool,
+    worker_subnet_ipv4: Pool,
+    worker_subnet_ipv6: Pool,
+}
+
+/// How a two-pool method gets each address.
+#[derive(Clone, Copy)]
+enum Want<'a> {
+    /// The holder's current address, or the next free one.
+    Any,
+    /// A user-given address, text of `field`.
+    Given { field: &'a str, text: &'a str },
+}
+
+impl<'a> Want<'a> {
+    fn new(field: &'a str, text: Option<&'a str>) -> Self {
+        text.map_or(Self::Any, |text| Self::Given { field, text })
+    }
+}
+
+impl Default for AddressManager {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AddressManager {
+    /// Every pool empty.
+    pub fn new() -> Self {
+        Self {
+            service_ipv4: Pool::new(PoolKind::ServiceIpv4),
+            instance_ipv6: Pool::new(PoolKind::InstanceIpv6),
+            rr_ipv6: Pool::new(PoolKind::RrIpv6),
+            worker_subnet_ipv4: Pool::new(PoolKind::WorkerSubnetIpv4),
+            worker_subnet_ipv6: Pool::new(PoolKind::WorkerSubnetIpv6),
+        }
+    }
+
+    /// One pool, for lookups.
+    pub fn pool(&self, pool: RootPool) -> &Pool {
+        match pool {
+            RootPool::ServiceIpv4 => &self.service_ipv4,
+            RootPool::InstanceIpv6 => &self.instance_ipv6,
+            RootPool::RrIpv6 => &self.rr_ipv6,
+            RootPool::WorkerSubnetIpv4 => &self.worker_subnet_ipv4,
+            RootPool::WorkerSubnetIpv6 => &self.worker_subnet_ipv6,
+        }
+    }
+
+    /// One pool, for single-pool operations (allocate, reserve, release).
+    pub fn pool_mut(&mut self, pool: RootPool) -> &mut Pool {
+        match pool {
+            RootPool::ServiceIpv4 => &mut self.service_ipv4,
+            RootPool::InstanceIpv6 => &mut self.instance_ipv6,
+            RootPool::RrIpv6 => &mut self.rr_ipv6,
+            RootPool::WorkerSubnetIpv4 => &mut self.worker_subnet_ipv4,
+            RootPool::WorkerSubnetIpv6 => &mut self.worker_subnet_ipv6,
+        }
+    }
+
+    /// Who holds `address`, and in which pool. Any address inside a worker subnet names the worker.
+    pub fn holder_of(&self, address: IpAddr) -> Option<(RootPool, &Holder)> {
+        RootPool::ALL.into_iter().find_map(|pool| {
+            self.pool(pool)
+                .holder_of(address)
+                .map(|holder| (pool, holder))
+        })
+    }
+
+    /// Gives service `job_name` its RR IPv4 and RR IPv6. A user-given `rr_ip` / `rr_ip_v6` is
+    /// validated (it parses and lies in 10.30.0.0/16 resp. fdff:2000::/21, and is not held by
+    /// anyone else) and reserved; otherwise the next free address is allocated. Calling it again
+    /// for the same service returns the same addresses (a re-deploy).
+    pub fn assign_service(
+        &mut self,
+        job_name: &str,
+        rr_ip: Option<&str>,
+        rr_ip_v6: Option<&str>,
+    ) -> Result<ServiceAddresses, IpamError> {
+        let holder = Holder::service(job_name);
+        let (v4, v6) = self.assign_pair(
+            RootPool::ServiceIpv4,
+            Want::new("rr_ip", rr_ip),
+            RootPool::RrIpv6,
+            Want::new("rr_ip_v6", rr_ip_v6),
+            &holder,
+        )?;
+        Ok(ServiceAddresses {
+            rr_ipv4: as_v4(v4),
+            rr_ipv6: as_v6(v6),
+        })
+    }
+
+    /// Releases the RR addresses of service `job_name` (those it held).
+    pub fn release_service(&mut self, job_name: &str) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
+        let holder = Holder::service(job_name);
+        self.release_pair(RootPool::ServiceIpv4, RootPool::RrIpv6, &holder)
+    }
+
+    /// Gives instance `number` of service `job_name` its IPv4 and IPv6 (the same ones again if
+    /// it already holds them).
+    pub fn assign_instance(
+        &mut self,
+        job_name: &str,
+        number: u32,
+    ) -> Result<InstanceAddresses, IpamError> {
+        let holder = Holder::instance(job_name, number);
+        let (v4, v6) = self.assign_pair(
+            RootPool::ServiceIpv4,
+            Want::Any,
+            RootPool::InstanceIpv6,
+            Want::Any,
+            &holder,
+        )?;
+        Ok(InstanceAddresses {
+            ipv4: as_v4(v4),
+            ipv6: as_v6(v6),
+        })
+    }
+
+    /// Releases the addresses of instance `number` of service `job_name`.
+    pub fn release_instance(
+        &mut self,
+        job_name: &str,
+        number: u32,
+    ) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
+        let holder = Holder::instance(job_name, number);
+        self.release_pair(RootPool::ServiceIpv4, RootPool::InstanceIpv6, &holder)
+    }
+
+    /// Gives worker `worker_id` its IPv4 /26 and IPv6 /120. A worker that registers again with
+    /// the same id while it still holds them gets the same subnets back.
+    pub fn assign_worker(&mut self, worker_id: &str) -> Result<WorkerSubnets, IpamError> {
+        let holder = Holder::worker(worker_id);
+        let (v4, v6) = self.assign_pair(
+            RootPool::WorkerSubnetIpv4,
+            Want::Any,
+            RootPool::WorkerSubnetIpv6,
+            Want::Any,
+            &holder,
+        )?;
+        // The pools hand out only valid worker subnet bases, so these cannot fail.
+        Ok(WorkerSubnets {
+            ipv4: Ipv4Subnet::new(as_v4(v4))?,
+            ipv6: Ipv6Subnet::new(as_v6(v6))?,
+        })
+    }
+
+    /// The subnets worker `worker_id` holds, if it holds both.
+    pub fn worker_subnets(&self, worker_id: &str) -> Option<WorkerSubnets> {
+        let holder = Holder::worker(worker_id);
+        let v4 = self.worker_subnet_ipv4.address_of(&holder)?;
+        let v6 = self.worker_subnet_ipv6.address_of(&holder)?;
+        Some(WorkerSubnets {
+            ipv4: Ipv4Subnet::new(as_v4(v4)).ok()?,
+            ipv6: Ipv6Subnet::new(as_v6(v6)).ok()?,
+        })
+    }
+
+    /// Releases the subnets of worker `worker_id` (when it is removed for good).
+    pub fn release_worker(&mut self, worker_id: &str) -> (Option<Ipv4Subnet>, Option<Ipv6Subnet>) {
+        let holder = Holder::worker(worker_id);
+        let (v4, v6) = self.release_pair(
+            RootPool::WorkerSubnetIpv4,
+            RootPool::WorkerSubnetIpv6,
+            &holder,
+        );
+        (
+            v4.and_then(|a| Ipv4Subnet::new(a).ok()),
+            v6.and_then(|a| Ipv6Subnet::new(a).ok()),
+        )
+    }
+
+    /// Checks both pools first, then changes them, so a failure changes nothing.
+    fn assign_pair(
+        &mut self,
+        first: RootPool,
+        first_want: Want<'_>,
+        second: RootPool,
+        second_want: Want<'_>,
+        holder: &Holder,
+    ) -> Result<(IpAddr, IpAddr), IpamError> {
+        let first_given = self.check(first, first_want, holder)?;
+        let second_given = self.check(second, second_want, holder)?;
+        let a = self.apply(first, first_given, holder)?;
+        let b = self.apply(second, second_given, holder)?;
+        Ok((a, b))
+    }
+
+    fn check(
+        &self,
+        pool: RootPool,
+        want: Want<'_>,
+        holder: &Holder,
+    ) -> Result<Option<IpAddr>, IpamError> {
+        let pool = self.pool(pool);
+        match want {
+            Want::Any => pool.check_allocate(holder).map(|()| None),
+            Want::Given { field, text } => {
+                let address = pool.parse(field, text)?;
+                pool.check_reserve(holder, address, field)?;
+                Ok(Some(address))
+            }
+        }
+    }
+
+    fn apply(
+        &mut self,
+        pool: RootPool,
+        given: Option<IpAddr>,
+        holder: &Holder,
+    ) -> Result<IpAddr, IpamError> {
+        let pool = self.pool_mut(pool);
+        match given {
+            None => pool.allocate(holder.clone()),
+            Some(address) => pool.reserve(holder.clone(), address).map(|()| address),
+        }
+    }
+
+    fn release_pair(
+        &mut self,
+        v4: RootPool,
+        v6: RootPool,
+        holder: &Holder,
+    ) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
+        let a = self.pool_mut(v4).release_holder(holder).map(as_v4);
+        let b = self.pool_mut(v6).release_holder(holder).map(as_v6);
+        (a, b)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn assert_consistent(&self) {
+        for pool in RootPool::ALL {
+            self.pool(pool).assert_consistent();
+        }
+    }
+}
+
+/// The address of an IPv4 pool. Pools never mix families, so the other arm cannot happen.
+fn as_v4(address: IpAddr) -> Ipv4Addr {
+    match address {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(a) => unreachable!("IPv4 pool returned {a}"),
+    }
+}
+
+/// The address of an IPv6 pool.
+fn as_v6(address: IpAddr) -> Ipv6Addr {
+    match address {
+        IpAddr::V6(a) => a,
+        IpAddr::V4(a) => unreachable!("IPv6 pool returned {a}"),
+    }
+}
+
+/// The persisted form; each pool is checked on its own, then that it sits in the right field.
+#[derive(Deserialize)]
+struct AddressManagerState {
+    service_ipv4: Pool,
+    instance_ipv6: Pool,
+    rr_ipv6: Pool,
+    worker_subnet_ipv4: Pool,
+    worker_subnet_ipv6: Pool,
+}
+
+impl TryFrom<AddressManagerState> for AddressManager {
+    type Error = IpamError;
+
+    fn try_from(state: AddressManagerState) -> Result<Self, Self::Error> {
+        let manager = Self {
+            service_ipv4: state.service_ipv4,
+            instance_ipv6: state.instance_ipv6,
+            rr_ipv6: state.rr_ipv6,
+            worker_subnet_ipv4: state.worker_subnet_ipv4,
+            worker_subnet_ipv6: state.worker_subnet_ipv6,
+        };
+        for pool in RootPool::ALL {
+            let found = manager.pool(pool).kind();
+            if found != pool.kind() {
+                return Err(IpamError::CorruptState {
+                    pool: pool.kind(),
+                    detail: format!("the field holds a {found} pool instead"),
+                });
+            }
+        }
+        Ok(manager)
+    }
+}
