@@ -70,6 +70,32 @@ fn describe(v: &Value) -> String {
     }
 }
 
+/// The entries of one JSON object, taken out one known key at a time; what is left is `extra`.
+///
+/// A linear scan over a small vector beats hashing plus `shift_remove` on the order-preserving
+/// map, which re-indexes every later entry on each removal.
+struct Fields(Vec<(String, Option<Value>)>);
+
+impl Fields {
+    fn new(map: Map<String, Value>) -> Self {
+        Self(map.into_iter().map(|(k, v)| (k, Some(v))).collect())
+    }
+
+    fn take(&mut self, key: &str) -> Option<Value> {
+        self.0
+            .iter_mut()
+            .find(|(k, v)| v.is_some() && k == key)
+            .and_then(|(_, v)| v.take())
+    }
+
+    fn into_extra(self) -> Map<String, Value> {
+        self.0
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect()
+    }
+}
+
 const NAME_EXPECTED: &str = "a string of 1-30 ASCII letters or digits (^[a-zA-Z0-9]{1,30}$)";
 
 struct Checker {
@@ -344,10 +370,11 @@ impl Checker {
 
     // ---- descriptor objects ---------------------------------------------------------------
 
-    fn sla(&mut self, mut m: Map<String, Value>) -> Option<Sla> {
-        let customer_id = m.shift_remove("customerID");
+    fn sla(&mut self, m: Map<String, Value>) -> Option<Sla> {
+        let mut m = Fields::new(m);
+        let customer_id = m.take("customerID");
         let customer_id = self.req_string("customerID", customer_id, "a string (the customer id)");
-        let applications = m.shift_remove("applications");
+        let applications = m.take("applications");
         let applications = self.require(
             "applications",
             applications,
@@ -357,31 +384,32 @@ impl Checker {
             self.object_array("applications", applications, "an application", |c, _, m| {
                 c.application(m)
             });
-        let args = m.shift_remove("args");
+        let args = m.take("args");
         let args = self.string_array("args", args, "arguments");
         Some(Sla {
             sla_version: SlaVersion::V2,
             customer_id: customer_id?,
             applications: applications?,
             args,
-            extra: m,
+            extra: m.into_extra(),
         })
     }
 
-    fn application(&mut self, mut m: Map<String, Value>) -> Option<Application> {
-        let application_id = m.shift_remove("applicationID");
+    fn application(&mut self, m: Map<String, Value>) -> Option<Application> {
+        let mut m = Fields::new(m);
+        let application_id = m.take("applicationID");
         let application_id = self.string(
             "applicationID",
             application_id,
             "a string (an application id)",
         );
-        let name = m.shift_remove("application_name");
+        let name = m.take("application_name");
         let name = self.name("application_name", name);
-        let namespace = m.shift_remove("application_namespace");
+        let namespace = m.take("application_namespace");
         let namespace = self.name("application_namespace", namespace);
-        let desc = m.shift_remove("application_desc");
+        let desc = m.take("application_desc");
         let desc = self.string("application_desc", desc, "a string (a description)");
-        let microservices = m.shift_remove("microservices");
+        let microservices = m.take("microservices");
         let microservices = self.microservices(microservices);
         Some(Application {
             application_id,
@@ -389,16 +417,17 @@ impl Checker {
             application_namespace: namespace?,
             application_desc: desc,
             microservices: microservices?,
-            extra: m,
+            extra: m.into_extra(),
         })
     }
 
-    fn microservice_list(&mut self, mut m: Map<String, Value>) -> Option<MicroserviceList> {
-        let microservices = m.shift_remove("microservices");
+    fn microservice_list(&mut self, m: Map<String, Value>) -> Option<MicroserviceList> {
+        let mut m = Fields::new(m);
+        let microservices = m.take("microservices");
         let microservices = self.microservices(microservices);
         Some(MicroserviceList {
             microservices: microservices?,
-            extra: m,
+            extra: m.into_extra(),
         })
     }
 
@@ -434,8 +463,9 @@ impl Checker {
         })
     }
 
-    fn microservice(&mut self, mut m: Map<String, Value>) -> Option<Microservice> {
-        let id = m.shift_remove("microserviceID");
+    fn microservice(&mut self, m: Map<String, Value>) -> Option<Microservice> {
+        let mut m = Fields::new(m);
+        let id = m.take("microserviceID");
         let microservice_id = self.string("microserviceID", id, "an empty string");
         if let Some(id) = &microservice_id
             && !id.is_empty()
@@ -447,12 +477,12 @@ impl Checker {
                 ),
             );
         }
-        let name = m.shift_remove("microservice_name");
+        let name = m.take("microservice_name");
         let name = self.name("microservice_name", name);
-        let namespace = m.shift_remove("microservice_namespace");
+        let namespace = m.take("microservice_namespace");
         let namespace = self.name("microservice_namespace", namespace);
 
-        let virtualization = m.shift_remove("virtualization");
+        let virtualization = m.take("virtualization");
         let virtualization = self
             .req_string(
                 "virtualization",
@@ -471,7 +501,7 @@ impl Checker {
                 }
             });
 
-        let code = m.shift_remove("code");
+        let code = m.take("code");
         let code = self
             .req_string(
                 "code",
@@ -490,24 +520,24 @@ impl Checker {
                 }
             });
 
-        let memory = m.shift_remove("memory");
+        let memory = m.take("memory");
         let memory = self.uint("memory", memory, "memory in MB");
-        let vcpus = m.shift_remove("vcpus");
+        let vcpus = m.take("vcpus");
         let vcpus = self.uint("vcpus", vcpus, "the number of CPU cores");
-        let vgpus = m.shift_remove("vgpus");
+        let vgpus = m.take("vgpus");
         let vgpus = self.uint("vgpus", vgpus, "the number of GPUs");
-        let vtpus = m.shift_remove("vtpus");
+        let vtpus = m.take("vtpus");
         let vtpus = self.uint("vtpus", vtpus, "the number of TPUs");
-        let bandwidth_in = m.shift_remove("bandwidth_in");
+        let bandwidth_in = m.take("bandwidth_in");
         let bandwidth_in = self.uint("bandwidth_in", bandwidth_in, "inbound bandwidth");
-        let bandwidth_out = m.shift_remove("bandwidth_out");
+        let bandwidth_out = m.take("bandwidth_out");
         let bandwidth_out = self.uint("bandwidth_out", bandwidth_out, "outbound bandwidth");
-        let storage = m.shift_remove("storage");
+        let storage = m.take("storage");
         let storage = self.uint("storage", storage, "storage in MiB");
-        let state = m.shift_remove("state");
+        let state = m.take("state");
         let state = self.string("state", state, "a string");
 
-        let port = m.shift_remove("port");
+        let port = m.take("port");
         let port = self
             .string(
                 "port",
@@ -522,13 +552,13 @@ impl Checker {
                 }
             });
 
-        let one_shot = m.shift_remove("one_shot");
+        let one_shot = m.take("one_shot");
         let one_shot = self.boolean("one_shot", one_shot);
-        let privileged = m.shift_remove("privileged");
+        let privileged = m.take("privileged");
         let privileged = self.boolean("privileged", privileged);
-        let cmd = m.shift_remove("cmd");
+        let cmd = m.take("cmd");
         let cmd = self.string_array("cmd", cmd, "the command and its arguments");
-        let environment = m.shift_remove("environment");
+        let environment = m.take("environment");
         let environment = self.string_array("environment", environment, "\"KEY=VALUE\" entries");
         if let Some(env) = &environment {
             self.at(Seg::Key("environment"), |c| {
@@ -547,33 +577,33 @@ impl Checker {
                 }
             });
         }
-        let args = m.shift_remove("args");
+        let args = m.take("args");
         let args = self.string_array("args", args, "arguments");
-        let added_files = m.shift_remove("added_files");
+        let added_files = m.take("added_files");
         let added_files = self.string_array("added_files", added_files, "file names");
-        let strategy = m.shift_remove("sla_violation_strategy");
+        let strategy = m.take("sla_violation_strategy");
         let sla_violation_strategy = self.string("sla_violation_strategy", strategy, "a string");
-        let target_node = m.shift_remove("target_node");
+        let target_node = m.take("target_node");
         let target_node = self.string("target_node", target_node, "a string");
 
-        let addresses = m.shift_remove("addresses");
+        let addresses = m.take("addresses");
         let addresses = self
             .object("addresses", addresses, "with rr_ip and/or rr_ip_v6")
             .map(|a| self.at(Seg::Key("addresses"), |c| c.addresses(a)));
-        let volumes = m.shift_remove("volumes");
+        let volumes = m.take("volumes");
         let volumes = self.object_array("volumes", volumes, "a volume", |c, _, m| c.volume(m));
-        let constraints = m.shift_remove("constraints");
+        let constraints = m.take("constraints");
         let constraints =
             self.object_array("constraints", constraints, "a constraint", |c, _, m| {
                 c.constraint(m)
             });
-        let connectivity = m.shift_remove("connectivity");
+        let connectivity = m.take("connectivity");
         let connectivity =
             self.object_array("connectivity", connectivity, "a connectivity", |c, _, m| {
                 c.connectivity(m)
             });
 
-        let arch_value = m.shift_remove("arch");
+        let arch_value = m.take("arch");
         let arch_given = arch_value.is_some();
         let arch = self.string_array("arch", arch_value, "CPU architectures such as \"amd64\"");
         if let Some(arch) = &arch {
@@ -619,7 +649,7 @@ impl Checker {
             constraints,
             connectivity,
             arch,
-            extra: m,
+            extra: m.into_extra(),
         })
     }
 
@@ -663,8 +693,9 @@ impl Checker {
         }
     }
 
-    fn addresses(&mut self, mut m: Map<String, Value>) -> Option<Addresses> {
-        let rr_ip = m.shift_remove("rr_ip");
+    fn addresses(&mut self, m: Map<String, Value>) -> Option<Addresses> {
+        let mut m = Fields::new(m);
+        let rr_ip = m.take("rr_ip");
         let rr_ip = self
             .string(
                 "rr_ip",
@@ -682,7 +713,7 @@ impl Checker {
                     None
                 }
             });
-        let rr_ip_v6 = m.shift_remove("rr_ip_v6");
+        let rr_ip_v6 = m.take("rr_ip_v6");
         let rr_ip_v6 = self
             .string(
                 "rr_ip_v6",
@@ -700,33 +731,33 @@ impl Checker {
                     None
                 }
             });
-        let closest_ip = m.shift_remove("closest_ip");
+        let closest_ip = m.take("closest_ip");
         let closest_ip = self.string("closest_ip", closest_ip, "a string");
-        let closest_ip_v6 = m.shift_remove("closest_ip_v6");
+        let closest_ip_v6 = m.take("closest_ip_v6");
         let closest_ip_v6 = self.string("closest_ip_v6", closest_ip_v6, "a string");
-        let instances = m.shift_remove("instances");
-        let instances =
-            self.object_array("instances", instances, "an address range", |c, _, mut m| {
-                let from = m.shift_remove("from");
-                let from = c.string("from", from, "a string");
-                let to = m.shift_remove("to");
-                let to = c.string("to", to, "a string");
-                let start = m.shift_remove("start");
-                let start = c.string("start", start, "a string");
-                Some(InstanceAddressRange {
-                    from,
-                    to,
-                    start,
-                    extra: m,
-                })
-            });
+        let instances = m.take("instances");
+        let instances = self.object_array("instances", instances, "an address range", |c, _, m| {
+            let mut m = Fields::new(m);
+            let from = m.take("from");
+            let from = c.string("from", from, "a string");
+            let to = m.take("to");
+            let to = c.string("to", to, "a string");
+            let start = m.take("start");
+            let start = c.string("start", start, "a string");
+            Some(InstanceAddressRange {
+                from,
+                to,
+                start,
+                extra: m.into_extra(),
+            })
+        });
         Some(Addresses {
             rr_ip,
             rr_ip_v6,
             closest_ip,
             closest_ip_v6,
             instances,
-            extra: m,
+            extra: m.into_extra(),
         })
     }
 
@@ -760,27 +791,29 @@ impl Checker {
         }
     }
 
-    fn volume(&mut self, mut m: Map<String, Value>) -> Option<Volume> {
-        let volume_id = m.shift_remove("volume_id");
+    fn volume(&mut self, m: Map<String, Value>) -> Option<Volume> {
+        let mut m = Fields::new(m);
+        let volume_id = m.take("volume_id");
         let volume_id = self.req_string("volume_id", volume_id, "a string (the volume id)");
-        let csi_driver = m.shift_remove("csi_driver");
+        let csi_driver = m.take("csi_driver");
         let csi_driver =
             self.req_string("csi_driver", csi_driver, "a string (the CSI driver name)");
-        let mount_path = m.shift_remove("mount_path");
+        let mount_path = m.take("mount_path");
         let mount_path = self.string("mount_path", mount_path, "a string (a path)");
-        let config = m.shift_remove("config");
+        let config = m.take("config");
         let config = self.object("config", config, "driver configuration");
         Some(Volume {
             volume_id: volume_id?,
             csi_driver: csi_driver?,
             mount_path,
             config,
-            extra: m,
+            extra: m.into_extra(),
         })
     }
 
-    fn constraint(&mut self, mut m: Map<String, Value>) -> Option<Constraint> {
-        let kind = m.shift_remove("type");
+    fn constraint(&mut self, m: Map<String, Value>) -> Option<Constraint> {
+        let mut m = Fields::new(m);
+        let kind = m.take("type");
         let kind = self
             .req_string(
                 "type",
@@ -788,24 +821,24 @@ impl Checker {
                 "a string such as \"direct\", \"clusters\", \"geo\" or \"latency\"",
             )
             .map(|s| ConstraintKind::from_name(&s));
-        let area = m.shift_remove("area");
+        let area = m.take("area");
         let area = self.string("area", area, "a string");
-        let cluster = m.shift_remove("cluster");
+        let cluster = m.take("cluster");
         let cluster = self.string("cluster", cluster, "a string (a cluster name)");
-        let node = m.shift_remove("node");
+        let node = m.take("node");
         let node = self.string("node", node, "a string (worker hostnames joined by `;`)");
-        let location = m.shift_remove("location");
+        let location = m.take("location");
         let location = self.string("location", location, "a string (\"lat,lon\")");
-        let threshold = m.shift_remove("threshold");
+        let threshold = m.take("threshold");
         let threshold = self.number("threshold", threshold, "the threshold");
-        let rigidness = m.shift_remove("rigidness");
+        let rigidness = m.take("rigidness");
         let rigidness = self.number("rigidness", rigidness, "the rigidness");
-        let convergence_time = m.shift_remove("convergence_time");
+        let convergence_time = m.take("convergence_time");
         let convergence_time =
             self.uint("convergence_time", convergence_time, "the convergence time");
-        let needs = m.shift_remove("needs");
+        let needs = m.take("needs");
         let needs = self.string_array("needs", needs, "addon names");
-        let allowed = m.shift_remove("allowed");
+        let allowed = m.take("allowed");
         let allowed = self.string_array("allowed", allowed, "cluster names");
         Some(Constraint {
             kind: kind?,
@@ -818,18 +851,19 @@ impl Checker {
             convergence_time,
             needs,
             allowed,
-            extra: m,
+            extra: m.into_extra(),
         })
     }
 
-    fn connectivity(&mut self, mut m: Map<String, Value>) -> Option<Connectivity> {
-        let target = m.shift_remove("target_microservice_id");
+    fn connectivity(&mut self, m: Map<String, Value>) -> Option<Connectivity> {
+        let mut m = Fields::new(m);
+        let target = m.take("target_microservice_id");
         let target = self.req_string(
             "target_microservice_id",
             target,
             "a string (the target microservice)",
         );
-        let cons = m.shift_remove("con_constraints");
+        let cons = m.take("con_constraints");
         let cons = self.require(
             "con_constraints",
             cons,
@@ -839,16 +873,17 @@ impl Checker {
             "con_constraints",
             cons,
             "a connection constraint",
-            |c, _, mut m| {
-                let kind = m.shift_remove("type");
+            |c, _, m| {
+                let mut m = Fields::new(m);
+                let kind = m.take("type");
                 let kind = c.req_string("type", kind, "a string (e.g. \"latency\")");
-                let threshold = m.shift_remove("threshold");
+                let threshold = m.take("threshold");
                 let threshold = c.require("threshold", threshold, "a number ≥ 0");
                 let threshold = c.number("threshold", threshold, "the threshold");
-                let rigidness = m.shift_remove("rigidness");
+                let rigidness = m.take("rigidness");
                 let rigidness = c.require("rigidness", rigidness, "a number ≥ 0");
                 let rigidness = c.number("rigidness", rigidness, "the rigidness");
-                let convergence = m.shift_remove("convergence_time");
+                let convergence = m.take("convergence_time");
                 let convergence = c.require("convergence_time", convergence, "a whole number ≥ 0");
                 let convergence = c.uint("convergence_time", convergence, "the convergence time");
                 Some(ConConstraint {
@@ -856,14 +891,14 @@ impl Checker {
                     threshold: threshold?,
                     rigidness: rigidness?,
                     convergence_time: convergence?,
-                    extra: m,
+                    extra: m.into_extra(),
                 })
             },
         );
         Some(Connectivity {
             target_microservice_id: target?,
             con_constraints: cons?,
-            extra: m,
+            extra: m.into_extra(),
         })
     }
 }
