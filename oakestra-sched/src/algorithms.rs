@@ -126,6 +126,7 @@ impl Scheduler for FirstFit {
         candidates
             .iter()
             .enumerate()
+            .filter(|(_, c)| may_fit(request, c))
             .find_map(|(i, c)| check(request, c).ok().map(|fit| (i, fit)))
             .map(|(i, fit)| placement(request, candidates, i, fit))
             .ok_or_else(|| diagnose(request, candidates))
