@@ -119,8 +119,9 @@ fn default_true() -> bool {
 /// Something an instance can be placed on: a worker (cluster level) or a cluster with
 /// aggregated resources (root level, see [`Candidate::cluster_of`]).
 ///
-/// Free CPU is `cpu_cores × (100 − cpu_load_percent) / 100`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+/// Free CPU is `cpu_cores × (100 − cpu_load_percent) / 100`. A default candidate (and one
+/// read from JSON without `active`) is active and has no resources.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Candidate {
     /// Unique name (worker id/hostname, or cluster name). Ties are broken by it.
     pub name: String,
@@ -173,6 +174,29 @@ pub struct Candidate {
     /// is never chosen. `None` at cluster level or when unknown.
     #[serde(default)]
     pub max_worker_free: Option<WorkerCapacity>,
+}
+
+impl Default for Candidate {
+    fn default() -> Self {
+        Candidate {
+            name: String::new(),
+            cpu_cores: 0.0,
+            cpu_load_percent: 0.0,
+            memory_total_mb: 0,
+            memory_free_mb: 0,
+            gpus: 0,
+            gpus_free: 0,
+            virtualization: Vec::new(),
+            arch: Vec::new(),
+            csi_drivers: Vec::new(),
+            addons: Vec::new(),
+            location: None,
+            vivaldi: None,
+            rtt_ms: BTreeMap::new(),
+            active: true,
+            max_worker_free: None,
+        }
+    }
 }
 
 impl Candidate {

@@ -75,6 +75,13 @@ fn minimal_documents_take_defaults() {
     assert!(c.active, "candidates are active unless they say otherwise");
     assert_eq!(c.cpu_cores, 0.0);
     assert_eq!(c.max_worker_free, None);
+    assert_eq!(
+        c,
+        Candidate {
+            name: "w1".into(),
+            ..Candidate::default()
+        }
+    );
 
     let r: PlacementRequest = serde_json::from_value(json!({})).unwrap();
     assert_eq!(r.level, Level::Cluster);
