@@ -1,0 +1,200 @@
+//! Types of the REST API that `oakestra-core` does not define: accounts, organizations,
+//! clusters as the API shows them, and the small answers of some endpoints.
+//!
+//! Every struct keeps unknown keys in `extra`, so a newer root does not break an older client.
+
+use oakestra_core::ids::{ObjectId, oid_format};
+use oakestra_core::model::InstanceRecord;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The two tokens of a login.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tokens {
+    /// Access token (10 minutes).
+    pub token: String,
+    /// Refresh token (30 days).
+    pub refresh_token: String,
+}
+
+/// A user account as the API shows it (never with its password hash).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    /// Id, `{"$oid": …}` on the wire.
+    #[serde(rename = "_id", with = "oid_format")]
+    pub id: ObjectId,
+    /// User name.
+    pub name: String,
+    /// E-mail address.
+    #[serde(default)]
+    pub email: String,
+    /// Creation time, `dd/mm/YYYY HH:MM`.
+    #[serde(default)]
+    pub created_at: String,
+    /// Roles in the organization of the caller's token.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Other keys.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// What `POST /api/auth/register` takes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewUser {
+    /// User name (unique).
+    pub name: String,
+    /// Password (stored as an argon2 hash).
+    pub password: String,
+    /// E-mail address.
+    #[serde(default)]
+    pub email: String,
+    /// Roles in the caller's organization.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// A change to a user (`PUT /api/user/<name>`); unset fields stay as they are.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct UserUpdate {
+    /// New e-mail address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// New password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// New roles in the caller's organization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
+}
+
+/// A member of an organization.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The user's id (24 hex digits).
+    pub user_id: String,
+    /// Roles in the organization.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// An organization.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Organization {
+    /// Id, `{"$oid": …}` on the wire.
+    #[serde(rename = "_id", with = "oid_format")]
+    pub id: ObjectId,
+    /// Name (unique).
+    pub name: String,
+    /// Members.
+    #[serde(default)]
+    pub member: Vec<Member>,
+    /// Other keys.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A new organization or a change to one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrganizationSpec {
+    /// Name.
+    pub name: String,
+    /// Members.
+    #[serde(default)]
+    pub member: Vec<Member>,
+}
+
+/// A change to an application (`PUT /api/application/<id>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApplicationUpdate {
+    /// New name.
+    pub application_name: String,
+    /// New namespace.
+    pub application_namespace: String,
+    /// New description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_desc: Option<String>,
+}
+
+/// A cluster as `GET /api/clusters` shows it: Oakestra's resource fields plus the aliases the
+/// CLIs and the dashboard read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cluster {
+    /// Id (a plain string).
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// Name.
+    pub cluster_name: String,
+    /// Location.
+    #[serde(default)]
+    pub cluster_location: String,
+    /// Whether its link to the root is up.
+    #[serde(default)]
+    pub active: bool,
+    /// Active workers.
+    #[serde(default)]
+    pub active_nodes: u64,
+    /// Cores over all workers.
+    #[serde(default)]
+    pub total_cpu_cores: u64,
+    /// Memory over all workers (MB).
+    #[serde(default)]
+    pub memory_in_mb: u64,
+    /// Mean CPU use in percent.
+    #[serde(default)]
+    pub aggregated_cpu_percent: f64,
+    /// Runtimes the workers offer.
+    #[serde(default)]
+    pub virtualization: Vec<String>,
+    /// Seconds since the epoch of the last message from the cluster.
+    #[serde(default)]
+    pub last_modified_timestamp: Option<f64>,
+    /// Every other key (candidate_name, vcpus, memory, cpu_percent, …).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// What `POST /api/service` answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceCreation {
+    /// Id of the last service created.
+    pub job_id: String,
+    /// The services created.
+    #[serde(default)]
+    pub deployed_services: Vec<ServiceOutcome>,
+    /// Always empty: creation is all or nothing, failures are errors.
+    #[serde(default)]
+    pub failed_services: Vec<ServiceOutcome>,
+    /// Other keys (`service_ids`).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// One entry of [`ServiceCreation`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceOutcome {
+    /// Microservice name.
+    pub service_name: String,
+    /// HTTP-like status of this service.
+    pub status: u16,
+    /// Its id.
+    #[serde(default)]
+    pub service_id: Option<String>,
+}
+
+/// What `POST /api/service/<id>/instance` answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeployAnswer {
+    /// `"ok"`.
+    pub message: String,
+    /// The new instance, with its scheduling status.
+    #[serde(default)]
+    pub instance: Option<InstanceRecord>,
+}
+
+/// A `{"message": …}` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// The text.
+    pub message: String,
+}
