@@ -1,0 +1,321 @@
+//! The root's address management (DESIGN.md §4.5): the IPAM of `oakestra_net::ipam`, persisted
+//! in the store and changed only inside the store's atomic updates, so two requests (or two
+//! roots on one MongoDB) never hand out the same address.
+//!
+//! * Service creation: [`reserve_for_services`] reserves each user-given `rr_ip` / `rr_ip_v6`
+//!   and allocates the ones not given, for all services of a request or none. The REST side
+//!   calls it before it stores the services, and [`release_services`] if storing fails.
+//! * Instance creation and removal happen in `instances.rs`, in the same store update as the
+//!   instance record ([`assign_instance`], [`release_instance`]).
+//! * Service deletion: `ClusterLink::release_service` frees the RR and instance addresses.
+//!
+//! Holders are keyed by the service **id** (24 hex digits), which is unique and stable; errors
+//! name the service by its job name.
+
+use std::net::IpAddr;
+
+use oakestra_core::ids::ObjectId;
+use oakestra_core::model::ServiceRecord;
+use oakestra_net::ipam::{AddressManager, Holder, InstanceAddresses, IpamError, PoolKind};
+use oakestra_store::{Store, StoreError};
+
+/// An address operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AddressError {
+    /// A user-given address is taken (REST: 409 Conflict).
+    #[error(
+        "{field} {address} is already used by {holder}; choose another address or leave {field} out to get a free one"
+    )]
+    InUse {
+        /// `rr_ip` or `rr_ip_v6`.
+        field: &'static str,
+        /// The address.
+        address: IpAddr,
+        /// Who has it, e.g. `service app.ns.svc.ns` or `instance 2 of service app.ns.svc.ns`.
+        holder: String,
+    },
+    /// A user-given address is not acceptable (REST: 422).
+    #[error("{0}")]
+    Invalid(IpamError),
+    /// A pool is full (REST: 503).
+    #[error("{0}")]
+    Exhausted(IpamError),
+    /// The stored IPAM state is unusable (REST: 500).
+    #[error("{0}")]
+    Corrupt(IpamError),
+    /// The store failed (REST: 500).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Holder of a service's RR addresses.
+pub fn service_holder(service: ObjectId) -> Holder {
+    Holder::service(service.to_string())
+}
+
+/// Holder of an instance's addresses.
+pub fn instance_holder(service: ObjectId, number: u32) -> Holder {
+    Holder::instance(service.to_string(), number)
+}
+
+/// Raw IPAM error → [`AddressError`], naming the holder by `name_of(service id)` when it can.
+fn classify(e: IpamError, name_of: &dyn Fn(&str) -> Option<String>) -> AddressError {
+    match e {
+        IpamError::AlreadyHeld {
+            pool,
+            address,
+            ref holder,
+        } => {
+            let field = match pool {
+                PoolKind::RrIpv6 => "rr_ip_v6",
+                _ => "rr_ip",
+            };
+            let named = |id: &str| {
+                name_of(id).map_or_else(|| id.to_owned(), |name| format!("{name} (id {id})"))
+            };
+            let holder = match holder {
+                Holder::Service(id) => format!("service {}", named(id)),
+                Holder::Instance { service, number } => {
+                    format!("instance {number} of service {}", named(service))
+                }
+                Holder::Worker(id) => format!("worker {id}"),
+            };
+            AddressError::InUse {
+                field,
+                address,
+                holder,
+            }
+        }
+        IpamError::Exhausted { .. } => AddressError::Exhausted(e),
+        IpamError::CorruptState { .. } => AddressError::Corrupt(e),
+        other => AddressError::Invalid(other),
+    }
+}
+
+/// Internal error of an IPAM closure: the store's, or an IPAM one still to be classified.
+#[derive(Debug)]
+pub(crate) enum IpamStep {
+    Store(StoreError),
+    Ipam(IpamError),
+}
+
+impl From<StoreError> for IpamStep {
+    fn from(e: StoreError) -> Self {
+        IpamStep::Store(e)
+    }
+}
+
+impl IpamStep {
+    async fn resolve(self, store: &dyn Store, batch: &[ServiceRecord]) -> AddressError {
+        match self {
+            IpamStep::Store(e) => AddressError::Store(e),
+            IpamStep::Ipam(e) => {
+                let holder_id = match &e {
+                    IpamError::AlreadyHeld {
+                        holder: Holder::Service(id) | Holder::Instance { service: id, .. },
+                        ..
+                    } => Some(id.clone()),
+                    _ => None,
+                };
+                let mut name = None;
+                if let Some(id) = &holder_id {
+                    name = batch
+                        .iter()
+                        .find(|s| s.id.to_string() == *id)
+                        .map(|s| s.job_name.clone());
+                    if name.is_none()
+                        && let Ok(oid) = id.parse::<ObjectId>()
+                        && let Ok(Some(s)) = store.get_service(oid).await
+                    {
+                        name = Some(s.job_name);
+                    }
+                }
+                classify(e, &|_| name.clone())
+            }
+        }
+    }
+}
+
+/// Gives every service its RR addresses, all or nothing: user-given `rr_ip` / `rr_ip_v6` are
+/// reserved, missing ones allocated, and the records' `rr_ip` / `rr_ip_v6` set. Calling it again
+/// for services that hold their addresses already is harmless (same addresses).
+pub async fn reserve_for_services(
+    store: &dyn Store,
+    services: &mut [ServiceRecord],
+) -> Result<(), AddressError> {
+    let wanted: Vec<(ObjectId, Option<String>, Option<String>)> = services
+        .iter()
+        .map(|s| {
+            (
+                s.id,
+                s.rr_ip.map(|a| a.to_string()),
+                s.rr_ip_v6.map(|a| a.to_string()),
+            )
+        })
+        .collect();
+    let result = store
+        .update_ipam(|ipam: &mut AddressManager| {
+            let mut out = Vec::with_capacity(wanted.len());
+            for (id, v4, v6) in &wanted {
+                let a = ipam
+                    .assign_service(&id.to_string(), v4.as_deref(), v6.as_deref())
+                    .map_err(IpamStep::Ipam)?;
+                out.push(a);
+            }
+            Ok::<_, IpamStep>(out)
+        })
+        .await;
+    match result {
+        Ok(assigned) => {
+            for (s, a) in services.iter_mut().zip(assigned) {
+                s.rr_ip = Some(a.rr_ipv4);
+                s.rr_ip_v6 = Some(a.rr_ipv6);
+            }
+            Ok(())
+        }
+        Err(e) => Err(e.resolve(store, services).await),
+    }
+}
+
+/// Frees the RR addresses and every instance address of these services (e.g. after a failed
+/// creation, or on deletion).
+pub async fn release_services(
+    store: &dyn Store,
+    services: &[ServiceRecord],
+) -> Result<(), AddressError> {
+    let targets: Vec<(ObjectId, Vec<u32>)> = services
+        .iter()
+        .map(|s| {
+            (
+                s.id,
+                s.instance_list.iter().map(|i| i.instance_number).collect(),
+            )
+        })
+        .collect();
+    store
+        .update_ipam(|ipam: &mut AddressManager| {
+            for (id, numbers) in &targets {
+                let sid = id.to_string();
+                ipam.release_service(&sid);
+                for n in numbers {
+                    ipam.release_instance(&sid, *n);
+                }
+            }
+            Ok::<_, StoreError>(())
+        })
+        .await?;
+    Ok(())
+}
+
+/// Gives instance `number` of `service` its IPv4 and IPv6, inside a store update.
+pub(crate) fn assign_instance(
+    ipam: &mut AddressManager,
+    service: ObjectId,
+    number: u32,
+) -> Result<InstanceAddresses, IpamError> {
+    ipam.assign_instance(&service.to_string(), number)
+}
+
+/// Frees the addresses of instance `number` of `service`, inside a store update.
+pub(crate) fn release_instance(ipam: &mut AddressManager, service: ObjectId, number: u32) {
+    ipam.release_instance(&service.to_string(), number);
+}
+
+/// Classifies an IPAM error from an instance allocation.
+pub(crate) fn instance_error(e: IpamError) -> AddressError {
+    classify(e, &|_| None)
+}
+
+/// Who holds `address` in the root's pools, as text (for diagnostics and tests).
+pub async fn holder_of(store: &dyn Store, address: IpAddr) -> Result<Option<String>, StoreError> {
+    let ipam: AddressManager = store.ipam().await?;
+    Ok(ipam.holder_of(address).map(|(_, h)| h.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oakestra_core::sla::parse_and_validate;
+    use oakestra_store::MemoryStore;
+    use std::sync::Arc;
+
+    fn services() -> Vec<ServiceRecord> {
+        let sla = parse_and_validate(include_str!(
+            "../../../examples/sla-clientsrvr-container.json"
+        ))
+        .unwrap();
+        let app = &sla.applications[0];
+        let app_id = oakestra_store::new_object_id();
+        app.microservices
+            .iter()
+            .map(|m| ServiceRecord::new(oakestra_store::new_object_id(), app_id, app, m))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn rr_ips_are_reserved_or_allocated_and_conflicts_name_the_holder() {
+        let store: Arc<dyn Store> = MemoryStore::shared();
+        let mut first = services();
+        let given: Vec<_> = first.iter().map(|s| s.rr_ip).collect();
+        reserve_for_services(store.as_ref(), &mut first)
+            .await
+            .unwrap();
+        for (s, g) in first.iter().zip(&given) {
+            assert!(s.rr_ip.is_some() && s.rr_ip_v6.is_some());
+            if let Some(g) = g {
+                assert_eq!(s.rr_ip, Some(*g), "user-given rr_ip kept");
+            }
+        }
+        // Idempotent for the same services.
+        let mut again = first.clone();
+        reserve_for_services(store.as_ref(), &mut again)
+            .await
+            .unwrap();
+        assert_eq!(again, first);
+
+        // The same descriptor again (new ids): the user-given rr_ip is taken.
+        let mut second = services();
+        let err = reserve_for_services(store.as_ref(), &mut second)
+            .await
+            .unwrap_err();
+        let AddressError::InUse { field, holder, .. } = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(*field, "rr_ip");
+        // The first batch is not stored as services, so the holder is named by id.
+        assert!(holder.starts_with("service "), "{holder}");
+        // Nothing of the failed batch was kept.
+        let ipam: AddressManager = store.ipam().await.unwrap();
+        for s in &second {
+            assert!(
+                ipam.pool(oakestra_net::ipam::RootPool::RrIpv6)
+                    .address_of(&service_holder(s.id))
+                    .is_none()
+            );
+        }
+
+        // Released addresses can be reserved again.
+        release_services(store.as_ref(), &first).await.unwrap();
+        reserve_for_services(store.as_ref(), &mut second)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn conflicts_inside_one_batch_name_the_service() {
+        let store: Arc<dyn Store> = MemoryStore::shared();
+        let mut batch = services();
+        let rr = "10.30.77.77".parse().unwrap();
+        for s in &mut batch {
+            s.rr_ip = Some(rr);
+        }
+        let err = reserve_for_services(store.as_ref(), &mut batch)
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(&batch[0].job_name), "{msg}");
+        assert!(msg.contains("10.30.77.77"), "{msg}");
+        let ipam: AddressManager = store.ipam().await.unwrap();
+        assert!(ipam.holder_of(rr.into()).is_none(), "all or nothing");
+    }
+}
