@@ -29,16 +29,24 @@ pub mod conformance;
 pub mod document;
 mod error;
 mod memory;
+#[cfg(feature = "mongodb")]
+mod mongo;
+mod open;
 pub mod records;
+mod redb_store;
 mod store;
 pub mod typed;
 
 pub use document::{Atomicity, Collection, Doc, Expect, Op, Write};
 pub use error::StoreError;
 pub use memory::MemoryStore;
+#[cfg(feature = "mongodb")]
+pub use mongo::{DEFAULT_DATABASE, MongoStore};
+pub use open::{open, redb_file};
 pub use records::{
     ClusterRecord, JoinTokenRecord, Member, OrganizationRecord, SigningKey, UserRecord,
     new_object_id,
 };
+pub use redb_store::{REDB_FILE_NAME, RedbStore};
 pub use store::Store;
 pub use typed::{MAX_ATTEMPTS, Record, RepairReport};

@@ -47,4 +47,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// changed). Returning `Ok` means the batch is durable. See [`Atomicity`] for what happens
     /// to a batch that fails part-way.
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError>;
+
+    /// On [`Atomicity::PerDocument`] backends: a lock the typed API holds around every
+    /// read-modify-write of the IPAM state, so that within one process a batch that fails
+    /// after its IPAM write can always roll that write back (nobody else wrote IPAM in
+    /// between). Multi-document backends need none.
+    fn ipam_lock(&self) -> Option<&tokio::sync::Mutex<()>> {
+        None
+    }
 }

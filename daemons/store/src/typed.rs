@@ -264,6 +264,18 @@ impl dyn Store {
                 ),
             });
         }
+        if self.atomicity() == Atomicity::PerDocument {
+            // The claim may belong to a write still in flight (claim written, record not yet),
+            // so it cannot be taken over here; a crash leftover is removed by `repair`.
+            return Err(StoreError::Conflict {
+                kind: R::COLLECTION.kind(),
+                what: format!(
+                    "{} is being taken by a concurrent write of {} {target} (or is left over from a crash; restarting runs the repair that frees it)",
+                    R::describe_key(key),
+                    R::COLLECTION.kind()
+                ),
+            });
+        }
         let leftover = Write::delete(Collection::UniqueKeys, cid, claim.rev, claim.body);
         match self.commit(vec![leftover]).await {
             Ok(()) | Err(StoreError::Stale { .. }) => Ok(()),
@@ -864,6 +876,10 @@ impl dyn Store {
         R: Send,
         E: From<StoreError> + Send,
     {
+        let _serialized = match self.ipam_lock() {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
         for _ in 0..MAX_ATTEMPTS {
             let doc = self.get(Collection::Meta, IPAM_ID).await?;
             let mut state: T = match &doc {
@@ -889,8 +905,10 @@ impl dyn Store {
     /// Read-modify-write of one service and the IPAM state together, e.g. "take the next
     /// instance number, allocate its addresses, record the instance". Atomic on
     /// [`Atomicity::MultiDocument`] backends. On [`Atomicity::PerDocument`] backends the IPAM
-    /// state is written first: a crash in between can leak the allocated addresses (held in
-    /// IPAM, referenced by no instance) but never hand one out twice.
+    /// state is written first, IPAM updates of this process are serialised
+    /// ([`Store::ipam_lock`]), and a failed service write rolls the IPAM write back before the
+    /// retry; only a crash in between can leak the allocated addresses (held in IPAM,
+    /// referenced by no instance) — never hand one out twice.
     pub async fn update_service_with_ipam<T, R, E>(
         &self,
         id: ObjectId,
@@ -905,6 +923,10 @@ impl dyn Store {
         let not_found = || StoreError::NotFound {
             kind: "service",
             id: sid.clone(),
+        };
+        let _serialized = match self.ipam_lock() {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
         };
         for _ in 0..MAX_ATTEMPTS {
             let ipam_doc = self.get(Collection::Meta, IPAM_ID).await?;
@@ -992,7 +1014,8 @@ impl dyn Store {
         candidate: &ClusterRecord,
         mut refresh: impl FnMut(&mut ClusterRecord) + Send,
     ) -> Result<ClusterRecord, StoreError> {
-        for _ in 0..MAX_ATTEMPTS {
+        let mut last = None;
+        for attempt in 0..MAX_ATTEMPTS {
             if let Some(existing) = self.cluster_by_name(&candidate.name).await? {
                 let res = self
                     .update_record(existing.id.as_str(), |c: &mut ClusterRecord| {
@@ -1007,11 +1030,16 @@ impl dyn Store {
             }
             match self.insert_record(candidate).await {
                 Ok(()) => return Ok(candidate.clone()),
-                Err(StoreError::Conflict { .. }) => tokio::task::yield_now().await,
+                // Another registration of the name is in flight: wait for it to land.
+                Err(e @ StoreError::Conflict { .. }) => {
+                    last = Some(e);
+                    let wait = (attempt as u64 + 1).min(20);
+                    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                }
                 Err(e) => return Err(e),
             }
         }
-        Err(stale(Collection::Clusters, candidate.id.as_str()))
+        Err(last.unwrap_or_else(|| stale(Collection::Clusters, candidate.id.as_str())))
     }
 
     /// Read-modify-write of a cluster.
