@@ -1,8 +1,404 @@
-//! `oakestra-root`: the root orchestrator (REST API, cluster gRPC, root scheduling, root IPAM).
-//! See DESIGN.md §4.1–4.3. It arrives with its issue.
+//! `oakestra-root`: the root orchestrator (DESIGN.md §4.1–4.3): the Oakestra-compatible REST
+//! API users and the dashboard talk to, the gRPC endpoint clusters dial, root scheduling and
+//! root IPAM.
+//!
+//! Library first: [`start`] runs a root inside any tokio runtime (tests, `oak up`) and
+//! returns its bound addresses; [`run`] is what the binary calls.
+//!
+//! * [`config`] — flags, environment, TOML file.
+//! * [`api`] — the REST API (axum), with [`auth`] (passwords, tokens) and [`error`].
+//! * [`openapi`] — the API documentation pages; [`metrics`] — Prometheus metrics.
 
 pub mod addresses;
+pub mod api;
+pub mod auth;
 pub mod cluster_link;
+pub mod config;
+pub mod error;
 pub mod grpc;
 pub mod instances;
+pub mod metrics;
+pub mod openapi;
 pub mod tokens;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::ServiceExt;
+use axum::extract::Request;
+use oakestra_store::{
+    Member, OrganizationRecord, SigningKey, Store, StoreError, UserRecord, new_object_id,
+};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower::Layer;
+use tower_http::normalize_path::NormalizePathLayer;
+
+pub use config::{Config, StoreLocation};
+
+use crate::api::AppState;
+use crate::api::lifecycle::ServiceLifecycle;
+use crate::auth::{TokenService, hash_password, random_bytes, roles};
+use crate::cluster_link::{ClusterLink, LinkConfig};
+use crate::metrics::Metrics;
+
+/// Name of the token signing key in the store.
+pub const SIGNING_KEY_NAME: &str = "jwt-hs256";
+
+/// Default account created on first start.
+pub const DEFAULT_ADMIN: &str = "Admin";
+
+/// An argon2 hash of a random password, checked against when a login names an unknown user,
+/// so that the answer time does not reveal which user names exist.
+pub(crate) static DUMMY_HASH: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| hash_password("no user has this password"));
+
+/// Why the root could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RootError {
+    /// The store could not be opened or failed during start-up.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// A listening address is in use or not allowed.
+    #[error("cannot listen on {addr} for the {what}: {source}; pick another address with --{flag}")]
+    Bind {
+        /// Which server.
+        what: &'static str,
+        /// The flag that sets its address.
+        flag: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The data directory cannot be created.
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A server task failed.
+    #[error("{what} failed: {message}")]
+    Server {
+        /// Which server.
+        what: &'static str,
+        /// What happened.
+        message: String,
+    },
+}
+
+/// Opens the configured store (creating the directory of an embedded store file).
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, RootError> {
+    let location = match &config.store {
+        StoreLocation::Redb(path) => {
+            let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+            if let Some(dir) = dir {
+                std::fs::create_dir_all(dir).map_err(|source| RootError::DataDir {
+                    path: dir.to_owned(),
+                    source,
+                })?;
+            }
+            format!("redb:{}", path.display())
+        }
+        StoreLocation::Mongo(url) => url.clone(),
+        StoreLocation::Memory => "memory:".to_owned(),
+    };
+    Ok(oakestra_store::open(&location).await?)
+}
+
+/// First-start set-up, idempotent: the token signing key (created once, insert-if-absent,
+/// so concurrent starts agree), the `Admin` account and the `root` organization.
+pub async fn bootstrap(store: &Arc<dyn Store>) -> Result<TokenService, RootError> {
+    let candidate = SigningKey {
+        algorithm: "HS256".into(),
+        key: random_bytes::<32>().to_vec(),
+        created_at: api::auth::created_at_now(),
+    };
+    let key = store
+        .get_or_insert_signing_key(SIGNING_KEY_NAME, &candidate)
+        .await?;
+    let admin = match store.user_by_name(DEFAULT_ADMIN).await? {
+        Some(u) => u,
+        None => {
+            let password_hash = tokio::task::spawn_blocking(|| hash_password("Admin"))
+                .await
+                .map_err(|e| RootError::Server {
+                    what: "password hashing",
+                    message: e.to_string(),
+                })?;
+            let user = UserRecord {
+                id: new_object_id(),
+                name: DEFAULT_ADMIN.into(),
+                email: String::new(),
+                password_hash,
+                created_at: api::auth::created_at_now(),
+                extra: serde_json::Map::new(),
+            };
+            match store.create_user(&user).await {
+                Ok(()) => {
+                    tracing::warn!(
+                        "created the default account Admin with password \"Admin\": change it now \
+                         (POST /api/user/Admin {{\"oldPassword\":\"Admin\",\"newPassword\":…}})"
+                    );
+                    user
+                }
+                // Another root process on the same store was faster.
+                Err(e) if e.is_conflict() => store.user_by_name(DEFAULT_ADMIN).await?.ok_or(e)?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    if store
+        .organization_by_name(api::auth::DEFAULT_ORGANIZATION)
+        .await?
+        .is_none()
+    {
+        let org = OrganizationRecord {
+            id: new_object_id(),
+            name: api::auth::DEFAULT_ORGANIZATION.into(),
+            members: vec![Member {
+                user_id: admin.id.to_string(),
+                roles: roles::ALL.iter().map(|r| (*r).to_owned()).collect(),
+            }],
+            extra: serde_json::Map::new(),
+        };
+        match store.create_organization(&org).await {
+            Ok(()) => {}
+            Err(e) if e.is_conflict() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(TokenService::new(&key.key))
+}
+
+/// A root running in the background.
+#[derive(Debug)]
+pub struct RunningRoot {
+    /// Where the REST API listens.
+    pub rest_addr: SocketAddr,
+    /// Where clusters dial (gRPC), when the cluster link runs.
+    pub grpc_addr: Option<SocketAddr>,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    shutdown: watch::Sender<bool>,
+    servers: Vec<JoinHandle<Result<(), RootError>>>,
+}
+
+impl RunningRoot {
+    /// Stops serving and waits for the servers to finish.
+    pub async fn stop(self) -> Result<(), RootError> {
+        let _ = self.shutdown.send(true);
+        self.wait().await
+    }
+
+    /// Waits until the servers stop (after [`RunningRoot::stop`] or a shutdown handle, or
+    /// when one fails: then the others are stopped too and its error is returned).
+    pub async fn wait(self) -> Result<(), RootError> {
+        let mut servers = self.servers;
+        let mut result = Ok(());
+        while !servers.is_empty() {
+            let (done, _, rest) = futures_select_all(servers).await;
+            servers = rest;
+            let outcome = match done {
+                Ok(r) => r,
+                Err(e) => Err(RootError::Server {
+                    what: "a server task",
+                    message: e.to_string(),
+                }),
+            };
+            if let Err(e) = outcome {
+                let _ = self.shutdown.send(true);
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+        }
+        result
+    }
+
+    /// A handle that stops the root when sent `true`.
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Waits for the first of several tasks (a tiny `select_all`, to avoid a futures dependency).
+async fn futures_select_all<T>(
+    mut handles: Vec<JoinHandle<T>>,
+) -> (Result<T, tokio::task::JoinError>, usize, Vec<JoinHandle<T>>) {
+    let (result, index) = std::future::poll_fn(|cx| {
+        for (i, h) in handles.iter_mut().enumerate() {
+            if let std::task::Poll::Ready(r) = std::pin::Pin::new(h).poll(cx) {
+                return std::task::Poll::Ready((r, i));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await;
+    handles.remove(index);
+    (result, index, handles)
+}
+
+/// Starts a root: opens the store, bootstraps it, binds the REST API and the cluster gRPC
+/// endpoint and serves both in the background. Returns once both accept connections.
+pub async fn start(config: Config) -> Result<RunningRoot, RootError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| RootError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let store = open_store(&config).await?;
+    tracing::info!(store = %store.describe(), "store opened");
+    let report = store.repair().await?;
+    if !report.is_clean() {
+        tracing::warn!(
+            ?report,
+            "repaired what an interrupted write left in the store"
+        );
+    }
+    let tokens = bootstrap(&store).await?;
+    match tokens::ensure_bootstrap_token(store.as_ref(), &config.data_dir).await {
+        Ok(tokens::Bootstrap::Created { path, .. }) => tracing::info!(
+            file = %path.display(),
+            "created the cluster join token `bootstrap`; clusters on this machine read it from that file, \
+             others need it (or one from `oakestra-root token create`)"
+        ),
+        Ok(tokens::Bootstrap::Existing) => {}
+        Err(e) => tracing::warn!("no bootstrap join token: {e}"),
+    }
+    let link = ClusterLink::new(
+        Arc::clone(&store),
+        LinkConfig {
+            inactive_after: config.cluster_timeout,
+            ..LinkConfig::default()
+        },
+    );
+    let grpc_listener = TcpListener::bind(config.grpc_listen)
+        .await
+        .map_err(|source| RootError::Bind {
+            what: "cluster gRPC endpoint",
+            flag: "grpc-listen",
+            addr: config.grpc_listen,
+            source,
+        })?;
+    let grpc_addr = grpc_listener
+        .local_addr()
+        .map_err(|source| RootError::Bind {
+            what: "cluster gRPC endpoint",
+            flag: "grpc-listen",
+            addr: config.grpc_listen,
+            source,
+        })?;
+    let lifecycle: Arc<dyn ServiceLifecycle> = link.clone();
+    let mut root = start_with(config, store, tokens, lifecycle).await?;
+    let mut stop = root.shutdown.subscribe();
+    root.servers.push(tokio::spawn(async move {
+        grpc::serve(grpc_listener, link, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+        .map_err(|e| RootError::Server {
+            what: "the cluster gRPC endpoint",
+            message: e.to_string(),
+        })
+    }));
+    tracing::info!(%grpc_addr, "cluster gRPC endpoint listening");
+    root.grpc_addr = Some(grpc_addr);
+    Ok(root)
+}
+
+/// Like [`start`] without the cluster link, with the parts given (API tests, and `oak up`
+/// variants with their own lifecycle).
+pub async fn start_with(
+    config: Config,
+    store: Arc<dyn Store>,
+    tokens: TokenService,
+    lifecycle: Arc<dyn ServiceLifecycle>,
+) -> Result<RunningRoot, RootError> {
+    let state = AppState {
+        store: Arc::clone(&store),
+        tokens: Arc::new(tokens),
+        lifecycle,
+        cluster_timeout: config.cluster_timeout,
+    };
+    let metrics = Arc::new(Metrics::new());
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| RootError::Bind {
+            what: "REST API",
+            flag: "listen",
+            addr: config.listen,
+            source,
+        })?;
+    let rest_addr = listener.local_addr().map_err(|source| RootError::Bind {
+        what: "REST API",
+        flag: "listen",
+        addr: config.listen,
+        source,
+    })?;
+    let (shutdown, mut stop) = watch::channel(false);
+    let app = NormalizePathLayer::trim_trailing_slash().layer(api::router(state, metrics));
+    let server = tokio::spawn(async move {
+        axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+            .map_err(|e| RootError::Server {
+                what: "the REST API",
+                message: e.to_string(),
+            })
+    });
+    tracing::info!(%rest_addr, "REST API listening; docs at /api/docs");
+    Ok(RunningRoot {
+        rest_addr,
+        grpc_addr: None,
+        store,
+        shutdown,
+        servers: vec![server],
+    })
+}
+
+/// Runs a root until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> Result<(), RootError> {
+    let root = start(config).await?;
+    // Machine-readable line for scripts and tests that start the binary on port 0.
+    println!(
+        "oakestra-root: REST API listening on http://{}",
+        root.rest_addr
+    );
+    if let Some(grpc) = root.grpc_addr {
+        println!("oakestra-root: cluster gRPC listening on {grpc}");
+    }
+    let stopper = root.shutdown_handle();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stopper.send(true);
+    });
+    root.wait().await
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

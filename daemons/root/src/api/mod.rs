@@ -1,0 +1,214 @@
+//! The REST API (Oakestra v1 paths and JSON shapes, DESIGN.md §4.1).
+//!
+//! * [`extract`] — authentication guards and the JSON body extractor.
+//! * one module per resource: [`auth`], [`users`], [`organizations`], [`applications`],
+//!   [`services`], [`clusters`].
+//! * [`lifecycle`] — what the API needs from IPAM and the cluster link.
+//!
+//! [`router`] assembles everything, with the OpenAPI document generated from the handlers.
+
+pub mod applications;
+pub mod auth;
+pub mod clusters;
+pub mod extract;
+pub mod lifecycle;
+pub mod organizations;
+pub mod services;
+pub mod users;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Router, middleware};
+use oakestra_store::{Store, StoreError};
+use tower_http::cors::CorsLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::auth::TokenService;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use lifecycle::ServiceLifecycle;
+
+/// Largest request body accepted (413 above).
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Shared state of every handler.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Persistent state.
+    pub store: Arc<dyn Store>,
+    /// Token signing and checking.
+    pub tokens: Arc<TokenService>,
+    /// Addresses and instances.
+    pub lifecycle: Arc<dyn ServiceLifecycle>,
+    /// How long a silent cluster stays active.
+    pub cluster_timeout: Duration,
+}
+
+/// A store failure as an API error: missing → 404, taken name → 409, backend → 503.
+pub fn store_error(e: StoreError) -> ApiError {
+    match &e {
+        StoreError::NotFound { .. } => ApiError::not_found(e.to_string()),
+        StoreError::Conflict { .. } | StoreError::Stale { .. } => ApiError::conflict(e.to_string()),
+        StoreError::Invalid { .. } => ApiError::bad_request(e.to_string()),
+        StoreError::Backend(_) | StoreError::Open { .. } => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+        _ => ApiError::internal(e.to_string()),
+    }
+}
+
+/// A `{"message": …}` answer.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct MessageBody {
+    /// What happened.
+    pub message: String,
+}
+
+impl MessageBody {
+    /// `{"message": text}` as a JSON response.
+    pub fn json(text: impl Into<String>) -> Json<MessageBody> {
+        Json(MessageBody {
+            message: text.into(),
+        })
+    }
+}
+
+/// The OpenAPI document's fixed part; paths come from the handlers.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "Oakestra-rs root orchestrator API",
+        description = include_str!("api_description.md"),
+        license(name = "Apache-2.0")
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(crate::error::ErrorBody, crate::error::ViolationDoc, MessageBody)),
+    tags(
+        (name = "auth", description = "Login, token refresh, registration, permissions"),
+        (name = "users", description = "User accounts"),
+        (name = "organizations", description = "Organizations and their members"),
+        (name = "applications", description = "Applications (created from deployment descriptors)"),
+        (name = "services", description = "Services (jobs) and their instances"),
+        (name = "clusters", description = "Clusters connected to this root (no login needed)"),
+        (name = "operations", description = "Health and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "Access token from POST /api/auth/login (10 minutes); the refresh \
+                         token (30 days) is accepted only by POST /api/auth/refresh.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The API routes and their OpenAPI document.
+pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(auth::routes())
+        .merge(users::routes())
+        .merge(organizations::routes())
+        .merge(applications::routes())
+        .merge(services::routes())
+        .merge(clusters::routes())
+        .routes(utoipa_axum::routes!(health))
+        .split_for_parts()
+}
+
+/// The complete application: API, docs, health and metrics, with metrics, CORS and the body
+/// limit applied. Trailing slashes are removed before routing by the caller
+/// ([`crate::serve_http`]), so `/api/applications/` and `/api/applications` are one route.
+pub fn router(state: AppState, metrics: Arc<Metrics>) -> Router {
+    let (api, openapi) = api_routes();
+    let spec =
+        Arc::new(serde_json::to_string_pretty(&openapi).expect("the OpenAPI document serialises"));
+    api.with_state(state)
+        .route(
+            "/docs/openapi.json",
+            get(move || {
+                let spec = Arc::clone(&spec);
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        spec.as_str().to_owned(),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/api/docs",
+            get(|| async { Html(crate::openapi::SWAGGER_UI) }),
+        )
+        .route(
+            "/metrics",
+            get(crate::metrics::serve).with_state(Arc::clone(&metrics)),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::track,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(CorsLayer::very_permissive())
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!(
+        "no endpoint {method} {}; see /api/docs for the API",
+        uri.path()
+    ))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{} does not accept {method}; see /api/docs for the methods it accepts",
+            uri.path()
+        ),
+    )
+}
+
+/// Whether the root is up and its store answers.
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses(
+        (status = 200, description = "`{\"status\":\"ok\",\"store\":\"<backend and location>\"}`"),
+        (status = 503, description = "The store does not answer", body = crate::error::ErrorBody),
+    ))]
+async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    match state.store.signing_key(crate::SIGNING_KEY_NAME).await {
+        Ok(_) => Json(serde_json::json!({
+            "status": "ok",
+            "store": state.store.describe(),
+        }))
+        .into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the store does not answer: {e}"),
+        )
+        .into_response(),
+    }
+}

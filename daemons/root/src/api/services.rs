@@ -1,0 +1,318 @@
+//! `/api/service/*` and `/api/services/*`, including instance deploy and undeploy.
+
+use std::collections::HashSet;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use oakestra_core::ids::ObjectId;
+use oakestra_core::model::{InstanceRecord, ServiceRecord};
+use oakestra_core::sla::Violation;
+use oakestra_store::new_object_id;
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::applications::{owned_application, release_all, reserve_all, validate_sla};
+use super::extract::{AdminCaller, Caller, JsonBody};
+use super::{AppState, MessageBody};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_services))
+        .routes(routes!(get_service, update_service, delete_service))
+        .routes(routes!(list_all_services))
+        .routes(routes!(list_application_services))
+        .routes(routes!(deploy_instance))
+        .routes(routes!(undeploy_instance))
+}
+
+/// The service `id` if it exists and its application belongs to the caller; 404 otherwise.
+async fn owned_service(state: &AppState, caller: &Caller, id: &str) -> ApiResult<ServiceRecord> {
+    let unknown = || ApiError::not_found(format!("you have no service with id {id:?}"));
+    let oid: ObjectId = id.parse().map_err(|_| unknown())?;
+    let service = state.store.get_service(oid).await?.ok_or_else(unknown)?;
+    match state.store.get_application(service.application_id).await? {
+        Some(app) if app.user_id == caller.username() => Ok(service),
+        _ => Err(unknown()),
+    }
+}
+
+/// One created service.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceOutcome {
+    /// Microservice name.
+    pub service_name: String,
+    /// Always 200.
+    pub status: u16,
+    /// Its id.
+    pub service_id: String,
+}
+
+/// Answer of POST /api/service.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceCreation {
+    /// Id of the last service created.
+    pub job_id: String,
+    /// Every service created.
+    pub deployed_services: Vec<ServiceOutcome>,
+    /// Always empty: creation is all or nothing, a failure is an error answer.
+    pub failed_services: Vec<ServiceOutcome>,
+}
+
+/// Add services to existing applications.
+///
+/// The body is an SLA descriptor whose applications carry the `applicationID` of existing
+/// applications of the caller. All or nothing. Differences from Oakestra: every application
+/// of the descriptor is used (Oakestra: only the first); errors keep their real status — 422
+/// with every violation for an invalid descriptor, 404 for an unknown application, 409 for a
+/// taken name or rr_ip (Oakestra turns every error into a bare 400); `failed_services` is
+/// always empty.
+#[utoipa::path(post, path = "/api/service", tag = "services",
+    security(("bearer" = [])),
+    request_body(content = Object, description = "SLA v2.0 descriptor with applicationID set"),
+    responses(
+        (status = 200, body = ServiceCreation),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, description = "Unknown application", body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ))]
+async fn create_services(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<Json<ServiceCreation>> {
+    let sla = validate_sla(body)?;
+    let mut missing = Vec::new();
+    for (i, app) in sla.applications.iter().enumerate() {
+        if app.application_id.as_deref().unwrap_or("").is_empty() {
+            missing.push(Violation {
+                path: format!("/applications/{i}/applicationID"),
+                message: "the id of the existing application to add the services to is needed"
+                    .into(),
+            });
+        }
+    }
+    if sla.applications.is_empty() {
+        missing.push(Violation {
+            path: "/applications".into(),
+            message: "the descriptor has no application".into(),
+        });
+    }
+    if !missing.is_empty() {
+        return Err(ApiError::invalid_sla(missing));
+    }
+    let mut planned: Vec<ServiceRecord> = Vec::new();
+    for app in &sla.applications {
+        let id = app.application_id.as_deref().unwrap_or("");
+        let record = owned_application(&state, &caller, id).await?;
+        let mut taken: HashSet<(String, String)> = state
+            .store
+            .list_services(record.id)
+            .await?
+            .into_iter()
+            .map(|s| (s.service_name, s.service_ns))
+            .collect();
+        for ms in &app.microservices {
+            if !taken.insert((
+                ms.microservice_name.clone(),
+                ms.microservice_namespace.clone(),
+            )) {
+                return Err(ApiError::conflict(format!(
+                    "application {id} already has a service {:?} in namespace {:?}",
+                    ms.microservice_name, ms.microservice_namespace
+                )));
+            }
+            // Job names use the stored application's names, not the descriptor's.
+            let mut named = app.clone();
+            named.application_name.clone_from(&record.application_name);
+            named
+                .application_namespace
+                .clone_from(&record.application_namespace);
+            planned.push(ServiceRecord::new(new_object_id(), record.id, &named, ms));
+        }
+    }
+    reserve_all(&state, &mut planned).await?;
+    let mut added: Vec<ObjectId> = Vec::new();
+    for s in &planned {
+        if let Err(e) = state.store.add_service(s).await {
+            for id in &added {
+                if let Err(del) = state.store.delete_service(*id).await {
+                    tracing::error!(service = %id, error = %del, "rollback of a partly added descriptor failed");
+                }
+            }
+            release_all(&state, &planned).await;
+            return Err(e.into());
+        }
+        added.push(s.id);
+    }
+    let deployed: Vec<ServiceOutcome> = planned
+        .iter()
+        .map(|s| ServiceOutcome {
+            service_name: s.service_name.clone(),
+            status: 200,
+            service_id: s.id.to_string(),
+        })
+        .collect();
+    Ok(Json(ServiceCreation {
+        job_id: deployed
+            .last()
+            .map(|d| d.service_id.clone())
+            .unwrap_or_default(),
+        deployed_services: deployed,
+        failed_services: Vec::new(),
+    }))
+}
+
+/// One service (job) of the caller, with its instances.
+///
+/// Unknown, malformed and other users' ids are a 404. Plain JSON (Oakestra: double-encoded).
+#[utoipa::path(get, path = "/api/service/{service_id}", tag = "services",
+    security(("bearer" = [])),
+    params(("service_id" = String, Path)),
+    responses(
+        (status = 200, description = "The service: the SLA microservice plus `_id:{$oid}`, applicationID, app_name, app_ns, service_name, service_ns, job_name, image, RR_ip, status, status_detail, next_instance_progressive_number, instance_list"),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    ))]
+async fn get_service(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(service_id): Path<String>,
+) -> ApiResult<Json<ServiceRecord>> {
+    owned_service(&state, &caller, &service_id).await.map(Json)
+}
+
+/// Updating a service is not supported (as in Oakestra): delete it and add it again. 501
+/// for the caller's services, 404 for others.
+#[utoipa::path(put, path = "/api/service/{service_id}", tag = "services",
+    security(("bearer" = [])),
+    params(("service_id" = String, Path)),
+    responses((status = 404, body = ErrorBody), (status = 501, body = ErrorBody)))]
+async fn update_service(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(service_id): Path<String>,
+) -> ApiResult<Json<MessageBody>> {
+    owned_service(&state, &caller, &service_id).await?;
+    Err(ApiError::not_implemented(
+        "services cannot be updated in place; delete the service (DELETE /api/service/<id>) and add it again (POST /api/service)",
+    ))
+}
+
+/// Delete a service: its instances are undeployed and its addresses released.
+///
+/// Unknown or other users' ids are a 404 (Oakestra: 500).
+#[utoipa::path(delete, path = "/api/service/{service_id}", tag = "services",
+    security(("bearer" = [])),
+    params(("service_id" = String, Path)),
+    responses((status = 200, body = MessageBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn delete_service(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(service_id): Path<String>,
+) -> ApiResult<Json<MessageBody>> {
+    let service = owned_service(&state, &caller, &service_id).await?;
+    let deleted = state.store.delete_service(service.id).await?;
+    release_all(&state, std::slice::from_ref(&deleted)).await;
+    Ok(MessageBody::json("Job deleted"))
+}
+
+/// Every service of every user (Admin).
+#[utoipa::path(get, path = "/api/services", tag = "services",
+    security(("bearer" = [])),
+    responses((status = 200, description = "List of services"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn list_all_services(
+    State(state): State<AppState>,
+    _admin: AdminCaller,
+) -> ApiResult<Json<Vec<ServiceRecord>>> {
+    Ok(Json(state.store.list_all_services().await?))
+}
+
+/// The services of one of the caller's applications.
+#[utoipa::path(get, path = "/api/services/{application_id}", tag = "services",
+    security(("bearer" = [])),
+    params(("application_id" = String, Path)),
+    responses((status = 200, description = "List of services"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn list_application_services(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(application_id): Path<String>,
+) -> ApiResult<Json<Vec<ServiceRecord>>> {
+    let app = owned_application(&state, &caller, &application_id).await?;
+    Ok(Json(state.store.list_services(app.id).await?))
+}
+
+/// Answer of an instance deployment.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeployResponse {
+    /// `"ok"`.
+    pub message: String,
+    /// The new instance: `instance_number`, `status` (`CLUSTER_SCHEDULED`, or the negative
+    /// scheduling status such as `NoActiveClusterWithCapacity` when nothing fits) and
+    /// `status_detail`.
+    #[schema(value_type = Object)]
+    pub instance: InstanceRecord,
+}
+
+/// Deploy one more instance of a service.
+///
+/// Root scheduling runs before the answer, so the answer carries the new instance with its
+/// status. Differences from Oakestra: an unknown or other user's service is a 404 (Oakestra:
+/// 200 and nothing happens).
+#[utoipa::path(post, path = "/api/service/{service_id}/instance", tag = "services",
+    security(("bearer" = [])),
+    params(("service_id" = String, Path)),
+    responses((status = 200, body = DeployResponse), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn deploy_instance(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(service_id): Path<String>,
+) -> ApiResult<Json<DeployResponse>> {
+    let service = owned_service(&state, &caller, &service_id).await?;
+    let instance = state.lifecycle.deploy_instance(service.id).await?;
+    Ok(Json(DeployResponse {
+        message: "ok".into(),
+        instance,
+    }))
+}
+
+/// Undeploy instance `instance_number` of a service, or every instance with `-1`.
+///
+/// Differences from Oakestra: an unknown or other user's service, or an instance number the
+/// service does not have, is a 404 (Oakestra: 200); a non-integer number is a 400 (Oakestra:
+/// 500); with `-1` every instance is undeployed (Oakestra skips every second one).
+#[utoipa::path(delete, path = "/api/service/{service_id}/instance/{instance_number}", tag = "services",
+    security(("bearer" = [])),
+    params(("service_id" = String, Path), ("instance_number" = i64, Path, description = "Instance number, or -1 for all")),
+    responses(
+        (status = 200, body = MessageBody), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    ))]
+async fn undeploy_instance(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((service_id, instance_number)): Path<(String, String)>,
+) -> ApiResult<Json<MessageBody>> {
+    let which = match instance_number.parse::<i64>() {
+        Ok(-1) => None,
+        Ok(n) if (0..=i64::from(u32::MAX)).contains(&n) => Some(n as u32),
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "instance number {instance_number:?} is not valid: give a number ≥ 0, or -1 for every instance"
+            )));
+        }
+    };
+    let service = owned_service(&state, &caller, &service_id).await?;
+    if let Some(n) = which
+        && service.instance(n).is_none()
+    {
+        return Err(ApiError::not_found(format!(
+            "service {service_id} has no instance {n}"
+        )));
+    }
+    state.lifecycle.undeploy_instance(service.id, which).await?;
+    Ok(MessageBody::json("ok"))
+}

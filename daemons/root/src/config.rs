@@ -1,0 +1,346 @@
+//! Configuration: flags, environment variables and an optional TOML file, in that order of
+//! precedence, with defaults that need no configuration at all (1-DOC).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+/// Default REST API address.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:10000";
+/// Default gRPC address for clusters.
+pub const DEFAULT_GRPC_LISTEN: &str = "0.0.0.0:50052";
+/// Default time after which a silent cluster is inactive.
+pub const DEFAULT_CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
+/// File name of the embedded store inside the data directory.
+pub const REDB_FILE: &str = oakestra_store::REDB_FILE_NAME;
+
+/// Where the root keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// An embedded redb file.
+    Redb(PathBuf),
+    /// A MongoDB server (`mongodb://host:port/db`).
+    Mongo(String),
+    /// Nothing persisted (`memory:`; tests and simulations).
+    Memory,
+}
+
+impl StoreLocation {
+    /// `mongodb://…` or `mongodb+srv://…` is MongoDB, `memory:` the in-memory store, and
+    /// anything else (optionally prefixed `redb:`) a redb file path; an existing directory
+    /// means the file `oakestra.redb` inside it.
+    pub fn parse(text: &str) -> Self {
+        let text = text.trim();
+        if text.starts_with("mongodb://") || text.starts_with("mongodb+srv://") {
+            StoreLocation::Mongo(text.to_owned())
+        } else if text == "memory:" || text == "memory" {
+            StoreLocation::Memory
+        } else {
+            let path = PathBuf::from(text.strip_prefix("redb:").unwrap_or(text));
+            StoreLocation::Redb(oakestra_store::redb_file(&path))
+        }
+    }
+}
+
+/// The resolved configuration of a root orchestrator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// REST API address.
+    pub listen: SocketAddr,
+    /// gRPC address clusters dial.
+    pub grpc_listen: SocketAddr,
+    /// Directory for the embedded store and other state.
+    pub data_dir: PathBuf,
+    /// The store.
+    pub store: StoreLocation,
+    /// A cluster silent for longer is inactive and its instances are rescheduled.
+    pub cluster_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let data_dir = default_data_dir();
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("valid default"),
+            grpc_listen: DEFAULT_GRPC_LISTEN.parse().expect("valid default"),
+            store: StoreLocation::Redb(data_dir.join(REDB_FILE)),
+            data_dir,
+            cluster_timeout: DEFAULT_CLUSTER_TIMEOUT,
+        }
+    }
+}
+
+impl Config {
+    /// The default configuration with its state in `data_dir` (tests, `oak up`).
+    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
+        Self {
+            store: StoreLocation::Redb(data_dir.join(REDB_FILE)),
+            data_dir,
+            ..Self::default()
+        }
+    }
+}
+
+/// `$XDG_DATA_HOME/oakestra-root`, else `$HOME/.local/share/oakestra-root`, else
+/// `./oakestra-data`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("oakestra-root");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(home).join(".local/share/oakestra-root");
+    }
+    PathBuf::from("oakestra-data")
+}
+
+/// A duration such as `30s`, `500ms`, `2m`, `1h` or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration; write e.g. 30s, 500ms, 2m or 1h"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}; use ms, s, m or h"
+            ));
+        }
+    };
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Command line of `oakestra-root`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "oakestra-root",
+    version,
+    about = "Oakestra-rs root orchestrator: the REST API users talk to and the gRPC endpoint clusters dial"
+)]
+pub struct Cli {
+    /// Settings shared by the server and the subcommands.
+    #[command(flatten)]
+    pub settings: Settings,
+    /// What to do (default: run the root).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Join tokens for clusters.
+    Token {
+        /// What to do with tokens.
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+/// Token subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Create a join token and print it (it is shown only this once).
+    Create {
+        /// A name that says what the token is for.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List the join tokens (ids and names, never the secrets).
+    List,
+    /// Revoke a join token by id.
+    Revoke {
+        /// The token id, as `token list` shows it.
+        id: String,
+    },
+}
+
+/// Flags and environment variables; unset ones come from the file or the defaults.
+#[derive(Debug, Clone, Default, Args)]
+pub struct Settings {
+    /// TOML file with any of: listen, grpc_listen, data_dir, store, cluster_timeout.
+    #[arg(long, env = "OAKESTRA_ROOT_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// REST API address [default: 0.0.0.0:10000].
+    #[arg(long, env = "OAKESTRA_ROOT_LISTEN", global = true)]
+    pub listen: Option<SocketAddr>,
+    /// gRPC address clusters dial [default: 0.0.0.0:50052].
+    #[arg(long, env = "OAKESTRA_ROOT_GRPC_LISTEN", global = true)]
+    pub grpc_listen: Option<SocketAddr>,
+    /// State directory [default: $XDG_DATA_HOME/oakestra-root, else
+    /// ~/.local/share/oakestra-root, else ./oakestra-data].
+    #[arg(long, env = "OAKESTRA_ROOT_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// A redb file path, a MongoDB URL (mongodb://host:port/db) or `memory:`
+    /// [default: <data-dir>/oakestra.redb].
+    #[arg(long, env = "OAKESTRA_ROOT_STORE", global = true)]
+    pub store: Option<String>,
+    /// A cluster silent for longer is inactive [default: 30s].
+    #[arg(long, env = "OAKESTRA_ROOT_CLUSTER_TIMEOUT", value_parser = parse_duration, global = true)]
+    pub cluster_timeout: Option<Duration>,
+}
+
+/// The TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    listen: Option<SocketAddr>,
+    grpc_listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    store: Option<String>,
+    cluster_timeout: Option<String>,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("invalid configuration file {path}: {message}")]
+    Invalid {
+        /// Which file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Settings {
+    /// Flags and environment over the file over the defaults.
+    pub fn resolve(&self) -> Result<Config, ConfigError> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileSettings::default(),
+        };
+        let file_timeout = match &file.cluster_timeout {
+            Some(t) => Some(parse_duration(t).map_err(|message| ConfigError::Invalid {
+                path: self.config.clone().unwrap_or_default(),
+                message: format!("cluster_timeout: {message}"),
+            })?),
+            None => None,
+        };
+        let defaults = Config::default();
+        let data_dir = self
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or(defaults.data_dir);
+        let store = match self.store.clone().or(file.store) {
+            Some(s) => StoreLocation::parse(&s),
+            None => StoreLocation::Redb(data_dir.join(REDB_FILE)),
+        };
+        Ok(Config {
+            listen: self.listen.or(file.listen).unwrap_or(defaults.listen),
+            grpc_listen: self
+                .grpc_listen
+                .or(file.grpc_listen)
+                .unwrap_or(defaults.grpc_listen),
+            data_dir,
+            store,
+            cluster_timeout: self
+                .cluster_timeout
+                .or(file_timeout)
+                .unwrap_or(defaults.cluster_timeout),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("3 days").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn defaults_need_no_configuration() {
+        let cfg = Cli::try_parse_from(["oakestra-root"])
+            .unwrap()
+            .settings
+            .resolve()
+            .unwrap();
+        assert_eq!(cfg.listen.port(), 10000);
+        assert_eq!(cfg.grpc_listen.port(), 50052);
+        assert_eq!(cfg.cluster_timeout, Duration::from_secs(30));
+        assert_eq!(cfg.store, StoreLocation::Redb(cfg.data_dir.join(REDB_FILE)));
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("root.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:1\"\ncluster_timeout = \"5s\"\nstore = \"mongodb://db:27017/oak\"\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "oakestra-root",
+            "--config",
+            file.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:2",
+        ])
+        .unwrap();
+        let cfg = cli.settings.resolve().unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:2".parse().unwrap());
+        assert_eq!(cfg.cluster_timeout, Duration::from_secs(5));
+        assert_eq!(
+            cfg.store,
+            StoreLocation::Mongo("mongodb://db:27017/oak".into())
+        );
+
+        std::fs::write(&file, "lisen = \"x\"\n").unwrap();
+        let err = cli.settings.resolve().unwrap_err().to_string();
+        assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn token_subcommand() {
+        let cli =
+            Cli::try_parse_from(["oakestra-root", "token", "create", "--name", "edge"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Token {
+                action: TokenAction::Create { name: Some(ref n) }
+            }) if n == "edge"
+        ));
+    }
+}

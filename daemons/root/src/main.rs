@@ -1,0 +1,53 @@
+//! The `oakestra-root` binary: parses the command line and runs the library.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use oakestra_root::config::{Cli, Command, TokenAction};
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    let config = cli.settings.resolve()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            None => oakestra_root::run(config).await.map_err(Into::into),
+            Some(Command::Token { action }) => {
+                let store = oakestra_root::open_store(&config).await?;
+                match action {
+                    TokenAction::Create { name } => {
+                        println!(
+                            "{}",
+                            oakestra_root::tokens::create_cli(Arc::clone(&store), name).await?
+                        );
+                    }
+                    TokenAction::List => {
+                        for t in oakestra_root::tokens::list(store.as_ref()).await? {
+                            println!("{}\t{}\t{}", t.id, t.name, t.created_at);
+                        }
+                    }
+                    TokenAction::Revoke { id } => {
+                        oakestra_root::tokens::revoke(store.as_ref(), &id).await?;
+                        println!("revoked join token {id}");
+                    }
+                }
+                Ok(())
+            }
+        }
+    })
+}

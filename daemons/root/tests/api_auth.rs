@@ -1,0 +1,486 @@
+//! Authentication, roles, ownership, users and organizations, against the real binary.
+
+mod api_common;
+
+use api_common::{Root, assert_error, clientsrvr_named, jwt_claims, one_service_app};
+use oakestra_client::{NewUser, OrganizationSpec, UserUpdate};
+use serde_json::json;
+
+#[tokio::test]
+async fn login_tokens_refresh_and_token_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::start(dir.path());
+    let raw = root.raw();
+
+    let (status, body) = raw
+        .post(
+            "/api/auth/login",
+            None,
+            r#"{"username":"Admin","password":"Admin"}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let access = body["token"].as_str().unwrap().to_owned();
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    let claims = jwt_claims(&access);
+    assert_eq!(claims["sub"], "Admin");
+    assert_eq!(claims["user"], "Admin");
+    assert_eq!(claims["type"], "access");
+    assert_eq!(claims["fresh"], false);
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        600
+    );
+    assert_eq!(claims["nbf"], claims["iat"]);
+    assert!(claims["jti"].is_string());
+    assert_eq!(claims["organization"].as_str().unwrap().len(), 24);
+    let roles: Vec<&str> = claims["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            "Admin",
+            "Organization_Admin",
+            "Application_Provider",
+            "Infrastructure_Provider"
+        ]
+    );
+    let rclaims = jwt_claims(&refresh);
+    assert_eq!(rclaims["type"], "refresh");
+    assert_eq!(
+        rclaims["exp"].as_u64().unwrap() - rclaims["iat"].as_u64().unwrap(),
+        30 * 24 * 3600
+    );
+
+    // Refresh: only with the refresh token.
+    let (status, body) = raw.post("/api/auth/refresh", Some(&refresh), "").await;
+    assert_eq!(status, 200, "{body}");
+    let new_access = body["token"].as_str().unwrap();
+    assert_eq!(raw.get("/api/applications", Some(new_access)).await.0, 200);
+    let msg = assert_error(&raw.post("/api/auth/refresh", Some(&access), "").await, 401);
+    assert!(msg.contains("refresh"), "{msg}");
+    let msg = assert_error(&raw.get("/api/applications", Some(&refresh)).await, 401);
+    assert!(msg.contains("access"), "{msg}");
+
+    // Login errors.
+    let msg = assert_error(
+        &raw.post(
+            "/api/auth/login",
+            None,
+            r#"{"username":"Admin","password":"nope"}"#,
+        )
+        .await,
+        401,
+    );
+    assert!(msg.contains("wrong"), "{msg}");
+    assert_error(
+        &raw.post(
+            "/api/auth/login",
+            None,
+            r#"{"username":"nobody","password":"x"}"#,
+        )
+        .await,
+        401,
+    );
+    assert_error(&raw.post("/api/auth/login", None, "").await, 400);
+    assert_error(
+        &raw.post("/api/auth/login", None, r#"{"username":"Admin"}"#)
+            .await,
+        400,
+    );
+    let msg = assert_error(
+        &raw.post(
+            "/api/auth/login",
+            None,
+            r#"{"username":"Admin","password":"Admin","organization_name":"nope"}"#,
+        )
+        .await,
+        404,
+    );
+    assert!(msg.contains("nope"), "{msg}");
+
+    // Missing, malformed and forged tokens.
+    let msg = assert_error(&raw.get("/api/applications", None).await, 401);
+    assert!(msg.contains("Authorization"), "{msg}");
+    assert_error(&raw.get("/api/applications", Some("garbage")).await, 401);
+    let mut forged: Vec<String> = access.split('.').map(str::to_owned).collect();
+    forged[2] = "AAAA".into();
+    assert_error(
+        &raw.get("/api/applications", Some(&forged.join("."))).await,
+        401,
+    );
+    assert_error(
+        &raw.get("/api/service/65f1a2b3c4d5e6f708192a3b", None).await,
+        401,
+    );
+
+    // The client refreshes and re-logs in by itself.
+    let client = root.admin().await;
+    let first = client.access_token().await.unwrap();
+    client.refresh().await.unwrap();
+    assert_ne!(client.access_token().await.unwrap(), first);
+    client.set_tokens("garbage", None).await;
+    // No refresh token and a bad access token: the stored credentials log in again on 401.
+    assert!(client.applications().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn roles_and_ownership() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::start(dir.path());
+    let admin = root.admin().await;
+    let raw = root.raw();
+
+    let alice_user = admin
+        .register(&NewUser {
+            name: "alice".into(),
+            password: "wonderland".into(),
+            email: "alice@example.org".into(),
+            roles: vec!["Application_Provider".into()],
+        })
+        .await
+        .unwrap();
+    assert_eq!(alice_user.name, "alice");
+    assert_eq!(alice_user.roles, ["Application_Provider"]);
+    let (_, raw_user) = raw
+        .get(
+            "/api/user/alice",
+            Some(&admin.access_token().await.unwrap()),
+        )
+        .await;
+    assert!(raw_user["_id"]["$oid"].is_string(), "{raw_user}");
+    assert!(
+        raw_user.get("password").is_none(),
+        "hash leaked: {raw_user}"
+    );
+
+    // Registration errors.
+    let dup = admin
+        .register(&NewUser {
+            name: "alice".into(),
+            password: "x".into(),
+            email: String::new(),
+            roles: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(dup.status(), Some(409), "{dup}");
+    let empty = admin
+        .register(&NewUser {
+            name: String::new(),
+            password: "x".into(),
+            email: String::new(),
+            roles: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(empty.status(), Some(400), "{empty}");
+    let bad_role = admin
+        .register(&NewUser {
+            name: "bob".into(),
+            password: "x".into(),
+            email: String::new(),
+            roles: vec!["Emperor".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_role.status(), Some(400), "{bad_role}");
+
+    let alice = root.client();
+    alice.login("alice", "wonderland").await.unwrap();
+    let at = alice.access_token().await.unwrap();
+    assert_eq!(jwt_claims(&at)["roles"], json!(["Application_Provider"]));
+    assert_eq!(
+        alice.permissions("alice").await.unwrap(),
+        ["Application_Provider"]
+    );
+    assert_eq!(
+        alice.permissions("Admin").await.unwrap_err().status(),
+        Some(403)
+    );
+
+    // Admin-only endpoints are 403 for alice.
+    for path in [
+        "/api/applications",
+        "/api/services",
+        "/api/users",
+        "/api/organization",
+    ] {
+        let msg = assert_error(&raw.get(path, Some(&at)).await, 403);
+        assert!(msg.contains("Admin"), "{path}: {msg}");
+    }
+    assert_error(
+        &raw.post(
+            "/api/auth/register",
+            Some(&at),
+            r#"{"name":"eve","password":"x","email":"","roles":[]}"#,
+        )
+        .await,
+        403,
+    );
+    assert_error(&raw.delete("/api/user/Admin", Some(&at)).await, 403);
+
+    // Admin's application is invisible to alice: 404 everywhere.
+    let apps = admin
+        .create_applications(&clientsrvr_named("adminapp", true))
+        .await
+        .unwrap();
+    let app_id = apps[0].id.to_string();
+    let svc_id = apps[0].microservices[0].to_string();
+    for (method, path) in [
+        ("GET", format!("/api/application/{app_id}")),
+        ("DELETE", format!("/api/application/{app_id}")),
+        ("GET", format!("/api/services/{app_id}")),
+        ("GET", format!("/api/service/{svc_id}")),
+        ("DELETE", format!("/api/service/{svc_id}")),
+        ("POST", format!("/api/service/{svc_id}/instance")),
+        ("DELETE", format!("/api/service/{svc_id}/instance/0")),
+    ] {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let answer = raw.send(m, &path, Some(&at), None).await;
+        assert_error(&answer, 404);
+    }
+    assert_error(
+        &raw.put(
+            &format!("/api/application/{app_id}"),
+            Some(&at),
+            r#"{"application_name":"stolen","application_namespace":"test"}"#,
+        )
+        .await,
+        404,
+    );
+    // Adding services to someone else's application.
+    let mut sla = one_service_app("x", "extra", None);
+    sla["applications"][0]["applicationID"] = json!(app_id);
+    assert_eq!(
+        alice.create_services(&sla).await.unwrap_err().status(),
+        Some(404)
+    );
+    // Still intact for Admin.
+    let back = admin.application(&app_id).await.unwrap();
+    assert_eq!(back.application_name, "adminapp");
+    assert_eq!(admin.application_services(&app_id).await.unwrap().len(), 2);
+
+    // Alice may reuse the same name: names are unique per user.
+    let mine = alice
+        .create_applications(&clientsrvr_named("adminapp", false))
+        .await
+        .unwrap();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].user_id, "alice");
+    let alice_id = alice_user.id.to_string();
+    let listed = alice.user_applications(&alice_id).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    let admin_id = admin.user("Admin").await.unwrap().id.to_string();
+    assert_eq!(
+        alice
+            .user_applications(&admin_id)
+            .await
+            .unwrap_err()
+            .status(),
+        Some(403)
+    );
+    // Admin sees everything, and alice's apps by her id.
+    assert_eq!(admin.applications().await.unwrap().len(), 2);
+    assert_eq!(admin.services().await.unwrap().len(), 4);
+    assert_eq!(admin.user_applications(&alice_id).await.unwrap().len(), 1);
+    // Alice reads her own account, not Admin's.
+    assert_eq!(
+        alice.user("alice").await.unwrap().email,
+        "alice@example.org"
+    );
+    assert_eq!(alice.user("Admin").await.unwrap_err().status(), Some(403));
+}
+
+#[tokio::test]
+async fn users_organizations_and_passwords() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::start(dir.path());
+    let admin = root.admin().await;
+
+    let carol = admin
+        .register(&NewUser {
+            name: "carol".into(),
+            password: "pw1".into(),
+            email: String::new(),
+            roles: vec![],
+        })
+        .await
+        .unwrap();
+
+    // Password change by the user herself.
+    let c = root.client();
+    c.login("carol", "pw1").await.unwrap();
+    assert_eq!(
+        c.change_password("carol", "wrong", "pw2")
+            .await
+            .unwrap_err()
+            .status(),
+        Some(400)
+    );
+    assert_eq!(
+        c.change_password("carol", "pw1", "pw1")
+            .await
+            .unwrap_err()
+            .status(),
+        Some(400)
+    );
+    c.change_password("carol", "pw1", "pw2").await.unwrap();
+    assert_eq!(
+        root.client()
+            .login("carol", "pw1")
+            .await
+            .unwrap_err()
+            .status(),
+        Some(401)
+    );
+    root.client().login("carol", "pw2").await.unwrap();
+
+    // Admin changes her roles and password (hashed, never shown).
+    admin
+        .update_user(
+            "carol",
+            &UserUpdate {
+                email: Some("carol@example.org".into()),
+                password: Some("pw3".into()),
+                roles: Some(vec!["Admin".into()]),
+            },
+        )
+        .await
+        .unwrap();
+    let c3 = root.client();
+    c3.login("carol", "pw3").await.unwrap();
+    assert_eq!(c3.permissions("carol").await.unwrap(), ["Admin"]);
+    assert_eq!(c3.users().await.unwrap().len(), 2);
+    assert_eq!(
+        admin
+            .update_user("nobody", &UserUpdate::default())
+            .await
+            .unwrap_err()
+            .status(),
+        Some(404)
+    );
+
+    // Organizations.
+    let orgs = admin.organizations().await.unwrap();
+    assert_eq!(orgs.len(), 1);
+    assert_eq!(orgs[0].name, "root");
+    let root_org_id = orgs[0].id.to_string();
+    assert_eq!(
+        admin.organization_users(&root_org_id).await.unwrap().len(),
+        2
+    );
+    let edge = admin
+        .create_organization(&OrganizationSpec {
+            name: "edge".into(),
+            member: vec![oakestra_client::Member {
+                user_id: carol.id.to_string(),
+                roles: vec!["Application_Provider".into()],
+            }],
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        admin
+            .create_organization(&OrganizationSpec {
+                name: "edge".into(),
+                member: vec![],
+            })
+            .await
+            .unwrap_err()
+            .status(),
+        Some(409)
+    );
+    let ce = root.client();
+    ce.login_to("carol", "pw3", Some("edge")).await.unwrap();
+    assert_eq!(
+        jwt_claims(&ce.access_token().await.unwrap())["organization"],
+        json!(edge.id.to_string())
+    );
+    assert_eq!(
+        ce.permissions("carol").await.unwrap(),
+        ["Application_Provider"]
+    );
+    admin
+        .update_organization(
+            &edge.id.to_string(),
+            &OrganizationSpec {
+                name: "edge2".into(),
+                member: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        admin
+            .organization_users(&edge.id.to_string())
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(
+        admin
+            .delete_organization(&root_org_id)
+            .await
+            .unwrap_err()
+            .status(),
+        Some(409)
+    );
+    admin
+        .delete_organization(&edge.id.to_string())
+        .await
+        .unwrap();
+    assert_eq!(
+        admin
+            .delete_organization(&edge.id.to_string())
+            .await
+            .unwrap_err()
+            .status(),
+        Some(404)
+    );
+
+    // Deleting users.
+    assert_eq!(
+        admin.delete_user("Admin").await.unwrap_err().status(),
+        Some(409)
+    );
+    let remaining = admin.delete_user("carol").await.unwrap();
+    assert_eq!(remaining.len(), 1);
+    assert_eq!(
+        root.client()
+            .login("carol", "pw3")
+            .await
+            .unwrap_err()
+            .status(),
+        Some(401)
+    );
+    // Her token no longer passes admin checks.
+    assert_eq!(c3.users().await.unwrap_err().status(), Some(401));
+
+    // Password reset by mail is not offered.
+    let raw = root.raw();
+    assert_error(
+        &raw.post("/api/user", None, r#"{"username":"Admin","domain":"x"}"#)
+            .await,
+        501,
+    );
+}
+
+#[tokio::test]
+async fn tokens_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut root = Root::start(dir.path());
+    let admin = root.admin().await;
+    let token = admin.access_token().await.unwrap();
+    root.restart();
+    let raw = root.raw();
+    assert_eq!(raw.get("/api/applications", Some(&token)).await.0, 200);
+    // The default account is created once, not again.
+    let admin = root.admin().await;
+    assert_eq!(admin.users().await.unwrap().len(), 1);
+}

@@ -1,0 +1,253 @@
+//! Shared by the `api_*` integration tests: starts the real `oakestra-root` binary on free
+//! loopback ports with a temp data dir, and talks to it through `oakestra-client` and raw
+//! HTTP.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use oakestra_client::Client;
+use serde_json::Value;
+
+pub const CLIENTSRVR: &str = include_str!("../../../../examples/sla-clientsrvr-container.json");
+
+/// A running `oakestra-root` process.
+pub struct Root {
+    child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub store: Option<String>,
+}
+
+impl Root {
+    /// Starts a root with the embedded store in `data_dir`.
+    pub fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, None)
+    }
+
+    /// Starts a root with `store` (a redb path or a MongoDB URL), or the embedded default.
+    pub fn start_with(data_dir: &Path, store: Option<&str>) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_oakestra-root"));
+        cmd.args(["--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .env_remove("OAKESTRA_ROOT_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(store) = store {
+            cmd.args(["--store", store]);
+        }
+        let mut child = cmd.spawn().expect("start oakestra-root");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(url) = line.strip_prefix("oakestra-root: REST API listening on ") {
+                    let _ = tx.send(url.trim().to_owned());
+                }
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => url,
+            Err(_) => {
+                let status = child.try_wait();
+                let _ = child.kill();
+                panic!("oakestra-root did not report its address within 60 s (exit: {status:?})");
+            }
+        };
+        Self {
+            child,
+            url,
+            data_dir: data_dir.to_owned(),
+            store: store.map(str::to_owned),
+        }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts another root on the same data dir and store.
+    pub fn restart(&mut self) {
+        self.kill();
+        let next = Self::start_with(&self.data_dir.clone(), self.store.clone().as_deref());
+        let old = std::mem::replace(self, next);
+        drop(old);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A client, not logged in.
+    pub fn client(&self) -> Client {
+        Client::new(&self.url).expect("client")
+    }
+
+    /// A client logged in as Admin/Admin.
+    pub async fn admin(&self) -> Client {
+        let c = self.client();
+        c.login("Admin", "Admin").await.expect("Admin login");
+        c
+    }
+
+    /// Raw HTTP helper.
+    pub fn raw(&self) -> Raw {
+        Raw {
+            http: reqwest::Client::new(),
+            base: self.url.clone(),
+        }
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Raw HTTP requests with status and JSON body.
+pub struct Raw {
+    pub http: reqwest::Client,
+    pub base: String,
+}
+
+impl Raw {
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.expect("body");
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+        self.send(
+            reqwest::Method::POST,
+            path,
+            token,
+            Some(body.as_bytes().to_vec()),
+        )
+        .await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        self.send(reqwest::Method::DELETE, path, token, None).await
+    }
+
+    pub async fn put(&self, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+        self.send(
+            reqwest::Method::PUT,
+            path,
+            token,
+            Some(body.as_bytes().to_vec()),
+        )
+        .await
+    }
+}
+
+/// Asserts an error answer: status and the `{"code","status","message"}` body, and returns
+/// the message.
+#[track_caller]
+pub fn assert_error(answer: &(u16, Value), status: u16) -> String {
+    let (code, body) = answer;
+    assert_eq!(*code, status, "unexpected answer {body}");
+    assert_eq!(body["code"], status, "{body}");
+    assert!(body["status"].is_string(), "{body}");
+    let message = body["message"].as_str().unwrap_or_default().to_owned();
+    assert!(!message.is_empty(), "error without a message: {body}");
+    message
+}
+
+/// The clientsrvr descriptor with another application name (and optionally without the
+/// fixed rr_ip, so several copies can coexist).
+pub fn clientsrvr_named(name: &str, keep_rr_ip: bool) -> Value {
+    let mut sla: Value = serde_json::from_str(CLIENTSRVR).expect("example parses");
+    sla["applications"][0]["application_name"] = Value::String(name.to_owned());
+    if !keep_rr_ip {
+        sla["applications"][0]["microservices"][1]
+            .as_object_mut()
+            .expect("service object")
+            .remove("addresses");
+    }
+    sla
+}
+
+/// A descriptor with one application holding one service.
+pub fn one_service_app(app: &str, service: &str, rr_ip: Option<&str>) -> Value {
+    let mut ms = serde_json::json!({
+        "microservice_name": service,
+        "microservice_namespace": "test",
+        "virtualization": "container",
+        "cmd": [],
+        "memory": 100,
+        "vcpus": 1,
+        "code": "docker.io/library/nginx:latest",
+        "port": "80:80/tcp"
+    });
+    if let Some(ip) = rr_ip {
+        ms["addresses"] = serde_json::json!({"rr_ip": ip});
+    }
+    serde_json::json!({
+        "sla_version": "v2.0",
+        "customerID": "Admin",
+        "applications": [{
+            "application_name": app,
+            "application_namespace": "test",
+            "application_desc": "test",
+            "microservices": [ms]
+        }]
+    })
+}
+
+/// The JSON payload of a JWT (unchecked).
+pub fn jwt_claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).expect("three parts");
+    let mut bytes = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in payload.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => continue,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            bytes.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    serde_json::from_slice(&bytes).expect("JSON payload")
+}
