@@ -1,0 +1,219 @@
+//! End to end: the real `oakestra-root` binary (embedded redb store) driven over HTTP with
+//! `oakestra-client`, and the fake cluster over gRPC.
+
+#[path = "support/fake_cluster.rs"]
+mod fake_cluster;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fake_cluster::{FakeCluster, FakeClusterBuilder, eventually, resources, status};
+use oakestra_core::status::{PositiveSchedulingStatus, Status};
+use oakestra_root::tokens;
+
+const CLIENTSRVR: &str = include_str!("../../../examples/sla-clientsrvr-container.json");
+
+struct RootProcess {
+    child: Child,
+    rest: String,
+    grpc: SocketAddr,
+}
+
+impl RootProcess {
+    fn start(data_dir: &Path) -> RootProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_oakestra-root"))
+            .args(["--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"])
+            .args(["--cluster-timeout", "30s"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .env_remove("OAKESTRA_ROOT_CONFIG")
+            .env_remove("OAKESTRA_ROOT_STORE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start oakestra-root");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let (mut rest, mut grpc) = (None, None);
+        while rest.is_none() || grpc.is_none() {
+            let line = rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("oakestra-root prints its addresses");
+            if let Some(url) = line.strip_prefix("oakestra-root: REST API listening on ") {
+                rest = Some(url.trim().to_owned());
+            }
+            if let Some(addr) = line.strip_prefix("oakestra-root: cluster gRPC listening on ") {
+                grpc = Some(addr.trim().parse().unwrap());
+            }
+        }
+        RootProcess {
+            child,
+            rest: rest.unwrap(),
+            grpc: grpc.unwrap(),
+        }
+    }
+
+    async fn admin(&self) -> oakestra_client::Client {
+        let c = oakestra_client::Client::new(&self.rest).unwrap();
+        c.login("Admin", "Admin").await.unwrap();
+        c
+    }
+
+    fn cluster(&self, name: &str, token: &str) -> FakeClusterBuilder {
+        FakeClusterBuilder {
+            addr: self.grpc,
+            name: name.to_owned(),
+            token: token.to_owned(),
+            resources: resources(1, 4.0, 4096),
+            instances: Vec::new(),
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RootProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn service_status(client: &oakestra_client::Client, id: &str) -> Option<Status> {
+    client.service(id).await.unwrap().status
+}
+
+#[tokio::test]
+async fn service_to_running_instance_through_the_real_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut root = RootProcess::start(dir.path());
+
+    // 1-DOC: the bootstrap token file is there, and a cluster joins with it.
+    let token = tokens::read_bootstrap_token(dir.path()).expect("bootstrap token file");
+    let mut cluster: FakeCluster = root.cluster("edge", &token).connect().await.unwrap();
+
+    let admin = root.admin().await;
+    let apps = admin
+        .create_applications(&serde_json::from_str::<serde_json::Value>(CLIENTSRVR).unwrap())
+        .await
+        .unwrap();
+    let services = admin
+        .application_services(&apps[0].id.to_string())
+        .await
+        .unwrap();
+    let nginx = services
+        .iter()
+        .find(|s| s.service_name == "nginx")
+        .unwrap()
+        .id
+        .to_string();
+    let clusters = eventually("the cluster to be active", || async {
+        let cs = admin.clusters().await.unwrap();
+        cs.iter().any(|c| c.active).then_some(cs)
+    })
+    .await;
+    assert_eq!(clusters[0].cluster_name, "edge");
+
+    let answer = admin.deploy_instance(&nginx).await.unwrap();
+    let instance = answer.instance.expect("the instance in the answer");
+    assert_eq!(
+        instance.status,
+        Some(PositiveSchedulingStatus::ClusterScheduled.into())
+    );
+    let deploy = cluster.expect_deploy().await;
+    assert_eq!(deploy.job_id, nginx);
+    assert_eq!(deploy.rr_ip, "10.30.55.55");
+    cluster.report(status(&nginx, 0, "RUNNING")).await;
+    eventually("RUNNING over REST", || async {
+        (service_status(&admin, &nginx).await == Some(Status::RUNNING)).then_some(())
+    })
+    .await;
+
+    // Undeploy over REST reaches the cluster.
+    admin.undeploy_instance(&nginx, Some(0)).await.unwrap();
+    assert_eq!(cluster.expect_undeploy().await.instance_number, Some(0));
+
+    // A new instance; then the root is killed and restarted on the same data dir. The cluster
+    // registers again (same id) and its snapshot restores the picture without a re-deploy.
+    admin.deploy_instance(&nginx).await.unwrap();
+    let d = cluster.expect_deploy().await;
+    assert_eq!(d.instance_number, 1);
+    cluster.report(status(&nginx, 1, "RUNNING")).await;
+    eventually("RUNNING again", || async {
+        (service_status(&admin, &nginx).await == Some(Status::RUNNING)).then_some(())
+    })
+    .await;
+    let old_id = cluster.id.clone();
+    cluster.disconnect();
+    root.kill();
+    let root = RootProcess::start(dir.path());
+    let mut cluster = root
+        .cluster("edge", &token)
+        .holding(vec![status(&nginx, 1, "RUNNING")])
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(cluster.id, old_id);
+    assert!(
+        cluster.quiet_for(Duration::from_millis(500)).await,
+        "nothing to fix"
+    );
+    let admin = root.admin().await;
+    assert_eq!(service_status(&admin, &nginx).await, Some(Status::RUNNING));
+
+    // Deleting the application undeploys its instances on the cluster.
+    admin
+        .delete_application(&apps[0].id.to_string())
+        .await
+        .unwrap();
+    let u = cluster.expect_undeploy().await;
+    assert_eq!(u.job_id, nginx);
+}
+
+#[tokio::test]
+async fn cli_token_lets_a_cluster_join_and_a_wrong_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_oakestra-root"))
+        .args(["token", "create", "--name", "lab"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("OAKESTRA_ROOT_CONFIG")
+        .env_remove("OAKESTRA_ROOT_STORE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let token = text.lines().next().unwrap().trim().to_owned();
+    assert!(token.starts_with(tokens::TOKEN_PREFIX), "{text}");
+
+    let root = RootProcess::start(dir.path());
+    assert_eq!(
+        tokens::read_bootstrap_token(dir.path()),
+        None,
+        "no bootstrap token once one exists"
+    );
+    let err = root
+        .cluster("lab", "oakjoin_not-a-real-token")
+        .register()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    assert!(err.message().contains("not valid"), "{}", err.message());
+    root.cluster("lab", &token).connect().await.unwrap();
+}
