@@ -116,7 +116,18 @@ struct State {
     secrets: HashMap<ClusterId, String>,
     /// Clusters without a stream, with the generation their loss timer belongs to.
     disconnected: HashMap<ClusterId, u64>,
+    /// Demand placed on each cluster since its last resources report: subtracted from what
+    /// it reported, so a burst of deploys does not pile onto one cluster beyond its capacity.
+    reserved: HashMap<ClusterId, Reserved>,
     generation: u64,
+}
+
+/// Resources promised to instances a cluster has not yet accounted for in a report.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Reserved {
+    pub(crate) vcpus: f64,
+    pub(crate) memory_mb: u64,
+    pub(crate) gpus: u32,
 }
 
 /// The registry of clusters and their live links. Create one per root with
@@ -454,6 +465,8 @@ impl ClusterLink {
     ) -> Result<(), StoreError> {
         let (resources, extra) = resources_from_proto(r);
         let now = tokens::now_secs_f64();
+        // The report accounts for everything placed before it.
+        let had_reservations = self.state().reserved.remove(id).is_some();
         let grew = self
             .store
             .update_cluster(id, |c| {
@@ -469,10 +482,24 @@ impl ClusterLink {
                 Ok::<_, StoreError>(grew)
             })
             .await?;
-        if grew {
+        if grew || had_reservations {
             self.retry.notify_one();
         }
         Ok(())
+    }
+
+    /// Records demand placed on `cluster` until its next resources report.
+    pub(crate) fn reserve(&self, cluster: &ClusterId, demand: Reserved) {
+        let mut st = self.state();
+        let r = st.reserved.entry(cluster.clone()).or_default();
+        r.vcpus += demand.vcpus;
+        r.memory_mb = r.memory_mb.saturating_add(demand.memory_mb);
+        r.gpus = r.gpus.saturating_add(demand.gpus);
+    }
+
+    /// The demand placed on each cluster since its last report.
+    pub(crate) fn reservations(&self) -> HashMap<ClusterId, Reserved> {
+        self.state().reserved.clone()
     }
 
     async fn on_snapshot(&self, id: &ClusterId, snapshot: Snapshot) -> Result<(), StoreError> {
@@ -678,10 +705,18 @@ fn capacity_grew(
 
 /// A stored cluster as a root-level scheduling candidate (named by the cluster's name, which
 /// is what `direct` and `clusters` constraints use).
-pub(crate) fn candidate_of(c: &ClusterRecord, connected: bool) -> oakestra_sched::Candidate {
+///
+/// `reserved` (demand placed since the cluster's last report) is taken off its totals. The
+/// largest single worker is left as reported: the reservation may sit on another worker, and
+/// the next report corrects it anyway.
+pub(crate) fn candidate_of(
+    c: &ClusterRecord,
+    connected: bool,
+    reserved: Reserved,
+) -> oakestra_sched::Candidate {
     let t = &c.resources.totals;
     let gpus = u32::try_from(t.gpus).unwrap_or(u32::MAX);
-    oakestra_sched::Candidate {
+    let mut candidate = oakestra_sched::Candidate {
         name: c.name.clone(),
         cpu_cores: extra_f64(&c.extra, EXTRA_CPU_CORES).unwrap_or(t.cpu_cores as f64),
         cpu_load_percent: t.cpu_percent,
@@ -702,5 +737,15 @@ pub(crate) fn candidate_of(c: &ClusterRecord, connected: bool) -> oakestra_sched
             gpus: extra_f64(&c.extra, EXTRA_MAX_FREE_GPUS).map_or(0, |g| g as u32),
         }),
         ..oakestra_sched::Candidate::default()
+    };
+    if reserved != Reserved::default() {
+        candidate.memory_free_mb = candidate.memory_free_mb.saturating_sub(reserved.memory_mb);
+        candidate.gpus_free = candidate.gpus_free.saturating_sub(reserved.gpus);
+        if candidate.cpu_cores > 0.0 {
+            let free = (candidate.free_vcpus() - reserved.vcpus).max(0.0);
+            candidate.cpu_load_percent =
+                (100.0 * (1.0 - free / candidate.cpu_cores)).clamp(0.0, 100.0);
+        }
     }
+    candidate
 }

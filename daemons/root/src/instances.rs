@@ -39,7 +39,7 @@ use oakestra_sched::{ConstraintError, Level, PlacementRequest, Scheduler};
 use oakestra_store::StoreError;
 
 use crate::addresses::{self, AddressError};
-use crate::cluster_link::{ClusterLink, candidate_of, is_finished, undeploy_message};
+use crate::cluster_link::{ClusterLink, Reserved, candidate_of, is_finished, undeploy_message};
 use crate::grpc::proto::{Deploy, InstanceStatus, RootMessage, root_message};
 
 /// An instance operation failed.
@@ -407,13 +407,15 @@ impl ClusterLink {
         &self,
     ) -> Result<Vec<(oakestra_sched::Candidate, ClusterId, String)>, StoreError> {
         let connected = self.connected_clusters();
+        let reserved = self.reservations();
         Ok(self
             .store
             .list_clusters()
             .await?
             .into_iter()
             .map(|c| {
-                let cand = candidate_of(&c, connected.contains(&c.id));
+                let r = reserved.get(&c.id).copied().unwrap_or_default();
+                let cand = candidate_of(&c, connected.contains(&c.id), r);
                 (cand, c.id, c.location)
             })
             .collect())
@@ -430,8 +432,14 @@ impl ClusterLink {
         let Some(service) = self.store.get_service(service_id).await? else {
             return Ok(false);
         };
+        let mut demand = Reserved::default();
         let decision = match placement_request(&service) {
             Ok(request) => {
+                demand = Reserved {
+                    vcpus: request.vcpus,
+                    memory_mb: request.memory_mb,
+                    gpus: request.vgpus,
+                };
                 let cands = self.candidates().await?;
                 let list: Vec<oakestra_sched::Candidate> =
                     cands.iter().map(|(c, _, _)| c.clone()).collect();
@@ -505,6 +513,7 @@ impl ClusterLink {
         match decision {
             Ok((cluster, _)) => {
                 tracing::info!(job = %service_id, n, cluster = %cluster, "instance placed");
+                self.reserve(&cluster, demand);
                 if let Some(msg) = deploy_message(&service, n) {
                     self.send(&cluster, msg).await;
                 }

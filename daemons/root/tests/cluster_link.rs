@@ -540,3 +540,47 @@ async fn addresses_are_allocated_released_on_undeploy_and_on_service_deletion() 
         .unwrap();
     assert_eq!(taker[0].rr_ip, Some(rr));
 }
+
+#[tokio::test]
+async fn a_burst_of_deploys_respects_capacity_until_the_next_report() {
+    let root = Root::start(LinkConfig::default()).await;
+    let services = root.create_clientsrvr().await;
+    let nginx = &services[1]; // 1 vcpu, 100 MB
+    let mut c = root
+        .cluster("edge")
+        .resources(resources(1, 2.0, 4096))
+        .connect()
+        .await
+        .unwrap();
+    eventually("edge to be active", || async {
+        root.store
+            .cluster_by_name("edge")
+            .await
+            .unwrap()?
+            .active
+            .then_some(())
+    })
+    .await;
+    let mut placed = Vec::new();
+    for _ in 0..3 {
+        placed.push(root.link.deploy_instance(nginx.id).await.unwrap().placed);
+    }
+    assert_eq!(placed, [true, true, false], "two cores, two instances");
+    c.expect_deploy().await;
+    c.expect_deploy().await;
+    let s = root.service(nginx.id).await;
+    let detail = s
+        .instance(2)
+        .unwrap()
+        .status_detail
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        detail.contains("cpu") || detail.contains("CPU") || detail.contains("core"),
+        "{detail}"
+    );
+
+    // The cluster's next report shows room again (e.g. it has more workers now).
+    c.report_resources(resources(2, 2.0, 4096)).await;
+    assert_eq!(c.expect_deploy().await.instance_number, 2);
+}
