@@ -571,7 +571,13 @@ impl ClusterLink {
         };
         let undeployed = status == Some(Status::Deployment(DeploymentStatus::Undeployed));
         match outcome {
-            Report::Applied => return Ok(Some((job, n))),
+            Report::Applied => {
+                if crate::instances::needs_relocation(status) {
+                    self.schedule(job, n, crate::instances::Move::Relocate(id))
+                        .await?;
+                }
+                return Ok(Some((job, n)));
+            }
             Report::Foreign if !undeployed => {
                 self.send(
                     id,

@@ -18,6 +18,11 @@
 //! connects or reports more capacity. Errors: unknown service → [`InstanceError::ServiceNotFound`]
 //! (404), unusable constraints → 422, address pool exhausted → 503, store → 500.
 //!
+//! **Moves.** Instances of a cluster that is gone longer than the link timeout are placed on
+//! other clusters with the same number and addresses (or left pending). An instance its
+//! cluster reports as `NO_QUALIFIED_WORKER_FOUND` / `NO_NODE_FOUND` is moved to another
+//! cluster that fits (that cluster is then not tried again for it); if none fits, it stays.
+//!
 //! **Undeploy** ([`ClusterLink::undeploy_instance`]): removes one instance or, with `None`, all
 //! of them (every one: Oakestra's `-1` skipped every second instance), frees their addresses in
 //! the same store update and sends `Undeploy` to their clusters.
@@ -33,7 +38,9 @@ use std::sync::atomic::Ordering;
 
 use oakestra_core::ids::{ClusterId, ObjectId};
 use oakestra_core::model::{InstanceRecord, ServiceRecord};
-use oakestra_core::status::{DeploymentStatus, PositiveSchedulingStatus, Status};
+use oakestra_core::status::{
+    DeploymentStatus, NegativeSchedulingStatus, PositiveSchedulingStatus, Status,
+};
 use oakestra_net::ipam::AddressManager;
 use oakestra_sched::{ConstraintError, Level, PlacementRequest, Scheduler};
 use oakestra_store::StoreError;
@@ -255,6 +262,43 @@ fn reset_placement(inst: &mut InstanceRecord) {
     inst.disk = None;
 }
 
+/// Instance key listing the clusters an instance was moved away from because they found no
+/// qualified worker; they are not tried again for it.
+const EXCLUDED_CLUSTERS: &str = "excluded_clusters";
+
+/// How [`ClusterLink::schedule`] moves an instance.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Move<'a> {
+    /// An unplaced instance (new or pending): placed, or left pending with the negative status.
+    Place,
+    /// Off a lost cluster: placed elsewhere, or left pending.
+    Evacuate(&'a ClusterId),
+    /// Off a cluster that reported it cannot run it (`NO_QUALIFIED_WORKER_FOUND`,
+    /// `NO_NODE_FOUND`): placed on another cluster if one fits, otherwise left where it is
+    /// (that cluster keeps retrying).
+    Relocate(&'a ClusterId),
+}
+
+impl<'a> Move<'a> {
+    fn from(self) -> Option<&'a ClusterId> {
+        match self {
+            Move::Place => None,
+            Move::Evacuate(c) | Move::Relocate(c) => Some(c),
+        }
+    }
+}
+
+/// Cluster-level outcomes that waiting on the same cluster will not fix.
+pub(crate) fn needs_relocation(status: Option<Status>) -> bool {
+    matches!(
+        status,
+        Some(Status::Negative(
+            NegativeSchedulingStatus::NoQualifiedWorkerFound
+                | NegativeSchedulingStatus::NoNodeFound
+        ))
+    )
+}
+
 impl ClusterLink {
     /// Creates one instance of `service_id` and places it (see the module docs for the flow
     /// and the REST contract). The caller has checked that the user may change the service.
@@ -299,7 +343,7 @@ impl ClusterLink {
                 });
             }
         };
-        let placed = self.schedule(service_id, n, None).await?;
+        let placed = self.schedule(service_id, n, Move::Place).await?;
         let service = self
             .store
             .get_service(service_id)
@@ -421,17 +465,27 @@ impl ClusterLink {
             .collect())
     }
 
-    /// Places instance `n`, which currently sits on `from` (`None`: unplaced). Skips it when
-    /// someone else moved it meanwhile. Returns whether it is now on a cluster.
+    /// Places instance `n` (see [`Move`]). Skips it when someone else moved it meanwhile.
+    /// Returns whether it went to a cluster.
     pub(crate) async fn schedule(
         &self,
         service_id: ObjectId,
         n: u32,
-        from: Option<&ClusterId>,
+        how: Move<'_>,
     ) -> Result<bool, StoreError> {
         let Some(service) = self.store.get_service(service_id).await? else {
             return Ok(false);
         };
+        let from = how.from();
+        let mut excluded: Vec<String> = Vec::new();
+        if let Move::Relocate(old) = how {
+            excluded = service
+                .instance(n)
+                .and_then(|i| i.extra.get(EXCLUDED_CLUSTERS))
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default();
+            excluded.push(old.0.clone());
+        }
         let mut demand = Reserved::default();
         let decision = match placement_request(&service) {
             Ok(request) => {
@@ -440,7 +494,8 @@ impl ClusterLink {
                     memory_mb: request.memory_mb,
                     gpus: request.vgpus,
                 };
-                let cands = self.candidates().await?;
+                let mut cands = self.candidates().await?;
+                cands.retain(|(_, id, _)| !excluded.contains(&id.0));
                 let list: Vec<oakestra_sched::Candidate> =
                     cands.iter().map(|(c, _, _)| c.clone()).collect();
                 match self.config().algorithm.place(&request, &list) {
@@ -467,6 +522,10 @@ impl ClusterLink {
                 e.to_string(),
             )),
         };
+        if matches!(how, Move::Relocate(_)) && decision.is_err() {
+            // No other cluster fits: the instance stays where it is.
+            return Ok(false);
+        }
         let from_owned = from.cloned();
         let updated = self
             .store
@@ -475,6 +534,9 @@ impl ClusterLink {
                     return Ok::<_, StoreError>(None);
                 };
                 if inst.cluster_id != from_owned {
+                    return Ok(None);
+                }
+                if matches!(how, Move::Relocate(_)) && !needs_relocation(inst.status) {
                     return Ok(None);
                 }
                 match &decision {
@@ -487,9 +549,21 @@ impl ClusterLink {
                             location.clone()
                         });
                         inst.status = Some(PositiveSchedulingStatus::ClusterScheduled.into());
-                        inst.status_detail = from_owned
-                            .as_ref()
-                            .map(|old| format!("moved from cluster {old}, which was lost"));
+                        inst.status_detail = match how {
+                            Move::Place => None,
+                            Move::Evacuate(old) => {
+                                Some(format!("moved from cluster {old}, which was lost"))
+                            }
+                            Move::Relocate(old) => Some(format!(
+                                "moved from cluster {old}, which found no qualified worker"
+                            )),
+                        };
+                        if matches!(how, Move::Relocate(_)) {
+                            inst.extra.insert(
+                                EXCLUDED_CLUSTERS.to_owned(),
+                                serde_json::Value::from(excluded.clone()),
+                            );
+                        }
                     }
                     Err((status, detail)) => {
                         reset_placement(inst);
@@ -514,6 +588,17 @@ impl ClusterLink {
             Ok((cluster, _)) => {
                 tracing::info!(job = %service_id, n, cluster = %cluster, "instance placed");
                 self.reserve(&cluster, demand);
+                if let Move::Relocate(old) = how {
+                    self.send(
+                        old,
+                        undeploy_message(
+                            service_id,
+                            Some(n),
+                            "placed on another cluster: this one found no qualified worker",
+                        ),
+                    )
+                    .await;
+                }
                 if let Some(msg) = deploy_message(&service, n) {
                     self.send(&cluster, msg).await;
                 }
@@ -532,7 +617,7 @@ impl ClusterLink {
         for service in self.store.list_all_services().await? {
             for inst in &service.instance_list {
                 if inst.cluster_id.as_ref() == Some(lost) && !is_finished(inst.status) {
-                    self.schedule(service.id, inst.instance_number, Some(lost))
+                    self.schedule(service.id, inst.instance_number, Move::Evacuate(lost))
                         .await?;
                 }
             }
@@ -559,7 +644,10 @@ impl ClusterLink {
                 if !pending {
                     continue;
                 }
-                match self.schedule(service.id, inst.instance_number, None).await {
+                match self
+                    .schedule(service.id, inst.instance_number, Move::Place)
+                    .await
+                {
                     Ok(true) => placed += 1,
                     Ok(false) => {}
                     Err(e) => {
@@ -576,7 +664,6 @@ impl ClusterLink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oakestra_core::status::NegativeSchedulingStatus;
 
     fn inst(n: u32, s: impl Into<Status>) -> InstanceRecord {
         InstanceRecord::new(n, s)

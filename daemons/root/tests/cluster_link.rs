@@ -584,3 +584,55 @@ async fn a_burst_of_deploys_respects_capacity_until_the_next_report() {
     c.report_resources(resources(2, 2.0, 4096)).await;
     assert_eq!(c.expect_deploy().await.instance_number, 2);
 }
+
+#[tokio::test]
+async fn an_instance_no_worker_of_its_cluster_qualifies_for_moves_to_another_cluster() {
+    let root = Root::start(LinkConfig::default()).await;
+    let services = root.create_clientsrvr().await;
+    let nginx = &services[1];
+    let mut a = root.cluster("a").connect().await.unwrap();
+    eventually("a to be active", || async {
+        root.store
+            .cluster_by_name("a")
+            .await
+            .unwrap()?
+            .active
+            .then_some(())
+    })
+    .await;
+    root.link.deploy_instance(nginx.id).await.unwrap();
+    a.expect_deploy().await;
+    let mut b = root.cluster("b").connect().await.unwrap();
+    eventually("b to be active", || async {
+        root.store
+            .cluster_by_name("b")
+            .await
+            .unwrap()?
+            .active
+            .then_some(())
+    })
+    .await;
+
+    a.report(status(nginx.id, 0, "NO_QUALIFIED_WORKER_FOUND"))
+        .await;
+    let u = a.expect_undeploy().await;
+    assert_eq!(u.instance_number, Some(0));
+    assert_eq!(b.expect_deploy().await.instance_number, 0);
+    let s = root.service(nginx.id).await;
+    let i = s.instance(0).unwrap();
+    assert_eq!(i.cluster_id.as_ref().unwrap().0, b.id);
+    assert_eq!(i.extra["excluded_clusters"], serde_json::json!([a.id]));
+
+    // b cannot run it either, and a is excluded: it stays on b (which keeps trying).
+    b.report(status(nginx.id, 0, "NO_QUALIFIED_WORKER_FOUND"))
+        .await;
+    assert!(a.quiet_for(Duration::from_millis(300)).await);
+    assert!(b.quiet_for(Duration::from_millis(100)).await);
+    let s = root.service(nginx.id).await;
+    let i = s.instance(0).unwrap();
+    assert_eq!(i.cluster_id.as_ref().unwrap().0, b.id);
+    assert_eq!(
+        i.status,
+        Some(NegativeSchedulingStatus::NoQualifiedWorkerFound.into())
+    );
+}
