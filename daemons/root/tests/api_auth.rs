@@ -1,15 +1,15 @@
 //! Authentication, roles, ownership, users and organizations, against the real binary.
 
+#[macro_use]
 mod api_common;
 
-use api_common::{Root, assert_error, clientsrvr_named, jwt_claims, one_service_app};
+use api_common::{Backend, Root, assert_error, clientsrvr_named, jwt_claims, one_service_app};
 use oakestra_client::{NewUser, OrganizationSpec, UserUpdate};
 use serde_json::json;
 
-#[tokio::test]
-async fn login_tokens_refresh_and_token_errors() {
+async fn login_tokens_refresh_and_token_errors(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let root = Root::start(dir.path());
+    let root = Root::start_on(dir.path(), backend).await;
     let raw = root.raw();
 
     let (status, body) = raw
@@ -128,10 +128,9 @@ async fn login_tokens_refresh_and_token_errors() {
     assert!(client.applications().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn roles_and_ownership() {
+async fn roles_and_ownership(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let root = Root::start(dir.path());
+    let root = Root::start_on(dir.path(), backend).await;
     let admin = root.admin().await;
     let raw = root.raw();
 
@@ -296,10 +295,9 @@ async fn roles_and_ownership() {
     assert_eq!(alice.user("Admin").await.unwrap_err().status(), Some(403));
 }
 
-#[tokio::test]
-async fn users_organizations_and_passwords() {
+async fn users_organizations_and_passwords(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let root = Root::start(dir.path());
+    let root = Root::start_on(dir.path(), backend).await;
     let admin = root.admin().await;
 
     let carol = admin
@@ -471,10 +469,9 @@ async fn users_organizations_and_passwords() {
     );
 }
 
-#[tokio::test]
-async fn tokens_survive_a_restart() {
+async fn tokens_survive_a_restart(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let mut root = Root::start(dir.path());
+    let mut root = Root::start_on(dir.path(), backend).await;
     let admin = root.admin().await;
     let token = admin.access_token().await.unwrap();
     root.restart();
@@ -484,3 +481,10 @@ async fn tokens_survive_a_restart() {
     let admin = root.admin().await;
     assert_eq!(admin.users().await.unwrap().len(), 1);
 }
+
+on_every_backend!(
+    login_tokens_refresh_and_token_errors,
+    roles_and_ownership,
+    users_organizations_and_passwords,
+    tokens_survive_a_restart
+);

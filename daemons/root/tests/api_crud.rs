@@ -1,16 +1,16 @@
 //! Full application → service CRUD with the Oakestra JSON shapes, the docs, metrics, health
 //! and slash-tolerant routing.
 
+#[macro_use]
 mod api_common;
 
-use api_common::{CLIENTSRVR, Root, assert_error, one_service_app};
+use api_common::{Backend, CLIENTSRVR, Root, assert_error, one_service_app};
 use oakestra_client::ApplicationUpdate;
 use serde_json::{Value, json};
 
-#[tokio::test]
-async fn clientsrvr_application_and_services_crud() {
+async fn clientsrvr_application_and_services_crud(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let root = Root::start(dir.path());
+    let root = Root::start_on(dir.path(), backend).await;
     let admin = root.admin().await;
     let t = admin.access_token().await.unwrap();
     let raw = root.raw();
@@ -163,10 +163,9 @@ async fn clientsrvr_application_and_services_crud() {
     assert_eq!(again.len(), 1);
 }
 
-#[tokio::test]
-async fn trailing_slashes_docs_metrics_health_and_clusters() {
+async fn trailing_slashes_docs_metrics_health_and_clusters(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let root = Root::start(dir.path());
+    let root = Root::start_on(dir.path(), backend).await;
     let t = root.admin().await.access_token().await.unwrap();
     let raw = root.raw();
 
@@ -271,3 +270,8 @@ async fn trailing_slashes_docs_metrics_health_and_clusters() {
     );
     assert!(metrics.contains("oakestra_root_http_request_duration_seconds_bucket"));
 }
+
+on_every_backend!(
+    clientsrvr_application_and_services_crud,
+    trailing_slashes_docs_metrics_health_and_clusters
+);

@@ -1,18 +1,18 @@
 //! Every error case of the REST API: bad input gets a clear JSON error and changes nothing.
 
+#[macro_use]
 mod api_common;
 
-use api_common::{Root, assert_error, clientsrvr_named, one_service_app};
+use api_common::{Backend, Root, assert_error, clientsrvr_named, one_service_app};
 use serde_json::{Value, json};
 
 async fn admin_token(root: &Root) -> String {
     root.admin().await.access_token().await.unwrap()
 }
 
-#[tokio::test]
-async fn bad_bodies_are_rejected_with_their_reason() {
+async fn bad_bodies_are_rejected_with_their_reason(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let root = Root::start(dir.path());
+    let root = Root::start_on(dir.path(), backend).await;
     let t = admin_token(&root).await;
     let raw = root.raw();
 
@@ -102,10 +102,9 @@ async fn bad_bodies_are_rejected_with_their_reason() {
     assert_eq!(apps, json!([]));
 }
 
-#[tokio::test]
-async fn conflicts_are_409_and_creation_is_all_or_nothing() {
+async fn conflicts_are_409_and_creation_is_all_or_nothing(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let root = Root::start(dir.path());
+    let root = Root::start_on(dir.path(), backend).await;
     let t = admin_token(&root).await;
     let raw = root.raw();
 
@@ -203,10 +202,9 @@ async fn conflicts_are_409_and_creation_is_all_or_nothing() {
     );
 }
 
-#[tokio::test]
-async fn unknown_ids_and_routes_are_404() {
+async fn unknown_ids_and_routes_are_404(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let root = Root::start(dir.path());
+    let root = Root::start_on(dir.path(), backend).await;
     let t = admin_token(&root).await;
     let raw = root.raw();
     let unknown = "65f1a2b3c4d5e6f708192a3b";
@@ -245,10 +243,9 @@ async fn unknown_ids_and_routes_are_404() {
     assert_error(&raw.delete("/api/applications", Some(&t)).await, 405);
 }
 
-#[tokio::test]
-async fn instances_deploy_and_undeploy() {
+async fn instances_deploy_and_undeploy(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let root = Root::start(dir.path());
+    let root = Root::start_on(dir.path(), backend).await;
     let admin = root.admin().await;
     let t = admin.access_token().await.unwrap();
     let raw = root.raw();
@@ -286,3 +283,10 @@ async fn instances_deploy_and_undeploy() {
     let again = admin.deploy_instance(&sid).await.unwrap();
     assert_eq!(again.instance.unwrap().instance_number, n0 + 3);
 }
+
+on_every_backend!(
+    bad_bodies_are_rejected_with_their_reason,
+    conflicts_are_409_and_creation_is_all_or_nothing,
+    unknown_ids_and_routes_are_404,
+    instances_deploy_and_undeploy
+);

@@ -2,13 +2,14 @@
 //! same data dir, and find every acknowledged application, service and user intact (and
 //! nothing half-created).
 
+#[macro_use]
 mod api_common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use api_common::{Root, clientsrvr_named};
+use api_common::{Backend, Root, clientsrvr_named};
 use oakestra_client::{Client, NewUser};
 use tokio::sync::Mutex;
 
@@ -134,9 +135,10 @@ async fn burst_then_kill(root: &mut Root) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_during_creates_loses_nothing_acknowledged_redb() {
+async fn sigkill_during_creates_loses_nothing_acknowledged(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let mut root = Root::start(dir.path());
+    let mut root = Root::start_on(dir.path(), backend).await;
     burst_then_kill(&mut root).await;
 }
+
+on_every_backend!(sigkill_during_creates_loses_nothing_acknowledged);

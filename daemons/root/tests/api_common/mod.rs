@@ -13,6 +13,42 @@ use std::time::Duration;
 use oakestra_client::Client;
 use serde_json::Value;
 
+/// The store engineer's nx-27017 harness (a MongoDB-wire server on a free loopback port).
+#[path = "../../../store/tests/support/mod.rs"]
+mod nx;
+
+/// Runs each listed scenario `async fn name(backend: Backend)` as two tests, `redb::name` and
+/// `mongo::name`, so every API test covers both store backends.
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod redb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::api_common::Backend::Redb).await
+                }
+            )*
+        }
+        mod mongo {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::api_common::Backend::Mongo).await
+                }
+            )*
+        }
+    };
+}
+
+/// Which store the root under test uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded redb file in the data dir.
+    Redb,
+    /// MongoDB (a fresh nx-27017 per test).
+    Mongo,
+}
+
 pub const CLIENTSRVR: &str = include_str!("../../../../examples/sla-clientsrvr-container.json");
 
 /// A running `oakestra-root` process.
@@ -21,6 +57,8 @@ pub struct Root {
     pub url: String,
     pub data_dir: PathBuf,
     pub store: Option<String>,
+    /// The MongoDB-wire server, kept alive as long as the root (and across restarts).
+    nx: Option<nx::NxServer>,
 }
 
 impl Root {
@@ -29,8 +67,33 @@ impl Root {
         Self::start_with(data_dir, None)
     }
 
+    /// Starts a root on `backend` (for MongoDB, a fresh nx-27017 first).
+    pub async fn start_on(data_dir: &Path, backend: Backend) -> Self {
+        match backend {
+            Backend::Redb => Self::start(data_dir),
+            Backend::Mongo => {
+                let server = nx::NxServer::start().await;
+                let mut root = Self::start_with(data_dir, Some(&server.url("oakestra")));
+                root.nx = Some(server);
+                root
+            }
+        }
+    }
+
     /// Starts a root with `store` (a redb path or a MongoDB URL), or the embedded default.
     pub fn start_with(data_dir: &Path, store: Option<&str>) -> Self {
+        let cmd = Self::command(data_dir, store);
+        let (child, url) = Self::spawn(cmd);
+        Self {
+            child,
+            url,
+            data_dir: data_dir.to_owned(),
+            store: store.map(str::to_owned),
+            nx: None,
+        }
+    }
+
+    fn command(data_dir: &Path, store: Option<&str>) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_oakestra-root"));
         cmd.args(["--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"])
             .arg("--data-dir")
@@ -43,6 +106,10 @@ impl Root {
         if let Some(store) = store {
             cmd.args(["--store", store]);
         }
+        cmd
+    }
+
+    fn spawn(mut cmd: Command) -> (Child, String) {
         let mut child = cmd.spawn().expect("start oakestra-root");
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
@@ -62,12 +129,7 @@ impl Root {
                 panic!("oakestra-root did not report its address within 60 s (exit: {status:?})");
             }
         };
-        Self {
-            child,
-            url,
-            data_dir: data_dir.to_owned(),
-            store: store.map(str::to_owned),
-        }
+        (child, url)
     }
 
     /// SIGKILL: no shutdown code runs.
@@ -79,9 +141,9 @@ impl Root {
     /// Starts another root on the same data dir and store.
     pub fn restart(&mut self) {
         self.kill();
-        let next = Self::start_with(&self.data_dir.clone(), self.store.clone().as_deref());
-        let old = std::mem::replace(self, next);
-        drop(old);
+        let (child, url) = Self::spawn(Self::command(&self.data_dir, self.store.as_deref()));
+        self.child = child;
+        self.url = url;
     }
 
     pub fn pid(&self) -> u32 {
