@@ -572,9 +572,13 @@ impl ClusterLink {
         let undeployed = status == Some(Status::Deployment(DeploymentStatus::Undeployed));
         match outcome {
             Report::Applied => {
-                if crate::instances::needs_relocation(status) {
-                    self.schedule(job, n, crate::instances::Move::Relocate(id))
-                        .await?;
+                if crate::instances::needs_relocation(status)
+                    && !self
+                        .schedule(job, n, crate::instances::Move::Relocate(id))
+                        .await?
+                {
+                    // Nowhere else to go now; a cluster joining or growing retries it.
+                    self.pending_hint.store(true, Ordering::SeqCst);
                 }
                 return Ok(Some((job, n)));
             }

@@ -343,7 +343,14 @@ impl ClusterLink {
                 });
             }
         };
-        let placed = self.schedule(service_id, n, Move::Place).await?;
+        let placed = match self.schedule(service_id, n, Move::Place).await {
+            Ok(placed) => placed,
+            Err(e) => {
+                // The instance exists as REQUESTED; the retry places it later.
+                self.pending_hint.store(true, Ordering::SeqCst);
+                return Err(e.into());
+            }
+        };
         let service = self
             .store
             .get_service(service_id)
@@ -625,8 +632,9 @@ impl ClusterLink {
         Ok(())
     }
 
-    /// Tries to place every pending instance (negative status, no cluster). Returns how many
-    /// were placed. Runs by itself when clusters connect or report more capacity.
+    /// Tries to place every pending instance (negative status or `REQUESTED`, no cluster) and
+    /// to relocate instances their cluster refused. Returns how many went to a cluster. Runs
+    /// by itself when clusters register, connect or report more capacity.
     pub async fn retry_pending(&self) -> usize {
         let services = match self.store.list_all_services().await {
             Ok(s) => s,
@@ -639,15 +647,25 @@ impl ClusterLink {
         let mut placed = 0;
         for service in services {
             for inst in &service.instance_list {
-                let pending =
-                    inst.cluster_id.is_none() && matches!(inst.status, Some(Status::Negative(_)));
-                if !pending {
-                    continue;
-                }
-                match self
-                    .schedule(service.id, inst.instance_number, Move::Place)
-                    .await
-                {
+                // Unplaced: pending with a negative status, or left `REQUESTED` by a deploy
+                // whose placement step failed. Placed but refused by its cluster: relocation.
+                let how = match &inst.cluster_id {
+                    None if matches!(
+                        inst.status,
+                        Some(Status::Negative(_)) | Some(Status::REQUESTED)
+                    ) =>
+                    {
+                        Move::Place
+                    }
+                    Some(cluster) if needs_relocation(inst.status) => Move::Relocate(cluster),
+                    _ => continue,
+                };
+                let relocation = matches!(how, Move::Relocate(_));
+                match self.schedule(service.id, inst.instance_number, how).await {
+                    Ok(false) if relocation => {
+                        // Still refused and nowhere else to go: try again later.
+                        self.pending_hint.store(true, Ordering::SeqCst);
+                    }
                     Ok(true) => placed += 1,
                     Ok(false) => {}
                     Err(e) => {

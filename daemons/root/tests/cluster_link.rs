@@ -635,4 +635,15 @@ async fn an_instance_no_worker_of_its_cluster_qualifies_for_moves_to_another_clu
         i.status,
         Some(NegativeSchedulingStatus::NoQualifiedWorkerFound.into())
     );
+
+    // A new cluster joins: the refused instance goes there.
+    let mut c = root.cluster("c").connect().await.unwrap();
+    assert_eq!(c.expect_deploy().await.instance_number, 0);
+    assert_eq!(b.expect_undeploy().await.instance_number, Some(0));
+    let s = root.service(nginx.id).await;
+    assert_eq!(s.instance(0).unwrap().cluster_id.as_ref().unwrap().0, c.id);
+    assert_eq!(
+        s.instance(0).unwrap().extra["excluded_clusters"],
+        serde_json::json!([a.id, b.id])
+    );
 }
