@@ -427,6 +427,9 @@ impl ClusterLink {
 
     /// Marks the cluster inactive and moves its instances.
     pub(crate) async fn cluster_lost(&self, id: &ClusterId) -> Result<(), StoreError> {
+        if self.is_connected(id) {
+            return Ok(()); // it came back just now
+        }
         tracing::warn!(cluster = %id, after = ?self.config.inactive_after, "cluster lost");
         match self
             .store
@@ -476,9 +479,9 @@ impl ClusterLink {
                     c.extra.insert(k.clone(), v.clone());
                 }
                 c.last_seen = Some(now);
-                if activate {
-                    c.active = true;
-                }
+                // Any report comes over a live session, so the cluster is active (this also
+                // repairs a loss timer that fired just as the cluster came back).
+                c.active = true;
                 Ok::<_, StoreError>(grew)
             })
             .await?;
