@@ -132,6 +132,17 @@ fn oakestra_node_payloads_decode_and_emit_numbers() {
         serde_json::from_str(r#"{"id":"65f1a2b3c4d5e6f708192a3b","MQTT_BROKER_PORT":"10003"}"#)
             .unwrap();
     assert_eq!(reg.mqtt_broker_port, 10003);
+    assert_eq!(reg.broker_host("10.0.0.1"), "10.0.0.1");
+    assert!(reg.mqtt_username.is_empty() && reg.mqtt_password.is_empty());
+    let with_creds: RegisterResponse = serde_json::from_str(
+        r#"{"id":"w1","MQTT_BROKER_PORT":10003,"MQTT_BROKER_HOST":"broker.lan","MQTT_USERNAME":"w1","MQTT_PASSWORD":"pw"}"#,
+    )
+    .unwrap();
+    assert_eq!(with_creds.broker_host("10.0.0.1"), "broker.lan");
+    assert_eq!(with_creds.mqtt_username, "w1");
+    let again: RegisterResponse =
+        serde_json::from_value(serde_json::to_value(&with_creds).unwrap()).unwrap();
+    assert_eq!(again, with_creds);
     assert_eq!(
         serde_json::to_value(&reg).unwrap()["MQTT_BROKER_PORT"],
         json!(10003)

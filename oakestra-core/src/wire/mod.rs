@@ -195,6 +195,10 @@ impl Payload for NodeInfo {
 }
 
 /// Answer to `POST /api/node/register`.
+///
+/// The request body is a [`NodeInfo`] (identity + static resources; `id` empty or the id the
+/// worker got before, to keep it across restarts) and carries the cluster's worker join token
+/// as `Authorization: Bearer <token>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterResponse {
     /// Schema version.
@@ -205,6 +209,40 @@ pub struct RegisterResponse {
     /// Broker port (Oakestra sends `"10003"`; we send a number).
     #[serde(rename = "MQTT_BROKER_PORT", deserialize_with = "lenient::number")]
     pub mqtt_broker_port: u16,
+    /// Broker host as the worker should dial it (our addition). Empty: the host the worker
+    /// used to reach the cluster's HTTP API (Oakestra's behaviour).
+    #[serde(
+        rename = "MQTT_BROKER_HOST",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub mqtt_broker_host: String,
+    /// MQTT username the worker must connect with (our addition; empty: anonymous).
+    #[serde(
+        rename = "MQTT_USERNAME",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub mqtt_username: String,
+    /// MQTT password for `mqtt_username` (our addition).
+    #[serde(
+        rename = "MQTT_PASSWORD",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub mqtt_password: String,
+}
+
+impl RegisterResponse {
+    /// The broker host to dial: `mqtt_broker_host`, or `cluster_host` (the host the worker
+    /// used for `POST /api/node/register`) when the cluster did not name one.
+    pub fn broker_host<'a>(&'a self, cluster_host: &'a str) -> &'a str {
+        if self.mqtt_broker_host.is_empty() {
+            cluster_host
+        } else {
+            &self.mqtt_broker_host
+        }
+    }
 }
 
 /// `nodes/<id>/job`: an instance changed status on the worker.
