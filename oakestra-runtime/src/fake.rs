@@ -625,13 +625,14 @@ mod tests {
                 inc
             })
         };
-        std::thread::sleep(Duration::from_millis(50));
 
         let process = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         process.block_on(async {
+            // "Down" for longer than the injected exit needed.
+            tokio::time::sleep(Duration::from_millis(50)).await;
             let again = FakeRuntime::new(config).unwrap();
             let mut events = again.exit_events();
             // The exit that fell due while "down" fires at once.
