@@ -23,11 +23,16 @@ pub enum Collection {
     /// Claims on unique names (`<collection>/<key>` → record id), written in the same commit
     /// as the record that holds the name.
     UniqueKeys,
+    /// A cluster orchestrator's registered workers (`oakestra-cluster`), keyed by worker id.
+    Workers,
+    /// The instances a cluster orchestrator manages (`oakestra-cluster`), keyed by
+    /// `<job id>/<instance number>`.
+    ClusterInstances,
 }
 
 impl Collection {
     /// Every collection.
-    pub const ALL: [Collection; 8] = [
+    pub const ALL: [Collection; 10] = [
         Collection::Users,
         Collection::Organizations,
         Collection::Applications,
@@ -36,6 +41,8 @@ impl Collection {
         Collection::JoinTokens,
         Collection::Meta,
         Collection::UniqueKeys,
+        Collection::Workers,
+        Collection::ClusterInstances,
     ];
 
     /// Table / collection name in the backends.
@@ -49,6 +56,8 @@ impl Collection {
             Collection::JoinTokens => "join_tokens",
             Collection::Meta => "meta",
             Collection::UniqueKeys => "unique_keys",
+            Collection::Workers => "workers",
+            Collection::ClusterInstances => "cluster_instances",
         }
     }
 
@@ -63,6 +72,8 @@ impl Collection {
             Collection::JoinTokens => "join token",
             Collection::Meta => "document",
             Collection::UniqueKeys => "unique name",
+            Collection::Workers => "worker",
+            Collection::ClusterInstances => "cluster instance",
         }
     }
 

@@ -1,0 +1,545 @@
+//! The actor that owns the [`ClusterState`]: it receives worker registrations, MQTT messages,
+//! root commands and clock ticks one at a time, runs the scheduler, persists what changed and
+//! then sends the resulting commands to workers (MQTT) and reports to the root.
+//!
+//! Its outputs are two channels ([`Outputs`]): MQTT publications and messages for the root.
+//! The real ones feed the MQTT publisher and the root link; tests read them directly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use oakestra_core::status::Status;
+use oakestra_core::wire::{
+    ControlError, JobStatusReport, NodeInfo, NodeTopic, Payload, RegisterResponse, ResourcesReport,
+    WireVersion,
+};
+use oakestra_store::{Collection, Store, Write};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::broker::{Credentials, random_secret, sha256_hex};
+use crate::metrics::Metrics;
+use crate::proto;
+use crate::sched::Placer;
+use crate::state::{
+    Aggregate, ClusterState, Effect, Instance, InstanceAddresses, InstanceKey, Timing,
+    WorkerRecord, instance_doc_id,
+};
+
+/// What the actor is asked to do.
+#[derive(Debug)]
+pub enum Command {
+    /// `POST /api/node/register` (the join token is already checked).
+    Register {
+        /// The worker's description.
+        info: Box<NodeInfo>,
+        /// The answer.
+        reply: oneshot::Sender<RegisterResponse>,
+    },
+    /// A message on `nodes/<worker>/<kind>`.
+    Mqtt {
+        /// The worker id from the topic.
+        worker: String,
+        /// Which topic.
+        kind: NodeTopic,
+        /// Payload.
+        payload: Vec<u8>,
+    },
+    /// A command from the root.
+    Root(proto::root_message::Kind),
+    /// The root link (re)connected and needs the full picture.
+    Snapshot(oneshot::Sender<proto::Snapshot>),
+    /// `GET /api/cluster/status`.
+    Status(oneshot::Sender<Value>),
+}
+
+/// Where the actor's output goes.
+#[derive(Debug, Clone)]
+pub struct Outputs {
+    /// `(topic, payload)` to publish.
+    pub mqtt: mpsc::UnboundedSender<(String, Vec<u8>)>,
+    /// Messages for the root (dropped by the link while it is down: the snapshot on
+    /// reconnect carries the latest state).
+    pub root: mpsc::UnboundedSender<proto::cluster_message::Kind>,
+}
+
+/// What a worker is told about the broker at registration.
+#[derive(Debug, Clone, Default)]
+pub struct BrokerAdvert {
+    /// Host to dial (empty: the cluster's host).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// With the embedded broker every worker gets its own password.
+    pub per_worker_credentials: bool,
+    /// Otherwise: the shared worker credentials of the external broker (may be empty).
+    pub shared_username: String,
+    /// Password for `shared_username`.
+    pub shared_password: String,
+}
+
+/// The actor.
+#[derive(Debug)]
+pub struct Actor {
+    state: ClusterState,
+    store: Arc<dyn Store>,
+    outputs: Outputs,
+    placer: Placer,
+    credentials: Credentials,
+    broker: BrokerAdvert,
+    metrics: Metrics,
+    name: String,
+    last_resources: Option<(proto::Resources, Instant)>,
+}
+
+/// How often the actor checks liveness, retries placements and reports resources.
+pub const TICK: Duration = Duration::from_millis(250);
+/// Resources go to the root when they change, and at least this often.
+pub const RESOURCES_EVERY: Duration = Duration::from_secs(3);
+
+impl Actor {
+    /// Loads the state from `store` and builds the actor. Workers' credentials are loaded
+    /// into `credentials`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn load(
+        name: String,
+        store: Arc<dyn Store>,
+        timing: Timing,
+        outputs: Outputs,
+        placer: Placer,
+        credentials: Credentials,
+        broker: BrokerAdvert,
+        metrics: Metrics,
+    ) -> Result<Actor, oakestra_store::StoreError> {
+        let mut workers = Vec::new();
+        for doc in store.list(Collection::Workers).await? {
+            match serde_json::from_value::<WorkerRecord>(doc.body) {
+                Ok(w) => workers.push(w),
+                Err(e) => tracing::error!(id = %doc.id, "unreadable worker record skipped: {e}"),
+            }
+        }
+        let mut instances = Vec::new();
+        for doc in store.list(Collection::ClusterInstances).await? {
+            match serde_json::from_value::<Instance>(doc.body) {
+                Ok(i) => instances.push(i),
+                Err(e) => tracing::error!(id = %doc.id, "unreadable instance record skipped: {e}"),
+            }
+        }
+        for w in &workers {
+            credentials.allow_hashed(&w.id, &w.mqtt_password_sha256);
+        }
+        tracing::info!(
+            workers = workers.len(),
+            instances = instances.len(),
+            "state loaded from {}",
+            store.describe()
+        );
+        let now = Instant::now();
+        let state = ClusterState::restore(timing, workers, instances, now);
+        let mut actor = Actor {
+            state,
+            store,
+            outputs,
+            placer,
+            credentials,
+            broker,
+            metrics,
+            name,
+            last_resources: None,
+        };
+        actor.resend_unconfirmed_deploys();
+        Ok(actor)
+    }
+
+    /// A deploy persisted just before a crash may never have been published: send every
+    /// deploy that no worker confirmed yet again (workers ignore a deploy of an instance they
+    /// already run).
+    fn resend_unconfirmed_deploys(&mut self) {
+        let pending: Vec<(String, Box<oakestra_core::wire::DeployCommand>)> = self
+            .state
+            .instances()
+            .filter(|i| {
+                i.status
+                    == Status::Positive(
+                        oakestra_core::status::PositiveSchedulingStatus::NodeScheduled,
+                    )
+            })
+            .filter_map(|i| {
+                i.worker_id
+                    .clone()
+                    .map(|w| (w, Box::new(i.command.clone())))
+            })
+            .collect();
+        for (worker, command) in pending {
+            self.publish(NodeTopic::ControlDeploy, &worker, command.to_bytes());
+        }
+    }
+
+    /// Runs until `commands` closes.
+    pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(c) => self.handle(c).await,
+                    None => break,
+                },
+                _ = tick.tick() => self.tick().await,
+            }
+        }
+    }
+
+    /// Handles one command.
+    pub async fn handle(&mut self, command: Command) {
+        let now = Instant::now();
+        let mut place = false;
+        match command {
+            Command::Register { info, reply } => {
+                let response = self.register(*info, now);
+                place = true;
+                self.flush().await;
+                let _ = reply.send(response);
+            }
+            Command::Mqtt {
+                worker,
+                kind,
+                payload,
+            } => {
+                self.metrics.mqtt_messages.inc();
+                match kind {
+                    NodeTopic::Information => match NodeInfo::from_bytes(&payload) {
+                        Ok(info) => self.state.worker_information(&worker, info, now),
+                        Err(e) => tracing::warn!(worker = %worker, "{e}"),
+                    },
+                    NodeTopic::Job => match JobStatusReport::from_bytes(&payload) {
+                        Ok(report) => {
+                            self.state.job_report(&worker, report, now);
+                            place = true;
+                        }
+                        Err(e) => tracing::warn!(worker = %worker, "{e}"),
+                    },
+                    NodeTopic::JobsResources => match ResourcesReport::from_bytes(&payload) {
+                        Ok(report) => self.state.resources_report(&worker, report),
+                        Err(e) => tracing::warn!(worker = %worker, "{e}"),
+                    },
+                    _ => {}
+                }
+            }
+            Command::Root(kind) => {
+                self.root_command(kind, now);
+                place = true;
+            }
+            Command::Snapshot(reply) => {
+                let snapshot = proto::Snapshot {
+                    resources: Some(self.resources()),
+                    instances: self.state.instances().map(instance_status).collect(),
+                };
+                let _ = reply.send(snapshot);
+            }
+            Command::Status(reply) => {
+                let _ = reply.send(self.status_json(now));
+            }
+        }
+        if place {
+            self.place_due(now).await;
+        }
+        self.flush().await;
+    }
+
+    fn register(&mut self, mut info: NodeInfo, now: Instant) -> RegisterResponse {
+        let id = if valid_worker_id(&info.id) {
+            info.id.clone()
+        } else {
+            oakestra_store::new_object_id().to_string()
+        };
+        info.id = id.clone();
+        let password = random_secret();
+        let hash = sha256_hex(&password);
+        let known = self.state.worker(&id).is_some();
+        self.credentials.allow_hashed(&id, &hash);
+        self.state.register_worker(
+            WorkerRecord {
+                id: id.clone(),
+                info,
+                mqtt_password_sha256: hash,
+            },
+            now,
+        );
+        tracing::info!(worker = %id, again = known, "worker registered");
+        let (username, password) = if self.broker.per_worker_credentials {
+            (id.clone(), password)
+        } else {
+            (
+                self.broker.shared_username.clone(),
+                self.broker.shared_password.clone(),
+            )
+        };
+        RegisterResponse {
+            wire_version: WireVersion::CURRENT,
+            id,
+            mqtt_broker_port: self.broker.port,
+            mqtt_broker_host: self.broker.host.clone(),
+            mqtt_username: username,
+            mqtt_password: password,
+        }
+    }
+
+    fn root_command(&mut self, kind: proto::root_message::Kind, now: Instant) {
+        match kind {
+            proto::root_message::Kind::Deploy(d) => {
+                let ips = InstanceAddresses {
+                    instance_ip: d.instance_ip,
+                    instance_ip_v6: d.instance_ip_v6,
+                    rr_ip: d.rr_ip,
+                    rr_ip_v6: d.rr_ip_v6,
+                };
+                if let Err(e) = self.state.deploy(
+                    &d.job_id,
+                    d.instance_number,
+                    &d.job_name,
+                    &d.service_json,
+                    ips,
+                    now,
+                ) {
+                    tracing::error!("deploy from the root refused: {e}");
+                    let _ = self
+                        .outputs
+                        .root
+                        .send(proto::cluster_message::Kind::InstanceStatus(
+                            proto::InstanceStatus {
+                                job_id: d.job_id,
+                                instance_number: d.instance_number,
+                                status: "NO_QUALIFIED_WORKER_FOUND".into(),
+                                status_detail: e.to_string(),
+                                ..Default::default()
+                            },
+                        ));
+                }
+            }
+            proto::root_message::Kind::Undeploy(u) => {
+                let n = self.state.undeploy(&u.job_id, u.instance_number);
+                tracing::info!(job = %u.job_id, instance = ?u.instance_number, removed = n, reason = %u.reason, "undeploy");
+            }
+        }
+    }
+
+    /// Liveness, due placements, resources.
+    pub async fn tick(&mut self) {
+        let now = Instant::now();
+        let lost = self.state.check_liveness(now);
+        self.metrics.workers_lost.inc_by(lost.len() as u64);
+        self.place_due(now).await;
+        let resources = self.resources();
+        let due = match &self.last_resources {
+            None => true,
+            Some((last, at)) => {
+                *last != resources || now.saturating_duration_since(*at) >= RESOURCES_EVERY
+            }
+        };
+        if due {
+            self.last_resources = Some((resources.clone(), now));
+            let _ = self
+                .outputs
+                .root
+                .send(proto::cluster_message::Kind::Resources(resources));
+        }
+        self.metrics.observe(&self.state);
+        self.flush().await;
+    }
+
+    async fn place_due(&mut self, now: Instant) {
+        let due = self.state.due_for_placement(now);
+        if due.is_empty() {
+            return;
+        }
+        let mut candidates = self.state.candidates();
+        for key in due {
+            let Some(request) = self.state.request(&key).cloned() else {
+                continue;
+            };
+            let outcome = self.placer.place(&request, &candidates).await;
+            match &outcome {
+                Ok(worker) => {
+                    self.metrics.placements_ok.inc();
+                    if let Some(c) = candidates.iter_mut().find(|c| &c.name == worker) {
+                        oakestra_sched::commit(&request, c);
+                    }
+                }
+                Err(no) => {
+                    self.metrics.placements_failed.inc();
+                    tracing::debug!(job = %key.0, instance = key.1, "not placed: {no}");
+                }
+            }
+            self.state.placed(&key, outcome, now);
+        }
+    }
+
+    /// Persists what changed, then publishes commands and reports.
+    async fn flush(&mut self) {
+        let (instances, removed, workers) = self.state.take_dirty();
+        let mut writes = Vec::with_capacity(instances.len() + removed.len() + workers.len());
+        for i in &instances {
+            let key: InstanceKey = (i.job_id.clone(), i.instance_number);
+            match serde_json::to_value(i) {
+                Ok(body) => writes.push(Write::upsert(
+                    Collection::ClusterInstances,
+                    instance_doc_id(&key),
+                    body,
+                )),
+                Err(e) => tracing::error!("instance {} not serialisable: {e}", i.job_name),
+            }
+        }
+        for key in &removed {
+            writes.push(Write::delete_any(
+                Collection::ClusterInstances,
+                instance_doc_id(key),
+            ));
+        }
+        for w in &workers {
+            if let Ok(body) = serde_json::to_value(w) {
+                writes.push(Write::upsert(Collection::Workers, w.id.clone(), body));
+            }
+        }
+        if !writes.is_empty()
+            && let Err(e) = self.store.commit(writes).await
+        {
+            self.metrics.store_errors.inc();
+            tracing::error!("persisting the cluster state failed: {e}");
+        }
+        for effect in self.state.take_effects() {
+            match effect {
+                Effect::Deploy { worker, command } => {
+                    tracing::info!(worker = %worker, job = %command.job_name, instance = command.instance_number, "deploy");
+                    self.publish(NodeTopic::ControlDeploy, &worker, command.to_bytes());
+                }
+                Effect::Delete { worker, command } => {
+                    tracing::info!(worker = %worker, job = %command.job_name, instance = command.instance_number, "delete");
+                    self.publish(NodeTopic::ControlDelete, &worker, command.to_bytes());
+                }
+                Effect::ControlError { worker, message } => {
+                    let payload = ControlError {
+                        wire_version: WireVersion::CURRENT,
+                        message,
+                    };
+                    self.publish(NodeTopic::ControlError, &worker, payload.to_bytes());
+                }
+                Effect::Report(key) => {
+                    if let Some(i) = self.state.instance(&key) {
+                        tracing::debug!(job = %i.job_name, instance = i.instance_number, status = %i.status, "status");
+                        let _ =
+                            self.outputs
+                                .root
+                                .send(proto::cluster_message::Kind::InstanceStatus(
+                                    instance_status(i),
+                                ));
+                    }
+                }
+            }
+        }
+    }
+
+    fn publish(&self, topic: NodeTopic, worker: &str, payload: Vec<u8>) {
+        let _ = self.outputs.mqtt.send((topic.for_node(worker), payload));
+    }
+
+    fn resources(&self) -> proto::Resources {
+        resources_message(&self.state.aggregate())
+    }
+
+    fn status_json(&self, now: Instant) -> Value {
+        let workers: Vec<Value> = self
+            .state
+            .workers()
+            .map(|w| {
+                let i = &w.record.info;
+                json!({
+                    "id": w.record.id,
+                    "host": i.host,
+                    "ip": i.ip,
+                    "active": w.active,
+                    "seconds_since_report": now.saturating_duration_since(w.last_seen).as_secs_f64(),
+                    "vcpus": i.vcpus,
+                    "cpu_percent": i.cpu_percent,
+                    "memory_free_mb": i.memory,
+                    "memory_total_mb": i.memory_total,
+                    "architecture": i.architecture,
+                    "virtualization": i.virtualization,
+                    "location": i.location,
+                })
+            })
+            .collect();
+        let instances: Vec<Value> = self
+            .state
+            .instances()
+            .map(|i| {
+                json!({
+                    "job_id": i.job_id,
+                    "job_name": i.job_name,
+                    "instance_number": i.instance_number,
+                    "status": i.status.as_str(),
+                    "status_detail": i.status_detail,
+                    "worker_id": i.worker_id,
+                    "attempts": i.attempts,
+                })
+            })
+            .collect();
+        json!({
+            "name": self.name,
+            "scheduler": self.placer.choice().to_string(),
+            "resources": self.state.aggregate(),
+            "workers": workers,
+            "instances": instances,
+        })
+    }
+}
+
+fn valid_worker_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The root's view of an instance.
+pub fn instance_status(i: &Instance) -> proto::InstanceStatus {
+    proto::InstanceStatus {
+        job_id: i.job_id.clone(),
+        instance_number: i.instance_number,
+        status: i.status.as_str().to_owned(),
+        status_detail: i.status_detail.clone(),
+        worker_id: i.worker_id.clone().unwrap_or_default(),
+        host_ip: i.public_ip.clone(),
+        host_port: 0,
+        public_ip: i.public_ip.clone(),
+        namespace_ip: String::new(),
+        namespace_ip_v6: String::new(),
+        cpu_percent: i.usage.as_ref().map(|u| u.cpu_percent),
+        memory_percent: i.usage.as_ref().map(|u| u.memory_percent),
+        disk_bytes: i.usage.as_ref().map(|u| u.disk),
+        logs: i.usage.as_ref().map(|u| u.logs.clone()).unwrap_or_default(),
+    }
+}
+
+/// The root's `Resources` from the aggregate.
+pub fn resources_message(a: &Aggregate) -> proto::Resources {
+    proto::Resources {
+        active_workers: a.active_workers,
+        cpu_cores: a.cpu_cores,
+        cpu_load_percent: a.cpu_load_percent,
+        memory_total_mb: a.memory_total_mb,
+        memory_free_mb: a.memory_free_mb,
+        gpus: a.gpus,
+        gpus_free: a.gpus_free,
+        max_worker_free_vcpus: a.max_worker_free_vcpus,
+        max_worker_free_memory_mb: a.max_worker_free_memory_mb,
+        max_worker_free_gpus: a.max_worker_free_gpus,
+        virtualization: a.virtualization.clone(),
+        arch: a.arch.clone(),
+        csi_drivers: a.csi_drivers.clone(),
+        addons: a.addons.clone(),
+        gpu_drivers: Vec::new(),
+    }
+}

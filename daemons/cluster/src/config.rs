@@ -1,0 +1,421 @@
+//! Configuration: flags, environment (`OAKESTRA_CLUSTER_*`) and an optional TOML file, with
+//! defaults that make the 1-DOC case work with no configuration.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::sched::SchedulerChoice;
+
+/// Default root gRPC port.
+pub const ROOT_GRPC_PORT: u16 = 50052;
+/// Default MQTT port.
+pub const MQTT_PORT: u16 = 10003;
+/// The file, in the data dir, holding the workers' join token.
+pub const WORKER_JOIN_TOKEN_FILE: &str = "worker-join-token";
+/// The file in the root's data dir holding its bootstrap cluster join token.
+pub const ROOT_BOOTSTRAP_TOKEN_FILE: &str = "cluster-join-token";
+
+/// Where the MQTT broker is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MqttMode {
+    /// rumqttd inside this process, listening on the address.
+    Embedded(SocketAddr),
+    /// An external broker (mosquitto, …) at `host:port`.
+    External {
+        /// Broker host.
+        host: String,
+        /// Broker port.
+        port: u16,
+    },
+}
+
+/// Everything `run` needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Cluster name (unique at the root; what `direct` cluster constraints name).
+    pub name: String,
+    /// Free text or `LAT,LON[,RADIUS_KM]`.
+    pub location: String,
+    /// Root gRPC address `host:port`; none: run without a root (workers and healing only).
+    pub root: Option<String>,
+    /// The root's cluster join token.
+    pub join_token: Option<String>,
+    /// HTTP API address (worker registration, status, metrics).
+    pub listen: SocketAddr,
+    /// The broker.
+    pub mqtt: MqttMode,
+    /// Host workers should dial for the broker (empty: the host they used for registration).
+    pub mqtt_advertise_host: String,
+    /// The cluster's own MQTT credentials on an external broker.
+    pub mqtt_username: Option<String>,
+    /// Password for `mqtt_username`.
+    pub mqtt_password: Option<String>,
+    /// Credentials handed to workers on an external broker (the embedded broker gives each
+    /// worker its own).
+    pub mqtt_worker_username: Option<String>,
+    /// Password for `mqtt_worker_username`.
+    pub mqtt_worker_password: Option<String>,
+    /// Data directory (store, worker join token, broker credentials).
+    pub data_dir: PathBuf,
+    /// Store location (`mongodb://…`, a redb path, `memory:`); default `<data-dir>/cluster.redb`.
+    pub store: String,
+    /// Worker join token (default: generated on first start and kept in the data dir).
+    pub worker_join_token: Option<String>,
+    /// Scheduler.
+    pub scheduler: SchedulerChoice,
+    /// External scheduler timeout.
+    pub scheduler_timeout: Duration,
+    /// A worker silent for longer is inactive.
+    pub worker_timeout: Duration,
+    /// First redeploy delay after a failure.
+    pub backoff_base: Duration,
+    /// Longest redeploy delay.
+    pub backoff_cap: Duration,
+}
+
+impl Config {
+    /// Defaults with state in `data_dir` and every port on loopback chosen by the caller.
+    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
+        Config {
+            name: "cluster".into(),
+            location: String::new(),
+            root: None,
+            join_token: None,
+            listen: SocketAddr::from(([0, 0, 0, 0], 10100)),
+            mqtt: MqttMode::Embedded(SocketAddr::from(([0, 0, 0, 0], MQTT_PORT))),
+            mqtt_advertise_host: String::new(),
+            mqtt_username: None,
+            mqtt_password: None,
+            mqtt_worker_username: None,
+            mqtt_worker_password: None,
+            store: data_dir.join("cluster.redb").display().to_string(),
+            data_dir,
+            worker_join_token: None,
+            scheduler: SchedulerChoice::default(),
+            scheduler_timeout: Duration::from_secs(5),
+            worker_timeout: Duration::from_secs(10),
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A duration such as `10s`, `500ms`, `2m` or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map_or((s, ""), |i| (&s[..i], &s[i..]));
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration; use e.g. 10s, 500ms, 2m"))?;
+    let secs = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {s:?}; use ms, s, m or h"
+            ));
+        }
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// `mqtt://host:port`, `host:port`, or `embedded`.
+fn parse_mqtt(s: &str) -> Result<Option<(String, u16)>, String> {
+    let s = s.trim();
+    if s.is_empty() || s == "embedded" {
+        return Ok(None);
+    }
+    let rest = s.strip_prefix("mqtt://").unwrap_or(s);
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse()
+                .map_err(|_| format!("--mqtt {s:?}: port {p:?} is not a number"))?,
+        ),
+        None => (rest, MQTT_PORT),
+    };
+    if host.is_empty() {
+        return Err(format!("--mqtt {s:?}: no host; use mqtt://host:port"));
+    }
+    Ok(Some((host.to_owned(), port)))
+}
+
+fn with_default_port(addr: &str, port: u16) -> String {
+    let addr = addr.trim();
+    let addr = addr
+        .strip_prefix("http://")
+        .or_else(|| addr.strip_prefix("grpc://"))
+        .unwrap_or(addr);
+    if addr
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        addr.to_owned()
+    } else {
+        format!("{addr}:{port}")
+    }
+}
+
+/// `oakestra-cluster`: the cluster orchestrator.
+///
+/// Settings come from flags, then a TOML file (`--config`, keys as the long flag names with
+/// `_` or `-`), then `OAKESTRA_CLUSTER_*` environment variables, then the defaults.
+#[derive(Debug, Parser)]
+#[command(name = "oakestra-cluster", version, about, args_override_self = true)]
+pub struct Args {
+    /// TOML file with any of the settings below.
+    #[arg(long, env = "OAKESTRA_CLUSTER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Cluster name, unique at the root (what `direct` cluster constraints name).
+    #[arg(long, env = "OAKESTRA_CLUSTER_NAME", default_value = "cluster")]
+    pub name: String,
+    /// Location: free text or "LAT,LON[,RADIUS_KM]".
+    #[arg(long, env = "OAKESTRA_CLUSTER_LOCATION", default_value = "")]
+    pub location: String,
+    /// Root orchestrator gRPC address HOST[:50052]. Without it the cluster runs alone.
+    #[arg(long, env = "OAKESTRA_CLUSTER_ROOT")]
+    pub root: Option<String>,
+    /// The root's cluster join token (`oakestra-root token create`).
+    #[arg(long, env = "OAKESTRA_CLUSTER_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// File holding the root's cluster join token, e.g. <root data dir>/cluster-join-token
+    /// (1-DOC). Default when neither token option is given: the root's default data dir.
+    #[arg(long, env = "OAKESTRA_CLUSTER_JOIN_TOKEN_FILE")]
+    pub join_token_file: Option<PathBuf>,
+    /// HTTP API (worker registration, /api/cluster/status, /metrics, /health).
+    #[arg(long, env = "OAKESTRA_CLUSTER_LISTEN", default_value = "0.0.0.0:10100")]
+    pub listen: SocketAddr,
+    /// MQTT broker: "embedded" (rumqttd in this process) or mqtt://HOST:PORT (external).
+    #[arg(long, env = "OAKESTRA_CLUSTER_MQTT", default_value = "embedded")]
+    pub mqtt: String,
+    /// Where the embedded broker listens.
+    #[arg(
+        long,
+        env = "OAKESTRA_CLUSTER_MQTT_LISTEN",
+        default_value = "0.0.0.0:10003"
+    )]
+    pub mqtt_listen: SocketAddr,
+    /// Broker host the workers are told to dial (default: the host they registered with).
+    #[arg(long, env = "OAKESTRA_CLUSTER_MQTT_ADVERTISE", default_value = "")]
+    pub mqtt_advertise: String,
+    /// The cluster's own username on an external broker.
+    #[arg(long, env = "OAKESTRA_CLUSTER_MQTT_USERNAME")]
+    pub mqtt_username: Option<String>,
+    /// The cluster's own password on an external broker.
+    #[arg(long, env = "OAKESTRA_CLUSTER_MQTT_PASSWORD", hide_env_values = true)]
+    pub mqtt_password: Option<String>,
+    /// Username handed to workers on an external broker.
+    #[arg(long, env = "OAKESTRA_CLUSTER_MQTT_WORKER_USERNAME")]
+    pub mqtt_worker_username: Option<String>,
+    /// Password handed to workers on an external broker.
+    #[arg(
+        long,
+        env = "OAKESTRA_CLUSTER_MQTT_WORKER_PASSWORD",
+        hide_env_values = true
+    )]
+    pub mqtt_worker_password: Option<String>,
+    /// Data directory [default: $XDG_DATA_HOME/oakestra-cluster or ~/.local/share/oakestra-cluster].
+    #[arg(long, env = "OAKESTRA_CLUSTER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Store: mongodb://HOST:PORT/DB, a redb file, or memory: [default: <data-dir>/cluster.redb].
+    #[arg(long, env = "OAKESTRA_CLUSTER_STORE")]
+    pub store: Option<String>,
+    /// Workers' join token [default: generated once, kept in <data-dir>/worker-join-token].
+    #[arg(
+        long,
+        env = "OAKESTRA_CLUSTER_WORKER_JOIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub worker_join_token: Option<String>,
+    /// best_fit, first_fit, least_loaded, ldp, or external:http://HOST:PORT/PATH.
+    #[arg(long, env = "OAKESTRA_CLUSTER_SCHEDULER", default_value = "best_fit")]
+    pub scheduler: SchedulerChoice,
+    /// How long an external scheduler may take.
+    #[arg(long, env = "OAKESTRA_CLUSTER_SCHEDULER_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub scheduler_timeout: Duration,
+    /// A worker silent for longer is inactive and its instances are rescheduled.
+    #[arg(long, env = "OAKESTRA_CLUSTER_WORKER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub worker_timeout: Duration,
+    /// First delay of the redeploy backoff (doubles per failed attempt).
+    #[arg(long, env = "OAKESTRA_CLUSTER_BACKOFF_BASE", default_value = "1s", value_parser = parse_duration)]
+    pub backoff_base: Duration,
+    /// Longest redeploy delay.
+    #[arg(long, env = "OAKESTRA_CLUSTER_BACKOFF_CAP", default_value = "30s", value_parser = parse_duration)]
+    pub backoff_cap: Duration,
+}
+
+/// A bad setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML file could not be read or parsed.
+    #[error("config file {path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A value is wrong.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Parses the command line, with the TOML file's settings below the flags.
+pub fn args_from_env() -> Result<Args, ConfigError> {
+    let argv: Vec<String> = std::env::args().collect();
+    let config_path = find_config_flag(&argv).or_else(|| {
+        std::env::var_os("OAKESTRA_CLUSTER_CONFIG")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
+    let mut full = vec![argv.first().cloned().unwrap_or_default()];
+    if let Some(path) = &config_path {
+        full.extend(toml_as_flags(path)?);
+    }
+    full.extend(argv.into_iter().skip(1));
+    Ok(Args::parse_from(full))
+}
+
+fn find_config_flag(argv: &[String]) -> Option<PathBuf> {
+    let mut iter = argv.iter();
+    while let Some(a) = iter.next() {
+        if a == "--config" {
+            return iter.next().map(PathBuf::from);
+        }
+        if let Some(v) = a.strip_prefix("--config=") {
+            return Some(PathBuf::from(v));
+        }
+    }
+    None
+}
+
+fn toml_as_flags(path: &Path) -> Result<Vec<String>, ConfigError> {
+    let file_error = |reason: String| ConfigError::File {
+        path: path.to_owned(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| file_error(e.to_string()))?;
+    let mut flags = Vec::new();
+    for (key, value) in table {
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => {
+                return Err(file_error(format!(
+                    "{key}: expected a string or number, found {}",
+                    other.type_str()
+                )));
+            }
+        };
+        flags.push(format!("--{}={value}", key.replace('_', "-")));
+    }
+    Ok(flags)
+}
+
+fn default_data_dir(leaf: &str) -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join(leaf);
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(home).join(".local/share").join(leaf);
+    }
+    PathBuf::from(format!("{leaf}-data"))
+}
+
+impl Args {
+    /// The configuration, with the join token read from its file when needed.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let data_dir = self
+            .data_dir
+            .unwrap_or_else(|| default_data_dir("oakestra-cluster"));
+        let mut config = Config::with_data_dir(data_dir);
+        config.name = self.name.trim().to_owned();
+        if config.name.is_empty() {
+            return Err(ConfigError::Invalid("--name must not be empty".into()));
+        }
+        config.location = self.location;
+        config.root = self.root.map(|r| with_default_port(&r, ROOT_GRPC_PORT));
+        config.join_token = match (self.join_token, self.join_token_file) {
+            (Some(t), _) => Some(t.trim().to_owned()),
+            (None, Some(file)) => Some(
+                std::fs::read_to_string(&file)
+                    .map_err(|e| {
+                        ConfigError::Invalid(format!(
+                            "--join-token-file {}: {e}; give the file the root wrote \
+                             (<root data dir>/{ROOT_BOOTSTRAP_TOKEN_FILE}) or --join-token",
+                            file.display()
+                        ))
+                    })?
+                    .trim()
+                    .to_owned(),
+            ),
+            (None, None) => std::fs::read_to_string(
+                default_data_dir("oakestra-root").join(ROOT_BOOTSTRAP_TOKEN_FILE),
+            )
+            .ok()
+            .map(|t| t.trim().to_owned()),
+        };
+        if config.root.is_some() && config.join_token.as_deref().is_none_or(str::is_empty) {
+            return Err(ConfigError::Invalid(
+                "--root needs a join token: --join-token T, --join-token-file F, or \
+                 OAKESTRA_CLUSTER_JOIN_TOKEN (create one with `oakestra-root token create`)"
+                    .into(),
+            ));
+        }
+        config.listen = self.listen;
+        config.mqtt = match parse_mqtt(&self.mqtt).map_err(ConfigError::Invalid)? {
+            None => MqttMode::Embedded(self.mqtt_listen),
+            Some((host, port)) => MqttMode::External { host, port },
+        };
+        config.mqtt_advertise_host = self.mqtt_advertise;
+        config.mqtt_username = self.mqtt_username;
+        config.mqtt_password = self.mqtt_password;
+        config.mqtt_worker_username = self.mqtt_worker_username;
+        config.mqtt_worker_password = self.mqtt_worker_password;
+        if let Some(store) = self.store {
+            config.store = store;
+        }
+        config.worker_join_token = self.worker_join_token;
+        config.scheduler = self.scheduler;
+        config.scheduler_timeout = self.scheduler_timeout;
+        config.worker_timeout = self.worker_timeout;
+        config.backoff_base = self.backoff_base;
+        config.backoff_cap = self.backoff_cap;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_addresses_parse() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("3 parsecs").is_err());
+        assert_eq!(with_default_port("root.lan", 50052), "root.lan:50052");
+        assert_eq!(with_default_port("10.0.0.1:6000", 50052), "10.0.0.1:6000");
+        assert_eq!(parse_mqtt("embedded").unwrap(), None);
+        assert_eq!(
+            parse_mqtt("mqtt://127.0.0.1:1883").unwrap(),
+            Some(("127.0.0.1".into(), 1883))
+        );
+        assert!(parse_mqtt("mqtt://:1883").is_err());
+    }
+}

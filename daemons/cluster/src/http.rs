@@ -1,0 +1,133 @@
+//! The cluster's HTTP API (default port 10100): worker registration, status, metrics, health.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use oakestra_core::wire::NodeInfo;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::broker::sha256_hex;
+use crate::cluster::Command;
+use crate::metrics::Metrics;
+
+/// Shared by the handlers.
+#[derive(Debug, Clone)]
+pub struct Api {
+    /// The actor.
+    pub commands: mpsc::Sender<Command>,
+    /// SHA-256 of the workers' join token.
+    pub worker_token_sha256: String,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Root link state, for the status page.
+    pub root: tokio::sync::watch::Receiver<crate::root_link::LinkState>,
+}
+
+/// The router (paths with and without a trailing slash).
+pub fn router(api: Api) -> Router {
+    Router::new()
+        .route("/api/node/register", post(register))
+        .route("/api/node/register/", post(register))
+        .route("/api/cluster/status", get(status))
+        .route("/api/cluster/status/", get(status))
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .with_state(api)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(json!({
+            "code": status.as_u16(),
+            "status": status.canonical_reason().unwrap_or(""),
+            "message": message.into(),
+        })),
+    )
+        .into_response()
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+async fn register(State(api): State<Api>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let Some(token) = bearer(&headers) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing Authorization: Bearer <worker join token> (the token is in the cluster's \
+             <data-dir>/worker-join-token)",
+        );
+    };
+    if sha256_hex(token) != api.worker_token_sha256 {
+        return error(StatusCode::UNAUTHORIZED, "wrong worker join token");
+    }
+    let info: NodeInfo = match serde_json::from_slice(&body) {
+        Ok(i) => i,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not a worker description (NodeInfo JSON): {e}"),
+            );
+        }
+    };
+    let (reply, answer) = oneshot::channel();
+    let command = Command::Register {
+        info: Box::new(info),
+        reply,
+    };
+    if api.commands.send(command).await.is_err() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the cluster is shutting down",
+        );
+    }
+    match answer.await {
+        Ok(response) => axum::Json(response).into_response(),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the cluster is shutting down",
+        ),
+    }
+}
+
+async fn status(State(api): State<Api>) -> Response {
+    let (reply, answer) = oneshot::channel();
+    if api.commands.send(Command::Status(reply)).await.is_err() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the cluster is shutting down",
+        );
+    }
+    match answer.await {
+        Ok(mut value) => {
+            let root = api.root.borrow().clone();
+            value["root"] = serde_json::to_value(root).unwrap_or_default();
+            axum::Json(value).into_response()
+        }
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the cluster is shutting down",
+        ),
+    }
+}
+
+async fn metrics(State(api): State<Api>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        api.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn health() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}

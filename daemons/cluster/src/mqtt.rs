@@ -1,0 +1,107 @@
+//! The cluster's own MQTT client: subscribes to what workers publish and hands each message
+//! to the actor; publishes the actor's commands. Reconnects with capped exponential backoff
+//! and re-subscribes after every connect.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use oakestra_core::wire::{NodeTopic, Topic};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+
+use crate::cluster::Command;
+
+/// Where and how the cluster's client connects.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    /// MQTT client id.
+    pub client_id: String,
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Username.
+    pub username: Option<String>,
+    /// Password.
+    pub password: Option<String>,
+}
+
+const SUBSCRIPTIONS: [NodeTopic; 3] = [
+    NodeTopic::Information,
+    NodeTopic::Job,
+    NodeTopic::JobsResources,
+];
+
+/// Starts the client: incoming worker messages go to `commands`, `(topic, payload)` from
+/// `outgoing` are published with QoS 1.
+pub fn start(
+    settings: ClientSettings,
+    commands: mpsc::Sender<Command>,
+    mut outgoing: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+) {
+    let mut options = MqttOptions::new(&settings.client_id, &settings.host, settings.port);
+    options.set_keep_alive(Duration::from_secs(10));
+    options.set_max_packet_size(4 * 1024 * 1024, 4 * 1024 * 1024);
+    options.set_clean_session(true);
+    if let Some(user) = &settings.username {
+        options.set_credentials(user.clone(), settings.password.clone().unwrap_or_default());
+    }
+    let (client, mut eventloop) = AsyncClient::new(options, 1024);
+
+    let publisher = client.clone();
+    tokio::spawn(async move {
+        while let Some((topic, payload)) = outgoing.recv().await {
+            if let Err(e) = publisher
+                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .await
+            {
+                tracing::error!("MQTT publish failed: {e}");
+            }
+        }
+    });
+
+    tokio::spawn(async move {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    tracing::info!("MQTT connected to {}:{}", settings.host, settings.port);
+                    delay = Duration::from_millis(100);
+                    for topic in SUBSCRIPTIONS {
+                        let qos = if topic == NodeTopic::Information {
+                            QoS::AtMostOnce
+                        } else {
+                            QoS::AtLeastOnce
+                        };
+                        if let Err(e) = client.subscribe(topic.all_nodes_filter(), qos).await {
+                            tracing::error!("MQTT subscribe failed: {e}");
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let Ok(Topic::Node { node, kind }) = Topic::from_str(&p.topic) else {
+                        continue;
+                    };
+                    let command = Command::Mqtt {
+                        worker: node,
+                        kind,
+                        payload: p.payload.to_vec(),
+                    };
+                    if commands.send(command).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(
+                        "MQTT connection to {}:{} failed: {e}; retrying in {delay:?}",
+                        settings.host,
+                        settings.port
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    });
+}

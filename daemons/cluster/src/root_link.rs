@@ -1,0 +1,188 @@
+//! The link to the root (gRPC, `oakestra.cluster.v1`): `Register`, then one `Session` stream
+//! that starts with a full snapshot. On any failure: register again after a capped
+//! exponential backoff. While the root is away the cluster keeps working; reports produced
+//! meanwhile are superseded by the snapshot sent on reconnect.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Request;
+use tonic::metadata::MetadataValue;
+
+use crate::cluster::Command;
+use crate::metrics::Metrics;
+use crate::proto;
+use crate::proto::cluster_link_client::ClusterLinkClient;
+
+/// Metadata keys of the `Session` call (see cluster.proto).
+pub const CLUSTER_ID_HEADER: &str = "x-oakestra-cluster-id";
+/// Secret from `Register`.
+pub const CLUSTER_SECRET_HEADER: &str = "x-oakestra-cluster-secret";
+
+/// What the link knows, for the status page.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LinkState {
+    /// `host:port` of the root, if configured.
+    pub address: Option<String>,
+    /// Cluster id the root gave us.
+    pub cluster_id: Option<String>,
+    /// Whether the session stream is up.
+    pub connected: bool,
+    /// Last error.
+    pub last_error: Option<String>,
+}
+
+/// Settings of the link.
+#[derive(Debug, Clone)]
+pub struct LinkSettings {
+    /// `host:port` of the root's gRPC server.
+    pub root: String,
+    /// Registration.
+    pub register: proto::RegisterRequest,
+    /// First reconnect delay.
+    pub backoff_base: Duration,
+    /// Longest reconnect delay.
+    pub backoff_cap: Duration,
+}
+
+/// Runs the link until the actor is gone.
+pub async fn run(
+    settings: LinkSettings,
+    commands: mpsc::Sender<Command>,
+    mut reports: mpsc::UnboundedReceiver<proto::cluster_message::Kind>,
+    state: watch::Sender<LinkState>,
+    metrics: Metrics,
+) {
+    let mut delay = settings.backoff_base;
+    loop {
+        let sessions_before = metrics.root_sessions.get();
+        match session(&settings, &commands, &mut reports, &state, &metrics).await {
+            Ok(()) => return,
+            Err(e) => {
+                metrics.root_connected.set(0);
+                tracing::warn!(
+                    "root link to {}: {e}; reconnecting in {delay:?}",
+                    settings.root
+                );
+                state.send_modify(|s| {
+                    s.connected = false;
+                    s.last_error = Some(e.clone());
+                });
+            }
+        }
+        if metrics.root_sessions.get() != sessions_before {
+            // The session was up: start the backoff over.
+            delay = settings.backoff_base;
+        }
+        // Drop reports while waiting: the snapshot on reconnect carries the latest state.
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => break,
+                r = reports.recv() => if r.is_none() { return },
+            }
+        }
+        delay = (delay * 2).min(settings.backoff_cap);
+    }
+}
+
+/// One registration + session. `Ok` only when the actor is gone.
+async fn session(
+    settings: &LinkSettings,
+    commands: &mpsc::Sender<Command>,
+    reports: &mut mpsc::UnboundedReceiver<proto::cluster_message::Kind>,
+    state: &watch::Sender<LinkState>,
+    metrics: &Metrics,
+) -> Result<(), String> {
+    let endpoint = format!("http://{}", settings.root);
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
+        .map_err(|e| format!("bad root address {endpoint}: {e}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_keepalive(Some(Duration::from_secs(10)))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let mut client = ClusterLinkClient::new(channel)
+        .max_decoding_message_size(16 * 1024 * 1024)
+        .max_encoding_message_size(64 * 1024 * 1024);
+    let reply = client
+        .register(settings.register.clone())
+        .await
+        .map_err(|s| format!("register refused: {} ({:?})", s.message(), s.code()))?
+        .into_inner();
+    state.send_modify(|s| s.cluster_id = Some(reply.cluster_id.clone()));
+
+    // Everything queued so far is older than the snapshot taken next.
+    while reports.try_recv().is_ok() {}
+    let (snapshot_tx, snapshot_rx) = oneshot::channel();
+    if commands.send(Command::Snapshot(snapshot_tx)).await.is_err() {
+        return Ok(());
+    }
+    let Ok(snapshot) = snapshot_rx.await else {
+        return Ok(());
+    };
+    let instances = snapshot.instances.len();
+
+    let (out_tx, out_rx) = mpsc::channel::<proto::ClusterMessage>(1024);
+    out_tx
+        .send(proto::ClusterMessage {
+            kind: Some(proto::cluster_message::Kind::Snapshot(snapshot)),
+        })
+        .await
+        .map_err(|_| "session closed".to_owned())?;
+    let mut request = Request::new(ReceiverStream::new(out_rx));
+    let id: MetadataValue<_> = reply
+        .cluster_id
+        .parse()
+        .map_err(|_| "the root sent a cluster id that is not valid metadata".to_owned())?;
+    let secret: MetadataValue<_> = reply
+        .session_secret
+        .parse()
+        .map_err(|_| "the root sent a secret that is not valid metadata".to_owned())?;
+    request.metadata_mut().insert(CLUSTER_ID_HEADER, id);
+    request.metadata_mut().insert(CLUSTER_SECRET_HEADER, secret);
+    let mut inbound = client
+        .session(request)
+        .await
+        .map_err(|s| format!("session refused: {} ({:?})", s.message(), s.code()))?
+        .into_inner();
+    tracing::info!(
+        cluster_id = %reply.cluster_id,
+        instances,
+        "connected to the root at {}",
+        settings.root
+    );
+    metrics.root_sessions.inc();
+    metrics.root_connected.set(1);
+    state.send_modify(|s| {
+        s.connected = true;
+        s.last_error = None;
+    });
+
+    loop {
+        tokio::select! {
+            report = reports.recv() => {
+                let Some(kind) = report else { return Ok(()) };
+                out_tx
+                    .send(proto::ClusterMessage { kind: Some(kind) })
+                    .await
+                    .map_err(|_| "session stream closed".to_owned())?;
+            }
+            message = inbound.message() => match message {
+                Ok(Some(proto::RootMessage { kind: Some(kind) })) => {
+                    if commands.send(Command::Root(kind)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return Err("the root closed the session".into()),
+                Err(s) => return Err(format!("session ended: {} ({:?})", s.message(), s.code())),
+            },
+        }
+    }
+}

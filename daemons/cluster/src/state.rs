@@ -1,0 +1,920 @@
+//! The cluster's state machine: the worker registry, the instances it manages, placement
+//! bookkeeping and self-healing.
+//!
+//! No I/O here. Every input (a worker report, a root command, a clock tick) is a method that
+//! takes the current time and leaves [`Effect`]s (MQTT commands, reports to the root) and
+//! dirty records (to persist) behind; the actor in [`crate::cluster`] executes them. Time is a
+//! parameter (`tokio::time::Instant`), so tests drive it with `tokio::time::pause`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use oakestra_core::model::ServiceRecord;
+use oakestra_core::status::{
+    DeploymentStatus, NegativeSchedulingStatus, PositiveSchedulingStatus, Status,
+};
+use oakestra_core::wire::{
+    DeleteCommand, DeployCommand, JobStatusReport, NodeInfo, ResourcesReport, ServiceUsage,
+    WireVersion,
+};
+use oakestra_sched::{Candidate, Level, NoPlacement, PlacementRequest};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::time::Instant;
+
+/// `(job id, instance number)`.
+pub type InstanceKey = (String, u32);
+
+/// The store id of an instance: `<job id>/<instance number>`.
+pub fn instance_doc_id(key: &InstanceKey) -> String {
+    format!("{}/{}", key.0, key.1)
+}
+
+/// A registered worker, as persisted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerRecord {
+    /// Worker id (also its MQTT username).
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// What it sent at registration (static resources, identity) and, later, its latest
+    /// `information` report.
+    pub info: NodeInfo,
+    /// SHA-256 (hex) of its MQTT password.
+    pub mqtt_password_sha256: String,
+}
+
+/// A worker in memory.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    /// The persisted part.
+    pub record: WorkerRecord,
+    /// Last `information` (or registration).
+    pub last_seen: Instant,
+    /// Reported within the timeout.
+    pub active: bool,
+}
+
+/// An instance the cluster manages, as persisted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    /// Job (service) id.
+    pub job_id: String,
+    /// Instance number.
+    pub instance_number: u32,
+    /// `app.appns.service.servicens`.
+    pub job_name: String,
+    /// What a worker gets on `control/deploy`.
+    pub command: DeployCommand,
+    /// The placement request derived from the SLA.
+    pub request: PlacementRequest,
+    /// Current status.
+    pub status: Status,
+    /// Detail of the status.
+    #[serde(default)]
+    pub status_detail: String,
+    /// Worker it is placed on (none while waiting for a placement).
+    #[serde(default)]
+    pub worker_id: Option<String>,
+    /// Worker address as it reported it.
+    #[serde(default)]
+    pub public_ip: String,
+    /// Redeploys since it last reached RUNNING (drives the backoff).
+    #[serde(default)]
+    pub attempts: u32,
+    /// Workers that may still hold an old copy: told to delete it when they are back.
+    #[serde(default)]
+    pub stale_copies: BTreeSet<String>,
+    /// Usage from the last `jobs/resources`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<ServiceUsage>,
+    /// Earliest next placement attempt (not persisted: after a restart, try at once).
+    #[serde(skip)]
+    pub retry_at: Option<Instant>,
+}
+
+impl Instance {
+    fn key(&self) -> InstanceKey {
+        (self.job_id.clone(), self.instance_number)
+    }
+
+    /// Waiting for a worker (never placed, its worker lost, failed, or refused by the scheduler).
+    pub fn needs_placement(&self) -> bool {
+        self.worker_id.is_none() && self.status != Status::Deployment(DeploymentStatus::Completed)
+    }
+
+    fn delete_command(&self) -> DeleteCommand {
+        DeleteCommand {
+            wire_version: WireVersion::CURRENT,
+            job_name: self.job_name.clone(),
+            virtualization: self.command.virtualization.clone(),
+            instance_number: self.instance_number,
+        }
+    }
+}
+
+/// Something the actor must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Publish `nodes/<worker>/control/deploy`.
+    Deploy {
+        /// Target worker.
+        worker: String,
+        /// Payload.
+        command: Box<DeployCommand>,
+    },
+    /// Publish `nodes/<worker>/control/delete`.
+    Delete {
+        /// Target worker.
+        worker: String,
+        /// Payload.
+        command: DeleteCommand,
+    },
+    /// Publish `nodes/<worker>/control/error`.
+    ControlError {
+        /// Target worker.
+        worker: String,
+        /// Message.
+        message: String,
+    },
+    /// Send the instance's current status to the root.
+    Report(InstanceKey),
+}
+
+/// Timing of liveness and healing.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// A worker silent for longer is inactive.
+    pub worker_timeout: Duration,
+    /// First redeploy delay after a failure (the very first redeploy is immediate).
+    pub backoff_base: Duration,
+    /// Longest redeploy delay.
+    pub backoff_cap: Duration,
+    /// How long an instance the scheduler could not place waits before the next attempt
+    /// (sooner when a worker registers or comes back).
+    pub unplaced_retry: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            worker_timeout: Duration::from_secs(10),
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(30),
+            unplaced_retry: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Timing {
+    /// Delay before redeploy number `attempt` (0-based): 0, base, 2·base, 4·base … ≤ cap.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        if attempt == 0 {
+            return Duration::ZERO;
+        }
+        let factor = 1u32 << (attempt - 1).min(16);
+        self.backoff_base
+            .saturating_mul(factor)
+            .min(self.backoff_cap)
+    }
+}
+
+/// A deploy command from the root that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// `service_json` is not a service record.
+    #[error("service_json of job {job_id} is not a service record: {source}")]
+    ServiceJson {
+        /// The job.
+        job_id: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Aggregated resources of the active workers (what the root schedules on).
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Aggregate {
+    /// Active workers.
+    pub active_workers: u32,
+    /// All registered workers.
+    pub workers: u32,
+    /// Sum of cores.
+    pub cpu_cores: f64,
+    /// Load such that `cpu_cores × (100 − load) / 100` is the free cores.
+    pub cpu_load_percent: f64,
+    /// Sum of total memory, MB.
+    pub memory_total_mb: u64,
+    /// Sum of free memory, MB.
+    pub memory_free_mb: u64,
+    /// GPUs.
+    pub gpus: u32,
+    /// GPUs not assigned to an instance.
+    pub gpus_free: u32,
+    /// Largest free cores of one worker.
+    pub max_worker_free_vcpus: f64,
+    /// Largest free memory of one worker, MB.
+    pub max_worker_free_memory_mb: u64,
+    /// Largest free GPUs of one worker.
+    pub max_worker_free_gpus: u32,
+    /// Union of runtimes.
+    pub virtualization: Vec<String>,
+    /// Union of architectures.
+    pub arch: Vec<String>,
+    /// Union of CSI drivers.
+    pub csi_drivers: Vec<String>,
+    /// Union of add-ons.
+    pub addons: Vec<String>,
+}
+
+/// The whole cluster state.
+#[derive(Debug)]
+pub struct ClusterState {
+    timing: Timing,
+    workers: BTreeMap<String, Worker>,
+    instances: BTreeMap<InstanceKey, Instance>,
+    by_job_name: HashMap<String, String>,
+    effects: Vec<Effect>,
+    dirty_instances: BTreeSet<InstanceKey>,
+    removed_instances: BTreeSet<InstanceKey>,
+    dirty_workers: BTreeSet<String>,
+    /// Set when capacity may have appeared: the next tick retries unplaced instances at once.
+    capacity_changed: bool,
+}
+
+impl ClusterState {
+    /// An empty cluster.
+    pub fn new(timing: Timing) -> Self {
+        ClusterState {
+            timing,
+            workers: BTreeMap::new(),
+            instances: BTreeMap::new(),
+            by_job_name: HashMap::new(),
+            effects: Vec::new(),
+            dirty_instances: BTreeSet::new(),
+            removed_instances: BTreeSet::new(),
+            dirty_workers: BTreeSet::new(),
+            capacity_changed: false,
+        }
+    }
+
+    /// State restored from the store: workers get a full timeout to report before they count
+    /// as lost, instances waiting for a worker are retried at once.
+    pub fn restore(
+        timing: Timing,
+        workers: Vec<WorkerRecord>,
+        instances: Vec<Instance>,
+        now: Instant,
+    ) -> Self {
+        let mut state = ClusterState::new(timing);
+        for record in workers {
+            state.workers.insert(
+                record.id.clone(),
+                Worker {
+                    record,
+                    last_seen: now,
+                    active: true,
+                },
+            );
+        }
+        for instance in instances {
+            state
+                .by_job_name
+                .insert(instance.job_name.clone(), instance.job_id.clone());
+            state.instances.insert(instance.key(), instance);
+        }
+        state
+    }
+
+    /// Timing in use.
+    pub fn timing(&self) -> Timing {
+        self.timing
+    }
+
+    /// Registered workers.
+    pub fn workers(&self) -> impl Iterator<Item = &Worker> {
+        self.workers.values()
+    }
+
+    /// A worker.
+    pub fn worker(&self, id: &str) -> Option<&Worker> {
+        self.workers.get(id)
+    }
+
+    /// Managed instances.
+    pub fn instances(&self) -> impl Iterator<Item = &Instance> {
+        self.instances.values()
+    }
+
+    /// One instance.
+    pub fn instance(&self, key: &InstanceKey) -> Option<&Instance> {
+        self.instances.get(key)
+    }
+
+    /// Takes the effects produced so far.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// Takes what must be persisted: changed instances, removed instance keys, changed workers.
+    pub fn take_dirty(&mut self) -> (Vec<Instance>, Vec<InstanceKey>, Vec<WorkerRecord>) {
+        let instances = std::mem::take(&mut self.dirty_instances)
+            .into_iter()
+            .filter_map(|k| self.instances.get(&k).cloned())
+            .collect();
+        let removed = std::mem::take(&mut self.removed_instances)
+            .into_iter()
+            .collect();
+        let workers = std::mem::take(&mut self.dirty_workers)
+            .into_iter()
+            .filter_map(|id| self.workers.get(&id).map(|w| w.record.clone()))
+            .collect();
+        (instances, removed, workers)
+    }
+
+    // ---- workers -------------------------------------------------------------------------
+
+    /// A worker registered (new, or again with its id). It is active at once.
+    pub fn register_worker(&mut self, record: WorkerRecord, now: Instant) {
+        let id = record.id.clone();
+        let was_inactive = self.workers.get(&id).is_some_and(|w| !w.active);
+        self.workers.insert(
+            id.clone(),
+            Worker {
+                record,
+                last_seen: now,
+                active: true,
+            },
+        );
+        self.dirty_workers.insert(id.clone());
+        self.capacity_changed = true;
+        self.worker_back(&id, was_inactive);
+    }
+
+    /// `nodes/<id>/information`.
+    pub fn worker_information(&mut self, id: &str, info: NodeInfo, now: Instant) {
+        let Some(worker) = self.workers.get_mut(id) else {
+            self.effects.push(Effect::ControlError {
+                worker: id.to_owned(),
+                message: "Node not registered to the cluster".into(),
+            });
+            return;
+        };
+        let was_inactive = !worker.active;
+        worker.last_seen = now;
+        worker.active = true;
+        merge_dynamic(&mut worker.record.info, info);
+        if was_inactive {
+            self.dirty_workers.insert(id.to_owned());
+            self.capacity_changed = true;
+        }
+        self.worker_back(id, was_inactive);
+    }
+
+    /// A worker is (again) reachable: it deletes the copies it may hold of moved instances.
+    fn worker_back(&mut self, id: &str, was_inactive: bool) {
+        if !was_inactive {
+            return;
+        }
+        tracing::info!(worker = id, "worker is back");
+        for instance in self.instances.values_mut() {
+            if instance.stale_copies.remove(id) {
+                self.effects.push(Effect::Delete {
+                    worker: id.to_owned(),
+                    command: instance.delete_command(),
+                });
+                self.dirty_instances.insert(instance.key());
+            }
+        }
+    }
+
+    /// `nodes/<id>/job`: an instance changed status on a worker.
+    pub fn job_report(&mut self, worker: &str, report: JobStatusReport, now: Instant) {
+        let key = self
+            .by_job_name
+            .get(&report.sname)
+            .map(|job| (job.clone(), report.instance));
+        let Some(instance) = key.as_ref().and_then(|k| self.instances.get_mut(k)) else {
+            // Nobody wants this instance (undeployed while the worker was away): remove it.
+            if !matches!(
+                report.status,
+                DeploymentStatus::Undeployed | DeploymentStatus::Completed
+            ) {
+                self.effects.push(Effect::Delete {
+                    worker: worker.to_owned(),
+                    command: DeleteCommand {
+                        wire_version: WireVersion::CURRENT,
+                        job_name: report.sname,
+                        virtualization: String::new(),
+                        instance_number: report.instance,
+                    },
+                });
+            }
+            return;
+        };
+        if instance.worker_id.as_deref() != Some(worker) {
+            // An old copy (the instance moved): never two running copies.
+            if !matches!(
+                report.status,
+                DeploymentStatus::Undeployed | DeploymentStatus::Completed
+            ) {
+                self.effects.push(Effect::Delete {
+                    worker: worker.to_owned(),
+                    command: instance.delete_command(),
+                });
+            }
+            return;
+        }
+        let key = instance.key();
+        if !report.publicip.is_empty() {
+            instance.public_ip = report.publicip.clone();
+        }
+        let new_status = Status::Deployment(report.status);
+        let changed =
+            instance.status != new_status || instance.status_detail != report.status_detail;
+        instance.status = new_status;
+        instance.status_detail = report.status_detail;
+        match report.status {
+            DeploymentStatus::Running => instance.attempts = 0,
+            DeploymentStatus::Failed | DeploymentStatus::Dead | DeploymentStatus::Undeployed => {
+                // Heal: place it again after the backoff. The failed copy is gone or dead;
+                // the worker still gets a delete so it frees what is left.
+                instance.worker_id = None;
+                instance.retry_at = Some(now + self.timing.backoff(instance.attempts));
+                instance.attempts = instance.attempts.saturating_add(1);
+                if report.status != DeploymentStatus::Undeployed {
+                    self.effects.push(Effect::Delete {
+                        worker: worker.to_owned(),
+                        command: instance.delete_command(),
+                    });
+                }
+                self.capacity_changed = true;
+            }
+            DeploymentStatus::Completed => {
+                self.capacity_changed = true;
+            }
+            DeploymentStatus::Creating | DeploymentStatus::Created => {}
+        }
+        if changed {
+            self.effects.push(Effect::Report(key.clone()));
+        }
+        self.dirty_instances.insert(key);
+    }
+
+    /// `nodes/<id>/jobs/resources`: usage of the instances on a worker. Also a duplicate guard:
+    /// an instance the worker runs but should not is deleted there.
+    pub fn resources_report(&mut self, worker: &str, report: ResourcesReport) {
+        for usage in report.services {
+            let key = self
+                .by_job_name
+                .get(&usage.job_name)
+                .map(|job| (job.clone(), usage.instance));
+            match key.as_ref().and_then(|k| self.instances.get_mut(k)) {
+                Some(instance) if instance.worker_id.as_deref() == Some(worker) => {
+                    instance.usage = Some(usage);
+                }
+                Some(instance) => self.effects.push(Effect::Delete {
+                    worker: worker.to_owned(),
+                    command: instance.delete_command(),
+                }),
+                None => self.effects.push(Effect::Delete {
+                    worker: worker.to_owned(),
+                    command: DeleteCommand {
+                        wire_version: WireVersion::CURRENT,
+                        job_name: usage.job_name.clone(),
+                        virtualization: usage.virtualization.clone(),
+                        instance_number: usage.instance,
+                    },
+                }),
+            }
+        }
+    }
+
+    /// Liveness: workers silent for longer than the timeout become inactive and their
+    /// instances are placed again. Returns the workers that just became inactive.
+    pub fn check_liveness(&mut self, now: Instant) -> Vec<String> {
+        let timeout = self.timing.worker_timeout;
+        let lost: Vec<String> = self
+            .workers
+            .values()
+            .filter(|w| w.active && now.saturating_duration_since(w.last_seen) > timeout)
+            .map(|w| w.record.id.clone())
+            .collect();
+        for id in &lost {
+            tracing::warn!(worker = %id, "worker silent for more than {timeout:?}: inactive");
+            if let Some(w) = self.workers.get_mut(id) {
+                w.active = false;
+            }
+            let timing = self.timing;
+            for instance in self.instances.values_mut() {
+                if instance.worker_id.as_deref() != Some(id.as_str()) {
+                    continue;
+                }
+                if instance.status == Status::Deployment(DeploymentStatus::Completed) {
+                    continue;
+                }
+                instance.worker_id = None;
+                instance.stale_copies.insert(id.clone());
+                instance.status = Status::Deployment(DeploymentStatus::Failed);
+                instance.status_detail = format!("worker {id} is inactive; rescheduling");
+                instance.retry_at = Some(now + timing.backoff(instance.attempts));
+                instance.attempts = instance.attempts.saturating_add(1);
+                self.effects.push(Effect::Report(instance.key()));
+                self.dirty_instances.insert(instance.key());
+            }
+        }
+        lost
+    }
+
+    // ---- root commands -------------------------------------------------------------------
+
+    /// The root's `Deploy`. Idempotent: an instance the cluster already holds is only
+    /// reported again.
+    pub fn deploy(
+        &mut self,
+        job_id: &str,
+        instance_number: u32,
+        job_name: &str,
+        service_json: &str,
+        ips: InstanceAddresses,
+        now: Instant,
+    ) -> Result<(), DeployError> {
+        let key = (job_id.to_owned(), instance_number);
+        if self.instances.contains_key(&key) {
+            self.effects.push(Effect::Report(key));
+            return Ok(());
+        }
+        let service: ServiceRecord =
+            serde_json::from_str(service_json).map_err(|source| DeployError::ServiceJson {
+                job_id: job_id.to_owned(),
+                source,
+            })?;
+        let job_name = if job_name.is_empty() {
+            service.job_name.clone()
+        } else {
+            job_name.to_owned()
+        };
+        let command = deploy_command(&service, job_id, &job_name, instance_number, &ips);
+        let (request, status, detail) =
+            match PlacementRequest::from_microservice(&service.microservice, Level::Cluster) {
+                Ok(mut r) => {
+                    r.service = job_name.clone();
+                    (
+                        r,
+                        Status::Positive(PositiveSchedulingStatus::ClusterScheduled),
+                        String::new(),
+                    )
+                }
+                Err(e) => (
+                    PlacementRequest::default(),
+                    Status::Negative(NegativeSchedulingStatus::NoQualifiedWorkerFound),
+                    format!("invalid constraints: {e}"),
+                ),
+            };
+        let unusable = !detail.is_empty();
+        let instance = Instance {
+            job_id: job_id.to_owned(),
+            instance_number,
+            job_name: job_name.clone(),
+            command,
+            request,
+            status,
+            status_detail: detail,
+            worker_id: None,
+            public_ip: String::new(),
+            attempts: 0,
+            stale_copies: BTreeSet::new(),
+            usage: None,
+            // An SLA whose constraints do not parse never becomes placeable.
+            retry_at: unusable.then(|| now + Duration::from_secs(365 * 24 * 3600)),
+        };
+        self.by_job_name.insert(job_name, job_id.to_owned());
+        self.instances.insert(key.clone(), instance);
+        self.dirty_instances.insert(key.clone());
+        self.effects.push(Effect::Report(key));
+        Ok(())
+    }
+
+    /// The root's `Undeploy`: every matching instance is deleted on its worker and forgotten.
+    /// Returns how many were removed.
+    pub fn undeploy(&mut self, job_id: &str, instance_number: Option<u32>) -> usize {
+        let keys: Vec<InstanceKey> = self
+            .instances
+            .keys()
+            .filter(|(j, n)| j == job_id && instance_number.is_none_or(|m| m == *n))
+            .cloned()
+            .collect();
+        for key in &keys {
+            let Some(instance) = self.instances.remove(key) else {
+                continue;
+            };
+            let targets = instance
+                .worker_id
+                .iter()
+                .chain(instance.stale_copies.iter());
+            for worker in targets {
+                self.effects.push(Effect::Delete {
+                    worker: worker.clone(),
+                    command: instance.delete_command(),
+                });
+            }
+            self.dirty_instances.remove(key);
+            self.removed_instances.insert(key.clone());
+            self.capacity_changed = true;
+        }
+        if !self.instances.keys().any(|(j, _)| j == job_id) {
+            self.by_job_name.retain(|_, j| j != job_id);
+        }
+        keys.len()
+    }
+
+    // ---- placement -----------------------------------------------------------------------
+
+    /// Instances to place now, oldest key first. Clears the "capacity appeared" flag: after a
+    /// capacity change every unplaced instance is due at once.
+    pub fn due_for_placement(&mut self, now: Instant) -> Vec<InstanceKey> {
+        let capacity_changed = std::mem::take(&mut self.capacity_changed);
+        self.instances
+            .values()
+            .filter(|i| i.needs_placement())
+            .filter(|i| match i.retry_at {
+                None => true,
+                Some(at) => {
+                    at <= now
+                        || (capacity_changed
+                            && matches!(i.status, Status::Negative(_))
+                            && !i.status_detail.starts_with("invalid constraints"))
+                }
+            })
+            .map(Instance::key)
+            .collect()
+    }
+
+    /// The active workers as scheduling candidates. Free capacity is the smaller of what the
+    /// worker reports and its totals minus the demand of the instances placed on it (a report
+    /// may predate the latest placements).
+    pub fn candidates(&self) -> Vec<Candidate> {
+        let mut demand: HashMap<&str, (f64, u64, u32)> = HashMap::new();
+        for i in self.instances.values() {
+            if let Some(w) = i.worker_id.as_deref()
+                && i.status != Status::Deployment(DeploymentStatus::Completed)
+            {
+                let d = demand.entry(w).or_default();
+                d.0 += i.request.vcpus;
+                d.1 += i.request.memory_mb;
+                d.2 += i.request.vgpus;
+            }
+        }
+        self.workers
+            .values()
+            .filter(|w| w.active)
+            .map(|w| {
+                let (cpu, mem, gpu) = demand
+                    .get(w.record.id.as_str())
+                    .copied()
+                    .unwrap_or_default();
+                worker_candidate(w, cpu, mem, gpu)
+            })
+            .collect()
+    }
+
+    /// The placement request of an instance.
+    pub fn request(&self, key: &InstanceKey) -> Option<&PlacementRequest> {
+        self.instances.get(key).map(|i| &i.request)
+    }
+
+    /// Records a scheduling outcome.
+    pub fn placed(
+        &mut self,
+        key: &InstanceKey,
+        outcome: Result<String, NoPlacement>,
+        now: Instant,
+    ) {
+        let timing = self.timing;
+        let Some(instance) = self.instances.get_mut(key) else {
+            return;
+        };
+        if !instance.needs_placement() {
+            return;
+        }
+        match outcome {
+            Ok(worker) => {
+                instance.worker_id = Some(worker.clone());
+                instance.retry_at = None;
+                instance.status = Status::Positive(PositiveSchedulingStatus::NodeScheduled);
+                instance.status_detail = String::new();
+                instance.usage = None;
+                // The new worker must not be asked to delete what it is about to run.
+                instance.stale_copies.remove(&worker);
+                self.effects.push(Effect::Deploy {
+                    worker,
+                    command: Box::new(instance.command.clone()),
+                });
+                self.effects.push(Effect::Report(key.clone()));
+            }
+            Err(no) => {
+                let status = Status::Negative(no.status);
+                let changed = instance.status != status || instance.status_detail != no.detail;
+                instance.status = status;
+                instance.status_detail = no.detail;
+                instance.retry_at = Some(now + timing.unplaced_retry);
+                if changed {
+                    self.effects.push(Effect::Report(key.clone()));
+                }
+            }
+        }
+        self.dirty_instances.insert(key.clone());
+    }
+
+    // ---- aggregate -------------------------------------------------------------------------
+
+    /// Aggregated resources of the active workers.
+    pub fn aggregate(&self) -> Aggregate {
+        let candidates = self.candidates();
+        let mut a = Aggregate {
+            workers: self.workers.len() as u32,
+            ..Aggregate::default()
+        };
+        let mut free_cores = 0.0;
+        for c in &candidates {
+            a.active_workers += 1;
+            a.cpu_cores += c.cpu_cores;
+            free_cores += c.free_vcpus().max(0.0);
+            a.memory_total_mb += c.memory_total_mb;
+            a.memory_free_mb += c.memory_free_mb;
+            a.gpus += c.gpus;
+            a.gpus_free += c.gpus_free;
+            a.max_worker_free_vcpus = a.max_worker_free_vcpus.max(c.free_vcpus().max(0.0));
+            a.max_worker_free_memory_mb = a.max_worker_free_memory_mb.max(c.memory_free_mb);
+            a.max_worker_free_gpus = a.max_worker_free_gpus.max(c.gpus_free);
+            union(&mut a.virtualization, &c.virtualization);
+            union(&mut a.arch, &c.arch);
+            union(&mut a.csi_drivers, &c.csi_drivers);
+            union(&mut a.addons, &c.addons);
+        }
+        a.cpu_load_percent = if a.cpu_cores > 0.0 {
+            (100.0 - free_cores * 100.0 / a.cpu_cores).clamp(0.0, 100.0)
+        } else {
+            0.0
+        };
+        a
+    }
+}
+
+/// The instance's service addresses from the root's `Deploy`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InstanceAddresses {
+    /// Instance IPv4.
+    pub instance_ip: String,
+    /// Instance IPv6.
+    pub instance_ip_v6: String,
+    /// Service round-robin IPv4.
+    pub rr_ip: String,
+    /// Service round-robin IPv6.
+    pub rr_ip_v6: String,
+}
+
+fn union(into: &mut Vec<String>, from: &[String]) {
+    for s in from {
+        if !into.contains(s) {
+            into.push(s.clone());
+        }
+    }
+}
+
+/// Keeps the registration's static fields and takes the dynamic ones of a report.
+fn merge_dynamic(record: &mut NodeInfo, report: NodeInfo) {
+    record.cpu_percent = report.cpu_percent;
+    record.memory_percent = report.memory_percent;
+    record.memory = report.memory;
+    if report.memory_total.is_some() {
+        record.memory_total = report.memory_total;
+    }
+    if report.vcpus > 0 {
+        record.vcpus = report.vcpus;
+    }
+    if !report.virtualization.is_empty() {
+        record.virtualization = report.virtualization;
+    }
+    if !report.csi_drivers.is_empty() {
+        record.csi_drivers = report.csi_drivers;
+    }
+    if !report.supported_addons.is_empty() {
+        record.supported_addons = report.supported_addons;
+    }
+    if report.gpu_usage.is_some() {
+        record.gpu_usage = report.gpu_usage;
+    }
+    if report.location.is_some() {
+        record.location = report.location;
+    }
+    if !report.ip.is_empty() {
+        record.ip = report.ip;
+    }
+}
+
+fn worker_candidate(w: &Worker, demand_cpu: f64, demand_mem: u64, demand_gpu: u32) -> Candidate {
+    let info = &w.record.info;
+    let cores = f64::from(info.vcpus);
+    let reported_free_cores = cores * (100.0 - info.cpu_percent.clamp(0.0, 100.0)) / 100.0;
+    let free_cores = reported_free_cores.min(cores - demand_cpu).max(0.0);
+    let memory_total = info.memory_total.unwrap_or(info.memory);
+    let free_mem = info.memory.min(memory_total.saturating_sub(demand_mem));
+    let virtualization = info
+        .virtualization
+        .iter()
+        .map(|v| {
+            if v == "docker" {
+                "container".to_owned()
+            } else {
+                v.clone()
+            }
+        })
+        .collect();
+    Candidate {
+        name: w.record.id.clone(),
+        cpu_cores: cores,
+        cpu_load_percent: if cores > 0.0 {
+            100.0 - free_cores * 100.0 / cores
+        } else {
+            100.0
+        },
+        memory_total_mb: memory_total,
+        memory_free_mb: free_mem,
+        gpus: info.vgpus,
+        gpus_free: info.vgpus.saturating_sub(demand_gpu),
+        virtualization,
+        arch: if info.architecture.is_empty() {
+            Vec::new()
+        } else {
+            vec![info.architecture.clone()]
+        },
+        csi_drivers: info
+            .csi_drivers
+            .iter()
+            .map(|d| d.csi_driver_name.clone())
+            .collect(),
+        addons: info.supported_addons.clone(),
+        location: info.location.as_deref().and_then(|l| l.parse().ok()),
+        active: w.active,
+        ..Candidate::default()
+    }
+}
+
+/// What a worker gets on `control/deploy` for instance `n` of `service`.
+pub fn deploy_command(
+    service: &ServiceRecord,
+    job_id: &str,
+    job_name: &str,
+    n: u32,
+    ips: &InstanceAddresses,
+) -> DeployCommand {
+    let ms = &service.microservice;
+    let mut extra = oakestra_core::sla::Extra::new();
+    let mut put = |k: &str, v: &str| {
+        if !v.is_empty() {
+            extra.insert(k.to_owned(), Value::String(v.to_owned()));
+        }
+    };
+    put("instance_ip", &ips.instance_ip);
+    put("instance_ip_v6", &ips.instance_ip_v6);
+    put("RR_ip", &ips.rr_ip);
+    put("RR_ip_v6", &ips.rr_ip_v6);
+    put("app_name", &service.app_name);
+    put("app_ns", &service.app_ns);
+    put("service_name", &service.service_name);
+    put("service_ns", &service.service_ns);
+    DeployCommand {
+        wire_version: WireVersion::CURRENT,
+        id: job_id.to_owned(),
+        job_name: job_name.to_owned(),
+        instance_number: n,
+        image: ms.code.clone(),
+        virtualization: ms.virtualization.as_str().to_owned(),
+        cmd: ms.cmd.clone().unwrap_or_default(),
+        environment: ms.environment.clone().unwrap_or_default(),
+        port: ms
+            .port
+            .as_ref()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default(),
+        vcpus: u32::try_from(ms.vcpus.unwrap_or(0)).unwrap_or(u32::MAX),
+        vgpus: u32::try_from(ms.vgpus.unwrap_or(0)).unwrap_or(u32::MAX),
+        vtpus: u32::try_from(ms.vtpus.unwrap_or(0)).unwrap_or(u32::MAX),
+        memory: ms.memory.unwrap_or(0),
+        storage: ms.storage.unwrap_or(0),
+        arch: ms.arch.clone().unwrap_or_default(),
+        platform: ms
+            .extra
+            .get("platform")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        vm_images: Vec::new(),
+        volumes: ms.volumes.clone().unwrap_or_default(),
+        one_shot: ms.one_shot.unwrap_or(false),
+        privileged: ms.privileged.unwrap_or(false),
+        status: None,
+        status_detail: None,
+        extra,
+    }
+}
