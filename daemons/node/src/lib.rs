@@ -1,2 +1,217 @@
-//! `oakestra-node`: the worker, NodeEngine and NetManager in one process. See DESIGN.md §4.4,
-//! §4.6 and §6. It arrives with its issue.
+//! `oakestra-node`: the worker (DESIGN.md §4.4, §6). This is the NodeEngine control path: it
+//! registers with a cluster, connects to the cluster's MQTT broker with the credentials it got,
+//! runs the instances it is sent through a [`Runtime`](oakestra_runtime::Runtime), and reports
+//! `information`, `jobs/resources` and `job` status changes. The NetManager (overlay network)
+//! joins it later.
+//!
+//! Library first: [`start`] runs a worker inside any tokio runtime (tests, `oak up`, `oak sim`)
+//! and [`run`] is what the binary calls.
+//!
+//! * [`config`] — flags, environment, TOML file.
+//! * [`engine`] — instances, desired state, status reports, re-adoption after a restart.
+//! * [`state`] — the state file (identity and desired instances, written atomically).
+//! * [`info`] — what the worker reports about itself, from procfs.
+//! * [`link`] — registration and the MQTT session.
+
+pub mod config;
+pub mod engine;
+pub mod info;
+pub mod link;
+pub mod state;
+
+use std::sync::Arc;
+
+use oakestra_core::wire::NodeInfo;
+use oakestra_runtime::{FakeRuntime, Runtime, RuntimeError};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::{Cli, ClusterAddress, Config, RuntimeKind, SimulatedResources};
+pub use engine::Engine;
+
+use crate::info::InfoCollector;
+use crate::link::{MqttReporter, SessionEnd};
+use crate::state::{StateError, StateFile};
+
+/// File of the fake runtime's instances inside the data directory: they survive a restart of
+/// the worker, as containers survive a restart of a real worker agent.
+pub const FAKE_RUNTIME_FILE: &str = "fake-runtime.json";
+
+/// Why the worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The data directory is unusable.
+    #[error("cannot use the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The state file is unreadable.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The runtime failed.
+    #[error("runtime: {0}")]
+    Runtime(#[from] RuntimeError),
+    /// The HTTP client could not be built.
+    #[error("HTTP client: {0}")]
+    Http(String),
+}
+
+/// A worker running in the background.
+#[derive(Debug)]
+pub struct RunningNode {
+    /// The engine (statuses, tests).
+    pub engine: Arc<Engine>,
+    /// The worker id once registered.
+    pub id: watch::Receiver<Option<String>>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl RunningNode {
+    /// Stops reporting and disconnects. Instances keep running in the runtime; a new worker
+    /// on the same data directory re-adopts them.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Waits until the worker stops (after a shutdown request).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+
+    /// A handle that stops the worker when sent `true`.
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the worker has registered and returns its id.
+    pub async fn registered(&self) -> Option<String> {
+        let mut id = self.id.clone();
+        id.wait_for(|i| i.is_some()).await.ok()?.clone()
+    }
+}
+
+fn build_runtime(config: &Config) -> Result<Arc<dyn Runtime>, NodeError> {
+    match config.runtime {
+        RuntimeKind::Fake => {
+            let mut fake = config.fake.clone();
+            if fake.state_file.is_none() {
+                fake.state_file = Some(config.data_dir.join(FAKE_RUNTIME_FILE));
+            }
+            Ok(Arc::new(FakeRuntime::new(fake)?))
+        }
+    }
+}
+
+/// Starts a worker: loads its state, re-adopts its instances, then registers and connects in
+/// the background (retrying while the cluster is unreachable; instances keep running).
+pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let file = StateFile::new(&config.data_dir);
+    let saved = file.load()?;
+    let runtime = build_runtime(&config)?;
+    let reporter = Arc::new(MqttReporter::default());
+    let public_ip = config
+        .advertise_ip
+        .clone()
+        .unwrap_or_else(|| info::local_ip_towards(&config.cluster.host, config.cluster.port));
+    let engine = Engine::new(
+        Arc::clone(&runtime),
+        file,
+        saved,
+        reporter.clone(),
+        public_ip.clone(),
+        config.stop_grace,
+    );
+    engine.spawn_exit_watcher();
+    engine.recover().await?;
+
+    let base = NodeInfo {
+        host: config.name.clone(),
+        ip: public_ip,
+        architecture: info::go_arch().to_owned(),
+        virtualization: runtime.virtualizations(),
+        location: config.location.clone(),
+        ..NodeInfo::default()
+    };
+    let mut collector = match &config.simulated {
+        Some(resources) => InfoCollector::simulated(base, resources.clone()),
+        None => InfoCollector::host(base),
+    };
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|e| NodeError::Http(e.to_string()))?;
+    let (shutdown, mut stop) = watch::channel(false);
+    let (id_tx, id) = watch::channel(None);
+    let task_engine = Arc::clone(&engine);
+    let task = tokio::spawn(async move {
+        let engine = task_engine;
+        loop {
+            let previous = engine.identity();
+            let body = collector.sample();
+            let Some(identity) =
+                link::register(&http, &config, body, previous.as_ref(), &mut stop).await
+            else {
+                return;
+            };
+            collector.set_id(&identity.id);
+            engine.set_identity(identity.clone()).await;
+            let _ = id_tx.send(Some(identity.id.clone()));
+            match link::session(
+                &engine,
+                &reporter,
+                &identity,
+                &mut collector,
+                &config,
+                &mut stop,
+            )
+            .await
+            {
+                SessionEnd::Shutdown => return,
+                SessionEnd::Rejected => continue,
+            }
+        }
+    });
+    Ok(RunningNode {
+        engine,
+        id,
+        shutdown,
+        task,
+    })
+}
+
+/// Runs a worker until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> Result<(), NodeError> {
+    let node = start(config).await?;
+    let stopper = node.shutdown_handle();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down; instances keep running and are re-adopted on restart");
+        let _ = stopper.send(true);
+    });
+    node.wait().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! Configuration: flags, environment variables and an optional TOML file, in that order of
+//! precedence.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use oakestra_runtime::FakeConfig;
+use serde::Deserialize;
+
+/// Default port of the cluster's worker registration API.
+pub const DEFAULT_CLUSTER_PORT: u16 = 10100;
+/// Default interval of `information` and `jobs/resources` reports.
+pub const DEFAULT_REPORT_INTERVAL: Duration = Duration::from_secs(2);
+/// Longest wait between two registration attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Where the cluster's registration API is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterAddress {
+    /// Host name or address.
+    pub host: String,
+    /// Port of `POST /api/node/register`.
+    pub port: u16,
+}
+
+impl ClusterAddress {
+    /// Parses `HOST`, `HOST:PORT`, `[V6]` or `[V6]:PORT` (an `http://` prefix is accepted).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let text = text
+            .strip_prefix("http://")
+            .unwrap_or(text)
+            .trim_end_matches('/');
+        if text.is_empty() {
+            return Err("the cluster address is empty; write HOST or HOST:PORT".into());
+        }
+        if text.contains("://") {
+            return Err(format!(
+                "{text:?}: only plain http is supported; write HOST or HOST:PORT"
+            ));
+        }
+        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+            let (host, after) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("{text:?}: missing ']' after an IPv6 address"))?;
+            (host, after.strip_prefix(':'))
+        } else if text.matches(':').count() > 1 {
+            (text, None)
+        } else {
+            match text.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (text, None),
+            }
+        };
+        let port = match port {
+            Some(p) => p
+                .parse::<u16>()
+                .map_err(|_| format!("{text:?}: port {p:?} is not a number from 1 to 65535"))?,
+            None => DEFAULT_CLUSTER_PORT,
+        };
+        if host.is_empty() || port == 0 {
+            return Err(format!("{text:?}: write HOST or HOST:PORT"));
+        }
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+        })
+    }
+
+    /// `host:port` for URLs (IPv6 in brackets).
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl std::fmt::Display for ClusterAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.authority())
+    }
+}
+
+/// Which runtime runs the instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    /// In-memory fake (tests, simulation); the only one until the containerd runtime lands.
+    #[default]
+    Fake,
+}
+
+/// Resources the worker advertises instead of what it measures (simulated workers).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SimulatedResources {
+    /// Logical cores.
+    pub vcpus: u32,
+    /// Total memory, MB.
+    pub memory_mb: u64,
+    /// CPU use reported every tick, percent.
+    pub cpu_percent: f64,
+}
+
+/// The resolved configuration of a worker.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The cluster's registration API.
+    pub cluster: ClusterAddress,
+    /// The cluster's worker join token.
+    pub token: String,
+    /// State directory (identity, desired instances, fake runtime state).
+    pub data_dir: PathBuf,
+    /// The runtime.
+    pub runtime: RuntimeKind,
+    /// Settings of the fake runtime.
+    pub fake: FakeConfig,
+    /// Name the worker registers with (default: the host name).
+    pub name: String,
+    /// `"LAT,LON"` of the worker.
+    pub location: Option<String>,
+    /// Address the worker reports (default: the local address of the route to the cluster).
+    pub advertise_ip: Option<String>,
+    /// Broker host to dial instead of the one the cluster names.
+    pub mqtt_host: Option<String>,
+    /// Interval of `information` and `jobs/resources`.
+    pub report_interval: Duration,
+    /// Advertise these instead of measuring the host (the simulator).
+    pub simulated: Option<SimulatedResources>,
+    /// Grace period of a stop before the task is killed.
+    pub stop_grace: Duration,
+}
+
+impl Config {
+    /// A configuration with defaults for everything but the cluster, token and data directory.
+    pub fn new(cluster: ClusterAddress, token: impl Into<String>, data_dir: PathBuf) -> Self {
+        Self {
+            cluster,
+            token: token.into(),
+            data_dir,
+            runtime: RuntimeKind::Fake,
+            fake: FakeConfig::default(),
+            name: crate::info::hostname(),
+            location: None,
+            advertise_ip: None,
+            mqtt_host: None,
+            report_interval: DEFAULT_REPORT_INTERVAL,
+            simulated: None,
+            stop_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `$XDG_STATE_HOME/oakestra-node`, else `$HOME/.local/state/oakestra-node`, else
+/// `./oakestra-node-data`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("oakestra-node");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(home).join(".local/state/oakestra-node");
+    }
+    PathBuf::from("oakestra-node-data")
+}
+
+/// A duration such as `2s`, `500ms`, `1m` or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration; write e.g. 2s, 500ms or 1m"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}; use ms, s, m or h"
+            ));
+        }
+    };
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn parse_cluster(text: &str) -> Result<ClusterAddress, String> {
+    ClusterAddress::parse(text)
+}
+
+/// Command line of `oakestra-node`.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(
+    name = "oakestra-node",
+    version,
+    about = "Oakestra-rs worker: registers with a cluster, runs the instances it is given and reports on them over MQTT",
+    after_help = "Every flag can also be set in the TOML file given by --config (same names, with \
+                  underscores: cluster, token, data_dir, runtime, name, location, advertise_ip, \
+                  mqtt_host, report_interval, stop_grace). Flags win over the environment, the \
+                  environment over the file."
+)]
+pub struct Cli {
+    /// TOML file with any of the settings below.
+    #[arg(long, env = "OAKESTRA_NODE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The cluster orchestrator: HOST or HOST:PORT of its worker API [default port: 10100].
+    #[arg(long, env = "OAKESTRA_NODE_CLUSTER", value_parser = parse_cluster)]
+    pub cluster: Option<ClusterAddress>,
+    /// The cluster's worker join token (sent as Authorization: Bearer on registration).
+    #[arg(long, env = "OAKESTRA_NODE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// State directory: the worker's identity and MQTT credentials, its desired instances and
+    /// the fake runtime's instances [default: $XDG_STATE_HOME/oakestra-node, else
+    /// ~/.local/state/oakestra-node, else ./oakestra-node-data].
+    #[arg(long, env = "OAKESTRA_NODE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Runtime that runs the instances [default: fake]. `fake` runs nothing real: instances
+    /// "run" until stopped (for tests and simulation); containerd follows.
+    #[arg(long, env = "OAKESTRA_NODE_RUNTIME", value_enum)]
+    pub runtime: Option<RuntimeKind>,
+    /// Name to register with [default: the host name].
+    #[arg(long, env = "OAKESTRA_NODE_NAME")]
+    pub name: Option<String>,
+    /// Location of the worker as "LAT,LON" (for geo-aware scheduling).
+    #[arg(long, env = "OAKESTRA_NODE_LOCATION")]
+    pub location: Option<String>,
+    /// Address to report to the cluster [default: the local address of the route to the
+    /// cluster].
+    #[arg(long, env = "OAKESTRA_NODE_ADVERTISE_IP")]
+    pub advertise_ip: Option<String>,
+    /// Broker host to dial instead of the one the cluster names (e.g. behind NAT).
+    #[arg(long, env = "OAKESTRA_NODE_MQTT_HOST")]
+    pub mqtt_host: Option<String>,
+    /// Interval of the `information` and `jobs/resources` reports [default: 2s].
+    #[arg(long, env = "OAKESTRA_NODE_REPORT_INTERVAL", value_parser = parse_duration)]
+    pub report_interval: Option<Duration>,
+    /// How long a stopped instance may take to exit before it is killed [default: 5s].
+    #[arg(long, env = "OAKESTRA_NODE_STOP_GRACE", value_parser = parse_duration)]
+    pub stop_grace: Option<Duration>,
+    /// Fake runtime: how long each start takes [default: 0ms].
+    #[arg(long, env = "OAKESTRA_NODE_FAKE_START_LATENCY", value_parser = parse_duration)]
+    pub fake_start_latency: Option<Duration>,
+    /// Fake runtime: every N-th start fails (0 = never) [default: 0].
+    #[arg(long, env = "OAKESTRA_NODE_FAKE_FAIL_EVERY")]
+    pub fake_fail_every: Option<u32>,
+}
+
+/// The TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    cluster: Option<String>,
+    token: Option<String>,
+    data_dir: Option<PathBuf>,
+    runtime: Option<RuntimeKind>,
+    name: Option<String>,
+    location: Option<String>,
+    advertise_ip: Option<String>,
+    mqtt_host: Option<String>,
+    report_interval: Option<String>,
+    stop_grace: Option<String>,
+    fake_start_latency: Option<String>,
+    fake_fail_every: Option<u32>,
+}
+
+fn read_file(path: &Path) -> Result<FileSettings, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+}
+
+impl Cli {
+    /// Resolves flags, environment and file into a [`Config`]; the error says what is missing
+    /// or wrong and how to give it.
+    pub fn resolve(self) -> Result<Config, String> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileSettings::default(),
+        };
+        let in_file = |what: &str, e: String| format!("config file, {what}: {e}");
+        let cluster = match (self.cluster, file.cluster) {
+            (Some(c), _) => c,
+            (None, Some(text)) => {
+                ClusterAddress::parse(&text).map_err(|e| in_file("cluster", e))?
+            }
+            (None, None) => {
+                return Err(
+                    "no cluster given: pass --cluster HOST[:PORT] (or OAKESTRA_NODE_CLUSTER, or \
+                     `cluster` in the --config file)"
+                        .into(),
+                );
+            }
+        };
+        let token = self.token.or(file.token).ok_or_else(|| {
+            "no join token given: pass --token T (or OAKESTRA_NODE_TOKEN, or `token` in the \
+             --config file); the cluster prints its worker token at start"
+                .to_owned()
+        })?;
+        let data_dir = self
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(default_data_dir);
+        let mut config = Config::new(cluster, token, data_dir);
+        config.runtime = self.runtime.or(file.runtime).unwrap_or_default();
+        if let Some(name) = self.name.or(file.name) {
+            config.name = name;
+        }
+        config.location = self.location.or(file.location);
+        config.advertise_ip = self.advertise_ip.or(file.advertise_ip);
+        config.mqtt_host = self.mqtt_host.or(file.mqtt_host);
+        let duration = |flag: Option<Duration>, text: Option<String>, what: &str| match (flag, text)
+        {
+            (Some(d), _) => Ok(Some(d)),
+            (None, Some(t)) => parse_duration(&t).map(Some).map_err(|e| in_file(what, e)),
+            (None, None) => Ok(None),
+        };
+        if let Some(d) = duration(
+            self.report_interval,
+            file.report_interval,
+            "report_interval",
+        )? {
+            if d.is_zero() {
+                return Err("--report-interval must be more than 0".into());
+            }
+            config.report_interval = d;
+        }
+        if let Some(d) = duration(self.stop_grace, file.stop_grace, "stop_grace")? {
+            config.stop_grace = d;
+        }
+        if let Some(d) = duration(
+            self.fake_start_latency,
+            file.fake_start_latency,
+            "fake_start_latency",
+        )? {
+            config.fake.start_latency = d;
+        }
+        if let Some(n) = self.fake_fail_every.or(file.fake_fail_every) {
+            config.fake.fail_every_nth_start = n;
+        }
+        if let Some(location) = &config.location {
+            validate_location(location)?;
+        }
+        Ok(config)
+    }
+}
+
+/// `"LAT,LON"` with latitude in [-90, 90] and longitude in [-180, 180].
+pub fn validate_location(text: &str) -> Result<(), String> {
+    let bad = || format!("location {text:?} must be \"LAT,LON\", e.g. \"48.26,11.67\"");
+    let (lat, lon) = text.split_once(',').ok_or_else(bad)?;
+    let lat: f64 = lat.trim().parse().map_err(|_| bad())?;
+    let lon: f64 = lon.trim().parse().map_err(|_| bad())?;
+    if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_addresses() {
+        let a = ClusterAddress::parse("10.0.0.1").unwrap();
+        assert_eq!((a.host.as_str(), a.port), ("10.0.0.1", 10100));
+        let a = ClusterAddress::parse("http://example.org:8080/").unwrap();
+        assert_eq!((a.host.as_str(), a.port), ("example.org", 8080));
+        let a = ClusterAddress::parse("[::1]:9").unwrap();
+        assert_eq!(a.authority(), "[::1]:9");
+        assert_eq!(ClusterAddress::parse("::1").unwrap().port, 10100);
+        assert!(ClusterAddress::parse("host:http").is_err());
+        assert!(ClusterAddress::parse("").is_err());
+        assert!(ClusterAddress::parse("https://x").is_err());
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_missing_values_are_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.toml");
+        std::fs::write(
+            &file,
+            "cluster = \"c.example:1\"\ntoken = \"from-file\"\nreport_interval = \"5s\"\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "oakestra-node",
+            "--config",
+            file.to_str().unwrap(),
+            "--token",
+            "flag",
+        ])
+        .unwrap();
+        let config = cli.resolve().unwrap();
+        assert_eq!(config.token, "flag");
+        assert_eq!(config.cluster.port, 1);
+        assert_eq!(config.report_interval, Duration::from_secs(5));
+
+        let err = Cli::try_parse_from(["oakestra-node", "--token", "t"])
+            .unwrap()
+            .resolve();
+        assert!(err.unwrap_err().contains("--cluster"));
+        let err = Cli::try_parse_from(["oakestra-node", "--cluster", "x:notaport"]).unwrap_err();
+        assert!(err.to_string().contains("not a number"), "{err}");
+        std::fs::write(&file, "clustr = \"x\"\n").unwrap();
+        let err = Cli::try_parse_from(["oakestra-node", "--config", file.to_str().unwrap()])
+            .unwrap()
+            .resolve()
+            .unwrap_err();
+        assert!(err.contains("clustr"), "{err}");
+    }
+
+    #[test]
+    fn locations() {
+        assert!(validate_location("48.26,11.67").is_ok());
+        assert!(validate_location("91,0").is_err());
+        assert!(validate_location("x").is_err());
+    }
+}

@@ -1,0 +1,394 @@
+//! The worker's link to its cluster: HTTP registration (with capped backoff while the cluster
+//! is unreachable) and the MQTT session (control topics in, reports out).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use oakestra_core::wire::{
+    DeleteCommand, DeployCommand, JobStatusReport, NodeInfo, NodeTopic, Payload, RegisterResponse,
+};
+use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS};
+use tokio::sync::watch;
+
+use crate::config::{Config, MAX_BACKOFF};
+use crate::engine::{Engine, Reporter};
+use crate::info::InfoCollector;
+use crate::state::Identity;
+
+/// Why a registration attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    /// No answer.
+    #[error(
+        "cannot reach the cluster at {url}: {reason}; is oakestra-cluster running there and is the port open?"
+    )]
+    Unreachable {
+        /// The URL.
+        url: String,
+        /// The error.
+        reason: String,
+    },
+    /// The cluster answered with an error.
+    #[error("the cluster at {url} refused the registration ({status}): {body}{hint}")]
+    Refused {
+        /// The URL.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// Its message.
+        body: String,
+        /// What to do.
+        hint: &'static str,
+    },
+    /// The answer is not a registration answer.
+    #[error("the cluster at {url} answered something that is not a registration: {reason}")]
+    BadAnswer {
+        /// The URL.
+        url: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// One `POST /api/node/register`.
+pub async fn register_once(
+    http: &reqwest::Client,
+    config: &Config,
+    body: &NodeInfo,
+) -> Result<RegisterResponse, RegisterError> {
+    let url = format!("http://{}/api/node/register", config.cluster.authority());
+    let response = http
+        .post(&url)
+        .bearer_auth(&config.token)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| RegisterError::Unreachable {
+            url: url.clone(),
+            reason: error_chain(&e),
+        })?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        let hint = match status.as_u16() {
+            401 | 403 => "; check --token (the cluster's worker join token)",
+            _ => "",
+        };
+        return Err(RegisterError::Refused {
+            url,
+            status: status.as_u16(),
+            body: text.chars().take(300).collect(),
+            hint,
+        });
+    }
+    let answer: RegisterResponse =
+        serde_json::from_str(&text).map_err(|e| RegisterError::BadAnswer {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+    if answer.id.is_empty() || answer.id.contains(['/', '+', '#']) {
+        return Err(RegisterError::BadAnswer {
+            url,
+            reason: format!("worker id {:?} cannot be used in MQTT topics", answer.id),
+        });
+    }
+    Ok(answer)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Resolves once `true` is sent (or the sender is gone).
+pub async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await.map(|_| ());
+}
+
+/// Next wait of a capped exponential backoff.
+pub fn next_backoff(current: Duration, cap: Duration) -> Duration {
+    (current * 2).min(cap)
+}
+
+/// Registers, retrying with capped backoff until it works or `shutdown` is set. The body
+/// carries the id the worker had before, so the cluster keeps its identity.
+pub async fn register(
+    http: &reqwest::Client,
+    config: &Config,
+    mut body: NodeInfo,
+    previous: Option<&Identity>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Identity> {
+    if let Some(previous) = previous {
+        body.id.clone_from(&previous.id);
+    }
+    let mut wait = Duration::from_secs(1);
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match register_once(http, config, &body).await {
+            Ok(answer) => {
+                let broker_host = match &config.mqtt_host {
+                    Some(h) => h.clone(),
+                    None => {
+                        let named = answer.broker_host(&config.cluster.host);
+                        if named == "0.0.0.0" || named == "::" {
+                            config.cluster.host.clone()
+                        } else {
+                            named.to_owned()
+                        }
+                    }
+                };
+                if let Some(p) = previous
+                    && p.id != answer.id
+                {
+                    tracing::warn!(old = %p.id, new = %answer.id, "the cluster gave this worker a new id");
+                }
+                tracing::info!(id = %answer.id, broker = %format!("{broker_host}:{}", answer.mqtt_broker_port), "registered with the cluster");
+                return Some(Identity {
+                    id: answer.id,
+                    cluster: config.cluster.authority(),
+                    broker_host,
+                    broker_port: answer.mqtt_broker_port,
+                    mqtt_username: answer.mqtt_username,
+                    mqtt_password: answer.mqtt_password,
+                });
+            }
+            Err(e) => {
+                if attempt == 1 || attempt.is_power_of_two() {
+                    tracing::warn!(
+                        "registration failed (attempt {attempt}, next in {wait:?}; instances keep running): {e}"
+                    );
+                } else {
+                    tracing::debug!("registration failed (attempt {attempt}): {e}");
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stopped(shutdown) => return None,
+        }
+        wait = next_backoff(wait, MAX_BACKOFF);
+    }
+}
+
+/// Publishes status reports on the current MQTT session, if any.
+#[derive(Debug, Default)]
+pub struct MqttReporter {
+    session: Mutex<Option<(AsyncClient, String)>>,
+    connected: AtomicBool,
+}
+
+impl MqttReporter {
+    fn set_session(&self, session: Option<(AsyncClient, String)>) {
+        *self
+            .session
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = session;
+    }
+
+    fn session(&self) -> Option<(AsyncClient, String)> {
+        self.session
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// `true` while the broker session is up.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+}
+
+impl Reporter for MqttReporter {
+    fn job_status(&self, report: JobStatusReport) {
+        if !self.is_connected() {
+            return; // sent with the snapshot on reconnect
+        }
+        if let Some((client, id)) = self.session()
+            && let Err(e) = client.try_publish(
+                NodeTopic::Job.for_node(&id),
+                QoS::AtLeastOnce,
+                false,
+                report.to_bytes(),
+            )
+        {
+            tracing::warn!("status report not sent now (it goes with the next snapshot): {e}");
+        }
+    }
+}
+
+/// How an MQTT session ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// Shutdown was requested.
+    Shutdown,
+    /// The broker rejects the credentials: register again.
+    Rejected,
+}
+
+/// Runs one MQTT session with `identity` until shutdown or until the broker keeps rejecting
+/// the credentials. Reconnects by itself (capped backoff) while the broker is unreachable.
+pub async fn session(
+    engine: &Arc<Engine>,
+    reporter: &Arc<MqttReporter>,
+    identity: &Identity,
+    collector: &mut InfoCollector,
+    config: &Config,
+    shutdown: &mut watch::Receiver<bool>,
+) -> SessionEnd {
+    let mut options = MqttOptions::new(
+        format!("{}-ne", identity.id),
+        identity.broker_host.clone(),
+        identity.broker_port,
+    );
+    options.set_keep_alive(Duration::from_secs(20));
+    options.set_clean_session(true);
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    if !identity.mqtt_username.is_empty() {
+        options.set_credentials(
+            identity.mqtt_username.clone(),
+            identity.mqtt_password.clone(),
+        );
+    }
+    let (client, mut eventloop) = AsyncClient::new(options, 1024);
+    reporter.set_session(Some((client.clone(), identity.id.clone())));
+    let deploy_topic = NodeTopic::ControlDeploy.for_node(&identity.id);
+    let delete_topic = NodeTopic::ControlDelete.for_node(&identity.id);
+    let info_topic = NodeTopic::Information.for_node(&identity.id);
+    let resources_topic = NodeTopic::JobsResources.for_node(&identity.id);
+    let memory_total = collector.memory_total_mb();
+
+    let mut ticker = tokio::time::interval(config.report_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut wait = Duration::from_millis(500);
+    let mut rejections = 0u32;
+    let mut failures = 0u32;
+    let mut backoff_stop = shutdown.clone();
+    let end = loop {
+        tokio::select! {
+            _ = stopped(shutdown) => break SessionEnd::Shutdown,
+            _ = ticker.tick(), if reporter.is_connected() => {
+                let info = collector.sample();
+                let _ = client.try_publish(&info_topic, QoS::AtMostOnce, false, info.to_bytes());
+                let usage = engine.resources(memory_total).await;
+                if !usage.services.is_empty() {
+                    let _ = client.try_publish(&resources_topic, QoS::AtMostOnce, false, usage.to_bytes());
+                }
+            }
+            event = eventloop.poll() => match event {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    if ack.code != ConnectReturnCode::Success {
+                        continue;
+                    }
+                    if failures > 0 {
+                        tracing::info!("connected to the broker again");
+                    } else {
+                        tracing::info!(broker = %format!("{}:{}", identity.broker_host, identity.broker_port), "connected to the broker");
+                    }
+                    failures = 0;
+                    rejections = 0;
+                    wait = Duration::from_millis(500);
+                    reporter.connected.store(true, Ordering::Relaxed);
+                    let client = client.clone();
+                    let (deploy_topic, delete_topic) = (deploy_topic.clone(), delete_topic.clone());
+                    let job_topic = NodeTopic::Job.for_node(&identity.id);
+                    let snapshot = engine.status_snapshot();
+                    let info = collector.sample();
+                    let info_topic = info_topic.clone();
+                    // Not inline: these calls wait for room in the request queue, which this
+                    // loop drains.
+                    tokio::spawn(async move {
+                        let _ = client.subscribe(&deploy_topic, QoS::AtLeastOnce).await;
+                        let _ = client.subscribe(&delete_topic, QoS::AtLeastOnce).await;
+                        let _ = client.publish(&info_topic, QoS::AtMostOnce, false, info.to_bytes()).await;
+                        for report in snapshot {
+                            let _ = client.publish(&job_topic, QoS::AtLeastOnce, false, report.to_bytes()).await;
+                        }
+                    });
+                }
+                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    let engine = Arc::clone(engine);
+                    if publish.topic == deploy_topic {
+                        match DeployCommand::from_bytes(&publish.payload) {
+                            Ok(cmd) => {
+                                tracing::info!(job = %cmd.job_name, instance = cmd.instance_number, "deploy");
+                                tokio::spawn(async move { engine.deploy(cmd).await });
+                            }
+                            Err(e) => tracing::warn!("ignored a deploy message: {e}"),
+                        }
+                    } else if publish.topic == delete_topic {
+                        match DeleteCommand::from_bytes(&publish.payload) {
+                            Ok(cmd) => {
+                                tracing::info!(job = %cmd.job_name, instance = cmd.instance_number, "delete");
+                                tokio::spawn(async move { engine.delete(cmd).await });
+                            }
+                            Err(e) => tracing::warn!("ignored a delete message: {e}"),
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    reporter.connected.store(false, Ordering::Relaxed);
+                    failures += 1;
+                    let rejected = matches!(
+                        &e,
+                        rumqttc::ConnectionError::ConnectionRefused(
+                            ConnectReturnCode::NotAuthorized | ConnectReturnCode::BadUserNamePassword
+                        )
+                    );
+                    if rejected {
+                        rejections += 1;
+                        if rejections >= 3 {
+                            tracing::warn!("the broker rejects this worker's credentials; registering again");
+                            break SessionEnd::Rejected;
+                        }
+                    }
+                    if failures == 1 || failures.is_power_of_two() {
+                        tracing::warn!(
+                            "broker {}:{} unavailable (attempt {failures}, next in {wait:?}; instances keep running): {e}",
+                            identity.broker_host, identity.broker_port
+                        );
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = stopped(&mut backoff_stop) => break SessionEnd::Shutdown,
+                    }
+                    wait = next_backoff(wait, Duration::from_secs(10));
+                }
+            },
+        }
+    };
+    reporter.connected.store(false, Ordering::Relaxed);
+    reporter.set_session(None);
+    if end == SessionEnd::Shutdown {
+        let _ = client.try_disconnect();
+        // Let the DISCONNECT go out.
+        let _ = tokio::time::timeout(Duration::from_millis(200), async {
+            while eventloop.poll().await.is_ok() {}
+        })
+        .await;
+    }
+    end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_capped() {
+        let mut d = Duration::from_secs(1);
+        for _ in 0..10 {
+            d = next_backoff(d, MAX_BACKOFF);
+        }
+        assert_eq!(d, MAX_BACKOFF);
+    }
+}

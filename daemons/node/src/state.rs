@@ -1,0 +1,247 @@
+//! The worker's state on disk: its identity (id, broker, MQTT credentials) and its desired
+//! instances with their last status. One JSON file, replaced atomically (write to a temporary
+//! file, fsync, rename), so a crash at any point leaves either the old or the new state.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use oakestra_core::status::DeploymentStatus;
+use oakestra_core::wire::DeployCommand;
+use oakestra_runtime::InstanceId;
+use serde::{Deserialize, Serialize};
+
+/// File name inside the data directory.
+pub const STATE_FILE: &str = "node-state.json";
+
+/// What the cluster gave the worker at registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The worker id.
+    pub id: String,
+    /// `host:port` of the cluster it registered with.
+    pub cluster: String,
+    /// Broker host.
+    pub broker_host: String,
+    /// Broker port.
+    pub broker_port: u16,
+    /// MQTT user name (empty: anonymous).
+    #[serde(default)]
+    pub mqtt_username: String,
+    /// MQTT password.
+    #[serde(default)]
+    pub mqtt_password: String,
+}
+
+/// One instance the worker was asked to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DesiredInstance {
+    /// The deploy message as received.
+    pub deploy: DeployCommand,
+    /// Last status reported (or to report).
+    pub status: DeploymentStatus,
+    /// Its detail.
+    #[serde(default)]
+    pub status_detail: String,
+    /// Which start of it the runtime runs, once started.
+    #[serde(default)]
+    pub incarnation: Option<u64>,
+    /// A delete is in progress: finish it after a restart.
+    #[serde(default)]
+    pub deleting: bool,
+}
+
+impl DesiredInstance {
+    /// The runtime id.
+    pub fn id(&self) -> InstanceId {
+        InstanceId::new(self.deploy.job_name.clone(), self.deploy.instance_number)
+    }
+
+    /// Started or starting, i.e. it should be running.
+    pub fn wants_running(&self) -> bool {
+        !self.deleting
+            && matches!(
+                self.status,
+                DeploymentStatus::Creating | DeploymentStatus::Created | DeploymentStatus::Running
+            )
+    }
+}
+
+/// The whole persisted state.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct NodeState {
+    /// Set after the first successful registration.
+    pub identity: Option<Identity>,
+    /// Keyed by task id (`<job_name>.instance.<n>`).
+    pub instances: BTreeMap<String, DesiredInstance>,
+}
+
+/// Why the state file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// I/O on the file or the directory.
+    #[error("state file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file holds something else.
+    #[error(
+        "state file {path} is not valid: {source}; move it away to start as a new worker (its instances are then forgotten)"
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: serde_json::Error,
+    },
+}
+
+/// Reads and writes [`NodeState`] in a data directory.
+#[derive(Debug)]
+pub struct StateFile {
+    path: PathBuf,
+    /// Writers take this so a newer snapshot is never replaced by an older one.
+    write_lock: tokio::sync::Mutex<()>,
+}
+
+impl StateFile {
+    /// The state file of `data_dir` (created on first write).
+    pub fn new(data_dir: &Path) -> Self {
+        Self {
+            path: data_dir.join(STATE_FILE),
+            write_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The saved state, or an empty one when there is no file yet. A temporary file left by
+    /// a crash during a write is ignored (the previous state is complete).
+    pub fn load(&self) -> Result<NodeState, StateError> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
+                path: self.path.clone(),
+                source,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(NodeState::default()),
+            Err(source) => Err(StateError::Io {
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// Replaces the saved state with `snapshot()` taken under the write lock, so concurrent
+    /// savers end with the newest state on disk.
+    pub async fn save_with(&self, snapshot: impl FnOnce() -> NodeState) -> Result<(), StateError> {
+        let _guard = self.write_lock.lock().await;
+        let bytes = serde_json::to_vec_pretty(&snapshot()).unwrap_or_default();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
+            .await
+            .map_err(|e| StateError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(e),
+            })?
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    use std::io::Write;
+    let io = |source| StateError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    let mut file = std::fs::File::create(&tmp).map_err(io)?;
+    file.write_all(bytes).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Some(dir) = path.parent()
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deploy(n: u32) -> DeployCommand {
+        serde_json::from_value(serde_json::json!({
+            "_id": "j", "job_name": "a.b.c.d", "instance_number": n, "image": "busybox",
+            "virtualization": "docker"
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn round_trip_and_recovery_from_an_interrupted_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path());
+        assert_eq!(file.load().unwrap(), NodeState::default());
+        let mut state = NodeState {
+            identity: Some(Identity {
+                id: "w1".into(),
+                cluster: "127.0.0.1:10100".into(),
+                broker_host: "127.0.0.1".into(),
+                broker_port: 10003,
+                mqtt_username: "w1".into(),
+                mqtt_password: "secret".into(),
+            }),
+            instances: BTreeMap::new(),
+        };
+        let d = DesiredInstance {
+            deploy: deploy(0),
+            status: DeploymentStatus::Running,
+            status_detail: String::new(),
+            incarnation: Some(7),
+            deleting: false,
+        };
+        state.instances.insert(d.id().to_string(), d);
+        let saved = state.clone();
+        file.save_with(move || saved).await.unwrap();
+        assert_eq!(file.load().unwrap(), state);
+
+        // A crash mid-write leaves a partial temporary file: the state is the previous one.
+        std::fs::write(
+            dir.path().join("node-state.json.tmp"),
+            b"{\"identity\": {\"id",
+        )
+        .unwrap();
+        assert_eq!(file.load().unwrap(), state);
+
+        // A damaged state file is an error that says what to do, not an empty state.
+        std::fs::write(file.path(), b"{not json").unwrap();
+        let err = file.load().unwrap_err().to_string();
+        assert!(err.contains("move it away"), "{err}");
+    }
+
+    #[test]
+    fn wants_running() {
+        let mut d = DesiredInstance {
+            deploy: deploy(1),
+            status: DeploymentStatus::Creating,
+            status_detail: String::new(),
+            incarnation: None,
+            deleting: false,
+        };
+        assert!(d.wants_running());
+        d.status = DeploymentStatus::Dead;
+        assert!(!d.wants_running());
+        d.status = DeploymentStatus::Running;
+        d.deleting = true;
+        assert!(!d.wants_running());
+    }
+}
