@@ -356,7 +356,7 @@ impl Actor {
         }
         let mut candidates = self.state.candidates();
         for key in due {
-            let Some(request) = self.state.request(&key).cloned() else {
+            let Some(request) = self.state.request(&key) else {
                 continue;
             };
             let outcome = self.placer.place(&request, &candidates).await;

@@ -678,9 +678,20 @@ impl ClusterState {
             .collect()
     }
 
-    /// The placement request of an instance.
-    pub fn request(&self, key: &InstanceKey) -> Option<&PlacementRequest> {
-        self.instances.get(key).map(|i| &i.request)
+    /// The placement request of an instance, with `direct` node names that are worker
+    /// hostnames resolved to worker ids (candidates are named by id; users write hostnames).
+    pub fn request(&self, key: &InstanceKey) -> Option<PlacementRequest> {
+        let mut request = self.instances.get(key)?.request.clone();
+        let mut ids = Vec::new();
+        for name in &request.constraints.nodes {
+            for w in self.workers.values() {
+                if &w.record.info.host == name && &w.record.id != name {
+                    ids.push(w.record.id.clone());
+                }
+            }
+        }
+        request.constraints.nodes.extend(ids);
+        Some(request)
     }
 
     /// Records a scheduling outcome.

@@ -58,7 +58,7 @@ fn place_due(state: &mut ClusterState, now: Instant) -> Vec<InstanceKey> {
     let due = state.due_for_placement(now);
     let mut candidates = state.candidates();
     for key in &due {
-        let request = state.request(key).unwrap().clone();
+        let request = state.request(key).unwrap();
         let outcome = Algorithm::BestFit
             .place(&request, &candidates)
             .map(|p| p.candidate);
@@ -276,6 +276,25 @@ async fn direct_node_constraint_is_honoured() {
     deploy(&mut s, 100, false, r#"[{"type":"direct","node":"w2"}]"#, t0);
     place_due(&mut s, t0);
     assert_eq!(deploys(&s.take_effects()), vec!["w2"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn direct_node_names_match_hostnames_too() {
+    let mut s = ClusterState::new(timing());
+    let t0 = Instant::now();
+    let mut w = worker("65f1a2b3c4d5e6f708192a99", 4000);
+    w.info.host = "edge-box".into();
+    s.register_worker(worker("w1", 4000), t0);
+    s.register_worker(w, t0);
+    deploy(
+        &mut s,
+        100,
+        false,
+        r#"[{"type":"direct","node":"edge-box"}]"#,
+        t0,
+    );
+    place_due(&mut s, t0);
+    assert_eq!(deploys(&s.take_effects()), vec!["65f1a2b3c4d5e6f708192a99"]);
 }
 
 #[tokio::test(start_paused = true)]
