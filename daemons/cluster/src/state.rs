@@ -90,6 +90,9 @@ pub struct Instance {
     /// Earliest next placement attempt (not persisted: after a restart, try at once).
     #[serde(skip)]
     pub retry_at: Option<Instant>,
+    /// When it last reached RUNNING (the backoff starts over once it ran long enough).
+    #[serde(skip)]
+    pub running_since: Option<Instant>,
 }
 
 impl Instance {
@@ -152,6 +155,8 @@ pub struct Timing {
     /// How long an instance the scheduler could not place waits before the next attempt
     /// (sooner when a worker registers or comes back).
     pub unplaced_retry: Duration,
+    /// An instance RUNNING at least this long before it fails starts the backoff over.
+    pub stable_after: Duration,
 }
 
 impl Default for Timing {
@@ -161,6 +166,7 @@ impl Default for Timing {
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(30),
             unplaced_retry: Duration::from_secs(2),
+            stable_after: Duration::from_secs(10),
         }
     }
 }
@@ -435,8 +441,20 @@ impl ClusterState {
         instance.status = new_status;
         instance.status_detail = report.status_detail;
         match report.status {
-            DeploymentStatus::Running => instance.attempts = 0,
+            DeploymentStatus::Running => {
+                if instance.running_since.is_none() {
+                    instance.running_since = Some(now);
+                }
+            }
             DeploymentStatus::Failed | DeploymentStatus::Dead | DeploymentStatus::Undeployed => {
+                // A crash loop backs off; an instance that ran for a while starts over.
+                if instance
+                    .running_since
+                    .take()
+                    .is_some_and(|t| now.saturating_duration_since(t) >= self.timing.stable_after)
+                {
+                    instance.attempts = 0;
+                }
                 // Heal: place it again after the backoff. The failed copy is gone or dead;
                 // the worker still gets a delete so it frees what is left.
                 instance.worker_id = None;
@@ -513,6 +531,13 @@ impl ClusterState {
                 if instance.status == Status::Deployment(DeploymentStatus::Completed) {
                     continue;
                 }
+                if instance
+                    .running_since
+                    .take()
+                    .is_some_and(|t| now.saturating_duration_since(t) >= timing.stable_after)
+                {
+                    instance.attempts = 0;
+                }
                 instance.worker_id = None;
                 instance.stale_copies.insert(id.clone());
                 instance.status = Status::Deployment(DeploymentStatus::Failed);
@@ -585,6 +610,7 @@ impl ClusterState {
             attempts: 0,
             stale_copies: BTreeSet::new(),
             usage: None,
+            running_since: None,
             // An SLA whose constraints do not parse never becomes placeable.
             retry_at: unusable.then(|| now + Duration::from_secs(365 * 24 * 3600)),
         };
@@ -712,6 +738,7 @@ impl ClusterState {
             Ok(worker) => {
                 instance.worker_id = Some(worker.clone());
                 instance.retry_at = None;
+                instance.running_since = None;
                 instance.status = Status::Positive(PositiveSchedulingStatus::NodeScheduled);
                 instance.status_detail = String::new();
                 instance.usage = None;

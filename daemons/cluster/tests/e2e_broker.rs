@@ -136,7 +136,8 @@ async fn mosquitto_with_password_file_and_acl() {
     let broker = Mosquitto::start(&[
         ("oakestra-cluster", "cluster-secret"),
         ("oakestra-worker", "worker-secret"),
-    ]);
+    ])
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let cluster = ClusterProcess::start(
         "mosq",

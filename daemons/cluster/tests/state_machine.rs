@@ -50,6 +50,7 @@ fn timing() -> Timing {
         backoff_base: Duration::from_secs(1),
         backoff_cap: Duration::from_secs(8),
         unplaced_retry: Duration::from_secs(2),
+        stable_after: Duration::from_secs(10),
     }
 }
 
@@ -211,6 +212,8 @@ async fn dead_instances_are_redeployed_with_capped_backoff() {
     s.take_effects();
     let mut delays = Vec::new();
     for _ in 0..6 {
+        // a crash loop: RUNNING, then DEAD right after
+        s.job_report("w1", report(DeploymentStatus::Running), Instant::now());
         s.job_report("w1", report(DeploymentStatus::Dead), Instant::now());
         let mut waited = Duration::ZERO;
         while place_due(&mut s, Instant::now()).is_empty() {
@@ -221,9 +224,12 @@ async fn dead_instances_are_redeployed_with_capped_backoff() {
         assert_eq!(deploys(&s.take_effects()), vec!["w1"]);
     }
     assert_eq!(delays, vec![0, 1, 2, 4, 8, 8]);
-    // RUNNING resets the backoff
+    // RUNNING for longer than stable_after: the next failure is redeployed at once
     s.job_report("w1", report(DeploymentStatus::Running), Instant::now());
-    assert_eq!(s.instance(&key()).unwrap().attempts, 0);
+    tokio::time::advance(Duration::from_secs(11)).await;
+    s.job_report("w1", report(DeploymentStatus::Dead), Instant::now());
+    assert_eq!(place_due(&mut s, Instant::now()).len(), 1);
+    assert_eq!(s.instance(&key()).unwrap().attempts, 1);
 }
 
 #[tokio::test(start_paused = true)]

@@ -348,7 +348,7 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// Starts mosquitto. `users` are `(name, password)`; the first is the cluster (read/write
     /// on `nodes/#` and `jobs/#`), the others may only use `nodes/<client id>/#`.
-    pub fn start(users: &[(&str, &str)]) -> Mosquitto {
+    pub async fn start(users: &[(&str, &str)]) -> Mosquitto {
         let Ok(path) = which("mosquitto") else {
             panic!("mosquitto is not installed: run scripts/setup (Debian package mosquitto)");
         };
@@ -407,7 +407,7 @@ impl Mosquitto {
                 std::time::Instant::now() < deadline,
                 "mosquitto did not listen on {port}"
             );
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Mosquitto { child, port, dir }
     }
