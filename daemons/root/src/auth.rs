@@ -6,8 +6,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Argon2, Params, Version};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -234,11 +234,23 @@ impl TokenService {
     }
 }
 
+/// argon2id with 7 MiB of memory and 5 passes: one of OWASP's equivalent recommended
+/// settings (the crate default uses 19 MiB and 2 passes). The smaller memory keeps the
+/// root's footprint low when several people log in at once; the hash stays as costly to
+/// attack. Existing hashes carry their own parameters, so changing these later is safe.
+fn hasher() -> Argon2<'static> {
+    Argon2::new(
+        argon2::Algorithm::Argon2id,
+        Version::V0x13,
+        Params::new(7 * 1024, 5, 1, None).expect("valid argon2 parameters"),
+    )
+}
+
 /// The argon2id hash (PHC string) of `password`. Slow on purpose: call it off the runtime
 /// (`spawn_blocking`).
 pub fn hash_password(password: &str) -> String {
     let salt = SaltString::encode_b64(&random_bytes::<16>()).expect("16 bytes is a valid salt");
-    Argon2::default()
+    hasher()
         .hash_password(password.as_bytes(), &salt)
         .expect("argon2 with default parameters accepts any password")
         .to_string()
@@ -247,7 +259,7 @@ pub fn hash_password(password: &str) -> String {
 /// Whether `password` matches `hash` (a PHC string from [`hash_password`]). Slow on purpose.
 pub fn verify_password(password: &str, hash: &str) -> bool {
     match PasswordHash::new(hash) {
-        Ok(parsed) => Argon2::default()
+        Ok(parsed) => hasher()
             .verify_password(password.as_bytes(), &parsed)
             .is_ok(),
         Err(_) => false,

@@ -121,7 +121,20 @@ pub async fn bootstrap(store: &Arc<dyn Store>) -> Result<TokenService, RootError
         .get_or_insert_signing_key(SIGNING_KEY_NAME, &candidate)
         .await?;
     let admin = match store.user_by_name(DEFAULT_ADMIN).await? {
-        Some(u) => u,
+        Some(u) => {
+            let hash = u.password_hash.clone();
+            let default_password =
+                tokio::task::spawn_blocking(move || auth::verify_password("Admin", &hash))
+                    .await
+                    .unwrap_or(false);
+            if default_password {
+                tracing::warn!(
+                    "the account Admin still has the default password \"Admin\": change it \
+                     (POST /api/user/Admin {{\"oldPassword\":\"Admin\",\"newPassword\":…}})"
+                );
+            }
+            u
+        }
         None => {
             let password_hash = tokio::task::spawn_blocking(|| hash_password("Admin"))
                 .await
@@ -317,12 +330,12 @@ pub async fn start_with(
     tokens: TokenService,
     lifecycle: Arc<dyn ServiceLifecycle>,
 ) -> Result<RunningRoot, RootError> {
-    let state = AppState {
-        store: Arc::clone(&store),
-        tokens: Arc::new(tokens),
+    let state = AppState::new(
+        Arc::clone(&store),
+        tokens,
         lifecycle,
-        cluster_timeout: config.cluster_timeout,
-    };
+        config.cluster_timeout,
+    );
     let metrics = Arc::new(Metrics::new());
     let listener = TcpListener::bind(config.listen)
         .await

@@ -3,7 +3,10 @@
 use std::collections::HashSet;
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use oakestra_core::ids::ObjectId;
 use oakestra_core::model::{ApplicationRecord, ServiceRecord};
 use oakestra_core::naming::{NAME_RULE, is_valid_name};
@@ -16,7 +19,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{AdminCaller, Caller, JsonBody};
-use super::{AppState, MessageBody};
+use super::{AppState, Invalidate, MessageBody};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -144,6 +147,8 @@ async fn create_applications(
             message: "the descriptor has no application; add at least one".into(),
         }]));
     }
+    let _serial = state.writes.lock().await;
+    let _changed = Invalidate(&state.applications);
     let user = caller.username();
     let mut seen = HashSet::new();
     for (i, app) in sla.applications.iter().enumerate() {
@@ -262,6 +267,7 @@ async fn update_application(
         return Err(ApiError::invalid_sla(violations));
     }
     let user = caller.username().to_owned();
+    let _changed = Invalidate(&state.applications);
     state
         .store
         .update_application(app.id, |a: &mut ApplicationRecord| {
@@ -300,6 +306,8 @@ async fn delete_application(
     Path(application_id): Path<String>,
 ) -> ApiResult<Json<MessageBody>> {
     let app = owned_application(&state, &caller, &application_id).await?;
+    let _serial = state.writes.lock().await;
+    let _changed = Invalidate(&state.applications);
     let (_, deleted) = state.store.delete_application(app.id).await?;
     release_all(&state, &deleted).await;
     Ok(MessageBody::json("Application Deleted"))
@@ -315,8 +323,21 @@ async fn delete_application(
 async fn list_all_applications(
     State(state): State<AppState>,
     _admin: AdminCaller,
-) -> ApiResult<Json<Vec<ApplicationRecord>>> {
-    Ok(Json(state.store.list_applications().await?))
+) -> ApiResult<Response> {
+    // The dashboard and the CLIs poll this; the answer is cached until an application changes.
+    let (generation, cached) = state.applications.get();
+    let bytes = match cached {
+        Some(bytes) => bytes,
+        None => {
+            let apps = state.store.list_applications().await?;
+            let bytes = Bytes::from(serde_json::to_vec(&apps).map_err(|e| {
+                ApiError::internal(format!("cannot serialise the applications: {e}"))
+            })?);
+            state.applications.put(generation, bytes.clone());
+            bytes
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
 }
 
 /// The applications of a user, by the user's id (`_id.$oid` of GET /api/user/{name}): your

@@ -60,8 +60,16 @@ fn roles_in(org: &OrganizationRecord, user: &UserRecord) -> Vec<String> {
     org.roles_of(&user.id.to_string()).to_vec()
 }
 
+/// At most this many password hashes are computed at once: each takes 7 MiB and a core for
+/// ~20 ms, so a burst of logins queues instead of inflating memory and starving requests.
+static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// Runs argon2 off the async runtime.
 pub(crate) async fn check_password(password: String, hash: String) -> bool {
+    let _permit = HASHING
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
     tokio::task::spawn_blocking(move || verify_password(&password, &hash))
         .await
         .unwrap_or(false)
@@ -69,6 +77,10 @@ pub(crate) async fn check_password(password: String, hash: String) -> bool {
 
 /// Hashes off the async runtime.
 pub(crate) async fn hash(password: String) -> String {
+    let _permit = HASHING
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
     tokio::task::spawn_blocking(move || hash_password(&password))
         .await
         .expect("argon2 hashing does not panic")

@@ -16,8 +16,11 @@ pub mod organizations;
 pub mod services;
 pub mod users;
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+use axum::body::Bytes;
 
 use axum::Json;
 use axum::extract::DefaultBodyLimit;
@@ -49,6 +52,77 @@ pub struct AppState {
     pub lifecycle: Arc<dyn ServiceLifecycle>,
     /// How long a silent cluster stays active.
     pub cluster_timeout: Duration,
+    /// The cached answer of `GET /api/applications`.
+    pub applications: Arc<ListCache>,
+    /// Serialises the API's multi-step writes (address reservation + creation, deletion +
+    /// release). They all update the one IPAM document; running them one at a time avoids
+    /// optimistic-concurrency retries that would otherwise multiply durable commits under
+    /// load, and keeps the all-or-nothing rollbacks simple.
+    pub writes: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl AppState {
+    /// State over these parts.
+    pub fn new(
+        store: Arc<dyn Store>,
+        tokens: TokenService,
+        lifecycle: Arc<dyn ServiceLifecycle>,
+        cluster_timeout: Duration,
+    ) -> Self {
+        Self {
+            store,
+            tokens: Arc::new(tokens),
+            lifecycle,
+            cluster_timeout,
+            applications: Arc::new(ListCache::default()),
+            writes: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+}
+
+/// A serialised list answer, valid until the next change. Applications change only through
+/// this API (the cluster link writes services and clusters, never applications), so every
+/// handler that changes one invalidates it, with an [`Invalidate`] guard that also fires on
+/// error paths. The generation is read before the store, so an answer computed while a
+/// change lands is never kept for the newer generation.
+#[derive(Debug, Default)]
+pub struct ListCache {
+    generation: AtomicU64,
+    cached: RwLock<Option<(u64, Bytes)>>,
+}
+
+impl ListCache {
+    /// The current generation and, if cached for it, the answer.
+    pub fn get(&self) -> (u64, Option<Bytes>) {
+        let generation = self.generation.load(Ordering::Acquire);
+        let cached = self.cached.read().unwrap_or_else(|p| p.into_inner());
+        match &*cached {
+            Some((g, bytes)) if *g == generation => (generation, Some(bytes.clone())),
+            _ => (generation, None),
+        }
+    }
+
+    /// Keeps `bytes` as the answer of `generation` (ignored if a change happened since).
+    pub fn put(&self, generation: u64, bytes: Bytes) {
+        if self.generation.load(Ordering::Acquire) == generation {
+            *self.cached.write().unwrap_or_else(|p| p.into_inner()) = Some((generation, bytes));
+        }
+    }
+
+    /// Marks every cached answer stale.
+    pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Invalidates a [`ListCache`] when dropped (after the change, on every path).
+#[derive(Debug)]
+pub struct Invalidate<'a>(pub &'a ListCache);
+
+impl Drop for Invalidate<'_> {
+    fn drop(&mut self) {
+        self.0.invalidate();
+    }
 }
 
 /// A store failure as an API error: missing → 404, taken name → 409, backend → 503.

@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 
 use super::applications::{owned_application, release_all, reserve_all, validate_sla};
 use super::extract::{AdminCaller, Caller, JsonBody};
-use super::{AppState, MessageBody};
+use super::{AppState, Invalidate, MessageBody};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -105,6 +105,8 @@ async fn create_services(
     if !missing.is_empty() {
         return Err(ApiError::invalid_sla(missing));
     }
+    let _serial = state.writes.lock().await;
+    let _changed = Invalidate(&state.applications);
     let mut planned: Vec<ServiceRecord> = Vec::new();
     for app in &sla.applications {
         let id = app.application_id.as_deref().unwrap_or("");
@@ -215,6 +217,8 @@ async fn delete_service(
     Path(service_id): Path<String>,
 ) -> ApiResult<Json<MessageBody>> {
     let service = owned_service(&state, &caller, &service_id).await?;
+    let _serial = state.writes.lock().await;
+    let _changed = Invalidate(&state.applications);
     let deleted = state.store.delete_service(service.id).await?;
     release_all(&state, std::slice::from_ref(&deleted)).await;
     Ok(MessageBody::json("Job deleted"))
