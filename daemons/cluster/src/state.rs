@@ -432,6 +432,11 @@ impl ClusterState {
             return;
         }
         let key = instance.key();
+        if report.status == DeploymentStatus::Undeployed {
+            // Only ever the answer to a delete the cluster sent (possibly for an older copy
+            // on this same worker): never a reason to change or redeploy anything.
+            return;
+        }
         if !report.publicip.is_empty() {
             instance.public_ip = report.publicip.clone();
         }
@@ -446,7 +451,7 @@ impl ClusterState {
                     instance.running_since = Some(now);
                 }
             }
-            DeploymentStatus::Failed | DeploymentStatus::Dead | DeploymentStatus::Undeployed => {
+            DeploymentStatus::Failed | DeploymentStatus::Dead => {
                 // A crash loop backs off; an instance that ran for a while starts over.
                 if instance
                     .running_since
@@ -455,19 +460,16 @@ impl ClusterState {
                 {
                     instance.attempts = 0;
                 }
-                // Heal: place it again after the backoff. The failed copy is gone or dead;
-                // the worker still gets a delete so it frees what is left.
+                // Heal: place it again after the backoff. The ended copy stays on its worker
+                // until the new placement: a redeploy on the same worker restarts it there,
+                // one elsewhere sends that worker a delete.
                 instance.worker_id = None;
+                instance.stale_copies.insert(worker.to_owned());
                 instance.retry_at = Some(now + self.timing.backoff(instance.attempts));
                 instance.attempts = instance.attempts.saturating_add(1);
-                if report.status != DeploymentStatus::Undeployed {
-                    self.effects.push(Effect::Delete {
-                        worker: worker.to_owned(),
-                        command: instance.delete_command(),
-                    });
-                }
                 self.capacity_changed = true;
             }
+            DeploymentStatus::Undeployed => {}
             DeploymentStatus::Completed => {
                 self.capacity_changed = true;
             }
@@ -742,8 +744,22 @@ impl ClusterState {
                 instance.status = Status::Positive(PositiveSchedulingStatus::NodeScheduled);
                 instance.status_detail = String::new();
                 instance.usage = None;
-                // The new worker must not be asked to delete what it is about to run.
+                // The new worker must not be asked to delete what it is about to run; other
+                // reachable holders of an old copy delete it now, unreachable ones when back.
                 instance.stale_copies.remove(&worker);
+                let reachable: Vec<String> = instance
+                    .stale_copies
+                    .iter()
+                    .filter(|w| self.workers.get(*w).is_some_and(|w| w.active))
+                    .cloned()
+                    .collect();
+                for holder in reachable {
+                    instance.stale_copies.remove(&holder);
+                    self.effects.push(Effect::Delete {
+                        worker: holder,
+                        command: instance.delete_command(),
+                    });
+                }
                 self.effects.push(Effect::Deploy {
                     worker,
                     command: Box::new(instance.command.clone()),

@@ -371,3 +371,34 @@ async fn aggregate_counts_active_workers_only() {
     assert_eq!(a.virtualization, vec!["container".to_string()]);
     assert_eq!(a.arch, vec!["amd64".to_string()]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_copy_is_restarted_in_place_or_deleted_when_moved() {
+    let mut s = ClusterState::new(timing());
+    let t0 = Instant::now();
+    s.register_worker(worker("w1", 1000), t0);
+    deploy(&mut s, 800, false, "[]", t0);
+    place_due(&mut s, t0);
+    s.take_effects();
+    // DEAD on the only worker: redeployed there, no delete (the worker restarts it)
+    s.job_report("w1", report(DeploymentStatus::Dead), t0);
+    place_due(&mut s, t0);
+    let effects = s.take_effects();
+    assert_eq!(deploys(&effects), vec!["w1"]);
+    assert!(deletes(&effects).is_empty());
+    // a late UNDEPLOYED (answer to an older delete) changes nothing
+    s.job_report("w1", report(DeploymentStatus::Undeployed), t0);
+    assert_eq!(s.instance(&key()).unwrap().worker_id.as_deref(), Some("w1"));
+    assert!(s.take_effects().is_empty());
+    // FAILED while a roomier worker exists and w1 is now too small: moved, w1 deletes its copy
+    s.register_worker(worker("w2", 4000), t0);
+    let mut small = worker("w1", 100).info;
+    small.memory_total = Some(100);
+    s.worker_information("w1", small, t0);
+    s.job_report("w1", report(DeploymentStatus::Failed), t0);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    place_due(&mut s, Instant::now());
+    let effects = s.take_effects();
+    assert_eq!(deploys(&effects), vec!["w2"]);
+    assert_eq!(deletes(&effects), vec!["w1"]);
+}

@@ -1,0 +1,357 @@
+//! Root + cluster + real `oakestra-node` workers (fake runtime), all separate processes.
+//!
+//! The workers measure this host, whose CPU is shared with builds: the descriptors ask for
+//! 0 cores so that a busy machine cannot turn these tests into capacity tests.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use oakestra_core::status::{DeploymentStatus, Status};
+use serde_json::Value;
+use support::{Broker, ClusterProcess, RootProcess, eventually, eventually_within, free_port};
+
+const CLIENTSRVR: &str = include_str!("../../../examples/sla-clientsrvr-container.json");
+
+/// The `oakestra-node` binary: `$OAKESTRA_NODE_BIN`, else next to this test's target dir,
+/// else built with cargo.
+fn node_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("OAKESTRA_NODE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let candidate = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("oakestra-node"))
+        .unwrap();
+    if !candidate.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo)
+            .args(["build", "-p", "oakestra-node", "--bin", "oakestra-node"])
+            .status()
+            .expect("run cargo build -p oakestra-node")
+            .success();
+        assert!(ok, "building oakestra-node failed");
+    }
+    candidate
+}
+
+struct NodeProcess {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    name: String,
+    cluster: String,
+    token: String,
+}
+
+impl NodeProcess {
+    fn start(cluster: &ClusterProcess, token: &str, name: &str) -> NodeProcess {
+        let mut n = NodeProcess {
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            name: name.into(),
+            cluster: format!("127.0.0.1:{}", cluster.http_port),
+            token: token.into(),
+        };
+        n.spawn();
+        n
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(node_binary())
+            .args(["--cluster", &self.cluster, "--token", &self.token])
+            .args(["--name", &self.name, "--report-interval", "500ms"])
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .env(
+                "RUST_LOG",
+                std::env::var("NODE_LOG").unwrap_or("warn".into()),
+            )
+            .env_remove("OAKESTRA_NODE_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start oakestra-node");
+        self.child = Some(child);
+    }
+
+    fn state(&self) -> Option<Value> {
+        let text = std::fs::read_to_string(self.dir.path().join("node-state.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn id(&self) -> Option<String> {
+        self.state()?["identity"]["id"].as_str().map(str::to_owned)
+    }
+
+    /// `(job name, instance)` of what it runs.
+    fn running(&self) -> Vec<(String, u32)> {
+        let Some(state) = self.state() else {
+            return Vec::new();
+        };
+        let Some(instances) = state["instances"].as_object() else {
+            return Vec::new();
+        };
+        instances
+            .values()
+            .filter(|i| i["status"] == "RUNNING" && i["deleting"] != true)
+            .map(|i| {
+                (
+                    i["deploy"]["job_name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    i["deploy"]["instance_number"].as_u64().unwrap_or_default() as u32,
+                )
+            })
+            .collect()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn copies(nodes: &[&NodeProcess]) -> BTreeMap<(String, u32), usize> {
+    let mut all = BTreeMap::new();
+    for n in nodes {
+        for k in n.running() {
+            *all.entry(k).or_default() += 1;
+        }
+    }
+    all
+}
+
+async fn instance0(admin: &oakestra_client::Client, id: &str) -> Option<(Status, String)> {
+    let s = admin.service(id).await.ok()?;
+    let i = s.instance(0)?;
+    Some((
+        i.status?,
+        i.worker_id
+            .clone()
+            .map(|w| w.to_string())
+            .unwrap_or_default(),
+    ))
+}
+
+async fn running_on(admin: &oakestra_client::Client, id: &str) -> Option<String> {
+    match instance0(admin, id).await {
+        Some((Status::RUNNING, w)) if !w.is_empty() => Some(w),
+        _ => None,
+    }
+}
+
+async fn create_app(
+    admin: &oakestra_client::Client,
+    sla: &str,
+) -> (String, BTreeMap<String, String>) {
+    let apps = admin
+        .create_applications(&serde_json::from_str::<Value>(sla).unwrap())
+        .await
+        .unwrap();
+    let app = apps[0].id.to_string();
+    let services = admin
+        .application_services(&app)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.service_name.clone(), s.id.to_string()))
+        .collect();
+    (app, services)
+}
+
+async fn cluster_active(admin: &oakestra_client::Client, name: &str, workers: u64) {
+    eventually(
+        &format!("cluster {name} with {workers} active workers"),
+        || async {
+            admin
+                .clusters()
+                .await
+                .ok()?
+                .iter()
+                .any(|c| c.cluster_name == name && c.active && c.active_nodes == workers)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_workers_clientsrvr_healing_and_restarts() {
+    let root_dir = tempfile::tempdir().unwrap();
+    let cluster_dir = tempfile::tempdir().unwrap();
+    let root = RootProcess::start(root_dir.path());
+    let mut cluster = ClusterProcess::start(
+        "edge",
+        cluster_dir.path(),
+        Broker::Embedded(free_port()),
+        Some((root.grpc.clone(), root.join_token())),
+        &[],
+    )
+    .await;
+    let token = cluster.worker_token();
+    let mut nodes: Vec<NodeProcess> = ["n1", "n2", "n3"]
+        .into_iter()
+        .map(|n| NodeProcess::start(&cluster, &token, n))
+        .collect();
+    let admin = root.admin().await;
+    cluster_active(&admin, "edge", 3).await;
+
+    let sla = CLIENTSRVR.replace("\"vcpus\": 1", "\"vcpus\": 0");
+    let (app, services) = create_app(&admin, &sla).await;
+    let (curl, nginx) = (services["curl"].clone(), services["nginx"].clone());
+    let t0 = std::time::Instant::now();
+    admin.deploy_instance(&curl).await.unwrap();
+    admin.deploy_instance(&nginx).await.unwrap();
+    let nginx_on = eventually("nginx RUNNING at the root", || running_on(&admin, &nginx)).await;
+    eventually("curl RUNNING at the root", || running_on(&admin, &curl)).await;
+    eprintln!(
+        "clientsrvr RUNNING at the root after {:?} (real workers)",
+        t0.elapsed()
+    );
+
+    // kill -9 the worker running nginx: RUNNING elsewhere within 15 s
+    let victim = nodes
+        .iter()
+        .position(|n| n.id().as_deref() == Some(&nginx_on))
+        .unwrap();
+    nodes[victim].kill();
+    let killed = std::time::Instant::now();
+    let moved = eventually_within(
+        "nginx RUNNING on another worker",
+        Duration::from_secs(15),
+        || async { running_on(&admin, &nginx).await.filter(|w| *w != nginx_on) },
+    )
+    .await;
+    eprintln!(
+        "nginx moved from {nginx_on} to {moved} after {:?}",
+        killed.elapsed()
+    );
+
+    // the worker restarts with its state (it re-adopts its copy): the cluster has it deleted
+    nodes[victim].spawn();
+    eventually("one copy of each instance across the workers", || async {
+        let all = copies(&nodes.iter().collect::<Vec<_>>());
+        (all.len() == 2 && all.values().all(|n| *n == 1)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        nodes[victim].id().as_deref(),
+        Some(nginx_on.as_str()),
+        "same identity after restart"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        running_on(&admin, &nginx).await.as_deref(),
+        Some(moved.as_str())
+    );
+
+    // kill -9 the cluster and restart it: nothing lost, nothing duplicated
+    let before = cluster.status().await["instances"].clone();
+    cluster.restart().await;
+    assert_eq!(cluster.status().await["instances"], before);
+    cluster_active(&admin, "edge", 3).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let all = copies(&nodes.iter().collect::<Vec<_>>());
+    assert!(all.len() == 2 && all.values().all(|n| *n == 1), "{all:?}");
+    assert_eq!(
+        running_on(&admin, &nginx).await.as_deref(),
+        Some(moved.as_str())
+    );
+
+    // undeploy nginx, then delete the application: the workers are cleaned up
+    admin.undeploy_instance(&nginx, Some(0)).await.unwrap();
+    eventually("nginx gone from the workers", || async {
+        let all = copies(&nodes.iter().collect::<Vec<_>>());
+        (!all.keys().any(|(j, _)| j.contains(".nginx."))).then_some(())
+    })
+    .await;
+    admin.delete_application(&app).await.unwrap();
+    eventually("nothing left on the workers", || async {
+        copies(&nodes.iter().collect::<Vec<_>>())
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+}
+
+const BATCH: &str = r#"{
+  "sla_version": "v2.0", "customerID": "Admin",
+  "applications": [{
+    "applicationID": "", "application_name": "batch", "application_namespace": "test",
+    "application_desc": "one-shot and crashing services on the fake runtime",
+    "microservices": [
+      {"microserviceID": "", "microservice_name": "job", "microservice_namespace": "test",
+       "virtualization": "container", "code": "docker.io/library/busybox:latest",
+       "one_shot": true, "memory": 10, "vcpus": 0,
+       "environment": ["OAK_FAKE_EXIT_AFTER_MS=200", "OAK_FAKE_EXIT_CODE=0"]},
+      {"microserviceID": "", "microservice_name": "crash", "microservice_namespace": "test",
+       "virtualization": "container", "code": "docker.io/library/busybox:latest",
+       "memory": 10, "vcpus": 0,
+       "environment": ["OAK_FAKE_EXIT_AFTER_MS=100", "OAK_FAKE_EXIT_CODE=1"]}
+    ]
+  }]
+}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_worker_one_shot_completes_and_failures_back_off() {
+    let root_dir = tempfile::tempdir().unwrap();
+    let cluster_dir = tempfile::tempdir().unwrap();
+    let root = RootProcess::start(root_dir.path());
+    let cluster = ClusterProcess::start(
+        "batch",
+        cluster_dir.path(),
+        Broker::Embedded(free_port()),
+        Some((root.grpc.clone(), root.join_token())),
+        &[],
+    )
+    .await;
+    let _node = NodeProcess::start(&cluster, &cluster.worker_token(), "n1");
+    let admin = root.admin().await;
+    cluster_active(&admin, "batch", 1).await;
+    let (_, services) = create_app(&admin, BATCH).await;
+    let job = services["job"].clone();
+    admin.deploy_instance(&job).await.unwrap();
+    eventually("the one-shot job COMPLETED at the root", || async {
+        matches!(
+            instance0(&admin, &job).await,
+            Some((Status::Deployment(DeploymentStatus::Completed), _))
+        )
+        .then_some(())
+    })
+    .await;
+
+    let crash = services["crash"].clone();
+    admin.deploy_instance(&crash).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let status = cluster.status().await;
+    let find = |id: &str| {
+        status["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["job_id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    let attempts = find(&crash)["attempts"].as_u64().unwrap();
+    eprintln!("crashing instance: {attempts} redeploys in 5 s");
+    // 0 + 0.5 + 1 + 2 s … of backoff: a handful, not dozens
+    assert!((2..=7).contains(&attempts), "{attempts} redeploys in 5 s");
+    assert_eq!(find(&job)["status"], "COMPLETED");
+    assert_eq!(find(&job)["attempts"], 0);
+}
