@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use oakestra_core::status::{DeploymentStatus, Status};
 use serde_json::Value;
-use support::{Broker, ClusterProcess, RootProcess, eventually, eventually_within, free_port};
+use support::{
+    Broker, ClusterProcess, Mosquitto, RootProcess, eventually, eventually_within, free_port,
+};
 
 const CLIENTSRVR: &str = include_str!("../../../examples/sla-clientsrvr-container.json");
 
@@ -354,4 +356,46 @@ async fn real_worker_one_shot_completes_and_failures_back_off() {
     assert!((2..=7).contains(&attempts), "{attempts} redeploys in 5 s");
     assert_eq!(find(&job)["status"], "COMPLETED");
     assert_eq!(find(&job)["attempts"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_worker_over_mosquitto() {
+    let broker = Mosquitto::start(&[
+        ("oakestra-cluster", "cluster-secret"),
+        ("oakestra-worker", "worker-secret"),
+    ])
+    .await;
+    let root_dir = tempfile::tempdir().unwrap();
+    let cluster_dir = tempfile::tempdir().unwrap();
+    let root = RootProcess::start(root_dir.path());
+    let cluster = ClusterProcess::start(
+        "mosq",
+        cluster_dir.path(),
+        Broker::External {
+            port: broker.port,
+            cluster_user: "oakestra-cluster".into(),
+            cluster_password: "cluster-secret".into(),
+            worker_user: "oakestra-worker".into(),
+            worker_password: "worker-secret".into(),
+        },
+        Some((root.grpc.clone(), root.join_token())),
+        &[],
+    )
+    .await;
+    let node = NodeProcess::start(&cluster, &cluster.worker_token(), "n1");
+    let admin = root.admin().await;
+    cluster_active(&admin, "mosq", 1).await;
+    let sla = CLIENTSRVR.replace("\"vcpus\": 1", "\"vcpus\": 0");
+    let (_, services) = create_app(&admin, &sla).await;
+    let nginx = services["nginx"].clone();
+    admin.deploy_instance(&nginx).await.unwrap();
+    let on = eventually("nginx RUNNING through mosquitto", || {
+        running_on(&admin, &nginx)
+    })
+    .await;
+    assert_eq!(Some(on), node.id());
+    // the worker keeps reporting through mosquitto: still active after the 3 s timeout
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let status = cluster.status().await;
+    assert_eq!(status["workers"][0]["active"], true, "{status}");
 }

@@ -346,8 +346,9 @@ pub struct Mosquitto {
 }
 
 impl Mosquitto {
-    /// Starts mosquitto. `users` are `(name, password)`; the first is the cluster (read/write
-    /// on `nodes/#` and `jobs/#`), the others may only use `nodes/<client id>/#`.
+    /// Starts mosquitto. `users` are `(name, password)`: the cluster (read/write on `nodes/#`
+    /// and `jobs/#`) and the workers' shared user (`nodes/#`, reading `jobs/#`); anonymous
+    /// clients are refused.
     pub async fn start(users: &[(&str, &str)]) -> Mosquitto {
         let Ok(path) = which("mosquitto") else {
             panic!("mosquitto is not installed: run scripts/setup (Debian package mosquitto)");
@@ -372,12 +373,12 @@ impl Mosquitto {
         }
         let acl = dir.path().join("acl");
         let cluster = users[0].0;
+        let workers = users.get(1).map_or("oakestra-worker", |u| u.0);
         std::fs::write(
             &acl,
             format!(
                 "user {cluster}\ntopic readwrite nodes/#\ntopic readwrite jobs/#\n\n\
-                 # every other client: only its own topics (client id = worker id)\n\
-                 pattern readwrite nodes/%c/#\n"
+                 user {workers}\ntopic readwrite nodes/#\ntopic read jobs/#\n"
             ),
         )
         .unwrap();
