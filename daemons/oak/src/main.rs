@@ -1,7 +1,13 @@
 //! `oak`: the command-line tool of Oakestra-rs.
 //!
-//! Today it validates deployment descriptors; `oak up` (1-DOC in one process) and the
-//! application/service commands arrive with the daemons.
+//! * `oak validate` checks deployment descriptors;
+//! * `oak up` runs root + cluster + worker in one process (1-DOC);
+//! * `oak sim` runs N simulated workers against a real cluster.
+//!
+//! The application/service commands arrive later.
+
+mod sim;
+mod up;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -30,12 +36,49 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Run root, cluster and worker in this process (1-DOC) with embedded stores and broker,
+    /// no configuration needed; prints the API address and the login.
+    Up(up::UpArgs),
+    /// Run N simulated workers (fake runtime, given resources and locations, injected
+    /// failures) in this process against a running cluster.
+    Sim(sim::SimArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { files, quiet } => validate(&files, quiet),
+        Command::Up(args) => run_async(up::run(args)),
+        Command::Sim(args) => run_async(sim::run(args)),
+    }
+}
+
+/// Runs a daemon-style subcommand on a multi-threaded tokio runtime, logging warnings (more
+/// with RUST_LOG=info) to stderr.
+fn run_async(task: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("oak: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("oak: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -1,0 +1,280 @@
+//! `oak up`: the 1-DOC set-up in one process — root orchestrator, cluster orchestrator (with
+//! its embedded MQTT broker) and worker(s) on the fake runtime, embedded stores, wired together
+//! with no configuration.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use tokio::sync::watch;
+
+/// Flags of `oak up`.
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    /// State of every component, in subdirectories root/, cluster/ and worker-N/
+    /// [default: $XDG_DATA_HOME/oakestra, else ~/.local/share/oakestra, else ./oakestra-data].
+    #[arg(long, env = "OAK_UP_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// REST API address of the root.
+    #[arg(long, env = "OAK_UP_API_LISTEN", default_value = "0.0.0.0:10000")]
+    pub api_listen: SocketAddr,
+    /// gRPC address of the root (where other clusters join).
+    #[arg(long, env = "OAK_UP_GRPC_LISTEN", default_value = "0.0.0.0:50052")]
+    pub grpc_listen: SocketAddr,
+    /// Worker API of the cluster (where other workers register).
+    #[arg(long, env = "OAK_UP_CLUSTER_LISTEN", default_value = "0.0.0.0:10100")]
+    pub cluster_listen: SocketAddr,
+    /// Embedded MQTT broker of the cluster.
+    #[arg(long, env = "OAK_UP_MQTT_LISTEN", default_value = "0.0.0.0:10003")]
+    pub mqtt_listen: SocketAddr,
+    /// Name of the cluster.
+    #[arg(long, default_value = "local")]
+    pub cluster_name: String,
+    /// Workers to run in this process (fake runtime: instances do not run real code yet);
+    /// 0 runs none, so real workers join instead.
+    #[arg(long, default_value_t = 1)]
+    pub workers: u32,
+    /// In-process workers advertise this many cores (with 0 % load) instead of measuring the
+    /// host; with the fake runtime nothing really runs, so this keeps a busy host schedulable.
+    #[arg(long)]
+    pub worker_cpus: Option<u32>,
+    /// In-process workers advertise this much memory (MB) instead of measuring the host.
+    #[arg(long)]
+    pub worker_memory_mb: Option<u64>,
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("oakestra");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(home).join(".local/share/oakestra");
+    }
+    PathBuf::from("oakestra-data")
+}
+
+/// The address to show and dial for a listening address (`0.0.0.0` → loopback).
+fn dialable(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+    } else {
+        addr
+    }
+}
+
+/// The root's cluster join token: the bootstrap token file the root wrote on its first
+/// start, or (when that file is gone) a new token, written back to the file.
+async fn cluster_join_token(root: &oakestra_root::RunningRoot, root_dir: &Path) -> Result<String> {
+    if let Some(token) = oakestra_root::tokens::read_bootstrap_token(root_dir) {
+        return Ok(token);
+    }
+    let created = oakestra_root::tokens::create(root.store.as_ref(), "oak-up")
+        .await
+        .context("creating a cluster join token")?;
+    let path = root_dir.join(oakestra_root::tokens::BOOTSTRAP_TOKEN_FILE);
+    std::fs::write(&path, format!("{}\n", created.token))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(created.token)
+}
+
+async fn wait_listening(addr: SocketAddr, what: &str) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        if tokio::time::Instant::now() > deadline {
+            bail!("the {what} did not start listening on {addr}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Everything `oak up` started.
+#[derive(Debug)]
+pub struct Up {
+    /// The root.
+    pub root: oakestra_root::RunningRoot,
+    /// Where the REST API answers.
+    pub api: SocketAddr,
+    /// The worker join token of the cluster.
+    pub worker_token: String,
+    /// The in-process workers.
+    pub workers: Vec<oakestra_node::RunningNode>,
+    cluster_stop: watch::Sender<bool>,
+    cluster: tokio::task::JoinHandle<Result<(), oakestra_cluster::StartError>>,
+}
+
+impl Up {
+    /// Stops the workers, the cluster and the root. Each gets a few seconds: a server that
+    /// still waits for a peer's stream to end (the cluster's session with the root, whose
+    /// background tasks outlive `oakestra_cluster::run`) is not waited for longer.
+    pub async fn stop(self) -> Result<()> {
+        const GRACE: Duration = Duration::from_secs(3);
+        for worker in self.workers {
+            if tokio::time::timeout(GRACE, worker.stop()).await.is_err() {
+                tracing::warn!("a worker did not stop within {GRACE:?}");
+            }
+        }
+        let _ = self.cluster_stop.send(true);
+        if tokio::time::timeout(GRACE, self.cluster).await.is_err() {
+            tracing::warn!("the cluster orchestrator did not stop within {GRACE:?}");
+        }
+        match tokio::time::timeout(GRACE, self.root.stop()).await {
+            Ok(result) => result?,
+            Err(_) => tracing::warn!("the root orchestrator did not stop within {GRACE:?}"),
+        }
+        Ok(())
+    }
+}
+
+/// Starts root, cluster and workers; returns once the workers registered.
+pub async fn start(args: &UpArgs) -> Result<Up> {
+    let data = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    let root_dir = data.join("root");
+    let cluster_dir = data.join("cluster");
+
+    let mut root_config = oakestra_root::Config::with_data_dir(&root_dir);
+    root_config.listen = args.api_listen;
+    root_config.grpc_listen = args.grpc_listen;
+    let root = oakestra_root::start(root_config)
+        .await
+        .context("starting the root orchestrator")?;
+    let grpc = root
+        .grpc_addr
+        .context("the root started without its cluster endpoint")?;
+    let api = dialable(root.rest_addr);
+    let cluster_token = cluster_join_token(&root, &root_dir).await?;
+
+    std::fs::create_dir_all(&cluster_dir)
+        .with_context(|| format!("creating {}", cluster_dir.display()))?;
+    let worker_token = oakestra_cluster::worker_join_token(&cluster_dir)
+        .context("reading the cluster's worker join token")?;
+    let mut cluster_config = oakestra_cluster::Config::with_data_dir(&cluster_dir);
+    cluster_config.name = args.cluster_name.clone();
+    cluster_config.root = Some(dialable(grpc).to_string());
+    cluster_config.join_token = Some(cluster_token);
+    cluster_config.listen = args.cluster_listen;
+    cluster_config.mqtt = oakestra_cluster::MqttMode::Embedded(args.mqtt_listen);
+    cluster_config.worker_join_token = Some(worker_token.clone());
+    let (cluster_stop, mut stop) = watch::channel(false);
+    let cluster = tokio::spawn(oakestra_cluster::run(cluster_config, async move {
+        let _ = stop.wait_for(|s| *s).await.map(|_| ());
+    }));
+    let cluster_api = dialable(args.cluster_listen);
+    let mut cluster = cluster;
+    tokio::select! {
+        ready = wait_listening(cluster_api, "cluster orchestrator") => ready?,
+        ended = &mut cluster => match ended {
+            Ok(Err(e)) => bail!("the cluster orchestrator stopped: {e}"),
+            _ => bail!("the cluster orchestrator stopped"),
+        },
+    }
+
+    let mut workers = Vec::new();
+    for i in 0..args.workers {
+        let address = oakestra_node::ClusterAddress {
+            host: cluster_api.ip().to_string(),
+            port: cluster_api.port(),
+        };
+        let mut config = oakestra_node::Config::new(
+            address,
+            worker_token.clone(),
+            data.join(format!("worker-{i}")),
+        );
+        if args.workers > 1 {
+            config.name = format!("{}-{i}", config.name);
+        }
+        if args.worker_cpus.is_some() || args.worker_memory_mb.is_some() {
+            let mut host = oakestra_node::info::InfoCollector::host(Default::default());
+            let measured = host.sample();
+            config.simulated = Some(oakestra_node::SimulatedResources {
+                vcpus: args.worker_cpus.unwrap_or(measured.vcpus),
+                memory_mb: args
+                    .worker_memory_mb
+                    .unwrap_or(measured.memory_total.unwrap_or(measured.memory)),
+                cpu_percent: 0.0,
+            });
+        }
+        let node = oakestra_node::start(config)
+            .await
+            .with_context(|| format!("starting worker {i}"))?;
+        workers.push(node);
+    }
+    for (i, worker) in workers.iter().enumerate() {
+        tokio::time::timeout(Duration::from_secs(15), worker.registered())
+            .await
+            .with_context(|| format!("worker {i} did not register with the cluster"))?;
+    }
+    Ok(Up {
+        root,
+        api,
+        worker_token,
+        workers,
+        cluster_stop,
+        cluster,
+    })
+}
+
+/// `oak up`: starts everything, prints where to go, runs until Ctrl-C.
+pub async fn run(args: UpArgs) -> Result<()> {
+    // Listen for Ctrl-C / SIGTERM from the start, so a signal during start-up stops cleanly.
+    let (signalled, mut signal) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = signalled.send(true);
+    });
+    let data = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    let up = tokio::select! {
+        up = start(&args) => up?,
+        _ = signal.wait_for(|s| *s) => {
+            println!("stopped during start-up");
+            return Ok(());
+        }
+    };
+    let api = up.api;
+    println!(
+        "Oakestra-rs is up: root, cluster {:?} and {} worker(s) in this process (1-DOC).",
+        args.cluster_name,
+        up.workers.len()
+    );
+    println!();
+    println!("  API        http://{api}   (docs: http://{api}/api/docs)");
+    println!("  login      user Admin, password Admin  -- change it now:");
+    println!("             POST http://{api}/api/user/Admin with");
+    println!(
+        "             {{\"oldPassword\": \"Admin\", \"newPassword\": \"...\"}} (token from POST /api/auth/login)"
+    );
+    println!(
+        "  workers    more join with: oakestra-node --cluster <this host>:{} --token {}",
+        args.cluster_listen.port(),
+        up.worker_token
+    );
+    println!("  state      {}", data.display());
+    if args.workers > 0 {
+        println!(
+            "  note       the built-in worker uses the fake runtime: instances reach RUNNING but run no code yet"
+        );
+    }
+    println!();
+    println!("Press Ctrl-C to stop.");
+    let _ = signal.wait_for(|s| *s).await.map(|_| ());
+    println!("stopping…");
+    up.stop().await
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
