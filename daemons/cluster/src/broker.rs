@@ -72,8 +72,16 @@ pub struct BrokerError {
     pub reason: String,
 }
 
-/// Starts rumqttd on `addr` in its own threads (it runs until the process exits).
-pub fn start_embedded(addr: SocketAddr, credentials: Credentials) -> Result<(), BrokerError> {
+/// The cluster's own connection to the embedded broker: an in-process link, no TCP (and so no
+/// Nagle/delayed-ACK stalls between the broker and the cluster).
+pub type LocalLink = (rumqttd::local::LinkTx, rumqttd::local::LinkRx);
+
+/// Starts rumqttd on `addr` in its own threads (it runs until the process exits) and returns
+/// the cluster's in-process link to it.
+pub fn start_embedded(
+    addr: SocketAddr,
+    credentials: Credentials,
+) -> Result<LocalLink, BrokerError> {
     // rumqttd only logs a bind failure from its server thread; check first for a clear error.
     drop(TcpListener::bind(addr).map_err(|e| BrokerError {
         addr,
@@ -116,6 +124,10 @@ pub fn start_embedded(addr: SocketAddr, credentials: Credentials) -> Result<(), 
         ..Default::default()
     };
     let mut broker = Broker::new(config);
+    let link = broker.link("oakestra-cluster").map_err(|e| BrokerError {
+        addr,
+        reason: format!("the cluster's local link was refused: {e}"),
+    })?;
     std::thread::Builder::new()
         .name("mqtt-broker".into())
         .spawn(move || {
@@ -127,7 +139,7 @@ pub fn start_embedded(addr: SocketAddr, credentials: Credentials) -> Result<(), 
             addr,
             reason: e.to_string(),
         })?;
-    Ok(())
+    Ok(link)
 }
 
 #[cfg(test)]

@@ -408,7 +408,11 @@ impl Actor {
             self.metrics.store_errors.inc();
             tracing::error!("persisting the cluster state failed: {e}");
         }
-        for effect in self.state.take_effects() {
+        let effects = self.state.take_effects();
+        // A status is sent once per flush, with its latest value (several reports of one
+        // instance in a flush would all carry the same, current, status).
+        let mut reported = std::collections::HashSet::new();
+        for effect in effects {
             match effect {
                 Effect::Deploy { worker, command } => {
                     tracing::info!(worker = %worker, job = %command.job_name, instance = command.instance_number, "deploy");
@@ -426,6 +430,9 @@ impl Actor {
                     self.publish(NodeTopic::ControlError, &worker, payload.to_bytes());
                 }
                 Effect::Report(key) => {
+                    if !reported.insert(key.clone()) {
+                        continue;
+                    }
                     if let Some(i) = self.state.instance(&key) {
                         tracing::debug!(job = %i.job_name, instance = i.instance_number, status = %i.status, "status");
                         let _ =

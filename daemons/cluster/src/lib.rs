@@ -21,7 +21,7 @@ pub mod sched;
 pub mod state;
 
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 
 use tokio::sync::{mpsc, watch};
@@ -61,8 +61,13 @@ pub enum StartError {
     },
 }
 
-/// The cluster's own MQTT username on the embedded broker.
-pub const CLUSTER_MQTT_USER: &str = "oakestra-cluster";
+/// How the cluster itself reaches the broker.
+enum BrokerConnection {
+    /// The embedded broker's in-process link.
+    Local(broker::LocalLink),
+    /// A client of an external broker.
+    Client(mqtt::ClientSettings),
+}
 
 /// Reads the workers' join token from `<data_dir>/worker-join-token`, creating it (mode 0600)
 /// on first start.
@@ -114,25 +119,12 @@ pub async fn run(
     let metrics = metrics::Metrics::new();
 
     // The broker, and how this process and the workers reach it.
-    let (client, advert) = match &config.mqtt {
+    let (connection, advert) = match &config.mqtt {
         MqttMode::Embedded(addr) => {
-            let password = broker::random_secret();
-            credentials.allow_hashed(CLUSTER_MQTT_USER, &broker::sha256_hex(&password));
-            broker::start_embedded(*addr, credentials.clone())?;
+            let link = broker::start_embedded(*addr, credentials.clone())?;
             tracing::info!("embedded MQTT broker on {addr}");
-            let host = if addr.ip().is_unspecified() {
-                IpAddr::V4(Ipv4Addr::LOCALHOST)
-            } else {
-                addr.ip()
-            };
             (
-                mqtt::ClientSettings {
-                    client_id: format!("oakestra-cluster-{}", config.name),
-                    host: host.to_string(),
-                    port: addr.port(),
-                    username: Some(CLUSTER_MQTT_USER.to_owned()),
-                    password: Some(password),
-                },
+                BrokerConnection::Local(link),
                 cluster::BrokerAdvert {
                     host: config.mqtt_advertise_host.clone(),
                     port: addr.port(),
@@ -142,13 +134,13 @@ pub async fn run(
             )
         }
         MqttMode::External { host, port } => (
-            mqtt::ClientSettings {
+            BrokerConnection::Client(mqtt::ClientSettings {
                 client_id: format!("oakestra-cluster-{}", config.name),
                 host: host.clone(),
                 port: *port,
                 username: config.mqtt_username.clone(),
                 password: config.mqtt_password.clone(),
-            },
+            }),
             cluster::BrokerAdvert {
                 host: if config.mqtt_advertise_host.is_empty() {
                     host.clone()
@@ -188,7 +180,10 @@ pub async fn run(
     )
     .await?;
     tokio::spawn(actor.run(commands_rx));
-    mqtt::start(client, commands_tx.clone(), mqtt_rx);
+    match connection {
+        BrokerConnection::Local(link) => mqtt::start_local(link, commands_tx.clone(), mqtt_rx),
+        BrokerConnection::Client(settings) => mqtt::start(settings, commands_tx.clone(), mqtt_rx),
+    }
 
     let (link_state_tx, link_state_rx) = watch::channel(root_link::LinkState {
         address: config.root.clone(),

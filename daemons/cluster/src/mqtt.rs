@@ -1,6 +1,7 @@
-//! The cluster's own MQTT client: subscribes to what workers publish and hands each message
-//! to the actor; publishes the actor's commands. Reconnects with capped exponential backoff
-//! and re-subscribes after every connect.
+//! The cluster's own MQTT connection: subscribes to what workers publish and hands each
+//! message to the actor; publishes the actor's commands. With the embedded broker it is an
+//! in-process link ([`start_local`]); with an external broker a rumqttc client ([`start`])
+//! that reconnects with capped exponential backoff and re-subscribes after every connect.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -47,6 +48,10 @@ pub fn start(
         options.set_credentials(user.clone(), settings.password.clone().unwrap_or_default());
     }
     let (client, mut eventloop) = AsyncClient::new(options, 1024);
+    // Commands are small and latency matters: no Nagle delay.
+    let mut network = eventloop.network_options();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
 
     let publisher = client.clone();
     tokio::spawn(async move {
@@ -100,6 +105,60 @@ pub fn start(
                     );
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    });
+}
+
+/// Connects the actor to the embedded broker through its in-process link.
+pub fn start_local(
+    link: crate::broker::LocalLink,
+    commands: mpsc::Sender<Command>,
+    mut outgoing: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+) {
+    let (mut tx, mut rx) = link;
+    for topic in SUBSCRIPTIONS {
+        if let Err(e) = tx.subscribe(topic.all_nodes_filter()) {
+            tracing::error!("embedded broker: subscribe failed: {e}");
+        }
+    }
+    // LinkTx::publish may block on the router's channel: keep it off the async runtime.
+    let spawned = std::thread::Builder::new()
+        .name("mqtt-publish".into())
+        .spawn(move || {
+            while let Some((topic, payload)) = outgoing.blocking_recv() {
+                if let Err(e) = tx.publish(topic, payload) {
+                    tracing::error!("embedded broker: publish failed: {e}");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the MQTT publisher thread: {e}");
+    }
+    tokio::spawn(async move {
+        loop {
+            match rx.next().await {
+                Ok(Some(rumqttd::Notification::Forward(forward))) => {
+                    let Ok(topic) = std::str::from_utf8(&forward.publish.topic) else {
+                        continue;
+                    };
+                    let Ok(Topic::Node { node, kind }) = Topic::from_str(topic) else {
+                        continue;
+                    };
+                    let command = Command::Mqtt {
+                        worker: node,
+                        kind,
+                        payload: forward.publish.payload.to_vec(),
+                    };
+                    if commands.send(command).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!("embedded broker link closed: {e}");
+                    return;
                 }
             }
         }

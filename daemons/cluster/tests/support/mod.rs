@@ -190,6 +190,11 @@ impl ClusterProcess {
         }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Starts it again with the same settings and data dir.
     pub async fn restart(&mut self) {
         self.kill();
@@ -460,12 +465,25 @@ pub struct FakeWorker {
     pub behaviour: Arc<Mutex<Behaviour>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     memory: u64,
+    report_every: Duration,
 }
 
 impl FakeWorker {
     /// Registers with the cluster at `http` and connects to its broker.
     pub async fn start(http: &str, token: &str, name: &str, memory: u64) -> FakeWorker {
+        Self::start_with(http, token, name, memory, Duration::from_millis(500)).await
+    }
+
+    /// [`FakeWorker::start`] reporting every `report_every`.
+    pub async fn start_with(
+        http: &str,
+        token: &str,
+        name: &str,
+        memory: u64,
+        report_every: Duration,
+    ) -> FakeWorker {
         let mut w = FakeWorker {
+            report_every,
             id: String::new(),
             name: name.to_owned(),
             running: Arc::default(),
@@ -521,6 +539,9 @@ impl FakeWorker {
             options.set_credentials(reg.mqtt_username.clone(), reg.mqtt_password.clone());
         }
         let (client, mut eventloop) = AsyncClient::new(options, 100);
+        let mut network = eventloop.network_options();
+        network.set_tcp_nodelay(true);
+        eventloop.set_network_options(network);
         let id = self.id.clone();
         let running = self.running.clone();
         let deploys = self.deploys.clone();
@@ -531,8 +552,9 @@ impl FakeWorker {
         let reporter = client.clone();
         let report_id = id.clone();
         let report_running = running.clone();
+        let every = self.report_every;
         let reports = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
                 let topic = format!("nodes/{report_id}/information");

@@ -1,0 +1,216 @@
+//! Benchmarks (ignored by default; figures in benches/RESULTS.md):
+//!
+//! ```sh
+//! cargo nextest run -p oakestra-cluster --test bench_scale --run-ignored only --no-capture
+//! ```
+//!
+//! * `deploy_latency`: root + cluster + 3 simulated workers; REST deploy call → RUNNING seen
+//!   through the REST API, sequentially, p50/p95/max.
+//! * `thousand_workers`: one cluster, `BENCH_WORKERS` (1,000) simulated workers in this
+//!   process reporting every 2 s: the cluster's CPU and RSS over 20 s, then `BENCH_INSTANCES`
+//!   (1,000) instances requested at once through the root and the time until all RUNNING.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use oakestra_core::status::Status;
+use serde_json::Value;
+use support::{Broker, ClusterProcess, FakeWorker, RootProcess, eventually_within, free_port};
+
+const ONE_SERVICE: &str = r#"{
+  "sla_version": "v2.0", "customerID": "Admin",
+  "applications": [{
+    "applicationID": "", "application_name": "bench", "application_namespace": "test",
+    "application_desc": "benchmark",
+    "microservices": [
+      {"microserviceID": "", "microservice_name": "svc", "microservice_namespace": "test",
+       "virtualization": "container", "code": "docker.io/library/nginx:latest",
+       "memory": 10, "vcpus": 0}
+    ]
+  }]
+}"#;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// utime + stime of a process, in clock ticks (100 Hz).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    kb / 1024.0
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn setup(
+    workers: usize,
+    report_every: Duration,
+    extra: &[&str],
+) -> (
+    tempfile::TempDir,
+    RootProcess,
+    ClusterProcess,
+    Vec<FakeWorker>,
+    oakestra_client::Client,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("root")).unwrap();
+    std::fs::create_dir_all(dir.path().join("cluster")).unwrap();
+    let root = RootProcess::start(&dir.path().join("root"));
+    let cluster = ClusterProcess::start(
+        "bench",
+        &dir.path().join("cluster"),
+        Broker::Embedded(free_port()),
+        Some((root.grpc.clone(), root.join_token())),
+        extra,
+    )
+    .await;
+    let token = cluster.worker_token();
+    let mut fleet = Vec::with_capacity(workers);
+    for i in 0..workers {
+        fleet.push(
+            FakeWorker::start_with(&cluster.http, &token, &format!("w{i}"), 4000, report_every)
+                .await,
+        );
+    }
+    let admin = root.admin().await;
+    let n = workers as u64;
+    eventually_within(
+        "every worker active at the root",
+        Duration::from_secs(120),
+        || async {
+            admin
+                .clusters()
+                .await
+                .ok()?
+                .iter()
+                .any(|c| c.active && c.active_nodes == n)
+                .then_some(())
+        },
+    )
+    .await;
+    (dir, root, cluster, fleet, admin)
+}
+
+async fn service_id(admin: &oakestra_client::Client) -> String {
+    let apps = admin
+        .create_applications(&serde_json::from_str::<Value>(ONE_SERVICE).unwrap())
+        .await
+        .unwrap();
+    admin
+        .application_services(&apps[0].id.to_string())
+        .await
+        .unwrap()[0]
+        .id
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark"]
+async fn deploy_latency() {
+    let (_dir, _root, _cluster, _fleet, admin) = setup(3, Duration::from_secs(2), &[]).await;
+    let svc = service_id(&admin).await;
+    let rounds = env_usize("BENCH_ROUNDS", 50);
+    let mut latencies = Vec::with_capacity(rounds);
+    for n in 0..rounds as u32 {
+        let t0 = Instant::now();
+        admin.deploy_instance(&svc).await.unwrap();
+        loop {
+            let s = admin.service(&svc).await.unwrap();
+            if s.instance(n).and_then(|i| i.status) == Some(Status::RUNNING) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        latencies.push(t0.elapsed());
+    }
+    latencies.sort();
+    eprintln!(
+        "deploy latency over {rounds} deploys (REST call → RUNNING via REST): p50 {:?}, p95 {:?}, max {:?}",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.95),
+        latencies.last().unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark"]
+async fn thousand_workers() {
+    let workers = env_usize("BENCH_WORKERS", 1000);
+    let instances = env_usize("BENCH_INSTANCES", 1000);
+    let t0 = Instant::now();
+    let (_dir, _root, cluster, _fleet, admin) = setup(
+        workers,
+        Duration::from_secs(2),
+        &["--worker-timeout", "10s"],
+    )
+    .await;
+    eprintln!(
+        "{workers} workers registered and active after {:?}",
+        t0.elapsed()
+    );
+    let pid = cluster.pid().unwrap();
+
+    let window = Duration::from_secs(20);
+    let (c0, w0) = (cpu_ticks(pid), Instant::now());
+    tokio::time::sleep(window).await;
+    let cpu = (cpu_ticks(pid) - c0) as f64 / 100.0 / w0.elapsed().as_secs_f64() * 100.0;
+    eprintln!(
+        "cluster with {workers} workers reporting every 2 s: CPU {cpu:.1} % of one core, RSS {:.1} MB",
+        rss_mb(pid)
+    );
+
+    let svc = service_id(&admin).await;
+    let t1 = Instant::now();
+    let admin = std::sync::Arc::new(admin);
+    let calls: Vec<_> = (0..instances)
+        .map(|_| {
+            let admin = admin.clone();
+            let svc = svc.clone();
+            tokio::spawn(async move { admin.deploy_instance(&svc).await.unwrap() })
+        })
+        .collect();
+    for c in calls {
+        c.await.unwrap();
+    }
+    let requested = t1.elapsed();
+    eventually_within(
+        "every instance RUNNING at the root",
+        Duration::from_secs(120),
+        || async {
+            let s = admin.service(&svc).await.ok()?;
+            let running = s
+                .instance_list
+                .iter()
+                .filter(|i| i.status == Some(Status::RUNNING))
+                .count();
+            (running == instances).then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "{instances} instances: requested in {requested:?}, all RUNNING at the root after {:?}; cluster RSS {:.1} MB",
+        t1.elapsed(),
+        rss_mb(pid)
+    );
+}
