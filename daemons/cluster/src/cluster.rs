@@ -91,10 +91,13 @@ pub struct Actor {
     metrics: Metrics,
     name: String,
     last_resources: Option<(proto::Resources, Instant)>,
+    last_aggregate: Option<Instant>,
 }
 
 /// How often the actor checks liveness, retries placements and reports resources.
 pub const TICK: Duration = Duration::from_millis(250);
+/// How often the aggregated resources are computed (sent when they changed).
+pub const AGGREGATE_EVERY: Duration = Duration::from_millis(500);
 /// Resources go to the root when they change, and at least this often.
 pub const RESOURCES_EVERY: Duration = Duration::from_secs(3);
 
@@ -147,6 +150,7 @@ impl Actor {
             metrics,
             name,
             last_resources: None,
+            last_aggregate: None,
         };
         actor.resend_unconfirmed_deploys();
         Ok(actor)
@@ -331,21 +335,29 @@ impl Actor {
         let lost = self.state.check_liveness(now);
         self.metrics.workers_lost.inc_by(lost.len() as u64);
         self.place_due(now).await;
-        let resources = self.resources();
-        let due = match &self.last_resources {
-            None => true,
-            Some((last, at)) => {
-                *last != resources || now.saturating_duration_since(*at) >= RESOURCES_EVERY
+        // The aggregate walks every worker: twice a second is enough for the root.
+        let aggregate_due = self
+            .last_aggregate
+            .is_none_or(|at| now.saturating_duration_since(at) >= AGGREGATE_EVERY);
+        if aggregate_due {
+            self.last_aggregate = Some(now);
+            let aggregate = self.state.aggregate();
+            let resources = resources_message(&aggregate);
+            let due = match &self.last_resources {
+                None => true,
+                Some((last, at)) => {
+                    *last != resources || now.saturating_duration_since(*at) >= RESOURCES_EVERY
+                }
+            };
+            if due {
+                self.last_resources = Some((resources.clone(), now));
+                let _ = self
+                    .outputs
+                    .root
+                    .send(proto::cluster_message::Kind::Resources(resources));
             }
-        };
-        if due {
-            self.last_resources = Some((resources.clone(), now));
-            let _ = self
-                .outputs
-                .root
-                .send(proto::cluster_message::Kind::Resources(resources));
+            self.metrics.observe(&self.state, &aggregate);
         }
-        self.metrics.observe(&self.state);
         self.flush().await;
     }
 

@@ -7,7 +7,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::state::ClusterState;
+use crate::state::{Aggregate, ClusterState};
 
 /// Counters and gauges; clones share the values.
 #[derive(Clone)]
@@ -134,8 +134,7 @@ impl Metrics {
     }
 
     /// Updates the gauges from the state.
-    pub fn observe(&self, state: &ClusterState) {
-        let a = state.aggregate();
+    pub fn observe(&self, state: &ClusterState, a: &Aggregate) {
         self.workers_active.set(i64::from(a.active_workers));
         self.workers_total.set(i64::from(a.workers));
         self.cpu_cores.set(a.cpu_cores);

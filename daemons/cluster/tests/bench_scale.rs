@@ -1,7 +1,9 @@
 //! Benchmarks (ignored by default; figures in benches/RESULTS.md):
 //!
 //! ```sh
-//! cargo nextest run -p oakestra-cluster --test bench_scale --run-ignored only --no-capture
+//! cargo build --release -p oakestra-cluster
+//! OAKESTRA_CLUSTER_BIN=target/release/oakestra-cluster \
+//!   cargo nextest run -p oakestra-cluster --test bench_scale --run-ignored only --no-capture
 //! ```
 //!
 //! * `deploy_latency`: root + cluster + 3 simulated workers; REST deploy call → RUNNING seen
@@ -182,12 +184,19 @@ async fn thousand_workers() {
 
     let svc = service_id(&admin).await;
     let t1 = Instant::now();
+    // "At once": every request issued without waiting for placements, 16 in flight (the
+    // root's REST API is not what this measures).
     let admin = std::sync::Arc::new(admin);
+    let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(16));
     let calls: Vec<_> = (0..instances)
         .map(|_| {
             let admin = admin.clone();
             let svc = svc.clone();
-            tokio::spawn(async move { admin.deploy_instance(&svc).await.unwrap() })
+            let in_flight = in_flight.clone();
+            tokio::spawn(async move {
+                let _permit = in_flight.acquire().await.unwrap();
+                admin.deploy_instance(&svc).await.unwrap()
+            })
         })
         .collect();
     for c in calls {

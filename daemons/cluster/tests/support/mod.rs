@@ -111,7 +111,11 @@ impl ClusterProcess {
     }
 
     async fn spawn(&mut self) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_oakestra-cluster"));
+        // $OAKESTRA_CLUSTER_BIN: e.g. a release build for the benchmarks.
+        let bin = std::env::var_os("OAKESTRA_CLUSTER_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_oakestra-cluster")));
+        let mut cmd = Command::new(bin);
         cmd.args(["--name", &self.name])
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.http_port))
