@@ -12,6 +12,8 @@ use serde::Deserialize;
 pub const DEFAULT_CLUSTER_PORT: u16 = 10100;
 /// Default interval of `information` and `jobs/resources` reports.
 pub const DEFAULT_REPORT_INTERVAL: Duration = Duration::from_secs(2);
+/// Default address of the metrics endpoint.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:10101";
 /// Longest wait between two registration attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -131,6 +133,8 @@ pub struct Config {
     pub simulated: Option<SimulatedResources>,
     /// Grace period of a stop before the task is killed.
     pub stop_grace: Duration,
+    /// Where `GET /metrics` is served; `None`: nowhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -149,6 +153,7 @@ impl Config {
             report_interval: DEFAULT_REPORT_INTERVAL,
             simulated: None,
             stop_grace: Duration::from_secs(5),
+            metrics_listen: None,
         }
     }
 }
@@ -201,7 +206,7 @@ fn parse_cluster(text: &str) -> Result<ClusterAddress, String> {
     about = "Oakestra-rs worker: registers with a cluster, runs the instances it is given and reports on them over MQTT",
     after_help = "Every flag can also be set in the TOML file given by --config (same names, with \
                   underscores: cluster, token, data_dir, runtime, name, location, advertise_ip, \
-                  mqtt_host, report_interval, stop_grace). Flags win over the environment, the \
+                  mqtt_host, report_interval, stop_grace, metrics_listen). Flags win over the environment, the \
                   environment over the file."
 )]
 pub struct Cli {
@@ -242,6 +247,10 @@ pub struct Cli {
     /// How long a stopped instance may take to exit before it is killed [default: 5s].
     #[arg(long, env = "OAKESTRA_NODE_STOP_GRACE", value_parser = parse_duration)]
     pub stop_grace: Option<Duration>,
+    /// Address of the Prometheus metrics endpoint (GET /metrics); `off` disables it
+    /// [default: 127.0.0.1:10101].
+    #[arg(long, env = "OAKESTRA_NODE_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     /// Fake runtime: how long each start takes [default: 0ms].
     #[arg(long, env = "OAKESTRA_NODE_FAKE_START_LATENCY", value_parser = parse_duration)]
     pub fake_start_latency: Option<Duration>,
@@ -266,6 +275,7 @@ struct FileSettings {
     stop_grace: Option<String>,
     fake_start_latency: Option<String>,
     fake_fail_every: Option<u32>,
+    metrics_listen: Option<String>,
 }
 
 fn read_file(path: &Path) -> Result<FileSettings, String> {
@@ -345,6 +355,19 @@ impl Cli {
         if let Some(location) = &config.location {
             validate_location(location)?;
         }
+        let metrics = self
+            .metrics_listen
+            .or(file.metrics_listen)
+            .unwrap_or_else(|| DEFAULT_METRICS_LISTEN.to_owned());
+        config.metrics_listen = if metrics == "off" {
+            None
+        } else {
+            Some(metrics.parse().map_err(|_| {
+                format!(
+                    "--metrics-listen {metrics:?} is not an address like 127.0.0.1:10101 (or `off`)"
+                )
+            })?)
+        };
         Ok(config)
     }
 }

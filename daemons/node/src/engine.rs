@@ -17,6 +17,7 @@ use oakestra_core::wire::{
 };
 use oakestra_runtime::{ExitEvent, InstanceId, InstanceSpec, InstanceState, Runtime, RuntimeError};
 
+use crate::metrics::Metrics;
 use crate::state::{DesiredInstance, Identity, NodeState, StateFile};
 
 /// Bytes of log tail sent with each resources report (Oakestra sends 1 KiB).
@@ -39,6 +40,7 @@ pub struct Engine {
     reporter: Arc<dyn Reporter>,
     public_ip: Mutex<String>,
     stop_grace: Duration,
+    metrics: Arc<Metrics>,
 }
 
 /// Status after an exit with `code`: one-shot tasks that succeeded are `COMPLETED`, every
@@ -76,6 +78,7 @@ impl Engine {
             reporter,
             public_ip: Mutex::new(public_ip),
             stop_grace,
+            metrics: Arc::new(Metrics::default()),
         })
     }
 
@@ -83,6 +86,11 @@ impl Engine {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The worker's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The runtime.
@@ -199,6 +207,7 @@ impl Engine {
     /// Handles `control/deploy`. Idempotent: a deploy of an instance that is starting or
     /// running only repeats its status; one that ended is started afresh.
     pub async fn deploy(&self, cmd: DeployCommand) {
+        Metrics::inc(&self.metrics.deploys);
         let id = InstanceId::new(cmd.job_name.clone(), cmd.instance_number);
         let key = id.to_string();
         let lock = self.key_lock(&key);
@@ -238,6 +247,7 @@ impl Engine {
         let Some(deploy) = self.lock().instances.get(key).map(|e| e.deploy.clone()) else {
             return;
         };
+        let begun = tokio::time::Instant::now();
         let started = async {
             let spec = InstanceSpec::from_deploy(&deploy)?;
             self.runtime.ensure_image(&spec).await?;
@@ -246,6 +256,10 @@ impl Engine {
         .await;
         match started {
             Ok(incarnation) => {
+                self.metrics.deploy_micros.fetch_add(
+                    begun.elapsed().as_micros() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 self.set_status(
                     key,
                     DeploymentStatus::Running,
@@ -255,6 +269,7 @@ impl Engine {
                 .await;
             }
             Err(e) => {
+                Metrics::inc(&self.metrics.deploy_failures);
                 if !matches!(e, RuntimeError::AlreadyExists(_)) {
                     let id = InstanceId::new(deploy.job_name.clone(), deploy.instance_number);
                     let _ = self.runtime.delete(&id).await;
@@ -268,6 +283,7 @@ impl Engine {
     /// Handles `control/delete`: stops and removes the instance and reports `UNDEPLOYED`
     /// (once; the exit this causes is not reported as `DEAD`).
     pub async fn delete(&self, cmd: DeleteCommand) {
+        Metrics::inc(&self.metrics.deletes);
         let id = InstanceId::new(cmd.job_name.clone(), cmd.instance_number);
         let key = id.to_string();
         let lock = self.key_lock(&key);
@@ -331,6 +347,7 @@ impl Engine {
                 _ => return,
             }
         };
+        Metrics::inc(&self.metrics.exits);
         let status = status_after_exit(one_shot, event.exit_code);
         self.set_status(
             &key,

@@ -12,11 +12,13 @@
 //! * [`state`] — the state file (identity and desired instances, written atomically).
 //! * [`info`] — what the worker reports about itself, from procfs.
 //! * [`link`] — registration and the MQTT session.
+//! * [`metrics`] — Prometheus metrics on `GET /metrics`.
 
 pub mod config;
 pub mod engine;
 pub mod info;
 pub mod link;
+pub mod metrics;
 pub mod state;
 
 use std::sync::Arc;
@@ -132,6 +134,9 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
     );
     engine.spawn_exit_watcher();
     engine.recover().await?;
+    let metrics_server = config
+        .metrics_listen
+        .map(|addr| tokio::spawn(metrics::serve(addr, Arc::clone(&engine))));
 
     let base = NodeInfo {
         host: config.name.clone(),
@@ -160,9 +165,10 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
             let Some(identity) =
                 link::register(&http, &config, body, previous.as_ref(), &mut stop).await
             else {
-                return;
+                break;
             };
             collector.set_id(&identity.id);
+            metrics::Metrics::inc(&engine.metrics().registrations);
             engine.set_identity(identity.clone()).await;
             let _ = id_tx.send(Some(identity.id.clone()));
             match link::session(
@@ -175,9 +181,12 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
             )
             .await
             {
-                SessionEnd::Shutdown => return,
+                SessionEnd::Shutdown => break,
                 SessionEnd::Rejected => continue,
             }
+        }
+        if let Some(server) = metrics_server {
+            server.abort();
         }
     });
     Ok(RunningNode {

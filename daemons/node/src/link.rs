@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use crate::config::{Config, MAX_BACKOFF};
 use crate::engine::{Engine, Reporter};
 use crate::info::InfoCollector;
+use crate::metrics::Metrics;
 use crate::state::Identity;
 
 /// Why a registration attempt failed.
@@ -277,10 +278,14 @@ pub async fn session(
             _ = stopped(shutdown) => break SessionEnd::Shutdown,
             _ = ticker.tick(), if reporter.is_connected() => {
                 let info = collector.sample();
-                let _ = client.try_publish(&info_topic, QoS::AtMostOnce, false, info.to_bytes());
+                if client.try_publish(&info_topic, QoS::AtMostOnce, false, info.to_bytes()).is_ok() {
+                    Metrics::inc(&engine.metrics().information_sent);
+                }
                 let usage = engine.resources(memory_total).await;
-                if !usage.services.is_empty() {
-                    let _ = client.try_publish(&resources_topic, QoS::AtMostOnce, false, usage.to_bytes());
+                if !usage.services.is_empty()
+                    && client.try_publish(&resources_topic, QoS::AtMostOnce, false, usage.to_bytes()).is_ok()
+                {
+                    Metrics::inc(&engine.metrics().resources_sent);
                 }
             }
             event = eventloop.poll() => match event {
@@ -297,6 +302,7 @@ pub async fn session(
                     rejections = 0;
                     wait = Duration::from_millis(500);
                     reporter.connected.store(true, Ordering::Relaxed);
+                    engine.metrics().mqtt_connected.store(1, Ordering::Relaxed);
                     let client = client.clone();
                     let (deploy_topic, delete_topic) = (deploy_topic.clone(), delete_topic.clone());
                     let job_topic = NodeTopic::Job.for_node(&identity.id);
@@ -337,6 +343,7 @@ pub async fn session(
                 Ok(_) => {}
                 Err(e) => {
                     reporter.connected.store(false, Ordering::Relaxed);
+                    engine.metrics().mqtt_connected.store(0, Ordering::Relaxed);
                     failures += 1;
                     let rejected = matches!(
                         &e,
@@ -367,6 +374,7 @@ pub async fn session(
         }
     };
     reporter.connected.store(false, Ordering::Relaxed);
+    engine.metrics().mqtt_connected.store(0, Ordering::Relaxed);
     reporter.set_session(None);
     if end == SessionEnd::Shutdown {
         let _ = client.try_disconnect();

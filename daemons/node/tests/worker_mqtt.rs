@@ -283,10 +283,12 @@ impl ClusterSide {
 
 struct Worker {
     child: Child,
+    metrics: u16,
 }
 
 impl Worker {
     fn start(cluster: SocketAddr, data_dir: &Path) -> Self {
+        let metrics = free_port();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -297,12 +299,22 @@ impl Worker {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--report-interval", "300ms", "--name", "test-worker"])
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap();
-        Self { child }
+        Self { child, metrics }
+    }
+
+    async fn metrics(&self) -> String {
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     fn kill9(&mut self) {
@@ -418,6 +430,17 @@ async fn worker_registers_reports_runs_instances_and_re_adopts_after_sigkill() {
 
     cluster.deploy(4, &[], false).await;
     cluster.wait_status(4, DeploymentStatus::Running).await;
+    let metrics = worker.metrics().await;
+    for line in [
+        "oakestra_node_instances{status=\"RUNNING\"} 1",
+        "oakestra_node_mqtt_connected 1",
+        "oakestra_node_deploys_total 5",
+        "oakestra_node_deploy_failures_total 1",
+        "oakestra_node_exits_total 2",
+        "oakestra_node_deletes_total 1",
+    ] {
+        assert!(metrics.contains(line), "no {line:?} in\n{metrics}");
+    }
     let before = fake_instances(&data_dir);
     assert_eq!(before.len(), 1, "only instance 4 runs: {before:?}");
     assert_eq!(before[0].0, 4);

@@ -1,0 +1,170 @@
+//! Prometheus metrics of the worker on `GET /metrics`, served by a few lines over a tokio
+//! listener (no HTTP framework: the worker's idle footprint matters more than routing).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::engine::Engine;
+
+/// Counters and gauges of one worker.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Deploy commands handled.
+    pub deploys: AtomicU64,
+    /// Deploys that ended `FAILED`.
+    pub deploy_failures: AtomicU64,
+    /// Sum of deploy durations (command → RUNNING), microseconds.
+    pub deploy_micros: AtomicU64,
+    /// Delete commands handled.
+    pub deletes: AtomicU64,
+    /// Exits observed (`DEAD` or `COMPLETED`).
+    pub exits: AtomicU64,
+    /// Successful registrations.
+    pub registrations: AtomicU64,
+    /// `information` messages sent.
+    pub information_sent: AtomicU64,
+    /// `jobs/resources` messages sent.
+    pub resources_sent: AtomicU64,
+    /// 1 while the broker session is up.
+    pub mqtt_connected: AtomicU64,
+}
+
+impl Metrics {
+    /// Adds one to a counter.
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition of these metrics plus instance counts by status.
+    pub fn render(&self, engine: &Engine) -> String {
+        use std::fmt::Write;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out = String::with_capacity(2048);
+        let mut counter = |name: &str, help: &str, value: u64| {
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+            );
+        };
+        counter(
+            "oakestra_node_deploys_total",
+            "Deploy commands handled.",
+            get(&self.deploys),
+        );
+        counter(
+            "oakestra_node_deploy_failures_total",
+            "Deploys that ended FAILED.",
+            get(&self.deploy_failures),
+        );
+        counter(
+            "oakestra_node_deletes_total",
+            "Delete commands handled.",
+            get(&self.deletes),
+        );
+        counter(
+            "oakestra_node_exits_total",
+            "Instance exits observed.",
+            get(&self.exits),
+        );
+        counter(
+            "oakestra_node_registrations_total",
+            "Successful registrations with the cluster.",
+            get(&self.registrations),
+        );
+        counter(
+            "oakestra_node_information_sent_total",
+            "information messages sent.",
+            get(&self.information_sent),
+        );
+        counter(
+            "oakestra_node_resources_sent_total",
+            "jobs/resources messages sent.",
+            get(&self.resources_sent),
+        );
+        let _ = write!(
+            out,
+            "# HELP oakestra_node_deploy_seconds_sum Time from deploy command to RUNNING, summed.\n\
+             # TYPE oakestra_node_deploy_seconds_sum counter\noakestra_node_deploy_seconds_sum {}\n",
+            get(&self.deploy_micros) as f64 / 1e6
+        );
+        let _ = write!(
+            out,
+            "# HELP oakestra_node_mqtt_connected 1 while the broker session is up.\n\
+             # TYPE oakestra_node_mqtt_connected gauge\noakestra_node_mqtt_connected {}\n",
+            get(&self.mqtt_connected)
+        );
+        let mut by_status = std::collections::BTreeMap::<String, u64>::new();
+        for (_, status) in engine.statuses() {
+            *by_status.entry(status.to_string()).or_default() += 1;
+        }
+        out.push_str(
+            "# HELP oakestra_node_instances Instances the worker holds, by status.\n\
+             # TYPE oakestra_node_instances gauge\n",
+        );
+        for (status, n) in by_status {
+            let _ = writeln!(out, "oakestra_node_instances{{status=\"{status}\"}} {n}");
+        }
+        out
+    }
+}
+
+/// Serves `GET /metrics` (and `GET /health`) on `addr` until the task is dropped. A bind
+/// failure is logged, not fatal: metrics are optional for a worker.
+pub async fn serve(addr: SocketAddr, engine: Arc<Engine>) {
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(
+                "no metrics: cannot listen on {addr}: {e}; choose another --metrics-listen"
+            );
+            return;
+        }
+    };
+    tracing::info!("metrics on http://{addr}/metrics");
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let engine = Arc::clone(&engine);
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let mut len = 0;
+            // Read until the end of the request head (or the buffer is full).
+            while len < buf.len() {
+                match tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    stream.read(&mut buf[len..]),
+                )
+                .await
+                {
+                    Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+                    Ok(Ok(n)) => {
+                        len += n;
+                        if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                            break;
+                        }
+                    }
+                }
+            }
+            let head = String::from_utf8_lossy(&buf[..len]);
+            let path = head.split_whitespace().nth(1).unwrap_or("");
+            let (status, body) = match (head.starts_with("GET "), path) {
+                (true, "/metrics") => ("200 OK", engine.metrics().render(&engine)),
+                (true, "/health") => ("200 OK", "ok\n".to_owned()),
+                _ => (
+                    "404 Not Found",
+                    "only GET /metrics and /health\n".to_owned(),
+                ),
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
