@@ -12,6 +12,7 @@
 //! the old copy from an exit of the new one.
 
 pub mod fake;
+pub mod unikernel;
 
 use std::fmt;
 use std::time::Duration;
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 pub use fake::{FakeConfig, FakeRuntime};
+pub use unikernel::{UnikernelConfig, UnikernelRuntime, unikernel_available};
 
 /// Which instance: a job and an instance number. Displayed as the NodeEngine task id
 /// `<job_name>.instance.<n>`, which is also the name real runtimes give the container.

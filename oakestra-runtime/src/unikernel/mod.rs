@@ -1,0 +1,716 @@
+//! Unikernels under qemu (`virtualization: unikernel`).
+//!
+//! * **Image**: the SLA `code` holds one `.tar.gz` URL per `arch` entry (comma-separated, same
+//!   order). The URL for this worker's arch is downloaded once (concurrent starts share the
+//!   download), unpacked into `<data>/images/<sha256(url)>/` and reused. The archive holds
+//!   `kernel` and optionally `initrd` or `initramfs.cpio`.
+//! * **Start**: `qemu-system-<arch>` runs the kernel with `-m` = `memory` (MB, default
+//!   [`UnikernelConfig::default_memory_mb`]), `-smp` = `vcpus` (at least 1), the SLA `cmd`
+//!   joined by spaces as the kernel command line (`-append`), the serial console written to
+//!   the instance log, a QMP socket and a pid file. KVM (`-enable-kvm -cpu host`) is used when
+//!   a probe guest runs under it (see [`Accel::Auto`]); otherwise TCG.
+//! * **Exit codes**: a guest that powers off makes qemu exit 0 → exit code 0. A guest reports
+//!   a non-zero code n (1..=63) by writing n to I/O port 0xf4, where an `isa-debug-exit`
+//!   device makes qemu exit with (n << 1) | 1; the runtime maps that back to n. See
+//!   [`qemu::exit_code`] for the whole table.
+//! * **Stop**: QMP `system_powerdown` (ACPI), then after the grace period QMP `quit` (the
+//!   instance then reports 143, as a SIGTERMed process would), then SIGKILL (137).
+//! * **Re-adoption**: qemu runs under a tiny `sh` wrapper in its own process group that
+//!   records qemu's exit status in the instance directory, so qemu outlives a worker restart
+//!   and a new runtime on the same data directory finds it (pid file, QMP socket, `meta.json`)
+//!   and still learns its exit code.
+//!
+//! Not done yet: networking (the NetManager's tap in the instance's namespace, Unikraft
+//! `netdev.*` arguments), 9p `files/` shares, log rotation.
+
+mod image;
+mod procfs;
+mod qemu;
+mod qmp;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, watch};
+
+use crate::{
+    ExitEvent, InstanceId, InstanceSpec, InstanceState, InstanceStats, InstanceStatus, Runtime,
+    RuntimeError,
+};
+
+pub use image::{select_url, worker_arch};
+pub use qemu::{Accel, exit_code, qemu_binary_name, unikernel_available};
+
+/// The virtualization this runtime runs.
+pub const VIRTUALIZATION: &str = "unikernel";
+
+/// Exit code reported for an instance whose qemu and wrapper vanished without a record
+/// (e.g. the machine rebooted): as if killed.
+const LOST_EXIT_CODE: i32 = 137;
+
+/// Records qemu's exit status in `$OAK_EXIT_FILE` so that a runtime that did not start the
+/// process (after a worker restart) still learns it.
+const WRAPPER: &str = r#""$@"; s=$?; echo "$s" > "$OAK_EXIT_FILE.tmp" && mv "$OAK_EXIT_FILE.tmp" "$OAK_EXIT_FILE"; exit "$s""#;
+
+/// Settings of a [`UnikernelRuntime`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnikernelConfig {
+    /// Images, instances and QMP sockets live here (keep the path short: unix socket paths
+    /// are limited to 107 bytes).
+    pub data_dir: PathBuf,
+    /// Directory holding `qemu-system-<arch>`; `None` searches `PATH`.
+    pub qemu_dir: Option<PathBuf>,
+    /// KVM, TCG, or probe.
+    pub accel: Accel,
+    /// Guest memory when the SLA gives none.
+    pub default_memory_mb: u64,
+    /// How long qemu may take to come up (pid file written, QMP answering).
+    pub start_timeout: Duration,
+    /// How long the KVM probe guest may take.
+    pub probe_timeout: Duration,
+    /// Connect timeout of image downloads.
+    pub download_connect_timeout: Duration,
+    /// Whole-download timeout.
+    pub download_timeout: Duration,
+}
+
+impl UnikernelConfig {
+    /// Defaults, with everything under `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            qemu_dir: None,
+            accel: Accel::Auto,
+            default_memory_mb: 128,
+            start_timeout: Duration::from_secs(15),
+            probe_timeout: Duration::from_secs(3),
+            download_connect_timeout: Duration::from_secs(10),
+            download_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// What a running or exited instance keeps on disk, for re-adoption.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Meta {
+    spec: InstanceSpec,
+    incarnation: u64,
+    wrapper_pid: u32,
+}
+
+#[derive(Debug)]
+struct Instance {
+    spec: InstanceSpec,
+    incarnation: u64,
+    dir: PathBuf,
+    qmp: PathBuf,
+    state: InstanceState,
+    /// Becomes true when qemu has exited.
+    exited: watch::Sender<bool>,
+    /// (when, CPU seconds) of the last stats call.
+    cpu_sample: Option<(Instant, f64)>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    instances: HashMap<InstanceId, Instance>,
+    starting: HashSet<InstanceId>,
+    subscribers: Vec<mpsc::UnboundedSender<ExitEvent>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: UnikernelConfig,
+    qemu: Option<PathBuf>,
+    images: image::ImageCache,
+    inner: Mutex<Inner>,
+    /// Next incarnation; persisted in `<data>/next_incarnation`.
+    next_incarnation: tokio::sync::Mutex<u64>,
+}
+
+/// The qemu unikernel runtime. Cheap to clone (shared state).
+#[derive(Debug, Clone)]
+pub struct UnikernelRuntime {
+    shared: Arc<Shared>,
+}
+
+fn backend(what: impl Into<String>, e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Backend {
+        what: what.into(),
+        reason: e.to_string(),
+    }
+}
+
+/// The last `max_bytes` of a file, lossily decoded.
+fn file_tail(path: &Path, max_bytes: usize) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(max_bytes as u64);
+    file.seek(SeekFrom::Start(start))?;
+    let mut bytes = Vec::with_capacity((len - start) as usize);
+    file.read_to_end(&mut bytes)?;
+    let text = String::from_utf8_lossy(&bytes);
+    Ok(crate::tail(&text, max_bytes).to_owned())
+}
+
+impl UnikernelRuntime {
+    /// A runtime on `config.data_dir`. Instances a previous runtime left there are adopted:
+    /// running ones are watched again, exited ones are listed with their exit code. Must be
+    /// called inside a tokio runtime.
+    pub fn new(config: UnikernelConfig) -> Result<Self, RuntimeError> {
+        let data = &config.data_dir;
+        for sub in ["images", "instances", "qmp"] {
+            std::fs::create_dir_all(data.join(sub))
+                .map_err(|e| backend(format!("creating {}", data.join(sub).display()), e))?;
+        }
+        let qemu = qemu::find_binary(&qemu::qemu_binary_name(), config.qemu_dir.as_deref());
+        let mut next = std::fs::read_to_string(data.join("next_incarnation"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(1)
+            .max(1);
+        let mut adopted = Vec::new();
+        let entries = std::fs::read_dir(data.join("instances"))
+            .map_err(|e| backend("listing unikernel instances", e))?;
+        for entry in entries.filter_map(Result::ok) {
+            let dir = entry.path();
+            let meta = std::fs::read(dir.join("meta.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Meta>(&b).ok());
+            match meta {
+                Some(meta) => {
+                    next = next.max(meta.incarnation + 1);
+                    adopted.push((dir, meta));
+                }
+                None => {
+                    // A start that never completed.
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+            }
+        }
+        let images = image::ImageCache::new(
+            data.join("images"),
+            config.download_connect_timeout,
+            config.download_timeout,
+        );
+        let runtime = Self {
+            shared: Arc::new(Shared {
+                qemu,
+                images,
+                inner: Mutex::new(Inner::default()),
+                next_incarnation: tokio::sync::Mutex::new(next),
+                config,
+            }),
+        };
+        for (dir, meta) in adopted {
+            runtime.adopt(dir, meta);
+        }
+        Ok(runtime)
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &UnikernelConfig {
+        &self.shared.config
+    }
+
+    /// How many image archives were downloaded (cache misses) by this runtime.
+    pub fn downloads(&self) -> u64 {
+        self.shared.images.downloads()
+    }
+
+    /// Whether guests run under KVM (probing once per process under [`Accel::Auto`]).
+    pub async fn uses_kvm(&self) -> bool {
+        match &self.shared.qemu {
+            Some(qemu) => {
+                let c = &self.shared.config;
+                qemu::use_kvm(c.accel, qemu, &c.data_dir, c.probe_timeout).await
+            }
+            None => false,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.shared
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn instance_dir(&self, id: &InstanceId) -> PathBuf {
+        self.shared
+            .config
+            .data_dir
+            .join("instances")
+            .join(id.to_string())
+    }
+
+    fn qmp_path(&self, id: &InstanceId) -> PathBuf {
+        let hash: String = Sha256::digest(id.to_string().as_bytes())[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        self.shared
+            .config
+            .data_dir
+            .join("qmp")
+            .join(format!("{hash}.sock"))
+    }
+
+    /// Re-creates the in-memory record of an instance found on disk.
+    fn adopt(&self, dir: PathBuf, meta: Meta) {
+        let marker = dir.display().to_string();
+        let recorded = read_exit_status(&dir);
+        let state = match recorded {
+            Some(status) => InstanceState::Exited {
+                code: qemu::exit_code(status, dir.join("forced").exists()),
+            },
+            None if procfs::alive_with(meta.wrapper_pid, &marker) => InstanceState::Running,
+            None => InstanceState::Exited {
+                code: LOST_EXIT_CODE,
+            },
+        };
+        let (exited, _) = watch::channel(state != InstanceState::Running);
+        let id = meta.spec.id.clone();
+        tracing::info!(
+            "unikernel: adopted {id} (incarnation {}, {state:?})",
+            meta.incarnation
+        );
+        self.lock().instances.insert(
+            id.clone(),
+            Instance {
+                qmp: self.qmp_path(&id),
+                spec: meta.spec,
+                incarnation: meta.incarnation,
+                dir: dir.clone(),
+                state,
+                exited,
+                cpu_sample: None,
+            },
+        );
+        if state == InstanceState::Running {
+            let this = self.clone();
+            tokio::spawn(async move {
+                while read_exit_status(&dir).is_none()
+                    && procfs::alive_with(meta.wrapper_pid, &marker)
+                {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                let status = read_exit_status(&dir).unwrap_or(LOST_EXIT_CODE);
+                this.exited(&id, meta.incarnation, status);
+            });
+        }
+    }
+
+    /// Records that qemu ended with `status` and tells the subscribers, if the instance is
+    /// still that incarnation and running.
+    fn exited(&self, id: &InstanceId, incarnation: u64, status: i32) {
+        let mut inner = self.lock();
+        let Some(instance) = inner.instances.get_mut(id) else {
+            return;
+        };
+        if instance.incarnation != incarnation || instance.state != InstanceState::Running {
+            return;
+        }
+        let code = qemu::exit_code(status, instance.dir.join("forced").exists());
+        tracing::info!("unikernel: {id} exited with code {code} (qemu status {status})");
+        instance.state = InstanceState::Exited { code };
+        instance.exited.send_replace(true);
+        let event = ExitEvent {
+            id: id.clone(),
+            incarnation,
+            exit_code: code,
+        };
+        inner
+            .subscribers
+            .retain(|tx| tx.send(event.clone()).is_ok());
+    }
+
+    async fn allocate_incarnation(&self) -> Result<u64, RuntimeError> {
+        let mut next = self.shared.next_incarnation.lock().await;
+        let incarnation = *next;
+        *next += 1;
+        let path = self.shared.config.data_dir.join("next_incarnation");
+        tokio::fs::write(&path, next.to_string())
+            .await
+            .map_err(|e| backend(format!("writing {}", path.display()), e))?;
+        Ok(incarnation)
+    }
+
+    fn check_virtualization(spec: &InstanceSpec) -> Result<(), RuntimeError> {
+        if spec.virtualization == VIRTUALIZATION {
+            Ok(())
+        } else {
+            Err(RuntimeError::Unsupported {
+                virtualization: spec.virtualization.clone(),
+                runtime: "unikernel",
+                supported: VIRTUALIZATION.into(),
+            })
+        }
+    }
+
+    async fn launch(&self, spec: &InstanceSpec) -> Result<u64, RuntimeError> {
+        let id_text = spec.id.to_string();
+        let fail = |reason: String| RuntimeError::Start {
+            id: id_text.clone(),
+            reason,
+        };
+        let qemu_bin = self.shared.qemu.clone().ok_or_else(|| {
+            fail(format!(
+                "{} is not installed (Debian: qemu-system-x86 / qemu-system-arm; run scripts/setup)",
+                qemu::qemu_binary_name()
+            ))
+        })?;
+        let image = self.image_of(spec).await?;
+        let kvm = self.uses_kvm().await;
+
+        let dir = self.instance_dir(&spec.id);
+        let qmp = self.qmp_path(&spec.id);
+        if qmp.as_os_str().len() > 107 {
+            return Err(fail(format!(
+                "the QMP socket path {} is longer than a unix socket allows; use a shorter data directory",
+                qmp.display()
+            )));
+        }
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        let _ = tokio::fs::remove_file(&qmp).await;
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| fail(format!("creating {}: {e}", dir.display())))?;
+        let console = dir.join("console.log");
+        let pidfile = dir.join("qemu.pid");
+        let memory_mb = match spec.memory_limit_mb {
+            0 => self.shared.config.default_memory_mb,
+            mb => mb,
+        };
+        let vcpus = (spec.cpu_limit.ceil() as u32).max(1);
+        let args = qemu::args(&qemu::Launch {
+            name: &id_text,
+            memory_mb,
+            vcpus,
+            kernel: &image.kernel,
+            initrd: image.initrd.as_deref(),
+            append: spec.cmd.join(" "),
+            console: &console,
+            qmp: &qmp,
+            pidfile: &pidfile,
+            kvm,
+        });
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&console)
+            .map_err(|e| fail(format!("creating {}: {e}", console.display())))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| fail(format!("opening {}: {e}", console.display())))?;
+        let incarnation = self.allocate_incarnation().await?;
+        tracing::debug!(
+            "unikernel: {id_text}: {} {}",
+            qemu_bin.display(),
+            args.join(" ")
+        );
+        let mut child = tokio::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(WRAPPER)
+            .arg("oakestra-unikernel")
+            .arg(&qemu_bin)
+            .args(&args)
+            .env("OAK_EXIT_FILE", dir.join("exit_status"))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            // Its own process group: a Ctrl-C or stop of the worker does not reach qemu.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| fail(format!("spawning {}: {e}", qemu_bin.display())))?;
+        let wrapper_pid = child.id().unwrap_or(0);
+        let meta = Meta {
+            spec: spec.clone(),
+            incarnation,
+            wrapper_pid,
+        };
+        let meta_json = serde_json::to_vec_pretty(&meta).unwrap_or_default();
+        if let Err(e) = tokio::fs::write(dir.join("meta.json"), meta_json).await {
+            let _ = child.kill().await;
+            return Err(fail(format!("writing meta.json: {e}")));
+        }
+
+        // Up when qemu wrote its pid file and answers on QMP; a qemu that exits before
+        // writing its pid file failed to start (bad kernel, bad option).
+        let deadline = Instant::now() + self.shared.config.start_timeout;
+        loop {
+            if pidfile.exists() && qmp::answers(&qmp, Duration::from_secs(1)).await {
+                break;
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                if pidfile.exists() {
+                    break; // it ran, and already ended; the watcher reports the exit
+                }
+                let log = file_tail(&console, 2000).unwrap_or_default();
+                let _ = tokio::fs::remove_dir_all(&dir).await;
+                return Err(fail(format!("qemu exited during start: {}", log.trim())));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill().await;
+                let log = file_tail(&console, 2000).unwrap_or_default();
+                let _ = tokio::fs::remove_dir_all(&dir).await;
+                return Err(fail(format!(
+                    "qemu did not come up within {:?}: {}",
+                    self.shared.config.start_timeout,
+                    log.trim()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        let (exited, _) = watch::channel(false);
+        self.lock().instances.insert(
+            spec.id.clone(),
+            Instance {
+                spec: spec.clone(),
+                incarnation,
+                dir: dir.clone(),
+                qmp,
+                state: InstanceState::Running,
+                exited,
+                cpu_sample: None,
+            },
+        );
+        let this = self.clone();
+        let id = spec.id.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            let recorded = read_exit_status(&dir);
+            let status = recorded.unwrap_or_else(|| match status {
+                Ok(s) => s.code().unwrap_or_else(|| {
+                    use std::os::unix::process::ExitStatusExt;
+                    128 + s.signal().unwrap_or(9)
+                }),
+                Err(_) => LOST_EXIT_CODE,
+            });
+            this.exited(&id, incarnation, status);
+        });
+        tracing::info!(
+            "unikernel: started {id_text} (incarnation {incarnation}, {}, {memory_mb} MB, {vcpus} vCPU)",
+            if kvm { "KVM" } else { "TCG" }
+        );
+        Ok(incarnation)
+    }
+
+    async fn image_of(&self, spec: &InstanceSpec) -> Result<image::Image, RuntimeError> {
+        Self::check_virtualization(spec)?;
+        let url = image::select_url(&spec.image, &spec.arch, image::worker_arch())?;
+        self.shared.images.get(&url).await
+    }
+
+    /// Waits until the instance's qemu exited, at most `timeout`; true when it did.
+    async fn wait_exit(mut rx: watch::Receiver<bool>, timeout: Duration) -> bool {
+        // A dropped sender means the instance record is gone: treat as exited.
+        tokio::time::timeout(timeout, rx.wait_for(|exited| *exited))
+            .await
+            .is_ok()
+    }
+}
+
+/// qemu's exit status as the wrapper recorded it.
+fn read_exit_status(dir: &Path) -> Option<i32> {
+    std::fs::read_to_string(dir.join("exit_status"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[async_trait]
+impl Runtime for UnikernelRuntime {
+    fn name(&self) -> &'static str {
+        "unikernel"
+    }
+
+    fn virtualizations(&self) -> Vec<String> {
+        if self.shared.qemu.is_some() {
+            vec![VIRTUALIZATION.into()]
+        } else {
+            Vec::new()
+        }
+    }
+
+    async fn ensure_image(&self, spec: &InstanceSpec) -> Result<(), RuntimeError> {
+        self.image_of(spec).await.map(|_| ())
+    }
+
+    async fn start(&self, spec: &InstanceSpec) -> Result<u64, RuntimeError> {
+        Self::check_virtualization(spec)?;
+        {
+            let mut inner = self.lock();
+            if inner.instances.contains_key(&spec.id) || !inner.starting.insert(spec.id.clone()) {
+                return Err(RuntimeError::AlreadyExists(spec.id.to_string()));
+            }
+        }
+        let result = self.launch(spec).await;
+        self.lock().starting.remove(&spec.id);
+        result
+    }
+
+    async fn stop(&self, id: &InstanceId, grace: Duration) -> Result<(), RuntimeError> {
+        let (qmp, dir, rx, running) = {
+            let inner = self.lock();
+            let instance = inner
+                .instances
+                .get(id)
+                .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
+            (
+                instance.qmp.clone(),
+                instance.dir.clone(),
+                instance.exited.subscribe(),
+                instance.state == InstanceState::Running,
+            )
+        };
+        if !running {
+            return Ok(());
+        }
+        let qmp_timeout = Duration::from_secs(2);
+        if !grace.is_zero() {
+            if let Err(e) = qmp::execute(&qmp, "system_powerdown", qmp_timeout).await {
+                tracing::debug!("unikernel: {id}: {e}");
+            }
+            if Self::wait_exit(rx.clone(), grace).await {
+                return Ok(());
+            }
+        }
+        // The guest did not power off in time: qemu is told to quit, and the exit is
+        // reported as a termination (143), not as the guest's own 0.
+        let _ = tokio::fs::write(dir.join("forced"), b"").await;
+        if let Err(e) = qmp::execute(&qmp, "quit", qmp_timeout).await {
+            tracing::debug!("unikernel: {id}: {e}");
+        }
+        if Self::wait_exit(rx.clone(), Duration::from_secs(5)).await {
+            return Ok(());
+        }
+        let marker = dir.display().to_string();
+        if let Some(pid) = procfs::read_pid(&dir.join("qemu.pid"))
+            && procfs::alive_with(pid, &marker)
+        {
+            tracing::warn!("unikernel: {id}: qemu {pid} ignored quit; killing it");
+            let _ = tokio::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()
+                .await;
+        }
+        if Self::wait_exit(rx, Duration::from_secs(5)).await {
+            Ok(())
+        } else {
+            Err(backend(
+                format!("stopping {id}"),
+                "qemu did not exit after QMP quit and SIGKILL",
+            ))
+        }
+    }
+
+    async fn delete(&self, id: &InstanceId) -> Result<(), RuntimeError> {
+        self.stop(id, Duration::ZERO).await?;
+        let instance = self.lock().instances.remove(id);
+        if let Some(instance) = instance {
+            let _ = tokio::fs::remove_file(&instance.qmp).await;
+            tokio::fs::remove_dir_all(&instance.dir)
+                .await
+                .or_else(|e| {
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })
+                .map_err(|e| backend(format!("removing {}", instance.dir.display()), e))?;
+        }
+        Ok(())
+    }
+
+    fn exit_events(&self) -> mpsc::UnboundedReceiver<ExitEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock().subscribers.push(tx);
+        rx
+    }
+
+    async fn stats(&self, id: &InstanceId) -> Result<InstanceStats, RuntimeError> {
+        let (dir, running) = {
+            let inner = self.lock();
+            let instance = inner
+                .instances
+                .get(id)
+                .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
+            (
+                instance.dir.clone(),
+                instance.state == InstanceState::Running,
+            )
+        };
+        let disk_bytes = std::fs::metadata(dir.join("console.log"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let mut stats = InstanceStats {
+            disk_bytes,
+            ..InstanceStats::default()
+        };
+        if !running {
+            return Ok(stats);
+        }
+        let marker = dir.display().to_string();
+        let Some(pid) =
+            procfs::read_pid(&dir.join("qemu.pid")).filter(|&p| procfs::alive_with(p, &marker))
+        else {
+            return Ok(stats);
+        };
+        stats.memory_bytes = procfs::rss_bytes(pid).unwrap_or(0);
+        if let Some((cpu, age)) = procfs::cpu_times(pid) {
+            let now = Instant::now();
+            let mut inner = self.lock();
+            if let Some(instance) = inner.instances.get_mut(id) {
+                stats.cpu_percent = match instance.cpu_sample {
+                    Some((at, before)) if now > at => {
+                        (cpu - before).max(0.0) / (now - at).as_secs_f64() * 100.0
+                    }
+                    _ if age > 0.0 => cpu / age * 100.0,
+                    _ => 0.0,
+                };
+                instance.cpu_sample = Some((now, cpu));
+            }
+        }
+        Ok(stats)
+    }
+
+    async fn logs_tail(&self, id: &InstanceId, max_bytes: usize) -> Result<String, RuntimeError> {
+        let dir = self
+            .lock()
+            .instances
+            .get(id)
+            .map(|i| i.dir.clone())
+            .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
+        let path = dir.join("console.log");
+        tokio::task::spawn_blocking(move || file_tail(&path, max_bytes))
+            .await
+            .map_err(|e| backend(format!("reading the log of {id}"), e))?
+            .map_err(|e| backend(format!("reading the log of {id}"), e))
+    }
+
+    async fn list(&self) -> Result<Vec<InstanceStatus>, RuntimeError> {
+        let mut list: Vec<InstanceStatus> = self
+            .lock()
+            .instances
+            .values()
+            .map(|i| InstanceStatus {
+                spec: i.spec.clone(),
+                incarnation: i.incarnation,
+                state: i.state,
+            })
+            .collect();
+        list.sort_by(|a, b| a.spec.id.cmp(&b.spec.id));
+        Ok(list)
+    }
+}

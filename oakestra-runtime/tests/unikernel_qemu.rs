@@ -1,0 +1,336 @@
+//! The unikernel runtime against real qemu (TCG where KVM does not work), with the test image
+//! of `scripts/fixtures/unikernel-image.sh` (a Debian kernel and a busybox initramfs) served
+//! over HTTP on loopback. Missing qemu or fixture is a failure that says to run scripts/setup.
+//!
+//! qemu boots are slow under TCG (~6–10 s), so the lifecycle test boots three guests at once
+//! and drives every guest-side check through them.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use oakestra_runtime::unikernel::{UnikernelConfig, UnikernelRuntime, unikernel_available};
+use oakestra_runtime::{ExitEvent, InstanceId, InstanceSpec, InstanceState, Runtime};
+
+const MARKER: &str = "OAK-UNIKERNEL-READY";
+
+fn fixture() -> Vec<u8> {
+    let cache = std::env::var_os("OAKESTRA_FIXTURE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/oakestra-test/cache"));
+    let path = cache.join("test-unikernel.tar.gz");
+    assert!(
+        unikernel_available(),
+        "qemu-system-{} is not installed: run scripts/setup",
+        std::env::consts::ARCH
+    );
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "the unikernel test image {} is missing ({e}): run scripts/setup \
+             (it runs scripts/fixtures/unikernel-image.sh)",
+            path.display()
+        )
+    })
+}
+
+/// A tiny HTTP server on loopback: every GET gets `body` after `delay`; counts requests.
+struct Server {
+    url: String,
+    hits: Arc<AtomicUsize>,
+}
+
+fn serve(body: Vec<u8>, delay: Duration) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/image.tar.gz", listener.local_addr().unwrap());
+    let hits = Arc::new(AtomicUsize::new(0));
+    let body = Arc::new(body);
+    let counter = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (body, counter) = (body.clone(), counter.clone());
+            std::thread::spawn(move || answer(stream, &body, &counter, delay));
+        }
+    });
+    Server { url, hits }
+}
+
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the test server runs on its own std threads, not on the tokio runtime"
+)]
+fn answer(mut stream: TcpStream, body: &[u8], counter: &AtomicUsize, delay: Duration) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+        line.clear();
+    }
+    counter.fetch_add(1, Ordering::SeqCst);
+    std::thread::sleep(delay);
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/gzip\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(body);
+}
+
+fn spec(name: &str, url: &str, cmd: &[&str]) -> InstanceSpec {
+    InstanceSpec {
+        id: InstanceId::new(format!("uk.test.{name}.test"), 0),
+        image: url.to_owned(),
+        virtualization: "unikernel".into(),
+        cmd: cmd.iter().map(|s| (*s).to_owned()).collect(),
+        env: vec![],
+        ports: vec![],
+        memory_limit_mb: 128,
+        cpu_limit: 1.0,
+        storage_mb: 0,
+        one_shot: false,
+        privileged: false,
+        arch: vec!["amd64".into()],
+    }
+}
+
+async fn wait_for_log(rt: &UnikernelRuntime, id: &InstanceId, needle: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let log = rt.logs_tail(id, 64 * 1024).await.unwrap();
+        if log.contains(needle) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} not in the log of {id} within {within:?}:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn next_exit(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<ExitEvent>,
+    within: Duration,
+) -> ExitEvent {
+    tokio::time::timeout(within, events.recv())
+        .await
+        .expect("no exit event in time")
+        .expect("exit stream closed")
+}
+
+/// Three guests booted at once from one uncached image: one serves and runs, one powers off
+/// (exit 0), one exits through isa-debug-exit with 5. Then: the running one is re-adopted by
+/// a new runtime on the same data directory, stopped through QMP and deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lifecycle_exit_codes_readoption_stop_and_delete() {
+    let server = serve(fixture(), Duration::from_millis(300));
+    let data = tempfile::tempdir().unwrap();
+    let rt = UnikernelRuntime::new(UnikernelConfig::new(data.path())).unwrap();
+    let probe_started = Instant::now();
+    let kvm = rt.uses_kvm().await;
+    eprintln!(
+        "accelerator: {} (probe {:?})",
+        if kvm { "KVM" } else { "TCG" },
+        probe_started.elapsed()
+    );
+    let mut events = rt.exit_events();
+
+    let serving = spec(
+        "serving",
+        &server.url,
+        &["console=ttyS0", "quiet", "oak.marker=serving"],
+    );
+    let poweroff = spec(
+        "poweroff",
+        &server.url,
+        &["console=ttyS0", "quiet", "oak.marker=zero", "oak.exit=0"],
+    );
+    let failing = spec(
+        "failing",
+        &server.url,
+        &["console=ttyS0", "quiet", "oak.marker=five", "oak.exit=5"],
+    );
+    let boot_started = Instant::now();
+    let (a, b, c) = tokio::join!(rt.start(&serving), rt.start(&poweroff), rt.start(&failing));
+    let (inc_serving, inc_poweroff, inc_failing) = (a.unwrap(), b.unwrap(), c.unwrap());
+    assert_eq!(
+        server.hits.load(Ordering::SeqCst),
+        1,
+        "three concurrent starts of one image download it once"
+    );
+    assert_eq!(rt.downloads(), 1);
+    assert!(matches!(
+        rt.start(&serving).await,
+        Err(oakestra_runtime::RuntimeError::AlreadyExists(_))
+    ));
+
+    wait_for_log(
+        &rt,
+        &serving.id,
+        &format!("{MARKER} serving"),
+        Duration::from_secs(180),
+    )
+    .await;
+    eprintln!(
+        "boot to marker (3 guests at once): {:?}",
+        boot_started.elapsed()
+    );
+    wait_for_log(
+        &rt,
+        &serving.id,
+        "OAK-UNIKERNEL-SERVING",
+        Duration::from_secs(30),
+    )
+    .await;
+
+    let mut exits = vec![
+        next_exit(&mut events, Duration::from_secs(180)).await,
+        next_exit(&mut events, Duration::from_secs(180)).await,
+    ];
+    exits.sort_by_key(|e| e.exit_code);
+    assert_eq!(
+        exits,
+        vec![
+            ExitEvent {
+                id: poweroff.id.clone(),
+                incarnation: inc_poweroff,
+                exit_code: 0
+            },
+            ExitEvent {
+                id: failing.id.clone(),
+                incarnation: inc_failing,
+                exit_code: 5
+            },
+        ]
+    );
+
+    let stats = rt.stats(&serving.id).await.unwrap();
+    assert!(stats.memory_bytes > 10 << 20, "qemu RSS: {stats:?}");
+    assert!(stats.cpu_percent >= 0.0);
+    let listed = rt.list().await.unwrap();
+    assert_eq!(listed.len(), 3);
+    let state_of = |id: &InstanceId| listed.iter().find(|s| &s.spec.id == id).unwrap().state;
+    assert_eq!(state_of(&serving.id), InstanceState::Running);
+    assert_eq!(state_of(&failing.id), InstanceState::Exited { code: 5 });
+
+    // A worker restart: a new runtime on the same data directory adopts what is there.
+    drop(events);
+    drop(rt);
+    let rt = UnikernelRuntime::new(UnikernelConfig::new(data.path())).unwrap();
+    let listed = rt.list().await.unwrap();
+    let adopted = listed.iter().find(|s| s.spec.id == serving.id).unwrap();
+    assert_eq!(adopted.incarnation, inc_serving);
+    assert_eq!(adopted.state, InstanceState::Running);
+    let zero = listed.iter().find(|s| s.spec.id == poweroff.id).unwrap();
+    assert_eq!(zero.state, InstanceState::Exited { code: 0 });
+    let five = listed.iter().find(|s| s.spec.id == failing.id).unwrap();
+    assert_eq!(five.state, InstanceState::Exited { code: 5 });
+    assert!(
+        rt.logs_tail(&serving.id, 4096)
+            .await
+            .unwrap()
+            .contains(MARKER)
+    );
+    let next = rt
+        .start(&spec("again", "http://127.0.0.1:1/x.tar.gz", &[]))
+        .await;
+    assert!(next.is_err());
+
+    // Stop through QMP: busybox ignores the ACPI power button, so after the grace period the
+    // runtime quits qemu and reports a termination.
+    let mut events = rt.exit_events();
+    let stop_started = Instant::now();
+    rt.stop(&serving.id, Duration::from_secs(1)).await.unwrap();
+    eprintln!("stop with 1 s grace: {:?}", stop_started.elapsed());
+    let exit = next_exit(&mut events, Duration::from_secs(10)).await;
+    assert_eq!(
+        exit,
+        ExitEvent {
+            id: serving.id.clone(),
+            incarnation: inc_serving,
+            exit_code: 143
+        }
+    );
+    rt.stop(&serving.id, Duration::from_secs(1)).await.unwrap();
+
+    for s in [&serving, &poweroff, &failing] {
+        rt.delete(&s.id).await.unwrap();
+    }
+    assert!(rt.list().await.unwrap().is_empty());
+    let left: Vec<_> = std::fs::read_dir(data.path().join("instances"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "instance directories left: {left:?}");
+    let sockets: Vec<_> = std::fs::read_dir(data.path().join("qmp"))
+        .unwrap()
+        .collect();
+    assert!(sockets.is_empty(), "QMP sockets left: {sockets:?}");
+    assert!(matches!(
+        rt.delete(&serving.id).await,
+        Err(oakestra_runtime::RuntimeError::NotFound(_))
+    ));
+}
+
+/// Bad input fails with a message that says what was wrong; no guest boots here.
+#[tokio::test]
+async fn bad_images_are_explained() {
+    assert!(
+        unikernel_available(),
+        "qemu is not installed: run scripts/setup"
+    );
+    let data = tempfile::tempdir().unwrap();
+    let rt = UnikernelRuntime::new(UnikernelConfig::new(data.path())).unwrap();
+    assert_eq!(rt.virtualizations(), vec!["unikernel".to_owned()]);
+
+    let mut arm_only = spec("arm", "http://127.0.0.1:1/arm.tar.gz", &[]);
+    arm_only.arch = vec!["arm64".into()];
+    let err = rt.start(&arm_only).await.unwrap_err().to_string();
+    assert!(
+        err.contains("code has no entry for arch amd64; it lists arm64"),
+        "{err}"
+    );
+
+    let unreachable = spec("down", "http://127.0.0.1:1/kernel.tar.gz", &[]);
+    let err = rt.ensure_image(&unreachable).await.unwrap_err().to_string();
+    assert!(
+        err.contains("http://127.0.0.1:1/kernel.tar.gz") && err.contains("cannot download"),
+        "{err}"
+    );
+    assert!(rt.list().await.unwrap().is_empty());
+
+    // An archive without a kernel.
+    let mut tarball = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    let mut header = tar::Header::new_gnu();
+    header.set_size(5);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tarball
+        .append_data(&mut header, "README", &b"hello"[..])
+        .unwrap();
+    let body = tarball.into_inner().unwrap().finish().unwrap();
+    let server = serve(body, Duration::ZERO);
+    let err = rt
+        .start(&spec("nokernel", &server.url, &[]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no `kernel` file") && err.contains("README"),
+        "{err}"
+    );
+
+    let not_found = serve(Vec::new(), Duration::ZERO);
+    drop(not_found);
+
+    let mut docker = spec("docker", &server.url, &[]);
+    docker.virtualization = "docker".into();
+    let err = rt.start(&docker).await.unwrap_err().to_string();
+    assert!(
+        err.contains("not supported by the unikernel runtime"),
+        "{err}"
+    );
+}
