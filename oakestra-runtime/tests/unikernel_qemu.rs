@@ -334,3 +334,51 @@ async fn bad_images_are_explained() {
         "{err}"
     );
 }
+
+/// Benchmark (ignored by default; the command is in benches/RESULTS.md): one guest at a time,
+/// start() latency (qemu up, QMP answering) and start → marker in the log, plus the uncached
+/// image download + unpack and a cached `ensure_image`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with --run-ignored only"]
+async fn bench_boot_to_marker() {
+    let server = serve(fixture(), Duration::ZERO);
+    let data = tempfile::tempdir().unwrap();
+    let rt = UnikernelRuntime::new(UnikernelConfig::new(data.path())).unwrap();
+    let t = Instant::now();
+    let kvm = rt.uses_kvm().await;
+    eprintln!(
+        "BENCH accelerator {} (probe {:?})",
+        if kvm { "KVM" } else { "TCG" },
+        t.elapsed()
+    );
+    let first = spec("bench", &server.url, &["console=ttyS0", "quiet"]);
+    let t = Instant::now();
+    rt.ensure_image(&first).await.unwrap();
+    eprintln!(
+        "BENCH uncached image (download 9 MB from loopback + unpack): {:?}",
+        t.elapsed()
+    );
+    let t = Instant::now();
+    rt.ensure_image(&first).await.unwrap();
+    eprintln!("BENCH cached ensure_image: {:?}", t.elapsed());
+    for round in 0..3 {
+        let s = spec(
+            &format!("bench{round}"),
+            &server.url,
+            &["console=ttyS0", "quiet"],
+        );
+        let t = Instant::now();
+        rt.start(&s).await.unwrap();
+        let up = t.elapsed();
+        wait_for_log(&rt, &s.id, MARKER, Duration::from_secs(120)).await;
+        let marker = t.elapsed();
+        let stats = rt.stats(&s.id).await.unwrap();
+        let t = Instant::now();
+        rt.delete(&s.id).await.unwrap();
+        eprintln!(
+            "BENCH round {round}: start() {up:?}, start → marker {marker:?}, qemu RSS {} MiB, delete {:?}",
+            stats.memory_bytes >> 20,
+            t.elapsed()
+        );
+    }
+}
