@@ -21,11 +21,12 @@ use tokio::time::Instant;
 use crate::broker::{Credentials, random_secret, sha256_hex};
 use crate::metrics::Metrics;
 use crate::proto;
-use crate::sched::Placer;
+use crate::sched::{Placer, SchedulerChoice};
 use crate::state::{
     Aggregate, ClusterState, Effect, Instance, InstanceAddresses, InstanceKey, Timing,
     WorkerRecord, instance_doc_id,
 };
+use oakestra_sched::PlacementRequest;
 
 /// What the actor is asked to do.
 #[derive(Debug)]
@@ -52,6 +53,15 @@ pub enum Command {
     Snapshot(oneshot::Sender<proto::Snapshot>),
     /// `GET /api/cluster/status`.
     Status(oneshot::Sender<Value>),
+    /// An external scheduler's answer for one instance.
+    Placed {
+        /// The instance.
+        key: InstanceKey,
+        /// The answer.
+        outcome: Result<String, oakestra_sched::NoPlacement>,
+    },
+    /// The external scheduler answered the whole batch.
+    PlacedAll,
 }
 
 /// Where the actor's output goes.
@@ -92,6 +102,10 @@ pub struct Actor {
     name: String,
     last_resources: Option<(proto::Resources, Instant)>,
     last_aggregate: Option<Instant>,
+    /// The actor's own inbox, for answers computed off the actor.
+    commands: Option<mpsc::Sender<Command>>,
+    /// Instances an external scheduler is deciding about.
+    external_batch: Option<std::collections::BTreeSet<InstanceKey>>,
 }
 
 /// How often the actor checks liveness, retries placements and reports resources.
@@ -151,6 +165,8 @@ impl Actor {
             name,
             last_resources: None,
             last_aggregate: None,
+            commands: None,
+            external_batch: None,
         };
         actor.resend_unconfirmed_deploys();
         Ok(actor)
@@ -178,6 +194,12 @@ impl Actor {
         for (worker, command) in pending {
             self.publish(NodeTopic::ControlDeploy, &worker, command.to_bytes());
         }
+    }
+
+    /// Gives the actor a sender of its own inbox (needed by the external scheduler, whose
+    /// calls run off the actor).
+    pub fn set_inbox(&mut self, commands: mpsc::Sender<Command>) {
+        self.commands = Some(commands);
     }
 
     /// Runs until `commands` closes.
@@ -244,6 +266,16 @@ impl Actor {
             }
             Command::Status(reply) => {
                 let _ = reply.send(self.status_json(now));
+            }
+            Command::Placed { key, outcome } => {
+                if let Some(batch) = &mut self.external_batch {
+                    batch.remove(&key);
+                }
+                self.external_answer(&key, outcome, now);
+            }
+            Command::PlacedAll => {
+                self.external_batch = None;
+                place = true;
             }
         }
         if place {
@@ -362,30 +394,107 @@ impl Actor {
     }
 
     async fn place_due(&mut self, now: Instant) {
+        if self.external_batch.is_some() {
+            // One external batch at a time; its answers come back as `Command::Placed`.
+            return;
+        }
         let due = self.state.due_for_placement(now);
         if due.is_empty() {
             return;
         }
         let mut candidates = self.state.candidates();
-        for key in due {
-            let Some(request) = self.state.request(&key) else {
-                continue;
-            };
-            let outcome = self.placer.place(&request, &candidates).await;
-            match &outcome {
-                Ok(worker) => {
-                    self.metrics.placements_ok.inc();
-                    if let Some(c) = candidates.iter_mut().find(|c| &c.name == worker) {
+        let batch: Vec<(InstanceKey, PlacementRequest)> = due
+            .into_iter()
+            .filter_map(|key| self.state.request(&key).map(|r| (key, r)))
+            .collect();
+        if matches!(self.placer.choice(), SchedulerChoice::External(_))
+            && let Some(commands) = self.commands.clone()
+        {
+            // An external scheduler may be slow or gone: ask it off the actor, so worker
+            // reports and root commands keep flowing meanwhile.
+            self.external_batch = Some(batch.iter().map(|(k, _)| k.clone()).collect());
+            let placer = self.placer.clone();
+            tokio::spawn(async move {
+                for (key, request) in batch {
+                    let outcome = placer.place(&request, &candidates).await;
+                    if let Ok(worker) = &outcome
+                        && let Some(c) = candidates.iter_mut().find(|c| &c.name == worker)
+                    {
                         oakestra_sched::commit(&request, c);
                     }
+                    if commands
+                        .send(Command::Placed { key, outcome })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
                 }
-                Err(no) => {
-                    self.metrics.placements_failed.inc();
-                    tracing::debug!(job = %key.0, instance = key.1, "not placed: {no}");
+                let _ = commands.send(Command::PlacedAll).await;
+            });
+            return;
+        }
+        for (key, request) in batch {
+            let outcome = self.placer.place(&request, &candidates).await;
+            if let Ok(worker) = &outcome
+                && let Some(c) = candidates.iter_mut().find(|c| &c.name == worker)
+            {
+                oakestra_sched::commit(&request, c);
+            }
+            self.record_placement(&key, outcome, now);
+        }
+    }
+
+    fn record_placement(
+        &mut self,
+        key: &InstanceKey,
+        outcome: Result<String, oakestra_sched::NoPlacement>,
+        now: Instant,
+    ) {
+        match &outcome {
+            Ok(_) => {
+                self.metrics.placements_ok.inc();
+            }
+            Err(no) => {
+                self.metrics.placements_failed.inc();
+                tracing::debug!(job = %key.0, instance = key.1, "not placed: {no}");
+            }
+        }
+        self.state.placed(key, outcome, now);
+    }
+
+    /// An external scheduler's answer, checked again against the current workers (they may
+    /// have changed while it decided).
+    fn external_answer(
+        &mut self,
+        key: &InstanceKey,
+        outcome: Result<String, oakestra_sched::NoPlacement>,
+        now: Instant,
+    ) {
+        let outcome = match outcome {
+            Ok(worker) => {
+                let request = self.state.request(key);
+                let candidates = self.state.candidates();
+                let still_fits = request.as_ref().is_some_and(|r| {
+                    candidates
+                        .iter()
+                        .find(|c| c.name == worker)
+                        .is_some_and(|c| oakestra_sched::check(r, c).is_ok())
+                });
+                if still_fits {
+                    Ok(worker)
+                } else {
+                    Err(oakestra_sched::NoPlacement {
+                        status: oakestra_sched::NegativeSchedulingStatus::NoWorkerCapacity,
+                        detail: format!(
+                            "the external scheduler chose {worker}, which no longer fits"
+                        ),
+                    })
                 }
             }
-            self.state.placed(&key, outcome, now);
-        }
+            Err(no) => Err(no),
+        };
+        self.record_placement(key, outcome, now);
     }
 
     /// Persists what changed, then publishes commands and reports.

@@ -165,7 +165,7 @@ pub async fn run(
         ..state::Timing::default()
     };
     let placer = sched::Placer::new(config.scheduler.clone(), config.scheduler_timeout);
-    let actor = cluster::Actor::load(
+    let mut actor = cluster::Actor::load(
         config.name.clone(),
         store,
         timing,
@@ -179,6 +179,7 @@ pub async fn run(
         metrics.clone(),
     )
     .await?;
+    actor.set_inbox(commands_tx.clone());
     tokio::spawn(actor.run(commands_rx));
     match connection {
         BrokerConnection::Local(link) => mqtt::start_local(link, commands_tx.clone(), mqtt_rx),

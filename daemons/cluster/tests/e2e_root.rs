@@ -219,7 +219,11 @@ async fn clientsrvr_lifecycle_healing_and_restarts() {
     )
     .await;
     eprintln!("curl moved to {curl_now} while the root was down");
-    assert!(running_on(&admin, &nginx).await.is_some());
+    // (nginx may have shared curl's worker and moved with it)
+    eventually("nginx RUNNING as seen by the restarted root", || {
+        running_on(&admin, &nginx)
+    })
+    .await;
     let lost = [&mut w1, &mut w2, &mut w3]
         .into_iter()
         .find(|w| w.id == curl_worker)
@@ -402,4 +406,80 @@ async fn direct_constraints_across_two_clusters() {
         Some(west.id)
     );
     assert!(w2.running().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_scheduler_places_and_a_slow_one_does_not_stall_the_cluster() {
+    use axum::Json;
+    use axum::routing::post;
+    use serde_json::{Value, json};
+    use std::sync::{Arc, Mutex};
+
+    // A scheduler that picks the candidate with the most free memory, or hangs when asked to.
+    let hang = Arc::new(Mutex::new(false));
+    let hang_flag = hang.clone();
+    let app = axum::Router::new().route(
+        "/place",
+        post(move |Json(input): Json<Value>| {
+            let hang = *hang_flag.lock().unwrap();
+            async move {
+                if hang {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                }
+                let best = input["candidates"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .max_by_key(|c| c["memory_free_mb"].as_u64().unwrap())
+                    .unwrap()["name"]
+                    .clone();
+                Json(json!({ "candidate": best }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/place", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let root_dir = tempfile::tempdir().unwrap();
+    let cluster_dir = tempfile::tempdir().unwrap();
+    let root = RootProcess::start(root_dir.path());
+    let scheduler = format!("external:{url}");
+    let cluster = ClusterProcess::start(
+        "ext",
+        cluster_dir.path(),
+        Broker::Embedded(free_port()),
+        Some((root.grpc.clone(), root.join_token())),
+        &["--scheduler", &scheduler, "--scheduler-timeout", "10s"],
+    )
+    .await;
+    let token = cluster.worker_token();
+    let _small = FakeWorker::start(&cluster.http, &token, "small", 1000).await;
+    let big = FakeWorker::start(&cluster.http, &token, "big", 6000).await;
+    let admin = root.admin().await;
+    cluster_active(&admin, "ext", 2).await;
+    let (_, services) = create_app(&admin, CLIENTSRVR).await;
+    let nginx = id_of(&services, "nginx");
+    admin.deploy_instance(&nginx).await.unwrap();
+    let on = eventually("nginx RUNNING where the external scheduler put it", || {
+        running_on(&admin, &nginx)
+    })
+    .await;
+    assert_eq!(on, big.id);
+
+    // A hanging scheduler: the cluster keeps answering and keeps its workers active.
+    *hang.lock().unwrap() = true;
+    let curl = id_of(&services, "curl");
+    admin.deploy_instance(&curl).await.unwrap();
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let t = std::time::Instant::now();
+        let s = cluster.status().await;
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "status took {:?}",
+            t.elapsed()
+        );
+        assert_eq!(s["resources"]["active_workers"], 2, "{s}");
+    }
 }
