@@ -272,6 +272,86 @@ async fn lifecycle_exit_codes_readoption_stop_and_delete() {
     ));
 }
 
+/// A worker restart for real: a first process (this test binary, re-run as the helper below)
+/// starts a guest and exits; the guest keeps running, and a runtime in this process adopts it,
+/// reads its log and stats, stops it through QMP and gets the exit code that the orphaned
+/// wrapper recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readoption_after_the_worker_process_died() {
+    let server = serve(fixture(), Duration::ZERO);
+    let data = tempfile::tempdir().unwrap();
+    let status = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "helper_start_one_guest_and_exit",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(HELPER_DATA, data.path())
+        .env(HELPER_URL, &server.url)
+        .status()
+        .await
+        .unwrap();
+    assert!(
+        status.success(),
+        "the first worker process failed: {status}"
+    );
+
+    let rt = UnikernelRuntime::new(UnikernelConfig::new(data.path())).unwrap();
+    let adopted = rt.list().await.unwrap();
+    assert_eq!(adopted.len(), 1, "{adopted:?}");
+    let id = adopted[0].spec.id.clone();
+    assert_eq!(adopted[0].state, InstanceState::Running);
+    let incarnation = adopted[0].incarnation;
+    wait_for_log(
+        &rt,
+        &id,
+        &format!("{MARKER} adopted"),
+        Duration::from_secs(120),
+    )
+    .await;
+    assert!(rt.stats(&id).await.unwrap().memory_bytes > 10 << 20);
+    let next = rt
+        .start(&spec("second", "http://127.0.0.1:1/x.tar.gz", &[]))
+        .await;
+    assert!(next.is_err(), "unreachable image must fail");
+
+    let mut events = rt.exit_events();
+    rt.stop(&id, Duration::from_millis(500)).await.unwrap();
+    assert_eq!(
+        next_exit(&mut events, Duration::from_secs(10)).await,
+        ExitEvent {
+            id: id.clone(),
+            incarnation,
+            exit_code: 143
+        }
+    );
+    rt.delete(&id).await.unwrap();
+    assert!(rt.list().await.unwrap().is_empty());
+}
+
+const HELPER_DATA: &str = "OAK_UK_TEST_HELPER_DATA";
+const HELPER_URL: &str = "OAK_UK_TEST_HELPER_URL";
+
+/// Helper of `readoption_after_the_worker_process_died` (does nothing without its variables).
+#[tokio::test]
+#[ignore = "helper process of readoption_after_the_worker_process_died"]
+async fn helper_start_one_guest_and_exit() {
+    let (Some(data), Some(url)) = (
+        std::env::var_os(HELPER_DATA),
+        std::env::var(HELPER_URL).ok(),
+    ) else {
+        return;
+    };
+    let rt = UnikernelRuntime::new(UnikernelConfig::new(PathBuf::from(data))).unwrap();
+    let s = spec(
+        "adopted",
+        &url,
+        &["console=ttyS0", "quiet", "oak.marker=adopted"],
+    );
+    rt.start(&s).await.unwrap();
+}
+
 /// Bad input fails with a message that says what was wrong; no guest boots here.
 #[tokio::test]
 async fn bad_images_are_explained() {

@@ -438,7 +438,8 @@ impl UnikernelRuntime {
         };
         let meta_json = serde_json::to_vec_pretty(&meta).unwrap_or_default();
         if let Err(e) = tokio::fs::write(dir.join("meta.json"), meta_json).await {
-            let _ = child.kill().await;
+            kill_group(wrapper_pid).await;
+            let _ = child.wait().await;
             return Err(fail(format!("writing meta.json: {e}")));
         }
 
@@ -458,7 +459,8 @@ impl UnikernelRuntime {
                 return Err(fail(format!("qemu exited during start: {}", log.trim())));
             }
             if Instant::now() > deadline {
-                let _ = child.kill().await;
+                kill_group(wrapper_pid).await;
+                let _ = child.wait().await;
                 let log = file_tail(&console, 2000).unwrap_or_default();
                 let _ = tokio::fs::remove_dir_all(&dir).await;
                 return Err(fail(format!(
@@ -517,6 +519,21 @@ impl UnikernelRuntime {
             .await
             .is_ok()
     }
+}
+
+/// SIGKILLs the process group `pgid` (the wrapper and its qemu, which `start` put in a group
+/// of their own); killing the wrapper alone would leave qemu running.
+async fn kill_group(pgid: u32) {
+    if pgid == 0 {
+        return;
+    }
+    // The shell's builtin kill: no dependency on procps.
+    let _ = tokio::process::Command::new("/bin/sh")
+        .args(["-c", &format!("kill -KILL -- -{pgid}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await;
 }
 
 /// qemu's exit status as the wrapper recorded it.
@@ -599,8 +616,8 @@ impl Runtime for UnikernelRuntime {
             && procfs::alive_with(pid, &marker)
         {
             tracing::warn!("unikernel: {id}: qemu {pid} ignored quit; killing it");
-            let _ = tokio::process::Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
+            let _ = tokio::process::Command::new("/bin/sh")
+                .args(["-c", &format!("kill -KILL {pid}")])
                 .status()
                 .await;
         }
