@@ -126,7 +126,12 @@ async fn next_exit(
 async fn lifecycle_exit_codes_readoption_stop_and_delete() {
     let server = serve(fixture(), Duration::from_millis(300));
     let data = tempfile::tempdir().unwrap();
-    let rt = UnikernelRuntime::new(UnikernelConfig::new(data.path())).unwrap();
+    // A small log limit: the serving guest's boot messages (no `quiet`) rotate its log.
+    let config = UnikernelConfig {
+        log_max_bytes: 8 << 10,
+        ..UnikernelConfig::new(data.path())
+    };
+    let rt = UnikernelRuntime::new(config.clone()).unwrap();
     let probe_started = Instant::now();
     let kvm = rt.uses_kvm().await;
     eprintln!(
@@ -139,7 +144,7 @@ async fn lifecycle_exit_codes_readoption_stop_and_delete() {
     let serving = spec(
         "serving",
         &server.url,
-        &["console=ttyS0", "quiet", "oak.marker=serving"],
+        &["console=ttyS0", "oak.marker=serving"],
     );
     let poweroff = spec(
         "poweroff",
@@ -183,6 +188,19 @@ async fn lifecycle_exit_codes_readoption_stop_and_delete() {
         Duration::from_secs(30),
     )
     .await;
+    let instance_dir = data.path().join("instances").join(serving.id.to_string());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !instance_dir.join("console.log.1").exists() {
+        assert!(Instant::now() < deadline, "the console log was not rotated");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = rt.logs_tail(&serving.id, 64 << 10).await.unwrap();
+    assert!(log.contains("OAK-UNIKERNEL-SERVING"), "{log}");
+    assert!(
+        log.len() <= 16 << 10,
+        "at most two parts are kept: {}",
+        log.len()
+    );
 
     let mut exits = vec![
         next_exit(&mut events, Duration::from_secs(180)).await,
@@ -217,7 +235,7 @@ async fn lifecycle_exit_codes_readoption_stop_and_delete() {
     // A worker restart: a new runtime on the same data directory adopts what is there.
     drop(events);
     drop(rt);
-    let rt = UnikernelRuntime::new(UnikernelConfig::new(data.path())).unwrap();
+    let rt = UnikernelRuntime::new(config).unwrap();
     let listed = rt.list().await.unwrap();
     let adopted = listed.iter().find(|s| s.spec.id == serving.id).unwrap();
     assert_eq!(adopted.incarnation, inc_serving);

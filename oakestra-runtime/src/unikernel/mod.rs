@@ -24,12 +24,12 @@
 //! `netdev.*` arguments), 9p `files/` shares, log rotation.
 
 mod image;
+mod log;
 mod procfs;
 mod qemu;
 mod qmp;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -79,6 +79,8 @@ pub struct UnikernelConfig {
     pub download_connect_timeout: Duration,
     /// Whole-download timeout.
     pub download_timeout: Duration,
+    /// The console log is rotated past this size (one previous part is kept); 0 = unbounded.
+    pub log_max_bytes: u64,
 }
 
 impl UnikernelConfig {
@@ -93,6 +95,7 @@ impl UnikernelConfig {
             probe_timeout: Duration::from_secs(3),
             download_connect_timeout: Duration::from_secs(10),
             download_timeout: Duration::from_secs(600),
+            log_max_bytes: 4 << 20,
         }
     }
 }
@@ -146,18 +149,6 @@ fn backend(what: impl Into<String>, e: impl std::fmt::Display) -> RuntimeError {
         what: what.into(),
         reason: e.to_string(),
     }
-}
-
-/// The last `max_bytes` of a file, lossily decoded.
-fn file_tail(path: &Path, max_bytes: usize) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let len = file.metadata()?.len();
-    let start = len.saturating_sub(max_bytes as u64);
-    file.seek(SeekFrom::Start(start))?;
-    let mut bytes = Vec::with_capacity((len - start) as usize);
-    file.read_to_end(&mut bytes)?;
-    let text = String::from_utf8_lossy(&bytes);
-    Ok(crate::tail(&text, max_bytes).to_owned())
 }
 
 impl UnikernelRuntime {
@@ -295,6 +286,9 @@ impl UnikernelRuntime {
             },
         );
         if state == InstanceState::Running {
+            if let Some(instance) = self.lock().instances.get(&id) {
+                self.spawn_log_keeper(dir.clone(), instance.exited.subscribe());
+            }
             let this = self.clone();
             tokio::spawn(async move {
                 while read_exit_status(&dir).is_none()
@@ -306,6 +300,29 @@ impl UnikernelRuntime {
                 this.exited(&id, meta.incarnation, status);
             });
         }
+    }
+
+    /// Keeps the console log of a running instance under the size limit.
+    fn spawn_log_keeper(&self, dir: PathBuf, mut exited: watch::Receiver<bool>) {
+        let limit = self.shared.config.log_max_bytes;
+        if limit == 0 {
+            return;
+        }
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = exited.wait_for(|e| *e) => return,
+                }
+                let dir = dir.clone();
+                match tokio::task::spawn_blocking(move || log::rotate_if_needed(&dir, limit)).await
+                {
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return,
+                    Ok(Err(e)) => tracing::warn!("unikernel: rotating a console log: {e}"),
+                    _ => {}
+                }
+            }
+        });
     }
 
     /// Records that qemu ended with `status` and tells the subscribers, if the instance is
@@ -383,7 +400,7 @@ impl UnikernelRuntime {
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| fail(format!("creating {}: {e}", dir.display())))?;
-        let console = dir.join("console.log");
+        let console = dir.join(log::CURRENT);
         let pidfile = dir.join("qemu.pid");
         let memory_mb = match spec.memory_limit_mb {
             0 => self.shared.config.default_memory_mb,
@@ -454,14 +471,14 @@ impl UnikernelRuntime {
                 if pidfile.exists() {
                     break; // it ran, and already ended; the watcher reports the exit
                 }
-                let log = file_tail(&console, 2000).unwrap_or_default();
+                let log = log::tail(&dir, 2000).unwrap_or_default();
                 let _ = tokio::fs::remove_dir_all(&dir).await;
                 return Err(fail(format!("qemu exited during start: {}", log.trim())));
             }
             if Instant::now() > deadline {
                 kill_group(wrapper_pid).await;
                 let _ = child.wait().await;
-                let log = file_tail(&console, 2000).unwrap_or_default();
+                let log = log::tail(&dir, 2000).unwrap_or_default();
                 let _ = tokio::fs::remove_dir_all(&dir).await;
                 return Err(fail(format!(
                     "qemu did not come up within {:?}: {}",
@@ -473,6 +490,7 @@ impl UnikernelRuntime {
         }
 
         let (exited, _) = watch::channel(false);
+        self.spawn_log_keeper(dir.clone(), exited.subscribe());
         self.lock().instances.insert(
             spec.id.clone(),
             Instance {
@@ -668,9 +686,7 @@ impl Runtime for UnikernelRuntime {
                 instance.state == InstanceState::Running,
             )
         };
-        let disk_bytes = std::fs::metadata(dir.join("console.log"))
-            .map(|m| m.len())
-            .unwrap_or(0);
+        let disk_bytes = log::size(&dir);
         let mut stats = InstanceStats {
             disk_bytes,
             ..InstanceStats::default()
@@ -709,8 +725,7 @@ impl Runtime for UnikernelRuntime {
             .get(id)
             .map(|i| i.dir.clone())
             .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
-        let path = dir.join("console.log");
-        tokio::task::spawn_blocking(move || file_tail(&path, max_bytes))
+        tokio::task::spawn_blocking(move || log::tail(&dir, max_bytes))
             .await
             .map_err(|e| backend(format!("reading the log of {id}"), e))?
             .map_err(|e| backend(format!("reading the log of {id}"), e))
