@@ -52,6 +52,8 @@ else
   "$LOAD" get "$URL" 64 "$SECONDS_PER_RUN"
 fi
 
+echo "== POST /api/application, 1 client x 100 creates (latency without queueing)"
+"$LOAD" post "$URL" 1 100
 echo "== POST /api/application, 32 clients x 30 creates"
 "$LOAD" post "$URL" 32 30
 

@@ -147,9 +147,17 @@ async fn create_applications(
             message: "the descriptor has no application; add at least one".into(),
         }]));
     }
-    let _serial = state.writes.lock().await;
-    let _changed = Invalidate(&state.applications);
     let user = caller.username();
+    {
+        let _serial = state.writes.lock().await;
+        let _changed = Invalidate(&state.applications);
+        create_all(&state, user, &sla).await?;
+    }
+    Ok(Json(state.store.list_applications_of(user).await?))
+}
+
+/// The writes of [`create_applications`], all or nothing.
+async fn create_all(state: &AppState, user: &str, sla: &Sla) -> ApiResult<()> {
     let mut seen = HashSet::new();
     for (i, app) in sla.applications.iter().enumerate() {
         let key = (&app.application_name, &app.application_namespace);
@@ -172,20 +180,20 @@ async fn create_applications(
     }
     let mut created: Vec<(ApplicationRecord, Vec<ServiceRecord>)> = Vec::new();
     for app in &sla.applications {
-        match create_one(&state, user, app).await {
+        match create_one(state, user, app).await {
             Ok(done) => created.push(done),
             Err(e) => {
                 for (app, services) in created {
                     if let Err(del) = state.store.delete_application(app.id).await {
                         tracing::error!(application = %app.id, error = %del, "rollback of a partly created descriptor failed");
                     }
-                    release_all(&state, &services).await;
+                    release_all(state, &services).await;
                 }
                 return Err(e);
             }
         }
     }
-    Ok(Json(state.store.list_applications_of(user).await?))
+    Ok(())
 }
 
 /// One application of the caller.

@@ -83,7 +83,7 @@ impl FromRequestParts<AppState> for AdminCaller {
                 claims.sub, claims.roles
             )));
         }
-        if state.store.user_by_name(&claims.sub).await?.is_none() {
+        if !state.user_exists(&claims.sub).await? {
             return Err(ApiError::unauthorized(format!(
                 "user {:?} of this token no longer exists",
                 claims.sub

@@ -16,6 +16,7 @@ pub mod organizations;
 pub mod services;
 pub mod users;
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -59,6 +60,9 @@ pub struct AppState {
     /// optimistic-concurrency retries that would otherwise multiply durable commits under
     /// load, and keeps the all-or-nothing rollbacks simple.
     pub writes: Arc<tokio::sync::Mutex<()>>,
+    /// User names known to exist, so the Admin check of every request needs no store read.
+    /// Users are deleted only through this API, which removes them here first.
+    pub known_users: Arc<RwLock<HashSet<String>>>,
 }
 
 impl AppState {
@@ -76,7 +80,36 @@ impl AppState {
             cluster_timeout,
             applications: Arc::new(ListCache::default()),
             writes: Arc::new(tokio::sync::Mutex::new(())),
+            known_users: Arc::new(RwLock::new(HashSet::new())),
         }
+    }
+
+    /// Whether user `name` exists (cached once seen).
+    pub async fn user_exists(&self, name: &str) -> Result<bool, StoreError> {
+        if self
+            .known_users
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(name)
+        {
+            return Ok(true);
+        }
+        let exists = self.store.user_by_name(name).await?.is_some();
+        if exists {
+            self.known_users
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.to_owned());
+        }
+        Ok(exists)
+    }
+
+    /// Forgets user `name` (call before deleting it).
+    pub fn forget_user(&self, name: &str) {
+        self.known_users
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
     }
 }
 

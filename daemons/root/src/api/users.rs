@@ -192,7 +192,11 @@ async fn delete_user(
         ));
     }
     let user = user_named(&state, &username).await?;
-    state.store.delete_user(user.id).await?;
+    state.forget_user(&username);
+    let deleted = state.store.delete_user(user.id).await;
+    // A request that slipped in between may have cached the name again.
+    state.forget_user(&username);
+    deleted?;
     list_views(&state, &admin).await.map(Json)
 }
 
