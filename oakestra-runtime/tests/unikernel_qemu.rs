@@ -77,6 +77,16 @@ fn answer(mut stream: TcpStream, body: &[u8], counter: &AtomicUsize, delay: Dura
     let _ = stream.write_all(body);
 }
 
+/// A loopback URL on which nothing listens (a port just bound and released).
+fn unreachable_url(file: &str) -> String {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("http://127.0.0.1:{port}/{file}")
+}
+
 fn spec(name: &str, url: &str, cmd: &[&str]) -> InstanceSpec {
     InstanceSpec {
         id: InstanceId::new(format!("uk.test.{name}.test"), 0),
@@ -149,7 +159,13 @@ async fn lifecycle_exit_codes_readoption_stop_and_delete() {
     let poweroff = spec(
         "poweroff",
         &server.url,
-        &["console=ttyS0", "quiet", "oak.marker=zero", "oak.exit=0"],
+        &[
+            "console=ttyS0",
+            "quiet",
+            "oak.marker=zero",
+            "oak.files=1",
+            "oak.exit=0",
+        ],
     );
     let failing = spec(
         "failing",
@@ -223,6 +239,28 @@ async fn lifecycle_exit_codes_readoption_stop_and_delete() {
         ]
     );
 
+    // The image's files/ reached the guest over virtio-9p (fs0); the guest's write landed in
+    // the instance's own copy, not in the cached image.
+    let log = rt.logs_tail(&poweroff.id, 64 << 10).await.unwrap();
+    assert!(
+        log.contains("OAK-UNIKERNEL-FILES hello from the image"),
+        "{log}"
+    );
+    let written = data
+        .path()
+        .join("instances")
+        .join(poweroff.id.to_string())
+        .join("files/from-guest");
+    assert_eq!(
+        std::fs::read_to_string(&written).unwrap(),
+        "written by zero\n"
+    );
+    for image in std::fs::read_dir(data.path().join("images")).unwrap() {
+        let image = image.unwrap().path();
+        assert!(image.join("files/hello.txt").exists(), "{image:?}");
+        assert!(!image.join("files/from-guest").exists(), "{image:?}");
+    }
+
     let stats = rt.stats(&serving.id).await.unwrap();
     assert!(stats.memory_bytes > 10 << 20, "qemu RSS: {stats:?}");
     assert!(stats.cpu_percent >= 0.0);
@@ -251,7 +289,7 @@ async fn lifecycle_exit_codes_readoption_stop_and_delete() {
             .contains(MARKER)
     );
     let next = rt
-        .start(&spec("again", "http://127.0.0.1:1/x.tar.gz", &[]))
+        .start(&spec("again", &unreachable_url("x.tar.gz"), &[]))
         .await;
     assert!(next.is_err());
 
@@ -330,7 +368,7 @@ async fn readoption_after_the_worker_process_died() {
     .await;
     assert!(rt.stats(&id).await.unwrap().memory_bytes > 10 << 20);
     let next = rt
-        .start(&spec("second", "http://127.0.0.1:1/x.tar.gz", &[]))
+        .start(&spec("second", &unreachable_url("x.tar.gz"), &[]))
         .await;
     assert!(next.is_err(), "unreachable image must fail");
 
@@ -381,7 +419,7 @@ async fn bad_images_are_explained() {
     let rt = UnikernelRuntime::new(UnikernelConfig::new(data.path())).unwrap();
     assert_eq!(rt.virtualizations(), vec!["unikernel".to_owned()]);
 
-    let mut arm_only = spec("arm", "http://127.0.0.1:1/arm.tar.gz", &[]);
+    let mut arm_only = spec("arm", &unreachable_url("arm.tar.gz"), &[]);
     arm_only.arch = vec!["arm64".into()];
     let err = rt.start(&arm_only).await.unwrap_err().to_string();
     assert!(
@@ -389,10 +427,14 @@ async fn bad_images_are_explained() {
         "{err}"
     );
 
-    let unreachable = spec("down", "http://127.0.0.1:1/kernel.tar.gz", &[]);
-    let err = rt.ensure_image(&unreachable).await.unwrap_err().to_string();
+    let url = unreachable_url("kernel.tar.gz");
+    let err = rt
+        .ensure_image(&spec("down", &url, &[]))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
-        err.contains("http://127.0.0.1:1/kernel.tar.gz") && err.contains("cannot download"),
+        err.contains(&url) && err.contains("cannot download") && err.contains("refused"),
         "{err}"
     );
     assert!(rt.list().await.unwrap().is_empty());
@@ -420,9 +462,6 @@ async fn bad_images_are_explained() {
         err.contains("no `kernel` file") && err.contains("README"),
         "{err}"
     );
-
-    let not_found = serve(Vec::new(), Duration::ZERO);
-    drop(not_found);
 
     let mut docker = spec("docker", &server.url, &[]);
     docker.virtualization = "docker".into();

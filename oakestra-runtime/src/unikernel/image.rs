@@ -84,6 +84,9 @@ pub struct Image {
     pub kernel: PathBuf,
     /// The initrd (`initrd` or `initramfs.cpio` in the archive), if any.
     pub initrd: Option<PathBuf>,
+    /// Directories shared with the guest over virtio-9p, as (mount tag, directory):
+    /// `files/` → `fs0`, `files1/` → `fs1` (Oakestra's layout).
+    pub shares: Vec<(String, PathBuf)>,
 }
 
 impl Image {
@@ -96,7 +99,16 @@ impl Image {
             .iter()
             .map(|name| dir.join(name))
             .find(|p| p.is_file());
-        Some(Self { kernel, initrd })
+        let shares = [("fs0", "files"), ("fs1", "files1")]
+            .iter()
+            .map(|(tag, name)| ((*tag).to_owned(), dir.join(name)))
+            .filter(|(_, p)| p.is_dir())
+            .collect();
+        Some(Self {
+            kernel,
+            initrd,
+            shares,
+        })
     }
 }
 

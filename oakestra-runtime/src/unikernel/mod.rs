@@ -407,6 +407,18 @@ impl UnikernelRuntime {
             mb => mb,
         };
         let vcpus = (spec.cpu_limit.ceil() as u32).max(1);
+        // Each instance gets its own copy of the shared directories, so what a guest writes
+        // stays with it and the cached image stays pristine.
+        let mut shares = Vec::new();
+        for (tag, source) in &image.shares {
+            let copy = dir.join(source.file_name().unwrap_or_default());
+            let (from, to) = (source.clone(), copy.clone());
+            tokio::task::spawn_blocking(move || copy_dir(&from, &to))
+                .await
+                .map_err(|e| fail(format!("copying {}: {e}", source.display())))?
+                .map_err(|e| fail(format!("copying {}: {e}", source.display())))?;
+            shares.push((tag.clone(), copy));
+        }
         let args = qemu::args(&qemu::Launch {
             name: &id_text,
             memory_mb,
@@ -414,6 +426,7 @@ impl UnikernelRuntime {
             kernel: &image.kernel,
             initrd: image.initrd.as_deref(),
             append: spec.cmd.join(" "),
+            shares,
             console: &console,
             qmp: &qmp,
             pidfile: &pidfile,
@@ -537,6 +550,24 @@ impl UnikernelRuntime {
             .await
             .is_ok()
     }
+}
+
+/// Copies the directory tree `from` to `to` (files, directories and symlinks).
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            copy_dir(&source, &target)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&source)?, &target)?;
+        } else {
+            std::fs::copy(&source, &target)?;
+        }
+    }
+    Ok(())
 }
 
 /// SIGKILLs the process group `pgid` (the wrapper and its qemu, which `start` put in a group

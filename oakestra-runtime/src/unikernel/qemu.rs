@@ -160,6 +160,8 @@ pub struct Launch<'a> {
     pub initrd: Option<&'a Path>,
     /// `-append`, when non-empty.
     pub append: String,
+    /// virtio-9p shares: (mount tag, host directory).
+    pub shares: Vec<(String, PathBuf)>,
     /// The serial console log.
     pub console: &'a Path,
     /// The QMP socket.
@@ -202,6 +204,14 @@ pub fn args(launch: &Launch<'_>) -> Vec<String> {
     }
     if !launch.append.is_empty() {
         args.extend(["-append".into(), launch.append.clone()]);
+    }
+    for (tag, dir) in &launch.shares {
+        args.extend([
+            "-fsdev".into(),
+            format!("local,id={tag},path={},security_model=none", path(dir)),
+            "-device".into(),
+            format!("virtio-9p-pci,fsdev={tag},mount_tag={tag}"),
+        ]);
     }
     args.extend([
         "-chardev".into(),
@@ -276,6 +286,7 @@ mod tests {
             kernel: p("/img/kernel"),
             initrd: Some(p("/img/initrd")),
             append: "console=ttyS0 x=1".into(),
+            shares: vec![("fs0".into(), PathBuf::from("/i/files"))],
             console: p("/i/console.log"),
             qmp: p("/q/x.sock"),
             pidfile: p("/i/qemu.pid"),
@@ -290,6 +301,8 @@ mod tests {
             "-accel tcg",
             "path=/i/console.log,append=on",
             "-qmp unix:/q/x.sock,server=on,wait=off",
+            "-fsdev local,id=fs0,path=/i/files,security_model=none",
+            "-device virtio-9p-pci,fsdev=fs0,mount_tag=fs0",
         ] {
             assert!(args.contains(part), "{part} missing in {args}");
         }
