@@ -11,6 +11,7 @@
 //! exit event carries: a worker that deletes and redeploys the same task tells a late exit of
 //! the old copy from an exit of the new one.
 
+pub mod containerd;
 pub mod fake;
 pub mod unikernel;
 
@@ -23,6 +24,7 @@ use oakestra_core::wire::DeployCommand;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+pub use containerd::{ContainerdConfig, ContainerdRuntime};
 pub use fake::{FakeConfig, FakeRuntime};
 pub use unikernel::{UnikernelConfig, UnikernelRuntime, unikernel_available};
 
@@ -254,6 +256,12 @@ pub trait Runtime: Send + Sync + fmt::Debug {
 
     /// Every instance the runtime holds (running or exited), for re-adoption after a restart.
     async fn list(&self) -> Result<Vec<InstanceStatus>, RuntimeError>;
+
+    /// Why incarnation `incarnation` of `id` ended, beyond its exit code, when the runtime
+    /// knows: `OOMKilled` when its memory limit killed it. Runtimes that cannot tell say `None`.
+    async fn exit_reason(&self, _id: &InstanceId, _incarnation: u64) -> Option<String> {
+        None
+    }
 }
 
 /// The last `max_bytes` of `text`, cut at a character boundary.
