@@ -120,9 +120,11 @@ impl Up {
         if tokio::time::timeout(GRACE, self.cluster).await.is_err() {
             tracing::warn!("the cluster orchestrator did not stop within {GRACE:?}");
         }
-        match tokio::time::timeout(GRACE, self.root.stop()).await {
+        // The root's gRPC server waits for the cluster's session stream, which the cluster's
+        // background link task keeps open; the process ends right after, so one second is enough.
+        match tokio::time::timeout(Duration::from_secs(1), self.root.stop()).await {
             Ok(result) => result?,
-            Err(_) => tracing::warn!("the root orchestrator did not stop within {GRACE:?}"),
+            Err(_) => tracing::debug!("the root orchestrator did not stop within 1s"),
         }
         Ok(())
     }
