@@ -65,3 +65,236 @@ async fn pulls_runs_and_reports_exit_codes() {
     ));
     assert!(!rt.log_path(&ok.id).exists(), "delete removes the log");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_sends_sigterm_then_kills_after_the_grace_period() {
+    let f = fixtures();
+    let image = shared_image(&f).await;
+    let logs = tempfile::tempdir().unwrap();
+    let rt = runtime(&f, logs.path()).await;
+    let mut events = rt.exit_events();
+
+    // Handles SIGTERM: stops within the grace period with its own code.
+    let polite = spec(
+        &image,
+        &[
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 7' TERM; echo ready; while true; do sleep 0.1; done",
+        ],
+    );
+    rt.start(&polite).await.unwrap();
+    wait_log(&rt, &polite.id, "ready").await;
+    let started = tokio::time::Instant::now();
+    rt.stop(&polite.id, Duration::from_secs(10)).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(exit_of(&mut events, &polite.id, LIMIT).await.exit_code, 7);
+    wait_log(&rt, &polite.id, "got-term").await;
+    // Stopping an exited instance is a no-op.
+    rt.stop(&polite.id, Duration::from_secs(1)).await.unwrap();
+
+    // Ignores SIGTERM (a shell as PID 1 has no default handler): killed after the grace.
+    let stubborn = spec(&image, &["sleep", "600"]);
+    rt.start(&stubborn).await.unwrap();
+    let started = tokio::time::Instant::now();
+    rt.stop(&stubborn.id, Duration::from_millis(700))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(700), "{took:?}");
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    assert_eq!(
+        exit_of(&mut events, &stubborn.id, LIMIT).await.exit_code,
+        137
+    );
+
+    // Delete stops a running instance first.
+    let running = spec(&image, &["sleep", "600"]);
+    rt.start(&running).await.unwrap();
+    rt.delete(&running.id).await.unwrap();
+    for s in [&polite, &stubborn] {
+        rt.delete(&s.id).await.unwrap();
+    }
+    assert!(matches!(
+        rt.stop(&running.id, Duration::from_secs(1)).await,
+        Err(RuntimeError::NotFound(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_runtime_readopts_running_instances() {
+    let f = fixtures();
+    let image = shared_image(&f).await;
+    let logs = tempfile::tempdir().unwrap();
+    let mut httpd = spec(&image, &[]);
+    httpd.env.push("INSTANCE_NAME=readopted".into());
+    httpd.memory_limit_mb = 64;
+    httpd.cpu_limit = 0.5;
+    let first_incarnation = {
+        let rt = runtime(&f, logs.path()).await;
+        let n = rt.start(&httpd).await.unwrap();
+        wait_log(&rt, &httpd.id, "serving on :80").await;
+        let stats = rt.stats(&httpd.id).await.unwrap();
+        assert!(stats.memory_bytes > 0, "{stats:?}");
+        assert!(stats.cpu_percent >= 0.0, "{stats:?}");
+        n
+    };
+    // The worker restarted: a new runtime finds the instance, running, with its spec.
+    let rt = runtime(&f, logs.path()).await;
+    let mut events = rt.exit_events();
+    let listed = rt.list().await.unwrap();
+    let entry = listed
+        .iter()
+        .find(|s| s.spec.id == httpd.id)
+        .expect("listed after restart");
+    assert_eq!(entry.state, InstanceState::Running);
+    assert_eq!(entry.incarnation, first_incarnation);
+    assert_eq!(entry.spec, httpd);
+    let log = rt.logs_tail(&httpd.id, 1024).await.unwrap();
+    assert!(log.contains("serving"), "{log}");
+    // Its exit reaches the new runtime's subscribers with the old incarnation.
+    rt.stop(&httpd.id, Duration::from_millis(300))
+        .await
+        .unwrap();
+    let exit = exit_of(&mut events, &httpd.id, LIMIT).await;
+    assert_eq!(exit.incarnation, first_incarnation);
+    // New incarnations stay above the adopted ones.
+    rt.delete(&httpd.id).await.unwrap();
+    let again = rt.start(&httpd).await.unwrap();
+    assert!(again > first_incarnation);
+    rt.delete(&httpd.id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deploys_of_an_uncached_image_pull_it_once() {
+    let f = fixtures();
+    let marker = unique("m");
+    let image = push(
+        &f.registry,
+        &format!("oaktest/{marker}"),
+        "v1",
+        &build_image(&marker),
+    )
+    .await;
+    let logs = tempfile::tempdir().unwrap();
+    let rt = runtime(&f, logs.path()).await;
+    let a = spec(&image, &["cat", "/etc/marker"]);
+    let b = spec(&image, &["cat", "/etc/marker"]);
+    let (ra, rb) = tokio::join!(rt.ensure_image(&a), rt.ensure_image(&b));
+    ra.unwrap();
+    rb.unwrap();
+    assert_eq!(rt.pulls_performed(), 1);
+    let mut events = rt.exit_events();
+    let (sa, sb) = tokio::join!(rt.start(&a), rt.start(&b));
+    sa.unwrap();
+    sb.unwrap();
+    assert_eq!(rt.pulls_performed(), 1, "starts reuse the pulled image");
+    for s in [&a, &b] {
+        assert_eq!(exit_of(&mut events, &s.id, LIMIT).await.exit_code, 0);
+        wait_log(&rt, &s.id, &marker).await;
+        rt.delete(&s.id).await.unwrap();
+    }
+    // containerd keeps it: a restarted worker does not pull again.
+    let fresh = runtime(&f, logs.path()).await;
+    fresh.ensure_image(&a).await.unwrap();
+    assert_eq!(fresh.pulls_performed(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_limit_is_enforced_and_an_oom_kill_reported() {
+    let f = fixtures();
+    let image = shared_image(&f).await;
+    let logs = tempfile::tempdir().unwrap();
+    let rt = runtime(&f, logs.path()).await;
+    let mut events = rt.exit_events();
+    // dd holds a 64 MiB buffer; the limit is 16 MB.
+    let mut hog = spec(
+        &image,
+        &[
+            "sh",
+            "-c",
+            "echo allocating; dd if=/dev/zero of=/dev/null bs=64M count=4",
+        ],
+    );
+    hog.memory_limit_mb = 16;
+    let incarnation = rt.start(&hog).await.unwrap();
+    let exit = exit_of(&mut events, &hog.id, LIMIT).await;
+    assert_ne!(
+        exit.exit_code, 0,
+        "the hog must not complete under its limit"
+    );
+    assert_eq!(
+        rt.exit_reason(&hog.id, incarnation).await.as_deref(),
+        Some("OOMKilled"),
+        "exit code {}",
+        exit.exit_code
+    );
+    wait_log(&rt, &hog.id, "OOMKilled").await;
+    rt.delete(&hog.id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_images_and_registries_are_explained() {
+    let f = fixtures();
+    let logs = tempfile::tempdir().unwrap();
+    let rt = runtime(&f, logs.path()).await;
+
+    let unknown = spec(&format!("{}/oaktest/no-such-image:v1", f.registry), &[]);
+    let err = rt.ensure_image(&unknown).await.unwrap_err().to_string();
+    assert!(
+        err.contains("not found") && err.contains("no-such-image"),
+        "{err}"
+    );
+    let err = rt.start(&unknown).await.unwrap_err();
+    assert!(matches!(err, RuntimeError::Image { .. }), "{err}");
+
+    // A loopback port nothing listens on (bound, then released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let unreachable = spec(&format!("127.0.0.1:{port}/oaktest/busybox:v1"), &[]);
+    let err = rt.ensure_image(&unreachable).await.unwrap_err().to_string();
+    assert!(
+        err.contains("unreachable") && err.contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
+
+    let invalid = spec("Not A Reference", &[]);
+    let err = rt.ensure_image(&invalid).await.unwrap_err().to_string();
+    assert!(err.contains("invalid image reference"), "{err}");
+
+    let image = shared_image(&f).await;
+    let mut vm = spec(&image, &[]);
+    vm.virtualization = "unikernel".into();
+    assert!(matches!(
+        rt.start(&vm).await,
+        Err(RuntimeError::Unsupported { .. })
+    ));
+    // A command that does not exist: the start fails and leaves nothing behind.
+    let missing = spec(&image, &["/no/such/binary"]);
+    let err = rt.start(&missing).await.unwrap_err();
+    assert!(matches!(err, RuntimeError::Start { .. }), "{err}");
+    assert!(err.to_string().contains("/no/such/binary"), "{err}");
+    let listed = rt.list().await.unwrap();
+    assert!(!listed.iter().any(|s| s.spec.id == missing.id));
+}
+
+#[tokio::test]
+async fn an_absent_containerd_is_named() {
+    let mut config = oakestra_runtime::ContainerdConfig::default();
+    config.socket = "/nonexistent/containerd.sock".into();
+    let err = oakestra_runtime::ContainerdRuntime::connect(config)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("/nonexistent/containerd.sock") && err.contains("is containerd running"),
+        "{err}"
+    );
+}
