@@ -77,6 +77,33 @@ fn answer(mut stream: TcpStream, body: &[u8], counter: &AtomicUsize, delay: Dura
     let _ = stream.write_all(body);
 }
 
+/// Kills every process whose command line names the test's data directory when dropped, so
+/// a failing test leaves no guest behind (guests outlive their runtime by design).
+struct KillGuests(PathBuf);
+
+impl Drop for KillGuests {
+    fn drop(&mut self) {
+        let marker = self.0.display().to_string();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        let pids: Vec<String> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|pid| pid.chars().all(|c| c.is_ascii_digit()))
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|raw| String::from_utf8_lossy(&raw).contains(&marker))
+            })
+            .collect();
+        if !pids.is_empty() {
+            let _ = std::process::Command::new("/bin/sh")
+                .args(["-c", &format!("kill -KILL {}", pids.join(" "))])
+                .status();
+        }
+    }
+}
+
 /// A loopback URL on which nothing listens (a port just bound and released).
 fn unreachable_url(file: &str) -> String {
     let port = TcpListener::bind("127.0.0.1:0")
@@ -136,6 +163,7 @@ async fn next_exit(
 async fn lifecycle_exit_codes_readoption_stop_and_delete() {
     let server = serve(fixture(), Duration::from_millis(300));
     let data = tempfile::tempdir().unwrap();
+    let _guests = KillGuests(data.path().to_path_buf());
     // A small log limit: the serving guest's boot messages (no `quiet`) rotate its log.
     let config = UnikernelConfig {
         log_max_bytes: 8 << 10,
@@ -336,6 +364,7 @@ async fn lifecycle_exit_codes_readoption_stop_and_delete() {
 async fn readoption_after_the_worker_process_died() {
     let server = serve(fixture(), Duration::ZERO);
     let data = tempfile::tempdir().unwrap();
+    let _guests = KillGuests(data.path().to_path_buf());
     let status = tokio::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -416,6 +445,7 @@ async fn bad_images_are_explained() {
         "qemu is not installed: run scripts/setup"
     );
     let data = tempfile::tempdir().unwrap();
+    let _guests = KillGuests(data.path().to_path_buf());
     let rt = UnikernelRuntime::new(UnikernelConfig::new(data.path())).unwrap();
     assert_eq!(rt.virtualizations(), vec!["unikernel".to_owned()]);
 
@@ -480,6 +510,7 @@ async fn bad_images_are_explained() {
 async fn bench_boot_to_marker() {
     let server = serve(fixture(), Duration::ZERO);
     let data = tempfile::tempdir().unwrap();
+    let _guests = KillGuests(data.path().to_path_buf());
     let rt = UnikernelRuntime::new(UnikernelConfig::new(data.path())).unwrap();
     let t = Instant::now();
     let kvm = rt.uses_kvm().await;
