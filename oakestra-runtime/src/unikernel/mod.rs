@@ -3,7 +3,8 @@
 //! * **Image**: the SLA `code` holds one `.tar.gz` URL per `arch` entry (comma-separated, same
 //!   order). The URL for this worker's arch is downloaded once (concurrent starts share the
 //!   download), unpacked into `<data>/images/<sha256(url)>/` and reused. The archive holds
-//!   `kernel` and optionally `initrd` or `initramfs.cpio`.
+//!   `kernel` and optionally `initrd` or `initramfs.cpio`, and `files/` / `files1/`, which
+//!   each instance gets a copy of, shared with the guest over virtio-9p as `fs0` / `fs1`.
 //! * **Start**: `qemu-system-<arch>` runs the kernel with `-m` = `memory` (MB, default
 //!   [`UnikernelConfig::default_memory_mb`]), `-smp` = `vcpus` (at least 1), the SLA `cmd`
 //!   joined by spaces as the kernel command line (`-append`), the serial console written to
@@ -12,7 +13,7 @@
 //! * **Exit codes**: a guest that powers off makes qemu exit 0 → exit code 0. A guest reports
 //!   a non-zero code n (1..=63) by writing n to I/O port 0xf4, where an `isa-debug-exit`
 //!   device makes qemu exit with (n << 1) | 1; the runtime maps that back to n. See
-//!   [`qemu::exit_code`] for the whole table.
+//!   [`exit_code`] for the whole table.
 //! * **Stop**: QMP `system_powerdown` (ACPI), then after the grace period QMP `quit` (the
 //!   instance then reports 143, as a SIGTERMed process would), then SIGKILL (137).
 //! * **Re-adoption**: qemu runs under a tiny `sh` wrapper in its own process group that
@@ -20,8 +21,11 @@
 //!   and a new runtime on the same data directory finds it (pid file, QMP socket, `meta.json`)
 //!   and still learns its exit code.
 //!
+//! * **Logs**: the serial console (and qemu's stderr) in `console.log`, rotated once to
+//!   `console.log.1` past [`UnikernelConfig::log_max_bytes`].
+//!
 //! Not done yet: networking (the NetManager's tap in the instance's namespace, Unikraft
-//! `netdev.*` arguments), 9p `files/` shares, log rotation.
+//! `netdev.*` arguments).
 
 mod image;
 mod log;
