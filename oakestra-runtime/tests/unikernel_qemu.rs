@@ -493,6 +493,48 @@ async fn bad_images_are_explained() {
         "{err}"
     );
 
+    // A kernel qemu cannot load: the start fails with qemu's own message.
+    let mut tarball = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    let mut header = tar::Header::new_gnu();
+    header.set_size(8);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tarball
+        .append_data(&mut header, "kernel", &b"garbage\n"[..])
+        .unwrap();
+    let garbage = serve(
+        tarball.into_inner().unwrap().finish().unwrap(),
+        Duration::ZERO,
+    );
+    let err = rt
+        .start(&spec("garbage", &garbage.url, &[]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("qemu exited during start") && err.contains("invalid kernel header"),
+        "{err}"
+    );
+    assert!(rt.list().await.unwrap().is_empty());
+
+    // A worker without qemu advertises no unikernel support and says why a start fails.
+    let no_qemu_dir = tempfile::tempdir().unwrap();
+    let without = UnikernelRuntime::new(UnikernelConfig {
+        qemu_dir: Some(no_qemu_dir.path().to_path_buf()),
+        ..UnikernelConfig::new(data.path().join("without"))
+    })
+    .unwrap();
+    assert!(without.virtualizations().is_empty());
+    let err = without
+        .start(&spec("noqemu", &garbage.url, &[]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is not installed"), "{err}");
+
     let mut docker = spec("docker", &server.url, &[]);
     docker.virtualization = "docker".into();
     let err = rt.start(&docker).await.unwrap_err().to_string();
