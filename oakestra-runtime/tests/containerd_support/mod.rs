@@ -322,7 +322,7 @@ pub async fn exit_of(
 pub async fn wait_log(rt: &ContainerdRuntime, id: &InstanceId, needle: &str) -> String {
     use oakestra_runtime::Runtime;
     let mut last = String::new();
-    for _ in 0..100 {
+    for _ in 0..200 {
         last = rt.logs_tail(id, 64 * 1024).await.unwrap_or_default();
         if last.contains(needle) {
             return last;
