@@ -298,8 +298,10 @@ async fn bad_images_and_registries_are_explained() {
 
 #[tokio::test]
 async fn an_absent_containerd_is_named() {
-    let mut config = oakestra_runtime::ContainerdConfig::default();
-    config.socket = "/nonexistent/containerd.sock".into();
+    let config = oakestra_runtime::ContainerdConfig {
+        socket: "/nonexistent/containerd.sock".into(),
+        ..Default::default()
+    };
     let err = oakestra_runtime::ContainerdRuntime::connect(config)
         .await
         .unwrap_err()
