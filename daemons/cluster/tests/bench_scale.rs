@@ -8,11 +8,18 @@
 //!
 //! * `deploy_latency`: root + cluster + 3 simulated workers; REST deploy call → RUNNING seen
 //!   through the REST API, sequentially, p50/p95/max.
+//! * `cluster_deploy_latency`: the same, cluster only — a fake root sends `Deploy` over gRPC
+//!   and waits for the `RUNNING` status on the session.
+//! * `thousand_workers_cluster_only`: 1,000 simulated workers, CPU and RSS of the cluster, then
+//!   1,000 `Deploy`s sent at once by a fake root, until every one is reported RUNNING.
 //! * `thousand_workers`: one cluster, `BENCH_WORKERS` (1,000) simulated workers in this
 //!   process reporting every 2 s: the cluster's CPU and RSS over 20 s, then `BENCH_INSTANCES`
 //!   (1,000) instances requested at once through the root and the time until all RUNNING.
 
 mod support;
+
+#[path = "support/fake_root.rs"]
+mod fake_root;
 
 use std::time::{Duration, Instant};
 
@@ -220,6 +227,170 @@ async fn thousand_workers() {
     eprintln!(
         "{instances} instances: requested in {requested:?}, all RUNNING at the root after {:?}; cluster RSS {:.1} MB",
         t1.elapsed(),
+        rss_mb(pid)
+    );
+}
+
+const JOB: &str = "65f1a2b3c4d5e6f708192a3b";
+
+fn service_json() -> String {
+    format!(
+        r#"{{"_id":{{"$oid":"{JOB}"}},"applicationID":"65f1a2b3c4d5e6f708192a30",
+        "app_name":"bench","app_ns":"test","service_name":"svc","service_ns":"test",
+        "job_name":"bench.test.svc.test","image":"docker.io/library/nginx:latest",
+        "microservice_name":"svc","microservice_namespace":"test","virtualization":"container",
+        "code":"docker.io/library/nginx:latest","memory":10,"vcpus":0}}"#
+    )
+}
+
+fn deploy(n: u32) -> oakestra_cluster::proto::RootMessage {
+    use oakestra_cluster::proto::{Deploy, root_message};
+    oakestra_cluster::proto::RootMessage {
+        kind: Some(root_message::Kind::Deploy(Deploy {
+            job_id: JOB.into(),
+            instance_number: n,
+            job_name: "bench.test.svc.test".into(),
+            service_json: service_json(),
+            ..Default::default()
+        })),
+    }
+}
+
+async fn cluster_with_fake_root(
+    workers: usize,
+) -> (
+    tempfile::TempDir,
+    fake_root::FakeRoot,
+    ClusterProcess,
+    Vec<FakeWorker>,
+) {
+    use oakestra_cluster::proto::cluster_message::Kind;
+    let dir = tempfile::tempdir().unwrap();
+    let mut root = fake_root::FakeRoot::start().await;
+    let cluster = ClusterProcess::start(
+        "bench",
+        dir.path(),
+        Broker::Embedded(free_port()),
+        Some((root.addr.to_string(), "any".into())),
+        &["--worker-timeout", "10s"],
+    )
+    .await;
+    let token = cluster.worker_token();
+    let mut fleet = Vec::with_capacity(workers);
+    for i in 0..workers {
+        fleet.push(
+            FakeWorker::start_with(
+                &cluster.http,
+                &token,
+                &format!("w{i}"),
+                4000,
+                Duration::from_secs(2),
+            )
+            .await,
+        );
+    }
+    let n = workers as u32;
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(m) = root.from_cluster.recv().await {
+            let r = match m {
+                Kind::Resources(r) => r,
+                Kind::Snapshot(s) => s.resources.unwrap_or_default(),
+                Kind::InstanceStatus(_) => continue,
+            };
+            if r.active_workers == n {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("every worker active in the cluster's resources report");
+    (dir, root, cluster, fleet)
+}
+
+/// Waits until instances `0..n` were all reported RUNNING; returns when each first was.
+async fn until_running(root: &mut fake_root::FakeRoot, n: usize) -> Vec<Instant> {
+    use oakestra_cluster::proto::cluster_message::Kind;
+    let mut at = vec![None; n];
+    let mut left = n;
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while left > 0 {
+            let Some(Kind::InstanceStatus(s)) = root.from_cluster.recv().await else {
+                continue;
+            };
+            let i = s.instance_number as usize;
+            if s.status == "RUNNING" && i < n && at[i].is_none() {
+                at[i] = Some(Instant::now());
+                left -= 1;
+            }
+        }
+    })
+    .await
+    .expect("every instance RUNNING");
+    at.into_iter().map(Option::unwrap).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark"]
+async fn cluster_deploy_latency() {
+    let (_dir, mut root, _cluster, _fleet) = cluster_with_fake_root(3).await;
+    let rounds = env_usize("BENCH_ROUNDS", 100);
+    let mut latencies = Vec::with_capacity(rounds);
+    for n in 0..rounds as u32 {
+        let t0 = Instant::now();
+        root.to_cluster.send(deploy(n)).await.unwrap();
+        use oakestra_cluster::proto::cluster_message::Kind;
+        loop {
+            if let Some(Kind::InstanceStatus(s)) = root.from_cluster.recv().await
+                && s.instance_number == n
+                && s.status == "RUNNING"
+            {
+                break;
+            }
+        }
+        latencies.push(t0.elapsed());
+    }
+    latencies.sort();
+    eprintln!(
+        "cluster-only deploy latency over {rounds} deploys (gRPC Deploy → RUNNING on the session): p50 {:?}, p95 {:?}, max {:?}",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.95),
+        latencies.last().unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark"]
+async fn thousand_workers_cluster_only() {
+    let workers = env_usize("BENCH_WORKERS", 1000);
+    let instances = env_usize("BENCH_INSTANCES", 1000);
+    let t0 = Instant::now();
+    let (_dir, mut root, cluster, _fleet) = cluster_with_fake_root(workers).await;
+    eprintln!("{workers} workers active after {:?}", t0.elapsed());
+    let pid = cluster.pid().unwrap();
+    let window = Duration::from_secs(20);
+    let (c0, w0) = (cpu_ticks(pid), Instant::now());
+    // keep draining the session meanwhile
+    let drain = tokio::time::timeout(window, async {
+        while root.from_cluster.recv().await.is_some() {}
+    });
+    let _ = drain.await;
+    let cpu = (cpu_ticks(pid) - c0) as f64 / 100.0 / w0.elapsed().as_secs_f64() * 100.0;
+    let status = cluster.status().await;
+    eprintln!(
+        "cluster with {workers} workers reporting every 2 s: CPU {cpu:.1} % of one core, RSS {:.1} MB, active {}",
+        rss_mb(pid),
+        status["resources"]["active_workers"]
+    );
+
+    let t1 = Instant::now();
+    for n in 0..instances as u32 {
+        root.to_cluster.send(deploy(n)).await.unwrap();
+    }
+    let sent = t1.elapsed();
+    let at = until_running(&mut root, instances).await;
+    let last = at.iter().max().unwrap().duration_since(t1);
+    eprintln!(
+        "{instances} Deploys sent in {sent:?}; all RUNNING after {last:?}; cluster RSS {:.1} MB",
         rss_mb(pid)
     );
 }
