@@ -418,4 +418,52 @@ mod tests {
         );
         assert!(parse_mqtt("mqtt://:1883").is_err());
     }
+
+    #[test]
+    fn toml_file_sits_below_the_flags() {
+        let dir = std::env::temp_dir().join(format!("oak-cluster-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("cluster.toml");
+        std::fs::write(
+            &file,
+            "name = \"from-file\"\nworker_timeout = \"4s\"\nscheduler = \"first_fit\"\n",
+        )
+        .unwrap();
+        let mut argv = vec!["oakestra-cluster".to_owned()];
+        argv.extend(toml_as_flags(&file).unwrap());
+        argv.extend(["--name".to_owned(), "from-flag".to_owned()]);
+        let config = Args::parse_from(argv).into_config().unwrap();
+        assert_eq!(config.name, "from-flag");
+        assert_eq!(config.worker_timeout, Duration::from_secs(4));
+        assert_eq!(config.scheduler.to_string(), "first_fit");
+        std::fs::write(&file, "name = [1]\n").unwrap();
+        let e = toml_as_flags(&file).unwrap_err().to_string();
+        assert!(e.contains("name") && e.contains("cluster.toml"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn root_needs_a_token() {
+        let e = Args::parse_from([
+            "oakestra-cluster",
+            "--root",
+            "10.0.0.1",
+            "--join-token-file",
+            "/nonexistent/t",
+        ])
+        .into_config()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--join-token-file /nonexistent/t"), "{e}");
+        let c = Args::parse_from([
+            "oakestra-cluster",
+            "--root",
+            "10.0.0.1",
+            "--join-token",
+            "t",
+        ])
+        .into_config()
+        .unwrap();
+        assert_eq!(c.root.as_deref(), Some("10.0.0.1:50052"));
+    }
 }
