@@ -301,10 +301,18 @@ pub async fn session(
                     failures = 0;
                     rejections = 0;
                     wait = Duration::from_millis(500);
+                    // Subscribe before anything is published on this connection: the broker
+                    // handles a connection's packets in order, so the cluster never sees this
+                    // worker report (and deploy to it) before its control topics are live.
+                    // Nothing is queued while disconnected, so the queue has room for them.
+                    for topic in [&deploy_topic, &delete_topic] {
+                        if let Err(e) = client.try_subscribe(topic.as_str(), QoS::AtLeastOnce) {
+                            tracing::warn!("cannot subscribe to {topic}: {e}");
+                        }
+                    }
                     reporter.connected.store(true, Ordering::Relaxed);
                     engine.metrics().mqtt_connected.store(1, Ordering::Relaxed);
                     let client = client.clone();
-                    let (deploy_topic, delete_topic) = (deploy_topic.clone(), delete_topic.clone());
                     let job_topic = NodeTopic::Job.for_node(&identity.id);
                     let snapshot = engine.status_snapshot();
                     let info = collector.sample();
@@ -312,8 +320,6 @@ pub async fn session(
                     // Not inline: these calls wait for room in the request queue, which this
                     // loop drains.
                     tokio::spawn(async move {
-                        let _ = client.subscribe(&deploy_topic, QoS::AtLeastOnce).await;
-                        let _ = client.subscribe(&delete_topic, QoS::AtLeastOnce).await;
                         let _ = client.publish(&info_topic, QoS::AtMostOnce, false, info.to_bytes()).await;
                         for report in snapshot {
                             let _ = client.publish(&job_topic, QoS::AtLeastOnce, false, report.to_bytes()).await;

@@ -54,6 +54,11 @@ struct Broker {
 
 impl Broker {
     fn start(dir: &Path) -> Self {
+        Self::start_on(dir, None)
+    }
+
+    /// On `port` (a restart of the broker), or on a free one.
+    fn start_on(dir: &Path, fixed_port: Option<u16>) -> Self {
         let mosquitto = find_mosquitto();
         let passwd = dir.join("passwd");
         for (i, (user, pass)) in [(MQTT_USER, MQTT_PASSWORD), ("cluster", "cluster-secret")]
@@ -73,7 +78,7 @@ impl Broker {
         // Another test may grab the same free port before mosquitto binds it: then this
         // mosquitto exits and we try another port.
         for _ in 0..5 {
-            let port = free_port();
+            let port = fixed_port.unwrap_or_else(free_port);
             let conf = dir.join("mosquitto.conf");
             std::fs::write(
                 &conf,
@@ -220,7 +225,8 @@ impl ClusterSide {
                         let _ = tx.send(item);
                     }
                     Ok(_) => {}
-                    Err(e) => panic!("test MQTT client: {e}"),
+                    // The broker may be restarted by a test: reconnect.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
             }
         });
@@ -551,4 +557,64 @@ fn bad_flags_and_missing_settings_give_clear_messages() {
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_keep_running_while_the_broker_is_down_and_exits_are_reported_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    let port = broker.port;
+    let stub_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cluster_addr = stub_listener.local_addr().unwrap();
+    start_stub(
+        stub_listener,
+        Registrations {
+            broker_port: port,
+            ..Registrations::default()
+        },
+    )
+    .await;
+    let mut cluster = ClusterSide::connect(port).await;
+    let data_dir = dir.path().join("worker");
+    let _worker = Worker::start(cluster_addr, &data_dir);
+    // Subscribed once it reports.
+    cluster
+        .wait_for("information", |s| matches!(s, Seen::Info(_)).then_some(()))
+        .await;
+    cluster.deploy(0, &[], false).await;
+    cluster
+        .deploy(1, &["OAK_FAKE_EXIT_AFTER_MS=1500"], false)
+        .await;
+    cluster.wait_status(0, DeploymentStatus::Running).await;
+    cluster.wait_status(1, DeploymentStatus::Running).await;
+    let before = fake_instances(&data_dir);
+
+    // The broker goes away; instance 1 exits meanwhile; instance 0 keeps running.
+    drop(broker);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let during = fake_instances(&data_dir);
+    assert_eq!(during.len(), 1, "the exited copy is cleaned up: {during:?}");
+    assert_eq!(during[0], before[0], "instance 0 untouched");
+    while cluster.seen.try_recv().is_ok() {}
+
+    // Back: the worker reconnects and its snapshot carries the exit.
+    let _broker = Broker::start_on(dir.path(), Some(port));
+    let mut zero_running = false;
+    let dead = cluster
+        .wait_for("instance 1 DEAD after the reconnect", |s| match s {
+            Seen::Job(r) if r.instance == 0 && r.status == DeploymentStatus::Running => {
+                zero_running = true;
+                None
+            }
+            Seen::Job(r) if r.instance == 1 && r.status == DeploymentStatus::Dead => {
+                Some(r.clone())
+            }
+            _ => None,
+        })
+        .await;
+    assert_eq!(dead.status_detail, "exited with code 0");
+    if !zero_running {
+        cluster.wait_status(0, DeploymentStatus::Running).await;
+    }
+    assert_eq!(fake_instances(&data_dir), during);
 }
