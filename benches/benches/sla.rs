@@ -17,7 +17,9 @@ fn sla_validation(c: &mut Criterion) {
     group.bench_function("parse_and_validate/unikernel", |b| {
         b.iter(|| oakestra_core::sla::parse_and_validate(black_box(UNIKERNEL)).unwrap())
     });
-    let invalid = CLIENTSRVR.replace("\"nginx\"", "\"ngi.nx\"").replace("80:80/tcp", "80:0");
+    let invalid = CLIENTSRVR
+        .replace("\"nginx\"", "\"ngi.nx\"")
+        .replace("80:80/tcp", "80:0");
     group.bench_function("parse_and_validate/clientsrvr_invalid", |b| {
         b.iter(|| oakestra_core::sla::parse_and_validate(black_box(&invalid)).unwrap_err())
     });
