@@ -1,7 +1,8 @@
 //! The instance's console log, bounded: qemu appends to `console.log` (opened with O_APPEND),
 //! and when it grows past the limit its content moves to `console.log.1` and it is truncated
 //! in place (qemu keeps its descriptor and goes on appending at the new end). Output written
-//! between the copy and the truncation (a few ms) is lost; at most 2 × limit bytes are kept.
+//! between the copy and the truncation (a few ms) is lost. The size is checked every 2 s, so
+//! the current part can pass the limit by what the guest writes in that time.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
