@@ -483,3 +483,33 @@ async fn external_scheduler_places_and_a_slow_one_does_not_stall_the_cluster() {
         assert_eq!(s["resources"]["active_workers"], 2, "{s}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_started_before_its_root_joins_when_the_root_appears() {
+    let root_dir = tempfile::tempdir().unwrap();
+    let cluster_dir = tempfile::tempdir().unwrap();
+    let mut root = RootProcess::start(root_dir.path());
+    let token = root.join_token();
+    root.kill();
+    let cluster = ClusterProcess::start(
+        "early",
+        cluster_dir.path(),
+        Broker::Embedded(free_port()),
+        Some((root.grpc.clone(), token)),
+        &[],
+    )
+    .await;
+    let _w = FakeWorker::start(&cluster.http, &cluster.worker_token(), "w1", 2000).await;
+    // Working without the root: workers register, the status page says why the link is down.
+    let s = eventually("the link error on the status page", || async {
+        let s = cluster.status().await;
+        s["root"]["last_error"].is_string().then_some(s)
+    })
+    .await;
+    assert_eq!(s["root"]["connected"], false);
+    assert_eq!(s["resources"]["active_workers"], 1);
+    root.restart();
+    let admin = root.admin().await;
+    cluster_active(&admin, "early", 1).await;
+    assert_eq!(cluster.status().await["root"]["connected"], true);
+}
