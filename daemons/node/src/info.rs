@@ -203,8 +203,7 @@ impl InfoCollector {
         id.clone_into(&mut self.base.id);
     }
 
-    /// A full report with fresh usage numbers. `used_by_instances_mb` is the memory the
-    /// simulated instances hold (ignored when measuring the host).
+    /// A full report with fresh usage numbers (the static part plus CPU and memory use).
     pub fn sample(&mut self) -> NodeInfo {
         let mut info = self.base.clone();
         match &mut self.source {

@@ -120,10 +120,16 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
     let saved = file.load()?;
     let runtime = build_runtime(&config)?;
     let reporter = Arc::new(MqttReporter::default());
-    let public_ip = config
-        .advertise_ip
-        .clone()
-        .unwrap_or_else(|| info::local_ip_towards(&config.cluster.host, config.cluster.port));
+    let public_ip = match config.advertise_ip.clone() {
+        Some(ip) => ip,
+        None => {
+            // May resolve the cluster's host name: blocking, so off the async threads.
+            let (host, port) = (config.cluster.host.clone(), config.cluster.port);
+            tokio::task::spawn_blocking(move || info::local_ip_towards(&host, port))
+                .await
+                .unwrap_or_else(|_| "127.0.0.1".to_owned())
+        }
+    };
     let engine = Engine::new(
         Arc::clone(&runtime),
         file,
