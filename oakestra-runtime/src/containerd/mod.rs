@@ -764,31 +764,8 @@ impl ContainerdRuntime {
         let spec_json =
             serde_json::to_vec(spec).map_err(|e| format!("encoding the instance spec: {e}"))?;
 
-        let prepare = || async {
-            conn.client
-                .snapshots()
-                .prepare(conn.request(PrepareSnapshotRequest {
-                    snapshotter: conn.snapshotter.clone(),
-                    key: cid.to_string(),
-                    parent: image.top_chain_id.clone(),
-                    labels: HashMap::new(),
-                }))
-                .await
-        };
-        let mounts = match prepare().await {
-            Ok(r) => r.into_inner().mounts,
-            Err(s) if s.code() == Code::AlreadyExists => {
-                // A leftover of an earlier copy that was not cleaned up.
-                conn.remove_snapshot(cid).await;
-                prepare()
-                    .await
-                    .map_err(|s| rpc_error("snapshot prepare", &s))?
-                    .into_inner()
-                    .mounts
-            }
-            Err(s) => return Err(rpc_error("snapshot prepare", &s)),
-        };
-
+        // The container record first: it references the snapshot key, so containerd's
+        // garbage collector (run after any delete) cannot take the snapshot in between.
         let mut labels = HashMap::new();
         labels.insert(LABEL_MANAGED.to_string(), "true".to_string());
         labels.insert(LABEL_INCARNATION.to_string(), incarnation.to_string());
@@ -830,6 +807,31 @@ impl ContainerdRuntime {
             .await
             .map_err(|s| rpc_error("container create", &s))?;
 
+        let prepare = || async {
+            conn.client
+                .snapshots()
+                .prepare(conn.request(PrepareSnapshotRequest {
+                    snapshotter: conn.snapshotter.clone(),
+                    key: cid.to_string(),
+                    parent: image.top_chain_id.clone(),
+                    labels: HashMap::new(),
+                }))
+                .await
+        };
+        let mounts = match prepare().await {
+            Ok(r) => r.into_inner().mounts,
+            Err(s) if s.code() == Code::AlreadyExists => {
+                // A leftover of an earlier copy that was not cleaned up.
+                conn.remove_snapshot(cid).await;
+                prepare()
+                    .await
+                    .map_err(|s| rpc_error("snapshot prepare", &s))?
+                    .into_inner()
+                    .mounts
+            }
+            Err(s) => return Err(rpc_error("snapshot prepare", &s)),
+        };
+
         let log = self.log_path(&spec.id);
         tokio::fs::create_dir_all(&self.inner.config.log_dir)
             .await
@@ -855,8 +857,11 @@ impl ContainerdRuntime {
                 container_id: cid.to_string(),
                 rootfs: mounts,
                 stdin: String::new(),
-                stdout: uri.clone(),
-                stderr: uri,
+                // Distinct URIs for the same file: the shim then opens it twice with O_APPEND.
+                // With identical URIs it shares one writer, and the first stream to end closes
+                // it, losing the other's last output.
+                stdout: format!("{uri}?stream=stdout"),
+                stderr: format!("{uri}?stream=stderr"),
                 terminal: false,
                 checkpoint: None,
                 options: None,
