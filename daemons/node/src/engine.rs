@@ -349,13 +349,12 @@ impl Engine {
         };
         Metrics::inc(&self.metrics.exits);
         let status = status_after_exit(one_shot, event.exit_code);
-        self.set_status(
-            &key,
-            status,
-            format!("exited with code {}", event.exit_code),
-            None,
-        )
-        .await;
+        // The runtime may know more than the code (e.g. OOMKilled by the memory limit).
+        let detail = match self.runtime.exit_reason(&event.id, event.incarnation).await {
+            Some(reason) => format!("exited with code {} ({reason})", event.exit_code),
+            None => format!("exited with code {}", event.exit_code),
+        };
+        self.set_status(&key, status, detail, None).await;
         // The record of the instance stays (a restart must not run it again); the runtime's
         // resources go.
         if let Err(e) = ignore_not_found(self.runtime.delete(&event.id).await) {
