@@ -363,3 +363,35 @@ async fn start_latency_of_a_cached_image() {
     );
     assert!(starts[10] < Duration::from_secs(3), "p50 {:?}", starts[10]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_image_serves_a_page_naming_the_instance() {
+    let f = fixtures();
+    let image = shared_image(&f).await;
+    let logs = tempfile::tempdir().unwrap();
+    let mut config = config(&f, logs.path());
+    config.default_network = oakestra_runtime::containerd::NetworkSetup::Host;
+    let rt = oakestra_runtime::ContainerdRuntime::connect(config)
+        .await
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut web = spec(&image, &[]);
+    web.env.push(format!("PORT={port}"));
+    web.env.push("INSTANCE_NAME=web-7".into());
+    rt.start(&web).await.unwrap();
+    wait_log(&rt, &web.id, "serving on").await;
+    let mut body = String::new();
+    for _ in 0..50 {
+        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/")).await {
+            body = r.text().await.unwrap_or_default();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rt.delete(&web.id).await.unwrap();
+    assert_eq!(body.trim(), "hello from web-7");
+}
