@@ -395,3 +395,49 @@ async fn the_test_image_serves_a_page_naming_the_instance() {
     rt.delete(&web.id).await.unwrap();
     assert_eq!(body.trim(), "hello from web-7");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_credentials_are_used_and_wrong_ones_explained() {
+    let f = fixtures();
+    let marker = unique("auth");
+    let image = push_as(
+        &f.auth_registry,
+        &format!("oaktest/{marker}"),
+        "v1",
+        &build_image(&marker),
+        Some((AUTH_USER, AUTH_PASSWORD)),
+    )
+    .await;
+    let logs = tempfile::tempdir().unwrap();
+    let s = spec(&image, &["cat", "/etc/marker"]);
+
+    let anonymous = runtime(&f, logs.path()).await;
+    let err = anonymous.ensure_image(&s).await.unwrap_err().to_string();
+    assert!(err.contains("needs credentials"), "{err}");
+
+    let with = |password: &str| {
+        let mut c = config(&f, logs.path());
+        c.credentials.insert(
+            f.auth_registry.clone(),
+            oakestra_runtime::containerd::RegistryCredentials {
+                username: AUTH_USER.into(),
+                password: password.into(),
+            },
+        );
+        c
+    };
+    let wrong = oakestra_runtime::ContainerdRuntime::connect(with("nope"))
+        .await
+        .unwrap();
+    let err = wrong.ensure_image(&s).await.unwrap_err().to_string();
+    assert!(err.contains("refused the credentials"), "{err}");
+
+    let right = oakestra_runtime::ContainerdRuntime::connect(with(AUTH_PASSWORD))
+        .await
+        .unwrap();
+    let mut events = right.exit_events();
+    right.start(&s).await.unwrap();
+    assert_eq!(exit_of(&mut events, &s.id, LIMIT).await.exit_code, 0);
+    wait_log(&right, &s.id, &marker).await;
+    right.delete(&s.id).await.unwrap();
+}

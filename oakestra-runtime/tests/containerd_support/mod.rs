@@ -27,15 +27,23 @@ pub struct Fixtures {
     pub socket: PathBuf,
     /// Registry `127.0.0.1:<port>`.
     pub registry: String,
+    /// A registry that requires basic auth with [`AUTH_USER`]:[`AUTH_PASSWORD`].
+    pub auth_registry: String,
 }
+
+/// User of the auth registry.
+pub const AUTH_USER: &str = "oak";
+/// Password of the auth registry.
+pub const AUTH_PASSWORD: &str = "test-secret";
 
 fn scripts_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fixtures")
 }
 
-fn run_script(name: &str) -> String {
+fn run_script(name: &str, env: &[(&str, &str)]) -> String {
     let out = Command::new("bash")
         .arg(scripts_dir().join(name))
+        .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("cannot run scripts/fixtures/{name}: {e}"));
     assert!(
@@ -65,8 +73,19 @@ pub fn fixtures() -> Fixtures {
                 "{BUSYBOX} (busybox-static) is not installed: run scripts/setup"
             );
             Fixtures {
-                socket: PathBuf::from(run_script("containerd.sh")),
-                registry: run_script("registry.sh"),
+                socket: PathBuf::from(run_script("containerd.sh", &[])),
+                registry: run_script("registry.sh", &[]),
+                auth_registry: run_script(
+                    "registry.sh",
+                    &[
+                        ("OAK_TEST_REGISTRY_PORT", "5056"),
+                        ("OAK_TEST_REGISTRY_DIR", "/run/oakestra-test/registry-auth"),
+                        (
+                            "OAK_TEST_REGISTRY_AUTH",
+                            &format!("{AUTH_USER}:{AUTH_PASSWORD}"),
+                        ),
+                    ],
+                ),
             }
         })
         .clone()
@@ -193,16 +212,33 @@ pub fn build_image(marker: &str) -> TestImage {
 
 /// Pushes `image` as `<registry>/<repo>:<tag>` with the distribution API; returns the reference.
 pub async fn push(registry: &str, repo: &str, tag: &str, image: &TestImage) -> String {
+    push_as(registry, repo, tag, image, None).await
+}
+
+/// [`push`] with basic-auth credentials.
+pub async fn push_as(
+    registry: &str,
+    repo: &str,
+    tag: &str,
+    image: &TestImage,
+    auth: Option<(&str, &str)>,
+) -> String {
     let http = reqwest::Client::new();
+    let with = |req: reqwest::RequestBuilder| match auth {
+        Some((u, p)) => req.basic_auth(u, Some(p)),
+        None => req,
+    };
     let base = format!("http://{registry}/v2/{repo}");
     for blob in [&image.layer, &image.config] {
         let d = digest(blob);
-        let head = http.head(format!("{base}/blobs/{d}")).send().await.unwrap();
+        let head = with(http.head(format!("{base}/blobs/{d}")))
+            .send()
+            .await
+            .unwrap();
         if head.status().is_success() {
             continue;
         }
-        let start = http
-            .post(format!("{base}/blobs/uploads/"))
+        let start = with(http.post(format!("{base}/blobs/uploads/")))
             .send()
             .await
             .unwrap();
@@ -219,8 +255,7 @@ pub async fn push(registry: &str, repo: &str, tag: &str, image: &TestImage) -> S
             location
         };
         let sep = if location.contains('?') { '&' } else { '?' };
-        let put = http
-            .put(format!("{location}{sep}digest={d}"))
+        let put = with(http.put(format!("{location}{sep}digest={d}")))
             .header("content-type", "application/octet-stream")
             .body(blob.clone())
             .send()
@@ -228,8 +263,7 @@ pub async fn push(registry: &str, repo: &str, tag: &str, image: &TestImage) -> S
             .unwrap();
         assert!(put.status().is_success(), "blob upload: {}", put.status());
     }
-    let put = http
-        .put(format!("{base}/manifests/{tag}"))
+    let put = with(http.put(format!("{base}/manifests/{tag}")))
         .header("content-type", "application/vnd.oci.image.manifest.v1+json")
         .body(image.manifest.clone())
         .send()
