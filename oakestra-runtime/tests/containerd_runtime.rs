@@ -441,3 +441,24 @@ async fn registry_credentials_are_used_and_wrong_ones_explained() {
     wait_log(&right, &s.id, &marker).await;
     right.delete(&s.id).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cpu_quota_caps_a_busy_loop() {
+    let f = fixtures();
+    let image = shared_image(&f).await;
+    let logs = tempfile::tempdir().unwrap();
+    let rt = runtime(&f, logs.path()).await;
+    let mut busy = spec(&image, &["sh", "-c", "while :; do :; done"]);
+    busy.cpu_limit = 0.2;
+    rt.start(&busy).await.unwrap();
+    rt.stats(&busy.id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stats = rt.stats(&busy.id).await.unwrap();
+    rt.delete(&busy.id).await.unwrap();
+    // 20 % of a core, with slack for the accounting period; an unlimited loop takes ~100 %.
+    assert!(
+        stats.cpu_percent > 5.0 && stats.cpu_percent < 35.0,
+        "{stats:?}"
+    );
+    assert!(stats.disk_bytes < 1 << 20, "{stats:?}");
+}
