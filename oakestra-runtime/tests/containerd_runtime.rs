@@ -462,3 +462,49 @@ async fn the_cpu_quota_caps_a_busy_loop() {
     );
     assert!(stats.disk_bytes < 1 << 20, "{stats:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_rotated_past_the_limit() {
+    let f = fixtures();
+    let image = shared_image(&f).await;
+    let logs = tempfile::tempdir().unwrap();
+    let mut config = config(&f, logs.path());
+    config.log_max_bytes = 4096;
+    let rt = oakestra_runtime::ContainerdRuntime::connect(config)
+        .await
+        .unwrap();
+    // 20 kB at once, then a line per 100 ms.
+    let chatty = spec(
+        &image,
+        &[
+            "sh",
+            "-c",
+            "seq 1 4000; i=0; while :; do i=$((i+1)); echo tick-$i; sleep 0.1; done",
+        ],
+    );
+    rt.start(&chatty).await.unwrap();
+    wait_log(&rt, &chatty.id, "tick-1").await;
+    // The rotation check runs every 5 s.
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    let path = rt.log_path(&chatty.id);
+    let current = std::fs::metadata(&path).unwrap().len();
+    let mut rotated = path.clone().into_os_string();
+    rotated.push(".1");
+    let old = std::fs::read_to_string(&rotated).expect("rotated part exists");
+    assert!(
+        old.contains("\n4000\n"),
+        "the big burst went to the rotated part"
+    );
+    assert!(
+        current < 4096,
+        "current part was truncated: {current} bytes"
+    );
+    // The tail reads across both parts.
+    let tail = rt.logs_tail(&chatty.id, 64 * 1024).await.unwrap();
+    assert!(
+        tail.contains("\n3999\n") && tail.contains("tick-"),
+        "{tail}"
+    );
+    rt.delete(&chatty.id).await.unwrap();
+    assert!(!std::path::Path::new(&rotated).exists());
+}
