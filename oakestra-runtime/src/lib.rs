@@ -13,6 +13,7 @@
 
 pub mod containerd;
 pub mod fake;
+pub mod router;
 pub mod unikernel;
 
 use std::fmt;
@@ -26,6 +27,7 @@ use tokio::sync::mpsc;
 
 pub use containerd::{ContainerdConfig, ContainerdRuntime};
 pub use fake::{FakeConfig, FakeRuntime};
+pub use router::RoutingRuntime;
 pub use unikernel::{UnikernelConfig, UnikernelRuntime, unikernel_available};
 
 /// Which instance: a job and an instance number. Displayed as the NodeEngine task id
