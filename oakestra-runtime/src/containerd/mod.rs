@@ -574,25 +574,38 @@ impl ContainerdRuntime {
         if let Some(found) = self.state().images.get(&name) {
             return Ok(found.clone());
         }
-        let pulled = match self.conn().stored_image(&name).await.map_err(image_err)? {
-            Some(stored) => stored,
-            None => {
+        let fetched = match self.conn().stored_image(&name).await {
+            Ok(Some(stored)) => Ok(stored),
+            Ok(None) => {
                 self.inner.pulls.fetch_add(1, Ordering::SeqCst);
                 let started = tokio::time::Instant::now();
                 let pulled = self
                     .conn()
                     .pull(&self.inner.registry, &image, &self.inner.arch)
-                    .await
-                    .map_err(image_err)?;
-                tracing::info!("pulled {name} in {:?}", started.elapsed());
+                    .await;
+                if pulled.is_ok() {
+                    tracing::info!("pulled {name} in {:?}", started.elapsed());
+                }
                 pulled
             }
+            Err(e) => Err(e),
         };
-        let pulled = Arc::new(pulled);
         let mut state = self.state();
-        state.images.insert(name.clone(), pulled.clone());
         state.pull_locks.remove(&name);
+        let pulled = Arc::new(fetched.map_err(image_err)?);
+        state.images.insert(name, pulled.clone());
         Ok(pulled)
+    }
+
+    fn check_virtualization(&self, spec: &InstanceSpec) -> Result<(), RuntimeError> {
+        if self.virtualizations().contains(&spec.virtualization) {
+            return Ok(());
+        }
+        Err(RuntimeError::Unsupported {
+            virtualization: spec.virtualization.clone(),
+            runtime: "containerd",
+            supported: self.virtualizations().join(", "),
+        })
     }
 
     /// Removes what a failed start left behind.
@@ -1103,17 +1116,12 @@ impl Runtime for ContainerdRuntime {
     }
 
     async fn ensure_image(&self, spec: &InstanceSpec) -> Result<(), RuntimeError> {
+        self.check_virtualization(spec)?;
         self.image(&spec.image).await.map(|_| ())
     }
 
     async fn start(&self, spec: &InstanceSpec) -> Result<u64, RuntimeError> {
-        if !self.virtualizations().contains(&spec.virtualization) {
-            return Err(RuntimeError::Unsupported {
-                virtualization: spec.virtualization.clone(),
-                runtime: "containerd",
-                supported: self.virtualizations().join(", "),
-            });
-        }
+        self.check_virtualization(spec)?;
         let cid = spec.id.to_string();
         let image = self.image(&spec.image).await?;
         if self.get_container(&cid).await?.is_some() {
