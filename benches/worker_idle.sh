@@ -53,7 +53,7 @@ EOF
 python3 "$WORK/stub.py" & PIDS+=($!)
 sleep 0.5
 
-RUST_LOG=warn "$NODE" --cluster "127.0.0.1:$HTTP_PORT" --token bench --data-dir "$WORK/node" \
+RUST_LOG=warn "$NODE" --cluster "127.0.0.1:$HTTP_PORT" --token bench --data-dir "$WORK/node" --runtime fake \
   2>"$WORK/node.log" & NODE_PID=$!; PIDS+=($NODE_PID)
 
 sleep 5

@@ -67,6 +67,7 @@ impl NodeProcess {
         let child = Command::new(node_binary())
             .args(["--cluster", &self.cluster, "--token", &self.token])
             .args(["--name", &self.name, "--report-interval", "500ms"])
+            .args(["--runtime", "fake"])
             .arg("--data-dir")
             .arg(self.dir.path())
             .env(

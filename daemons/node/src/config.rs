@@ -1,11 +1,13 @@
 //! Configuration: flags, environment variables and an optional TOML file, in that order of
 //! precedence.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use oakestra_runtime::FakeConfig;
+use oakestra_runtime::containerd::RegistryCredentials;
 use serde::Deserialize;
 
 /// Default port of the cluster's worker registration API.
@@ -86,11 +88,22 @@ impl std::fmt::Display for ClusterAddress {
     }
 }
 
+/// Default socket of containerd.
+pub const DEFAULT_CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
+
 /// Which runtime runs the instances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RuntimeKind {
-    /// In-memory fake (tests, simulation); the only one until the containerd runtime lands.
+    /// containerd when its socket answers, plus qemu unikernels when qemu is installed,
+    /// routed by virtualization (the binary's default).
+    Auto,
+    /// Containers only, through containerd.
+    Containerd,
+    /// qemu unikernels only.
+    Unikernel,
+    /// In-memory fake (tests, simulation): runs nothing. The default of [`Config::new`], which
+    /// `oak up` and `oak sim` use.
     #[default]
     Fake,
 }
@@ -119,6 +132,12 @@ pub struct Config {
     pub runtime: RuntimeKind,
     /// Settings of the fake runtime.
     pub fake: FakeConfig,
+    /// containerd's gRPC socket.
+    pub containerd_socket: PathBuf,
+    /// Registries (`host[:port]`) pulled from over plain HTTP besides loopback ones.
+    pub insecure_registries: Vec<String>,
+    /// Credentials per registry host (`docker.io`, `reg.lan:5000`).
+    pub registry_credentials: HashMap<String, RegistryCredentials>,
     /// Name the worker registers with (default: the host name).
     pub name: String,
     /// `"LAT,LON"` of the worker.
@@ -146,6 +165,9 @@ impl Config {
             data_dir,
             runtime: RuntimeKind::Fake,
             fake: FakeConfig::default(),
+            containerd_socket: PathBuf::from(DEFAULT_CONTAINERD_SOCKET),
+            insecure_registries: Vec::new(),
+            registry_credentials: HashMap::new(),
             name: crate::info::hostname(),
             location: None,
             advertise_ip: None,
@@ -205,9 +227,11 @@ fn parse_cluster(text: &str) -> Result<ClusterAddress, String> {
     version,
     about = "Oakestra-rs worker: registers with a cluster, runs the instances it is given and reports on them over MQTT",
     after_help = "Every flag can also be set in the TOML file given by --config (same names, with \
-                  underscores: cluster, token, data_dir, runtime, name, location, advertise_ip, \
-                  mqtt_host, report_interval, stop_grace, metrics_listen). Flags win over the environment, the \
-                  environment over the file."
+                  underscores: cluster, token, data_dir, runtime, containerd_socket, \
+                  insecure_registries, name, location, advertise_ip, mqtt_host, report_interval, \
+                  stop_grace, metrics_listen); registry credentials only there, as \
+                  [registry_credentials.\"HOST\"] with username and password. Flags win over the \
+                  environment, the environment over the file."
 )]
 pub struct Cli {
     /// TOML file with any of the settings below.
@@ -224,10 +248,23 @@ pub struct Cli {
     /// ~/.local/state/oakestra-node, else ./oakestra-node-data].
     #[arg(long, env = "OAKESTRA_NODE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Runtime that runs the instances [default: fake]. `fake` runs nothing real: instances
-    /// "run" until stopped (for tests and simulation); containerd follows.
+    /// Runtime that runs the instances [default: auto]. `auto`: containerd when its socket
+    /// answers plus qemu unikernels when qemu is installed, routed by the instance's
+    /// virtualization; `fake` runs nothing real: instances "run" until stopped (for tests and
+    /// simulation).
     #[arg(long, env = "OAKESTRA_NODE_RUNTIME", value_enum)]
     pub runtime: Option<RuntimeKind>,
+    /// containerd's socket [default: /run/containerd/containerd.sock].
+    #[arg(long, env = "OAKESTRA_NODE_CONTAINERD_SOCKET")]
+    pub containerd_socket: Option<PathBuf>,
+    /// A registry (HOST[:PORT]) to pull from over plain HTTP (loopback ones always are);
+    /// repeat the flag, or separate with commas in the environment variable.
+    #[arg(
+        long = "insecure-registry",
+        env = "OAKESTRA_NODE_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
+    pub insecure_registries: Vec<String>,
     /// Name to register with [default: the host name].
     #[arg(long, env = "OAKESTRA_NODE_NAME")]
     pub name: Option<String>,
@@ -267,6 +304,9 @@ struct FileSettings {
     token: Option<String>,
     data_dir: Option<PathBuf>,
     runtime: Option<RuntimeKind>,
+    containerd_socket: Option<PathBuf>,
+    insecure_registries: Option<Vec<String>>,
+    registry_credentials: Option<HashMap<String, RegistryCredentials>>,
     name: Option<String>,
     location: Option<String>,
     advertise_ip: Option<String>,
@@ -316,7 +356,18 @@ impl Cli {
             .or(file.data_dir)
             .unwrap_or_else(default_data_dir);
         let mut config = Config::new(cluster, token, data_dir);
-        config.runtime = self.runtime.or(file.runtime).unwrap_or_default();
+        // A worker started from the command line runs real workloads unless told otherwise.
+        config.runtime = self.runtime.or(file.runtime).unwrap_or(RuntimeKind::Auto);
+        if let Some(socket) = self.containerd_socket.or(file.containerd_socket) {
+            config.containerd_socket = socket;
+        }
+        config.insecure_registries = if self.insecure_registries.is_empty() {
+            file.insecure_registries.unwrap_or_default()
+        } else {
+            self.insecure_registries
+        };
+        config.insecure_registries.retain(|r| !r.trim().is_empty());
+        config.registry_credentials = file.registry_credentials.unwrap_or_default();
         if let Some(name) = self.name.or(file.name) {
             config.name = name;
         }
@@ -436,6 +487,58 @@ mod tests {
             .resolve()
             .unwrap_err();
         assert!(err.contains("clustr"), "{err}");
+    }
+
+    #[test]
+    fn runtime_defaults_to_auto_and_takes_containerd_settings() {
+        let cli = Cli::try_parse_from(["oakestra-node", "--cluster", "c", "--token", "t"]).unwrap();
+        let config = cli.resolve().unwrap();
+        assert_eq!(config.runtime, RuntimeKind::Auto);
+        assert_eq!(
+            config.containerd_socket,
+            PathBuf::from(DEFAULT_CONTAINERD_SOCKET)
+        );
+        // The library default stays the fake runtime (oak up, oak sim, tests).
+        assert_eq!(
+            Config::new(config.cluster.clone(), "t", "d".into()).runtime,
+            RuntimeKind::Fake
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.toml");
+        std::fs::write(
+            &file,
+            "cluster = \"c\"\ntoken = \"t\"\nruntime = \"containerd\"\n\
+             containerd_socket = \"/x/c.sock\"\ninsecure_registries = [\"reg.lan:5000\"]\n\
+             [registry_credentials.\"ghcr.io\"]\nusername = \"u\"\npassword = \"p\"\n",
+        )
+        .unwrap();
+        let config = Cli::try_parse_from(["oakestra-node", "--config", file.to_str().unwrap()])
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(config.runtime, RuntimeKind::Containerd);
+        assert_eq!(config.containerd_socket, PathBuf::from("/x/c.sock"));
+        assert_eq!(config.insecure_registries, vec!["reg.lan:5000"]);
+        assert_eq!(config.registry_credentials["ghcr.io"].username, "u");
+
+        let config = Cli::try_parse_from([
+            "oakestra-node",
+            "--config",
+            file.to_str().unwrap(),
+            "--runtime",
+            "unikernel",
+            "--insecure-registry",
+            "a:1",
+            "--insecure-registry",
+            "b:2",
+        ])
+        .unwrap()
+        .resolve()
+        .unwrap();
+        assert_eq!(config.runtime, RuntimeKind::Unikernel);
+        assert_eq!(config.insecure_registries, vec!["a:1", "b:2"]);
+        assert!(Cli::try_parse_from(["oakestra-node", "--runtime", "docker"]).is_err());
     }
 
     #[test]

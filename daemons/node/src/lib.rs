@@ -24,7 +24,10 @@ pub mod state;
 use std::sync::Arc;
 
 use oakestra_core::wire::NodeInfo;
-use oakestra_runtime::{FakeRuntime, Runtime, RuntimeError};
+use oakestra_runtime::{
+    ContainerdConfig, ContainerdRuntime, FakeRuntime, RoutingRuntime, Runtime, RuntimeError,
+    UnikernelConfig, UnikernelRuntime, unikernel_available,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -38,6 +41,14 @@ use crate::state::{StateError, StateFile};
 /// File of the fake runtime's instances inside the data directory: they survive a restart of
 /// the worker, as containers survive a restart of a real worker agent.
 pub const FAKE_RUNTIME_FILE: &str = "fake-runtime.json";
+/// Directory of the unikernel runtime (images, instances, QMP sockets) inside the data
+/// directory; short, because a unix socket path holds at most 107 bytes.
+pub const UNIKERNEL_DIR: &str = "uk";
+/// Directory of the containers' logs inside the data directory.
+pub const CONTAINER_LOG_DIR: &str = "logs";
+/// Longest unikernel directory whose QMP sockets (`qmp/<16 hex>.sock`) still fit a unix
+/// socket path.
+const MAX_UNIKERNEL_DIR_LEN: usize = 107 - "/qmp/0123456789abcdef.sock".len();
 
 /// Why the worker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +67,9 @@ pub enum NodeError {
     /// The runtime failed.
     #[error("runtime: {0}")]
     Runtime(#[from] RuntimeError),
+    /// No runtime the worker was asked for is usable.
+    #[error("{0}")]
+    NoRuntime(String),
     /// The HTTP client could not be built.
     #[error("HTTP client: {0}")]
     Http(String),
@@ -97,7 +111,48 @@ impl RunningNode {
     }
 }
 
-fn build_runtime(config: &Config) -> Result<Arc<dyn Runtime>, NodeError> {
+fn containerd_config(config: &Config) -> ContainerdConfig {
+    ContainerdConfig {
+        socket: config.containerd_socket.clone(),
+        log_dir: config.data_dir.join(CONTAINER_LOG_DIR),
+        insecure_registries: config.insecure_registries.clone(),
+        credentials: config.registry_credentials.clone(),
+        ..ContainerdConfig::default()
+    }
+}
+
+/// Where the unikernel runtime keeps its state: `<data dir>/uk`, or a short directory under
+/// /tmp named after the data directory when that path is too long for QMP sockets.
+pub fn unikernel_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    let dir = data_dir.join(UNIKERNEL_DIR);
+    if dir.as_os_str().len() <= MAX_UNIKERNEL_DIR_LEN {
+        return dir;
+    }
+    // FNV-1a: stable across builds, so a restarted worker finds the same directory.
+    let hash = data_dir
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    let short = std::env::temp_dir().join(format!("oak-uk-{hash:016x}"));
+    tracing::warn!(
+        "the data directory is too long for unikernel QMP sockets; unikernels live in {}",
+        short.display()
+    );
+    short
+}
+
+fn unikernel_runtime(config: &Config) -> Result<UnikernelRuntime, NodeError> {
+    Ok(UnikernelRuntime::new(UnikernelConfig::new(unikernel_dir(
+        &config.data_dir,
+    )))?)
+}
+
+/// The runtime `config` asks for. `auto` routes between containerd (when its socket answers)
+/// and qemu unikernels (when qemu is installed), and fails when neither is there.
+async fn build_runtime(config: &Config) -> Result<Arc<dyn Runtime>, NodeError> {
     match config.runtime {
         RuntimeKind::Fake => {
             let mut fake = config.fake.clone();
@@ -105,6 +160,66 @@ fn build_runtime(config: &Config) -> Result<Arc<dyn Runtime>, NodeError> {
                 fake.state_file = Some(config.data_dir.join(FAKE_RUNTIME_FILE));
             }
             Ok(Arc::new(FakeRuntime::new(fake)?))
+        }
+        RuntimeKind::Containerd => {
+            let runtime = ContainerdRuntime::connect(containerd_config(config))
+                .await
+                .map_err(|e| {
+                    NodeError::NoRuntime(format!(
+                        "--runtime containerd: {e}. Install and start containerd (e.g. `apt \
+                         install containerd`), point --containerd-socket at it, or run with \
+                         --runtime fake"
+                    ))
+                })?;
+            Ok(Arc::new(runtime))
+        }
+        RuntimeKind::Unikernel => {
+            if !unikernel_available() {
+                return Err(NodeError::NoRuntime(
+                    "--runtime unikernel: qemu is not installed (no qemu-system-* for this \
+                     architecture on PATH); install it (e.g. `apt install qemu-system-x86`) or \
+                     run with --runtime fake"
+                        .into(),
+                ));
+            }
+            Ok(Arc::new(unikernel_runtime(config)?))
+        }
+        RuntimeKind::Auto => {
+            let mut runtimes: Vec<Arc<dyn Runtime>> = Vec::new();
+            let containerd_problem =
+                match ContainerdRuntime::connect(containerd_config(config)).await {
+                    Ok(runtime) => {
+                        tracing::info!(
+                            socket = %config.containerd_socket.display(),
+                            snapshotter = runtime.snapshotter(),
+                            "containers run in containerd"
+                        );
+                        runtimes.push(Arc::new(runtime));
+                        None
+                    }
+                    Err(e) => {
+                        tracing::warn!("no containers on this worker: {e}");
+                        Some(e.to_string())
+                    }
+                };
+            if unikernel_available() {
+                let runtime = unikernel_runtime(config)?;
+                tracing::info!(dir = %runtime.config().data_dir.display(), "unikernels run in qemu");
+                runtimes.push(Arc::new(runtime));
+            } else {
+                tracing::info!("no unikernels on this worker: qemu is not installed");
+            }
+            if runtimes.is_empty() {
+                return Err(NodeError::NoRuntime(format!(
+                    "--runtime auto found nothing to run instances with: containerd is not \
+                     usable ({}) and qemu is not installed. Install and start containerd (e.g. \
+                     `apt install containerd`) or give its socket with --containerd-socket, \
+                     install qemu (e.g. `apt install qemu-system-x86`) for unikernels, or run \
+                     with --runtime fake for a worker that runs nothing real",
+                    containerd_problem.unwrap_or_default()
+                )));
+            }
+            Ok(Arc::new(RoutingRuntime::new(runtimes)))
         }
     }
 }
@@ -118,7 +233,7 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
     })?;
     let file = StateFile::new(&config.data_dir);
     let saved = file.load()?;
-    let runtime = build_runtime(&config)?;
+    let runtime = build_runtime(&config).await?;
     let reporter = Arc::new(MqttReporter::default());
     let public_ip = match config.advertise_ip.clone() {
         Some(ip) => ip,
@@ -228,5 +343,24 @@ async fn shutdown_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unikernel_dir_is_short_enough_for_qmp_sockets() {
+        let short = std::path::Path::new("/var/lib/oakestra-node");
+        assert_eq!(unikernel_dir(short), short.join(UNIKERNEL_DIR));
+        let long = std::path::PathBuf::from(format!("/{}", "d".repeat(120)));
+        let dir = unikernel_dir(&long);
+        assert!(
+            dir.as_os_str().len() <= MAX_UNIKERNEL_DIR_LEN,
+            "{}",
+            dir.display()
+        );
+        assert_eq!(dir, unikernel_dir(&long), "stable across calls");
     }
 }

@@ -305,6 +305,7 @@ impl Worker {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--report-interval", "300ms", "--name", "test-worker"])
+            .args(["--runtime", "fake"])
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

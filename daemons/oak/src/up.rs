@@ -1,5 +1,5 @@
 //! `oak up`: the 1-DOC set-up in one process — root orchestrator, cluster orchestrator (with
-//! its embedded MQTT broker) and worker(s) on the fake runtime, embedded stores, wired together
+//! its embedded MQTT broker) and worker(s) (on the fake runtime unless `--runtime` says otherwise), embedded stores, wired together
 //! with no configuration.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -32,7 +32,7 @@ pub struct UpArgs {
     /// Name of the cluster.
     #[arg(long, default_value = "local")]
     pub cluster_name: String,
-    /// Workers to run in this process (fake runtime: instances do not run real code yet);
+    /// Workers to run in this process (see `--runtime`);
     /// 0 runs none, so real workers join instead.
     #[arg(long, default_value_t = 1)]
     pub workers: u32,
@@ -43,6 +43,10 @@ pub struct UpArgs {
     /// In-process workers advertise this much memory (MB) instead of measuring the host.
     #[arg(long)]
     pub worker_memory_mb: Option<u64>,
+    /// Runtime of the in-process workers, as `oakestra-node --runtime`: `fake` (instances reach
+    /// RUNNING but run no code), `auto`, `containerd` or `unikernel`.
+    #[arg(long, env = "OAK_UP_RUNTIME", value_enum, default_value = "fake")]
+    pub runtime: oakestra_node::RuntimeKind,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -187,6 +191,7 @@ pub async fn start(args: &UpArgs) -> Result<Up> {
         if args.workers > 1 {
             config.name = format!("{}-{i}", config.name);
         }
+        config.runtime = args.runtime;
         if args.worker_cpus.is_some() || args.worker_memory_mb.is_some() {
             let mut host = oakestra_node::info::InfoCollector::host(Default::default());
             let measured = host.sample();
@@ -253,9 +258,9 @@ pub async fn run(args: UpArgs) -> Result<()> {
         up.worker_token
     );
     println!("  state      {}", data.display());
-    if args.workers > 0 {
+    if args.workers > 0 && args.runtime == oakestra_node::RuntimeKind::Fake {
         println!(
-            "  note       the built-in worker uses the fake runtime: instances reach RUNNING but run no code yet"
+            "  note       the built-in worker uses the fake runtime: instances reach RUNNING but run no code (--runtime auto runs them)"
         );
     }
     println!();
