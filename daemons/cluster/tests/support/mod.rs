@@ -212,25 +212,26 @@ impl Drop for ClusterProcess {
     }
 }
 
-/// The `oakestra-root` binary: `$OAKESTRA_ROOT_BIN`, else next to this test's target dir,
-/// else built with cargo.
+/// The `oakestra-root` binary: `$OAKESTRA_ROOT_BIN`, else next to this test's (or bench's)
+/// target dir, else built with cargo in that dir's profile.
 pub fn root_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("OAKESTRA_ROOT_BIN") {
         return PathBuf::from(p);
     }
-    // target/debug/deps/<test> → target/debug/oakestra-root
+    // target/debug/deps/<test> → target/debug/oakestra-root (target/release/… for benches)
     let exe = std::env::current_exe().unwrap();
-    let candidate = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("oakestra-root"))
-        .unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let candidate = profile_dir.join("oakestra-root");
     if candidate.exists() {
         return candidate;
     }
+    let mut args = vec!["build", "-p", "oakestra-root", "--bin", "oakestra-root"];
+    if profile_dir.file_name().is_some_and(|d| d == "release") {
+        args.push("--release");
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "-p", "oakestra-root", "--bin", "oakestra-root"])
+        .args(&args)
         .status()
         .expect("run cargo build -p oakestra-root");
     assert!(status.success(), "building oakestra-root failed");

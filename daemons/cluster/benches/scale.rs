@@ -1,10 +1,15 @@
-//! Benchmarks (ignored by default; figures in benches/RESULTS.md):
+//! Scale benchmarks of the cluster orchestrator (figures in benches/RESULTS.md). A bench
+//! target without the libtest harness: `main` runs the benchmarks named on the command line,
+//! or all of them.
 //!
 //! ```sh
-//! cargo build --release -p oakestra-cluster
-//! OAKESTRA_CLUSTER_BIN=target/release/oakestra-cluster \
-//!   cargo nextest run -p oakestra-cluster --test bench_scale --run-ignored only --no-capture
+//! cargo bench -p oakestra-cluster --bench scale                          # all four
+//! cargo bench -p oakestra-cluster --bench scale -- cluster_deploy_latency # one
 //! ```
+//!
+//! `cargo bench` builds the `oakestra-cluster` binary and this process with the bench (release)
+//! profile; the root is `target/release/oakestra-root` (or `$OAKESTRA_ROOT_BIN`), built when it
+//! is missing. `$OAKESTRA_CLUSTER_BIN` still overrides the cluster binary.
 //!
 //! * `deploy_latency`: root + cluster + 3 simulated workers; REST deploy call → RUNNING seen
 //!   through the REST API, sequentially, p50/p95/max.
@@ -15,10 +20,15 @@
 //! * `thousand_workers`: one cluster, `BENCH_WORKERS` (1,000) simulated workers in this
 //!   process reporting every 2 s: the cluster's CPU and RSS over 20 s, then `BENCH_INSTANCES`
 //!   (1,000) instances requested at once through the root and the time until all RUNNING.
+//!
+//! Each benchmark gets its own 2-thread tokio runtime (what the `#[tokio::test]`s it replaces
+//! had). Run without `--bench` and without names (as `cargo test --benches` does), it only
+//! prints how to run it.
 
+#[path = "../tests/support/mod.rs"]
 mod support;
 
-#[path = "support/fake_root.rs"]
+#[path = "../tests/support/fake_root.rs"]
 mod fake_root;
 
 use std::time::{Duration, Instant};
@@ -134,8 +144,6 @@ async fn service_id(admin: &oakestra_client::Client) -> String {
         .to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark"]
 async fn deploy_latency() {
     let (_dir, _root, _cluster, _fleet, admin) = setup(3, Duration::from_secs(2), &[]).await;
     let svc = service_id(&admin).await;
@@ -162,8 +170,6 @@ async fn deploy_latency() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark"]
 async fn thousand_workers() {
     let workers = env_usize("BENCH_WORKERS", 1000);
     let instances = env_usize("BENCH_INSTANCES", 1000);
@@ -329,8 +335,6 @@ async fn until_running(root: &mut fake_root::FakeRoot, n: usize) -> Vec<Instant>
     at.into_iter().map(Option::unwrap).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark"]
 async fn cluster_deploy_latency() {
     let (_dir, mut root, _cluster, _fleet) = cluster_with_fake_root(3).await;
     let rounds = env_usize("BENCH_ROUNDS", 100);
@@ -358,8 +362,6 @@ async fn cluster_deploy_latency() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark"]
 async fn thousand_workers_cluster_only() {
     let workers = env_usize("BENCH_WORKERS", 1000);
     let instances = env_usize("BENCH_INSTANCES", 1000);
@@ -393,4 +395,52 @@ async fn thousand_workers_cluster_only() {
         "{instances} Deploys sent in {sent:?}; all RUNNING after {last:?}; cluster RSS {:.1} MB",
         rss_mb(pid)
     );
+}
+
+/// The benchmarks, in the order `cargo bench` without names runs them.
+const BENCHES: &[&str] = &[
+    "deploy_latency",
+    "cluster_deploy_latency",
+    "thousand_workers_cluster_only",
+    "thousand_workers",
+];
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let as_bench = args.iter().any(|a| a == "--bench");
+    let names: Vec<&str> = args
+        .iter()
+        .filter(|a| !a.starts_with('-'))
+        .map(String::as_str)
+        .collect();
+    if let Some(unknown) = names.iter().find(|n| !BENCHES.contains(n)) {
+        eprintln!("unknown benchmark {unknown:?}; the benchmarks: {BENCHES:?}");
+        std::process::exit(2);
+    }
+    if names.is_empty() && !as_bench {
+        eprintln!(
+            "benchmarks {BENCHES:?}: run with `cargo bench -p oakestra-cluster --bench scale [-- NAME…]`"
+        );
+        return;
+    }
+    let selected = if names.is_empty() {
+        BENCHES.to_vec()
+    } else {
+        names
+    };
+    for name in selected {
+        eprintln!("== {name}");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        match name {
+            "deploy_latency" => rt.block_on(deploy_latency()),
+            "cluster_deploy_latency" => rt.block_on(cluster_deploy_latency()),
+            "thousand_workers_cluster_only" => rt.block_on(thousand_workers_cluster_only()),
+            "thousand_workers" => rt.block_on(thousand_workers()),
+            _ => unreachable!("checked above"),
+        }
+    }
 }
