@@ -166,19 +166,25 @@ impl Runtime for RoutingRuntime {
 
     async fn start(&self, spec: &InstanceSpec) -> Result<u64, RuntimeError> {
         let (index, routed) = self.route(spec)?;
-        match self.owner(&spec.id).await {
-            Ok(owner) if owner != index => {
-                return Err(RuntimeError::AlreadyExists(format!(
-                    "{} (in the {} runtime)",
-                    spec.id,
-                    self.shared.runtimes[owner].name()
-                )));
+        // Only what the router knows is checked, so a deploy costs no list of every runtime: a
+        // worker lists once when it recovers (which teaches the router every owner), and each
+        // runtime rejects an id it holds itself.
+        {
+            let mut owners = self.owners();
+            match owners.get(&spec.id).copied() {
+                Some(owner) if owner != index => {
+                    return Err(RuntimeError::AlreadyExists(format!(
+                        "{} (in the {} runtime)",
+                        spec.id,
+                        self.shared.runtimes[owner].name()
+                    )));
+                }
+                // Owned from the attempt on: a failed start may leave something to delete.
+                _ => {
+                    owners.insert(spec.id.clone(), index);
+                }
             }
-            Ok(_) | Err(RuntimeError::NotFound(_)) => {}
-            Err(e) => return Err(e),
         }
-        // Owned from the attempt on: a failed start may leave something to delete.
-        self.owners().insert(spec.id.clone(), index);
         let inner = self.shared.runtimes[index].start(&routed).await?;
         Ok(self.combine(index, inner))
     }
