@@ -96,6 +96,24 @@ impl<T: LenientNumber> Visitor<'_> for NumberVisitor<T> {
     }
 }
 
+/// Writes a number as a JSON string (`12.5` → `"12.5"`). Only for the few REST fields that
+/// Oakestra's clients decode as strings (an instance's `cpu_percent`, `memory_percent` and its
+/// metric history values: the Go `oak` CLI declares them `string`); reading stays lenient.
+pub fn f64_as_string<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// [`f64_as_string`] for an optional value (`None` is skipped by the field's attributes).
+pub fn option_f64_as_string<S: serde::Serializer>(
+    v: &Option<f64>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
+    }
+}
+
 /// Reads a number given as a JSON number or a numeric string.
 pub fn number<'de, D: Deserializer<'de>, T: LenientNumber>(d: D) -> Result<T, D::Error> {
     d.deserialize_any(NumberVisitor(PhantomData))

@@ -151,8 +151,12 @@ impl ServiceRecord {
 /// One sample of a metric history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricSample {
-    /// The value (Oakestra sends it as a string; we accept both and emit a number).
-    #[serde(deserialize_with = "lenient::number")]
+    /// The value. Oakestra's clients decode it as a string, so it is written as one; a number
+    /// or a numeric string is accepted when read.
+    #[serde(
+        deserialize_with = "lenient::number",
+        serialize_with = "lenient::f64_as_string"
+    )]
     pub value: f64,
     /// ISO-8601 time of the sample.
     pub timestamp: String,
@@ -204,17 +208,19 @@ pub struct InstanceRecord {
     /// IPv6 address inside the worker's subnet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_ip_v6: Option<Ipv6Addr>,
-    /// CPU use in percent.
+    /// CPU use in percent (written as a string, like Oakestra: the `oak` CLI decodes a string).
     #[serde(
         default,
         deserialize_with = "lenient::option_number",
+        serialize_with = "lenient::option_f64_as_string",
         skip_serializing_if = "Option::is_none"
     )]
     pub cpu_percent: Option<f64>,
-    /// Memory use in percent.
+    /// Memory use in percent (written as a string, like Oakestra).
     #[serde(
         default,
         deserialize_with = "lenient::option_number",
+        serialize_with = "lenient::option_f64_as_string",
         skip_serializing_if = "Option::is_none"
     )]
     pub memory_percent: Option<f64>,
@@ -329,9 +335,12 @@ mod tests {
         assert_eq!(inst.host_port, Some(50103));
         assert_eq!(inst.disk, Some(4096));
         let out = serde_json::to_value(&inst).unwrap();
-        assert_eq!(out["cpu_percent"], 12.345678);
+        // Written as strings: Oakestra's Go CLI decodes these fields as `string`.
+        assert_eq!(out["cpu_percent"], "12.345678");
         assert_eq!(out["host_port"], 50103);
-        assert_eq!(out["cpu_history"][0]["value"], 1.5);
+        assert_eq!(out["cpu_history"][0]["value"], "1.5");
+        let again: InstanceRecord = serde_json::from_value(out.clone()).unwrap();
+        assert_eq!(again.cpu_percent, Some(12.345678));
         assert_eq!(out["custom"], 1);
         assert!(
             serde_json::from_str::<InstanceRecord>(r#"{"instance_number":0,"status":"BOGUS"}"#)
