@@ -1,5 +1,5 @@
 //! Serde helpers for Oakestra's loose JSON: numbers that arrive as strings (`"12.345678"`,
-//! `"50103"`) and lists that arrive as `null`. We accept both on input and always emit numbers.
+//! `"50103"`) and lists that arrive as `null`. We accept both on input and emit numbers, except where Oakestra's clients decode a string ([`f64_as_string`]).
 //!
 //! Use with `#[serde(deserialize_with = "oakestra_core::lenient::number")]`,
 //! `#[serde(default, deserialize_with = "oakestra_core::lenient::option_number")]` or
