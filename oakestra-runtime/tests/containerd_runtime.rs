@@ -312,58 +312,6 @@ async fn an_absent_containerd_is_named() {
     );
 }
 
-/// Benchmark (benches/RESULTS.md): cached image, `start` until the task runs. Prints the
-/// figures; asserts only a loose bound so a loaded CI machine does not fail it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn start_latency_of_a_cached_image() {
-    let f = fixtures();
-    let image = shared_image(&f).await;
-    let logs = tempfile::tempdir().unwrap();
-    let rt = runtime(&f, logs.path()).await;
-    rt.ensure_image(&spec(&image, &[])).await.unwrap();
-    let marker = unique("bench");
-    let fresh = push(
-        &f.registry,
-        &format!("oaktest/{marker}"),
-        "v1",
-        &build_image(&marker),
-    )
-    .await;
-    let t = tokio::time::Instant::now();
-    rt.ensure_image(&spec(&fresh, &[])).await.unwrap();
-    let pull = t.elapsed();
-    let t = tokio::time::Instant::now();
-    rt.ensure_image(&spec(&fresh, &[])).await.unwrap();
-    let cached = t.elapsed();
-    println!(
-        "uncached pull (1.2 MB layer from the loopback registry, unpack): {:.0} ms; cached ensure_image: {:.3} ms",
-        pull.as_secs_f64() * 1000.0,
-        cached.as_secs_f64() * 1000.0
-    );
-    let mut starts = Vec::new();
-    let mut deletes = Vec::new();
-    for _ in 0..20 {
-        let s = spec(&image, &["sleep", "600"]);
-        let t = tokio::time::Instant::now();
-        rt.start(&s).await.unwrap();
-        starts.push(t.elapsed());
-        let t = tokio::time::Instant::now();
-        rt.delete(&s.id).await.unwrap();
-        deletes.push(t.elapsed());
-    }
-    starts.sort();
-    deletes.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!(
-        "containerd start→running (cached image, n=20): p50 {:.0} ms, p90 {:.0} ms, max {:.0} ms; delete p50 {:.0} ms",
-        ms(starts[10]),
-        ms(starts[18]),
-        ms(starts[19]),
-        ms(deletes[10])
-    );
-    assert!(starts[10] < Duration::from_secs(3), "p50 {:?}", starts[10]);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_test_image_serves_a_page_naming_the_instance() {
     let f = fixtures();
