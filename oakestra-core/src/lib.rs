@@ -8,8 +8,10 @@
 //! * [`model`] — application, service (job) and instance records.
 //! * [`resources`] — worker and cluster resources, geo locations, identities.
 //! * [`wire`] — MQTT payloads between cluster and worker, and topic names.
+//! * [`duration`] — durations as operators write them (`30s`, `500ms`, `2m`).
 //! * [`lenient`] — serde helpers for numbers Oakestra sends as strings.
 
+pub mod duration;
 pub mod ids;
 pub mod lenient;
 pub mod model;

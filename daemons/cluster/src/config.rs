@@ -104,28 +104,7 @@ impl Config {
     }
 }
 
-/// A duration such as `10s`, `500ms`, `2m` or a plain number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (number, unit) = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .map_or((s, ""), |i| (&s[..i], &s[i..]));
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration; use e.g. 10s, 500ms, 2m"))?;
-    let secs = match unit.trim() {
-        "" | "s" => value,
-        "ms" => value / 1000.0,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {s:?}; use ms, s, m or h"
-            ));
-        }
-    };
-    Ok(Duration::from_secs_f64(secs))
-}
+pub use oakestra_core::duration::parse_duration;
 
 /// `mqtt://host:port`, `host:port`, or `embedded`.
 fn parse_mqtt(s: &str) -> Result<Option<(String, u16)>, String> {

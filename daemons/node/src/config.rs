@@ -192,29 +192,7 @@ pub fn default_data_dir() -> PathBuf {
     PathBuf::from("oakestra-node-data")
 }
 
-/// A duration such as `2s`, `500ms`, `1m` or a plain number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration; write e.g. 2s, 500ms or 1m"))?;
-    let seconds = match unit.trim() {
-        "" | "s" => value,
-        "ms" => value / 1000.0,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {text:?}; use ms, s, m or h"
-            ));
-        }
-    };
-    Ok(Duration::from_secs_f64(seconds))
-}
+pub use oakestra_core::duration::parse_duration;
 
 fn parse_cluster(text: &str) -> Result<ClusterAddress, String> {
     ClusterAddress::parse(text)
