@@ -16,12 +16,9 @@ const OWNER: &str = "durable";
 /// Acknowledged iterations to wait for before the kill.
 const KILL_AFTER: usize = 25;
 
-/// The writer. A no-op unless started by `acknowledged_writes_survive_sigkill`.
-#[tokio::test]
-async fn durability_child_writer() {
-    let Some(path) = std::env::var_os(CHILD_ENV) else {
-        return;
-    };
+/// The writer: `acknowledged_writes_survive_sigkill` re-executed with `CHILD_ENV` set runs this
+/// instead of its checks (one test, two roles, so no test passes without checking anything).
+async fn write_until_killed(path: std::ffi::OsString) {
     let store: Arc<dyn Store> = Arc::new(RedbStore::open_async(path).await.unwrap());
     // Bounded: the parent kills us long before this ends.
     for i in 0..100_000 {
@@ -51,10 +48,22 @@ async fn durability_child_writer() {
 
 #[test]
 fn acknowledged_writes_survive_sigkill() {
+    if let Some(path) = std::env::var_os(CHILD_ENV) {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(write_until_killed(path));
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("oakestra.redb");
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "durability_child_writer", "--nocapture"])
+        .args([
+            "--exact",
+            "acknowledged_writes_survive_sigkill",
+            "--nocapture",
+        ])
         .env(CHILD_ENV, &path)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
