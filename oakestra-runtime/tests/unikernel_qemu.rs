@@ -231,20 +231,29 @@ async fn lifecycle_exit_codes_readoption_stop_and_delete() {
     ));
 }
 
-/// A worker restart for real: a first process (this test binary, re-run as the helper below)
-/// starts a guest and exits; the guest keeps running, and a runtime in this process adopts it,
-/// reads its log and stats, stops it through QMP and gets the exit code that the orphaned
-/// wrapper recorded.
+/// A worker restart for real: a first process (this test re-run with `HELPER_DATA` set) starts
+/// a guest and exits; the guest keeps running, and a runtime in this process adopts it, reads its
+/// log and stats, stops it through QMP and gets the exit code that the orphaned wrapper recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readoption_after_the_worker_process_died() {
+    if let (Some(data), Ok(url)) = (std::env::var_os(HELPER_DATA), std::env::var(HELPER_URL)) {
+        // The first worker process: start one guest and exit without stopping it.
+        let rt = UnikernelRuntime::new(UnikernelConfig::new(PathBuf::from(data))).unwrap();
+        let s = spec(
+            "adopted",
+            &url,
+            &["console=ttyS0", "quiet", "oak.marker=adopted"],
+        );
+        rt.start(&s).await.unwrap();
+        return;
+    }
     let server = serve(fixture(), Duration::ZERO);
     let data = tempfile::tempdir().unwrap();
     let _guests = KillGuests(data.path().to_path_buf());
     let status = tokio::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "helper_start_one_guest_and_exit",
-            "--ignored",
+            "readoption_after_the_worker_process_died",
             "--nocapture",
         ])
         .env(HELPER_DATA, data.path())
@@ -292,25 +301,6 @@ async fn readoption_after_the_worker_process_died() {
 
 const HELPER_DATA: &str = "OAK_UK_TEST_HELPER_DATA";
 const HELPER_URL: &str = "OAK_UK_TEST_HELPER_URL";
-
-/// Helper of `readoption_after_the_worker_process_died` (does nothing without its variables).
-#[tokio::test]
-#[ignore = "helper process of readoption_after_the_worker_process_died"]
-async fn helper_start_one_guest_and_exit() {
-    let (Some(data), Some(url)) = (
-        std::env::var_os(HELPER_DATA),
-        std::env::var(HELPER_URL).ok(),
-    ) else {
-        return;
-    };
-    let rt = UnikernelRuntime::new(UnikernelConfig::new(PathBuf::from(data))).unwrap();
-    let s = spec(
-        "adopted",
-        &url,
-        &["console=ttyS0", "quiet", "oak.marker=adopted"],
-    );
-    rt.start(&s).await.unwrap();
-}
 
 /// Bad input fails with a message that says what was wrong; no guest boots here.
 #[tokio::test]
