@@ -121,11 +121,7 @@ async fn deploy_flow_reaches_running() {
     let mut cluster = root.cluster("edge").connect().await.unwrap();
     let services = root.create_clientsrvr().await;
     let nginx = &services[1];
-    eventually("the cluster to be active", || async {
-        let c = root.store.cluster_by_name("edge").await.unwrap()?;
-        c.active.then_some(())
-    })
-    .await;
+    root.wait_active("edge").await;
 
     let outcome = root.link.deploy_instance(nginx.id).await.unwrap();
     assert!(outcome.placed);
@@ -265,15 +261,7 @@ async fn a_lost_cluster_is_marked_inactive_and_its_instances_move() {
     let services = root.create_clientsrvr().await;
     let nginx = &services[1];
     let mut a = root.cluster("a").connect().await.unwrap();
-    eventually("a to be active", || async {
-        root.store
-            .cluster_by_name("a")
-            .await
-            .unwrap()?
-            .active
-            .then_some(())
-    })
-    .await;
+    root.wait_active("a").await;
     let placed = root.link.deploy_instance(nginx.id).await.unwrap();
     assert_eq!(a.expect_deploy().await.instance_number, 0);
     a.report(status(nginx.id, 0, "RUNNING")).await;
@@ -342,15 +330,7 @@ async fn a_lost_cluster_without_replacement_leaves_instances_pending_until_one_j
     let services = root.create_clientsrvr().await;
     let nginx = &services[1];
     let mut a = root.cluster("a").connect().await.unwrap();
-    eventually("a to be active", || async {
-        root.store
-            .cluster_by_name("a")
-            .await
-            .unwrap()?
-            .active
-            .then_some(())
-    })
-    .await;
+    root.wait_active("a").await;
     root.link.deploy_instance(nginx.id).await.unwrap();
     a.expect_deploy().await;
     a.disconnect();
@@ -370,15 +350,7 @@ async fn reconnect_snapshot_undeploys_unknown_and_resends_missing_instances() {
     let services = root.create_clientsrvr().await;
     let nginx = &services[1];
     let mut c = root.cluster("edge").connect().await.unwrap();
-    eventually("edge to be active", || async {
-        root.store
-            .cluster_by_name("edge")
-            .await
-            .unwrap()?
-            .active
-            .then_some(())
-    })
-    .await;
+    root.wait_active("edge").await;
     root.link.deploy_instance(nginx.id).await.unwrap();
     root.link.deploy_instance(nginx.id).await.unwrap();
     assert_eq!(c.expect_deploy().await.instance_number, 0);
@@ -432,15 +404,7 @@ async fn addresses_are_allocated_released_on_undeploy_and_on_service_deletion() 
     let services = root.create_clientsrvr().await;
     let nginx = &services[1];
     let mut c = root.cluster("edge").connect().await.unwrap();
-    eventually("edge to be active", || async {
-        root.store
-            .cluster_by_name("edge")
-            .await
-            .unwrap()?
-            .active
-            .then_some(())
-    })
-    .await;
+    root.wait_active("edge").await;
 
     // The same rr_ip again conflicts, naming the holder.
     let mut again: Vec<ServiceRecord> = services.clone();
@@ -552,15 +516,7 @@ async fn a_burst_of_deploys_respects_capacity_until_the_next_report() {
         .connect()
         .await
         .unwrap();
-    eventually("edge to be active", || async {
-        root.store
-            .cluster_by_name("edge")
-            .await
-            .unwrap()?
-            .active
-            .then_some(())
-    })
-    .await;
+    root.wait_active("edge").await;
     let mut placed = Vec::new();
     for _ in 0..3 {
         placed.push(root.link.deploy_instance(nginx.id).await.unwrap().placed);
@@ -591,27 +547,11 @@ async fn an_instance_no_worker_of_its_cluster_qualifies_for_moves_to_another_clu
     let services = root.create_clientsrvr().await;
     let nginx = &services[1];
     let mut a = root.cluster("a").connect().await.unwrap();
-    eventually("a to be active", || async {
-        root.store
-            .cluster_by_name("a")
-            .await
-            .unwrap()?
-            .active
-            .then_some(())
-    })
-    .await;
+    root.wait_active("a").await;
     root.link.deploy_instance(nginx.id).await.unwrap();
     a.expect_deploy().await;
     let mut b = root.cluster("b").connect().await.unwrap();
-    eventually("b to be active", || async {
-        root.store
-            .cluster_by_name("b")
-            .await
-            .unwrap()?
-            .active
-            .then_some(())
-    })
-    .await;
+    root.wait_active("b").await;
 
     a.report(status(nginx.id, 0, "NO_QUALIFIED_WORKER_FOUND"))
         .await;

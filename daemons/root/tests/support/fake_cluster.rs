@@ -37,6 +37,19 @@ pub struct Root {
 }
 
 impl Root {
+    /// Waits until the cluster named `name` is registered and active.
+    pub async fn wait_active(&self, name: &str) {
+        eventually(&format!("{name} to be active"), || async {
+            self.store
+                .cluster_by_name(name)
+                .await
+                .unwrap()?
+                .active
+                .then_some(())
+        })
+        .await;
+    }
+
     /// Serves a new link over a [`MemoryStore`].
     pub async fn start(config: LinkConfig) -> Root {
         Root::start_with(MemoryStore::shared(), config).await
