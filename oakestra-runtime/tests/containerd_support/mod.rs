@@ -223,7 +223,11 @@ pub async fn push_as(
     image: &TestImage,
     auth: Option<(&str, &str)>,
 ) -> String {
-    let http = reqwest::Client::new();
+    // Bounded, so a stuck registry fails the test instead of hanging it.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
     let with = |req: reqwest::RequestBuilder| match auth {
         Some((u, p)) => req.basic_auth(u, Some(p)),
         None => req,
