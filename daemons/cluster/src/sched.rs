@@ -54,7 +54,9 @@ impl FromStr for SchedulerChoice {
             }
             return Ok(SchedulerChoice::External(url.to_owned()));
         }
-        s.parse::<Algorithm>()
+        // `best-fit` and `best_fit` are one algorithm: flags are usually written with dashes.
+        s.replace('-', "_")
+            .parse::<Algorithm>()
             .map(SchedulerChoice::Builtin)
             .map_err(|e| {
                 format!("{e}; or external:http://host:port/path for an external scheduler")
@@ -167,6 +169,10 @@ mod tests {
         assert_eq!(
             "best_fit".parse::<SchedulerChoice>().unwrap(),
             SchedulerChoice::Builtin(Algorithm::BestFit)
+        );
+        assert_eq!(
+            "least-loaded".parse::<SchedulerChoice>().unwrap(),
+            SchedulerChoice::Builtin(Algorithm::LeastLoaded)
         );
         assert_eq!(
             "external:http://127.0.0.1:9000/place"

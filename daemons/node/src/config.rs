@@ -91,6 +91,9 @@ impl std::fmt::Display for ClusterAddress {
 /// Default socket of containerd.
 pub const DEFAULT_CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
 
+/// Default containerd namespace of the worker.
+pub const DEFAULT_CONTAINERD_NAMESPACE: &str = "oakestra";
+
 /// Which runtime runs the instances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -134,6 +137,9 @@ pub struct Config {
     pub fake: FakeConfig,
     /// containerd's gRPC socket.
     pub containerd_socket: PathBuf,
+    /// containerd namespace of the worker's containers, images and snapshots (two workers on
+    /// one containerd need two namespaces).
+    pub containerd_namespace: String,
     /// Registries (`host[:port]`) pulled from over plain HTTP besides loopback ones.
     pub insecure_registries: Vec<String>,
     /// Credentials per registry host (`docker.io`, `reg.lan:5000`).
@@ -166,6 +172,7 @@ impl Config {
             runtime: RuntimeKind::Fake,
             fake: FakeConfig::default(),
             containerd_socket: PathBuf::from(DEFAULT_CONTAINERD_SOCKET),
+            containerd_namespace: DEFAULT_CONTAINERD_NAMESPACE.to_owned(),
             insecure_registries: Vec::new(),
             registry_credentials: HashMap::new(),
             name: crate::info::hostname(),
@@ -235,6 +242,9 @@ pub struct Cli {
     /// containerd's socket [default: /run/containerd/containerd.sock].
     #[arg(long, env = "OAKESTRA_NODE_CONTAINERD_SOCKET")]
     pub containerd_socket: Option<PathBuf>,
+    /// containerd namespace of the worker's containers [default: oakestra].
+    #[arg(long, env = "OAKESTRA_NODE_CONTAINERD_NAMESPACE")]
+    pub containerd_namespace: Option<String>,
     /// A registry (HOST[:PORT]) to pull from over plain HTTP (loopback ones always are);
     /// repeat the flag, or separate with commas in the environment variable.
     #[arg(
@@ -283,6 +293,7 @@ struct FileSettings {
     data_dir: Option<PathBuf>,
     runtime: Option<RuntimeKind>,
     containerd_socket: Option<PathBuf>,
+    containerd_namespace: Option<String>,
     insecure_registries: Option<Vec<String>>,
     registry_credentials: Option<HashMap<String, RegistryCredentials>>,
     name: Option<String>,
@@ -338,6 +349,12 @@ impl Cli {
         config.runtime = self.runtime.or(file.runtime).unwrap_or(RuntimeKind::Auto);
         if let Some(socket) = self.containerd_socket.or(file.containerd_socket) {
             config.containerd_socket = socket;
+        }
+        if let Some(namespace) = self.containerd_namespace.or(file.containerd_namespace) {
+            if namespace.trim().is_empty() {
+                return Err("--containerd-namespace must not be empty".into());
+            }
+            config.containerd_namespace = namespace;
         }
         config.insecure_registries = if self.insecure_registries.is_empty() {
             file.insecure_registries.unwrap_or_default()

@@ -114,6 +114,7 @@ impl RunningNode {
 fn containerd_config(config: &Config) -> ContainerdConfig {
     ContainerdConfig {
         socket: config.containerd_socket.clone(),
+        namespace: config.containerd_namespace.clone(),
         log_dir: config.data_dir.join(CONTAINER_LOG_DIR),
         insecure_registries: config.insecure_registries.clone(),
         credentials: config.registry_credentials.clone(),

@@ -1,6 +1,7 @@
 //! `oak up`: the 1-DOC set-up in one process — root orchestrator, cluster orchestrator (with
-//! its embedded MQTT broker) and worker(s) (on the fake runtime unless `--runtime` says otherwise), embedded stores, wired together
-//! with no configuration.
+//! its embedded MQTT broker) and worker(s) (on the fake runtime unless `--runtime` says
+//! otherwise: `--runtime containerd` runs real containers through the containerd socket of
+//! `--containerd-socket`), embedded stores, wired together with no configuration.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -47,6 +48,39 @@ pub struct UpArgs {
     /// RUNNING but run no code), `auto`, `containerd` or `unikernel`.
     #[arg(long, env = "OAK_UP_RUNTIME", value_enum, default_value = "fake")]
     pub runtime: oakestra_node::RuntimeKind,
+    /// containerd's socket, for `--runtime containerd|auto`.
+    #[arg(
+        long,
+        env = "OAK_UP_CONTAINERD_SOCKET",
+        default_value = oakestra_node::config::DEFAULT_CONTAINERD_SOCKET
+    )]
+    pub containerd_socket: PathBuf,
+    /// containerd namespace of the workers' containers, images and snapshots; worker N > 0
+    /// uses `<namespace>-N`, so in-process workers never share one.
+    #[arg(
+        long,
+        env = "OAK_UP_CONTAINERD_NAMESPACE",
+        default_value = oakestra_node::config::DEFAULT_CONTAINERD_NAMESPACE
+    )]
+    pub containerd_namespace: String,
+    /// A registry (HOST[:PORT]) to pull from over plain HTTP (loopback registries always
+    /// are); repeat the flag, or separate with commas in the environment variable.
+    #[arg(
+        long = "insecure-registry",
+        env = "OAK_UP_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
+    pub insecure_registries: Vec<String>,
+    /// How long a stopped instance may take to exit before it is killed.
+    #[arg(long, env = "OAK_UP_STOP_GRACE", default_value = "5s", value_parser = oakestra_core::duration::parse_duration)]
+    pub stop_grace: Duration,
+    /// Scheduler of the cluster, as `oakestra-cluster --scheduler`: best_fit, first_fit,
+    /// least_loaded, ldp (dashes work too), or external:http://HOST:PORT/PATH.
+    #[arg(long, env = "OAK_UP_SCHEDULER", default_value = "best_fit")]
+    pub scheduler: oakestra_cluster::sched::SchedulerChoice,
+    /// How long an external scheduler may take to answer.
+    #[arg(long, env = "OAK_UP_SCHEDULER_TIMEOUT", default_value = "5s", value_parser = oakestra_core::duration::parse_duration)]
+    pub scheduler_timeout: Duration,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -163,6 +197,8 @@ pub async fn start(args: &UpArgs) -> Result<Up> {
     cluster_config.listen = args.cluster_listen;
     cluster_config.mqtt = oakestra_cluster::MqttMode::Embedded(args.mqtt_listen);
     cluster_config.worker_join_token = Some(worker_token.clone());
+    cluster_config.scheduler = args.scheduler.clone();
+    cluster_config.scheduler_timeout = args.scheduler_timeout;
     let (cluster_stop, mut stop) = watch::channel(false);
     let cluster = tokio::spawn(oakestra_cluster::run(cluster_config, async move {
         let _ = stop.wait_for(|s| *s).await.map(|_| ());
@@ -192,6 +228,14 @@ pub async fn start(args: &UpArgs) -> Result<Up> {
             config.name = format!("{}-{i}", config.name);
         }
         config.runtime = args.runtime;
+        config.containerd_socket = args.containerd_socket.clone();
+        config.containerd_namespace = if i == 0 {
+            args.containerd_namespace.clone()
+        } else {
+            format!("{}-{i}", args.containerd_namespace)
+        };
+        config.insecure_registries = args.insecure_registries.clone();
+        config.stop_grace = args.stop_grace;
         if args.worker_cpus.is_some() || args.worker_memory_mb.is_some() {
             let mut host = oakestra_node::info::InfoCollector::host(Default::default());
             let measured = host.sample();
@@ -258,6 +302,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         up.worker_token
     );
     println!("  state      {}", data.display());
+    println!("  scheduler  {}", args.scheduler);
     if args.workers > 0 && args.runtime == oakestra_node::RuntimeKind::Fake {
         println!(
             "  note       the built-in worker uses the fake runtime: instances reach RUNNING but run no code (--runtime auto runs them)"
