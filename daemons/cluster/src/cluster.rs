@@ -319,6 +319,8 @@ impl Actor {
             mqtt_broker_host: self.broker.host.clone(),
             mqtt_username: username,
             mqtt_password: password,
+            subnet: None,
+            subnet_v6: None,
         }
     }
 

@@ -24,7 +24,12 @@ pub struct Api {
     pub metrics: Metrics,
     /// Root link state, for the status page.
     pub root: tokio::sync::watch::Receiver<crate::root_link::LinkState>,
+    /// Workers' overlay subnets from the root.
+    pub subnets: crate::root_link::SubnetSource,
 }
+
+/// How long a registration waits for the root to hand out the worker's subnet.
+const SUBNET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The router (paths with and without a trailing slash).
 pub fn router(api: Api) -> Router {
@@ -88,7 +93,25 @@ async fn register(State(api): State<Api>, headers: HeaderMap, body: axum::body::
         );
     }
     match answer.await {
-        Ok(response) => axum::Json(response).into_response(),
+        Ok(mut response) => {
+            // The worker's overlay subnet: the root's IPAM is the only allocator, so without a
+            // root the worker registers without one (and gets it when it registers again).
+            match api
+                .subnets
+                .worker_subnet(&response.id, SUBNET_TIMEOUT)
+                .await
+            {
+                Ok((v4, v6)) => {
+                    response.subnet = Some(v4);
+                    response.subnet_v6 = Some(v6);
+                }
+                Err(e) => tracing::warn!(
+                    worker = %response.id,
+                    "worker registered without an overlay subnet: {e}"
+                ),
+            }
+            axum::Json(response).into_response()
+        }
         Err(_) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the cluster is shutting down",

@@ -186,6 +186,7 @@ pub async fn run(
         BrokerConnection::Client(settings) => mqtt::start(settings, commands_tx.clone(), mqtt_rx),
     }
 
+    let subnets = root_link::SubnetSource::default();
     let (link_state_tx, link_state_rx) = watch::channel(root_link::LinkState {
         address: config.root.clone(),
         ..Default::default()
@@ -205,6 +206,7 @@ pub async fn run(
                 },
                 backoff_base: std::time::Duration::from_millis(250),
                 backoff_cap: std::time::Duration::from_secs(10),
+                subnets: subnets.clone(),
             };
             tokio::spawn(root_link::run(
                 settings,
@@ -237,6 +239,7 @@ pub async fn run(
         worker_token_sha256: broker::sha256_hex(&worker_token),
         metrics,
         root: link_state_rx,
+        subnets,
     });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

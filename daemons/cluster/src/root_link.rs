@@ -34,6 +34,77 @@ pub struct LinkState {
     pub last_error: Option<String>,
 }
 
+/// Asks the root for workers' overlay subnets over the current registration (the
+/// `WorkerSubnet` call with the session credentials). Empty until the link has registered.
+#[derive(Clone, Default)]
+pub struct SubnetSource {
+    current: std::sync::Arc<std::sync::Mutex<Option<SubnetCaller>>>,
+}
+
+#[derive(Clone)]
+struct SubnetCaller {
+    client: ClusterLinkClient<tonic::transport::Channel>,
+    id: MetadataValue<tonic::metadata::Ascii>,
+    secret: MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl std::fmt::Debug for SubnetSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let registered = self.current.lock().map(|c| c.is_some()).unwrap_or(false);
+        f.debug_struct("SubnetSource")
+            .field("registered", &registered)
+            .finish()
+    }
+}
+
+impl SubnetSource {
+    fn set(&self, caller: Option<SubnetCaller>) {
+        if let Ok(mut c) = self.current.lock() {
+            *c = caller;
+        }
+    }
+
+    /// The worker's subnets (IPv4 /26 base, IPv6 /120 base) from the root, waiting at most
+    /// `timeout`. An error says why (no root link yet, refused, timed out).
+    pub async fn worker_subnet(
+        &self,
+        worker_id: &str,
+        timeout: Duration,
+    ) -> Result<(std::net::Ipv4Addr, std::net::Ipv6Addr), String> {
+        let caller = self
+            .current
+            .lock()
+            .ok()
+            .and_then(|c| c.clone())
+            .ok_or_else(|| "the cluster is not registered with a root yet".to_owned())?;
+        let mut request = Request::new(proto::WorkerSubnetRequest {
+            worker_id: worker_id.to_owned(),
+        });
+        request.set_timeout(timeout);
+        request
+            .metadata_mut()
+            .insert(CLUSTER_ID_HEADER, caller.id.clone());
+        request
+            .metadata_mut()
+            .insert(CLUSTER_SECRET_HEADER, caller.secret.clone());
+        let mut client = caller.client;
+        let reply = tokio::time::timeout(timeout, client.worker_subnet(request))
+            .await
+            .map_err(|_| format!("the root did not answer within {timeout:?}"))?
+            .map_err(|s| format!("the root refused: {} ({:?})", s.message(), s.code()))?
+            .into_inner();
+        let v4 = reply
+            .subnet_v4
+            .parse()
+            .map_err(|_| format!("the root sent a bad IPv4 subnet {:?}", reply.subnet_v4))?;
+        let v6 = reply
+            .subnet_v6
+            .parse()
+            .map_err(|_| format!("the root sent a bad IPv6 subnet {:?}", reply.subnet_v6))?;
+        Ok((v4, v6))
+    }
+}
+
 /// Settings of the link.
 #[derive(Debug, Clone)]
 pub struct LinkSettings {
@@ -45,6 +116,8 @@ pub struct LinkSettings {
     pub backoff_base: Duration,
     /// Longest reconnect delay.
     pub backoff_cap: Duration,
+    /// Filled with the current registration, for worker subnets.
+    pub subnets: SubnetSource,
 }
 
 /// Runs the link until the actor is gone.
@@ -144,6 +217,11 @@ async fn session(
         .session_secret
         .parse()
         .map_err(|_| "the root sent a secret that is not valid metadata".to_owned())?;
+    settings.subnets.set(Some(SubnetCaller {
+        client: client.clone(),
+        id: id.clone(),
+        secret: secret.clone(),
+    }));
     request.metadata_mut().insert(CLUSTER_ID_HEADER, id);
     request.metadata_mut().insert(CLUSTER_SECRET_HEADER, secret);
     let mut inbound = client

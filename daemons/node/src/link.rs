@@ -153,7 +153,23 @@ pub async fn register(
                     tracing::warn!(old = %p.id, new = %answer.id, "the cluster gave this worker a new id");
                 }
                 tracing::info!(id = %answer.id, broker = %format!("{broker_host}:{}", answer.mqtt_broker_port), "registered with the cluster");
+                // The root hands a worker id the same subnet every time; when this answer has
+                // none (the cluster's root link is down), keep the one from before.
+                let same_worker = previous.filter(|p| p.id == answer.id);
+                let (subnet, subnet_v6) = match (answer.subnet, answer.subnet_v6) {
+                    (Some(v4), Some(v6)) => (Some(v4), Some(v6)),
+                    _ => same_worker.map_or((None, None), |p| (p.subnet, p.subnet_v6)),
+                };
+                match subnet {
+                    Some(s) => tracing::info!(subnet = %format!("{s}/26"), "overlay subnet"),
+                    None => tracing::warn!(
+                        "the cluster gave no overlay subnet (is it linked to a root?); \
+                         instances get no overlay address until the worker registers again"
+                    ),
+                }
                 return Some(Identity {
+                    subnet,
+                    subnet_v6,
                     id: answer.id,
                     cluster: config.cluster.authority(),
                     broker_host,

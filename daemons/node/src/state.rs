@@ -30,6 +30,12 @@ pub struct Identity {
     /// MQTT password.
     #[serde(default)]
     pub mqtt_password: String,
+    /// Base of the worker's overlay IPv4 /26 from the root's IPAM (none: no overlay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<std::net::Ipv4Addr>,
+    /// Base of the worker's overlay IPv6 /120.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet_v6: Option<std::net::Ipv6Addr>,
 }
 
 /// One instance the worker was asked to run.
@@ -199,6 +205,8 @@ mod tests {
                 broker_port: 10003,
                 mqtt_username: "w1".into(),
                 mqtt_password: "secret".into(),
+                subnet: Some("10.18.0.64".parse().unwrap()),
+                subnet_v6: Some("fc00::100".parse().unwrap()),
             }),
             instances: BTreeMap::new(),
         };

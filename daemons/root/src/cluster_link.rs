@@ -35,7 +35,7 @@ use tokio_stream::{Stream, StreamExt};
 
 use crate::grpc::proto::{
     ClusterMessage, InstanceStatus, RegisterReply, RegisterRequest, Resources, RootMessage,
-    Snapshot, Undeploy, cluster_message, root_message,
+    Snapshot, Undeploy, WorkerSubnetReply, cluster_message, root_message,
 };
 use crate::tokens::{self, TokenError};
 
@@ -75,6 +75,9 @@ pub enum LinkError {
     /// A malformed request.
     #[error("{0}")]
     InvalidArgument(String),
+    /// An address pool is full.
+    #[error("{0}")]
+    Exhausted(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -94,10 +97,24 @@ impl From<LinkError> for tonic::Status {
         match e {
             LinkError::Unauthenticated(m) => tonic::Status::unauthenticated(m),
             LinkError::InvalidArgument(m) => tonic::Status::invalid_argument(m),
+            LinkError::Exhausted(m) => tonic::Status::resource_exhausted(m),
             LinkError::Store(s) => tonic::Status::unavailable(format!(
                 "the root cannot reach its store ({s}); retry later"
             )),
         }
+    }
+}
+
+/// Error of the IPAM update of [`ClusterLink::worker_subnet`].
+#[derive(Debug)]
+enum WorkerSubnetStep {
+    Store(StoreError),
+    Ipam(oakestra_net::ipam::IpamError),
+}
+
+impl From<StoreError> for WorkerSubnetStep {
+    fn from(e: StoreError) -> Self {
+        WorkerSubnetStep::Store(e)
     }
 }
 
@@ -301,6 +318,58 @@ impl ClusterLink {
             session_secret: secret,
             inactive_after_secs: u32::try_from(self.config.inactive_after.as_secs())
                 .unwrap_or(u32::MAX),
+        })
+    }
+
+    // ----- WorkerSubnet ----------------------------------------------------------------------
+
+    /// `WorkerSubnet`: the overlay subnets of `worker_id` (a worker of the cluster with these
+    /// session credentials) from the persisted IPAM. The holder is the worker id, so the same
+    /// worker gets the same /26 and /120 again, from any cluster and after root restarts.
+    pub async fn worker_subnet(
+        &self,
+        cluster_id: &str,
+        secret: &str,
+        worker_id: &str,
+    ) -> Result<WorkerSubnetReply, LinkError> {
+        let id = ClusterId(cluster_id.trim().to_owned());
+        let known = !secret.is_empty()
+            && self.state().secrets.get(&id) == Some(&tokens::hash_token(secret));
+        if !known {
+            return Err(LinkError::Unauthenticated(format!(
+                "cluster id {:?} with this session secret is not registered; call Register again \
+                 and use the id and secret it returns",
+                id.0
+            )));
+        }
+        let worker = worker_id.trim();
+        if worker.is_empty() {
+            return Err(LinkError::InvalidArgument(
+                "worker_id is empty; send the id the cluster gave the worker".into(),
+            ));
+        }
+        let subnets = self
+            .store
+            .update_ipam(|ipam: &mut oakestra_net::ipam::AddressManager| {
+                ipam.assign_worker(worker).map_err(WorkerSubnetStep::Ipam)
+            })
+            .await
+            .map_err(|e| match e {
+                WorkerSubnetStep::Store(s) => LinkError::Store(s),
+                WorkerSubnetStep::Ipam(e) => {
+                    LinkError::Exhausted(format!("no overlay subnet for worker {worker}: {e}"))
+                }
+            })?;
+        tracing::info!(
+            cluster = %id,
+            worker,
+            subnet = %subnets.ipv4.base(),
+            subnet_v6 = %subnets.ipv6.base(),
+            "worker subnet"
+        );
+        Ok(WorkerSubnetReply {
+            subnet_v4: subnets.ipv4.base().to_string(),
+            subnet_v6: subnets.ipv6.base().to_string(),
         })
     }
 

@@ -231,6 +231,23 @@ pub struct RegisterResponse {
         skip_serializing_if = "String::is_empty"
     )]
     pub mqtt_password: String,
+    /// Base address of the worker's overlay IPv4 /26 from the root's IPAM (our addition;
+    /// Oakestra hands it out later over MQTT `net/subnet`). Absent when the cluster has no root
+    /// or the root did not answer; the worker then runs without the overlay until it registers
+    /// again. The same worker id keeps its subnet across registrations.
+    #[serde(
+        rename = "NODE_SUBNET",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub subnet: Option<std::net::Ipv4Addr>,
+    /// Base address of the worker's overlay IPv6 /120 (with `subnet`).
+    #[serde(
+        rename = "NODE_SUBNET_V6",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub subnet_v6: Option<std::net::Ipv6Addr>,
 }
 
 impl RegisterResponse {

@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 
 use oakestra_cluster::proto::cluster_link_server::{ClusterLink, ClusterLinkServer};
 use oakestra_cluster::proto::{
-    ClusterMessage, RegisterReply, RegisterRequest, RootMessage, cluster_message,
+    ClusterMessage, RegisterReply, RegisterRequest, RootMessage, WorkerSubnetReply,
+    WorkerSubnetRequest, cluster_message,
 };
 use tokio::sync::{Mutex, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -66,6 +67,16 @@ impl ClusterLink for Service {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn worker_subnet(
+        &self,
+        _request: Request<WorkerSubnetRequest>,
+    ) -> Result<Response<WorkerSubnetReply>, Status> {
+        Ok(Response::new(WorkerSubnetReply {
+            subnet_v4: "10.18.0.0".into(),
+            subnet_v6: "fc00::".into(),
+        }))
     }
 }
 

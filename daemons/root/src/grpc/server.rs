@@ -6,7 +6,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::proto::cluster_link_server::ClusterLink as ClusterLinkRpc;
-use super::proto::{ClusterMessage, RegisterReply, RegisterRequest, RootMessage};
+use super::proto::{
+    ClusterMessage, RegisterReply, RegisterRequest, RootMessage, WorkerSubnetReply,
+    WorkerSubnetRequest,
+};
 use super::{CLUSTER_ID_HEADER, CLUSTER_SECRET_HEADER};
 use crate::cluster_link::ClusterLink;
 
@@ -23,7 +26,7 @@ impl ClusterLinkService {
     }
 }
 
-fn metadata<'a>(request: &'a Request<Streaming<ClusterMessage>>, key: &str) -> &'a str {
+fn metadata<'a, T>(request: &'a Request<T>, key: &str) -> &'a str {
     request
         .metadata()
         .get(key)
@@ -59,5 +62,19 @@ impl ClusterLinkRpc for ClusterLinkService {
             .connect(&id, &secret, request.into_inner())
             .map_err(Status::from)?;
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn worker_subnet(
+        &self,
+        request: Request<WorkerSubnetRequest>,
+    ) -> Result<Response<WorkerSubnetReply>, Status> {
+        let id = metadata(&request, CLUSTER_ID_HEADER).to_owned();
+        let secret = metadata(&request, CLUSTER_SECRET_HEADER).to_owned();
+        let reply = self
+            .link
+            .worker_subnet(&id, &secret, &request.into_inner().worker_id)
+            .await
+            .map_err(Status::from)?;
+        Ok(Response::new(reply))
     }
 }

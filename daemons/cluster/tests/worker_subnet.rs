@@ -1,0 +1,110 @@
+//! Worker overlay subnets (DESIGN.md §4.5): the real root's IPAM hands each worker a /26 and a
+//! /120 through the cluster at `POST /api/node/register`; a worker that registers again, also
+//! after a root restart, keeps them.
+
+mod support;
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use oakestra_core::wire::{NodeInfo, RegisterResponse};
+use support::{Broker, ClusterProcess, RootProcess, eventually, free_port};
+
+fn node_info(id: &str, host: &str) -> NodeInfo {
+    NodeInfo {
+        id: id.into(),
+        host: host.into(),
+        ip: "127.0.0.1".into(),
+        vcpus: 2,
+        memory: 1000,
+        memory_total: Some(1000),
+        architecture: "amd64".into(),
+        virtualization: vec!["docker".into()],
+        ..NodeInfo::default()
+    }
+}
+
+async fn register(cluster: &ClusterProcess, id: &str, host: &str) -> RegisterResponse {
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/node/register", cluster.http))
+        .bearer_auth(cluster.worker_token())
+        .json(&node_info(id, host))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    response.json().await.unwrap()
+}
+
+/// Registers until the answer carries a subnet (the cluster's root link comes up
+/// asynchronously), returning the id and the subnets.
+async fn register_with_subnet(
+    cluster: &ClusterProcess,
+    id: &str,
+    host: &str,
+) -> (String, Ipv4Addr, Ipv6Addr) {
+    eventually(&format!("a subnet for worker {host}"), || async {
+        let r = register(cluster, id, host).await;
+        Some((r.id, r.subnet?, r.subnet_v6?))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_get_their_subnet_from_the_root_and_keep_it() {
+    let root_dir = tempfile::tempdir().unwrap();
+    let cluster_dir = tempfile::tempdir().unwrap();
+    let mut root = RootProcess::start(root_dir.path());
+    let cluster = ClusterProcess::start(
+        "subnets",
+        cluster_dir.path(),
+        Broker::Embedded(free_port()),
+        Some((root.grpc.clone(), root.join_token())),
+        &[],
+    )
+    .await;
+
+    let (a, a4, a6) = register_with_subnet(&cluster, "", "worker-a").await;
+    let (b, b4, b6) = register_with_subnet(&cluster, "", "worker-b").await;
+    assert_ne!(a, b);
+    for (v4, v6) in [(a4, a6), (b4, b6)] {
+        let o = v4.octets();
+        assert!(
+            (18..=29).contains(&o[1]) && o[0] == 10,
+            "{v4} is a worker /26"
+        );
+        assert_eq!(o[3] % 64, 0, "{v4} is the base of a /26");
+        assert_eq!(v6.octets()[15], 0, "{v6} is the base of a /120");
+        assert_eq!(v6.segments()[0] & 0xfe00, 0xfc00, "{v6} is in fc00::/7");
+    }
+    assert_ne!(a4, b4, "two workers never share a /26");
+    assert_ne!(a6, b6, "two workers never share a /120");
+
+    // Registering again with the same id: same subnets.
+    let again = register(&cluster, &a, "worker-a").await;
+    assert_eq!(again.id, a);
+    assert_eq!((again.subnet, again.subnet_v6), (Some(a4), Some(a6)));
+
+    // The root persisted the assignment: after a restart the worker still gets its subnets, and
+    // a new worker gets different ones.
+    root.restart();
+    let (a_again, a4_again, a6_again) = register_with_subnet(&cluster, &a, "worker-a").await;
+    assert_eq!((a_again, a4_again, a6_again), (a.clone(), a4, a6));
+    let (_, c4, c6) = register_with_subnet(&cluster, "", "worker-c").await;
+    assert!(c4 != a4 && c4 != b4 && c6 != a6 && c6 != b6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_root_a_worker_registers_without_a_subnet() {
+    let cluster_dir = tempfile::tempdir().unwrap();
+    let cluster = ClusterProcess::start(
+        "alone",
+        cluster_dir.path(),
+        Broker::Embedded(free_port()),
+        None,
+        &[],
+    )
+    .await;
+    let r = register(&cluster, "", "worker-x").await;
+    assert!(!r.id.is_empty());
+    assert_eq!((r.subnet, r.subnet_v6), (None, None));
+}
