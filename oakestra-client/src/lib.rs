@@ -32,8 +32,9 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 
 pub use types::{
-    ApplicationUpdate, Cluster, DeployAnswer, Member, Message, NewUser, Organization,
-    OrganizationSpec, ServiceCreation, ServiceOutcome, Tokens, User, UserUpdate,
+    ApplicationUpdate, Cluster, CreatedJoinToken, DeployAnswer, JoinTokenInfo, Member, Message,
+    NewUser, Organization, OrganizationSpec, ServiceCreation, ServiceOutcome, Tokens, User,
+    UserUpdate,
 };
 
 /// Refresh the access token when it has less than this left.
@@ -570,6 +571,41 @@ impl Client {
         .await
     }
 
+    /// `GET /api/service/<id>/instance/<n>/logs?tail=N`: the log of instance `n` (its last
+    /// `tail` lines), as text. The answer's log is `lines` (a list of lines) or `logs` (text),
+    /// or the answer is a JSON string.
+    pub async fn logs(&self, service_id: &str, instance: u32, tail: Option<u32>) -> Result<String> {
+        let mut path = format!(
+            "/api/service/{}/instance/{instance}/logs",
+            segment(service_id)
+        );
+        if let Some(n) = tail {
+            path.push_str(&format!("?tail={n}"));
+        }
+        let answer: Value = self.call(Method::GET, &path, None::<&()>).await?;
+        match answer {
+            Value::String(text) => Ok(text),
+            Value::Object(ref map) => match map.get("lines").or_else(|| map.get("logs")) {
+                Some(Value::String(text)) => Ok(text.clone()),
+                Some(Value::Array(lines)) => Ok(lines
+                    .iter()
+                    .map(|l| l.as_str().map_or_else(|| l.to_string(), str::to_owned))
+                    .collect::<Vec<_>>()
+                    .join("\n")),
+                _ => Err(ClientError::Decode {
+                    method: "GET".to_owned(),
+                    path,
+                    message: "expected {\"lines\": [\"<line>\", …]}".to_owned(),
+                }),
+            },
+            _ => Err(ClientError::Decode {
+                method: "GET".to_owned(),
+                path,
+                message: "expected {\"lines\": [\"<line>\", …]}".to_owned(),
+            }),
+        }
+    }
+
     // ---------------------------------------------------------------- clusters
 
     /// `GET /api/clusters` (no login needed).
@@ -582,6 +618,30 @@ impl Client {
     pub async fn active_clusters(&self) -> Result<Vec<Cluster>> {
         self.send(Method::GET, "/api/clusters/active", None::<&()>, None)
             .await
+    }
+
+    /// `POST /api/join-tokens` (Admin, Oakestra-rs only): a new cluster join token named
+    /// `name` (default `cluster`).
+    pub async fn create_join_token(&self, name: Option<&str>) -> Result<CreatedJoinToken> {
+        let body = serde_json::json!({ "name": name });
+        self.call(Method::POST, "/api/join-tokens", Some(&body))
+            .await
+    }
+
+    /// `GET /api/join-tokens` (Admin, Oakestra-rs only): the stored cluster join tokens.
+    pub async fn join_tokens(&self) -> Result<Vec<JoinTokenInfo>> {
+        self.call(Method::GET, "/api/join-tokens", None::<&()>)
+            .await
+    }
+
+    /// `DELETE /api/join-tokens/<id>` (Admin, Oakestra-rs only).
+    pub async fn revoke_join_token(&self, id: &str) -> Result<Message> {
+        self.call(
+            Method::DELETE,
+            &format!("/api/join-tokens/{}", segment(id)),
+            None::<&()>,
+        )
+        .await
     }
 
     /// `GET /health`.

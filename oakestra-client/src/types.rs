@@ -198,3 +198,27 @@ pub struct Message {
     /// The text.
     pub message: String,
 }
+
+/// A cluster join token just created by `POST /api/join-tokens` (Oakestra-rs only): the only
+/// time its secret is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedJoinToken {
+    /// Token id (for listing and revoking).
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// The token, for the cluster orchestrator's `--join-token`.
+    pub token: String,
+}
+
+/// A stored cluster join token as `GET /api/join-tokens` shows it (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinTokenInfo {
+    /// Token id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Creation time, ISO 8601 UTC.
+    #[serde(default)]
+    pub created_at: String,
+}

@@ -1,12 +1,16 @@
 //! `oak`: the command-line tool of Oakestra-rs.
 //!
+//! * `oak login`/`logout`, `oak app …`, `oak service …`, `oak cluster list`, `oak token create`
+//!   talk to a root orchestrator's REST API ([`remote`]);
 //! * `oak validate` checks deployment descriptors;
 //! * `oak up` runs root + cluster + worker in one process (1-DOC);
 //! * `oak sim` runs N simulated workers against a real cluster.
-//!
-//! The application/service commands arrive later.
 
+mod exit;
+mod remote;
+mod session;
 mod sim;
+mod table;
 mod up;
 
 use std::io::Read;
@@ -16,15 +20,39 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// Oakestra-rs command-line tool.
+///
+/// Log in once with `oak login --url http://<root>:10000`; the other commands use the stored
+/// login. Tables for people by default, `--json` for scripts.
 #[derive(Debug, Parser)]
-#[command(name = "oak", version, about)]
+#[command(name = "oak", version, about, after_help = exit::HELP)]
 struct Cli {
+    /// Print JSON instead of tables (for scripts).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Log in to a root orchestrator and keep the login (address and tokens, never the password)
+    /// in $XDG_CONFIG_HOME/oakestra/oak.json (mode 0600); the tokens are renewed by themselves.
+    #[command(after_help = exit::HELP)]
+    Login(remote::LoginArgs),
+    /// Forget the stored login.
+    Logout,
+    /// Applications: list, create from a descriptor, show, delete.
+    #[command(subcommand, after_help = exit::HELP)]
+    App(remote::AppCommand),
+    /// Services: list, show, deploy (with live progress), undeploy, logs.
+    #[command(subcommand, after_help = exit::HELP)]
+    Service(remote::ServiceCommand),
+    /// Clusters joined to the root.
+    #[command(subcommand, after_help = exit::HELP)]
+    Cluster(remote::ClusterCommand),
+    /// Join tokens for clusters and workers.
+    #[command(subcommand, after_help = exit::HELP)]
+    Token(remote::TokenCommand),
     /// Validate SLA v2.0 deployment descriptors and print every violation with its JSON path.
     ///
     /// Exit status: 0 when every file is valid, 1 when any is invalid, 2 when a file cannot be read.
@@ -46,10 +74,40 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = cli.json;
     match cli.command {
         Command::Validate { files, quiet } => validate(&files, quiet),
         Command::Up(args) => run_async(up::run(args)),
         Command::Sim(args) => run_async(sim::run(args)),
+        Command::Login(args) => run_client(remote::login(args, json)),
+        Command::Logout => run_client(async move { remote::logout(json) }),
+        Command::App(command) => run_client(remote::with_session(
+            async move |session: &session::Session| remote::app(session, command, json).await,
+        )),
+        Command::Service(command) => run_client(remote::with_session(
+            async move |session: &session::Session| remote::service(session, command, json).await,
+        )),
+        Command::Cluster(command) => run_client(remote::cluster(command, json)),
+        Command::Token(command) => run_client(remote::token(command, json)),
+    }
+}
+
+/// Runs a client command on a single-threaded runtime; errors are printed with their exit
+/// code (see [`exit`]).
+fn run_client(task: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("oak: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => exit::report(&e),
     }
 }
 

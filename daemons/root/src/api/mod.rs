@@ -2,7 +2,7 @@
 //!
 //! * [`extract`] — authentication guards and the JSON body extractor.
 //! * one module per resource: [`auth`], [`users`], [`organizations`], [`applications`],
-//!   [`services`], [`clusters`].
+//!   [`services`], [`clusters`], [`join_tokens`].
 //! * [`lifecycle`] — what the API needs from IPAM and the cluster link.
 //!
 //! [`router`] assembles everything, with the OpenAPI document generated from the handlers.
@@ -11,6 +11,7 @@ pub mod applications;
 pub mod auth;
 pub mod clusters;
 pub mod extract;
+pub mod join_tokens;
 pub mod lifecycle;
 pub mod organizations;
 pub mod services;
@@ -240,6 +241,7 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(applications::routes())
         .merge(services::routes())
         .merge(clusters::routes())
+        .merge(join_tokens::routes())
         .routes(utoipa_axum::routes!(health))
         .split_for_parts()
 }
