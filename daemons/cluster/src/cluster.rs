@@ -247,7 +247,7 @@ impl Actor {
                         Err(e) => tracing::warn!(worker = %worker, "{e}"),
                     },
                     NodeTopic::JobsResources => match ResourcesReport::from_bytes(&payload) {
-                        Ok(report) => self.state.resources_report(&worker, report),
+                        Ok(report) => self.state.resources_report(&worker, report, now),
                         Err(e) => tracing::warn!(worker = %worker, "{e}"),
                     },
                     _ => {}

@@ -93,6 +93,10 @@ pub struct Instance {
     /// When it last reached RUNNING (the backoff starts over once it ran long enough).
     #[serde(skip)]
     pub running_since: Option<Instant>,
+    /// When its usage was last sent to the root (not persisted: the snapshot of a reconnect
+    /// carries it anyway).
+    #[serde(skip)]
+    pub usage_forwarded_at: Option<Instant>,
 }
 
 impl Instance {
@@ -141,6 +145,18 @@ pub enum Effect {
     },
     /// Send the instance's current status to the root.
     Report(InstanceKey),
+}
+
+/// Shortest interval between two usage reports of one instance to the root.
+pub const USAGE_FORWARD_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Whether new usage differs from what the root has enough to send it again.
+fn usage_moved(old: Option<&ServiceUsage>, new: &ServiceUsage) -> bool {
+    let Some(old) = old else { return true };
+    old.logs != new.logs
+        || (old.cpu_percent - new.cpu_percent).abs() >= 1.0
+        || (old.memory_percent - new.memory_percent).abs() >= 1.0
+        || old.disk.abs_diff(new.disk) >= 1 << 20
 }
 
 /// Timing of liveness and healing.
@@ -483,7 +499,12 @@ impl ClusterState {
 
     /// `nodes/<id>/jobs/resources`: usage of the instances on a worker. Also a duplicate guard:
     /// an instance the worker runs but should not is deleted there.
-    pub fn resources_report(&mut self, worker: &str, report: ResourcesReport) {
+    ///
+    /// Usage (CPU, memory, disk, log tail) goes on to the root as an instance report: the
+    /// first one at once, later ones when they differ noticeably (new log output, CPU or
+    /// memory moved by a point or more), at most every [`USAGE_FORWARD_INTERVAL`] per
+    /// instance, so a hundred idle instances cost the root nothing.
+    pub fn resources_report(&mut self, worker: &str, report: ResourcesReport, now: Instant) {
         for usage in report.services {
             let key = self
                 .by_job_name
@@ -491,7 +512,19 @@ impl ClusterState {
                 .map(|job| (job.clone(), usage.instance));
             match key.as_ref().and_then(|k| self.instances.get_mut(k)) {
                 Some(instance) if instance.worker_id.as_deref() == Some(worker) => {
+                    let due = match instance.usage_forwarded_at {
+                        None => true,
+                        Some(at) => {
+                            now.saturating_duration_since(at) >= USAGE_FORWARD_INTERVAL
+                                && usage_moved(instance.usage.as_ref(), &usage)
+                        }
+                    };
                     instance.usage = Some(usage);
+                    if due {
+                        instance.usage_forwarded_at = Some(now);
+                        let key = instance.key();
+                        self.effects.push(Effect::Report(key));
+                    }
                 }
                 Some(instance) => self.effects.push(Effect::Delete {
                     worker: worker.to_owned(),
@@ -613,6 +646,7 @@ impl ClusterState {
             stale_copies: BTreeSet::new(),
             usage: None,
             running_since: None,
+            usage_forwarded_at: None,
             // An SLA whose constraints do not parse never becomes placeable.
             retry_at: unusable.then(|| now + Duration::from_secs(365 * 24 * 3600)),
         };
@@ -744,6 +778,7 @@ impl ClusterState {
                 instance.status = Status::Positive(PositiveSchedulingStatus::NodeScheduled);
                 instance.status_detail = String::new();
                 instance.usage = None;
+                instance.usage_forwarded_at = None;
                 // The new worker must not be asked to delete what it is about to run; other
                 // reachable holders of an old copy delete it now, unreachable ones when back.
                 instance.stale_copies.remove(&worker);

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use oakestra_cluster::state::{
-    ClusterState, Effect, InstanceAddresses, InstanceKey, Timing, WorkerRecord,
+    ClusterState, Effect, InstanceAddresses, InstanceKey, Timing, USAGE_FORWARD_INTERVAL,
+    WorkerRecord,
 };
 use oakestra_core::status::{
     DeploymentStatus, NegativeSchedulingStatus, PositiveSchedulingStatus, Status,
@@ -198,8 +199,68 @@ async fn a_silent_worker_loses_its_instances_and_deletes_them_when_back() {
                 instance: 0,
             }],
         },
+        t2,
     );
     assert_eq!(deletes(&s.take_effects()), vec!["w1"]);
+}
+
+fn usage(cpu: f64, logs: &str) -> ResourcesReport {
+    ResourcesReport {
+        wire_version: WireVersion::CURRENT,
+        services: vec![ServiceUsage {
+            cpu_percent: cpu,
+            memory_percent: 2.0,
+            disk: 0,
+            logs: logs.into(),
+            job_name: JOB_NAME.into(),
+            virtualization: "docker".into(),
+            instance: 0,
+        }],
+    }
+}
+
+fn reports(effects: &[Effect]) -> usize {
+    effects
+        .iter()
+        .filter(|e| matches!(e, Effect::Report(_)))
+        .count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn usage_goes_to_the_root_when_it_moves_at_most_every_interval() {
+    let mut s = ClusterState::new(timing());
+    let t0 = Instant::now();
+    s.register_worker(worker("w1", 1000), t0);
+    deploy(&mut s, 100, false, "[]", t0);
+    place_due(&mut s, t0);
+    s.job_report("w1", report(DeploymentStatus::Running), t0);
+    s.take_effects();
+
+    // the first usage is forwarded at once, with the log tail
+    s.resources_report("w1", usage(3.0, "hello\n"), t0);
+    assert_eq!(reports(&s.take_effects()), 1);
+    let i = s.instance(&key()).unwrap();
+    assert_eq!(i.usage.as_ref().unwrap().logs, "hello\n");
+    let status = oakestra_cluster::cluster::instance_status(i);
+    assert_eq!(status.cpu_percent, Some(3.0));
+    assert_eq!(status.memory_percent, Some(2.0));
+    assert_eq!(status.logs, "hello\n");
+
+    // new output within the interval: kept, not forwarded yet
+    tokio::time::advance(Duration::from_secs(1)).await;
+    s.resources_report("w1", usage(3.0, "hello\nworld\n"), Instant::now());
+    assert_eq!(reports(&s.take_effects()), 0);
+    // after the interval: forwarded
+    tokio::time::advance(USAGE_FORWARD_INTERVAL).await;
+    s.resources_report("w1", usage(3.2, "hello\nworld\n!\n"), Instant::now());
+    assert_eq!(reports(&s.take_effects()), 1);
+    // nothing moved noticeably: not forwarded, however long it has been
+    tokio::time::advance(USAGE_FORWARD_INTERVAL * 3).await;
+    s.resources_report("w1", usage(3.5, "hello\nworld\n!\n"), Instant::now());
+    assert_eq!(reports(&s.take_effects()), 0);
+    // CPU moved by a point or more: forwarded
+    s.resources_report("w1", usage(9.0, "hello\nworld\n!\n"), Instant::now());
+    assert_eq!(reports(&s.take_effects()), 1);
 }
 
 #[tokio::test(start_paused = true)]

@@ -20,8 +20,9 @@ use oakestra_runtime::{ExitEvent, InstanceId, InstanceSpec, InstanceState, Runti
 use crate::metrics::Metrics;
 use crate::state::{DesiredInstance, Identity, NodeState, StateFile};
 
-/// Bytes of log tail sent with each resources report (Oakestra sends 1 KiB).
-pub const LOG_TAIL_BYTES: usize = 1024;
+/// Bytes of log tail sent with each resources report (Oakestra sends 1 KiB). The root's log
+/// endpoint serves what arrives here, so it is a few dozen lines rather than one or two.
+pub const LOG_TAIL_BYTES: usize = 4096;
 
 /// Where status changes go (MQTT in the daemon, a channel in tests). Must not block: a report
 /// that cannot be sent now is covered by the full status snapshot sent on every (re)connect.

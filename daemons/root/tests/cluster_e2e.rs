@@ -24,9 +24,13 @@ struct RootProcess {
 
 impl RootProcess {
     fn start(data_dir: &Path) -> RootProcess {
+        Self::start_with_timeout(data_dir, "30s")
+    }
+
+    fn start_with_timeout(data_dir: &Path, cluster_timeout: &str) -> RootProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_oakestra-root"))
             .args(["--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"])
-            .args(["--cluster-timeout", "30s"])
+            .args(["--cluster-timeout", cluster_timeout])
             .arg("--data-dir")
             .arg(data_dir)
             .env("RUST_LOG", "warn")
@@ -180,6 +184,113 @@ async fn service_to_running_instance_through_the_real_binary() {
         .unwrap();
     let u = cluster.expect_undeploy().await;
     assert_eq!(u.job_id, nginx);
+}
+
+/// `GET /api/service/<id>/instance/<n>/logs`, as JSON, or the error status.
+async fn get_logs(
+    client: &oakestra_client::Client,
+    service: &str,
+    path_tail: &str,
+) -> Result<serde_json::Value, u16> {
+    let path = format!("/api/service/{service}/instance/{path_tail}");
+    match client
+        .call::<serde_json::Value, ()>(reqwest::Method::GET, &path, None)
+        .await
+    {
+        Ok(v) => Ok(v),
+        Err(oakestra_client::ClientError::Api {
+            status, message, ..
+        }) => {
+            assert!(!message.is_empty(), "an error says what was wrong");
+            Err(status)
+        }
+        Err(e) => panic!("GET {path}: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn instance_logs_and_usage_reach_the_api_and_errors_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = RootProcess::start_with_timeout(dir.path(), "2s");
+    let token = tokens::read_bootstrap_token(dir.path()).expect("bootstrap token file");
+    let mut cluster: FakeCluster = root.cluster("edge", &token).connect().await.unwrap();
+    let admin = root.admin().await;
+    let apps = admin
+        .create_applications(&serde_json::from_str::<serde_json::Value>(CLIENTSRVR).unwrap())
+        .await
+        .unwrap();
+    let services = admin
+        .application_services(&apps[0].id.to_string())
+        .await
+        .unwrap();
+    let nginx = services
+        .iter()
+        .find(|s| s.service_name == "nginx")
+        .unwrap()
+        .id
+        .to_string();
+    eventually("the cluster to be active", || async {
+        admin
+            .clusters()
+            .await
+            .unwrap()
+            .iter()
+            .any(|c| c.active)
+            .then_some(())
+    })
+    .await;
+
+    // Not deployed: no instance 0 yet → 404; an unknown service → 404; a bad tail → 400.
+    assert_eq!(get_logs(&admin, &nginx, "0/logs").await, Err(404));
+    assert_eq!(
+        get_logs(&admin, "65f1a2b3c4d5e6f708192a3b", "0/logs").await,
+        Err(404)
+    );
+    admin.deploy_instance(&nginx).await.unwrap();
+    cluster.expect_deploy().await;
+    assert_eq!(get_logs(&admin, &nginx, "0/logs?tail=0").await, Err(400));
+    assert_eq!(get_logs(&admin, &nginx, "0/logs?tail=x").await, Err(400));
+    // Placed on the cluster, no worker yet → 503.
+    let plain = |s: &str| fake_cluster::status(&nginx, 0, s);
+    let mut scheduled = plain("NODE_SCHEDULED");
+    scheduled.worker_id.clear();
+    cluster.report(scheduled).await;
+    eventually("NODE_SCHEDULED", || async {
+        (service_status(&admin, &nginx).await
+            == Some(PositiveSchedulingStatus::NodeScheduled.into()))
+        .then_some(())
+    })
+    .await;
+    assert_eq!(get_logs(&admin, &nginx, "0/logs").await, Err(503));
+
+    // Running with output and usage: the tail and the usage show.
+    let mut running = plain("RUNNING");
+    running.logs = "one\ntwo\nthree\n".into();
+    running.cpu_percent = Some(12.5);
+    running.memory_percent = Some(3.25);
+    cluster.report(running).await;
+    let answer = eventually("the log over REST", || async {
+        get_logs(&admin, &nginx, "0/logs?tail=2").await.ok()
+    })
+    .await;
+    assert_eq!(answer["logs"], "two\nthree\n");
+    assert_eq!(answer["instance_number"], 0);
+    assert_eq!(answer["status"], "RUNNING");
+    assert_eq!(answer["worker_id"], "worker-1");
+    let all = get_logs(&admin, &nginx, "0/logs").await.unwrap();
+    assert_eq!(all["logs"], "one\ntwo\nthree\n");
+    let service = admin.service(&nginx).await.unwrap();
+    let inst = service.instance(0).unwrap();
+    assert_eq!(inst.cpu_percent, Some(12.5));
+    assert_eq!(inst.memory_percent, Some(3.25));
+    assert_eq!(get_logs(&admin, &nginx, "7/logs").await, Err(404));
+
+    // The cluster goes away: once it is inactive, the log is unavailable (503).
+    cluster.disconnect();
+    eventually("503 once the cluster is gone", || async {
+        (get_logs(&admin, &nginx, "0/logs").await == Err(503)).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

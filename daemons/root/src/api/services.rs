@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use oakestra_core::ids::ObjectId;
 use oakestra_core::model::{InstanceRecord, ServiceRecord};
 use oakestra_core::sla::Violation;
@@ -27,6 +27,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_application_services))
         .routes(routes!(deploy_instance))
         .routes(routes!(undeploy_instance))
+        .routes(routes!(instance_logs))
 }
 
 /// The service `id` if it exists and its application belongs to the caller; 404 otherwise.
@@ -319,4 +320,145 @@ async fn undeploy_instance(
     }
     state.lifecycle.undeploy_instance(service.id, which).await?;
     Ok(MessageBody::json("ok"))
+}
+
+/// Lines returned by the log endpoint when `tail` is not given.
+pub const DEFAULT_LOG_TAIL_LINES: usize = 100;
+/// Most lines the log endpoint returns.
+pub const MAX_LOG_TAIL_LINES: usize = 10_000;
+
+/// Query of the log endpoint.
+#[derive(Debug, serde::Deserialize)]
+struct LogsQuery {
+    tail: Option<String>,
+}
+
+/// Answer of the log endpoint.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct InstanceLogs {
+    /// The service.
+    pub service_id: String,
+    /// The instance.
+    pub instance_number: u32,
+    /// Its status (`RUNNING`, `DEAD`, …).
+    pub status: Option<String>,
+    /// Worker it runs (or ran) on.
+    pub worker_id: Option<String>,
+    /// Seconds since the epoch of the instance's last report.
+    pub updated: Option<f64>,
+    /// The last `tail` lines of its output (stdout and stderr), oldest first, each ending
+    /// with a newline.
+    pub logs: String,
+}
+
+/// The last `n` lines of `text` (a final line without a newline counts), each ending with a
+/// newline.
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// The last lines of an instance's output (Oakestra-rs only; Oakestra has no log endpoint).
+///
+/// The worker captures each instance's stdout and stderr and ships the last 4 KiB with its
+/// usage reports; the cluster forwards them to the root when they change (at most every 5 s
+/// per instance), so the answer is at most a few seconds old and covers the last 4 KiB of
+/// output. It stays available after the instance ended (`DEAD`, `COMPLETED`, `FAILED`).
+/// 404 for an unknown or other user's service or instance; 503 when no log can be had: the
+/// instance is not placed on a worker (yet, or any more), or its cluster is not connected.
+#[utoipa::path(get, path = "/api/service/{service_id}/instance/{instance_number}/logs", tag = "services",
+    security(("bearer" = [])),
+    params(
+        ("service_id" = String, Path),
+        ("instance_number" = u32, Path),
+        ("tail" = Option<u32>, Query, description = "Number of lines, 1–10000 [default: 100]"),
+    ),
+    responses(
+        (status = 200, body = InstanceLogs), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 503, description = "No log available now (not placed yet, cluster disconnected)", body = ErrorBody),
+    ))]
+async fn instance_logs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((service_id, instance_number)): Path<(String, String)>,
+    Query(query): Query<LogsQuery>,
+) -> ApiResult<Json<InstanceLogs>> {
+    let tail = match query.tail.as_deref() {
+        None => DEFAULT_LOG_TAIL_LINES,
+        Some(t) => match t.trim().parse::<usize>() {
+            Ok(n) if (1..=MAX_LOG_TAIL_LINES).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "tail {t:?} is not valid: give a number of lines from 1 to {MAX_LOG_TAIL_LINES}"
+                )));
+            }
+        },
+    };
+    let service = owned_service(&state, &caller, &service_id).await?;
+    let n: u32 = instance_number.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "instance number {instance_number:?} is not valid: give a number ≥ 0"
+        ))
+    })?;
+    let inst = service
+        .instance(n)
+        .ok_or_else(|| ApiError::not_found(format!("service {service_id} has no instance {n}")))?;
+    let status = inst.status.as_ref().map(ToString::to_string);
+    let unavailable = |why: String| {
+        ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("no log of instance {n} of service {service_id}: {why}"),
+        )
+    };
+    match inst.cluster_id.as_ref() {
+        Some(cluster) => {
+            let connected = state
+                .store
+                .get_cluster(cluster)
+                .await?
+                .is_some_and(|c| c.active);
+            if !connected {
+                return Err(unavailable(format!(
+                    "its cluster {cluster} is not connected to the root; retry once it is back \
+                     (or the instance moved)"
+                )));
+            }
+            if inst.logs.is_none() && inst.worker_id.is_none() {
+                return Err(unavailable(format!(
+                    "cluster {cluster} has not started it on a worker yet ({}); retry once it runs",
+                    status.as_deref().unwrap_or("no status")
+                )));
+            }
+        }
+        None => {
+            return Err(unavailable(format!(
+                "it is not placed on a cluster ({}); retry once it runs",
+                status.as_deref().unwrap_or("no status")
+            )));
+        }
+    }
+    Ok(Json(InstanceLogs {
+        service_id: service.id.to_string(),
+        instance_number: n,
+        status,
+        worker_id: inst.worker_id.as_ref().map(ToString::to_string),
+        updated: inst.last_modified_timestamp,
+        logs: last_lines(inst.logs.as_deref().unwrap_or(""), tail),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_lines;
+
+    #[test]
+    fn last_lines_keeps_the_newest() {
+        assert_eq!(last_lines("a\nb\nc\n", 2), "b\nc\n");
+        assert_eq!(last_lines("a\nb\nc", 5), "a\nb\nc\n");
+        assert_eq!(last_lines("", 3), "");
+    }
 }
