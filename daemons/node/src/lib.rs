@@ -172,7 +172,9 @@ async fn build_runtime(config: &Config) -> Result<Arc<dyn Runtime>, NodeError> {
                          --runtime fake"
                     ))
                 })?;
-            Ok(Arc::new(runtime))
+            // Routed even alone: the router maps Oakestra's container names (`container`,
+            // the SLA's, and `docker`) to what containerd runs.
+            Ok(Arc::new(RoutingRuntime::new(vec![Arc::new(runtime)])))
         }
         RuntimeKind::Unikernel => {
             if !unikernel_available() {

@@ -36,8 +36,14 @@ pub const AUTH_USER: &str = "oak";
 /// Password of the auth registry.
 pub const AUTH_PASSWORD: &str = "test-secret";
 
+/// `scripts/fixtures` of the workspace: this module is also included by other crates' tests
+/// (`#[path]`), so it is looked up from the including crate upwards.
 fn scripts_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fixtures")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|dir| dir.join("scripts/fixtures"))
+        .find(|dir| dir.is_dir())
+        .expect("scripts/fixtures above the crate directory")
 }
 
 fn run_script(name: &str, env: &[(&str, &str)]) -> String {
