@@ -86,6 +86,10 @@ pub struct InstanceSpec {
     pub privileged: bool,
     /// Architectures parallel to the kernel URLs of `image` (unikernels).
     pub arch: Vec<String>,
+    /// Platform of the image to pull (`linux/arm64`, `linux/arm/v7`), from the SLA's
+    /// `platform`; `None` is this worker's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
 }
 
 impl InstanceSpec {
@@ -97,6 +101,19 @@ impl InstanceSpec {
             id: id.to_string(),
             reason: format!("port: {e}"),
         })?;
+        let platform = cmd
+            .platform
+            .as_deref()
+            .map(str::trim)
+            .filter(|p| !p.is_empty());
+        if let Some(p) = platform {
+            containerd::reference::PlatformSpec::parse(p).map_err(|e| {
+                RuntimeError::InvalidSpec {
+                    id: id.to_string(),
+                    reason: format!("platform: {e}"),
+                }
+            })?;
+        }
         Ok(Self {
             id,
             image: cmd.image.clone(),
@@ -110,6 +127,7 @@ impl InstanceSpec {
             one_shot: cmd.one_shot,
             privileged: cmd.privileged,
             arch: cmd.arch.clone(),
+            platform: platform.map(str::to_owned),
         })
     }
 
@@ -315,9 +333,20 @@ mod tests {
         assert_eq!(spec.env_value("B"), Some("x=y"));
         assert_eq!(spec.env_value("C"), None);
 
+        assert_eq!(spec.platform, None);
         let mut bad = cmd.clone();
         bad.port = "notaport".into();
         let err = InstanceSpec::from_deploy(&bad).unwrap_err();
         assert!(err.to_string().contains("a.b.c.d.instance.2"), "{err}");
+
+        let mut arm = cmd.clone();
+        arm.platform = Some("linux/arm64".into());
+        assert_eq!(
+            InstanceSpec::from_deploy(&arm).unwrap().platform.as_deref(),
+            Some("linux/arm64")
+        );
+        arm.platform = Some("linux//v7".into());
+        let err = InstanceSpec::from_deploy(&arm).unwrap_err();
+        assert!(err.to_string().contains("platform"), "{err}");
     }
 }

@@ -293,6 +293,7 @@ mod tests {
             one_shot: false,
             privileged: false,
             arch: Vec::new(),
+            platform: None,
         }
     }
 

@@ -327,6 +327,7 @@ mod tests {
             one_shot: false,
             privileged: false,
             arch: vec![],
+            platform: None,
         }
     }
 

@@ -341,6 +341,7 @@ pub fn spec(image: &str, cmd: &[&str]) -> InstanceSpec {
         one_shot: false,
         privileged: false,
         arch: vec![],
+        platform: None,
     }
 }
 

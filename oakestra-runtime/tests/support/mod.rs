@@ -116,6 +116,7 @@ pub fn spec(name: &str, url: &str, cmd: &[&str]) -> InstanceSpec {
         one_shot: false,
         privileged: false,
         arch: vec!["amd64".into()],
+        platform: None,
     }
 }
 
