@@ -583,27 +583,11 @@ impl Client {
             path.push_str(&format!("?tail={n}"));
         }
         let answer: Value = self.call(Method::GET, &path, None::<&()>).await?;
-        match answer {
-            Value::String(text) => Ok(text),
-            Value::Object(ref map) => match map.get("lines").or_else(|| map.get("logs")) {
-                Some(Value::String(text)) => Ok(text.clone()),
-                Some(Value::Array(lines)) => Ok(lines
-                    .iter()
-                    .map(|l| l.as_str().map_or_else(|| l.to_string(), str::to_owned))
-                    .collect::<Vec<_>>()
-                    .join("\n")),
-                _ => Err(ClientError::Decode {
-                    method: "GET".to_owned(),
-                    path,
-                    message: "expected {\"lines\": [\"<line>\", …]}".to_owned(),
-                }),
-            },
-            _ => Err(ClientError::Decode {
-                method: "GET".to_owned(),
-                path,
-                message: "expected {\"lines\": [\"<line>\", …]}".to_owned(),
-            }),
-        }
+        log_text(answer).ok_or_else(|| ClientError::Decode {
+            method: "GET".to_owned(),
+            path,
+            message: "expected {\"lines\": [\"<line>\", …]} or {\"logs\": \"<text>\"}".to_owned(),
+        })
     }
 
     // ---------------------------------------------------------------- clusters
@@ -718,6 +702,29 @@ impl Client {
     }
 }
 
+/// The text of a logs answer: `{"lines": [...]}`, `{"logs": "<text>"}`, plain text in a JSON
+/// string, or any of these double-encoded.
+fn log_text(answer: Value) -> Option<String> {
+    match answer {
+        Value::String(text) => match serde_json::from_str::<Value>(&text) {
+            Ok(inner @ Value::Object(_)) => log_text(inner),
+            _ => Some(text),
+        },
+        Value::Object(mut map) => match map.remove("lines").or_else(|| map.remove("logs"))? {
+            Value::String(text) => Some(text),
+            Value::Array(lines) => Some(
+                lines
+                    .iter()
+                    .map(|l| l.as_str().map_or_else(|| l.to_string(), str::to_owned))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// Decodes a body, accepting Oakestra's double-encoded form (a JSON string holding JSON).
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, String> {
     match serde_json::from_slice::<T>(bytes) {
@@ -776,6 +783,26 @@ mod tests {
         let double: Vec<u32> = decode(br#""[1,2]""#).unwrap();
         assert_eq!(plain, double);
         assert!(decode::<Vec<u32>>(b"{}").is_err());
+    }
+
+    #[test]
+    fn log_answers_in_every_shape() {
+        let lines = serde_json::json!({"service_id": "x", "lines": ["a", "b"]});
+        assert_eq!(log_text(lines.clone()).as_deref(), Some("a\nb"));
+        assert_eq!(
+            log_text(Value::String(lines.to_string())).as_deref(),
+            Some("a\nb")
+        );
+        assert_eq!(
+            log_text(serde_json::json!({"logs": "a\nb"})).as_deref(),
+            Some("a\nb")
+        );
+        assert_eq!(
+            log_text(Value::String("plain".into())).as_deref(),
+            Some("plain")
+        );
+        assert_eq!(log_text(serde_json::json!({"other": 1})), None);
+        assert_eq!(log_text(serde_json::json!(3)), None);
     }
 
     #[test]

@@ -448,16 +448,24 @@ pub async fn app(session: &Session, command: AppCommand, json: bool) -> anyhow::
             Ok(())
         }
         AppCommand::Show { id } => {
-            let app = client.application(&id).await.map_err(|e| {
-                if is_not_found(&e) {
-                    anyhow::Error::from(Failure::failed(format!(
+            let app = match client.application(&id).await {
+                Ok(app) => app,
+                Err(e) if is_not_found(&e) => {
+                    return Err(Failure::failed(format!(
                         "application {id} not found: {}",
                         e.message().unwrap_or("404")
-                    )))
-                } else {
-                    e.into()
+                    ))
+                    .into());
                 }
-            })?;
+                // Oakestra's root answers `null` for an application it found: look it up in
+                // the list instead.
+                Err(ClientError::Decode { .. }) => visible_applications(session)
+                    .await?
+                    .into_iter()
+                    .find(|a| a.id.to_string() == id)
+                    .ok_or_else(|| Failure::failed(format!("application {id} not found")))?,
+                Err(e) => return Err(e.into()),
+            };
             let services = client.application_services(&id).await?;
             if json {
                 return print_json(&serde_json::json!({

@@ -671,6 +671,15 @@ mod oakestra_stub {
                     }]))
                 }),
             )
+            // Oakestra's quirk: a found application is answered with `null`.
+            .route(
+                "/api/application/{id}",
+                get(|| async { axum::Json(Value::Null) }),
+            )
+            .route(
+                "/api/services/{app}",
+                get(|| async { string_body(&Value::Array(vec![service(vec![])])) }),
+            )
             .route("/api/service/{id}", get(get_service))
             .route(
                 "/api/service/{id}/instance",
@@ -714,6 +723,18 @@ async fn works_against_an_oakestra_shaped_root() {
     assert_eq!(apps[0]["application_name"], "shop");
     let table = run(args(&["app", "list"]), "").await.unwrap().ok().stdout;
     assert!(table.contains(oakestra_stub::APP), "{table}");
+
+    let shown = run(args(&["--json", "app", "show", oakestra_stub::APP]), "")
+        .await
+        .unwrap()
+        .ok()
+        .json();
+    assert_eq!(shown["application"]["application_name"], "shop");
+    assert_eq!(shown["services"][0]["service_name"], "web");
+    run(args(&["app", "show", "65f1a2b3c4d5e6f708192aff"]), "")
+        .await
+        .unwrap()
+        .code(1);
 
     let clusters = run(args(&["cluster", "list", "--json"]), "")
         .await
