@@ -721,6 +721,10 @@ async fn deploy(client: &Client, args: DeployArgs, json: bool) -> anyhow::Result
     }
 
     let progress = indicatif::ProgressBar::new_spinner();
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
+        progress.set_style(style);
+    }
+    progress.set_message(format!("deploying an instance of service {id}"));
     progress.enable_steady_tick(Duration::from_millis(100));
     let waited = tokio::time::timeout(
         args.timeout,

@@ -576,6 +576,7 @@ fn unreachable_root_bad_usage_and_help() {
 /// JSON string holding JSON (as Oakestra's `json_util.dumps` answers), and a deploy answer
 /// without the instance.
 mod oakestra_stub {
+    use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
 
     use axum::Router;
@@ -585,11 +586,15 @@ mod oakestra_stub {
 
     pub const SERVICE: &str = "65f1a2b3c4d5e6f708192a3c";
     pub const APP: &str = "65f1a2b3c4d5e6f708192a3b";
+    /// A service whose instance cannot be placed.
+    pub const FAILING: &str = "65f1a2b3c4d5e6f708192a3d";
+    /// A service whose instance never leaves REQUESTED.
+    pub const STUCK: &str = "65f1a2b3c4d5e6f708192a3e";
 
     #[derive(Default)]
     pub struct Stub {
-        /// Status reads since the deploy (None: not deployed).
-        reads_since_deploy: Option<u32>,
+        /// Per deployed service: status reads since its deploy.
+        reads_since_deploy: HashMap<String, u32>,
     }
 
     fn string_body(value: &Value) -> axum::Json<Value> {
@@ -613,7 +618,7 @@ mod oakestra_stub {
         Path(id): Path<String>,
     ) -> axum::response::Response {
         use axum::response::IntoResponse;
-        if id != SERVICE {
+        if ![SERVICE, FAILING, STUCK].contains(&id.as_str()) {
             return (
                 axum::http::StatusCode::NOT_FOUND,
                 "{\"message\":\"Job not found\"}",
@@ -621,11 +626,19 @@ mod oakestra_stub {
                 .into_response();
         }
         let mut stub = stub.lock().unwrap();
-        let instances = match &mut stub.reads_since_deploy {
-            None => vec![],
-            Some(reads) => {
-                *reads += 1;
-                let status = match *reads {
+        let reads = stub.reads_since_deploy.get_mut(&id).map(|reads| {
+            *reads += 1;
+            *reads
+        });
+        let instances = match (id.as_str(), reads) {
+            (_, None) => vec![],
+            (FAILING, Some(_)) => vec![json!({
+                "instance_number": 0, "status": "NO_WORKER_CAPACITY",
+                "status_detail": "no worker has 100 MB of memory free",
+            })],
+            (STUCK, Some(_)) => vec![json!({"instance_number": 0, "status": "REQUESTED"})],
+            (_, Some(reads)) => {
+                let status = match reads {
                     1 => "REQUESTED",
                     2 => "CLUSTER_SCHEDULED",
                     3 => "NODE_SCHEDULED",
@@ -683,10 +696,12 @@ mod oakestra_stub {
             .route("/api/service/{id}", get(get_service))
             .route(
                 "/api/service/{id}/instance",
-                post(|State(stub): State<Arc<Mutex<Stub>>>| async move {
-                    stub.lock().unwrap().reads_since_deploy = Some(0);
-                    axum::Json(json!({"message": "ok"}))
-                }),
+                post(
+                    |State(stub): State<Arc<Mutex<Stub>>>, Path(id): Path<String>| async move {
+                        stub.lock().unwrap().reads_since_deploy.insert(id, 0);
+                        axum::Json(json!({"message": "ok"}))
+                    },
+                ),
             )
             .with_state(state)
     }
@@ -776,6 +791,42 @@ async fn works_against_an_oakestra_shaped_root() {
             .stdout
             .contains("RUNNING on cluster c1 worker w1"),
         "{run_deploy:#?}"
+    );
+
+    // A placement failure: its status and detail, exit 1.
+    let failed = run(
+        args(&["service", "deploy", oakestra_stub::FAILING, "--wait"]),
+        "",
+    )
+    .await
+    .unwrap()
+    .code(1);
+    assert!(
+        failed.stderr.contains(
+            "instance 0 of service 65f1a2b3c4d5e6f708192a3d failed: NO_WORKER_CAPACITY: \
+             no worker has 100 MB of memory free"
+        ),
+        "{failed:#?}"
+    );
+
+    // Still REQUESTED when --timeout passes: exit 5 with the last status.
+    let stuck = run(
+        args(&[
+            "service",
+            "deploy",
+            oakestra_stub::STUCK,
+            "--wait",
+            "--timeout",
+            "1s",
+        ]),
+        "",
+    )
+    .await
+    .unwrap()
+    .code(5);
+    assert!(
+        stuck.stderr.contains("last status: instance 0: REQUESTED"),
+        "{stuck:#?}"
     );
 
     // No logs endpoint: the log tail of the service record.
