@@ -49,8 +49,29 @@ where
 /// Sleeps with the GIL released, then lets Python handle pending signals (Ctrl-C).
 fn pause(py: Python<'_>, duration: Duration) -> PyResult<()> {
     let runtime = runtime()?;
-    py.detach(|| runtime.block_on(tokio::time::sleep(duration)));
+    py.detach(|| runtime.block_on(async move { tokio::time::sleep(duration).await }));
     py.check_signals()
+}
+
+/// An id as the API shows it: a string, or Oakestra's `{"$oid": "<24 hex>"}`.
+pub struct Id(String);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Id {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if let Ok(text) = obj.extract::<String>() {
+            return Ok(Id(text));
+        }
+        if let Ok(dict) = obj.cast::<PyDict>()
+            && let Some(oid) = dict.get_item("$oid")?
+        {
+            return Ok(Id(oid.extract()?));
+        }
+        Err(pyo3::exceptions::PyTypeError::new_err(
+            "an id is a string or {\"$oid\": \"<24 hex digits>\"}",
+        ))
+    }
 }
 
 /// The (name, namespace) pairs of a descriptor's applications.
@@ -193,17 +214,20 @@ impl Client {
     }
 
     /// One application by id (`NotFoundError` if it is unknown or not the caller's).
-    fn application(&self, py: Python<'_>, application_id: String) -> PyResult<Py<PyAny>> {
+    fn application(&self, py: Python<'_>, application_id: Id) -> PyResult<Py<PyAny>> {
         let inner = self.inner.clone();
-        let app = block(py, async move { inner.application(&application_id).await })?;
+        let app = block(
+            py,
+            async move { inner.application(&application_id.0).await },
+        )?;
         to_py(py, &app)
     }
 
     /// Undeploys and deletes an application with its services; returns the root's message.
-    fn delete_application(&self, py: Python<'_>, application_id: String) -> PyResult<String> {
+    fn delete_application(&self, py: Python<'_>, application_id: Id) -> PyResult<String> {
         let inner = self.inner.clone();
         let answer = block(py, async move {
-            inner.delete_application(&application_id).await
+            inner.delete_application(&application_id.0).await
         })?;
         Ok(answer.message)
     }
@@ -212,11 +236,11 @@ impl Client {
 
     /// Every service (Admin), or those of one application.
     #[pyo3(signature = (application_id = None))]
-    fn services(&self, py: Python<'_>, application_id: Option<String>) -> PyResult<Py<PyAny>> {
+    fn services(&self, py: Python<'_>, application_id: Option<Id>) -> PyResult<Py<PyAny>> {
         let inner = self.inner.clone();
         let services = block(py, async move {
             match application_id {
-                Some(id) => inner.application_services(&id).await,
+                Some(Id(id)) => inner.application_services(&id).await,
                 None => inner.services().await,
             }
         })?;
@@ -224,31 +248,34 @@ impl Client {
     }
 
     /// One service by id, with its `instance_list`.
-    fn service(&self, py: Python<'_>, service_id: String) -> PyResult<Py<PyAny>> {
+    fn service(&self, py: Python<'_>, service_id: Id) -> PyResult<Py<PyAny>> {
         let inner = self.inner.clone();
-        let service = block(py, async move { inner.service(&service_id).await })?;
+        let service = block(py, async move { inner.service(&service_id.0).await })?;
         to_py(py, &service)
     }
 
     /// The instances of a service (its `instance_list`).
-    fn instances(&self, py: Python<'_>, service_id: String) -> PyResult<Py<PyAny>> {
+    fn instances(&self, py: Python<'_>, service_id: Id) -> PyResult<Py<PyAny>> {
         let inner = self.inner.clone();
-        let service = block(py, async move { inner.service(&service_id).await })?;
+        let service = block(py, async move { inner.service(&service_id.0).await })?;
         to_py(py, &service.instance_list)
     }
 
     /// Undeploys a service's instances and deletes it; returns the root's message.
-    fn delete_service(&self, py: Python<'_>, service_id: String) -> PyResult<String> {
+    fn delete_service(&self, py: Python<'_>, service_id: Id) -> PyResult<String> {
         let inner = self.inner.clone();
-        let answer = block(py, async move { inner.delete_service(&service_id).await })?;
+        let answer = block(py, async move { inner.delete_service(&service_id.0).await })?;
         Ok(answer.message)
     }
 
     /// Deploys one more instance of a service; returns the new instance (with its
     /// `instance_number` and scheduling status). Use `wait_for_status` to wait for RUNNING.
-    fn deploy(&self, py: Python<'_>, service_id: String) -> PyResult<Py<PyAny>> {
+    fn deploy(&self, py: Python<'_>, service_id: Id) -> PyResult<Py<PyAny>> {
         let inner = self.inner.clone();
-        let answer = block(py, async move { inner.deploy_instance(&service_id).await })?;
+        let answer = block(
+            py,
+            async move { inner.deploy_instance(&service_id.0).await },
+        )?;
         match &answer.instance {
             Some(instance) => to_py(py, instance),
             None => to_py(py, &answer),
@@ -258,15 +285,10 @@ impl Client {
     /// Undeploys instance number `instance` of a service, or every instance when `None`;
     /// returns the root's message.
     #[pyo3(signature = (service_id, instance = None))]
-    fn undeploy(
-        &self,
-        py: Python<'_>,
-        service_id: String,
-        instance: Option<u32>,
-    ) -> PyResult<String> {
+    fn undeploy(&self, py: Python<'_>, service_id: Id, instance: Option<u32>) -> PyResult<String> {
         let inner = self.inner.clone();
         let answer = block(py, async move {
-            inner.undeploy_instance(&service_id, instance).await
+            inner.undeploy_instance(&service_id.0, instance).await
         })?;
         Ok(answer.message)
     }
@@ -281,7 +303,7 @@ impl Client {
     fn wait_for_status(
         &self,
         py: Python<'_>,
-        service_id: String,
+        service_id: Id,
         status: &str,
         instance: Option<u32>,
         timeout: f64,
@@ -305,7 +327,7 @@ impl Client {
         let interval = Duration::from_secs_f64(interval);
         loop {
             let inner = self.inner.clone();
-            let id = service_id.clone();
+            let id = service_id.0.clone();
             let service = block(py, async move { inner.service(&id).await })?;
             let watched: Vec<&InstanceRecord> = service
                 .instance_list
@@ -345,15 +367,14 @@ impl Client {
     fn logs(
         &self,
         py: Python<'_>,
-        service_id: String,
+        service_id: Id,
         instance: u32,
         tail: Option<u32>,
     ) -> PyResult<String> {
         let inner = self.inner.clone();
-        block(
-            py,
-            async move { inner.logs(&service_id, instance, tail).await },
-        )
+        block(py, async move {
+            inner.logs(&service_id.0, instance, tail).await
+        })
     }
 
     // ------------------------------------------------------------ clusters and others
