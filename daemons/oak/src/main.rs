@@ -40,6 +40,7 @@ enum Command {
     #[command(after_help = exit::HELP)]
     Login(remote::LoginArgs),
     /// Forget the stored login.
+    #[command(after_help = exit::HELP)]
     Logout,
     /// Applications: list, create from a descriptor, show, delete.
     #[command(subcommand, after_help = exit::HELP)]

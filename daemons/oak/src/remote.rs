@@ -64,20 +64,24 @@ pub struct LoginArgs {
 #[derive(Debug, Subcommand)]
 pub enum AppCommand {
     /// List applications (every user's for an Admin, else your own).
+    #[command(after_help = exit::HELP)]
     List,
     /// Create the applications of an SLA v2.0 descriptor (JSON file, `-` for stdin) with all
     /// their services; nothing is deployed yet (`oak service deploy`). The root checks the
     /// descriptor and lists every violation with its JSON path (exit 1).
+    #[command(after_help = exit::HELP)]
     Create {
         /// The descriptor.
         file: PathBuf,
     },
     /// Show an application and its services.
+    #[command(after_help = exit::HELP)]
     Show {
         /// Application id (24 hex digits).
         id: String,
     },
     /// Delete an application: its instances are undeployed and its services deleted.
+    #[command(after_help = exit::HELP)]
     Delete {
         /// Application id.
         id: String,
@@ -88,12 +92,14 @@ pub enum AppCommand {
 #[derive(Debug, Subcommand)]
 pub enum ServiceCommand {
     /// List services (of one application with --app).
+    #[command(after_help = exit::HELP)]
     List {
         /// Only the services of this application.
         #[arg(long)]
         app: Option<String>,
     },
     /// Show a service and its instances.
+    #[command(after_help = exit::HELP)]
     Show {
         /// Service id (24 hex digits).
         id: String,
@@ -103,8 +109,10 @@ pub enum ServiceCommand {
     ///
     /// A failure prints the reason (e.g. NO_WORKER_CAPACITY or NoActiveClusterWithCapacity with
     /// its detail) and exits 1; --timeout exceeded exits 5 with the last status.
+    #[command(after_help = exit::HELP)]
     Deploy(DeployArgs),
     /// Undeploy one instance of a service, or all of them.
+    #[command(after_help = exit::HELP)]
     Undeploy {
         /// Service id.
         id: String,
@@ -116,6 +124,7 @@ pub enum ServiceCommand {
     ///
     /// Uses the root's `GET /api/service/<id>/instance/<n>/logs?tail=N`; a root without it
     /// (Oakestra's) gives the log tail the worker last reported in the service record.
+    #[command(after_help = exit::HELP)]
     Logs {
         /// Service id.
         id: String,
@@ -148,6 +157,7 @@ pub struct DeployArgs {
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
     /// List the clusters that joined the root, active or not (needs no login).
+    #[command(after_help = exit::HELP)]
     List {
         /// The root's REST API [default: the stored login's, else http://127.0.0.1:10000].
         #[arg(long, env = "OAK_URL")]
@@ -168,6 +178,7 @@ pub enum TokenCommand {
     /// kept in <cluster data dir>/worker-join-token (or set with `oakestra-cluster
     /// --worker-join-token`); no API creates one. This prints that token, so run it on the
     /// cluster's machine; give it to `oakestra-node --token`.
+    #[command(after_help = exit::HELP)]
     Create(TokenCreateArgs),
 }
 

@@ -513,12 +513,76 @@ fn applications_and_services_through_their_lifecycle() {
     ])
     .code(1);
 
+    // A user without the Admin role sees only their own applications and services.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let admin = oakestra_client::Client::new(&up.api).unwrap();
+        admin.login("Admin", "Admin").await.unwrap();
+        admin
+            .register(&oakestra_client::NewUser {
+                name: "alice".into(),
+                password: "wonderland".into(),
+                email: String::new(),
+                roles: vec!["Application_Provider".into()],
+            })
+            .await
+            .unwrap();
+    });
+    let alice = User::new(&dir.path().join("alice"));
+    alice
+        .oak_with_input(&["login", "--url", &up.api, "-u", "alice"], "wonderland\n")
+        .ok();
+    assert_eq!(alice.oak(&["--json", "app", "list"]).ok().json(), json!([]));
+    alice.oak(&["app", "show", &app_id]).code(1);
+    let mut own =
+        serde_json::from_str::<Value>(&std::fs::read_to_string(CLIENTSRVR).unwrap()).unwrap();
+    own["applications"][0]["application_name"] = json!("alices");
+    // The RR addresses of the descriptor are taken by Admin's copy.
+    for service in own["applications"][0]["microservices"]
+        .as_array_mut()
+        .unwrap()
+    {
+        service.as_object_mut().unwrap().remove("addresses");
+    }
+    std::fs::write(dir.path().join("alice.json"), own.to_string()).unwrap();
+    alice
+        .oak(&[
+            "app",
+            "create",
+            dir.path().join("alice.json").to_str().unwrap(),
+        ])
+        .ok();
+    let apps = alice.oak(&["--json", "app", "list"]).ok().json();
+    assert_eq!(apps.as_array().unwrap().len(), 1, "{apps}");
+    assert_eq!(apps[0]["application_name"], "alices");
+    let services = alice.oak(&["--json", "service", "list"]).ok().json();
+    assert_eq!(services.as_array().unwrap().len(), 2, "{services}");
+    assert!(
+        services
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["app_name"] == "alices")
+    );
+    // Token creation needs the Admin role: exit 3.
+    alice.oak(&["token", "create", "--kind", "cluster"]).code(3);
+
     // Delete; afterwards the application is not found (exit 1).
     user.oak(&["app", "delete", &app_id]).ok();
     let run = user.oak(&["app", "show", &app_id]).code(1);
     assert!(run.stderr.contains("not found"), "{run:#?}");
     user.oak(&["service", "show", service]).code(1);
-    assert_eq!(user.oak(&["--json", "app", "list"]).ok().json(), json!([]));
+    let left = user.oak(&["--json", "app", "list"]).ok().json();
+    assert!(
+        left.as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["application_name"] == "alices"),
+        "{left}"
+    );
 }
 
 #[test]
@@ -562,6 +626,7 @@ fn unreachable_root_bad_usage_and_help() {
     ] {
         let run = user.oak(&args).ok();
         assert!(run.stdout.contains("Usage:"), "{args:?}: {run:#?}");
+        assert!(run.stdout.contains("Exit status"), "{args:?}: {run:#?}");
     }
     let help = user.oak(&["service", "--help"]).ok().stdout;
     assert!(
