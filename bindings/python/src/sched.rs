@@ -560,6 +560,16 @@ fn place(
         .map_err(|failure| no_placement_error(py, &failure))
 }
 
+/// A cluster as the root sees it: one candidate whose resources aggregate those of `workers`
+/// (for root-level placement, `PlacementRequest(level="root")`).
+#[pyfunction]
+fn cluster_of(name: String, workers: &Bound<'_, PyAny>) -> PyResult<PyCandidate> {
+    let workers = extract_candidates(workers)?;
+    Ok(PyCandidate {
+        inner: Candidate::cluster_of(name, &workers),
+    })
+}
+
 /// Why one request of a simulation was not placed.
 #[pyclass(module = "oakestra.sched", frozen, get_all)]
 #[derive(Debug, Clone)]
@@ -807,6 +817,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Simulation>()?;
     m.add_function(wrap_pyfunction!(place, m)?)?;
     m.add_function(wrap_pyfunction!(simulate, m)?)?;
+    m.add_function(wrap_pyfunction!(cluster_of, m)?)?;
     m.add_function(wrap_pyfunction!(external_answer, m)?)?;
     m.add_function(wrap_pyfunction!(parse_input, m)?)?;
     let names: Vec<&str> = Algorithm::ALL.iter().map(|a| a.as_str()).collect();

@@ -185,3 +185,23 @@ def test_python_functions_as_schedulers_in_simulation() -> None:
         sched.simulate([request()] * 3, ws, broken)
     with pytest.raises(TypeError, match="single one"):
         sched.simulate(request(), ws)
+
+
+def test_root_level_placement_on_aggregated_clusters() -> None:
+    edge = sched.cluster_of("edge", [
+        Candidate("e1", cpu_cores=2, memory_total_mb=2048, memory_free_mb=1024, virtualization=["container"]),
+        Candidate("e2", cpu_cores=2, memory_total_mb=2048, memory_free_mb=1024, virtualization=["container"]),
+        Candidate("down", cpu_cores=64, memory_total_mb=65536, memory_free_mb=65536, active=False),
+    ])
+    assert (edge.name, edge.cpu_cores, edge.memory_free_mb, edge.active) == ("edge", 4.0, 2048, True)
+    assert edge.max_worker_free == {"vcpus": 2.0, "memory_mb": 1024, "gpus": 0}
+    cloud = sched.cluster_of("cloud", [
+        Candidate("c1", cpu_cores=32, memory_total_mb=65536, memory_free_mb=65536, virtualization=["container"]),
+    ])
+    small = request(level="root", memory_mb=512)
+    assert sched.best_fit(small, [edge, cloud]).candidate == "edge"
+    # 2 GB free in total on edge, but no single worker has 1.5 GB
+    assert sched.best_fit(request(level="root", memory_mb=1536), [edge, cloud]).candidate == "cloud"
+    with pytest.raises(oakestra.NoPlacementError) as caught:
+        sched.place(request(level="root", constraints={"cluster": "edge"}, memory_mb=4096), [edge, cloud])
+    assert caught.value.status == "TargetClusterNoCapacity"

@@ -10,6 +10,7 @@ from .sched import (
     PlacementRequest as PlacementRequest,
     SchedulerFunction,
     Simulation as Simulation,
+    cluster_of as cluster_of,
     place as place,
     simulate as simulate,
 )

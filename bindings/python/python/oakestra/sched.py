@@ -26,6 +26,7 @@ from ._native import (
     Placement,
     PlacementRequest,
     Simulation,
+    cluster_of,
     place,
     simulate,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "least_loaded",
     "ldp",
     "simulate",
+    "cluster_of",
     "serve",
     "SchedulerServer",
     "Call",

@@ -161,6 +161,10 @@ def simulate(
     """Runs each scheduler (default: all built-ins) over the requests on its own copy of the
     candidates; returns {scheduler name: Simulation}."""
 
+def cluster_of(name: str, workers: Iterable[CandidateLike]) -> Candidate:
+    """One root-level candidate aggregating the workers' resources (sums, active workers only,
+    the largest free capacity of a single worker in max_worker_free)."""
+
 class Call(NamedTuple):
     request: PlacementRequest
     candidates: list[Candidate]
