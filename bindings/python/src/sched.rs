@@ -91,8 +91,14 @@ fn with_changes<T: Record>(record: &T, changes: &[(String, Bound<'_, PyAny>)]) -
             to_value(value).map_err(|e| PyTypeError::new_err(format!("{}.{key}: {e}", T::NAME)))?;
         let mut trial = fields.clone();
         trial.insert(key.clone(), value.clone());
-        from_fields::<T>(trial)
+        let parsed = from_fields::<T>(trial)
             .map_err(|e| PyValueError::new_err(format!("{}.{key}: {e}", T::NAME)))?;
+        let known = fields_of(&parsed)?;
+        if let Some(known) = known.get(key)
+            && let Some(path) = unknown_key(&value, known, &format!("{}.{key}", T::NAME))
+        {
+            return Err(unknown_key_error(&path));
+        }
         fields.insert(key.clone(), value);
     }
     from_fields(fields).map_err(|e| PyValueError::new_err(format!("{}: {e}", T::NAME)))
@@ -133,7 +139,42 @@ fn record_from_dict<T: Record>(data: &Bound<'_, PyAny>, strict: bool) -> PyResul
             )));
         }
     }
-    from_fields(map).map_err(|e| PyValueError::new_err(format!("{}: {e}", T::NAME)))
+    let input = Value::Object(map.clone());
+    let record: T =
+        from_fields(map).map_err(|e| PyValueError::new_err(format!("{}: {e}", T::NAME)))?;
+    if strict && let Some(path) = unknown_key(&input, &Value::Object(fields_of(&record)?), T::NAME)
+    {
+        return Err(unknown_key_error(&path));
+    }
+    Ok(record)
+}
+
+/// The first key of `input` (at any depth) that the parsed record does not have: a typo such
+/// as `constraints={"node": [...]}` that serde would otherwise drop without a word. Every field
+/// is always serialised, so the record's JSON lists every known key; map fields (`rtt_ms`)
+/// keep the user's keys and never count as unknown.
+fn unknown_key(input: &Value, known: &Value, path: &str) -> Option<String> {
+    match (input, known) {
+        (Value::Object(given), Value::Object(known)) => given.iter().find_map(|(key, value)| {
+            let path = format!("{path}.{key}");
+            match known.get(key) {
+                None => Some(path),
+                Some(known) => unknown_key(value, known, &path),
+            }
+        }),
+        (Value::Array(given), Value::Array(known)) => given
+            .iter()
+            .zip(known)
+            .enumerate()
+            .find_map(|(i, (value, known))| unknown_key(value, known, &format!("{path}[{i}]"))),
+        _ => None,
+    }
+}
+
+fn unknown_key_error(path: &str) -> PyErr {
+    PyTypeError::new_err(format!(
+        "{path} is not a field (see the JSON shapes in oakestra-sched/README.md)"
+    ))
 }
 
 /// `Name(field=value, …)` with the fields that differ from an empty record.

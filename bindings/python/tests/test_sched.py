@@ -57,6 +57,14 @@ def test_dict_round_trip_equality_and_replace() -> None:
     with pytest.raises(TypeError, match="has no field"):
         Candidate.from_dict({**d, "typo": 1})
     assert Candidate.from_dict({**d, "future_field": 1}, strict=False) == c
+    # typos deeper down are caught too (serde alone would drop them silently)
+    with pytest.raises(TypeError, match=r"PlacementRequest.constraints.node is not a field"):
+        PlacementRequest(constraints={"node": ["w1"]})
+    with pytest.raises(TypeError, match=r"Candidate.location.alt is not a field"):
+        Candidate.from_dict({**d, "location": {"lat": 1, "long": 2, "alt": 3}})
+    with pytest.raises(TypeError, match=r"constraints.geo\[0\].radius is not a field"):
+        PlacementRequest(constraints={"geo": [{"location": {"lat": 1, "long": 2}, "threshold_km": 5, "radius": 1}]})
+    assert Candidate("w", rtt_ms={"any-peer": 3.0}).rtt_ms == {"any-peer": 3.0}  # map keys are data
     r = PlacementRequest.from_dict({"vcpus": 0.5, "constraints": {"nodes": ["w1"]}})
     assert r.level == "cluster" and r.vcpus == 0.5 and r.constraints["nodes"] == ["w1"]
     assert PlacementRequest.from_dict(r.to_dict()) == r
