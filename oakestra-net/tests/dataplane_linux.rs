@@ -31,14 +31,9 @@ impl Env {
     fn new(letter: char) -> Env {
         let pid = std::process::id();
         let tag = format!("t{}{letter}", pid % 100_000);
-        // 12 × 256 × 4 /26 slots in 10.18–10.29; the letter picks the slot within a /24.
-        let slot = (pid % 3072) * 4 + (letter as u32 - 'a' as u32) % 4;
-        let v4 = Ipv4Addr::new(
-            10,
-            18 + (slot / 1024) as u8,
-            ((slot / 4) % 256) as u8,
-            ((slot % 4) * 64) as u8,
-        );
+        // One /26 per (process, letter) in 10.18.0.0–10.28.x (10.29 is the node tests').
+        let slot = (pid % 1800) * 6 + (letter as u32 - 'a' as u32) % 6;
+        let v4 = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 18, 0, 0)) + slot * 64);
         let v6 = format!("fc00::{:x}:{:x}00", pid % 0xffff, letter as u32);
         let subnets = WorkerSubnets {
             ipv4: Ipv4Subnet::new(v4).unwrap(),

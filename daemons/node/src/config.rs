@@ -111,6 +111,25 @@ pub enum RuntimeKind {
     Fake,
 }
 
+/// Whether instances get the overlay network (issue 8): their own network namespace with an
+/// address from the worker's subnet, behind the worker's bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OverlayMode {
+    /// On when containers run in containerd (runtime `containerd`, or `auto` with containerd
+    /// found); a host where it cannot be set up runs the containers without it (warning).
+    #[default]
+    Auto,
+    /// Always on; the worker does not start when the host network cannot be set up.
+    On,
+    /// Off: containers get an isolated namespace with loopback only (Oakestra without its
+    /// NetManager).
+    Off,
+    /// The in-memory data plane (tests, simulation): addresses are handed out, nothing is
+    /// created on the host.
+    Fake,
+}
+
 /// Resources the worker advertises instead of what it measures (simulated workers).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SimulatedResources {
@@ -160,6 +179,11 @@ pub struct Config {
     pub stop_grace: Duration,
     /// Where `GET /metrics` is served; `None`: nowhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The overlay network.
+    pub overlay: OverlayMode,
+    /// Tag of the overlay's host names (bridge `<tag>br`, namespaces `<tag>-…`, chains
+    /// `<TAG>-…`); two workers on one host need two tags.
+    pub overlay_tag: String,
 }
 
 impl Config {
@@ -183,6 +207,8 @@ impl Config {
             simulated: None,
             stop_grace: Duration::from_secs(5),
             metrics_listen: None,
+            overlay: OverlayMode::Auto,
+            overlay_tag: oakestra_net::dataplane::Naming::DEFAULT_TAG.to_owned(),
         }
     }
 }
@@ -214,7 +240,7 @@ fn parse_cluster(text: &str) -> Result<ClusterAddress, String> {
     after_help = "Every flag can also be set in the TOML file given by --config (same names, with \
                   underscores: cluster, token, data_dir, runtime, containerd_socket, \
                   insecure_registries, name, location, advertise_ip, mqtt_host, report_interval, \
-                  stop_grace, metrics_listen); registry credentials only there, as \
+                  stop_grace, metrics_listen, overlay, overlay_tag); registry credentials only there, as \
                   [registry_credentials.\"HOST\"] with username and password. Flags win over the \
                   environment, the environment over the file."
 )]
@@ -282,6 +308,14 @@ pub struct Cli {
     /// Fake runtime: every N-th start fails (0 = never) [default: 0].
     #[arg(long, env = "OAKESTRA_NODE_FAKE_FAIL_EVERY")]
     pub fake_fail_every: Option<u32>,
+    /// The overlay network of the instances [default: auto]: `auto` is on when containers run
+    /// in containerd, `off` turns it off, `on` requires it, `fake` is in memory (tests).
+    #[arg(long, env = "OAKESTRA_NODE_OVERLAY", value_enum)]
+    pub overlay: Option<OverlayMode>,
+    /// Tag of the overlay's bridge, namespaces and firewall chains (1–8 lowercase letters or
+    /// digits) [default: oakrs]; two workers on one host need two tags.
+    #[arg(long, env = "OAKESTRA_NODE_OVERLAY_TAG")]
+    pub overlay_tag: Option<String>,
 }
 
 /// The TOML file.
@@ -305,6 +339,8 @@ struct FileSettings {
     fake_start_latency: Option<String>,
     fake_fail_every: Option<u32>,
     metrics_listen: Option<String>,
+    overlay: Option<OverlayMode>,
+    overlay_tag: Option<String>,
 }
 
 fn read_file(path: &Path) -> Result<FileSettings, String> {
@@ -400,6 +436,14 @@ impl Cli {
         }
         if let Some(location) = &config.location {
             validate_location(location)?;
+        }
+        if let Some(mode) = self.overlay.or(file.overlay) {
+            config.overlay = mode;
+        }
+        if let Some(tag) = self.overlay_tag.or(file.overlay_tag) {
+            oakestra_net::dataplane::Naming::new(&tag)
+                .map_err(|e| format!("--overlay-tag: {e}"))?;
+            config.overlay_tag = tag;
         }
         let metrics = self
             .metrics_listen

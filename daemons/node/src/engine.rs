@@ -31,10 +31,21 @@ pub trait Reporter: Send + Sync + std::fmt::Debug {
     fn job_status(&self, report: JobStatusReport);
 }
 
+/// The instances' network (the overlay): set up before an instance starts, removed after it
+/// is gone.
+#[async_trait::async_trait]
+pub trait NetworkHook: Send + Sync + std::fmt::Debug {
+    /// Before the runtime starts the instance; an error fails the deploy.
+    async fn before_start(&self, deploy: &DeployCommand) -> Result<(), String>;
+    /// After the runtime removed the instance (also when it never started).
+    async fn after_remove(&self, id: &InstanceId);
+}
+
 /// The engine; share it as `Arc<Engine>`.
 #[derive(Debug)]
 pub struct Engine {
     runtime: Arc<dyn Runtime>,
+    network: Mutex<Option<Arc<dyn NetworkHook>>>,
     state: Mutex<NodeState>,
     file: StateFile,
     key_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -73,6 +84,7 @@ impl Engine {
     ) -> Arc<Self> {
         Arc::new(Self {
             runtime,
+            network: Mutex::new(None),
             state: Mutex::new(state),
             file,
             key_locks: Mutex::new(HashMap::new()),
@@ -81,6 +93,25 @@ impl Engine {
             stop_grace,
             metrics: Arc::new(Metrics::default()),
         })
+    }
+
+    /// Gives instances their network through `hook` from now on.
+    pub fn set_network(&self, hook: Arc<dyn NetworkHook>) {
+        *self.network.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
+    }
+
+    fn network(&self) -> Option<Arc<dyn NetworkHook>> {
+        self.network
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Removes the network of an instance the runtime no longer holds.
+    async fn remove_network(&self, id: &InstanceId) {
+        if let Some(network) = self.network() {
+            network.after_remove(id).await;
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, NodeState> {
@@ -252,6 +283,15 @@ impl Engine {
         let started = async {
             let spec = InstanceSpec::from_deploy(&deploy)?;
             self.runtime.ensure_image(&spec).await?;
+            if let Some(network) = self.network() {
+                network
+                    .before_start(&deploy)
+                    .await
+                    .map_err(|reason| RuntimeError::Start {
+                        id: spec.id.to_string(),
+                        reason,
+                    })?;
+            }
             self.runtime.start(&spec).await
         }
         .await;
@@ -274,6 +314,7 @@ impl Engine {
                 if !matches!(e, RuntimeError::AlreadyExists(_)) {
                     let id = InstanceId::new(deploy.job_name.clone(), deploy.instance_number);
                     let _ = self.runtime.delete(&id).await;
+                    self.remove_network(&id).await;
                 }
                 self.set_status(key, DeploymentStatus::Failed, e.to_string(), None)
                     .await;
@@ -308,6 +349,7 @@ impl Engine {
         if let Err(e) = ignore_not_found(self.runtime.delete(&id).await) {
             tracing::warn!(instance = %key, "delete failed: {e}");
         }
+        self.remove_network(&id).await;
         self.lock().instances.remove(&key);
         self.save().await;
         let report = report.unwrap_or_else(|| JobStatusReport {
@@ -361,6 +403,7 @@ impl Engine {
         if let Err(e) = ignore_not_found(self.runtime.delete(&event.id).await) {
             tracing::warn!(instance = %key, "cannot clean up after the exit: {e}");
         }
+        self.remove_network(&event.id).await;
     }
 
     /// Feeds the runtime's exit events to [`Engine::on_exit`]. Subscribes before returning,
@@ -398,6 +441,7 @@ impl Engine {
             let id = entry.id();
             if entry.deleting {
                 let _ = ignore_not_found(self.runtime.delete(&id).await);
+                self.remove_network(&id).await;
                 self.lock().instances.remove(key);
                 self.save().await;
                 self.reporter.job_status(self.report_of(&entry));
@@ -433,6 +477,7 @@ impl Engine {
                     )
                     .await;
                     let _ = ignore_not_found(self.runtime.delete(&id).await);
+                    self.remove_network(&id).await;
                 }
                 None => {
                     restarted += 1;

@@ -1,8 +1,8 @@
 //! `oakestra-node`: the worker (DESIGN.md §4.4, §6). This is the NodeEngine control path: it
 //! registers with a cluster, connects to the cluster's MQTT broker with the credentials it got,
 //! runs the instances it is sent through a [`Runtime`](oakestra_runtime::Runtime), and reports
-//! `information`, `jobs/resources` and `job` status changes. The NetManager (overlay network)
-//! joins it later.
+//! `information`, `jobs/resources` and `job` status changes. Container instances get their own
+//! network namespace on the worker's overlay subnet ([`overlay`]).
 //!
 //! Library first: [`start`] runs a worker inside any tokio runtime (tests, `oak up`, `oak sim`)
 //! and [`run`] is what the binary calls.
@@ -13,12 +13,14 @@
 //! * [`info`] — what the worker reports about itself, from procfs.
 //! * [`link`] — registration and the MQTT session.
 //! * [`metrics`] — Prometheus metrics on `GET /metrics`.
+//! * [`overlay`] — the instances' network namespaces (`oakestra_net`'s data plane).
 
 pub mod config;
 pub mod engine;
 pub mod info;
 pub mod link;
 pub mod metrics;
+pub mod overlay;
 pub mod state;
 
 use std::sync::Arc;
@@ -31,7 +33,7 @@ use oakestra_runtime::{
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{Cli, ClusterAddress, Config, RuntimeKind, SimulatedResources};
+pub use config::{Cli, ClusterAddress, Config, OverlayMode, RuntimeKind, SimulatedResources};
 pub use engine::Engine;
 
 use crate::info::InfoCollector;
@@ -73,6 +75,53 @@ pub enum NodeError {
     /// The HTTP client could not be built.
     #[error("HTTP client: {0}")]
     Http(String),
+    /// `--overlay on` and the host network cannot be set up.
+    #[error(
+        "overlay network: {0} (run as root with iptables installed, or start with --overlay off)"
+    )]
+    Overlay(String),
+}
+
+/// The overlay `config` asks for, if any.
+fn overlay_for(config: &Config) -> Result<Option<Arc<overlay::Overlay>>, NodeError> {
+    let linux = || -> Result<overlay::PlaneKind, NodeError> {
+        Ok(overlay::PlaneKind::Linux {
+            naming: oakestra_net::dataplane::Naming::new(&config.overlay_tag)
+                .map_err(|e| NodeError::Overlay(e.to_string()))?,
+            mtu: oakestra_net::dataplane::DataPlaneConfig::DEFAULT_MTU,
+        })
+    };
+    let kind = match config.overlay {
+        OverlayMode::Off => return Ok(None),
+        OverlayMode::Fake => overlay::PlaneKind::Fake,
+        OverlayMode::On => linux()?,
+        OverlayMode::Auto => match config.runtime {
+            RuntimeKind::Containerd | RuntimeKind::Auto => linux()?,
+            RuntimeKind::Unikernel | RuntimeKind::Fake => return Ok(None),
+        },
+    };
+    Ok(Some(overlay::Overlay::new(kind)))
+}
+
+/// Brings the overlay up on the worker's subnet; with `--overlay auto` a failure only warns
+/// (containers then run without it).
+async fn enable_overlay(
+    overlay: &overlay::Overlay,
+    mode: OverlayMode,
+    subnet: (std::net::Ipv4Addr, std::net::Ipv6Addr),
+    keep: &[oakestra_runtime::InstanceId],
+) -> Result<(), NodeError> {
+    match overlay.enable(subnet.0, subnet.1, keep).await {
+        Ok(()) => Ok(()),
+        Err(e) if mode == OverlayMode::On => Err(NodeError::Overlay(e.to_string())),
+        Err(e) => {
+            tracing::warn!(
+                "overlay network unavailable, containers run without it: {e} (run as root with \
+                 iptables installed, or start with --overlay off to silence this)"
+            );
+            Ok(())
+        }
+    }
 }
 
 /// A worker running in the background.
@@ -153,7 +202,10 @@ fn unikernel_runtime(config: &Config) -> Result<UnikernelRuntime, NodeError> {
 
 /// The runtime `config` asks for. `auto` routes between containerd (when its socket answers)
 /// and qemu unikernels (when qemu is installed), and fails when neither is there.
-async fn build_runtime(config: &Config) -> Result<Arc<dyn Runtime>, NodeError> {
+async fn build_runtime(
+    config: &Config,
+    netns: Option<oakestra_runtime::containerd::NetnsResolver>,
+) -> Result<Arc<dyn Runtime>, NodeError> {
     match config.runtime {
         RuntimeKind::Fake => {
             let mut fake = config.fake.clone();
@@ -172,6 +224,9 @@ async fn build_runtime(config: &Config) -> Result<Arc<dyn Runtime>, NodeError> {
                          --runtime fake"
                     ))
                 })?;
+            if let Some(resolver) = netns {
+                runtime.set_netns_resolver(resolver);
+            }
             // Routed even alone: the router maps Oakestra's container names (`container`,
             // the SLA's, and `docker`) to what containerd runs.
             Ok(Arc::new(RoutingRuntime::new(vec![Arc::new(runtime)])))
@@ -197,6 +252,9 @@ async fn build_runtime(config: &Config) -> Result<Arc<dyn Runtime>, NodeError> {
                             snapshotter = runtime.snapshotter(),
                             "containers run in containerd"
                         );
+                        if let Some(resolver) = netns {
+                            runtime.set_netns_resolver(resolver);
+                        }
                         runtimes.push(Arc::new(runtime));
                         None
                     }
@@ -236,7 +294,20 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
     })?;
     let file = StateFile::new(&config.data_dir);
     let saved = file.load()?;
-    let runtime = build_runtime(&config).await?;
+    let overlay = overlay_for(&config)?;
+    let runtime = build_runtime(&config, overlay.as_ref().map(|o| o.resolver())).await?;
+    // The overlay comes up now when the worker knows its subnet from before (a restart),
+    // keeping the namespaces of the instances that should still run.
+    let saved_subnet = saved
+        .identity
+        .as_ref()
+        .and_then(|i| Some((i.subnet?, i.subnet_v6?)));
+    let keep: Vec<oakestra_runtime::InstanceId> = saved
+        .instances
+        .values()
+        .filter(|e| !e.deleting && e.wants_running())
+        .map(|e| e.id())
+        .collect();
     let reporter = Arc::new(MqttReporter::default());
     let public_ip = match config.advertise_ip.clone() {
         Some(ip) => ip,
@@ -256,6 +327,12 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         public_ip.clone(),
         config.stop_grace,
     );
+    if let Some(overlay) = &overlay {
+        engine.set_network(overlay.clone());
+        if let Some(subnet) = saved_subnet {
+            enable_overlay(overlay, config.overlay, subnet, &keep).await?;
+        }
+    }
     engine.spawn_exit_watcher();
     engine.recover().await?;
     let metrics_server = config
@@ -294,6 +371,13 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
             collector.set_id(&identity.id);
             metrics::Metrics::inc(&engine.metrics().registrations);
             engine.set_identity(identity.clone()).await;
+            if let (Some(overlay), Some(v4), Some(v6)) =
+                (&overlay, identity.subnet, identity.subnet_v6)
+                && overlay.plane().is_none()
+                && let Err(e) = enable_overlay(overlay, config.overlay, (v4, v6), &[]).await
+            {
+                tracing::error!("{e}; instances start without the overlay");
+            }
             let _ = id_tx.send(Some(identity.id.clone()));
             match link::session(
                 &engine,

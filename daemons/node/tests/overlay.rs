@@ -1,0 +1,171 @@
+//! The engine with the overlay: an instance's network namespace exists before the runtime
+//! starts it (and is what the containerd runtime is told to join), and goes when the instance
+//! is deleted or fails to start. Once with the in-memory data plane, once for real (root:
+//! bridge, namespaces, veths, iptables, with a tag and subnet of this test's own).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use oakestra_core::status::DeploymentStatus;
+use oakestra_core::wire::{DeleteCommand, DeployCommand, JobStatusReport};
+use oakestra_net::dataplane::{DataPlaneConfig, Naming};
+use oakestra_node::engine::{Engine, Reporter};
+use oakestra_node::overlay::{Overlay, PlaneKind};
+use oakestra_node::state::{NodeState, StateFile};
+use oakestra_runtime::{FakeConfig, FakeRuntime, InstanceId};
+
+#[derive(Debug, Default)]
+struct Reports(Mutex<Vec<JobStatusReport>>);
+
+impl Reporter for Reports {
+    fn job_status(&self, report: JobStatusReport) {
+        self.0.lock().unwrap().push(report);
+    }
+}
+
+impl Reports {
+    fn last(&self, n: u32) -> Option<JobStatusReport> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|r| r.instance == n)
+            .cloned()
+    }
+}
+
+fn deploy(n: u32, port: &str) -> DeployCommand {
+    serde_json::from_value(serde_json::json!({
+        "_id": "6b026d263370213c22d0dac7", "job_name": "app.ns.web.ns", "instance_number": n,
+        "image": "docker.io/library/nginx:latest", "virtualization": "container", "port": port
+    }))
+    .unwrap()
+}
+
+fn delete(n: u32) -> DeleteCommand {
+    serde_json::from_value(serde_json::json!({
+        "_id": "6b026d263370213c22d0dac7", "job_name": "app.ns.web.ns", "instance_number": n
+    }))
+    .unwrap()
+}
+
+/// Removes what a real-plane test made, also when it fails.
+struct Cleanup(Option<DataPlaneConfig>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let Some(config) = self.0.take() else { return };
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    use oakestra_net::dataplane::DataPlane;
+                    if let Ok(plane) = oakestra_net::dataplane::LinuxDataPlane::new(config) {
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(10), plane.teardown_host())
+                                .await;
+                    }
+                });
+        })
+        .join();
+    }
+}
+
+async fn lifecycle(kind: PlaneKind, subnet: (std::net::Ipv4Addr, std::net::Ipv6Addr)) {
+    let dir = tempfile::tempdir().unwrap();
+    let overlay = Overlay::new(kind.clone());
+    let real = matches!(kind, PlaneKind::Linux { .. });
+    overlay.enable(subnet.0, subnet.1, &[]).await.unwrap();
+    let reports = Arc::new(Reports::default());
+    let engine = Engine::new(
+        Arc::new(FakeRuntime::new(FakeConfig::default()).unwrap()),
+        StateFile::new(dir.path()),
+        NodeState::default(),
+        reports.clone(),
+        "127.0.0.1".into(),
+        Duration::from_secs(1),
+    );
+    engine.set_network(overlay.clone());
+    let resolve = overlay.resolver();
+
+    engine.deploy(deploy(0, "18080:80;15353:53/udp")).await;
+    assert_eq!(reports.last(0).unwrap().status, DeploymentStatus::Running);
+    let id = InstanceId::new("app.ns.web.ns", 0);
+    let path = overlay.netns_of(&id).expect("a namespace for the instance");
+    assert_eq!(
+        resolve(&id),
+        Some(path.clone()),
+        "what containerd is told to join"
+    );
+    let plane = overlay.plane().unwrap();
+    let attached = plane.attachments();
+    assert_eq!(attached.len(), 1);
+    let base = u32::from(subnet.0);
+    assert_eq!(attached[0].ipv4, std::net::Ipv4Addr::from(base + 2));
+    assert_eq!(attached[0].ports.len(), 2);
+    if real {
+        assert!(std::path::Path::new(&path).exists(), "{path}");
+    }
+
+    // A second instance asking for the same host port fails with the reason, and leaves no
+    // network behind.
+    engine.deploy(deploy(1, "18080:8080")).await;
+    let failed = reports.last(1).unwrap();
+    assert_eq!(failed.status, DeploymentStatus::Failed);
+    assert!(
+        failed.status_detail.contains("18080"),
+        "{}",
+        failed.status_detail
+    );
+    assert_eq!(resolve(&InstanceId::new("app.ns.web.ns", 1)), None);
+    assert_eq!(plane.attachments().len(), 1);
+
+    engine.delete(delete(0)).await;
+    assert_eq!(
+        reports.last(0).unwrap().status,
+        DeploymentStatus::Undeployed
+    );
+    assert_eq!(resolve(&id), None);
+    assert!(plane.attachments().is_empty());
+    if real {
+        assert!(!std::path::Path::new(&path).exists(), "{path} removed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_gives_instances_a_network_and_takes_it_away_fake_plane() {
+    lifecycle(
+        PlaneKind::Fake,
+        ("10.18.0.64".parse().unwrap(), "fc00::100".parse().unwrap()),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_gives_instances_a_network_and_takes_it_away_real_plane() {
+    let pid = std::process::id();
+    let naming = Naming::new(&format!("n{}", pid % 1_000_000)).unwrap();
+    // 10.29.x.y: the oakestra-net tests use 10.18–10.28.
+    let slot = pid % 1024;
+    let subnet = (
+        std::net::Ipv4Addr::new(10, 29, (slot / 4) as u8, ((slot % 4) * 64) as u8),
+        format!("fc00::2:{:x}:100", pid % 0xffff).parse().unwrap(),
+    );
+    let mut config = DataPlaneConfig::new(oakestra_net::ipam::WorkerSubnets {
+        ipv4: oakestra_net::ipam::Ipv4Subnet::new(subnet.0).unwrap(),
+        ipv6: oakestra_net::ipam::Ipv6Subnet::new(subnet.1).unwrap(),
+    });
+    config.naming = naming.clone();
+    let _cleanup = Cleanup(Some(config));
+    lifecycle(
+        PlaneKind::Linux {
+            naming,
+            mtu: DataPlaneConfig::DEFAULT_MTU,
+        },
+        subnet,
+    )
+    .await;
+}
