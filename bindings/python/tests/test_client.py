@@ -227,3 +227,27 @@ def test_logs_and_raw_calls(client: oakestra.Client) -> None:
     with pytest.raises(ValueError, match="must start with"):
         client.call("GET", "api/users")
     client.delete_application(app["applicationID"])
+
+
+def test_one_client_from_many_threads_and_single_instances(client: oakestra.Client) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    app = client.create_application(clientsrvr())
+    nginx = next(s for s in client.services(app["applicationID"]) if s["microservice_name"] == "nginx")
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        deployed = list(pool.map(lambda _: client.deploy(nginx["_id"]), range(2)))
+        assert sorted(i["instance_number"] for i in deployed) == [0, 1]
+        waits = [pool.submit(client.wait_for_status, nginx["_id"], instance=n, timeout=60)
+                 for n in (0, 1)]
+        healths = list(pool.map(lambda _: client.health()["status"], range(8)))
+        assert healths == ["ok"] * 8
+        for w in waits:
+            w.result()
+    client.undeploy(nginx["_id"], 0)
+    client.wait_for_status(nginx["_id"], "UNDEPLOYED", instance=0, timeout=60)
+    service = client.wait_for_status(nginx["_id"], "RUNNING", instance=1, timeout=5)
+    by_number = {i["instance_number"]: i.get("status") for i in service["instance_list"]}
+    assert by_number.get(1) == "RUNNING" and by_number.get(0) in (None, "UNDEPLOYED")
+    with pytest.raises(oakestra.WaitTimeout, match="instance 7 does not exist"):
+        client.wait_for_status(nginx["_id"], instance=7, timeout=0.3)
+    client.delete_application(app["applicationID"])
