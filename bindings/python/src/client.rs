@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use serde_json::Value;
 
-use crate::convert::{json_document, to_py, to_value};
+use crate::convert::{json_document, python_str, to_py, to_value};
 use crate::errors::{client_error, raise};
 
 /// The runtime every client shares: two worker threads are plenty for a client, and one
@@ -151,9 +151,9 @@ impl Client {
 
     fn __repr__(&self) -> String {
         format!(
-            "Client(url={:?}, username={:?})",
-            self.inner.base_url(),
-            self.username
+            "Client(url={}, username={})",
+            python_str(self.inner.base_url()),
+            python_str(&self.username)
         )
     }
 

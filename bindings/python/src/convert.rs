@@ -75,3 +75,8 @@ pub fn json_document(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
             .map_err(|e| PyValueError::new_err(format!("{path} is not valid JSON: {e}"))),
     }
 }
+
+/// A string as Python's `repr` writes it (single quotes).
+pub fn python_str(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}

@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::convert::{to_py, to_value};
+use crate::convert::{python_str, to_py, to_value};
 use crate::errors::raise;
 
 /// A serde struct shown to Python as a class whose attributes are its JSON fields.
@@ -187,11 +187,6 @@ fn record_repr<T: Record>(record: &T) -> String {
         .map(|(k, v)| format!("{k}={}", python_literal(v)))
         .collect();
     format!("{}({})", T::NAME, shown.join(", "))
-}
-
-/// A string as Python's `repr` writes it (single quotes).
-fn python_str(s: &str) -> String {
-    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 fn python_literal(value: &Value) -> String {

@@ -21,6 +21,7 @@ def service_ids(client: oakestra.Client, app: dict) -> list[str]:
 def test_login_health_and_clusters(client: oakestra.Client, oak_up: OakUp) -> None:
     assert client.url == oak_up.url
     assert client.username == "Admin"
+    assert repr(client) == f"Client(url='{oak_up.url}', username='Admin')"
     assert client.token and client.token.count(".") == 2
     assert client.health()["status"] == "ok"
     clusters = client.clusters()
