@@ -179,7 +179,7 @@ pub struct Config {
     pub stop_grace: Duration,
     /// Where `GET /metrics` is served; `None`: nowhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
-    /// The overlay network.
+    /// The overlay network (`auto` for the binary, `off` from [`Config::new`]).
     pub overlay: OverlayMode,
     /// Tag of the overlay's host names (bridge `<tag>br`, namespaces `<tag>-…`, chains
     /// `<TAG>-…`); two workers on one host need two tags.
@@ -207,7 +207,9 @@ impl Config {
             simulated: None,
             stop_grace: Duration::from_secs(5),
             metrics_listen: None,
-            overlay: OverlayMode::Auto,
+            // Embedders (`oak up`, `oak sim`, tests) turn it on explicitly; the binary's default
+            // is `auto` (see `Cli::resolve`).
+            overlay: OverlayMode::Off,
             overlay_tag: oakestra_net::dataplane::Naming::DEFAULT_TAG.to_owned(),
         }
     }
@@ -437,9 +439,7 @@ impl Cli {
         if let Some(location) = &config.location {
             validate_location(location)?;
         }
-        if let Some(mode) = self.overlay.or(file.overlay) {
-            config.overlay = mode;
-        }
+        config.overlay = self.overlay.or(file.overlay).unwrap_or_default();
         if let Some(tag) = self.overlay_tag.or(file.overlay_tag) {
             oakestra_net::dataplane::Naming::new(&tag)
                 .map_err(|e| format!("--overlay-tag: {e}"))?;

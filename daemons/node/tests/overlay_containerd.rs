@@ -1,0 +1,171 @@
+//! The overlay with real containers: the engine on the test containerd (scripts/fixtures) with
+//! the real data plane. The container runs in the namespace the overlay made for it: its httpd
+//! answers on the instance's overlay address and, through the DNAT rule of its port mapping, on
+//! the worker's bridge address; delete removes the namespace. Root; its own tag, subnet and
+//! containerd namespace, and a guard that removes everything also on failure.
+
+#[path = "../../../oakestra-runtime/tests/containerd_support/mod.rs"]
+mod containerd_support;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use oakestra_core::status::DeploymentStatus;
+use oakestra_core::wire::{DeleteCommand, DeployCommand, JobStatusReport};
+use oakestra_net::dataplane::{DataPlane, DataPlaneConfig, LinuxDataPlane, Naming};
+use oakestra_net::ipam::{Ipv4Subnet, Ipv6Subnet, WorkerSubnets};
+use oakestra_node::engine::{Engine, Reporter};
+use oakestra_node::overlay::{Overlay, PlaneKind};
+use oakestra_node::state::{NodeState, StateFile};
+use oakestra_runtime::InstanceId;
+use oakestra_runtime::containerd::ContainerdRuntime;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Debug, Default)]
+struct Reports(Mutex<Vec<JobStatusReport>>);
+
+impl Reporter for Reports {
+    fn job_status(&self, report: JobStatusReport) {
+        self.0.lock().unwrap().push(report);
+    }
+}
+
+/// Tears the test's network down on a thread of its own (outside the test's runtime).
+struct Cleanup(Option<DataPlaneConfig>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let Some(config) = self.0.take() else { return };
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    if let Ok(plane) = LinuxDataPlane::new(config) {
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(10), plane.teardown_host())
+                                .await;
+                    }
+                });
+        })
+        .join();
+    }
+}
+
+/// `GET /` on `to`, or why not.
+async fn get(to: SocketAddr) -> Result<String, String> {
+    let talk = async {
+        let mut s = tokio::net::TcpStream::connect(to).await?;
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n").await?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    tokio::time::timeout(Duration::from_secs(5), talk)
+        .await
+        .map_err(|_| format!("{to}: no answer within 5 s"))?
+        .map_err(|e| format!("{to}: {e}"))
+}
+
+/// Polls `GET /` on `to` until it answers (the httpd needs a moment to start), at most 30 s.
+async fn get_eventually(to: SocketAddr) -> String {
+    let mut last = String::new();
+    for _ in 0..60 {
+        match get(to).await {
+            Ok(page) => return page,
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("{to} never answered: {last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_runs_in_its_overlay_namespace_and_is_reachable() {
+    let fixtures = containerd_support::fixtures();
+    let image = containerd_support::shared_image(&fixtures).await;
+    let pid = std::process::id();
+    let naming = Naming::new(&format!("c{}", pid % 1_000_000)).unwrap();
+    // 10.29.x.y like the other node tests, in the upper half so the two never meet.
+    let slot = 1024 + pid % 1024;
+    let subnet = (
+        std::net::Ipv4Addr::new(10, 29, (slot / 4) as u8, ((slot % 4) * 64) as u8),
+        format!("fc00::3:{:x}:100", pid % 0xffff)
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap(),
+    );
+    let mut config = DataPlaneConfig::new(WorkerSubnets {
+        ipv4: Ipv4Subnet::new(subnet.0).unwrap(),
+        ipv6: Ipv6Subnet::new(subnet.1).unwrap(),
+    });
+    config.naming = naming.clone();
+    let _cleanup = Cleanup(Some(config.clone()));
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut containerd = containerd_support::config(&fixtures, &dir.path().join("logs"));
+    containerd.namespace = containerd_support::unique("overlay-test-");
+    let runtime = ContainerdRuntime::connect(containerd).await.unwrap();
+    let overlay = Overlay::new(PlaneKind::Linux {
+        naming,
+        mtu: DataPlaneConfig::DEFAULT_MTU,
+    });
+    overlay.enable(subnet.0, subnet.1, &[]).await.unwrap();
+    runtime.set_netns_resolver(overlay.resolver());
+    let reports = Arc::new(Reports::default());
+    let engine = Engine::new(
+        Arc::new(runtime),
+        StateFile::new(dir.path()),
+        NodeState::default(),
+        reports.clone(),
+        "127.0.0.1".into(),
+        Duration::from_secs(2),
+    );
+    engine.set_network(overlay.clone());
+    engine.spawn_exit_watcher();
+
+    let host_port = 30_000 + (pid % 20_000) as u16;
+    let job = containerd_support::unique("app.ns.web");
+    let deploy: DeployCommand = serde_json::from_value(serde_json::json!({
+        "_id": "6b026d263370213c22d0dac7", "job_name": job, "instance_number": 0,
+        "image": image, "virtualization": "docker",
+        "environment": ["INSTANCE_NAME=overlay-0"], "port": format!("{host_port}:80")
+    }))
+    .unwrap();
+    engine.deploy(deploy).await;
+    let status = reports.0.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        status.status,
+        DeploymentStatus::Running,
+        "{}",
+        status.status_detail
+    );
+    let id = InstanceId::new(job.clone(), 0);
+    let attachment = overlay.plane().unwrap().attachments()[0].clone();
+    assert_eq!(
+        attachment.ipv4,
+        std::net::Ipv4Addr::from(u32::from(subnet.0) + 2)
+    );
+
+    // The httpd in the container answers on the overlay address: it runs in that namespace.
+    let page = get_eventually(SocketAddr::from((attachment.ipv4, 80))).await;
+    assert!(page.contains("hello from overlay-0"), "{page}");
+    // And through the port mapping on the worker's own (bridge) address.
+    let bridge = std::net::Ipv4Addr::from(u32::from(subnet.0) + 1);
+    let page = get_eventually(SocketAddr::from((bridge, host_port))).await;
+    assert!(page.contains("hello from overlay-0"), "{page}");
+
+    engine
+        .delete(
+            serde_json::from_value::<DeleteCommand>(serde_json::json!({
+                "_id": "6b026d263370213c22d0dac7", "job_name": job, "instance_number": 0
+            }))
+            .unwrap(),
+        )
+        .await;
+    assert!(overlay.netns_of(&id).is_none());
+    assert!(!attachment.netns.exists(), "namespace removed");
+    assert!(overlay.plane().unwrap().attachments().is_empty());
+    assert!(get(SocketAddr::from((attachment.ipv4, 80))).await.is_err());
+}
