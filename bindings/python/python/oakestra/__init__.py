@@ -9,6 +9,9 @@ and the schedulers (``oakestra.sched``), all backed by the Rust crates.
     ...     client.wait_for_status(service_id, "RUNNING", timeout=60)
 """
 
+import os
+from typing import Any
+
 from . import sched
 from ._native import Client, __version__, validate_sla
 from .aio import AsyncClient
@@ -25,10 +28,14 @@ from .errors import (
     WaitTimeout,
 )
 
+#: A deployment descriptor: the parsed JSON (a dict), or the path of a JSON file.
+Descriptor = dict[str, Any] | str | os.PathLike[str]
+
 __all__ = [
     "Client",
     "AsyncClient",
     "validate_sla",
+    "Descriptor",
     "sched",
     "Violation",
     "OakestraError",

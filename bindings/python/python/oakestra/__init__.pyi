@@ -89,6 +89,7 @@ __all__ = [
     "Client",
     "AsyncClient",
     "validate_sla",
+    "Descriptor",
     "sched",
     "Violation",
     "OakestraError",

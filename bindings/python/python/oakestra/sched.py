@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 from ._native import (
     SCHEDULERS,
@@ -34,6 +35,15 @@ from ._native import external_answer as _external_answer
 from ._native import parse_input as _parse_input
 from .errors import NoPlacementError
 
+#: A request as the functions take it: a PlacementRequest or its dict.
+RequestLike = PlacementRequest | Mapping[str, Any]
+#: A candidate as the functions take it: a Candidate or its dict.
+CandidateLike = Candidate | Mapping[str, Any]
+#: What a Python scheduler returns: a name, a Candidate, an index, a Placement, a dict, or None.
+SchedulerAnswer = str | Candidate | int | Placement | Mapping[str, Any] | None
+#: A Python scheduler: f(request, candidates) -> SchedulerAnswer.
+SchedulerFunction = Callable[[PlacementRequest, list[Candidate]], SchedulerAnswer]
+
 __all__ = [
     "Candidate",
     "PlacementRequest",
@@ -42,6 +52,10 @@ __all__ = [
     "Simulation",
     "NoPlacementError",
     "SCHEDULERS",
+    "RequestLike",
+    "CandidateLike",
+    "SchedulerAnswer",
+    "SchedulerFunction",
     "place",
     "first_fit",
     "best_fit",
@@ -92,7 +106,7 @@ class SchedulerServer:
     """A running external scheduler (see :func:`serve`). Use as a context manager or call
     :meth:`stop`."""
 
-    def __init__(self, fn: Callable[..., Any], host: str, port: int, path: str) -> None:
+    def __init__(self, fn: SchedulerFunction, host: str, port: int, path: str) -> None:
         self.fn = fn
         self.path = path
         self.calls: list[Call] = []
@@ -171,7 +185,7 @@ class SchedulerServer:
 
 
 def serve(
-    fn: Callable[[PlacementRequest, list[Candidate]], Any],
+    fn: SchedulerFunction,
     port: int = 0,
     *,
     host: str = "127.0.0.1",
