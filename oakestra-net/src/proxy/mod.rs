@@ -1,0 +1,468 @@
+//! The service-IP proxy's translation logic (DESIGN.md §4.6, reference `oakestra-net.md`
+//! §3.3–3.6), pure: no sockets, no TUN. The worker feeds it the packets its TUN device reads
+//! ([`Proxy::outgoing`]) and the packets that arrive through the UDP tunnel
+//! ([`Proxy::incoming`]), and does what the verdict says.
+//!
+//! * **Outgoing** (a local instance sends to a service IP — a service's `rr_ip` or an instance
+//!   IP): the destination becomes the chosen instance's namespace IP, the source becomes the
+//!   sender's own instance IP, and the packet goes to the worker that hosts the target (or is
+//!   delivered locally). A flow stays on its instance while that instance lives; a new flow on
+//!   an `rr_ip` takes the next instance in **round robin** (Oakestra picked at random). A
+//!   service IP the table does not know yields [`Verdict::Unknown`], so the caller can ask the
+//!   cluster without holding up other traffic.
+//! * **Incoming**: a reply to a local client's flow gets its source set back to the service IP
+//!   the client dialled, so the client only ever sees the service IP; a request for a local
+//!   instance is delivered as it is (the server sees the client's instance IP). A packet for an
+//!   address that is not a local instance is dropped (the tunnel is not an open relay).
+//! * TCP, UDP and ICMP echo (Oakestra dropped ICMP), with checksums updated incrementally.
+
+pub mod packet;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
+
+pub use packet::{Flow, PacketError};
+
+/// One instance as the proxy knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceRoute {
+    /// Instance number.
+    pub number: u32,
+    /// Its service-level address (10.30.0.0/16).
+    pub instance_ip: Ipv4Addr,
+    /// Its namespace address on its worker.
+    pub nsip: Ipv4Addr,
+    /// Tunnel endpoint of its worker (`host_ip:50103`).
+    pub node: SocketAddr,
+}
+
+/// A service and its instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceRoutes {
+    /// `app.appns.service.servicens`.
+    pub job_name: String,
+    /// Round-robin address of the service.
+    pub rr_ip: Option<Ipv4Addr>,
+    /// The live instances.
+    pub instances: Vec<InstanceRoute>,
+}
+
+/// What to do with a packet (already rewritten in place where that applies).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send it through the tunnel to this worker.
+    Tunnel(SocketAddr),
+    /// Write it to the local TUN device (the target is on this worker).
+    Deliver,
+    /// The destination is a service IP the table does not know: ask the cluster (table
+    /// query). The packet is unchanged.
+    Unknown(Ipv4Addr),
+    /// Drop it, for this reason.
+    Drop(String),
+}
+
+/// What an address means to the proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ServiceIp {
+    /// A service's round-robin IP.
+    RoundRobin(String),
+    /// One instance's IP.
+    Instance(String, u32),
+}
+
+/// Which instance a flow (protocol, client nsip, client port, service ip, service port) uses.
+type FlowKey = (u8, Ipv4Addr, u16, Ipv4Addr, u16);
+/// A reply (protocol, local nsip, local port, remote instance ip, remote port) → the service
+/// IP the local side dialled.
+type ReplyKey = (u8, Ipv4Addr, u16, Ipv4Addr, u16);
+
+/// Flow and reply entries kept at most; beyond that the oldest generation is dropped (its
+/// flows pick an instance again, replies of very old flows keep their instance source).
+const MAX_FLOWS: usize = 1 << 16;
+
+/// The proxy of one worker.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    /// This worker's tunnel endpoint.
+    local: SocketAddr,
+    services: BTreeMap<String, ServiceRoutes>,
+    by_ip: HashMap<Ipv4Addr, ServiceIp>,
+    /// Namespace IP → (job name, instance number), every known instance.
+    by_nsip: HashMap<Ipv4Addr, (String, u32)>,
+    flows: HashMap<FlowKey, (String, u32)>,
+    replies: HashMap<ReplyKey, Ipv4Addr>,
+    round_robin: HashMap<String, usize>,
+}
+
+impl Proxy {
+    /// A proxy for the worker whose tunnel endpoint is `local`.
+    pub fn new(local: SocketAddr) -> Self {
+        Self {
+            local,
+            services: BTreeMap::new(),
+            by_ip: HashMap::new(),
+            by_nsip: HashMap::new(),
+            flows: HashMap::new(),
+            replies: HashMap::new(),
+            round_robin: HashMap::new(),
+        }
+    }
+
+    /// Adds or replaces a service (e.g. from a table query answer or an update).
+    pub fn set_service(&mut self, mut service: ServiceRoutes) {
+        self.remove_service(&service.job_name.clone());
+        service.instances.sort_by_key(|i| i.number);
+        let job = service.job_name.clone();
+        if let Some(rr) = service.rr_ip {
+            self.by_ip.insert(rr, ServiceIp::RoundRobin(job.clone()));
+        }
+        for i in &service.instances {
+            self.by_ip
+                .insert(i.instance_ip, ServiceIp::Instance(job.clone(), i.number));
+            self.by_nsip.insert(i.nsip, (job.clone(), i.number));
+        }
+        self.services.insert(job, service);
+    }
+
+    /// Forgets a service; its flows pick again (and fail) on their next packet.
+    pub fn remove_service(&mut self, job_name: &str) {
+        if let Some(old) = self.services.remove(job_name) {
+            if let Some(rr) = old.rr_ip {
+                self.by_ip.remove(&rr);
+            }
+            for i in &old.instances {
+                self.by_ip.remove(&i.instance_ip);
+                self.by_nsip.remove(&i.nsip);
+            }
+        }
+    }
+
+    /// The service named `job_name`, if known.
+    pub fn service(&self, job_name: &str) -> Option<&ServiceRoutes> {
+        self.services.get(job_name)
+    }
+
+    fn instance(&self, job: &str, number: u32) -> Option<&InstanceRoute> {
+        self.services
+            .get(job)?
+            .instances
+            .iter()
+            .find(|i| i.number == number)
+    }
+
+    fn remember<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, key: K, value: V) {
+        if map.len() >= MAX_FLOWS && !map.contains_key(&key) {
+            map.clear();
+        }
+        map.insert(key, value);
+    }
+
+    /// A packet a local instance sent towards a service IP (read from the TUN device).
+    pub fn outgoing(&mut self, packet: &mut [u8]) -> Verdict {
+        let flow = match packet::flow(packet) {
+            Ok(f) => f,
+            Err(e) => return Verdict::Drop(e.to_string()),
+        };
+        let Some(meaning) = self.by_ip.get(&flow.dst).cloned() else {
+            return Verdict::Unknown(flow.dst);
+        };
+        let Some(sender) = self
+            .by_nsip
+            .get(&flow.src)
+            .and_then(|(job, n)| self.instance(job, *n))
+            .filter(|i| i.node == self.local)
+            .cloned()
+        else {
+            return Verdict::Drop(format!(
+                "sender {} is not an instance on this worker the proxy knows",
+                flow.src
+            ));
+        };
+        let key: FlowKey = (
+            flow.protocol,
+            flow.src,
+            flow.src_port,
+            flow.dst,
+            flow.dst_port,
+        );
+        let sticky = self
+            .flows
+            .get(&key)
+            .filter(|(job, n)| self.instance(job, *n).is_some())
+            .cloned();
+        let (job, number) = match sticky {
+            Some(t) => t,
+            None => {
+                let chosen = match &meaning {
+                    ServiceIp::Instance(job, n) => Some((job.clone(), *n)),
+                    ServiceIp::RoundRobin(job) => {
+                        let instances = &self.services[job].instances;
+                        if instances.is_empty() {
+                            None
+                        } else {
+                            let next = self.round_robin.entry(job.clone()).or_insert(0);
+                            let pick = instances[*next % instances.len()].number;
+                            *next = next.wrapping_add(1);
+                            Some((job.clone(), pick))
+                        }
+                    }
+                };
+                let Some(chosen) = chosen else {
+                    return Verdict::Drop(format!("service IP {} has no instance", flow.dst));
+                };
+                Self::remember(&mut self.flows, key, chosen.clone());
+                chosen
+            }
+        };
+        let Some(target) = self.instance(&job, number).cloned() else {
+            return Verdict::Drop(format!("instance {number} of {job} is gone"));
+        };
+        if let Err(e) = packet::set_dst(packet, target.nsip)
+            .and_then(|()| packet::set_src(packet, sender.instance_ip))
+        {
+            return Verdict::Drop(e.to_string());
+        }
+        Self::remember(
+            &mut self.replies,
+            (
+                flow.protocol,
+                flow.src,
+                flow.src_port,
+                target.instance_ip,
+                flow.dst_port,
+            ),
+            flow.dst,
+        );
+        if target.node == self.local {
+            // Local target: the reply handling of `incoming` applies to it as well.
+            self.incoming(packet)
+        } else {
+            Verdict::Tunnel(target.node)
+        }
+    }
+
+    /// A packet that arrived through the tunnel (or a local target's, from `outgoing`).
+    pub fn incoming(&mut self, packet: &mut [u8]) -> Verdict {
+        let flow = match packet::flow(packet) {
+            Ok(f) => f,
+            Err(e) => return Verdict::Drop(e.to_string()),
+        };
+        let local_target = self
+            .by_nsip
+            .get(&flow.dst)
+            .and_then(|(job, n)| self.instance(job, *n))
+            .is_some_and(|i| i.node == self.local);
+        if !local_target {
+            return Verdict::Drop(format!("{} is not an instance on this worker", flow.dst));
+        }
+        let reply: ReplyKey = (
+            flow.protocol,
+            flow.dst,
+            flow.dst_port,
+            flow.src,
+            flow.src_port,
+        );
+        if let Some(service_ip) = self.replies.get(&reply).copied()
+            && let Err(e) = packet::set_src(packet, service_ip)
+        {
+            return Verdict::Drop(e.to_string());
+        }
+        Verdict::Deliver
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::packet::tests::{assert_checksums, packet};
+    use super::packet::{ICMP, TCP, UDP};
+    use super::*;
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn node(n: u8) -> SocketAddr {
+        SocketAddr::from(([192, 0, 2, n], 50103))
+    }
+
+    const CLIENT: &str = "app.ns.curl.ns";
+    const SERVER: &str = "app.ns.nginx.ns";
+
+    /// A client instance on worker 1 (10.18.0.0/26) and two server instances, one on each of
+    /// workers 1 and 2 (10.18.0.64/26).
+    fn table() -> Vec<ServiceRoutes> {
+        vec![
+            ServiceRoutes {
+                job_name: CLIENT.into(),
+                rr_ip: Some(ip("10.30.0.1")),
+                instances: vec![InstanceRoute {
+                    number: 0,
+                    instance_ip: ip("10.30.0.2"),
+                    nsip: ip("10.18.0.2"),
+                    node: node(1),
+                }],
+            },
+            ServiceRoutes {
+                job_name: SERVER.into(),
+                rr_ip: Some(ip("10.30.55.55")),
+                instances: vec![
+                    InstanceRoute {
+                        number: 1,
+                        instance_ip: ip("10.30.0.4"),
+                        nsip: ip("10.18.0.3"),
+                        node: node(1),
+                    },
+                    InstanceRoute {
+                        number: 0,
+                        instance_ip: ip("10.30.0.3"),
+                        nsip: ip("10.18.0.66"),
+                        node: node(2),
+                    },
+                ],
+            },
+        ]
+    }
+
+    fn proxies() -> (Proxy, Proxy) {
+        let mut one = Proxy::new(node(1));
+        let mut two = Proxy::new(node(2));
+        for s in table() {
+            one.set_service(s.clone());
+            two.set_service(s);
+        }
+        (one, two)
+    }
+
+    fn addresses(p: &[u8]) -> (Ipv4Addr, Ipv4Addr) {
+        let f = packet::flow(p).unwrap();
+        (f.src, f.dst)
+    }
+
+    #[test]
+    fn a_round_trip_through_the_tunnel_shows_the_client_only_the_service_ip() {
+        for protocol in [TCP, UDP, ICMP] {
+            let (mut one, mut two) = proxies();
+            // The first new flow on the RR IP goes to instance 0 (on worker 2).
+            let mut request = packet(
+                protocol,
+                ip("10.18.0.2"),
+                ip("10.30.55.55"),
+                40000,
+                80,
+                b"GET /",
+            );
+            assert_eq!(one.outgoing(&mut request), Verdict::Tunnel(node(2)));
+            assert_eq!(
+                addresses(&request),
+                (ip("10.30.0.2"), ip("10.18.0.66")),
+                "src: client instance IP, dst: server namespace IP"
+            );
+            assert_checksums(&request);
+            assert_eq!(two.incoming(&mut request), Verdict::Deliver);
+            assert_eq!(addresses(&request), (ip("10.30.0.2"), ip("10.18.0.66")));
+
+            // The server answers its peer, the client's instance IP.
+            let (sport, dport) = if protocol == ICMP {
+                (40000, 40000)
+            } else {
+                (80, 40000)
+            };
+            let mut reply = packet(
+                protocol,
+                ip("10.18.0.66"),
+                ip("10.30.0.2"),
+                sport,
+                dport,
+                b"200 OK",
+            );
+            if protocol == ICMP {
+                reply[20] = 0; // echo reply
+                let sum = super::packet::tests::l4_checksum(&reply);
+                reply[22..24].copy_from_slice(&sum.to_be_bytes());
+            }
+            assert_eq!(two.outgoing(&mut reply), Verdict::Tunnel(node(1)));
+            assert_eq!(addresses(&reply), (ip("10.30.0.3"), ip("10.18.0.2")));
+            assert_eq!(one.incoming(&mut reply), Verdict::Deliver);
+            assert_eq!(
+                addresses(&reply),
+                (ip("10.30.55.55"), ip("10.18.0.2")),
+                "the client sees the RR IP it dialled"
+            );
+            assert_checksums(&reply);
+        }
+    }
+
+    #[test]
+    fn new_flows_go_round_robin_and_a_flow_stays_on_its_instance() {
+        let (mut one, _) = proxies();
+        let mut targets = Vec::new();
+        for port in 40000..40004 {
+            let mut p = packet(TCP, ip("10.18.0.2"), ip("10.30.55.55"), port, 80, b"");
+            let verdict = one.outgoing(&mut p);
+            targets.push((verdict, addresses(&p).1));
+        }
+        let remote = (Verdict::Tunnel(node(2)), ip("10.18.0.66"));
+        let local = (Verdict::Deliver, ip("10.18.0.3"));
+        assert_eq!(
+            targets,
+            vec![remote.clone(), local.clone(), remote.clone(), local.clone()]
+        );
+        // More packets of the first flow: same instance.
+        for _ in 0..3 {
+            let mut p = packet(TCP, ip("10.18.0.2"), ip("10.30.55.55"), 40000, 80, b"");
+            assert_eq!(one.outgoing(&mut p), Verdict::Tunnel(node(2)));
+        }
+    }
+
+    #[test]
+    fn flows_move_to_a_live_instance_when_theirs_is_gone() {
+        let (mut one, _) = proxies();
+        let mut p = packet(TCP, ip("10.18.0.2"), ip("10.30.55.55"), 40000, 80, b"");
+        assert_eq!(one.outgoing(&mut p), Verdict::Tunnel(node(2)));
+        // Worker 2 died: the update lists only the instance on worker 1.
+        let mut server = table().remove(1);
+        server.instances.retain(|i| i.node == node(1));
+        one.set_service(server);
+        let mut p = packet(TCP, ip("10.18.0.2"), ip("10.30.55.55"), 40000, 80, b"");
+        assert_eq!(one.outgoing(&mut p), Verdict::Deliver);
+        assert_eq!(addresses(&p).1, ip("10.18.0.3"));
+    }
+
+    #[test]
+    fn instance_ips_reach_exactly_their_instance() {
+        let (mut one, _) = proxies();
+        for port in 1..5 {
+            let mut p = packet(UDP, ip("10.18.0.2"), ip("10.30.0.3"), port, 53, b"");
+            assert_eq!(one.outgoing(&mut p), Verdict::Tunnel(node(2)));
+            assert_eq!(addresses(&p).1, ip("10.18.0.66"));
+        }
+    }
+
+    #[test]
+    fn unknown_senders_destinations_and_strangers_are_refused() {
+        let (mut one, mut two) = proxies();
+        let mut p = packet(TCP, ip("10.18.0.2"), ip("10.30.9.9"), 1, 80, b"");
+        let before = p.clone();
+        assert_eq!(one.outgoing(&mut p), Verdict::Unknown(ip("10.30.9.9")));
+        assert_eq!(p, before, "unchanged for the table query");
+        // A sender that is not a local instance (e.g. worker 2's instance via worker 1).
+        let mut p = packet(TCP, ip("10.18.0.66"), ip("10.30.55.55"), 1, 80, b"");
+        assert!(matches!(one.outgoing(&mut p), Verdict::Drop(_)));
+        // The tunnel delivers only to local instances.
+        let mut p = packet(TCP, ip("10.30.0.2"), ip("10.18.0.2"), 1, 80, b"");
+        assert!(matches!(two.incoming(&mut p), Verdict::Drop(_)));
+        let mut p = packet(TCP, ip("10.30.0.2"), ip("8.8.8.8"), 1, 80, b"");
+        assert!(matches!(two.incoming(&mut p), Verdict::Drop(_)));
+        // A service without instances.
+        one.set_service(ServiceRoutes {
+            job_name: "app.ns.empty.ns".into(),
+            rr_ip: Some(ip("10.30.7.7")),
+            instances: vec![],
+        });
+        let mut p = packet(TCP, ip("10.18.0.2"), ip("10.30.7.7"), 1, 80, b"");
+        assert!(matches!(one.outgoing(&mut p), Verdict::Drop(_)));
+        one.remove_service("app.ns.empty.ns");
+        let mut p = packet(TCP, ip("10.18.0.2"), ip("10.30.7.7"), 1, 80, b"");
+        assert_eq!(one.outgoing(&mut p), Verdict::Unknown(ip("10.30.7.7")));
+    }
+}
