@@ -589,7 +589,24 @@ fn place(
     };
     let result = match &choice {
         Choice::Builtin(algorithm) => py.detach(|| algorithm.place(&request, &candidates)),
-        Choice::Python(func) => call_python_scheduler(func, &request, &candidates)?,
+        // Checked as the cluster checks an external scheduler's answer.
+        Choice::Python(func) => call_python_scheduler(func, &request, &candidates)?.and_then(|p| {
+            match oakestra_sched::validate(&request, &candidates, &p) {
+                Ok(index) => Ok(Placement {
+                    index: Some(index),
+                    ..p
+                }),
+                Err(why) => {
+                    let mut failure = oakestra_sched::diagnose(&request, &candidates);
+                    failure.detail = format!(
+                        "scheduler {} {why}; {}",
+                        function_name(func),
+                        failure.detail
+                    );
+                    Err(failure)
+                }
+            }
+        }),
     };
     result
         .map(|inner| PyPlacement { inner })

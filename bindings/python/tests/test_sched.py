@@ -183,6 +183,10 @@ def test_python_functions_as_schedulers_in_simulation() -> None:
     by_index = sched.place(request(), ws, lambda r, c: 1)
     assert by_index.candidate == "b" and by_index.index == 1
     assert sched.place(request(), ws, lambda r, c: c[0]).candidate == "a"
+    with pytest.raises(oakestra.NoPlacementError, match="chose 'nowhere', which is not a candidate|chose \"nowhere\", which is not a candidate"):
+        sched.place(request(), ws, lambda r, c: "nowhere")
+    with pytest.raises(oakestra.NoPlacementError, match="fails the Memory check"):
+        sched.place(request(memory_mb=9000), ws, lambda r, c: "a")
     with pytest.raises(oakestra.NoPlacementError, match="chose no candidate"):
         sched.place(request(), ws, lambda r, c: None)
 
