@@ -148,8 +148,9 @@ async fn the_engine_gives_instances_a_network_and_takes_it_away_fake_plane() {
 async fn the_engine_gives_instances_a_network_and_takes_it_away_real_plane() {
     let pid = std::process::id();
     let naming = Naming::new(&format!("n{}", pid % 1_000_000)).unwrap();
-    // 10.29.x.y: the oakestra-net tests use 10.18–10.28.
-    let slot = pid % 1024;
+    // 10.29.0.0/18: the oakestra-net tests use 10.18–10.28 and 10.29.128.0/17, the
+    // containerd test 10.29.64.0/18.
+    let slot = pid % 256;
     let subnet = (
         std::net::Ipv4Addr::new(10, 29, (slot / 4) as u8, ((slot % 4) * 64) as u8),
         format!("fc00::2:{:x}:100", pid % 0xffff).parse().unwrap(),

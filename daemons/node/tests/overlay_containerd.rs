@@ -88,8 +88,9 @@ async fn a_container_runs_in_its_overlay_namespace_and_is_reachable() {
     let image = containerd_support::shared_image(&fixtures).await;
     let pid = std::process::id();
     let naming = Naming::new(&format!("c{}", pid % 1_000_000)).unwrap();
-    // 10.29.x.y like the other node tests, in the upper half so the two never meet.
-    let slot = 1024 + pid % 1024;
+    // 10.29.64.0/18 (the other node tests use 10.29.0.0/18, the oakestra-net tests
+    // 10.18–10.28 and 10.29.128.0/17).
+    let slot = 256 + pid % 256;
     let subnet = (
         std::net::Ipv4Addr::new(10, 29, (slot / 4) as u8, ((slot % 4) * 64) as u8),
         format!("fc00::3:{:x}:100", pid % 0xffff)

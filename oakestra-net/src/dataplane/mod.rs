@@ -32,6 +32,9 @@ pub use linux::LinuxDataPlane;
 /// Named network namespaces (`/run/netns/<name>`): create, delete, list, run code inside.
 #[cfg(target_os = "linux")]
 pub use linux::netns;
+/// The service-IP proxy's TUN device and UDP tunnel.
+#[cfg(target_os = "linux")]
+pub use linux::tunnel;
 
 /// Which instance a namespace belongs to: a service (its id or job name) and an instance
 /// number. Written `service.number` in namespace names and rule comments.

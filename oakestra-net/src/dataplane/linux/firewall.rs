@@ -4,13 +4,16 @@
 //! | table | chain | jumped to from | holds |
 //! |---|---|---|---|
 //! | nat | `<TAG>-DNAT` | PREROUTING and OUTPUT, for local destinations | one DNAT per port mapping, commented `<tag>:<instance>` |
-//! | nat | `<TAG>-POST` | POSTROUTING | MASQUERADE of the worker subnet leaving through another interface |
+//! | nat | `<TAG>-POST` | POSTROUTING | RETURN for the overlay (10.16.0.0/12), then MASQUERADE of the worker subnet leaving through another interface |
 //! | filter | `<TAG>-FWD` | FORWARD (first) | ACCEPT in and out of the bridge |
 
 use std::net::Ipv4Addr;
 
 use super::super::{DataPlaneError, InstanceKey, Naming, PortForward, Protocol};
 use crate::ipam::Ipv4Subnet;
+
+/// The whole IPv4 overlay (worker subnets and service IPs), never masqueraded.
+pub const OVERLAY_RANGE: &str = "10.16.0.0/12";
 
 /// Runs `iptables -w 10 <args>`; `Ok(false)` when it exits non-zero and `check` is set (for
 /// `-C` / `-L` probes), an error otherwise.
@@ -128,6 +131,13 @@ pub async fn setup(
     ensure_chain("nat", &c.post).await?;
     ensure_chain("filter", &c.fwd).await?;
     let source = format!("{}/{}", subnet.base(), subnet.prefix_len());
+    // Rebuilt on every set-up: it holds fixed rules only, and their order matters.
+    iptables(&["-t", "nat", "-F", &c.post], false).await?;
+    // Overlay traffic (service IPs through the TUN device) keeps its addresses.
+    let overlay: Vec<String> = ["-d", OVERLAY_RANGE, "-j", "RETURN"]
+        .map(String::from)
+        .to_vec();
+    ensure_rule("nat", &c.post, &overlay, false).await?;
     let masquerade: Vec<String> = ["-s", &source, "!", "-o", bridge, "-j", "MASQUERADE"]
         .map(String::from)
         .to_vec();

@@ -1,0 +1,196 @@
+//! The proxy's I/O: a TUN device that the service IPs (10.30.0.0/16) are routed to, and the UDP
+//! tunnel socket (default port 50103) that carries translated packets between workers, one raw
+//! IPv4 packet per datagram (Oakestra's wire format). Two tasks move packets:
+//!
+//! * TUN → [`Proxy::outgoing`] → UDP to the target's worker, or back into the TUN when the
+//!   target is local; a service IP the table lacks is reported on the `misses` channel (the
+//!   packet is dropped, nothing else waits);
+//! * UDP → [`Proxy::incoming`] → TUN, from where the kernel routes the packet to the bridge.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use rtnetlink::RouteMessageBuilder;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_tun::Tun;
+
+use super::{EEXIST, io, link_index, netlink};
+use crate::dataplane::DataPlaneError;
+use crate::proxy::{Proxy, Verdict};
+
+/// Default UDP port of the tunnel (Oakestra's).
+pub const DEFAULT_TUNNEL_PORT: u16 = 50103;
+/// The service IPs routed to the TUN device.
+pub const SERVICE_RANGE: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 30, 0, 0), 16);
+
+/// What the tunnel is built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelConfig {
+    /// Name of the TUN device (≤ 15 characters), e.g. `oakrstun`.
+    pub device: String,
+    /// Where the UDP tunnel listens (the worker's `host_ip:50103`).
+    pub listen: SocketAddr,
+    /// MTU of the TUN device.
+    pub mtu: u32,
+}
+
+/// The running tunnel; stops (and its TUN device goes) when dropped.
+#[derive(Debug)]
+pub struct Tunnel {
+    local: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+fn lock(proxy: &Mutex<Proxy>) -> std::sync::MutexGuard<'_, Proxy> {
+    proxy.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Tunnel {
+    /// Creates the TUN device, routes the service IPs to it, binds the UDP socket and starts
+    /// moving packets through `proxy`. Must run inside a tokio runtime, in the network
+    /// namespace of the worker's host side.
+    pub async fn start(
+        config: TunnelConfig,
+        proxy: Arc<Mutex<Proxy>>,
+        misses: Option<mpsc::UnboundedSender<Ipv4Addr>>,
+    ) -> Result<Self, DataPlaneError> {
+        let mtu = i32::try_from(config.mtu).unwrap_or(1450);
+        let tun = Tun::builder()
+            .name(&config.device)
+            .mtu(mtu)
+            .up()
+            .build()
+            .map_err(|e| DataPlaneError::Io {
+                what: format!("create TUN device {}", config.device),
+                source: std::io::Error::other(e.to_string()),
+            })?
+            .pop()
+            .ok_or_else(|| DataPlaneError::Io {
+                what: format!("create TUN device {}", config.device),
+                source: std::io::Error::other("no queue"),
+            })?;
+        let tun = Arc::new(tun);
+
+        let (connection, handle, _) =
+            rtnetlink::new_connection().map_err(io("open a netlink socket"))?;
+        tokio::spawn(connection);
+        let index =
+            link_index(&handle, &config.device)
+                .await?
+                .ok_or_else(|| DataPlaneError::Netlink {
+                    what: format!("TUN device {}", config.device),
+                    reason: "missing right after its creation".into(),
+                })?;
+        match handle
+            .route()
+            .add(
+                RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(SERVICE_RANGE.0, SERVICE_RANGE.1)
+                    .output_interface(index)
+                    .build(),
+            )
+            .execute()
+            .await
+        {
+            Err(e) if super::errno_of(&e) != Some(EEXIST) => {
+                return Err(netlink(format!(
+                    "route {}/{} to {}",
+                    SERVICE_RANGE.0, SERVICE_RANGE.1, config.device
+                ))(e));
+            }
+            _ => {}
+        }
+        // Replies come back through the TUN with sources a strict reverse-path check would
+        // not expect there.
+        let _ = std::fs::write(
+            format!("/proc/sys/net/ipv4/conf/{}/rp_filter", config.device),
+            "0",
+        );
+
+        let socket = Arc::new(
+            UdpSocket::bind(config.listen)
+                .await
+                .map_err(io(format!("bind the tunnel socket {}", config.listen)))?,
+        );
+        let local = socket
+            .local_addr()
+            .map_err(io("read the tunnel socket's address"))?;
+
+        let outgoing = {
+            let (tun, socket, proxy) = (Arc::clone(&tun), Arc::clone(&socket), Arc::clone(&proxy));
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    let n = match tun.recv(&mut buf).await {
+                        Ok(n) => n,
+                        Err(e) => {
+                            tracing::warn!("TUN read failed, the proxy stops: {e}");
+                            return;
+                        }
+                    };
+                    let packet = &mut buf[..n];
+                    let verdict = lock(&proxy).outgoing(packet);
+                    match verdict {
+                        Verdict::Tunnel(to) => {
+                            if let Err(e) = socket.send_to(packet, to).await {
+                                tracing::debug!(%to, "tunnel send failed: {e}");
+                            }
+                        }
+                        Verdict::Deliver => {
+                            let _ = tun.send(packet).await;
+                        }
+                        Verdict::Unknown(ip) => {
+                            if let Some(m) = &misses {
+                                let _ = m.send(ip);
+                            }
+                        }
+                        Verdict::Drop(why) => tracing::trace!("dropped: {why}"),
+                    }
+                }
+            })
+        };
+        let incoming = {
+            let (tun, socket, proxy) = (Arc::clone(&tun), Arc::clone(&socket), Arc::clone(&proxy));
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    let n = match socket.recv_from(&mut buf).await {
+                        Ok((n, _)) => n,
+                        Err(e) => {
+                            tracing::debug!("tunnel receive failed: {e}");
+                            continue;
+                        }
+                    };
+                    let packet = &mut buf[..n];
+                    let verdict = lock(&proxy).incoming(packet);
+                    match verdict {
+                        Verdict::Deliver => {
+                            let _ = tun.send(packet).await;
+                        }
+                        other => tracing::trace!("tunnel packet not delivered: {other:?}"),
+                    }
+                }
+            })
+        };
+        tracing::info!(device = %config.device, %local, "service-IP proxy and tunnel up");
+        Ok(Self {
+            local,
+            tasks: vec![outgoing, incoming],
+        })
+    }
+
+    /// Where the tunnel listens (the port is the real one when 0 was asked for).
+    pub fn local(&self) -> SocketAddr {
+        self.local
+    }
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
