@@ -11,7 +11,7 @@ use std::time::Duration;
 use oakestra_core::status::Status;
 use oakestra_core::wire::{
     ControlError, JobStatusReport, NodeInfo, NodeTopic, Payload, RegisterResponse, ResourcesReport,
-    WireVersion,
+    ServiceDeployed, TableQueryRequest, WireVersion,
 };
 use oakestra_store::{Collection, Store, Write};
 use serde_json::{Value, json};
@@ -250,6 +250,28 @@ impl Actor {
                         Ok(report) => self.state.resources_report(&worker, report, now),
                         Err(e) => tracing::warn!(worker = %worker, "{e}"),
                     },
+                    NodeTopic::NetServiceDeployed => match ServiceDeployed::from_bytes(&payload) {
+                        Ok(report) => {
+                            if !self.state.service_deployed(&worker, &report) {
+                                tracing::debug!(worker = %worker, job = %report.appname, "network report of an instance not placed there");
+                            }
+                        }
+                        Err(e) => tracing::warn!(worker = %worker, "{e}"),
+                    },
+                    NodeTopic::NetTableQueryRequest => {
+                        match TableQueryRequest::from_bytes(&payload) {
+                            Ok(request) => {
+                                let answer = self.state.table_query(&request);
+                                match serde_json::to_vec(&answer) {
+                                    Ok(body) => {
+                                        self.publish(NodeTopic::NetTableQueryResult, &worker, body)
+                                    }
+                                    Err(e) => tracing::warn!("encoding a table query answer: {e}"),
+                                }
+                            }
+                            Err(e) => tracing::warn!(worker = %worker, "{e}"),
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -641,11 +663,22 @@ pub fn instance_status(i: &Instance) -> proto::InstanceStatus {
         status: i.status.as_str().to_owned(),
         status_detail: i.status_detail.clone(),
         worker_id: i.worker_id.clone().unwrap_or_default(),
-        host_ip: i.public_ip.clone(),
-        host_port: 0,
+        host_ip: i
+            .network
+            .as_ref()
+            .map_or_else(|| i.public_ip.clone(), |n| n.host_ip.clone()),
+        host_port: i.network.as_ref().map_or(0, |n| u32::from(n.host_port)),
         public_ip: i.public_ip.clone(),
-        namespace_ip: String::new(),
-        namespace_ip_v6: String::new(),
+        namespace_ip: i
+            .network
+            .as_ref()
+            .map(|n| n.nsip.clone())
+            .unwrap_or_default(),
+        namespace_ip_v6: i
+            .network
+            .as_ref()
+            .map(|n| n.nsipv6.clone())
+            .unwrap_or_default(),
         cpu_percent: i.usage.as_ref().map(|u| u.cpu_percent),
         memory_percent: i.usage.as_ref().map(|u| u.memory_percent),
         disk_bytes: i.usage.as_ref().map(|u| u.disk),

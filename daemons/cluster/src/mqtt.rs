@@ -27,10 +27,13 @@ pub struct ClientSettings {
     pub password: Option<String>,
 }
 
-const SUBSCRIPTIONS: [NodeTopic; 3] = [
+const SUBSCRIPTIONS: [NodeTopic; 5] = [
     NodeTopic::Information,
     NodeTopic::Job,
     NodeTopic::JobsResources,
+    // The overlay (issue 8): instances' network addresses and table queries.
+    NodeTopic::NetServiceDeployed,
+    NodeTopic::NetTableQueryRequest,
 ];
 
 /// Starts the client: incoming worker messages go to `commands`, `(topic, payload)` from

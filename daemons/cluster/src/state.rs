@@ -14,8 +14,8 @@ use oakestra_core::status::{
     DeploymentStatus, NegativeSchedulingStatus, PositiveSchedulingStatus, Status,
 };
 use oakestra_core::wire::{
-    DeleteCommand, DeployCommand, JobStatusReport, NodeInfo, ResourcesReport, ServiceUsage,
-    WireVersion,
+    DeleteCommand, DeployCommand, JobStatusReport, NodeInfo, ResourcesReport, ServiceDeployed,
+    ServiceIp, ServiceUsage, TableEntryInstance, TableQueryRequest, TableQueryResult, WireVersion,
 };
 use oakestra_sched::{Candidate, Level, NoPlacement, PlacementRequest};
 use serde::{Deserialize, Serialize};
@@ -97,6 +97,23 @@ pub struct Instance {
     /// carries it anyway).
     #[serde(skip)]
     pub usage_forwarded_at: Option<Instant>,
+    /// Where its network is, as its worker reported it (`net/service/deployed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<InstanceNetwork>,
+}
+
+/// An instance's overlay network on its worker (issue 8).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceNetwork {
+    /// Its address in the worker's subnet.
+    pub nsip: String,
+    /// Its IPv6 address in the worker's subnet.
+    #[serde(default)]
+    pub nsipv6: String,
+    /// The worker's address.
+    pub host_ip: String,
+    /// The worker's tunnel port.
+    pub host_port: u16,
 }
 
 impl Instance {
@@ -480,6 +497,7 @@ impl ClusterState {
                 // until the new placement: a redeploy on the same worker restarts it there,
                 // one elsewhere sends that worker a delete.
                 instance.worker_id = None;
+                instance.network = None;
                 instance.stale_copies.insert(worker.to_owned());
                 instance.retry_at = Some(now + self.timing.backoff(instance.attempts));
                 instance.attempts = instance.attempts.saturating_add(1);
@@ -574,6 +592,7 @@ impl ClusterState {
                     instance.attempts = 0;
                 }
                 instance.worker_id = None;
+                instance.network = None;
                 instance.stale_copies.insert(id.clone());
                 instance.status = Status::Deployment(DeploymentStatus::Failed);
                 instance.status_detail = format!("worker {id} is inactive; rescheduling");
@@ -647,6 +666,7 @@ impl ClusterState {
             usage: None,
             running_since: None,
             usage_forwarded_at: None,
+            network: None,
             // An SLA whose constraints do not parse never becomes placeable.
             retry_at: unusable.then(|| now + Duration::from_secs(365 * 24 * 3600)),
         };
@@ -655,6 +675,108 @@ impl ClusterState {
         self.dirty_instances.insert(key.clone());
         self.effects.push(Effect::Report(key));
         Ok(())
+    }
+
+    /// `net/service/deployed` from `worker`: where an instance's network is. Ignored (`false`)
+    /// unless the instance is placed on that worker.
+    pub fn service_deployed(&mut self, worker: &str, report: &ServiceDeployed) -> bool {
+        let key = self
+            .by_job_name
+            .get(&report.appname)
+            .map(|job| (job.clone(), report.instance_number));
+        let Some(instance) = key.as_ref().and_then(|k| self.instances.get_mut(k)) else {
+            return false;
+        };
+        if instance.worker_id.as_deref() != Some(worker) || report.nsip.is_empty() {
+            return false;
+        }
+        let network = InstanceNetwork {
+            nsip: report.nsip.clone(),
+            nsipv6: report.nsipv6.clone(),
+            host_ip: report.host_ip.clone(),
+            host_port: report.host_port,
+        };
+        if instance.network.as_ref() != Some(&network) {
+            instance.network = Some(network);
+            let key = instance.key();
+            self.dirty_instances.insert(key.clone());
+            self.effects.push(Effect::Report(key));
+        }
+        true
+    }
+
+    /// Answers a table query (`net/tablequery/request`) from this cluster's own view: the
+    /// service named `sname`, or the one `sip` belongs to (its `rr_ip` or an instance IP), with
+    /// every instance whose network its worker has reported. Unknown: `app_name` null and no
+    /// instances.
+    pub fn table_query(&self, request: &TableQueryRequest) -> TableQueryResult {
+        let extra = |i: &Instance, k: &str| {
+            i.command
+                .extra
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let job_name = if request.sip.is_empty() {
+            self.by_job_name
+                .contains_key(&request.sname)
+                .then(|| request.sname.clone())
+        } else {
+            self.instances
+                .values()
+                .find(|i| {
+                    [
+                        extra(i, "instance_ip"),
+                        extra(i, "RR_ip"),
+                        extra(i, "instance_ip_v6"),
+                        extra(i, "RR_ip_v6"),
+                    ]
+                    .iter()
+                    .any(|a| !a.is_empty() && *a == request.sip)
+                })
+                .map(|i| i.job_name.clone())
+        };
+        let instance_list = job_name
+            .as_ref()
+            .map(|name| {
+                self.instances
+                    .values()
+                    .filter(|i| &i.job_name == name)
+                    .filter_map(|i| {
+                        let net = i.network.as_ref()?;
+                        let ip = |t: &str, v4: String, v6: String| ServiceIp {
+                            ip_type: t.to_owned(),
+                            address: v4,
+                            address_v6: v6,
+                        };
+                        Some(TableEntryInstance {
+                            instance_number: i.instance_number,
+                            namespace_ip: net.nsip.clone(),
+                            namespace_ip_v6: net.nsipv6.clone(),
+                            host_ip: net.host_ip.clone(),
+                            host_port: net.host_port,
+                            // Oakestra's order: the RR address, then the instance's own.
+                            service_ip: vec![
+                                ip("RR", extra(i, "RR_ip"), extra(i, "RR_ip_v6")),
+                                ip(
+                                    "instance_ip",
+                                    extra(i, "instance_ip"),
+                                    extra(i, "instance_ip_v6"),
+                                ),
+                            ],
+                            extra: Default::default(),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        TableQueryResult {
+            wire_version: WireVersion::CURRENT,
+            app_name: job_name,
+            instance_list,
+            query_key: request.query_key().to_owned(),
+        }
     }
 
     /// The root's `Undeploy`: every matching instance is deleted on its worker and forgotten.
@@ -773,6 +895,7 @@ impl ClusterState {
         match outcome {
             Ok(worker) => {
                 instance.worker_id = Some(worker.clone());
+                instance.network = None;
                 instance.retry_at = None;
                 instance.running_since = None;
                 instance.status = Status::Positive(PositiveSchedulingStatus::NodeScheduled);
