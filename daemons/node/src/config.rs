@@ -184,6 +184,8 @@ pub struct Config {
     /// Tag of the overlay's host names (bridge `<tag>br`, namespaces `<tag>-…`, chains
     /// `<TAG>-…`); two workers on one host need two tags.
     pub overlay_tag: String,
+    /// UDP port of the service-IP tunnel (Oakestra's 50103).
+    pub tunnel_port: u16,
 }
 
 impl Config {
@@ -211,6 +213,7 @@ impl Config {
             // is `auto` (see `Cli::resolve`).
             overlay: OverlayMode::Off,
             overlay_tag: oakestra_net::dataplane::Naming::DEFAULT_TAG.to_owned(),
+            tunnel_port: oakestra_net::dataplane::tunnel::DEFAULT_TUNNEL_PORT,
         }
     }
 }
@@ -242,7 +245,7 @@ fn parse_cluster(text: &str) -> Result<ClusterAddress, String> {
     after_help = "Every flag can also be set in the TOML file given by --config (same names, with \
                   underscores: cluster, token, data_dir, runtime, containerd_socket, \
                   insecure_registries, name, location, advertise_ip, mqtt_host, report_interval, \
-                  stop_grace, metrics_listen, overlay, overlay_tag); registry credentials only there, as \
+                  stop_grace, metrics_listen, overlay, overlay_tag, tunnel_port); registry credentials only there, as \
                   [registry_credentials.\"HOST\"] with username and password. Flags win over the \
                   environment, the environment over the file."
 )]
@@ -318,6 +321,9 @@ pub struct Cli {
     /// digits) [default: oakrs]; two workers on one host need two tags.
     #[arg(long, env = "OAKESTRA_NODE_OVERLAY_TAG")]
     pub overlay_tag: Option<String>,
+    /// UDP port of the service-IP tunnel between workers [default: 50103].
+    #[arg(long, env = "OAKESTRA_NODE_TUNNEL_PORT")]
+    pub tunnel_port: Option<u16>,
 }
 
 /// The TOML file.
@@ -343,6 +349,7 @@ struct FileSettings {
     metrics_listen: Option<String>,
     overlay: Option<OverlayMode>,
     overlay_tag: Option<String>,
+    tunnel_port: Option<u16>,
 }
 
 fn read_file(path: &Path) -> Result<FileSettings, String> {
@@ -444,6 +451,9 @@ impl Cli {
             oakestra_net::dataplane::Naming::new(&tag)
                 .map_err(|e| format!("--overlay-tag: {e}"))?;
             config.overlay_tag = tag;
+        }
+        if let Some(port) = self.tunnel_port.or(file.tunnel_port) {
+            config.tunnel_port = port;
         }
         let metrics = self
             .metrics_listen

@@ -328,6 +328,15 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         config.stop_grace,
     );
     if let Some(overlay) = &overlay {
+        // The service-IP tunnel, reached by other workers at the address this one reports.
+        if let Ok(ip) = public_ip.parse::<std::net::IpAddr>() {
+            overlay.set_tunnel(
+                std::net::SocketAddr::from(([0, 0, 0, 0], config.tunnel_port)),
+                std::net::SocketAddr::new(ip, config.tunnel_port),
+            );
+        }
+        overlay.set_publisher(reporter.clone());
+        reporter.set_overlay(overlay.clone());
         engine.set_network(overlay.clone());
         if let Some(subnet) = saved_subnet {
             enable_overlay(overlay, config.overlay, subnet, &keep).await?;

@@ -201,6 +201,22 @@ pub async fn register(
 pub struct MqttReporter {
     session: Mutex<Option<(AsyncClient, String)>>,
     connected: AtomicBool,
+    /// The overlay, which gets the table query answers.
+    overlay: std::sync::OnceLock<Arc<crate::overlay::Overlay>>,
+}
+
+impl crate::overlay::NetPublisher for MqttReporter {
+    fn publish(&self, topic: NodeTopic, payload: Vec<u8>) {
+        if !self.is_connected() {
+            return;
+        }
+        if let Some((client, id)) = self.session()
+            && let Err(e) =
+                client.try_publish(topic.for_node(&id), QoS::AtLeastOnce, false, payload)
+        {
+            tracing::warn!("{} not sent: {e}", topic.for_node(&id));
+        }
+    }
 }
 
 impl MqttReporter {
@@ -216,6 +232,11 @@ impl MqttReporter {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
+    }
+
+    /// Hands table query answers to `overlay`.
+    pub fn set_overlay(&self, overlay: Arc<crate::overlay::Overlay>) {
+        let _ = self.overlay.set(overlay);
     }
 
     /// `true` while the broker session is up.
@@ -281,6 +302,7 @@ pub async fn session(
     let delete_topic = NodeTopic::ControlDelete.for_node(&identity.id);
     let info_topic = NodeTopic::Information.for_node(&identity.id);
     let resources_topic = NodeTopic::JobsResources.for_node(&identity.id);
+    let table_topic = NodeTopic::NetTableQueryResult.for_node(&identity.id);
     let memory_total = collector.memory_total_mb();
 
     let mut ticker = tokio::time::interval(config.report_interval);
@@ -326,6 +348,11 @@ pub async fn session(
                             tracing::warn!("cannot subscribe to {topic}: {e}");
                         }
                     }
+                    if reporter.overlay.get().is_some()
+                        && let Err(e) = client.try_subscribe(table_topic.as_str(), QoS::AtLeastOnce)
+                    {
+                        tracing::warn!("cannot subscribe to {table_topic}: {e}");
+                    }
                     reporter.connected.store(true, Ordering::Relaxed);
                     engine.metrics().mqtt_connected.store(1, Ordering::Relaxed);
                     let client = client.clone();
@@ -359,6 +386,13 @@ pub async fn session(
                                 tokio::spawn(async move { engine.delete(cmd).await });
                             }
                             Err(e) => tracing::warn!("ignored a delete message: {e}"),
+                        }
+                    } else if publish.topic == table_topic
+                        && let Some(overlay) = reporter.overlay.get()
+                    {
+                        match oakestra_core::wire::TableQueryResult::from_bytes(&publish.payload) {
+                            Ok(result) => overlay.on_table_result(result),
+                            Err(e) => tracing::warn!("ignored a table query answer: {e}"),
                         }
                     }
                 }

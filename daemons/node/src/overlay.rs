@@ -7,16 +7,21 @@
 //! reconciles with what the host holds (namespaces of instances that should still run are
 //! adopted, everything else of ours is removed), before any instance starts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use oakestra_core::sla::Protocol as SlaProtocol;
-use oakestra_core::wire::DeployCommand;
+use oakestra_core::wire::{
+    DeployCommand, NodeTopic, Payload, ServiceDeployed, TableQueryRequest, TableQueryResult,
+    WireVersion,
+};
 use oakestra_net::dataplane::{
     DataPlane, DataPlaneConfig, DataPlaneError, FakeDataPlane, InstanceKey, LinuxDataPlane, Naming,
     PortForward, Protocol,
 };
 use oakestra_net::ipam::{Ipv4Subnet, Ipv6Subnet, WorkerSubnets};
+use oakestra_net::proxy::{InstanceRoute, Proxy, ServiceRoutes};
 use oakestra_runtime::InstanceId;
 
 /// Which data plane the overlay uses once it has a subnet.
@@ -33,6 +38,12 @@ pub enum PlaneKind {
     Fake,
 }
 
+/// Publishes on this worker's `nodes/<id>/…` topics (the MQTT session; a recorder in tests).
+pub trait NetPublisher: Send + Sync + std::fmt::Debug {
+    /// Publishes `payload` on `nodes/<this worker>/<topic>`; dropped while disconnected.
+    fn publish(&self, topic: NodeTopic, payload: Vec<u8>);
+}
+
 /// The overlay of one worker. Share it as `Arc<Overlay>`.
 #[derive(Debug)]
 pub struct Overlay {
@@ -40,6 +51,15 @@ pub struct Overlay {
     plane: OnceLock<Arc<dyn DataPlane>>,
     /// Instance id (`job.n`) → namespace path, read synchronously by the runtime.
     paths: Arc<Mutex<HashMap<String, String>>>,
+    /// The service-IP proxy's table and flows.
+    proxy: OnceLock<Arc<Mutex<Proxy>>>,
+    /// `(listen, advertised)` tunnel endpoints; the tunnel starts with the data plane.
+    tunnel_at: Mutex<Option<(SocketAddr, SocketAddr)>>,
+    tunnel: Mutex<Option<oakestra_net::dataplane::tunnel::Tunnel>>,
+    publisher: Mutex<Option<Arc<dyn NetPublisher>>>,
+    /// Table queries asked and not answered yet (by query key).
+    pending: Mutex<HashSet<String>>,
+    this: std::sync::Weak<Overlay>,
 }
 
 /// Does an instance of this virtualization run in a namespace of ours? (Unikernels do not
@@ -58,11 +78,83 @@ fn key_of(id: &InstanceId) -> Result<InstanceKey, DataPlaneError> {
 impl Overlay {
     /// An overlay that comes up with [`Overlay::enable`].
     pub fn new(kind: PlaneKind) -> Arc<Self> {
-        Arc::new(Self {
+        Arc::new_cyclic(|this| Self {
+            this: this.clone(),
             kind,
             plane: OnceLock::new(),
             paths: Arc::new(Mutex::new(HashMap::new())),
+            proxy: OnceLock::new(),
+            tunnel_at: Mutex::new(None),
+            tunnel: Mutex::new(None),
+            publisher: Mutex::new(None),
+            pending: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// Where the UDP tunnel listens and the address other workers reach it at (the worker's
+    /// `host_ip:port`). Set before [`Overlay::enable`]; without it there is no tunnel.
+    pub fn set_tunnel(&self, listen: SocketAddr, advertised: SocketAddr) {
+        *self.tunnel_at.lock().unwrap_or_else(|p| p.into_inner()) = Some((listen, advertised));
+    }
+
+    /// Where network reports and table queries go.
+    pub fn set_publisher(&self, publisher: Arc<dyn NetPublisher>) {
+        *self.publisher.lock().unwrap_or_else(|p| p.into_inner()) = Some(publisher);
+    }
+
+    fn publish(&self, topic: NodeTopic, payload: Vec<u8>) {
+        let publisher = self
+            .publisher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(p) = publisher {
+            p.publish(topic, payload);
+        }
+    }
+
+    /// The proxy (once the overlay is up).
+    pub fn proxy(&self) -> Option<&Arc<Mutex<Proxy>>> {
+        self.proxy.get()
+    }
+
+    fn advertised(&self) -> Option<SocketAddr> {
+        self.tunnel_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|(_, a)| a)
+    }
+
+    /// Asks the cluster for a service by name or IP (`net/tablequery/request`), once while
+    /// the answer is pending.
+    pub fn query(&self, request: TableQueryRequest) {
+        let key = request.query_key().to_owned();
+        if !self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key)
+        {
+            return;
+        }
+        self.publish(NodeTopic::NetTableQueryRequest, request.to_bytes());
+    }
+
+    /// A table query answer (`net/tablequery/result`): the service's instances go into the
+    /// proxy's table (replacing what it had).
+    pub fn on_table_result(&self, result: TableQueryResult) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&result.query_key);
+        let (Some(proxy), Some(routes)) = (self.proxy.get(), routes_of(&result)) else {
+            return;
+        };
+        tracing::debug!(service = %routes.job_name, instances = routes.instances.len(), "table entry");
+        proxy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_service(routes);
     }
 
     fn paths(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
@@ -130,6 +222,41 @@ impl Overlay {
             adopted = adopted.len(),
             "overlay network up"
         );
+        let tunnel_at = *self.tunnel_at.lock().unwrap_or_else(|p| p.into_inner());
+        let local = tunnel_at.map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |(_, a)| a);
+        let proxy = Arc::clone(
+            self.proxy
+                .get_or_init(|| Arc::new(Mutex::new(Proxy::new(local)))),
+        );
+        if let (PlaneKind::Linux { naming, mtu }, Some((listen, _))) = (&self.kind, tunnel_at) {
+            let (misses_tx, mut misses) = tokio::sync::mpsc::unbounded_channel::<Ipv4Addr>();
+            let tunnel = oakestra_net::dataplane::tunnel::Tunnel::start(
+                oakestra_net::dataplane::tunnel::TunnelConfig {
+                    device: format!("{}tun", naming.tag()),
+                    listen,
+                    mtu: *mtu,
+                },
+                proxy,
+                Some(misses_tx),
+            )
+            .await?;
+            *self.tunnel.lock().unwrap_or_else(|p| p.into_inner()) = Some(tunnel);
+            // Service IPs the table lacks: ask the cluster; the packet that missed is lost,
+            // its retransmission finds the entry (no other traffic waits meanwhile).
+            let me = self.this.clone();
+            tokio::spawn(async move {
+                while let Some(ip) = misses.recv().await {
+                    let Some(overlay) = me.upgrade() else {
+                        return;
+                    };
+                    overlay.query(TableQueryRequest {
+                        wire_version: WireVersion::CURRENT,
+                        sname: String::new(),
+                        sip: ip.to_string(),
+                    });
+                }
+            });
+        }
         // Another caller may have won the race; its plane is equivalent.
         let _ = self.plane.set(plane);
         Ok(())
@@ -166,6 +293,30 @@ impl Overlay {
         tracing::info!(instance = %id, ipv4 = %attachment.ipv4, "instance network ready");
         self.paths()
             .insert(id.to_string(), attachment.netns.display().to_string());
+        // Tell the cluster where the instance is, and load the service's own entries (the
+        // proxy needs the sender's instance IP).
+        if let Some(endpoint) = self.advertised() {
+            let report = ServiceDeployed {
+                wire_version: WireVersion::CURRENT,
+                appname: deploy.job_name.clone(),
+                status: "DEPLOYED".into(),
+                instance_number: deploy.instance_number,
+                nsip: attachment.ipv4.to_string(),
+                nsipv6: attachment.ipv6.to_string(),
+                host_port: endpoint.port(),
+                host_ip: endpoint.ip().to_string(),
+            };
+            self.publish(NodeTopic::NetServiceDeployed, report.to_bytes());
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&deploy.job_name);
+            self.query(TableQueryRequest {
+                wire_version: WireVersion::CURRENT,
+                sname: deploy.job_name.clone(),
+                sip: String::new(),
+            });
+        }
         Ok(())
     }
 
@@ -193,4 +344,38 @@ impl crate::engine::NetworkHook for Overlay {
     async fn after_remove(&self, id: &InstanceId) {
         self.detach(id).await;
     }
+}
+
+/// The proxy's view of a table query answer: `None` when it names no service.
+pub fn routes_of(result: &TableQueryResult) -> Option<ServiceRoutes> {
+    let job_name = result.app_name.clone()?;
+    let mut rr_ip = None;
+    let instances = result
+        .instance_list
+        .iter()
+        .filter_map(|i| {
+            let mut instance_ip = None;
+            for a in &i.service_ip {
+                let Ok(address) = a.address.parse::<Ipv4Addr>() else {
+                    continue;
+                };
+                match a.ip_type.as_str() {
+                    "RR" => rr_ip = Some(address),
+                    "instance_ip" | "InstanceNumber" => instance_ip = Some(address),
+                    _ => {}
+                }
+            }
+            Some(InstanceRoute {
+                number: i.instance_number,
+                instance_ip: instance_ip?,
+                nsip: i.namespace_ip.parse().ok()?,
+                node: SocketAddr::new(i.host_ip.parse().ok()?, i.host_port),
+            })
+        })
+        .collect();
+    Some(ServiceRoutes {
+        job_name,
+        rr_ip,
+        instances,
+    })
 }

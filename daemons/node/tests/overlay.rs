@@ -170,3 +170,105 @@ async fn the_engine_gives_instances_a_network_and_takes_it_away_real_plane() {
     )
     .await;
 }
+
+/// Records what the overlay publishes.
+#[derive(Debug, Default)]
+struct Published(Mutex<Vec<(oakestra_core::wire::NodeTopic, serde_json::Value)>>);
+
+impl oakestra_node::overlay::NetPublisher for Published {
+    fn publish(&self, topic: oakestra_core::wire::NodeTopic, payload: Vec<u8>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((topic, serde_json::from_slice(&payload).unwrap()));
+    }
+}
+
+impl Published {
+    fn take(&self) -> Vec<(oakestra_core::wire::NodeTopic, serde_json::Value)> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployed_instances_are_reported_and_table_answers_fill_the_proxy() {
+    use oakestra_core::wire::{NodeTopic, TableQueryRequest, TableQueryResult};
+    let dir = tempfile::tempdir().unwrap();
+    let overlay = Overlay::new(PlaneKind::Fake);
+    let endpoint: std::net::SocketAddr = "192.0.2.1:50103".parse().unwrap();
+    overlay.set_tunnel("0.0.0.0:50103".parse().unwrap(), endpoint);
+    let published = Arc::new(Published::default());
+    overlay.set_publisher(published.clone());
+    overlay
+        .enable(
+            "10.18.0.64".parse().unwrap(),
+            "fc00::100".parse().unwrap(),
+            &[],
+        )
+        .await
+        .unwrap();
+    let engine = Engine::new(
+        Arc::new(FakeRuntime::new(FakeConfig::default()).unwrap()),
+        StateFile::new(dir.path()),
+        NodeState::default(),
+        Arc::new(Reports::default()),
+        "192.0.2.1".into(),
+        Duration::from_secs(1),
+    );
+    engine.set_network(overlay.clone());
+
+    engine.deploy(deploy(0, "")).await;
+    let sent = published.take();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    // Oakestra's `net/service/deployed`, with the tunnel endpoint and the namespace address.
+    assert_eq!(sent[0].0, NodeTopic::NetServiceDeployed);
+    let d = &sent[0].1;
+    assert_eq!(d["appname"], "app.ns.web.ns");
+    assert_eq!(d["instance_number"], 0);
+    assert_eq!(d["nsip"], "10.18.0.66");
+    assert_eq!(d["host_ip"], "192.0.2.1");
+    assert_eq!(d["host_port"], 50103);
+    // Then a table query for its own service.
+    assert_eq!(sent[1].0, NodeTopic::NetTableQueryRequest);
+    assert_eq!(sent[1].1["sname"], "app.ns.web.ns");
+
+    // The cluster's answer fills the proxy's table.
+    let answer: TableQueryResult = serde_json::from_value(serde_json::json!({
+        "app_name": "app.ns.web.ns", "query_key": "app.ns.web.ns",
+        "instance_list": [{
+            "instance_number": 0, "namespace_ip": "10.18.0.66", "namespace_ip_v6": "",
+            "host_ip": "192.0.2.1", "host_port": 50103,
+            "service_ip": [
+                {"IpType": "RR", "Address": "10.30.55.55", "Address_v6": ""},
+                {"IpType": "instance_ip", "Address": "10.30.0.3", "Address_v6": ""}
+            ]
+        }]
+    }))
+    .unwrap();
+    overlay.on_table_result(answer);
+    {
+        let proxy = overlay.proxy().unwrap().lock().unwrap();
+        let routes = proxy.service("app.ns.web.ns").unwrap();
+        assert_eq!(routes.rr_ip, Some("10.30.55.55".parse().unwrap()));
+        assert_eq!(routes.instances.len(), 1);
+        assert_eq!(routes.instances[0].node, endpoint);
+        assert_eq!(routes.instances[0].nsip.to_string(), "10.18.0.66");
+    }
+
+    // A query is asked once while it is pending, and again after its answer.
+    let by_ip = || TableQueryRequest {
+        sip: "10.30.9.9".into(),
+        ..Default::default()
+    };
+    overlay.query(by_ip());
+    overlay.query(by_ip());
+    assert_eq!(published.take().len(), 1);
+    overlay.on_table_result(
+        serde_json::from_value(
+            serde_json::json!({"app_name": null, "instance_list": [], "query_key": "10.30.9.9"}),
+        )
+        .unwrap(),
+    );
+    overlay.query(by_ip());
+    assert_eq!(published.take().len(), 1);
+}
