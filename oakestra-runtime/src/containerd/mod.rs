@@ -51,7 +51,7 @@ use crate::{
     RuntimeError,
 };
 
-pub use reference::ImageRef;
+pub use reference::{ImageRef, PlatformSpec};
 pub use registry::RegistryCredentials;
 pub use spec::NetworkSetup;
 
@@ -555,14 +555,31 @@ impl ContainerdRuntime {
         }
     }
 
+    /// Where the image of `spec` is recorded and cached, and for which platform it is pulled:
+    /// the reference for this worker's platform; `<reference>#<platform>` for another one
+    /// asked by the SLA's `platform`, so both can be held side by side.
+    fn image_key(&self, spec: &InstanceSpec) -> Result<(ImageRef, PlatformSpec, String), String> {
+        let image = ImageRef::parse(&spec.image)?;
+        let native = PlatformSpec::linux(&self.inner.arch);
+        let platform = match spec.platform.as_deref().map(str::trim) {
+            Some(p) if !p.is_empty() => PlatformSpec::parse(p)?,
+            _ => native.clone(),
+        };
+        let name = if platform == native {
+            image.to_string()
+        } else {
+            format!("{image}#{platform}")
+        };
+        Ok((image, platform, name))
+    }
+
     /// The image of `spec`, pulled when missing; one pull per image at a time.
-    async fn image(&self, reference: &str) -> Result<Arc<PulledImage>, RuntimeError> {
+    async fn image(&self, spec: &InstanceSpec) -> Result<Arc<PulledImage>, RuntimeError> {
         let image_err = |reason: String| RuntimeError::Image {
-            image: reference.to_string(),
+            image: spec.image.clone(),
             reason,
         };
-        let image = ImageRef::parse(reference).map_err(image_err)?;
-        let name = image.to_string();
+        let (image, platform, name) = self.image_key(spec).map_err(image_err)?;
         let lock = {
             let mut state = self.state();
             if let Some(found) = state.images.get(&name) {
@@ -581,7 +598,7 @@ impl ContainerdRuntime {
                 let started = tokio::time::Instant::now();
                 let pulled = self
                     .conn()
-                    .pull(&self.inner.registry, &image, &self.inner.arch)
+                    .pull(&self.inner.registry, &image, &platform, &name)
                     .await;
                 if pulled.is_ok() {
                     tracing::info!("pulled {name} in {:?}", started.elapsed());
@@ -1117,13 +1134,13 @@ impl Runtime for ContainerdRuntime {
 
     async fn ensure_image(&self, spec: &InstanceSpec) -> Result<(), RuntimeError> {
         self.check_virtualization(spec)?;
-        self.image(&spec.image).await.map(|_| ())
+        self.image(spec).await.map(|_| ())
     }
 
     async fn start(&self, spec: &InstanceSpec) -> Result<u64, RuntimeError> {
         self.check_virtualization(spec)?;
         let cid = spec.id.to_string();
-        let image = self.image(&spec.image).await?;
+        let image = self.image(spec).await?;
         if self.get_container(&cid).await?.is_some() {
             return Err(RuntimeError::AlreadyExists(cid));
         }
@@ -1135,10 +1152,9 @@ impl Runtime for ContainerdRuntime {
             }
             if reason.contains("snapshot prepare") {
                 // The image may have been removed behind our back: forget it, pull next time.
-                let name = ImageRef::parse(&spec.image)
-                    .map(|r| r.to_string())
-                    .unwrap_or_default();
-                self.state().images.remove(&name);
+                if let Ok((_, _, name)) = self.image_key(spec) {
+                    self.state().images.remove(&name);
+                }
             }
             if reason.contains("has no entrypoint") {
                 return Err(RuntimeError::InvalidSpec { id: cid, reason });

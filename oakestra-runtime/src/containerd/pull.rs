@@ -16,7 +16,7 @@ use containerd_client::types::Descriptor;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::reference::ImageRef;
+use super::reference::{ImageRef, PlatformSpec};
 use super::registry::{FetchedManifest, Registry, error_chain, sha256_digest};
 use super::spec::ImageConfig;
 use super::{Connection, rpc_error};
@@ -209,15 +209,20 @@ impl Connection {
 
     /// Pulls `image` into containerd and unpacks it. Idempotent: present content and
     /// snapshots are reused.
+    /// Pulls `image` for `platform` and records it as image `record` (the reference itself
+    /// for this worker's platform; see `ContainerdRuntime::image`).
     pub(crate) async fn pull(
         &self,
         registry: &Registry,
         image: &ImageRef,
-        arch: &str,
+        platform: &PlatformSpec,
+        record: &str,
     ) -> Result<PulledImage, String> {
-        let fetched = registry.manifest(image, arch).await?;
+        let fetched = registry.manifest(image, platform).await?;
         let lease = self.create_lease().await?;
-        let result = self.pull_leased(registry, image, &fetched, &lease).await;
+        let result = self
+            .pull_leased(registry, image, &fetched, &lease, record)
+            .await;
         self.delete_lease(&lease).await;
         result
     }
@@ -228,6 +233,7 @@ impl Connection {
         image: &ImageRef,
         fetched: &FetchedManifest,
         lease: &str,
+        record: &str,
     ) -> Result<PulledImage, String> {
         let manifest = &fetched.manifest;
         // The configuration first: it names the diff ids, hence the snapshots the image needs.
@@ -317,7 +323,7 @@ impl Connection {
         }
 
         let record = Image {
-            name: image.to_string(),
+            name: record.to_string(),
             labels: HashMap::new(),
             target: Some(Descriptor {
                 media_type: fetched.media_type.clone(),

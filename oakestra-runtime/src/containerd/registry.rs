@@ -10,7 +10,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, WWW_AUTHENTICATE};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::reference::ImageRef;
+use super::reference::{ImageRef, PlatformSpec};
 
 /// OCI image index.
 pub const MT_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -106,6 +106,30 @@ pub fn host_arch() -> &'static str {
         "powerpc64" => "ppc64le",
         "s390x" => "s390x",
         other => other,
+    }
+}
+
+/// The entry of an index's `manifests` that fits `platform` best; else the platforms it has,
+/// for the error message.
+pub fn select_manifest<'a>(
+    manifests: &'a [Descriptor],
+    platform: &PlatformSpec,
+) -> Result<&'a Descriptor, String> {
+    let entries = manifests.iter().map(|m| match &m.platform {
+        Some(p) => (p.os.as_str(), p.architecture.as_str(), p.variant.as_deref()),
+        None => ("", "", None),
+    });
+    match platform.select(entries) {
+        Some(i) => Ok(&manifests[i]),
+        None => Err(manifests
+            .iter()
+            .filter_map(|m| m.platform.as_ref())
+            .map(|p| match &p.variant {
+                Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+                None => format!("{}/{}", p.os, p.architecture),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")),
     }
 }
 
@@ -287,8 +311,13 @@ impl Registry {
         Ok(format!("Bearer {token}"))
     }
 
-    /// Fetches the manifest of `r` for `os`/`arch`, resolving an index.
-    pub async fn manifest(&self, r: &ImageRef, arch: &str) -> Result<FetchedManifest, String> {
+    /// Fetches the manifest of `r` for `platform`, resolving an index to its best-fitting
+    /// entry (see [`PlatformSpec::select`]). A plain manifest is taken as it is.
+    pub async fn manifest(
+        &self,
+        r: &ImageRef,
+        platform: &PlatformSpec,
+    ) -> Result<FetchedManifest, String> {
         let accept = [
             MT_OCI_INDEX,
             MT_DOCKER_LIST,
@@ -312,23 +341,8 @@ impl Registry {
         {
             let index: Index = serde_json::from_value(value)
                 .map_err(|e| format!("index of {r} is malformed: {e}"))?;
-            let entry = index
-                .manifests
-                .iter()
-                .find(|m| {
-                    m.platform
-                        .as_ref()
-                        .is_some_and(|p| p.os == "linux" && p.architecture == arch)
-                })
-                .ok_or_else(|| {
-                    let have: Vec<String> = index
-                        .manifests
-                        .iter()
-                        .filter_map(|m| m.platform.as_ref())
-                        .map(|p| format!("{}/{}", p.os, p.architecture))
-                        .collect();
-                    format!("{r} has no linux/{arch} image (it has {})", have.join(", "))
-                })?
+            let entry = select_manifest(&index.manifests, platform)
+                .map_err(|have| format!("{r} has no {platform} image (it has {have})"))?
                 .clone();
             let (bytes, media_type) = self.fetch_manifest(r, &entry.digest, &accept).await?;
             return self.parse_manifest(r, bytes, media_type);
@@ -475,6 +489,35 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn index_entry_for_the_platform() {
+        // As Docker Hub serves busybox's index (digests shortened), plus an attestation entry.
+        let index: Index = serde_json::from_str(
+            r#"{"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[
+              {"digest":"sha256:a1","size":1,"platform":{"architecture":"amd64","os":"linux"}},
+              {"digest":"sha256:a5","size":1,"platform":{"architecture":"arm","os":"linux","variant":"v5"}},
+              {"digest":"sha256:a7","size":1,"platform":{"architecture":"arm","os":"linux","variant":"v7"}},
+              {"digest":"sha256:a8","size":1,"platform":{"architecture":"arm64","os":"linux","variant":"v8"}},
+              {"digest":"sha256:at","size":1,"platform":{"architecture":"unknown","os":"unknown"}},
+              {"digest":"sha256:np","size":1}
+            ]}"#,
+        )
+        .unwrap();
+        let pick = |p: &str| {
+            select_manifest(&index.manifests, &PlatformSpec::parse(p).unwrap())
+                .map(|d| d.digest.as_str())
+        };
+        assert_eq!(pick("linux/amd64"), Ok("sha256:a1"));
+        assert_eq!(pick("linux/arm64"), Ok("sha256:a8"));
+        assert_eq!(pick("linux/arm"), Ok("sha256:a7"));
+        assert_eq!(pick("linux/arm/v5"), Ok("sha256:a5"));
+        let err = pick("linux/s390x").unwrap_err();
+        assert_eq!(
+            err,
+            "linux/amd64, linux/arm/v5, linux/arm/v7, linux/arm64/v8, unknown/unknown"
+        );
+    }
 
     #[test]
     fn bearer_challenges_parse() {
