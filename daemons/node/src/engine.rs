@@ -513,32 +513,42 @@ impl Engine {
             .filter(|e| !e.deleting && e.status == DeploymentStatus::Running)
             .map(|e| e.deploy.clone())
             .collect();
-        let mut services = Vec::with_capacity(running.len());
+        // One task per instance: a runtime may take a while per call (containerd's first CPU
+        // sample of an instance waits 100 ms), and a hundred of them one after the other would
+        // hold the report back for seconds.
+        let mut tasks = tokio::task::JoinSet::new();
         for deploy in running {
-            let id = InstanceId::new(deploy.job_name.clone(), deploy.instance_number);
-            let Ok(stats) = self.runtime.stats(&id).await else {
-                continue;
-            };
-            let logs = self
-                .runtime
-                .logs_tail(&id, LOG_TAIL_BYTES)
-                .await
-                .unwrap_or_default();
-            let memory_percent = if memory_total_mb > 0 {
-                100.0 * stats.memory_bytes as f64 / (memory_total_mb as f64 * 1024.0 * 1024.0)
-            } else {
-                0.0
-            };
-            services.push(ServiceUsage {
-                cpu_percent: stats.cpu_percent,
-                memory_percent: (memory_percent * 100.0).round() / 100.0,
-                disk: stats.disk_bytes,
-                logs,
-                job_name: deploy.job_name,
-                virtualization: deploy.virtualization,
-                instance: deploy.instance_number,
+            let runtime = Arc::clone(&self.runtime);
+            tasks.spawn(async move {
+                let id = InstanceId::new(deploy.job_name.clone(), deploy.instance_number);
+                let stats = runtime.stats(&id).await.ok()?;
+                let logs = runtime
+                    .logs_tail(&id, LOG_TAIL_BYTES)
+                    .await
+                    .unwrap_or_default();
+                let memory_percent = if memory_total_mb > 0 {
+                    100.0 * stats.memory_bytes as f64 / (memory_total_mb as f64 * 1024.0 * 1024.0)
+                } else {
+                    0.0
+                };
+                Some(ServiceUsage {
+                    cpu_percent: stats.cpu_percent,
+                    memory_percent: (memory_percent * 100.0).round() / 100.0,
+                    disk: stats.disk_bytes,
+                    logs,
+                    job_name: deploy.job_name,
+                    virtualization: deploy.virtualization,
+                    instance: deploy.instance_number,
+                })
             });
         }
+        let mut services = Vec::with_capacity(tasks.len());
+        while let Some(done) = tasks.join_next().await {
+            if let Ok(Some(usage)) = done {
+                services.push(usage);
+            }
+        }
+        services.sort_by(|a, b| (&a.job_name, a.instance).cmp(&(&b.job_name, b.instance)));
         ResourcesReport {
             wire_version: Default::default(),
             services,

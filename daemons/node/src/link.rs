@@ -311,6 +311,7 @@ pub async fn session(
     let mut rejections = 0u32;
     let mut failures = 0u32;
     let mut backoff_stop = shutdown.clone();
+    let mut usage_task: Option<tokio::task::JoinHandle<()>> = None;
     let end = loop {
         tokio::select! {
             _ = stopped(shutdown) => break SessionEnd::Shutdown,
@@ -319,11 +320,19 @@ pub async fn session(
                 if client.try_publish(&info_topic, QoS::AtMostOnce, false, info.to_bytes()).is_ok() {
                     Metrics::inc(&engine.metrics().information_sent);
                 }
-                let usage = engine.resources(memory_total).await;
-                if !usage.services.is_empty()
-                    && client.try_publish(&resources_topic, QoS::AtMostOnce, false, usage.to_bytes()).is_ok()
-                {
-                    Metrics::inc(&engine.metrics().resources_sent);
+                // Usage is gathered beside the loop, which must keep polling the broker (a
+                // hundred instances' stats take a moment); one collection at a time.
+                if usage_task.as_ref().is_none_or(|t| t.is_finished()) {
+                    let (engine, client, topic) =
+                        (Arc::clone(engine), client.clone(), resources_topic.clone());
+                    usage_task = Some(tokio::spawn(async move {
+                        let usage = engine.resources(memory_total).await;
+                        if !usage.services.is_empty()
+                            && client.try_publish(&topic, QoS::AtMostOnce, false, usage.to_bytes()).is_ok()
+                        {
+                            Metrics::inc(&engine.metrics().resources_sent);
+                        }
+                    }));
                 }
             }
             event = eventloop.poll() => match event {

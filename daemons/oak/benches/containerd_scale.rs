@@ -2,6 +2,7 @@
 //! libtest harness:
 //!
 //! ```sh
+//! cargo build --release -p oakestra-node                 # the worker the scale part measures
 //! cargo bench -p oak --bench containerd_scale            # both parts
 //! cargo bench -p oak --bench containerd_scale -- latency # API call → RUNNING only
 //! cargo bench -p oak --bench containerd_scale -- scale   # 100 instances only
@@ -338,18 +339,21 @@ fn shims(namespace: &str) -> Vec<u32> {
     out
 }
 
-/// The release `oakestra-node` beside this bench binary, built when missing.
+/// The `oakestra-node` to measure: `$OAKESTRA_NODE_BIN`, else the release build beside this
+/// bench binary. Not built from here (cargo holds the target directory while benches run): build
+/// it first, as the command in the module docs does, so it is not stale.
 fn node_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("OAKESTRA_NODE_BIN") {
+        return PathBuf::from(p);
+    }
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
     let node = profile_dir.join("oakestra-node");
-    if !node.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--release", "-p", "oakestra-node"])
-            .status()
-            .expect("cargo build");
-        assert!(status.success(), "building oakestra-node failed");
-    }
+    assert!(
+        node.exists(),
+        "{} is missing: run `cargo build --release -p oakestra-node` first",
+        node.display()
+    );
     node
 }
 
@@ -371,7 +375,9 @@ async fn scale() {
         .args(["--runtime", "containerd", "--containerd-socket"])
         .arg(&f.socket)
         .args(["--containerd-namespace", NS, "--metrics-listen", "off"])
-        .args(["--stop-grace", "1s", "--name", "bench-worker"]);
+        .args(["--stop-grace", "1s", "--name", "bench-worker"])
+        // The runtime's footprint, without the overlay: a worker's /26 holds 61 instances.
+        .args(["--overlay", "off"]);
     let worker = Proc::spawn(command, &dir.path().join("worker.err"));
     let admin = admin(&api).await;
     let service = create_service(&admin, "scale", &image).await;
