@@ -7,9 +7,10 @@
 //! reconciles with what the host holds (namespaces of instances that should still run are
 //! adopted, everything else of ours is removed), before any instance starts.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use oakestra_core::sla::Protocol as SlaProtocol;
 use oakestra_core::wire::{
@@ -23,6 +24,11 @@ use oakestra_net::dataplane::{
 use oakestra_net::ipam::{Ipv4Subnet, Ipv6Subnet, WorkerSubnets};
 use oakestra_net::proxy::{InstanceRoute, Proxy, ServiceRoutes};
 use oakestra_runtime::InstanceId;
+
+/// How often every service in the proxy's table is asked for again.
+pub const TABLE_REFRESH: Duration = Duration::from_secs(5);
+/// After how long an unanswered table query is asked again.
+pub const QUERY_RETRY: Duration = Duration::from_secs(3);
 
 /// Which data plane the overlay uses once it has a subnet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,8 +63,8 @@ pub struct Overlay {
     tunnel_at: Mutex<Option<(SocketAddr, SocketAddr)>>,
     tunnel: Mutex<Option<oakestra_net::dataplane::tunnel::Tunnel>>,
     publisher: Mutex<Option<Arc<dyn NetPublisher>>>,
-    /// Table queries asked and not answered yet (by query key).
-    pending: Mutex<HashSet<String>>,
+    /// Table queries asked and not answered yet (by query key), with when they were asked.
+    pending: Mutex<HashMap<String, tokio::time::Instant>>,
     this: std::sync::Weak<Overlay>,
 }
 
@@ -87,7 +93,7 @@ impl Overlay {
             tunnel_at: Mutex::new(None),
             tunnel: Mutex::new(None),
             publisher: Mutex::new(None),
-            pending: Mutex::new(HashSet::new()),
+            pending: Mutex::new(HashMap::new()),
         })
     }
 
@@ -126,18 +132,37 @@ impl Overlay {
     }
 
     /// Asks the cluster for a service by name or IP (`net/tablequery/request`), once while
-    /// the answer is pending.
+    /// the answer is pending (again after [`QUERY_RETRY`] without one).
     pub fn query(&self, request: TableQueryRequest) {
         let key = request.query_key().to_owned();
-        if !self
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key)
+        let now = tokio::time::Instant::now();
         {
-            return;
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if pending
+                .get(&key)
+                .is_some_and(|asked| now.duration_since(*asked) < QUERY_RETRY)
+            {
+                return;
+            }
+            pending.insert(key, now);
         }
         self.publish(NodeTopic::NetTableQueryRequest, request.to_bytes());
+    }
+
+    /// Asks again for every service in the table, so that instances that moved or died are
+    /// followed (the cluster's answer lists only instances with a live network).
+    pub fn refresh(&self) {
+        let Some(proxy) = self.proxy.get() else {
+            return;
+        };
+        let names = proxy.lock().unwrap_or_else(|p| p.into_inner()).job_names();
+        for name in names {
+            self.query(TableQueryRequest {
+                wire_version: WireVersion::CURRENT,
+                sname: name,
+                sip: String::new(),
+            });
+        }
     }
 
     /// A table query answer (`net/tablequery/result`): the service's instances go into the
@@ -257,6 +282,18 @@ impl Overlay {
                 }
             });
         }
+        // The table follows instances that move or die: every entry is asked for again
+        // periodically (Oakestra relied on interests; see the README).
+        let me = self.this.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(TABLE_REFRESH);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(overlay) = me.upgrade() else { return };
+                overlay.refresh();
+            }
+        });
         // Another caller may have won the race; its plane is equivalent.
         let _ = self.plane.set(plane);
         Ok(())

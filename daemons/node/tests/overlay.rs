@@ -272,3 +272,71 @@ async fn deployed_instances_are_reported_and_table_answers_fill_the_proxy() {
     overlay.query(by_ip());
     assert_eq!(published.take().len(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn table_entries_are_asked_for_again_so_moved_instances_are_followed() {
+    use oakestra_core::wire::{NodeTopic, TableQueryRequest};
+    use oakestra_node::overlay::{QUERY_RETRY, TABLE_REFRESH};
+    let overlay = Overlay::new(PlaneKind::Fake);
+    overlay.set_tunnel(
+        "0.0.0.0:50103".parse().unwrap(),
+        "192.0.2.1:50103".parse().unwrap(),
+    );
+    let published = Arc::new(Published::default());
+    overlay.set_publisher(published.clone());
+    overlay
+        .enable(
+            "10.18.0.64".parse().unwrap(),
+            "fc00::100".parse().unwrap(),
+            &[],
+        )
+        .await
+        .unwrap();
+    let answer = |instances: serde_json::Value| {
+        serde_json::from_value(serde_json::json!({
+            "app_name": "app.ns.web.ns", "query_key": "app.ns.web.ns", "instance_list": instances
+        }))
+        .unwrap()
+    };
+    let instance = |host: &str| {
+        serde_json::json!({
+            "instance_number": 0, "namespace_ip": "10.18.0.66", "host_ip": host, "host_port": 50103,
+            "service_ip": [{"IpType": "RR", "Address": "10.30.55.55"},
+                           {"IpType": "instance_ip", "Address": "10.30.0.3"}]
+        })
+    };
+    overlay.on_table_result(answer(serde_json::json!([instance("192.0.2.2")])));
+    published.take();
+
+    // The periodic refresh asks for the service again …
+    tokio::time::sleep(TABLE_REFRESH + Duration::from_millis(100)).await;
+    let sent = published.take();
+    assert!(
+        sent.iter()
+            .any(|(t, v)| *t == NodeTopic::NetTableQueryRequest && v["sname"] == "app.ns.web.ns"),
+        "{sent:?}"
+    );
+    // … and the answer (the instance moved to another worker) replaces the entry.
+    overlay.on_table_result(answer(serde_json::json!([instance("192.0.2.3")])));
+    {
+        let proxy = overlay.proxy().unwrap().lock().unwrap();
+        let node = proxy.service("app.ns.web.ns").unwrap().instances[0].node;
+        assert_eq!(node, "192.0.2.3:50103".parse().unwrap());
+    }
+
+    // An answer that never comes: the query is asked again after QUERY_RETRY, not before.
+    let by_ip = || TableQueryRequest {
+        sip: "10.30.9.9".into(),
+        ..Default::default()
+    };
+    published.take();
+    overlay.query(by_ip());
+    overlay.query(by_ip());
+    assert_eq!(published.take().len(), 1);
+    tokio::time::sleep(QUERY_RETRY + Duration::from_millis(100)).await;
+    published.take(); // a refresh may have run meanwhile
+    overlay.query(by_ip());
+    let again = published.take();
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0].1["sip"], "10.30.9.9");
+}

@@ -137,6 +137,11 @@ impl Proxy {
         }
     }
 
+    /// The job names of every known service.
+    pub fn job_names(&self) -> Vec<String> {
+        self.services.keys().cloned().collect()
+    }
+
     /// The service named `job_name`, if known.
     pub fn service(&self, job_name: &str) -> Option<&ServiceRoutes> {
         self.services.get(job_name)
