@@ -279,6 +279,11 @@ async fn instance_logs_and_usage_reach_the_api_and_errors_say_why() {
     assert_eq!(answer["worker_id"], "worker-1");
     let all = get_logs(&admin, &nginx, "0/logs").await.unwrap();
     assert_eq!(all["logs"], "one\ntwo\nthree\n");
+    // The typed client's method reads the same answer.
+    assert_eq!(
+        admin.logs(&nginx, 0, Some(1)).await.unwrap().trim_end(),
+        "three"
+    );
     let service = admin.service(&nginx).await.unwrap();
     let inst = service.instance(0).unwrap();
     assert_eq!(inst.cpu_percent, Some(12.5));
