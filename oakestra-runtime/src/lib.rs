@@ -1,15 +1,54 @@
 //! Workload runtimes of the worker (DESIGN.md §6): the [`Runtime`] trait the NodeEngine drives,
 //! and [`fake::FakeRuntime`], an in-memory implementation for tests and the simulator.
 //!
-//! The trait is shaped for the real runtimes that follow (containerd, qemu unikernels): an
-//! instance is created and started from an [`InstanceSpec`] (command, environment, ports,
-//! memory and CPU limits, one-shot, privileged, virtualization), stopped with a grace period,
-//! deleted, listed (so a restarted worker re-adopts what still runs), and observed through a
-//! stream of [`ExitEvent`]s, [`InstanceStats`] and a log tail.
+//! Implementations: [`containerd::ContainerdRuntime`] (the containerd daemon, with image pulls
+//! done client-side), [`unikernel`] (qemu, KVM when usable), [`RoutingRuntime`] (picks one by
+//! the deploy's virtualization) and [`FakeRuntime`]. An instance is created and started from an
+//! [`InstanceSpec`] (command, environment, ports, memory and CPU limits, one-shot, privileged,
+//! virtualization, platform), stopped with a grace period, deleted, listed (so a restarted
+//! worker re-adopts what still runs), and observed through a stream of [`ExitEvent`]s,
+//! [`InstanceStats`] and a log tail.
 //!
 //! Every started instance gets an *incarnation* number, unique within one runtime, that its
 //! exit event carries: a worker that deletes and redeploys the same task tells a late exit of
 //! the old copy from an exit of the new one.
+//!
+//! # Example
+//!
+//! Any runtime is driven the same way; here the in-memory fake:
+//!
+//! ```
+//! use std::time::Duration;
+//! use oakestra_runtime::{FakeConfig, FakeRuntime, InstanceId, InstanceSpec, InstanceState, Runtime};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), oakestra_runtime::RuntimeError> {
+//! let runtime = FakeRuntime::new(FakeConfig::default())?;
+//! let spec = InstanceSpec {
+//!     id: InstanceId::new("clientsrvr.test.nginx.test", 0),
+//!     image: "registry.lan:5000/nginx:1.27".into(),
+//!     virtualization: "docker".into(),
+//!     cmd: vec![],
+//!     env: vec!["PORT=80".into()],
+//!     ports: vec![],
+//!     memory_limit_mb: 100,
+//!     cpu_limit: 1.0,
+//!     storage_mb: 0,
+//!     one_shot: false,
+//!     privileged: false,
+//!     arch: vec![],
+//!     platform: None,
+//! };
+//! runtime.ensure_image(&spec).await?;
+//! let incarnation = runtime.start(&spec).await?;
+//! let listed = runtime.list().await?;
+//! assert_eq!((listed[0].state.clone(), listed[0].incarnation), (InstanceState::Running, incarnation));
+//! runtime.stop(&spec.id, Duration::from_secs(10)).await?;
+//! runtime.delete(&spec.id).await?;
+//! assert!(runtime.list().await?.is_empty());
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod containerd;
 pub mod fake;
