@@ -96,11 +96,15 @@ async fn register(State(api): State<Api>, headers: HeaderMap, body: axum::body::
         Ok(mut response) => {
             // The worker's overlay subnet: the root's IPAM is the only allocator, so without a
             // root the worker registers without one (and gets it when it registers again).
-            match api
-                .subnets
-                .worker_subnet(&response.id, SUBNET_TIMEOUT)
-                .await
-            {
+            let has_root = api.root.borrow().address.is_some();
+            let subnet = if has_root {
+                api.subnets
+                    .worker_subnet(&response.id, SUBNET_TIMEOUT)
+                    .await
+            } else {
+                Err("the cluster runs without a root".to_owned())
+            };
+            match subnet {
                 Ok((v4, v6)) => {
                     response.subnet = Some(v4);
                     response.subnet_v6 = Some(v6);

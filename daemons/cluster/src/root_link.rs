@@ -71,12 +71,21 @@ impl SubnetSource {
         worker_id: &str,
         timeout: Duration,
     ) -> Result<(std::net::Ipv4Addr, std::net::Ipv6Addr), String> {
-        let caller = self
-            .current
-            .lock()
-            .ok()
-            .and_then(|c| c.clone())
-            .ok_or_else(|| "the cluster is not registered with a root yet".to_owned())?;
+        // A worker may register while the root link is still coming up (the cluster just
+        // started): wait for it a moment, but not long, since the worker's registration answer
+        // waits too and an unreachable root must not make workers look silent.
+        let deadline = tokio::time::Instant::now() + timeout.min(LINK_WAIT);
+        let caller = loop {
+            if let Some(c) = self.current.lock().ok().and_then(|c| c.clone()) {
+                break c;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "the cluster is not registered with its root (waited {LINK_WAIT:?})"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         let mut request = Request::new(proto::WorkerSubnetRequest {
             worker_id: worker_id.to_owned(),
         });
@@ -104,6 +113,9 @@ impl SubnetSource {
         Ok((v4, v6))
     }
 }
+
+/// How long a worker subnet request waits for a root link that is not up yet.
+pub const LINK_WAIT: Duration = Duration::from_secs(1);
 
 /// Settings of the link.
 #[derive(Debug, Clone)]

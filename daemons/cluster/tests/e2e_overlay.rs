@@ -4,7 +4,8 @@
 //! their subnets from the root, create each instance's namespace (the fake runtime runs nothing,
 //! so the test plays the containers: it listens and dials inside those namespaces), report them
 //! to the cluster and fill their proxies through table queries. A client instance on worker 1
-//! reaches the server instance on worker 2 through the server's rr_ip and sees only the rr_ip.
+//! reaches the server instance on worker 2 through the server's rr_ip and sees only the rr_ip;
+//! with two server instances, new connections alternate between them (round robin).
 //!
 //! Root. A guard kills the workers and deletes their namespaces, also when the test fails.
 
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use oakestra_core::model::ServiceRecord;
 use oakestra_net::dataplane::netns;
 use support::{RootProcess, eventually, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -72,7 +74,230 @@ impl Drop for Guard {
     }
 }
 
-fn sla() -> String {
+/// One test's world: root, cluster and two workers, each worker in its own host namespace.
+struct World {
+    admin: oakestra_client::Client,
+    tags: [String; 2],
+    _guard: Guard,
+    _root: RootProcess,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl World {
+    /// `slot` (0–63) keeps parallel tests apart; `cluster_args` go to the cluster.
+    async fn start(slot: u8, cluster_args: &[&str]) -> World {
+        let pid = std::process::id();
+        let tags = [0, 1].map(|i| format!("e{}{}{}", pid % 10_000, slot, ["a", "b"][i]));
+        let hosts = tags.clone().map(|t| format!("{t}h"));
+        let mut guard = Guard {
+            children: Vec::new(),
+            hosts: hosts.to_vec(),
+            links: tags.iter().map(|t| format!("{t}x")).collect(),
+            prefixes: tags.iter().map(|t| format!("{t}-")).collect(),
+        };
+        // Each worker's host namespace hangs off this host by a /30 in 198.18.0.0/15 (the
+        // oakestra-net tests use 100.64.0.0/10).
+        let y = (pid % 256) as u8;
+        let here = |i: usize| Ipv4Addr::new(198, 18 + i as u8, y, slot * 4 + 1);
+        let there = |i: usize| Ipv4Addr::new(198, 18 + i as u8, y, slot * 4 + 2);
+        for (i, host) in hosts.iter().enumerate() {
+            let link = guard.links[i].clone();
+            must(&["ip", "netns", "add", host]);
+            must(&["ip", "-n", host, "link", "set", "lo", "up"]);
+            must(&[
+                "ip", "link", "add", &link, "type", "veth", "peer", "name", "eth0", "netns", host,
+            ]);
+            must(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/30", here(i)),
+                "dev",
+                &link,
+            ]);
+            must(&["ip", "link", "set", &link, "up"]);
+            let inside = format!("{}/30", there(i));
+            must(&["ip", "-n", host, "addr", "add", &inside, "dev", "eth0"]);
+            must(&["ip", "-n", host, "link", "set", "eth0", "up"]);
+            let gateway = here(i).to_string();
+            must(&["ip", "-n", host, "route", "add", "default", "via", &gateway]);
+        }
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
+
+        let root_dir = tempfile::tempdir().unwrap();
+        let root = RootProcess::start(root_dir.path());
+        let cluster_dir = tempfile::tempdir().unwrap();
+        let (http, mqtt) = (free_port(), free_port());
+        let worker_token = "overlay-worker-token";
+        guard.children.push(
+            Command::new(binary("oakestra-cluster"))
+                .args(["--name", "overlay", "--listen", &format!("0.0.0.0:{http}")])
+                .args(["--mqtt-listen", &format!("0.0.0.0:{mqtt}")])
+                .args(["--root", &root.grpc, "--join-token", &root.join_token()])
+                .args(["--worker-join-token", worker_token])
+                .args(cluster_args)
+                .arg("--data-dir")
+                .arg(cluster_dir.path())
+                .env(
+                    "RUST_LOG",
+                    std::env::var("CLUSTER_LOG").unwrap_or("warn".into()),
+                )
+                .env_remove("OAKESTRA_CLUSTER_CONFIG")
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let mut dirs = vec![root_dir, cluster_dir];
+        for (i, host) in hosts.iter().enumerate() {
+            let dir = tempfile::tempdir().unwrap();
+            // nsenter joins only the network namespace (`ip netns exec` would also give the
+            // worker a mount namespace of its own, hiding its instance namespaces from us).
+            let child = Command::new("nsenter")
+                .arg(format!("--net=/run/netns/{host}"))
+                .arg(binary("oakestra-node"))
+                .args(["--cluster", &format!("{}:{http}", here(i))])
+                .args(["--token", worker_token, "--name", ["w1", "w2"][i]])
+                .args([
+                    "--runtime",
+                    "fake",
+                    "--overlay",
+                    "on",
+                    "--overlay-tag",
+                    &tags[i],
+                ])
+                .args(["--advertise-ip", &there(i).to_string()])
+                .args(["--metrics-listen", &format!("{}:10101", there(i))])
+                .args(["--report-interval", "500ms"])
+                .arg("--data-dir")
+                .arg(dir.path())
+                .env(
+                    "RUST_LOG",
+                    std::env::var("NODE_LOG").unwrap_or("warn".into()),
+                )
+                .env_remove("OAKESTRA_NODE_CONFIG")
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap();
+            guard.children.push(child);
+            dirs.push(dir);
+        }
+        // Deploys sent before a worker's MQTT session is up would wait for the cluster's
+        // retry: start once both sessions are up (the workers' metrics say so).
+        for i in 0..2 {
+            let url = format!("http://{}:10101/metrics", there(i));
+            eventually(&format!("worker {i}'s broker session"), || async {
+                let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+                text.contains("oakestra_node_mqtt_connected 1")
+                    .then_some(())
+            })
+            .await;
+        }
+        let admin = root.admin().await;
+        eventually("the cluster active with both workers", || async {
+            admin
+                .clusters()
+                .await
+                .ok()?
+                .iter()
+                .any(|c| c.cluster_name == "overlay" && c.active && c.active_nodes == 2)
+                .then_some(())
+        })
+        .await;
+        World {
+            admin,
+            tags,
+            _guard: guard,
+            _root: root,
+            _dirs: dirs,
+        }
+    }
+
+    /// Namespace of instance `n` of service `svc` of the demo app on worker `i`.
+    fn ns(&self, i: usize, svc: &str, n: u32) -> PathBuf {
+        netns::path_of(&format!("{}-demo.test.{svc}.test.{n}", self.tags[i]))
+    }
+
+    /// Creates the demo app and deploys `instances` instances of each service.
+    async fn deploy(&self, sla: &str, instances: &[(&str, u32)]) -> Vec<ServiceRecord> {
+        let apps = self
+            .admin
+            .create_applications(&serde_json::from_str::<serde_json::Value>(sla).unwrap())
+            .await
+            .unwrap();
+        let services = self
+            .admin
+            .application_services(&apps[0].id.to_string())
+            .await
+            .unwrap();
+        for (name, count) in instances {
+            let s = services.iter().find(|s| s.service_name == *name).unwrap();
+            for _ in 0..*count {
+                self.admin.deploy_instance(&s.id.to_string()).await.unwrap();
+            }
+        }
+        services
+    }
+}
+
+/// Plays a server container: answers every connection in the namespace at `path` on port
+/// 8080 with `name`; reports each peer.
+async fn serve(
+    path: &Path,
+    name: String,
+    peers: tokio::sync::mpsc::UnboundedSender<SocketAddr>,
+) -> tokio::task::JoinHandle<()> {
+    let listener = netns::run_in(path, || std::net::TcpListener::bind("0.0.0.0:8080"))
+        .await
+        .unwrap()
+        .unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, peer)) = listener.accept().await else {
+                return;
+            };
+            let _ = peers.send(peer);
+            let name = name.clone();
+            tokio::spawn(async move {
+                let mut hello = [0u8; 5];
+                if s.read_exact(&mut hello).await.is_ok() {
+                    let _ = s.write_all(name.as_bytes()).await;
+                    let _ = s.shutdown().await;
+                }
+            });
+        }
+    })
+}
+
+/// One request from inside the namespace at `from` to `to`: the answer and the peer address
+/// the client saw.
+async fn request(from: &Path, to: SocketAddr) -> Result<(String, SocketAddr), String> {
+    let stream = netns::run_in(from, move || {
+        // Long enough for the SYN sent again after a table miss (1 s), short enough that a
+        // dead instance costs little.
+        std::net::TcpStream::connect_timeout(&to, Duration::from_secs(2))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("connect to {to}: {e}"))?;
+    let seen = stream.peer_addr().map_err(|e| e.to_string())?;
+    stream.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let mut stream = tokio::net::TcpStream::from_std(stream).map_err(|e| e.to_string())?;
+    let talk = async {
+        stream.write_all(b"hello").await?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(5), talk)
+        .await
+        .map_err(|_| "no answer within 5 s".to_owned())?
+        .map_err(|e| e.to_string())?;
+    Ok((answer, seen))
+}
+
+fn sla(servers_on: &str) -> String {
     let microservice = |name: &str, node: &str, rr: &str| {
         format!(
             r#"{{"microserviceID": "", "microservice_name": "{name}", "microservice_namespace": "test",
@@ -86,196 +311,72 @@ fn sla() -> String {
   "applications": [{{"applicationID": "", "application_name": "demo", "application_namespace": "test",
     "application_desc": "service IPs", "microservices": [{}, {}]}}]}}"#,
         microservice("curl", "w1", "10.30.55.54"),
-        microservice("nginx", "w2", "10.30.55.55"),
+        microservice("nginx", servers_on, "10.30.55.55"),
     )
 }
 
+const RR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(10, 30, 55, 55)), 8080);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_reaches_a_server_on_another_worker_through_its_rr_ip() {
-    let pid = std::process::id();
-    let tag = |i: usize| format!("e{}{}", pid % 100_000, ["a", "b"][i]);
-    let hosts = [format!("{}h", tag(0)), format!("{}h", tag(1))];
-    let mut guard = Guard {
-        children: Vec::new(),
-        hosts: hosts.to_vec(),
-        links: vec![format!("{}x", tag(0)), format!("{}x", tag(1))],
-        prefixes: vec![format!("{}-", tag(0)), format!("{}-", tag(1))],
-    };
-    // Each worker's host namespace hangs off this host by a /30 in 198.18.0.0/15 (the
-    // oakestra-net tests use 100.64.0.0/10).
-    let y = (pid % 256) as u8;
-    let here = |i: usize| Ipv4Addr::new(198, 18 + i as u8, y, 1);
-    let there = |i: usize| Ipv4Addr::new(198, 18 + i as u8, y, 2);
-    for (i, host) in hosts.iter().enumerate() {
-        let link = &guard.links[i].clone();
-        must(&["ip", "netns", "add", host]);
-        must(&["ip", "-n", host, "link", "set", "lo", "up"]);
-        must(&[
-            "ip", "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", host,
-        ]);
-        must(&["ip", "addr", "add", &format!("{}/30", here(i)), "dev", link]);
-        must(&["ip", "link", "set", link, "up"]);
-        must(&[
-            "ip",
-            "-n",
-            host,
-            "addr",
-            "add",
-            &format!("{}/30", there(i)),
-            "dev",
-            "eth0",
-        ]);
-        must(&["ip", "-n", host, "link", "set", "eth0", "up"]);
-        must(&[
-            "ip",
-            "-n",
-            host,
-            "route",
-            "add",
-            "default",
-            "via",
-            &here(i).to_string(),
-        ]);
-    }
-    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
-
-    let root_dir = tempfile::tempdir().unwrap();
-    let root = RootProcess::start(root_dir.path());
-    let cluster_dir = tempfile::tempdir().unwrap();
-    let (http, mqtt) = (free_port(), free_port());
-    let worker_token = "overlay-worker-token";
-    guard.children.push(
-        Command::new(binary("oakestra-cluster"))
-            .args(["--name", "overlay", "--listen", &format!("0.0.0.0:{http}")])
-            .args(["--mqtt-listen", &format!("0.0.0.0:{mqtt}")])
-            .args(["--root", &root.grpc, "--join-token", &root.join_token()])
-            .args(["--worker-join-token", worker_token])
-            .arg("--data-dir")
-            .arg(cluster_dir.path())
-            .env(
-                "RUST_LOG",
-                std::env::var("CLUSTER_LOG").unwrap_or("warn".into()),
-            )
-            .env_remove("OAKESTRA_CLUSTER_CONFIG")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let node_dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    for (i, host) in hosts.iter().enumerate() {
-        // nsenter joins only the network namespace (`ip netns exec` would also give the
-        // worker a mount namespace of its own, hiding its instance namespaces from the test).
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{host}"))
-            .arg(binary("oakestra-node"))
-            .args([
-                "--cluster",
-                &format!("{}:{http}", here(i)),
-                "--token",
-                worker_token,
-            ])
-            .args(["--name", ["w1", "w2"][i], "--runtime", "fake"])
-            .args(["--overlay", "on", "--overlay-tag", &tag(i)])
-            .args([
-                "--advertise-ip",
-                &there(i).to_string(),
-                "--metrics-listen",
-                "off",
-            ])
-            .args(["--report-interval", "500ms"])
-            .arg("--data-dir")
-            .arg(node_dirs[i].path())
-            .env(
-                "RUST_LOG",
-                std::env::var("NODE_LOG").unwrap_or("warn".into()),
-            )
-            .env_remove("OAKESTRA_NODE_CONFIG")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        guard.children.push(child);
-    }
-
-    let admin = root.admin().await;
-    eventually("the cluster active with both workers", || async {
-        admin
-            .clusters()
-            .await
-            .ok()?
-            .iter()
-            .any(|c| c.cluster_name == "overlay" && c.active && c.active_nodes == 2)
-            .then_some(())
-    })
-    .await;
-    let apps = admin
-        .create_applications(&serde_json::from_str::<serde_json::Value>(&sla()).unwrap())
-        .await
-        .unwrap();
-    let services = admin
-        .application_services(&apps[0].id.to_string())
-        .await
-        .unwrap();
-    for s in &services {
-        admin.deploy_instance(&s.id.to_string()).await.unwrap();
-    }
-    // Both instances get their namespace on their worker.
-    let ns = |i: usize, svc: &str| netns::path_of(&format!("{}-demo.test.{svc}.test.0", tag(i)));
-    let (client_ns, server_ns) = (ns(0, "curl"), ns(1, "nginx"));
+    let world = World::start(0, &[]).await;
+    let services = world.deploy(&sla("w2"), &[("curl", 1), ("nginx", 1)]).await;
+    let (client_ns, server_ns) = (world.ns(0, "curl", 0), world.ns(1, "nginx", 0));
     eventually("both instance namespaces", || async {
         (client_ns.exists() && server_ns.exists()).then_some(())
     })
     .await;
-
-    // The "server container" listens in its namespace.
-    let listener = netns::run_in(&server_ns, || std::net::TcpListener::bind("0.0.0.0:8080"))
-        .await
-        .unwrap()
-        .unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-    let serve = tokio::spawn(async move {
-        let (mut s, peer) = listener.accept().await.unwrap();
-        let mut hello = [0u8; 5];
-        s.read_exact(&mut hello).await.unwrap();
-        s.write_all(b"hello from nginx").await.unwrap();
-        s.shutdown().await.unwrap();
-        peer
-    });
-    // The "client container" dials the rr_ip; the first SYNs may go while the workers' table
-    // queries are answered (TCP sends them again).
-    let rr = SocketAddr::from(([10, 30, 55, 55], 8080));
-    let stream = eventually("a connection to the rr_ip", || {
-        let client_ns = client_ns.clone();
-        async move {
-            netns::run_in(&client_ns, move || {
-                std::net::TcpStream::connect_timeout(&rr, Duration::from_secs(5))
-            })
-            .await
-            .ok()?
-            .ok()
-        }
+    let (peers_tx, mut peers) = tokio::sync::mpsc::unbounded_channel();
+    let _server = serve(&server_ns, "hello from nginx".into(), peers_tx).await;
+    // The first SYNs may go while the workers' table queries are answered (TCP sends them
+    // again), so the first request is retried.
+    let (answer, seen) = eventually("an answer through the rr_ip", || async {
+        request(&client_ns, RR).await.ok()
     })
     .await;
-    assert_eq!(stream.peer_addr().unwrap(), rr, "the client sees the rr_ip");
-    stream.set_nonblocking(true).unwrap();
-    let mut stream = tokio::net::TcpStream::from_std(stream).unwrap();
-    stream.write_all(b"hello").await.unwrap();
-    let mut answer = String::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer))
-        .await
-        .expect("the answer within 10 s")
-        .unwrap();
     assert_eq!(answer, "hello from nginx");
-    let peer = tokio::time::timeout(Duration::from_secs(10), serve)
-        .await
-        .expect("the server saw the connection")
-        .unwrap();
+    assert_eq!(seen, RR, "the client sees the rr_ip");
+    let peer = peers.recv().await.unwrap();
     let curl = services.iter().find(|s| s.service_name == "curl").unwrap();
-    let curl = admin.service(&curl.id.to_string()).await.unwrap();
+    let curl = world.admin.service(&curl.id.to_string()).await.unwrap();
     let instance_ip = curl.instance(0).unwrap().instance_ip.unwrap();
     assert_eq!(
         peer.ip(),
         instance_ip,
         "the server sees the client's instance IP"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_connections_to_an_rr_ip_alternate_between_its_instances() {
+    let world = World::start(1, &[]).await;
+    world.deploy(&sla("w2"), &[("nginx", 2), ("curl", 1)]).await;
+    let client_ns = world.ns(0, "curl", 0);
+    let servers_ns = [world.ns(1, "nginx", 0), world.ns(1, "nginx", 1)];
+    eventually("the client's and both servers' namespaces", || async {
+        (client_ns.exists() && servers_ns.iter().all(|p| p.exists())).then_some(())
+    })
+    .await;
+    let (peers_tx, _peers) = tokio::sync::mpsc::unbounded_channel();
+    let mut servers = Vec::new();
+    for (n, path) in servers_ns.iter().enumerate() {
+        servers.push(serve(path, format!("nginx-{n}"), peers_tx.clone()).await);
+    }
+    // Until both instances are in the client worker's table and answer.
+    eventually("answers from both server instances", || async {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..4 {
+            seen.insert(request(&client_ns, RR).await.ok()?.0);
+        }
+        (seen.len() == 2).then_some(())
+    })
+    .await;
+    // Round robin (Oakestra picked at random): consecutive new connections alternate.
+    let mut answers = Vec::new();
+    for _ in 0..6 {
+        answers.push(request(&client_ns, RR).await.unwrap().0);
+    }
+    for pair in answers.windows(2) {
+        assert_ne!(pair[0], pair[1], "alternating: {answers:?}");
+    }
 }
