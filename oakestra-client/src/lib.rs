@@ -19,6 +19,8 @@
 //! more on a 401), and logs in again with the stored credentials when the refresh token is
 //! no longer accepted. Every error from the root carries its status and message.
 
+#![warn(missing_docs)]
+
 mod types;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

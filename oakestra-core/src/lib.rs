@@ -55,6 +55,8 @@
 //! assert!(paths.contains(&"/applications/0/microservices/0/addresses/rr_ip"));
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod duration;
 pub mod ids;
 pub mod lenient;

@@ -8,6 +8,8 @@
 //!   namespace + veth per instance, NAT and port mappings — behind the `DataPlane` trait, with
 //!   a fake for tests.
 
+#![warn(missing_docs)]
+
 pub mod ipam;
 pub mod proxy;
 

@@ -30,6 +30,8 @@
 //!
 //! The JSON shapes (for external schedulers) are documented in the crate's README.
 
+#![warn(missing_docs)]
+
 mod aggregate;
 mod algorithms;
 mod batch;
