@@ -12,14 +12,13 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use oakestra_core::sla::Protocol as SlaProtocol;
 use oakestra_core::wire::{
     DeployCommand, NodeTopic, Payload, ServiceDeployed, TableQueryRequest, TableQueryResult,
     WireVersion,
 };
 use oakestra_net::dataplane::{
     DataPlane, DataPlaneConfig, DataPlaneError, FakeDataPlane, InstanceKey, LinuxDataPlane, Naming,
-    PortForward, Protocol,
+    PortForward,
 };
 use oakestra_net::ipam::{Ipv4Subnet, Ipv6Subnet, WorkerSubnets};
 use oakestra_net::proxy::{InstanceRoute, Proxy, ServiceRoutes};
@@ -311,17 +310,7 @@ impl Overlay {
         let id = InstanceId::new(deploy.job_name.clone(), deploy.instance_number);
         let ports: Vec<PortForward> = deploy
             .port_mappings()
-            .map_err(|e| format!("port mappings of {id}: {e}"))?
-            .into_iter()
-            .map(|m| PortForward {
-                host: m.host,
-                container: m.container,
-                protocol: match m.protocol {
-                    SlaProtocol::Udp => Protocol::Udp,
-                    _ => Protocol::Tcp,
-                },
-            })
-            .collect();
+            .map_err(|e| format!("port mappings of {id}: {e}"))?;
         let key = key_of(&id).map_err(|e| e.to_string())?;
         let attachment = plane
             .attach(&key, &ports)

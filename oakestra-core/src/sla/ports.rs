@@ -9,7 +9,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub const PORT_SYNTAX: &str = "`host[:container][/tcp|udp]` entries joined by `;`, ports 1-65535 (e.g. \"80\", \"8080:80/tcp;53:53/udp\")";
 
 /// Transport protocol of a port mapping. TCP is the default when an entry names none.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// `tcp` (the default).
@@ -36,7 +38,7 @@ impl fmt::Display for Protocol {
 }
 
 /// One published port: traffic to `host` on the worker goes to `container` inside the instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PortMapping {
     /// Port on the worker's host network.
     pub host: u16,

@@ -92,47 +92,9 @@ impl fmt::Display for InstanceKey {
     }
 }
 
-/// Transport protocol of a port mapping.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Protocol {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-}
-
-impl Protocol {
-    /// `tcp` / `udp`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        }
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One published port: traffic to `host` on the worker goes to `container` in the instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PortForward {
-    /// Port on the worker.
-    pub host: u16,
-    /// Port inside the instance's namespace.
-    pub container: u16,
-    /// Protocol.
-    pub protocol: Protocol,
-}
-
-impl fmt::Display for PortForward {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}/{}", self.host, self.container, self.protocol)
-    }
-}
+/// One published port (the SLA's `port` entries): traffic to `host` on the worker goes to
+/// `container` in the instance. The same type as `oakestra_core::sla::PortMapping`.
+pub use oakestra_core::sla::{PortMapping as PortForward, Protocol};
 
 /// The network of one attached instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
