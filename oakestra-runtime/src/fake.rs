@@ -42,6 +42,23 @@ pub const ENV_START_LATENCY_MS: &str = "OAK_FAKE_START_LATENCY_MS";
 pub const ENV_EXIT_AFTER_MS: &str = "OAK_FAKE_EXIT_AFTER_MS";
 /// Environment key: exit code of an injected exit (default 0).
 pub const ENV_EXIT_CODE: &str = "OAK_FAKE_EXIT_CODE";
+/// Environment key: the task writes this many lines (`fake: output line <i>`, i from 1) to
+/// its log right after it started (at most 100 000), e.g. to test long log tails.
+pub const ENV_LOG_LINES: &str = "OAK_FAKE_LOG_LINES";
+
+/// What a fake task has written when it has just started.
+fn initial_log(spec: &InstanceSpec) -> String {
+    let mut log = format!("fake: started {} from {}\n", spec.id, spec.image);
+    let lines = spec
+        .env_value(ENV_LOG_LINES)
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .unwrap_or(0)
+        .min(100_000);
+    for i in 1..=lines {
+        log.push_str(&format!("fake: output line {i}\n"));
+    }
+    log
+}
 
 /// Exit code of a stopped (killed) fake task: 128 + SIGKILL.
 pub const KILLED_EXIT_CODE: i32 = 137;
@@ -392,7 +409,7 @@ impl Runtime for FakeRuntime {
                     state: InstanceState::Running,
                     exit_at_unix_ms: exit.map(|(after, _)| unix_ms() + after.as_millis() as u64),
                     exit_code: exit.map(|(_, code)| code).unwrap_or(0),
-                    log: format!("fake: started {} from {}\n", spec.id, spec.image),
+                    log: initial_log(spec),
                 },
             );
             incarnation
@@ -504,6 +521,22 @@ mod tests {
             arch: vec![],
             platform: None,
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_task_writes_the_log_lines_its_environment_asks_for() {
+        let rt = FakeRuntime::new(FakeConfig::default()).unwrap();
+        let chatty = spec("a.b.c.d", 1, &["OAK_FAKE_LOG_LINES=3"]);
+        rt.start(&chatty).await.unwrap();
+        assert_eq!(
+            rt.logs_tail(&chatty.id, 1 << 20).await.unwrap(),
+            "fake: started a.b.c.d.instance.1 from busybox\n\
+             fake: output line 1\nfake: output line 2\nfake: output line 3\n"
+        );
+        assert_eq!(
+            rt.logs_tail(&chatty.id, 20).await.unwrap(),
+            "fake: output line 3\n"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -301,7 +301,7 @@ async fn cluster_with_fake_root(
             let r = match m {
                 Kind::Resources(r) => r,
                 Kind::Snapshot(s) => s.resources.unwrap_or_default(),
-                Kind::InstanceStatus(_) => continue,
+                Kind::InstanceStatus(_) | Kind::LogsReply(_) => continue,
             };
             if r.active_workers == n {
                 return;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use oakestra_core::status::Status;
 use oakestra_core::wire::{
-    ControlError, JobStatusReport, NodeInfo, NodeTopic, Payload, RegisterResponse, ResourcesReport,
-    ServiceDeployed, TableQueryRequest, WireVersion,
+    ControlError, JobStatusReport, LogsReply, LogsRequest, NodeInfo, NodeTopic, Payload,
+    RegisterResponse, ResourcesReport, ServiceDeployed, TableQueryRequest, WireVersion,
 };
 use oakestra_store::{Collection, Store, Write};
 use serde_json::{Value, json};
@@ -258,6 +258,10 @@ impl Actor {
                         }
                         Err(e) => tracing::warn!(worker = %worker, "{e}"),
                     },
+                    NodeTopic::Logs => match LogsReply::from_bytes(&payload) {
+                        Ok(reply) => self.forward_logs_reply(reply),
+                        Err(e) => tracing::warn!(worker = %worker, "{e}"),
+                    },
                     NodeTopic::NetTableQueryRequest => {
                         match TableQueryRequest::from_bytes(&payload) {
                             Ok(request) => {
@@ -382,7 +386,63 @@ impl Actor {
                 let n = self.state.undeploy(&u.job_id, u.instance_number);
                 tracing::info!(job = %u.job_id, instance = ?u.instance_number, removed = n, reason = %u.reason, "undeploy");
             }
+            proto::root_message::Kind::LogsRequest(r) => self.ask_worker_for_logs(r),
         }
+    }
+
+    /// Passes the root's log request to the instance's worker, whose answer comes back on
+    /// `nodes/<id>/logs` (see [`Self::forward_logs_reply`]); answers at once with an error when
+    /// no active worker holds the instance. The root times the request out; nothing waits here.
+    fn ask_worker_for_logs(&self, r: proto::LogsRequest) {
+        let key: InstanceKey = (r.job_id.clone(), r.instance_number);
+        let target = match self.state.instance(&key) {
+            None => Err("this cluster does not hold it".to_owned()),
+            Some(i) => match i.worker_id.as_deref() {
+                None => Err(format!("it is not on a worker ({})", i.status)),
+                Some(w) if !self.state.worker(w).is_some_and(|w| w.active) => {
+                    Err(format!("its worker {w} is not active"))
+                }
+                Some(w) => Ok((w.to_owned(), i.command.job_name.clone())),
+            },
+        };
+        match target {
+            Ok((worker, job_name)) => {
+                let request = LogsRequest {
+                    wire_version: WireVersion::CURRENT,
+                    request_id: r.request_id,
+                    job_name,
+                    instance_number: r.instance_number,
+                    tail_lines: r.tail_lines,
+                    max_bytes: r.max_bytes,
+                };
+                self.publish(NodeTopic::ControlLogs, &worker, request.to_bytes());
+            }
+            Err(why) => {
+                let _ = self
+                    .outputs
+                    .root
+                    .send(proto::cluster_message::Kind::LogsReply(proto::LogsReply {
+                        request_id: r.request_id,
+                        logs: String::new(),
+                        error: format!(
+                            "no log of instance {} of service {} from a worker: {why}",
+                            r.instance_number, r.job_id
+                        ),
+                    }));
+            }
+        }
+    }
+
+    /// A worker's answer to a log request, up to the root.
+    fn forward_logs_reply(&self, reply: LogsReply) {
+        let _ = self
+            .outputs
+            .root
+            .send(proto::cluster_message::Kind::LogsReply(proto::LogsReply {
+                request_id: reply.request_id,
+                logs: reply.logs,
+                error: reply.error.unwrap_or_default(),
+            }));
     }
 
     /// Liveness, due placements, resources.

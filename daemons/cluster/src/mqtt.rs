@@ -27,13 +27,15 @@ pub struct ClientSettings {
     pub password: Option<String>,
 }
 
-const SUBSCRIPTIONS: [NodeTopic; 5] = [
+const SUBSCRIPTIONS: [NodeTopic; 6] = [
     NodeTopic::Information,
     NodeTopic::Job,
     NodeTopic::JobsResources,
     // The overlay (issue 8): instances' network addresses and table queries.
     NodeTopic::NetServiceDeployed,
     NodeTopic::NetTableQueryRequest,
+    // Answers to the root's log requests.
+    NodeTopic::Logs,
 ];
 
 /// Starts the client: incoming worker messages go to `commands`, `(topic, payload)` from

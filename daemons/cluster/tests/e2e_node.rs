@@ -400,3 +400,99 @@ async fn real_worker_over_mosquitto() {
     let status = cluster.status().await;
     assert_eq!(status["workers"][0]["active"], true, "{status}");
 }
+
+const CHATTY: &str = r#"{
+  "sla_version": "v2.0", "customerID": "Admin",
+  "applications": [{
+    "applicationID": "", "application_name": "chatty", "application_namespace": "test",
+    "application_desc": "a service whose log is far longer than the 4 KiB of a usage report",
+    "microservices": [
+      {"microserviceID": "", "microservice_name": "talker", "microservice_namespace": "test",
+       "virtualization": "container", "code": "docker.io/library/busybox:latest",
+       "memory": 10, "vcpus": 0,
+       "environment": ["OAK_FAKE_LOG_LINES=1000"]}
+    ]
+  }]
+}"#;
+
+/// `GET /api/service/<id>/instance/0/logs?tail=<tail>` as JSON.
+async fn logs_of_instance0(admin: &oakestra_client::Client, id: &str, tail: u32) -> Value {
+    admin
+        .call::<Value, ()>(
+            reqwest::Method::GET,
+            &format!("/api/service/{id}/instance/0/logs?tail={tail}"),
+            None,
+        )
+        .await
+        .unwrap()
+}
+
+fn output_lines(from: u32, to: u32) -> String {
+    (from..=to)
+        .map(|i| format!("fake: output line {i}\n"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_logs_come_from_the_worker_on_demand_and_from_the_report_when_it_is_gone() {
+    let root_dir = tempfile::tempdir().unwrap();
+    let cluster_dir = tempfile::tempdir().unwrap();
+    let root = RootProcess::start(root_dir.path());
+    let cluster = ClusterProcess::start(
+        "logs",
+        cluster_dir.path(),
+        Broker::Embedded(free_port()),
+        Some((root.grpc.clone(), root.join_token())),
+        &[],
+    )
+    .await;
+    let mut node = NodeProcess::start(&cluster, &cluster.worker_token(), "n1");
+    let admin = root.admin().await;
+    cluster_active(&admin, "logs", 1).await;
+    let (_, services) = create_app(&admin, CHATTY).await;
+    let talker = services["talker"].clone();
+    admin.deploy_instance(&talker).await.unwrap();
+    eventually("the talker RUNNING", || running_on(&admin, &talker)).await;
+    // Its usage report (and with it the last 4 KiB of its log) has reached the root.
+    eventually("a reported log tail at the root", || async {
+        let service = admin.service(&talker).await.ok()?;
+        service
+            .instance(0)?
+            .logs
+            .as_deref()
+            .is_some_and(|l| l.trim_end().ends_with("fake: output line 1000"))
+            .then_some(())
+    })
+    .await;
+
+    // The log (about 23 KB) is far longer than the reported tail: the worker reads it.
+    let answer = logs_of_instance0(&admin, &talker, 1000).await;
+    assert_eq!(answer["source"], "worker", "{answer}");
+    assert_eq!(answer["logs"], output_lines(1, 1000));
+    assert!(answer.get("source_detail").is_none(), "{answer}");
+    let answer = logs_of_instance0(&admin, &talker, 1001).await;
+    let all = answer["logs"].as_str().unwrap();
+    assert!(all.starts_with("fake: started "), "{all:.80}");
+    assert_eq!(all.lines().count(), 1001);
+    let answer = logs_of_instance0(&admin, &talker, 5).await;
+    assert_eq!(answer["logs"], output_lines(996, 1000));
+    assert_eq!(
+        admin.logs(&talker, 0, Some(3)).await.unwrap(),
+        output_lines(998, 1000)
+    );
+
+    // The worker is gone: the answer is the reported tail (the end of the log), and says so.
+    node.kill();
+    let answer = logs_of_instance0(&admin, &talker, 1000).await;
+    assert_eq!(answer["source"], "report", "{answer}");
+    assert!(
+        answer["source_detail"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty()),
+        "{answer}"
+    );
+    let reported = answer["logs"].as_str().unwrap();
+    assert!(reported.ends_with(&output_lines(990, 1000)), "{reported}");
+    assert!(reported.len() <= 4096, "{} bytes", reported.len());
+    assert!(reported.lines().count() < 1000);
+}

@@ -19,6 +19,7 @@ pub mod config;
 pub mod engine;
 pub mod info;
 pub mod link;
+pub mod logs;
 pub mod metrics;
 pub mod overlay;
 pub mod state;

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oakestra_core::wire::{
-    DeleteCommand, DeployCommand, JobStatusReport, NodeInfo, NodeTopic, Payload, RegisterResponse,
+    DeleteCommand, DeployCommand, JobStatusReport, LogsRequest, NodeInfo, NodeTopic, Payload,
+    RegisterResponse,
 };
 use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS};
 use tokio::sync::watch;
@@ -303,6 +304,7 @@ pub async fn session(
     let info_topic = NodeTopic::Information.for_node(&identity.id);
     let resources_topic = NodeTopic::JobsResources.for_node(&identity.id);
     let table_topic = NodeTopic::NetTableQueryResult.for_node(&identity.id);
+    let logs_topic = NodeTopic::ControlLogs.for_node(&identity.id);
     let memory_total = collector.memory_total_mb();
 
     let mut ticker = tokio::time::interval(config.report_interval);
@@ -352,7 +354,7 @@ pub async fn session(
                     // handles a connection's packets in order, so the cluster never sees this
                     // worker report (and deploy to it) before its control topics are live.
                     // Nothing is queued while disconnected, so the queue has room for them.
-                    for topic in [&deploy_topic, &delete_topic] {
+                    for topic in [&deploy_topic, &delete_topic, &logs_topic] {
                         if let Err(e) = client.try_subscribe(topic.as_str(), QoS::AtLeastOnce) {
                             tracing::warn!("cannot subscribe to {topic}: {e}");
                         }
@@ -395,6 +397,22 @@ pub async fn session(
                                 tokio::spawn(async move { engine.delete(cmd).await });
                             }
                             Err(e) => tracing::warn!("ignored a delete message: {e}"),
+                        }
+                    } else if publish.topic == logs_topic {
+                        match LogsRequest::from_bytes(&publish.payload) {
+                            Ok(request) => {
+                                let (client, topic) =
+                                    (client.clone(), NodeTopic::Logs.for_node(&identity.id));
+                                // Off the loop: reading a long log takes a moment, and
+                                // `publish` waits for room in the queue this loop drains.
+                                tokio::spawn(async move {
+                                    let reply = crate::logs::answer(engine.runtime().as_ref(), request).await;
+                                    if let Err(e) = client.publish(&topic, QoS::AtLeastOnce, false, reply.to_bytes()).await {
+                                        tracing::warn!("{topic} not sent: {e}");
+                                    }
+                                });
+                            }
+                            Err(e) => tracing::warn!("ignored a log request: {e}"),
                         }
                     } else if publish.topic == table_topic
                         && let Some(overlay) = reporter.overlay.get()

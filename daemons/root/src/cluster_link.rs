@@ -30,12 +30,12 @@ use oakestra_core::status::{DeploymentStatus, Status};
 use oakestra_sched::Algorithm;
 use oakestra_store::{ClusterRecord, Store, StoreError};
 use serde_json::Value;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_stream::{Stream, StreamExt};
 
 use crate::grpc::proto::{
-    ClusterMessage, InstanceStatus, RegisterReply, RegisterRequest, Resources, RootMessage,
-    Snapshot, Undeploy, WorkerSubnetReply, cluster_message, root_message,
+    ClusterMessage, InstanceStatus, LogsReply, LogsRequest, RegisterReply, RegisterRequest,
+    Resources, RootMessage, Snapshot, Undeploy, WorkerSubnetReply, cluster_message, root_message,
 };
 use crate::tokens::{self, TokenError};
 
@@ -105,6 +105,37 @@ impl From<LinkError> for tonic::Status {
     }
 }
 
+/// Why [`ClusterLink::fetch_logs`] got no log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogsFetchError {
+    /// The cluster has no live stream (or it ended while waiting).
+    #[error("cluster {0} is not connected")]
+    NotConnected(ClusterId),
+    /// No answer in time (the worker may be gone or busy).
+    #[error("cluster {cluster} did not answer within {after:?}")]
+    Timeout {
+        /// The cluster asked.
+        cluster: ClusterId,
+        /// How long the root waited.
+        after: Duration,
+    },
+    /// The cluster or worker answered with an error.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Removes a waiting log request when its caller stops waiting.
+struct ForgetLogsRequest<'a> {
+    link: &'a ClusterLink,
+    request_id: String,
+}
+
+impl Drop for ForgetLogsRequest<'_> {
+    fn drop(&mut self) {
+        self.link.state().logs_waiting.remove(&self.request_id);
+    }
+}
+
 /// Error of the IPAM update of [`ClusterLink::worker_subnet`].
 #[derive(Debug)]
 enum WorkerSubnetStep {
@@ -137,6 +168,9 @@ struct State {
     /// it reported, so a burst of deploys does not pile onto one cluster beyond its capacity.
     reserved: HashMap<ClusterId, Reserved>,
     generation: u64,
+    /// Log requests waiting for their cluster's answer, by request id.
+    logs_waiting: HashMap<String, (ClusterId, oneshot::Sender<LogsReply>)>,
+    logs_requests: u64,
 }
 
 /// Resources promised to instances a cluster has not yet accounted for in a report.
@@ -245,6 +279,80 @@ impl ClusterLink {
     /// Clusters with a live stream.
     pub fn connected_clusters(&self) -> Vec<ClusterId> {
         self.state().sessions.keys().cloned().collect()
+    }
+
+    // ----- log tails on demand ---------------------------------------------------------------
+
+    /// Asks `cluster` for the last `tail_lines` lines of an instance's log (its worker reads
+    /// them) and waits at most `wait` for the answer. The waiting request is forgotten when
+    /// this returns or is dropped, so a late answer is ignored.
+    pub async fn fetch_logs(
+        &self,
+        cluster: &ClusterId,
+        job_id: &str,
+        instance_number: u32,
+        tail_lines: u32,
+        wait: Duration,
+    ) -> Result<String, LogsFetchError> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let (request_id, tx) = {
+            let mut st = self.state();
+            let Some(session) = st.sessions.get(cluster) else {
+                return Err(LogsFetchError::NotConnected(cluster.clone()));
+            };
+            let tx = session.tx.clone();
+            st.logs_requests += 1;
+            let request_id = format!("logs-{}", st.logs_requests);
+            st.logs_waiting
+                .insert(request_id.clone(), (cluster.clone(), reply_tx));
+            (request_id, tx)
+        };
+        let _forget = ForgetLogsRequest {
+            link: self,
+            request_id: request_id.clone(),
+        };
+        let message = RootMessage {
+            kind: Some(root_message::Kind::LogsRequest(LogsRequest {
+                request_id,
+                job_id: job_id.to_owned(),
+                instance_number,
+                tail_lines,
+                max_bytes: oakestra_core::wire::MAX_LOG_REQUEST_BYTES,
+            })),
+        };
+        let exchange = async {
+            tx.send(Ok(message))
+                .await
+                .map_err(|_| LogsFetchError::NotConnected(cluster.clone()))?;
+            reply_rx
+                .await
+                .map_err(|_| LogsFetchError::NotConnected(cluster.clone()))
+        };
+        let reply =
+            tokio::time::timeout(wait, exchange)
+                .await
+                .map_err(|_| LogsFetchError::Timeout {
+                    cluster: cluster.clone(),
+                    after: wait,
+                })??;
+        if reply.error.is_empty() {
+            Ok(reply.logs)
+        } else {
+            Err(LogsFetchError::Refused(reply.error))
+        }
+    }
+
+    fn on_logs_reply(&self, cluster: &ClusterId, reply: LogsReply) {
+        let mut st = self.state();
+        // Only the cluster that was asked may answer.
+        if st
+            .logs_waiting
+            .get(&reply.request_id)
+            .is_some_and(|(asked, _)| asked == cluster)
+            && let Some((_, tx)) = st.logs_waiting.remove(&reply.request_id)
+        {
+            let _ = tx.send(reply);
+        }
     }
 
     // ----- Register --------------------------------------------------------------------------
@@ -525,6 +633,10 @@ impl ClusterLink {
             }
             // A later snapshot (e.g. after the cluster's own restart of a component).
             Some(cluster_message::Kind::Snapshot(s)) => self.on_snapshot(id, s).await,
+            Some(cluster_message::Kind::LogsReply(r)) => {
+                self.on_logs_reply(id, r);
+                Ok(())
+            }
             None => Ok(()),
         }
     }

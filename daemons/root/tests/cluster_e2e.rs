@@ -274,6 +274,14 @@ async fn instance_logs_and_usage_reach_the_api_and_errors_say_why() {
     })
     .await;
     assert_eq!(answer["logs"], "two\nthree\n");
+    // This cluster cannot ask a worker: the answer is the reported tail, and says so.
+    assert_eq!(answer["source"], "report");
+    assert!(
+        answer["source_detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("no worker to ask")),
+        "{answer}"
+    );
     assert_eq!(answer["instance_number"], 0);
     assert_eq!(answer["status"], "RUNNING");
     assert_eq!(answer["worker_id"], "worker-1");

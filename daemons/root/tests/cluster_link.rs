@@ -374,6 +374,7 @@ async fn reconnect_snapshot_undeploys_unknown_and_resends_missing_instances() {
         match c.next().await.expect("a command").unwrap().kind.unwrap() {
             oakestra_root::grpc::proto::root_message::Kind::Deploy(d) => deploys.push(d),
             oakestra_root::grpc::proto::root_message::Kind::Undeploy(u) => undeploys.push(u),
+            other => panic!("expected a Deploy or Undeploy, got {other:?}"),
         }
     }
     undeploys.sort_by(|a, b| a.job_id.cmp(&b.job_id));

@@ -5,6 +5,7 @@
 //! Numbers that Oakestra sends as strings (`cpu_percent`, `disk`, `host_port`, …) are accepted
 //! in both forms and always emitted as numbers. Go's `null` for an empty list reads as empty.
 
+pub mod logs;
 pub mod topic;
 
 use std::fmt;
@@ -18,6 +19,7 @@ use crate::resources::CsiDriver;
 use crate::sla::{Extra, PortMapping, PortSpecError, Volume, parse_port_mappings};
 use crate::status::{DeploymentStatus, Status};
 
+pub use logs::{LogsReply, LogsRequest, MAX_LOG_REQUEST_BYTES, last_lines};
 pub use topic::{ALL_NODES_NET_FILTER, NodeTopic, Topic, TopicError};
 
 /// Version of the payload schema.

@@ -35,11 +35,15 @@ pub enum NodeTopic {
     NetTableQueryResult,
     /// `net/interest/remove`: worker → cluster, the worker no longer needs a job's updates.
     NetInterestRemove,
+    /// `control/logs`: cluster → worker, send the tail of an instance's log (Oakestra-rs only).
+    ControlLogs,
+    /// `logs`: worker → cluster, the answer to `control/logs` (Oakestra-rs only).
+    Logs,
 }
 
 impl NodeTopic {
     /// Every per-node topic.
-    pub const ALL: [NodeTopic; 14] = [
+    pub const ALL: [NodeTopic; 16] = [
         NodeTopic::Information,
         NodeTopic::Job,
         NodeTopic::JobsResources,
@@ -54,6 +58,8 @@ impl NodeTopic {
         NodeTopic::NetTableQueryRequest,
         NodeTopic::NetTableQueryResult,
         NodeTopic::NetInterestRemove,
+        NodeTopic::ControlLogs,
+        NodeTopic::Logs,
     ];
 
     /// What follows `nodes/<id>/`.
@@ -73,6 +79,8 @@ impl NodeTopic {
             NodeTopic::NetTableQueryRequest => "net/tablequery/request",
             NodeTopic::NetTableQueryResult => "net/tablequery/result",
             NodeTopic::NetInterestRemove => "net/interest/remove",
+            NodeTopic::ControlLogs => "control/logs",
+            NodeTopic::Logs => "logs",
         }
     }
 
@@ -83,6 +91,7 @@ impl NodeTopic {
             NodeTopic::ControlDeploy
                 | NodeTopic::ControlDelete
                 | NodeTopic::ControlError
+                | NodeTopic::ControlLogs
                 | NodeTopic::NetSubnetworkResult
                 | NodeTopic::NetTableQueryResult
         )

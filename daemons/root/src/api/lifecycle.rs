@@ -7,9 +7,10 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use oakestra_core::ids::ObjectId;
+use oakestra_core::ids::{ClusterId, ObjectId};
 use oakestra_core::model::{InstanceRecord, ServiceRecord};
 use oakestra_core::status::{DeploymentStatus, NegativeSchedulingStatus, Status};
 use oakestra_store::{Store, StoreError};
@@ -55,6 +56,22 @@ pub trait ServiceLifecycle: Send + Sync + fmt::Debug + 'static {
     /// Undeploys instance `n`, or every instance with `None`. 404 when `n` does not exist.
     async fn undeploy_instance(&self, service_id: ObjectId, n: Option<u32>)
     -> Result<(), ApiError>;
+
+    /// The last `tail_lines` lines of instance `n`'s log, read on demand by its worker through
+    /// `cluster`, waiting at most `wait`. `Err` says why there is none (no cluster link, the
+    /// cluster or worker did not answer in time, the worker has no such instance); the caller
+    /// then falls back to the tail of the last usage report. The default has no cluster link.
+    async fn worker_logs(
+        &self,
+        cluster: &ClusterId,
+        service_id: &ObjectId,
+        n: u32,
+        tail_lines: u32,
+        wait: Duration,
+    ) -> Result<String, String> {
+        let _ = (service_id, n, tail_lines, wait);
+        Err(format!("the root has no link to cluster {cluster}"))
+    }
 }
 
 /// A lifecycle with no cluster link: rr_ips are checked for uniqueness against the stored
@@ -185,6 +202,19 @@ fn address_error(e: AddressError) -> ApiError {
 /// The real lifecycle: addresses in the root IPAM, instances placed on connected clusters.
 #[async_trait]
 impl ServiceLifecycle for ClusterLink {
+    async fn worker_logs(
+        &self,
+        cluster: &ClusterId,
+        service_id: &ObjectId,
+        n: u32,
+        tail_lines: u32,
+        wait: Duration,
+    ) -> Result<String, String> {
+        self.fetch_logs(cluster, &service_id.to_string(), n, tail_lines, wait)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     async fn reserve_service_addresses(&self, service: &mut ServiceRecord) -> Result<(), ApiError> {
         self.reserve_services(std::slice::from_mut(service)).await
     }

@@ -7,6 +7,7 @@ use axum::extract::{Path, Query, State};
 use oakestra_core::ids::ObjectId;
 use oakestra_core::model::{InstanceRecord, ServiceRecord};
 use oakestra_core::sla::Violation;
+use oakestra_core::wire::last_lines;
 use oakestra_store::new_object_id;
 use serde::Serialize;
 use serde_json::Value;
@@ -349,24 +350,29 @@ pub struct InstanceLogs {
     /// The last `tail` lines of its output (stdout and stderr), oldest first, each ending
     /// with a newline.
     pub logs: String,
+    /// Where `logs` comes from: `"worker"` (read from the instance's log file just now) or
+    /// `"report"` (the last 4 KiB the worker sent with its latest usage report, when the
+    /// worker could not be asked or did not answer within 5 s).
+    #[serde(default)]
+    pub source: String,
+    /// Why the answer is from the report instead of the worker; absent for `"worker"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_detail: Option<String>,
 }
 
-/// The last `n` lines of `text` (a final line without a newline counts), each ending with a
-/// newline.
-fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..]
-        .iter()
-        .map(|l| format!("{l}\n"))
-        .collect()
-}
+/// How long the log endpoint waits for the instance's worker before it answers from the
+/// last report.
+pub const WORKER_LOGS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The last lines of an instance's output (Oakestra-rs only; Oakestra has no log endpoint).
 ///
-/// The worker captures each instance's stdout and stderr and ships the last 4 KiB with its
-/// usage reports; the cluster forwards them to the root when they change (at most every 5 s
-/// per instance), so the answer is at most a few seconds old and covers the last 4 KiB of
-/// output. It stays available after the instance ended (`DEAD`, `COMPLETED`, `FAILED`).
+/// The worker captures each instance's stdout and stderr in a rotated log file. The root asks
+/// the instance's worker (through its cluster) for the last `tail` lines, up to 512 KiB, and
+/// answers with them (`"source": "worker"`). When the worker cannot be asked or does not
+/// answer within 5 s (it is gone, the instance ended and was removed), the answer is the
+/// last 4 KiB the worker shipped with its usage reports (`"source": "report"`, with the
+/// reason in `source_detail`), which stays available after the instance ended (`DEAD`,
+/// `COMPLETED`, `FAILED`).
 /// 404 for an unknown or other user's service or instance; 503 when no log can be had: the
 /// instance is not placed on a worker (yet, or any more), or its cluster is not connected.
 #[utoipa::path(get, path = "/api/service/{service_id}/instance/{instance_number}/logs", tag = "services",
@@ -441,24 +447,37 @@ async fn instance_logs(
             )));
         }
     }
+    let from_worker = match (inst.cluster_id.as_ref(), inst.worker_id.as_ref()) {
+        (Some(cluster), Some(_)) => {
+            state
+                .lifecycle
+                .worker_logs(
+                    cluster,
+                    &service.id,
+                    n,
+                    u32::try_from(tail).unwrap_or(u32::MAX),
+                    WORKER_LOGS_WAIT,
+                )
+                .await
+        }
+        _ => Err("the instance is not on a worker".to_owned()),
+    };
+    let (logs, source, source_detail) = match from_worker {
+        Ok(text) => (last_lines(&text, tail), "worker", None),
+        Err(why) => (
+            last_lines(inst.logs.as_deref().unwrap_or(""), tail),
+            "report",
+            Some(why),
+        ),
+    };
     Ok(Json(InstanceLogs {
         service_id: service.id.to_string(),
         instance_number: n,
         status,
         worker_id: inst.worker_id.as_ref().map(ToString::to_string),
         updated: inst.last_modified_timestamp,
-        logs: last_lines(inst.logs.as_deref().unwrap_or(""), tail),
+        logs,
+        source: source.to_owned(),
+        source_detail,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::last_lines;
-
-    #[test]
-    fn last_lines_keeps_the_newest() {
-        assert_eq!(last_lines("a\nb\nc\n", 2), "b\nc\n");
-        assert_eq!(last_lines("a\nb\nc", 5), "a\nb\nc\n");
-        assert_eq!(last_lines("", 3), "");
-    }
 }

@@ -13,8 +13,8 @@ use oakestra_core::model::{ApplicationRecord, ServiceRecord};
 use oakestra_root::cluster_link::{ClusterLink, LinkConfig};
 use oakestra_root::grpc::proto::cluster_link_client::ClusterLinkClient;
 use oakestra_root::grpc::proto::{
-    ClusterMessage, Deploy, InstanceStatus, RegisterReply, RegisterRequest, Resources, RootMessage,
-    Snapshot, Undeploy, cluster_message, root_message,
+    ClusterMessage, Deploy, InstanceStatus, LogsReply, RegisterReply, RegisterRequest, Resources,
+    RootMessage, Snapshot, Undeploy, cluster_message, root_message,
 };
 use oakestra_root::grpc::{self, CLUSTER_ID_HEADER, CLUSTER_SECRET_HEADER};
 use oakestra_root::{addresses, tokens};
@@ -270,9 +270,26 @@ impl FakeCluster {
             .insert(CLUSTER_SECRET_HEADER, reply.session_secret.parse().unwrap());
         let mut inbound = client(addr).await.session(request).await?.into_inner();
         let (tx, commands) = mpsc::unbounded_channel();
+        // This cluster has no workers: it answers log requests itself, with an error, as a
+        // real cluster does for an instance it cannot ask a worker about.
+        let answers = up.clone();
         let reader = tokio::spawn(async move {
             loop {
                 match inbound.message().await {
+                    Ok(Some(RootMessage {
+                        kind: Some(root_message::Kind::LogsRequest(r)),
+                    })) => {
+                        let reply = LogsReply {
+                            request_id: r.request_id,
+                            logs: String::new(),
+                            error: "the fake cluster has no worker to ask".into(),
+                        };
+                        let _ = answers
+                            .send(ClusterMessage {
+                                kind: Some(cluster_message::Kind::LogsReply(reply)),
+                            })
+                            .await;
+                    }
                     Ok(Some(m)) => {
                         if tx.send(Ok(m)).is_err() {
                             break;
