@@ -1,0 +1,307 @@
+//! Two workers on this machine, for real: each worker's host side is a network namespace of its
+//! own (joined to the other by a veth "underlay"), with the data plane (bridge, instance
+//! namespaces), the TUN device and the UDP tunnel running inside it; a client instance on worker
+//! 1 and a server instance (behind the rr_ip 10.30.55.55) on worker 2, with the table the
+//! cluster's table query would answer already in both proxies.
+//!
+//! Shared through `#[path]` by `tests/tunnel_linux.rs` and `benches/overlay.rs`. Needs root.
+//! Names and addresses come from the process id, so several test processes can run at once.
+//! Deleting the two host namespaces removes their bridges, TUN devices and rules; the guard also
+//! deletes the instance namespaces, also on panic.
+
+// Each user reads the fields it needs (the test the instance IPs, the bench the underlay).
+#![allow(dead_code)]
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use oakestra_net::dataplane::tunnel::{Tunnel, TunnelConfig};
+use oakestra_net::dataplane::{
+    Attachment, DataPlane, DataPlaneConfig, InstanceKey, LinuxDataPlane, Naming, netns,
+};
+use oakestra_net::ipam::{Ipv4Subnet, Ipv6Subnet, WorkerSubnets};
+use oakestra_net::proxy::{InstanceRoute, Proxy, ServiceRoutes};
+use tokio::sync::oneshot;
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Runs a command and returns its stdout and stderr; panics with both when it fails.
+pub fn must(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{}: {text}", args.join(" "));
+    text
+}
+
+/// The two host namespaces and every instance namespace of both tags.
+pub struct Guard {
+    hosts: Vec<String>,
+    prefixes: Vec<String>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for prefix in &self.prefixes {
+            for ns in netns::list(prefix).unwrap_or_default() {
+                let _ = netns::delete(&netns::path_of(&ns));
+            }
+        }
+        for host in &self.hosts {
+            let _ = Command::new("ip").args(["netns", "del", host]).output();
+        }
+    }
+}
+
+/// A worker running inside its host namespace on a thread of its own.
+pub struct Worker {
+    pub proxy: Arc<Mutex<Proxy>>,
+    pub attachments: Vec<Attachment>,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Worker {
+    async fn start(
+        host: PathBuf,
+        config: DataPlaneConfig,
+        listen: SocketAddr,
+        instances: Vec<InstanceKey>,
+    ) -> Worker {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let device = format!("{}tun", config.naming.tag());
+        let done = tokio::spawn(async move {
+            let result = netns::run_in(&host, move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async move {
+                    let plane = LinuxDataPlane::new(config).unwrap();
+                    plane.setup_host().await.unwrap();
+                    let mut attachments = Vec::new();
+                    for key in &instances {
+                        attachments.push(plane.attach(key, &[]).await.unwrap());
+                    }
+                    let proxy = Arc::new(Mutex::new(Proxy::new(listen)));
+                    let tunnel = Tunnel::start(
+                        TunnelConfig {
+                            device,
+                            listen,
+                            mtu: DataPlaneConfig::DEFAULT_MTU,
+                        },
+                        Arc::clone(&proxy),
+                        None,
+                    )
+                    .await
+                    .unwrap();
+                    let _ = ready_tx.send((attachments, proxy));
+                    let _ = stop_rx.await;
+                    drop(tunnel);
+                    let _ = plane.teardown_host().await;
+                });
+            })
+            .await;
+            result.unwrap();
+        });
+        let (attachments, proxy) = tokio::time::timeout(WAIT, ready_rx)
+            .await
+            .expect("the worker came up within the wait")
+            .expect("the worker came up (see its panic above)");
+        Worker {
+            proxy,
+            attachments,
+            stop: Some(stop_tx),
+            done: Some(done),
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(d) = self.done.take() {
+            let _ = tokio::time::timeout(WAIT, d).await;
+        }
+    }
+}
+
+fn config(tag: &str, slot: u32) -> DataPlaneConfig {
+    let v4 = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 29, 128, 0)) + slot * 64);
+    let v6 = format!(
+        "fc00::4:{:x}:{:x}00",
+        std::process::id() % 0xffff,
+        slot % 0xff
+    )
+    .parse()
+    .unwrap();
+    let mut c = DataPlaneConfig::new(WorkerSubnets {
+        ipv4: Ipv4Subnet::new(v4).unwrap(),
+        ipv6: Ipv6Subnet::new(v6).unwrap(),
+    });
+    c.naming = Naming::new(tag).unwrap();
+    c
+}
+
+/// The two workers with a client instance on the first and a server instance on the second.
+pub struct TwoWorkers {
+    /// The host namespaces' names (`ip -n <name> …`).
+    pub hosts: [String; 2],
+    /// The workers' underlay addresses, on the veth `u0` (in `hosts[0]`) and `u1` (in `hosts[1]`).
+    pub underlay: [Ipv4Addr; 2],
+    /// The workers' /26 subnets (network address; prefix length 26).
+    pub subnets: [Ipv4Addr; 2],
+    pub one: Worker,
+    pub two: Worker,
+    /// The client instance on worker 1 and the server instance on worker 2.
+    pub client: Attachment,
+    pub server: Attachment,
+    /// The overlay's instance IPs of the client and the server, and the server's rr_ip.
+    pub client_ip: Ipv4Addr,
+    pub server_ip: Ipv4Addr,
+    pub rr: Ipv4Addr,
+    // Last, so it runs after everything above has been dropped.
+    _guard: Guard,
+}
+
+impl TwoWorkers {
+    /// Builds both hosts, starts both workers and fills their proxies. `letter` keeps the names
+    /// of different users (test, bench) apart.
+    pub async fn start(letter: char) -> TwoWorkers {
+        let pid = std::process::id();
+        let tags = [
+            format!("{letter}{}a", pid % 100_000),
+            format!("{letter}{}b", pid % 100_000),
+        ];
+        let hosts = [format!("{}host", tags[0]), format!("{}host", tags[1])];
+        let guard = Guard {
+            hosts: hosts.to_vec(),
+            prefixes: tags.iter().map(|t| format!("{t}-")).collect(),
+        };
+        // The underlay: 100.64.0.0/10, one /30 per process.
+        let (x, y) = (64 + (pid / 64 % 64) as u8, ((pid % 64) * 4) as u8);
+        let underlay = [Ipv4Addr::new(100, x, y, 1), Ipv4Addr::new(100, x, y, 2)];
+        for host in &hosts {
+            must(&["ip", "netns", "add", host]);
+            must(&["ip", "-n", host, "link", "set", "lo", "up"]);
+        }
+        must(&[
+            "ip", "-n", &hosts[0], "link", "add", "u0", "type", "veth", "peer", "name", "u1",
+            "netns", &hosts[1],
+        ]);
+        for (i, host) in hosts.iter().enumerate() {
+            let dev = format!("u{i}");
+            must(&[
+                "ip",
+                "-n",
+                host,
+                "addr",
+                "add",
+                &format!("{}/30", underlay[i]),
+                "dev",
+                &dev,
+            ]);
+            must(&["ip", "-n", host, "link", "set", &dev, "up"]);
+        }
+
+        // Slots in 10.29.128.0/17 (the node tests use 10.29.0.0/17).
+        let slot = (pid % 256) * 2;
+        let configs = [config(&tags[0], slot), config(&tags[1], slot + 1)];
+        let subnets = [
+            configs[0].subnets.ipv4.base(),
+            configs[1].subnets.ipv4.base(),
+        ];
+        let endpoints = [
+            SocketAddr::from((underlay[0], 50103)),
+            SocketAddr::from((underlay[1], 50103)),
+        ];
+        let [config_one, config_two] = configs;
+        let one = Worker::start(
+            netns::path_of(&hosts[0]),
+            config_one,
+            endpoints[0],
+            vec![InstanceKey::new("app.ns.curl.ns", 0).unwrap()],
+        )
+        .await;
+        let two = Worker::start(
+            netns::path_of(&hosts[1]),
+            config_two,
+            endpoints[1],
+            vec![InstanceKey::new("app.ns.nginx.ns", 0).unwrap()],
+        )
+        .await;
+        let client = one.attachments[0].clone();
+        let server = two.attachments[0].clone();
+
+        // What the cluster's table query would answer (instance and rr IPs from the root).
+        let rr: Ipv4Addr = "10.30.55.55".parse().unwrap();
+        let (client_ip, server_ip): (Ipv4Addr, Ipv4Addr) =
+            ("10.30.0.2".parse().unwrap(), "10.30.0.3".parse().unwrap());
+        let table = [
+            ServiceRoutes {
+                job_name: "app.ns.curl.ns".into(),
+                rr_ip: Some("10.30.0.1".parse().unwrap()),
+                instances: vec![InstanceRoute {
+                    number: 0,
+                    instance_ip: client_ip,
+                    nsip: client.ipv4,
+                    node: endpoints[0],
+                }],
+            },
+            ServiceRoutes {
+                job_name: "app.ns.nginx.ns".into(),
+                rr_ip: Some(rr),
+                instances: vec![InstanceRoute {
+                    number: 0,
+                    instance_ip: server_ip,
+                    nsip: server.ipv4,
+                    node: endpoints[1],
+                }],
+            },
+        ];
+        for worker in [&one, &two] {
+            let mut proxy = worker.proxy.lock().unwrap();
+            for s in &table {
+                proxy.set_service(s.clone());
+            }
+        }
+        TwoWorkers {
+            hosts,
+            underlay,
+            subnets,
+            one,
+            two,
+            client,
+            server,
+            client_ip,
+            server_ip,
+            rr,
+            _guard: guard,
+        }
+    }
+
+    /// The name of an instance namespace, for `ip netns exec`.
+    pub fn netns_name(attachment: &Attachment) -> String {
+        attachment
+            .netns
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Stops both workers (their data planes remove the instance namespaces), then the guard
+    /// removes the hosts.
+    pub async fn stop(self) {
+        self.one.stop().await;
+        self.two.stop().await;
+    }
+}
