@@ -4,6 +4,8 @@
 //!   instance and worker-subnet pools) and by workers (container addresses).
 //! - [`proxy`]: the service-IP proxy's translation (pure): service IP → instance rewrite,
 //!   round robin, sticky flows, reply rewrite, for TCP, UDP and ICMP echo.
+//! - [`dns`]: the overlay's DNS messages (pure): parse a query, build A / NXDOMAIN / NOERROR
+//!   answers, map `<service>.<servicens>.<app>.<appns>` to the job name.
 //! - `dataplane` (cargo feature `dataplane`): the worker data plane — bridge, one network
 //!   namespace + veth per instance, NAT and port mappings — behind the `DataPlane` trait, with
 //!   a fake for tests.
@@ -37,6 +39,7 @@
 
 #![warn(missing_docs)]
 
+pub mod dns;
 pub mod ipam;
 pub mod proxy;
 
