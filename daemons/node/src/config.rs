@@ -184,6 +184,8 @@ pub struct Config {
     /// Tag of the overlay's host names (bridge `<tag>br`, namespaces `<tag>-…`, chains
     /// `<TAG>-…`); two workers on one host need two tags.
     pub overlay_tag: String,
+    /// UDP port of the overlay's DNS responder on the bridge address (`0`: none).
+    pub dns_port: u16,
     /// UDP port of the service-IP tunnel (Oakestra's 50103).
     pub tunnel_port: u16,
 }
@@ -214,6 +216,7 @@ impl Config {
             overlay: OverlayMode::Off,
             overlay_tag: oakestra_net::dataplane::Naming::DEFAULT_TAG.to_owned(),
             tunnel_port: oakestra_net::dataplane::tunnel::DEFAULT_TUNNEL_PORT,
+            dns_port: crate::overlay::DEFAULT_DNS_PORT,
         }
     }
 }
@@ -245,7 +248,7 @@ fn parse_cluster(text: &str) -> Result<ClusterAddress, String> {
     after_help = "Every flag can also be set in the TOML file given by --config (same names, with \
                   underscores: cluster, token, data_dir, runtime, containerd_socket, \
                   insecure_registries, name, location, advertise_ip, mqtt_host, report_interval, \
-                  stop_grace, metrics_listen, overlay, overlay_tag, tunnel_port); registry credentials only there, as \
+                  stop_grace, metrics_listen, overlay, overlay_tag, tunnel_port, dns_port); registry credentials only there, as \
                   [registry_credentials.\"HOST\"] with username and password. Flags win over the \
                   environment, the environment over the file."
 )]
@@ -324,6 +327,10 @@ pub struct Cli {
     /// UDP port of the service-IP tunnel between workers [default: 50103].
     #[arg(long, env = "OAKESTRA_NODE_TUNNEL_PORT")]
     pub tunnel_port: Option<u16>,
+    /// UDP port of the overlay's DNS responder on the bridge address, answering
+    /// `<service>.<servicens>.<app>.<appns>` with the service's rr_ip [default: 53; 0: off].
+    #[arg(long, env = "OAKESTRA_NODE_DNS_PORT")]
+    pub dns_port: Option<u16>,
 }
 
 /// The TOML file.
@@ -350,6 +357,7 @@ struct FileSettings {
     overlay: Option<OverlayMode>,
     overlay_tag: Option<String>,
     tunnel_port: Option<u16>,
+    dns_port: Option<u16>,
 }
 
 fn read_file(path: &Path) -> Result<FileSettings, String> {
@@ -454,6 +462,9 @@ impl Cli {
         }
         if let Some(port) = self.tunnel_port.or(file.tunnel_port) {
             config.tunnel_port = port;
+        }
+        if let Some(port) = self.dns_port.or(file.dns_port) {
+            config.dns_port = port;
         }
         let metrics = self
             .metrics_listen

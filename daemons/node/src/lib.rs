@@ -336,6 +336,9 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
                 std::net::SocketAddr::new(ip, config.tunnel_port),
             );
         }
+        if config.dns_port != 0 {
+            overlay.set_dns(overlay::DnsListen::Bridge(config.dns_port));
+        }
         overlay.set_publisher(reporter.clone());
         reporter.set_overlay(overlay.clone());
         engine.set_network(overlay.clone());

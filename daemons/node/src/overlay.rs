@@ -20,6 +20,7 @@ use oakestra_net::dataplane::{
     DataPlane, DataPlaneConfig, DataPlaneError, FakeDataPlane, InstanceKey, LinuxDataPlane, Naming,
     PortForward,
 };
+use oakestra_net::dns;
 use oakestra_net::ipam::{Ipv4Subnet, Ipv6Subnet, WorkerSubnets};
 use oakestra_net::proxy::{InstanceRoute, Proxy, ServiceRoutes};
 use oakestra_runtime::InstanceId;
@@ -28,6 +29,20 @@ use oakestra_runtime::InstanceId;
 pub const TABLE_REFRESH: Duration = Duration::from_secs(5);
 /// After how long an unanswered table query is asked again.
 pub const QUERY_RETRY: Duration = Duration::from_secs(3);
+/// The DNS responder's port on the bridge address.
+pub const DEFAULT_DNS_PORT: u16 = 53;
+/// How long the DNS responder waits for the cluster's answer about a name it does not know
+/// before it answers NXDOMAIN.
+pub const DNS_WAIT: Duration = Duration::from_secs(1);
+
+/// Where the overlay's DNS responder listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsListen {
+    /// On the bridge address (the instances' gateway), this port; needs the real data plane.
+    Bridge(u16),
+    /// At this address (tests; port 0 picks a free one, see [`Overlay::dns_addr`]).
+    At(SocketAddr),
+}
 
 /// Which data plane the overlay uses once it has a subnet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +79,10 @@ pub struct Overlay {
     publisher: Mutex<Option<Arc<dyn NetPublisher>>>,
     /// Table queries asked and not answered yet (by query key), with when they were asked.
     pending: Mutex<HashMap<String, tokio::time::Instant>>,
+    /// Signalled when a table query answer changed the table (DNS lookups wait on it).
+    table_changed: tokio::sync::Notify,
+    dns_listen: Mutex<Option<DnsListen>>,
+    dns_addr: OnceLock<SocketAddr>,
     this: std::sync::Weak<Overlay>,
 }
 
@@ -93,6 +112,9 @@ impl Overlay {
             tunnel: Mutex::new(None),
             publisher: Mutex::new(None),
             pending: Mutex::new(HashMap::new()),
+            table_changed: tokio::sync::Notify::new(),
+            dns_listen: Mutex::new(None),
+            dns_addr: OnceLock::new(),
         })
     }
 
@@ -100,6 +122,17 @@ impl Overlay {
     /// `host_ip:port`). Set before [`Overlay::enable`]; without it there is no tunnel.
     pub fn set_tunnel(&self, listen: SocketAddr, advertised: SocketAddr) {
         *self.tunnel_at.lock().unwrap_or_else(|p| p.into_inner()) = Some((listen, advertised));
+    }
+
+    /// Where the DNS responder listens; set before [`Overlay::enable`], which starts it.
+    /// Without it there is none.
+    pub fn set_dns(&self, listen: DnsListen) {
+        *self.dns_listen.lock().unwrap_or_else(|p| p.into_inner()) = Some(listen);
+    }
+
+    /// Where the DNS responder is bound, once it is.
+    pub fn dns_addr(&self) -> Option<SocketAddr> {
+        self.dns_addr.get().copied()
     }
 
     /// Where network reports and table queries go.
@@ -179,6 +212,107 @@ impl Overlay {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .set_service(routes);
+        self.table_changed.notify_waiters();
+    }
+
+    /// The rr_ip of the first of `names` (job names) the table knows with one.
+    fn rr_ip_of(&self, names: &[String]) -> Option<Ipv4Addr> {
+        let proxy = self.proxy.get()?.lock().unwrap_or_else(|p| p.into_inner());
+        names
+            .iter()
+            .find_map(|n| proxy.service(n).and_then(|s| s.rr_ip))
+    }
+
+    /// The answer to a DNS query: from the table, else after asking the cluster for every
+    /// job name the queried name may stand for and waiting up to [`DNS_WAIT`].
+    pub async fn dns_answer(&self, query: &dns::Query) -> dns::Answer {
+        if let Some(answer) = dns::unsupported(query) {
+            return answer;
+        }
+        let names = dns::job_names_for(&query.name);
+        if names.is_empty() {
+            return dns::Answer::NxDomain;
+        }
+        let mut found = self.rr_ip_of(&names);
+        if found.is_none() {
+            for name in &names {
+                self.query(TableQueryRequest {
+                    wire_version: WireVersion::CURRENT,
+                    sname: name.clone(),
+                    sip: String::new(),
+                });
+            }
+            found = tokio::time::timeout(DNS_WAIT, async {
+                loop {
+                    let changed = self.table_changed.notified();
+                    tokio::pin!(changed);
+                    changed.as_mut().enable();
+                    if let Some(ip) = self.rr_ip_of(&names) {
+                        return ip;
+                    }
+                    changed.await;
+                }
+            })
+            .await
+            .ok();
+        }
+        match (found, query.qtype) {
+            (Some(ip), dns::TYPE_A) => dns::Answer::A(ip),
+            (Some(_), _) => dns::Answer::NoData,
+            (None, _) => dns::Answer::NxDomain,
+        }
+    }
+
+    /// Binds the DNS responder (when one is configured) and answers every query in a task of
+    /// its own, so that a slow lookup holds up no other.
+    async fn start_dns(&self, bridge: Ipv4Addr) -> std::io::Result<()> {
+        let listen = *self.dns_listen.lock().unwrap_or_else(|p| p.into_inner());
+        let at = match (listen, &self.kind) {
+            (None, _) => return Ok(()),
+            (Some(DnsListen::At(at)), _) => at,
+            (Some(DnsListen::Bridge(port)), PlaneKind::Linux { .. }) => {
+                SocketAddr::from((bridge, port))
+            }
+            // The fake plane has no bridge to listen on.
+            (Some(DnsListen::Bridge(_)), PlaneKind::Fake) => return Ok(()),
+        };
+        let socket = Arc::new(tokio::net::UdpSocket::bind(at).await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("DNS responder on udp {at}: {e}"))
+        })?);
+        let bound = socket.local_addr()?;
+        let _ = self.dns_addr.set(bound);
+        tracing::info!(listen = %bound, "overlay DNS responder up");
+        let me = self.this.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 1500];
+            loop {
+                let (n, from) = match socket.recv_from(&mut buf).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::debug!("DNS responder: {e}");
+                        continue;
+                    }
+                };
+                let Some(overlay) = me.upgrade() else { return };
+                let query = match dns::parse_query(&buf[..n]) {
+                    Ok(q) => q,
+                    Err(e) => {
+                        tracing::debug!(%from, "DNS: {e}");
+                        if let Some(reply) = dns::format_error(&buf[..n]) {
+                            let _ = socket.send_to(&reply, from).await;
+                        }
+                        continue;
+                    }
+                };
+                let socket = Arc::clone(&socket);
+                tokio::spawn(async move {
+                    let answer = overlay.dns_answer(&query).await;
+                    tracing::debug!(name = %query.name, ?answer, "DNS");
+                    let _ = socket.send_to(&dns::response(&query, answer), from).await;
+                });
+            }
+        });
+        Ok(())
     }
 
     fn paths(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
@@ -295,6 +429,11 @@ impl Overlay {
         });
         // Another caller may have won the race; its plane is equivalent.
         let _ = self.plane.set(plane);
+        if let Err(e) = self.start_dns(subnets.ipv4.bridge()).await {
+            tracing::warn!(
+                "{e}; instances resolve no service names (free the port or choose another with --dns-port, 0 for none)"
+            );
+        }
         Ok(())
     }
 

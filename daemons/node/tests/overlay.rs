@@ -340,3 +340,145 @@ async fn table_entries_are_asked_for_again_so_moved_instances_are_followed() {
     assert_eq!(again.len(), 1, "{again:?}");
     assert_eq!(again[0].1["sip"], "10.30.9.9");
 }
+
+/// Answers table queries like the cluster would, for the services it knows.
+#[derive(Debug)]
+struct Cluster(tokio::sync::mpsc::UnboundedSender<String>);
+
+impl oakestra_node::overlay::NetPublisher for Cluster {
+    fn publish(&self, topic: oakestra_core::wire::NodeTopic, payload: Vec<u8>) {
+        if topic == oakestra_core::wire::NodeTopic::NetTableQueryRequest {
+            let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+            let _ = self
+                .0
+                .send(v["sname"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+}
+
+fn dns_query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.push(0);
+    q.extend_from_slice(&qtype.to_be_bytes());
+    q.extend_from_slice(&[0, 1]);
+    q
+}
+
+/// Sends `query` to the responder; the reply's (rcode, answer count, last 4 bytes).
+async fn ask(
+    client: &tokio::net::UdpSocket,
+    at: std::net::SocketAddr,
+    query: &[u8],
+) -> (u8, u16, [u8; 4]) {
+    client.send_to(query, at).await.unwrap();
+    let mut buf = [0u8; 512];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(10), client.recv_from(&mut buf))
+        .await
+        .expect("a DNS reply within 10 s")
+        .unwrap();
+    assert_eq!(&buf[0..2], &query[0..2], "the query's id");
+    assert_eq!(buf[2] & 0x80, 0x80, "a response");
+    let tail: [u8; 4] = buf[n - 4..n].try_into().unwrap();
+    (buf[3] & 0x0F, u16::from_be_bytes([buf[6], buf[7]]), tail)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_names_resolve_to_their_rr_ip_over_real_udp() {
+    let dir = tempfile::tempdir().unwrap();
+    let overlay = Overlay::new(PlaneKind::Fake);
+    overlay.set_tunnel(
+        "0.0.0.0:50103".parse().unwrap(),
+        "192.0.2.1:50103".parse().unwrap(),
+    );
+    overlay.set_dns(oakestra_node::overlay::DnsListen::At(
+        "127.0.0.1:0".parse().unwrap(),
+    ));
+    let (queries_tx, mut queries) = tokio::sync::mpsc::unbounded_channel();
+    overlay.set_publisher(Arc::new(Cluster(queries_tx)));
+    overlay
+        .enable(
+            "10.18.0.64".parse().unwrap(),
+            "fc00::100".parse().unwrap(),
+            &[],
+        )
+        .await
+        .unwrap();
+    let at = overlay.dns_addr().expect("the responder is bound");
+    assert!(at.ip().is_loopback() && at.port() != 0, "{at}");
+
+    // The cluster: knows app.ns.web.ns (deployed here) and app.ns.api.ns (elsewhere).
+    let answer = |job: &str, rr: &str, nsip: &str| -> oakestra_core::wire::TableQueryResult {
+        serde_json::from_value(serde_json::json!({
+            "app_name": job, "query_key": job,
+            "instance_list": [{
+                "instance_number": 0, "namespace_ip": nsip, "host_ip": "192.0.2.1",
+                "host_port": 50103,
+                "service_ip": [{"IpType": "RR", "Address": rr},
+                               {"IpType": "instance_ip", "Address": "10.30.0.3"}]
+            }]
+        }))
+        .unwrap()
+    };
+    let cluster = {
+        let overlay = overlay.clone();
+        tokio::spawn(async move {
+            while let Some(sname) = queries.recv().await {
+                match sname.as_str() {
+                    "app.ns.web.ns" => {
+                        overlay.on_table_result(answer(&sname, "10.30.55.55", "10.18.0.66"))
+                    }
+                    "app.ns.api.ns" => {
+                        overlay.on_table_result(answer(&sname, "10.30.7.7", "10.18.0.99"))
+                    }
+                    _ => {} // unknown: the cluster has nothing to say
+                }
+            }
+        })
+    };
+
+    let engine = Engine::new(
+        Arc::new(FakeRuntime::new(FakeConfig::default()).unwrap()),
+        StateFile::new(dir.path()),
+        NodeState::default(),
+        Arc::new(Reports::default()),
+        "192.0.2.1".into(),
+        Duration::from_secs(1),
+    );
+    engine.set_network(overlay.clone());
+    engine.deploy(deploy(0, "")).await;
+
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // The deployed service, by <service>.<servicens>.<app>.<appns> and by its job name.
+    assert_eq!(
+        ask(&client, at, &dns_query(1, "web.ns.app.ns", 1)).await,
+        (0, 1, [10, 30, 55, 55])
+    );
+    assert_eq!(
+        ask(&client, at, &dns_query(2, "App.NS.web.ns", 1)).await,
+        (0, 1, [10, 30, 55, 55])
+    );
+    // A service this worker never heard of: asked of the cluster, answered when it replies.
+    assert_eq!(
+        ask(&client, at, &dns_query(3, "api.ns.app.ns", 1)).await,
+        (0, 1, [10, 30, 7, 7])
+    );
+    // AAAA of a known name: NOERROR without answers.
+    let (rcode, answers, _) = ask(&client, at, &dns_query(4, "web.ns.app.ns", 28)).await;
+    assert_eq!((rcode, answers), (0, 0));
+    // Unknown names: NXDOMAIN (after the cluster stayed silent), also for non-service names.
+    let (rcode, answers, _) = ask(&client, at, &dns_query(5, "nope.ns.app.ns", 1)).await;
+    assert_eq!((rcode, answers), (3, 0));
+    let (rcode, answers, _) = ask(&client, at, &dns_query(6, "example.com", 1)).await;
+    assert_eq!((rcode, answers), (3, 0));
+    // Garbage with a header: FORMERR.
+    let mut compressed = dns_query(7, "a", 1)[..12].to_vec();
+    compressed.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1]);
+    let (rcode, _, _) = ask(&client, at, &compressed).await;
+    assert_eq!(rcode, 1);
+    cluster.abort();
+}
