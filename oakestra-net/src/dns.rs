@@ -4,7 +4,8 @@
 //! Only what a resolver on the bridge needs (RFC 1035 §4): one question per query, names
 //! without compression (a query has nothing to point back to), A answers with a short TTL,
 //! NXDOMAIN, NOERROR without answers (AAAA and other types of a known name), NOTIMP (other
-//! opcodes and classes) and FORMERR. Trailing sections (an EDNS OPT record) are ignored.
+//! opcodes and classes), REFUSED (names that cannot be service names, so that a stub resolver
+//! with a second `nameserver` asks that one) and FORMERR. Trailing sections (an EDNS OPT record) are ignored.
 //!
 //! # Names
 //!
@@ -55,6 +56,7 @@ const FORMERR: u8 = 1;
 const SERVFAIL: u8 = 2;
 const NXDOMAIN: u8 = 3;
 const NOTIMP: u8 = 4;
+const REFUSED: u8 = 5;
 
 /// Why a message is not a query this responder can read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -113,6 +115,9 @@ pub enum Answer {
     ServFail,
     /// Opcode or class not supported.
     NotImp,
+    /// Not a name this responder is the authority for (glibc and musl then ask the next
+    /// `nameserver`).
+    Refused,
 }
 
 fn u16_at(bytes: &[u8], at: usize) -> Result<u16, DnsError> {
@@ -193,6 +198,7 @@ pub fn response(query: &Query, answer: Answer) -> Vec<u8> {
         Answer::NxDomain => NXDOMAIN,
         Answer::ServFail => SERVFAIL,
         Answer::NotImp => NOTIMP,
+        Answer::Refused => REFUSED,
     };
     let an = u16::from(matches!(answer, Answer::A(_)));
     let mut out = header(
@@ -321,6 +327,7 @@ mod tests {
             (Answer::NoData, NOERROR),
             (Answer::ServFail, SERVFAIL),
             (Answer::NotImp, NOTIMP),
+            (Answer::Refused, REFUSED),
         ] {
             let r = response(&q, answer);
             assert_eq!(r[3] & 0x0F, rcode, "{answer:?}");

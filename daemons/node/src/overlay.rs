@@ -224,14 +224,15 @@ impl Overlay {
     }
 
     /// The answer to a DNS query: from the table, else after asking the cluster for every
-    /// job name the queried name may stand for and waiting up to [`DNS_WAIT`].
+    /// job name the queried name may stand for and waiting up to [`DNS_WAIT`]; REFUSED for a
+    /// name that cannot be a service's (not four labels), so a second `nameserver` answers it.
     pub async fn dns_answer(&self, query: &dns::Query) -> dns::Answer {
         if let Some(answer) = dns::unsupported(query) {
             return answer;
         }
         let names = dns::job_names_for(&query.name);
         if names.is_empty() {
-            return dns::Answer::NxDomain;
+            return dns::Answer::Refused;
         }
         let mut found = self.rr_ip_of(&names);
         if found.is_none() {

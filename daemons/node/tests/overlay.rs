@@ -78,7 +78,18 @@ async fn lifecycle(kind: PlaneKind, subnet: (std::net::Ipv4Addr, std::net::Ipv6A
     let dir = tempfile::tempdir().unwrap();
     let overlay = Overlay::new(kind.clone());
     let real = matches!(kind, PlaneKind::Linux { .. });
+    overlay.set_dns(oakestra_node::overlay::DnsListen::Bridge(0));
     overlay.enable(subnet.0, subnet.1, &[]).await.unwrap();
+    if real {
+        // The DNS responder listens on the bridge address (the instances' gateway).
+        let at = overlay.dns_addr().expect("a DNS responder on the bridge");
+        assert_eq!(at.ip(), std::net::Ipv4Addr::from(u32::from(subnet.0) + 1));
+        let client = tokio::net::UdpSocket::bind("0.0.0.0:0").await.unwrap();
+        let (rcode, _, _) = ask(&client, at, &dns_query(9, "example.com", 1)).await;
+        assert_eq!(rcode, 5, "REFUSED: not a service name");
+    } else {
+        assert_eq!(overlay.dns_addr(), None, "the fake plane has no bridge");
+    }
     let reports = Arc::new(Reports::default());
     let engine = Engine::new(
         Arc::new(FakeRuntime::new(FakeConfig::default()).unwrap()),
@@ -470,11 +481,12 @@ async fn service_names_resolve_to_their_rr_ip_over_real_udp() {
     // AAAA of a known name: NOERROR without answers.
     let (rcode, answers, _) = ask(&client, at, &dns_query(4, "web.ns.app.ns", 28)).await;
     assert_eq!((rcode, answers), (0, 0));
-    // Unknown names: NXDOMAIN (after the cluster stayed silent), also for non-service names.
+    // An unknown service name: NXDOMAIN (after the cluster stayed silent).
     let (rcode, answers, _) = ask(&client, at, &dns_query(5, "nope.ns.app.ns", 1)).await;
     assert_eq!((rcode, answers), (3, 0));
+    // Not a service name at all: REFUSED, so the resolver asks its next nameserver.
     let (rcode, answers, _) = ask(&client, at, &dns_query(6, "example.com", 1)).await;
-    assert_eq!((rcode, answers), (3, 0));
+    assert_eq!((rcode, answers), (5, 0));
     // Garbage with a header: FORMERR.
     let mut compressed = dns_query(7, "a", 1)[..12].to_vec();
     compressed.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1]);
