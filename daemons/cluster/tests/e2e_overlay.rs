@@ -5,7 +5,8 @@
 //! so the test plays the containers: it listens and dials inside those namespaces), report them
 //! to the cluster and fill their proxies through table queries. A client instance on worker 1
 //! reaches the server instance on worker 2 through the server's rr_ip and sees only the rr_ip;
-//! with two server instances, new connections alternate between them (round robin).
+//! with two server instances, new connections alternate between them (round robin); when the
+//! worker of one of them dies, new connections reach the survivor within 15 s.
 //!
 //! Root. A guard kills the workers and deletes their namespaces, also when the test fails.
 
@@ -14,7 +15,7 @@ mod support;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use oakestra_core::model::ServiceRecord;
 use oakestra_net::dataplane::netns;
@@ -78,7 +79,7 @@ impl Drop for Guard {
 struct World {
     admin: oakestra_client::Client,
     tags: [String; 2],
-    _guard: Guard,
+    guard: Guard,
     _root: RootProcess,
     _dirs: Vec<tempfile::TempDir>,
 }
@@ -206,10 +207,28 @@ impl World {
         World {
             admin,
             tags,
-            _guard: guard,
+            guard,
             _root: root,
             _dirs: dirs,
         }
+    }
+
+    /// Kills worker `i`'s `oakestra-node` with SIGKILL, as a crash or a power cut would.
+    fn kill_worker(&mut self, i: usize) {
+        // children: the cluster, then the workers in order.
+        let worker = &mut self.guard.children[1 + i];
+        worker.kill().unwrap();
+        worker.wait().unwrap();
+    }
+
+    /// Total memory of one worker as the cluster sees it (MB).
+    async fn worker_memory_mb(&self) -> u64 {
+        let clusters = self.admin.clusters().await.unwrap();
+        let cluster = clusters
+            .iter()
+            .find(|c| c.cluster_name == "overlay")
+            .unwrap();
+        cluster.memory_in_mb / cluster.active_nodes
     }
 
     /// Namespace of instance `n` of service `svc` of the demo app on worker `i`.
@@ -297,12 +316,43 @@ async fn request(from: &Path, to: SocketAddr) -> Result<(String, SocketAddr), St
     Ok((answer, seen))
 }
 
-fn sla(servers_on: &str) -> String {
-    let microservice = |name: &str, node: &str, rr: &str| {
+/// `count` consecutive new connections from the namespace at `from` to the rr_ip: their
+/// answers, or the first failure.
+async fn answers(from: &Path, count: usize) -> Result<Vec<String>, String> {
+    let mut answers = Vec::new();
+    for _ in 0..count {
+        answers.push(request(from, RR).await?.0);
+    }
+    Ok(answers)
+}
+
+/// Waits until all `instances` server instances answer the client at `from` through the
+/// rr_ip, then asserts that consecutive new connections alternate between them (round robin;
+/// Oakestra picked at random).
+async fn alternating_answers(from: &Path, instances: usize) {
+    eventually("answers from every server instance", || async {
+        let seen: std::collections::BTreeSet<String> = answers(from, 2 * instances)
+            .await
+            .ok()?
+            .into_iter()
+            .collect();
+        (seen.len() == instances).then_some(())
+    })
+    .await;
+    let answers = answers(from, 3 * instances).await.unwrap();
+    for pair in answers.windows(2) {
+        assert_ne!(pair[0], pair[1], "alternating: {answers:?}");
+    }
+}
+
+/// The demo app: the `curl` client on w1 and the `nginx` server on `servers_on` (`;`-joined
+/// hostnames), each server instance asking for `server_memory_mb`.
+fn sla(servers_on: &str, server_memory_mb: u64) -> String {
+    let microservice = |name: &str, node: &str, rr: &str, memory: u64| {
         format!(
             r#"{{"microserviceID": "", "microservice_name": "{name}", "microservice_namespace": "test",
                "virtualization": "container", "code": "docker.io/library/busybox:latest",
-               "memory": 10, "vcpus": 0, "addresses": {{"rr_ip": "{rr}"}},
+               "memory": {memory}, "vcpus": 0, "addresses": {{"rr_ip": "{rr}"}},
                "constraints": [{{"type": "direct", "cluster": "overlay", "node": "{node}"}}]}}"#
         )
     };
@@ -310,8 +360,8 @@ fn sla(servers_on: &str) -> String {
         r#"{{"sla_version": "v2.0", "customerID": "Admin",
   "applications": [{{"applicationID": "", "application_name": "demo", "application_namespace": "test",
     "application_desc": "service IPs", "microservices": [{}, {}]}}]}}"#,
-        microservice("curl", "w1", "10.30.55.54"),
-        microservice("nginx", servers_on, "10.30.55.55"),
+        microservice("curl", "w1", "10.30.55.54", 10),
+        microservice("nginx", servers_on, "10.30.55.55", server_memory_mb),
     )
 }
 
@@ -320,7 +370,9 @@ const RR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(10, 30
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_reaches_a_server_on_another_worker_through_its_rr_ip() {
     let world = World::start(0, &[]).await;
-    let services = world.deploy(&sla("w2"), &[("curl", 1), ("nginx", 1)]).await;
+    let services = world
+        .deploy(&sla("w2", 10), &[("curl", 1), ("nginx", 1)])
+        .await;
     let (client_ns, server_ns) = (world.ns(0, "curl", 0), world.ns(1, "nginx", 0));
     eventually("both instance namespaces", || async {
         (client_ns.exists() && server_ns.exists()).then_some(())
@@ -350,7 +402,9 @@ async fn a_client_reaches_a_server_on_another_worker_through_its_rr_ip() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_connections_to_an_rr_ip_alternate_between_its_instances() {
     let world = World::start(1, &[]).await;
-    world.deploy(&sla("w2"), &[("nginx", 2), ("curl", 1)]).await;
+    world
+        .deploy(&sla("w2", 10), &[("nginx", 2), ("curl", 1)])
+        .await;
     let client_ns = world.ns(0, "curl", 0);
     let servers_ns = [world.ns(1, "nginx", 0), world.ns(1, "nginx", 1)];
     eventually("the client's and both servers' namespaces", || async {
@@ -362,21 +416,61 @@ async fn new_connections_to_an_rr_ip_alternate_between_its_instances() {
     for (n, path) in servers_ns.iter().enumerate() {
         servers.push(serve(path, format!("nginx-{n}"), peers_tx.clone()).await);
     }
-    // Until both instances are in the client worker's table and answer.
-    eventually("answers from both server instances", || async {
-        let mut seen = std::collections::BTreeSet::new();
-        for _ in 0..4 {
-            seen.insert(request(&client_ns, RR).await.ok()?.0);
-        }
-        (seen.len() == 2).then_some(())
-    })
+    alternating_answers(&client_ns, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_a_server_instance_s_worker_dies_new_connections_reach_the_survivor_within_15_s() {
+    // A worker silent for 3 s is dead (the default 10 s would leave too little of the 15 s).
+    let mut world = World::start(2, &["--worker-timeout", "3s"]).await;
+    // Each server instance asks for more than half a worker's memory: the two land on
+    // different workers, and the dead worker's one cannot be placed again on the survivor
+    // (so the survivor is the instance on w1, which the test plays).
+    let server_memory = world.worker_memory_mb().await * 11 / 20;
+    world
+        .deploy(&sla("w1;w2", server_memory), &[("nginx", 2), ("curl", 1)])
+        .await;
+    let client_ns = world.ns(0, "curl", 0);
+    let servers_ns = eventually(
+        "the client's namespace and a server on each worker",
+        || async {
+            let on = |i: usize| (0..2).map(|n| world.ns(i, "nginx", n)).find(|p| p.exists());
+            client_ns.exists().then_some(())?;
+            Some([on(0)?, on(1)?])
+        },
+    )
     .await;
-    // Round robin (Oakestra picked at random): consecutive new connections alternate.
-    let mut answers = Vec::new();
-    for _ in 0..6 {
-        answers.push(request(&client_ns, RR).await.unwrap().0);
+    let (peers_tx, _peers) = tokio::sync::mpsc::unbounded_channel();
+    let mut servers = Vec::new();
+    for (i, path) in servers_ns.iter().enumerate() {
+        servers.push(serve(path, format!("nginx on w{}", i + 1), peers_tx.clone()).await);
     }
-    for pair in answers.windows(2) {
-        assert_ne!(pair[0], pair[1], "alternating: {answers:?}");
+    alternating_answers(&client_ns, 2).await;
+
+    // w2 dies with its server: the worker process is killed and, since with the fake runtime
+    // the instance is the test's listener, that listener goes too.
+    world.kill_worker(1);
+    servers[1].abort();
+    let died = Instant::now();
+    let deadline = died + Duration::from_secs(15);
+    // Every one of 6 consecutive new connections must succeed and reach the survivor, the
+    // first of them starting within 15 s of the death. Each attempt is bounded by the
+    // request timeouts, so the loop ends.
+    loop {
+        let started = Instant::now();
+        assert!(
+            started <= deadline,
+            "15 s after w2 died, new connections through the rr_ip still fail or reach the dead instance"
+        );
+        match answers(&client_ns, 6).await {
+            Ok(answers) if answers.iter().all(|a| a == "nginx on w1") => break,
+            Ok(answers) => eprintln!("{:?} after the death: {answers:?}", died.elapsed()),
+            Err(e) => eprintln!("{:?} after the death: {e}", died.elapsed()),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    eprintln!(
+        "every connection reaches the survivor {:?} after the death",
+        died.elapsed()
+    );
 }
