@@ -78,12 +78,16 @@ async fn lifecycle(kind: PlaneKind, subnet: (std::net::Ipv4Addr, std::net::Ipv6A
     let dir = tempfile::tempdir().unwrap();
     let overlay = Overlay::new(kind.clone());
     let real = matches!(kind, PlaneKind::Linux { .. });
-    overlay.set_dns(oakestra_node::overlay::DnsListen::Bridge(0));
+    // Port 53: `busybox nslookup` below cannot ask another; the bridge address is this test's.
+    overlay.set_dns(oakestra_node::overlay::DnsListen::Bridge(53));
     overlay.enable(subnet.0, subnet.1, &[]).await.unwrap();
+    let bridge = std::net::Ipv4Addr::from(u32::from(subnet.0) + 1);
     if real {
         // The DNS responder listens on the bridge address (the instances' gateway).
-        let at = overlay.dns_addr().expect("a DNS responder on the bridge");
-        assert_eq!(at.ip(), std::net::Ipv4Addr::from(u32::from(subnet.0) + 1));
+        let at = overlay
+            .dns_addr()
+            .expect("a DNS responder on the bridge, udp port 53 (is another DNS server bound to 0.0.0.0:53?)");
+        assert_eq!(at, std::net::SocketAddr::from((bridge, 53)));
         let client = tokio::net::UdpSocket::bind("0.0.0.0:0").await.unwrap();
         let (rcode, _, _) = ask(&client, at, &dns_query(9, "example.com", 1)).await;
         assert_eq!(rcode, 5, "REFUSED: not a service name");
@@ -119,6 +123,42 @@ async fn lifecycle(kind: PlaneKind, subnet: (std::net::Ipv4Addr, std::net::Ipv6A
     assert_eq!(attached[0].ports.len(), 2);
     if real {
         assert!(std::path::Path::new(&path).exists(), "{path}");
+        // From inside the instance's namespace, the service's name resolves to its rr_ip
+        // through the responder on the bridge.
+        overlay.on_table_result(
+            serde_json::from_value(serde_json::json!({
+                "app_name": "app.ns.web.ns", "query_key": "app.ns.web.ns",
+                "instance_list": [{
+                    "instance_number": 0, "namespace_ip": attached[0].ipv4.to_string(),
+                    "host_ip": "192.0.2.1", "host_port": 50103,
+                    "service_ip": [{"IpType": "RR", "Address": "10.30.55.55"},
+                                   {"IpType": "instance_ip", "Address": "10.30.0.3"}]
+                }]
+            }))
+            .unwrap(),
+        );
+        let (netns, server) = (path.clone(), bridge.to_string());
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("timeout")
+                .args([
+                    "20",
+                    "nsenter",
+                    &format!("--net={netns}"),
+                    "busybox",
+                    "nslookup",
+                ])
+                .args(["web.ns.app.ns", &server])
+                .output()
+                .expect("timeout, nsenter and busybox (run scripts/setup)")
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("10.30.55.55"),
+            "nslookup in the instance's namespace: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     // A second instance asking for the same host port fails with the reason, and leaves no
