@@ -274,6 +274,60 @@ pub fn job_names_for(name: &str) -> Vec<String> {
     names
 }
 
+/// Most `nameserver` lines a glibc or musl stub resolver reads.
+const MAX_NAMESERVERS: usize = 3;
+
+/// The `resolv.conf` of an instance whose namespace hangs off the bridge at `bridge`, where the
+/// responder listens on port 53: the responder first (it answers service names and refuses
+/// every other name, so the resolver goes on to the next server), then the host's own
+/// nameservers from `host_resolv_conf` (the host's file) that an instance can reach — not
+/// loopback ones such as systemd-resolved's 127.0.0.53, which lives in the host's namespace —
+/// and the host's `search` / `domain` line. `instance` names the instance in the comment.
+///
+/// ```
+/// use oakestra_net::dns::resolv_conf;
+/// let host = "nameserver 127.0.0.53\nnameserver 192.168.1.1\nsearch lan\n";
+/// let file = resolv_conf("10.18.0.1".parse().unwrap(), host, "app.ns.web.ns.0");
+/// let lines: Vec<&str> = file.lines().filter(|l| !l.starts_with('#')).collect();
+/// assert_eq!(lines, ["nameserver 10.18.0.1", "nameserver 192.168.1.1", "search lan", "options timeout:2 attempts:2"]);
+/// ```
+pub fn resolv_conf(bridge: Ipv4Addr, host_resolv_conf: &str, instance: &str) -> String {
+    let mut out = format!(
+        "# Written by oakestra-node for instance {instance}. The first nameserver is the\n\
+         # overlay's DNS responder: it answers <service>.<servicens>.<app>.<appns> with the\n\
+         # service's rr_ip and refuses other names, which the host's resolvers below answer.\n\
+         nameserver {bridge}\n"
+    );
+    let mut servers = 1;
+    let mut search = None;
+    for line in host_resolv_conf.lines() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("nameserver") => {
+                let Some(Ok(ip)) = words.next().map(str::parse::<std::net::IpAddr>) else {
+                    continue;
+                };
+                if servers < MAX_NAMESERVERS
+                    && !ip.is_loopback()
+                    && ip != std::net::IpAddr::V4(bridge)
+                {
+                    out.push_str(&format!("nameserver {ip}\n"));
+                    servers += 1;
+                }
+            }
+            // The last `search` or `domain` line wins, as in the resolvers.
+            Some("search") | Some("domain") => search = Some(line.trim().to_owned()),
+            _ => {}
+        }
+    }
+    if let Some(search) = search {
+        out.push_str(&search);
+        out.push('\n');
+    }
+    out.push_str("options timeout:2 attempts:2\n");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,5 +464,39 @@ mod tests {
             prop_assert_eq!(&q.name, &name);
             prop_assert_eq!(q.qtype, qtype);
         }
+    }
+
+    #[test]
+    fn resolv_conf_puts_the_responder_first_and_keeps_reachable_host_servers() {
+        let host = "# comment\nnameserver 127.0.0.53\nnameserver ::1\nnameserver 9.9.9.9\n\
+                    nameserver 2001:db8::1\nnameserver 1.1.1.1\nnameserver 8.8.8.8\n\
+                    domain old\nsearch corp.example lan\noptions edns0\n";
+        let file = resolv_conf(Ipv4Addr::new(10, 18, 0, 65), host, "a.b.c.d.3");
+        let lines: Vec<&str> = file.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            lines,
+            [
+                "nameserver 10.18.0.65",
+                "nameserver 9.9.9.9",
+                "nameserver 2001:db8::1",
+                "search corp.example lan",
+                "options timeout:2 attempts:2",
+            ]
+        );
+        assert!(file.contains("instance a.b.c.d.3"));
+    }
+
+    #[test]
+    fn resolv_conf_without_host_servers_has_only_the_responder() {
+        let file = resolv_conf(
+            Ipv4Addr::new(10, 18, 0, 1),
+            "garbage\nnameserver nope\n",
+            "x",
+        );
+        let lines: Vec<&str> = file.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            lines,
+            ["nameserver 10.18.0.1", "options timeout:2 attempts:2"]
+        );
     }
 }

@@ -8,8 +8,16 @@
 //! with two server instances, new connections alternate between them (round robin); when the
 //! worker of one of them dies, new connections reach the survivor within 15 s.
 //!
+//! The Oakestra demo runs for real too: each worker with a containerd of its own, the
+//! clientsrvr app's `nginx` (the busybox httpd test image) on one worker and its `curl`
+//! (busybox `wget` in a loop) on the other; the client's log, read through the API, shows the
+//! server's page fetched through 10.30.55.55, the server's name resolves through the overlay
+//! DNS, its port mapping answers from outside the worker, and undeploying leaves nothing.
+//!
 //! Root. A guard kills the workers and deletes their namespaces, also when the test fails.
 
+#[path = "../../../oakestra-runtime/tests/containerd_support/mod.rs"]
+mod containerd_support;
 mod support;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -53,6 +61,8 @@ struct Guard {
     hosts: Vec<String>,
     links: Vec<String>,
     prefixes: Vec<String>,
+    /// Directories of the workers' own containerds.
+    containerds: Vec<PathBuf>,
 }
 
 impl Drop for Guard {
@@ -60,6 +70,9 @@ impl Drop for Guard {
         for c in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        for dir in &self.containerds {
+            containerd_support::stop_containerd(dir);
         }
         for prefix in &self.prefixes {
             for ns in netns::list(prefix).unwrap_or_default() {
@@ -75,10 +88,23 @@ impl Drop for Guard {
     }
 }
 
+/// What the workers run instances with.
+enum Workers {
+    /// The fake runtime: the test plays the containers in their namespaces.
+    Fake,
+    /// Real containers: each worker gets a containerd of its own and pulls from the plain-HTTP
+    /// registry at this port of the host (`containerd_support::open_registry`).
+    Containerd { registry_port: u16 },
+}
+
 /// One test's world: root, cluster and two workers, each worker in its own host namespace.
 struct World {
     admin: oakestra_client::Client,
     tags: [String; 2],
+    /// The host's address on each worker's link (how a worker reaches this host).
+    host_side: [Ipv4Addr; 2],
+    /// Each worker's own address (in its host namespace).
+    worker_side: [Ipv4Addr; 2],
     guard: Guard,
     _root: RootProcess,
     _dirs: Vec<tempfile::TempDir>,
@@ -87,6 +113,11 @@ struct World {
 impl World {
     /// `slot` (0–63) keeps parallel tests apart; `cluster_args` go to the cluster.
     async fn start(slot: u8, cluster_args: &[&str]) -> World {
+        Self::start_with(slot, cluster_args, Workers::Fake).await
+    }
+
+    /// [`World::start`] with workers that run `workers`.
+    async fn start_with(slot: u8, cluster_args: &[&str], workers: Workers) -> World {
         let pid = std::process::id();
         let tags = [0, 1].map(|i| format!("e{}{}{}", pid % 10_000, slot, ["a", "b"][i]));
         let hosts = tags.clone().map(|t| format!("{t}h"));
@@ -95,6 +126,7 @@ impl World {
             hosts: hosts.to_vec(),
             links: tags.iter().map(|t| format!("{t}x")).collect(),
             prefixes: tags.iter().map(|t| format!("{t}-")).collect(),
+            containerds: Vec::new(),
         };
         // Each worker's host namespace hangs off this host by a /30 in 198.18.0.0/15 (the
         // oakestra-net tests use 100.64.0.0/10).
@@ -151,6 +183,22 @@ impl World {
         let mut dirs = vec![root_dir, cluster_dir];
         for (i, host) in hosts.iter().enumerate() {
             let dir = tempfile::tempdir().unwrap();
+            let runtime: Vec<String> = match workers {
+                Workers::Fake => vec!["--runtime".into(), "fake".into()],
+                Workers::Containerd { registry_port } => {
+                    let containerd = PathBuf::from(format!("/run/oakestra-test/ctrd-{}", tags[i]));
+                    guard.containerds.push(containerd.clone());
+                    let socket = containerd_support::containerd_in(&containerd);
+                    vec![
+                        "--runtime".into(),
+                        "containerd".into(),
+                        "--containerd-socket".into(),
+                        socket.display().to_string(),
+                        "--insecure-registry".into(),
+                        format!("{}:{registry_port}", here(0)),
+                    ]
+                }
+            };
             // nsenter joins only the network namespace (`ip netns exec` would also give the
             // worker a mount namespace of its own, hiding its instance namespaces from us).
             let child = Command::new("nsenter")
@@ -158,14 +206,8 @@ impl World {
                 .arg(binary("oakestra-node"))
                 .args(["--cluster", &format!("{}:{http}", here(i))])
                 .args(["--token", worker_token, "--name", ["w1", "w2"][i]])
-                .args([
-                    "--runtime",
-                    "fake",
-                    "--overlay",
-                    "on",
-                    "--overlay-tag",
-                    &tags[i],
-                ])
+                .args(&runtime)
+                .args(["--overlay", "on", "--overlay-tag", &tags[i]])
                 .args(["--advertise-ip", &there(i).to_string()])
                 .args(["--metrics-listen", &format!("{}:10101", there(i))])
                 .args(["--report-interval", "500ms"])
@@ -207,6 +249,8 @@ impl World {
         World {
             admin,
             tags,
+            host_side: [here(0), here(1)],
+            worker_side: [there(0), there(1)],
             guard,
             _root: root,
             _dirs: dirs,
@@ -473,4 +517,185 @@ async fn when_a_server_instance_s_worker_dies_new_connections_reach_the_survivor
         "every connection reaches the survivor {:?} after the death",
         died.elapsed()
     );
+}
+
+/// Output of a command run in the host namespace of worker `i` (its iptables, its links).
+fn on_worker(world: &World, i: usize, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &world.guard.hosts[i]])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What the workers still hold of instances: namespaces, `/etc/netns` files, veths, DNAT
+/// rules, containers.
+fn leftovers(world: &World) -> Vec<String> {
+    let mut left = Vec::new();
+    for (i, tag) in world.tags.iter().enumerate() {
+        let prefix = format!("{tag}-");
+        left.extend(
+            netns::list(&prefix)
+                .unwrap()
+                .into_iter()
+                .map(|n| format!("namespace {n}")),
+        );
+        if let Ok(dir) = std::fs::read_dir(netns::ETC_NETNS_DIR) {
+            for e in dir.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&prefix) {
+                    left.push(format!("{}/{name}", netns::ETC_NETNS_DIR));
+                }
+            }
+        }
+        for link in on_worker(world, i, &["ip", "-o", "link", "show"]).lines() {
+            let name = link.split(": ").nth(1).unwrap_or_default();
+            if name.starts_with(&format!("{tag}v")) || name.starts_with(&format!("{tag}p")) {
+                left.push(format!("veth {name} on w{}", i + 1));
+            }
+        }
+        for table in ["nat", "filter"] {
+            for rule in on_worker(world, i, &["iptables", "-w", "10", "-t", table, "-S"]).lines() {
+                if rule.contains(&format!("{tag}:")) {
+                    left.push(format!("rule on w{}: {rule}", i + 1));
+                }
+            }
+        }
+        let socket = world.guard.containerds[i].join("containerd.sock");
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(&socket)
+            .args(["-n", "oakestra", "containers", "ls", "-q"])
+            .output()
+            .unwrap();
+        for c in String::from_utf8_lossy(&out.stdout).lines() {
+            left.push(format!("container {c} on w{}", i + 1));
+        }
+    }
+    left
+}
+
+/// The demo with real containers, each worker with its own containerd: `nginx` (the busybox
+/// httpd image, naming itself) on w2 with rr_ip 10.30.55.55 and port mapping 8080:80, `curl`
+/// (busybox `nc` and `nslookup` in a loop; the static busybox's `wget` crashes in a rootfs
+/// without glibc's NSS files) on w1.
+fn clientsrvr_sla(image: &str) -> serde_json::Value {
+    let client = r"while true; do printf 'GET / HTTP/1.0\r\n\r\n' | nc 10.30.55.55 80; nslookup nginx.test.demo.test; sleep 1; done";
+    let service = |name: &str, node: &str| {
+        serde_json::json!({
+            "microserviceID": "", "microservice_name": name, "microservice_namespace": "test",
+            "virtualization": "container", "code": image, "memory": 32, "vcpus": 0,
+            "constraints": [{"type": "direct", "cluster": "overlay", "node": node}]
+        })
+    };
+    let mut curl = service("curl", "w1");
+    curl["cmd"] = serde_json::json!(["sh", "-c", client]);
+    let mut nginx = service("nginx", "w2");
+    nginx["environment"] = serde_json::json!(["INSTANCE_NAME=nginx-on-w2"]);
+    nginx["port"] = "8080:80".into();
+    nginx["addresses"] = serde_json::json!({"rr_ip": "10.30.55.55"});
+    serde_json::json!({
+        "sla_version": "v2.0", "customerID": "Admin",
+        "applications": [{
+            "applicationID": "", "application_name": "demo", "application_namespace": "test",
+            "application_desc": "the clientsrvr demo", "microservices": [curl, nginx]
+        }]
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clientsrvr_demo_runs_in_real_containers_across_two_workers() {
+    let registry = containerd_support::open_registry();
+    let registry_port: u16 = registry.rsplit(':').next().unwrap().parse().unwrap();
+    let pushed = containerd_support::push(
+        &registry,
+        "oaktest/demo",
+        "v1",
+        &containerd_support::build_image("overlay-demo"),
+    )
+    .await;
+    let world = World::start_with(3, &[], Workers::Containerd { registry_port }).await;
+    // The workers pull through the host's address on their link.
+    let image = pushed.replacen(
+        &registry,
+        &format!("{}:{registry_port}", world.host_side[0]),
+        1,
+    );
+    let services = world
+        .deploy(
+            &clientsrvr_sla(&image).to_string(),
+            &[("nginx", 1), ("curl", 1)],
+        )
+        .await;
+    let id = |name: &str| {
+        services
+            .iter()
+            .find(|s| s.service_name == name)
+            .unwrap()
+            .id
+            .to_string()
+    };
+    let (curl, nginx) = (id("curl"), id("nginx"));
+
+    // The client's own output, read through the API: the server's page through the rr_ip,
+    // and the server's name resolved by the overlay DNS (its resolv.conf points there).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let logs = loop {
+        let logs = world.admin.logs(&curl, 0, Some(200)).await;
+        if let Ok(logs) = &logs
+            && logs.contains("hello from nginx-on-w2")
+            && logs.contains("Address: 10.30.55.55")
+        {
+            break logs.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "60 s after the deploy the client's log lacks the page or the name: {logs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!("client log:\n{logs}");
+
+    // Port mapping: from outside the worker (this host), the worker's port 8080.
+    let outside = SocketAddr::from((world.worker_side[1], 8080));
+    let page = eventually("the server on the worker's port 8080", || async {
+        let mut s = tokio::net::TcpStream::connect(outside).await.ok()?;
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.ok()?;
+        let mut page = String::new();
+        s.read_to_string(&mut page).await.ok()?;
+        Some(page)
+    })
+    .await;
+    assert!(page.contains("hello from nginx-on-w2"), "{page}");
+
+    let server = world.admin.service(&nginx).await.unwrap();
+    assert_eq!(
+        server
+            .instance(0)
+            .unwrap()
+            .status
+            .map(|s| s.to_string())
+            .as_deref(),
+        Some("RUNNING"),
+        "{server:?}"
+    );
+    // Undeploying the application leaves nothing of its instances on either worker.
+    world
+        .admin
+        .delete_application(&server.application_id.to_string())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = leftovers(&world);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "60 s after the undeploy: {left:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

@@ -457,6 +457,7 @@ impl Overlay {
             .await
             .map_err(|e| format!("network of {id}: {e}"))?;
         tracing::info!(instance = %id, ipv4 = %attachment.ipv4, "instance network ready");
+        self.write_resolv_conf(&id, &attachment.netns);
         self.paths()
             .insert(id.to_string(), attachment.netns.display().to_string());
         // Tell the cluster where the instance is, and load the service's own entries (the
@@ -484,6 +485,31 @@ impl Overlay {
             });
         }
         Ok(())
+    }
+
+    /// Points the instance's resolver at the DNS responder: `/etc/netns/<namespace>/
+    /// resolv.conf`, which the container runtime mounts as the container's
+    /// `/etc/resolv.conf` (and `ip netns exec` uses too). Only when the responder listens on
+    /// the bridge at port 53, since `resolv.conf` cannot name a port; otherwise the container
+    /// keeps the host's file. Removed with the namespace.
+    fn write_resolv_conf(&self, id: &InstanceId, netns: &std::path::Path) {
+        let Some(at) = self.dns_addr() else { return };
+        let (std::net::IpAddr::V4(bridge), 53, PlaneKind::Linux { .. }) =
+            (at.ip(), at.port(), &self.kind)
+        else {
+            return;
+        };
+        let Some(name) = netns.file_name().and_then(|n| n.to_str()) else {
+            return;
+        };
+        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let contents = dns::resolv_conf(bridge, &host, &id.to_string());
+        match oakestra_net::dataplane::netns::write_resolv_conf(name, &contents) {
+            Ok(path) => tracing::debug!(instance = %id, path = %path.display(), "resolv.conf"),
+            Err(e) => {
+                tracing::warn!(instance = %id, "writing its resolv.conf: {e}; it uses the host's")
+            }
+        }
     }
 
     /// After an instance was removed: its network goes too.

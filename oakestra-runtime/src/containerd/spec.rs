@@ -188,6 +188,19 @@ fn user(image: &ImageConfig) -> (u32, u32) {
     (uid, gid)
 }
 
+/// Where iproute2's convention keeps a namespace's own copy of `/etc/<file>`:
+/// `/etc/netns/<name>/<file>` for a container joining `/run/netns/<name>` (what `ip netns exec`
+/// bind-mounts too). The worker's overlay writes the instance's `resolv.conf` there, pointing
+/// at its DNS responder.
+pub fn namespace_file(network: &NetworkSetup, file: &str) -> Option<std::path::PathBuf> {
+    let NetworkSetup::Join(path) = network else {
+        return None;
+    };
+    let name = Path::new(path).file_name()?;
+    let file = Path::new(file).file_name()?;
+    Some(Path::new("/etc/netns").join(name).join(file))
+}
+
 /// The runtime spec JSON. `cgroups_path` is the container's cgroup (cgroupfs form).
 pub fn runtime_spec(
     spec: &InstanceSpec,
@@ -228,8 +241,11 @@ pub fn runtime_spec(
     }
     mounts.push(json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}));
     for file in ["/etc/resolv.conf", "/etc/hosts"] {
-        if Path::new(file).exists() {
-            mounts.push(json!({"destination": file, "type": "bind", "source": file, "options": ["rbind", "ro"]}));
+        let source = namespace_file(network, file)
+            .filter(|f| f.exists())
+            .unwrap_or_else(|| Path::new(file).to_path_buf());
+        if source.exists() {
+            mounts.push(json!({"destination": file, "type": "bind", "source": source, "options": ["rbind", "ro"]}));
         }
     }
 
@@ -380,6 +396,22 @@ mod tests {
             ns.iter()
                 .any(|n| n["type"] == "network" && n.get("path").is_none())
         );
+    }
+
+    #[test]
+    fn a_joined_namespace_gets_its_own_resolv_conf_by_iproute2_convention() {
+        let joined = NetworkSetup::Join("/var/run/netns/tag-app.ns.web.ns.0".into());
+        assert_eq!(
+            namespace_file(&joined, "/etc/resolv.conf"),
+            Some(std::path::PathBuf::from(
+                "/etc/netns/tag-app.ns.web.ns.0/resolv.conf"
+            ))
+        );
+        assert_eq!(
+            namespace_file(&NetworkSetup::Isolated, "/etc/resolv.conf"),
+            None
+        );
+        assert_eq!(namespace_file(&NetworkSetup::Host, "/etc/hosts"), None);
     }
 
     #[test]

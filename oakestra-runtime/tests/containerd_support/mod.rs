@@ -97,13 +97,79 @@ pub fn fixtures() -> Fixtures {
         .clone()
 }
 
+/// A containerd of its own with root, state and socket under `dir` (a worker of a multi-worker
+/// test; stop it with [`stop_containerd`]). Returns its socket.
+pub fn containerd_in(dir: &Path) -> PathBuf {
+    PathBuf::from(run_script(
+        "containerd.sh",
+        &[("OAK_TEST_CONTAINERD_DIR", &dir.display().to_string())],
+    ))
+}
+
+/// Stops what [`containerd_in`] started: every task of every namespace killed and removed
+/// (their shims exit with them), then the daemon; the directory is removed. Best effort, for
+/// test guards.
+pub fn stop_containerd(dir: &Path) {
+    let sock = dir.join("containerd.sock").display().to_string();
+    let ctr = |args: &[&str]| {
+        Command::new("timeout")
+            .arg("20")
+            .args(["ctr", "--address", &sock])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    for ns in ctr(&["namespaces", "ls", "-q"]).lines() {
+        for task in ctr(&["-n", ns, "tasks", "ls", "-q"]).lines() {
+            ctr(&["-n", ns, "tasks", "kill", "-s", "SIGKILL", task]);
+            ctr(&["-n", ns, "tasks", "rm", "-f", task]);
+        }
+        for container in ctr(&["-n", ns, "containers", "ls", "-q"]).lines() {
+            ctr(&["-n", ns, "containers", "rm", container]);
+        }
+    }
+    if let Ok(pid) = std::fs::read_to_string(dir.join("pid")) {
+        let _ = Command::new("kill").arg(pid.trim()).output();
+        // Test guards call this from `Drop`, outside any async context.
+        #[allow(clippy::disallowed_methods)]
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Mounts left under the root (snapshots) would keep the directory.
+    let _ = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "grep -o ' {}/[^ ]*' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l",
+                dir.display()
+            ),
+        ])
+        .output();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A plain-HTTP registry listening on every address (port 5057, its own data directory), for
+/// workers in network namespaces of their own that reach this host through a veth. Returns
+/// `127.0.0.1:5057`, where this host pushes to it.
+pub fn open_registry() -> String {
+    run_script(
+        "registry.sh",
+        &[
+            ("OAK_TEST_REGISTRY_PORT", "5057"),
+            ("OAK_TEST_REGISTRY_DIR", "/run/oakestra-test/registry-open"),
+            ("OAK_TEST_REGISTRY_LISTEN", "0.0.0.0"),
+        ],
+    )
+}
+
 /// Busybox from Debian's `busybox-static`.
 pub const BUSYBOX: &str = "/bin/busybox";
 
 /// Applets linked in the test image.
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "sleep", "httpd", "env", "ls", "mkdir", "true", "false", "dd", "head",
-    "tail", "yes", "hostname", "wget", "seq", "rm", "ps", "kill", "trap",
+    "tail", "yes", "hostname", "wget", "nslookup", "nc", "printf", "seq", "rm", "ps", "kill",
+    "trap",
 ];
 
 /// What the image runs by default: an httpd serving a page that names the instance.

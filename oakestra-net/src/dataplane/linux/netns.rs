@@ -21,6 +21,28 @@ pub fn path_of(name: &str) -> PathBuf {
     Path::new(NETNS_DIR).join(name)
 }
 
+/// Where files for the processes of a namespace live, by iproute2's convention: `ip netns
+/// exec <name>` bind-mounts `/etc/netns/<name>/resolv.conf` over `/etc/resolv.conf`, and the
+/// worker's container runtime does the same for a container that joins the namespace.
+pub const ETC_NETNS_DIR: &str = "/etc/netns";
+
+/// `/etc/netns/<name>`.
+pub fn etc_dir(name: &str) -> PathBuf {
+    Path::new(ETC_NETNS_DIR).join(name)
+}
+
+/// Writes `/etc/netns/<name>/resolv.conf` (atomically: readers see the old or the new file).
+/// [`delete`] removes it with the namespace.
+pub fn write_resolv_conf(name: &str, contents: &str) -> io::Result<PathBuf> {
+    let dir = etc_dir(name);
+    fs::create_dir_all(&dir)?;
+    let path = dir.join("resolv.conf");
+    let tmp = dir.join(".resolv.conf.tmp");
+    fs::write(&tmp, contents)?;
+    fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
 fn io_err(e: nix::Error) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
 }
@@ -67,17 +89,27 @@ pub fn create(name: &str) -> io::Result<PathBuf> {
     Ok(path)
 }
 
-/// Removes namespace `name` (unmounts and deletes its file). Missing is fine. The kernel frees
-/// the namespace, and the interfaces in it, once nothing else holds it.
+/// Removes namespace `name` (unmounts and deletes its file, and its `/etc/netns/<name>`
+/// files when it lives in [`NETNS_DIR`]). Missing is fine. The kernel frees the namespace,
+/// and the interfaces in it, once nothing else holds it.
 pub fn delete(path: &Path) -> io::Result<()> {
     match nix::mount::umount2(path, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
         Err(e) => return Err(io_err(e)),
     }
     match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
     }
+    if let (Some(parent), Some(name)) = (path.parent(), path.file_name())
+        && parent == Path::new(NETNS_DIR)
+    {
+        match fs::remove_dir_all(Path::new(ETC_NETNS_DIR).join(name)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Names of the namespaces under [`NETNS_DIR`] that start with `prefix`.
