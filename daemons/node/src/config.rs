@@ -116,8 +116,8 @@ pub enum RuntimeKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OverlayMode {
-    /// On when containers run in containerd (runtime `containerd`, or `auto` with containerd
-    /// found); a host where it cannot be set up runs the containers without it (warning).
+    /// On with a real runtime (`containerd`, `unikernel` or `auto`); a host where it cannot be
+    /// set up runs the instances without it (warning).
     #[default]
     Auto,
     /// Always on; the worker does not start when the host network cannot be set up.

@@ -97,8 +97,8 @@ fn overlay_for(config: &Config) -> Result<Option<Arc<overlay::Overlay>>, NodeErr
         OverlayMode::Fake => overlay::PlaneKind::Fake,
         OverlayMode::On => linux()?,
         OverlayMode::Auto => match config.runtime {
-            RuntimeKind::Containerd | RuntimeKind::Auto => linux()?,
-            RuntimeKind::Unikernel | RuntimeKind::Fake => return Ok(None),
+            RuntimeKind::Containerd | RuntimeKind::Auto | RuntimeKind::Unikernel => linux()?,
+            RuntimeKind::Fake => return Ok(None),
         },
     };
     Ok(Some(overlay::Overlay::new(kind)))
@@ -195,10 +195,15 @@ pub fn unikernel_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
     short
 }
 
-fn unikernel_runtime(config: &Config) -> Result<UnikernelRuntime, NodeError> {
-    Ok(UnikernelRuntime::new(UnikernelConfig::new(unikernel_dir(
-        &config.data_dir,
-    )))?)
+fn unikernel_runtime(
+    config: &Config,
+    net: Option<&oakestra_runtime::unikernel::GuestNetResolver>,
+) -> Result<UnikernelRuntime, NodeError> {
+    let runtime = UnikernelRuntime::new(UnikernelConfig::new(unikernel_dir(&config.data_dir)))?;
+    if let Some(net) = net {
+        runtime.set_network_resolver(Arc::clone(net));
+    }
+    Ok(runtime)
 }
 
 /// The runtime `config` asks for. `auto` routes between containerd (when its socket answers)
@@ -206,6 +211,7 @@ fn unikernel_runtime(config: &Config) -> Result<UnikernelRuntime, NodeError> {
 async fn build_runtime(
     config: &Config,
     netns: Option<oakestra_runtime::containerd::NetnsResolver>,
+    guest_net: Option<oakestra_runtime::unikernel::GuestNetResolver>,
 ) -> Result<Arc<dyn Runtime>, NodeError> {
     match config.runtime {
         RuntimeKind::Fake => {
@@ -241,7 +247,7 @@ async fn build_runtime(
                         .into(),
                 ));
             }
-            Ok(Arc::new(unikernel_runtime(config)?))
+            Ok(Arc::new(unikernel_runtime(config, guest_net.as_ref())?))
         }
         RuntimeKind::Auto => {
             let mut runtimes: Vec<Arc<dyn Runtime>> = Vec::new();
@@ -265,7 +271,7 @@ async fn build_runtime(
                     }
                 };
             if unikernel_available() {
-                let runtime = unikernel_runtime(config)?;
+                let runtime = unikernel_runtime(config, guest_net.as_ref())?;
                 tracing::info!(dir = %runtime.config().data_dir.display(), "unikernels run in qemu");
                 runtimes.push(Arc::new(runtime));
             } else {
@@ -296,7 +302,12 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
     let file = StateFile::new(&config.data_dir);
     let saved = file.load()?;
     let overlay = overlay_for(&config)?;
-    let runtime = build_runtime(&config, overlay.as_ref().map(|o| o.resolver())).await?;
+    let runtime = build_runtime(
+        &config,
+        overlay.as_ref().map(|o| o.resolver()),
+        overlay.as_ref().map(|o| o.guest_resolver()),
+    )
+    .await?;
     // The overlay comes up now when the worker knows its subnet from before (a restart),
     // keeping the namespaces of the instances that should still run.
     let saved_subnet = saved

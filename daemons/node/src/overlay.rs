@@ -71,6 +71,8 @@ pub struct Overlay {
     plane: OnceLock<Arc<dyn DataPlane>>,
     /// Instance id (`job.n`) → namespace path, read synchronously by the runtime.
     paths: Arc<Mutex<HashMap<String, String>>>,
+    /// Instance id → the network of its virtual machine (unikernels), read by their runtime.
+    guests: Arc<Mutex<HashMap<String, oakestra_runtime::unikernel::GuestNet>>>,
     /// The service-IP proxy's table and flows.
     proxy: OnceLock<Arc<Mutex<Proxy>>>,
     /// `(listen, advertised)` tunnel endpoints; the tunnel starts with the data plane.
@@ -86,13 +88,17 @@ pub struct Overlay {
     this: std::sync::Weak<Overlay>,
 }
 
-/// Does an instance of this virtualization run in a namespace of ours? (Unikernels do not
-/// use the overlay yet.)
+/// Does an instance of this virtualization run in a namespace of ours?
 fn uses_overlay(deploy: &DeployCommand) -> bool {
     matches!(
         deploy.virtualization.to_ascii_lowercase().as_str(),
-        "container" | "docker" | "containerd" | ""
+        "container" | "docker" | "containerd" | "" | "unikernel"
     )
+}
+
+/// Is it a virtual machine (a unikernel), which gets a TAP in its namespace?
+fn is_guest(deploy: &DeployCommand) -> bool {
+    deploy.virtualization.eq_ignore_ascii_case("unikernel")
 }
 
 fn key_of(id: &InstanceId) -> Result<InstanceKey, DataPlaneError> {
@@ -107,6 +113,7 @@ impl Overlay {
             kind,
             plane: OnceLock::new(),
             paths: Arc::new(Mutex::new(HashMap::new())),
+            guests: Arc::new(Mutex::new(HashMap::new())),
             proxy: OnceLock::new(),
             tunnel_at: Mutex::new(None),
             tunnel: Mutex::new(None),
@@ -332,6 +339,19 @@ impl Overlay {
         })
     }
 
+    /// What the unikernel runtime asks for an instance's network (namespace, TAP, guest
+    /// address).
+    pub fn guest_resolver(&self) -> oakestra_runtime::unikernel::GuestNetResolver {
+        let guests = Arc::clone(&self.guests);
+        Arc::new(move |id: &InstanceId| {
+            guests
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&id.to_string())
+                .cloned()
+        })
+    }
+
     /// The data plane, once enabled.
     pub fn plane(&self) -> Option<&Arc<dyn DataPlane>> {
         self.plane.get()
@@ -457,7 +477,25 @@ impl Overlay {
             .await
             .map_err(|e| format!("network of {id}: {e}"))?;
         tracing::info!(instance = %id, ipv4 = %attachment.ipv4, "instance network ready");
-        self.write_resolv_conf(&id, &attachment.netns);
+        if is_guest(deploy) {
+            let guest = plane
+                .add_guest(&key)
+                .await
+                .map_err(|e| format!("network of {id}'s virtual machine: {e}"))?;
+            self.guests
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(
+                    id.to_string(),
+                    oakestra_runtime::unikernel::GuestNet {
+                        netns: attachment.netns.clone(),
+                        tap: guest.tap.clone(),
+                        kernel_arg: guest.kernel_arg(),
+                    },
+                );
+        } else {
+            self.write_resolv_conf(&id, &attachment.netns);
+        }
         self.paths()
             .insert(id.to_string(), attachment.netns.display().to_string());
         // Tell the cluster where the instance is, and load the service's own entries (the
@@ -515,6 +553,10 @@ impl Overlay {
     /// After an instance was removed: its network goes too.
     pub async fn detach(&self, id: &InstanceId) {
         self.paths().remove(&id.to_string());
+        self.guests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id.to_string());
         let Some(plane) = self.plane.get() else {
             return;
         };

@@ -1,11 +1,18 @@
-//! The overlay with real containers: the engine on the test containerd (scripts/fixtures) with
-//! the real data plane. The container runs in the namespace the overlay made for it: its httpd
+//! The overlay with real runtimes. Containers: the engine on the test containerd
+//! (scripts/fixtures) with the real data plane. The container runs in the namespace the overlay made for it: its httpd
 //! answers on the instance's overlay address and, through the DNAT rule of its port mapping, on
 //! the worker's bridge address; delete removes the namespace. Root; its own tag, subnet and
 //! containerd namespace, and a guard that removes everything also on failure.
+//!
+//! Unikernels: the engine on the qemu runtime (the busybox test guest of
+//! scripts/fixtures/unikernel-image.sh) with the real data plane: qemu runs in the instance's
+//! namespace with a virtio-net device on a TAP there; the guest's httpd answers on the instance's
+//! overlay address and through its port mapping, and delete removes namespace and guest.
 
 #[path = "../../../oakestra-runtime/tests/containerd_support/mod.rs"]
 mod containerd_support;
+#[path = "../../../oakestra-runtime/tests/support/mod.rs"]
+mod unikernel_support;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -18,8 +25,8 @@ use oakestra_net::ipam::{Ipv4Subnet, Ipv6Subnet, WorkerSubnets};
 use oakestra_node::engine::{Engine, Reporter};
 use oakestra_node::overlay::{Overlay, PlaneKind};
 use oakestra_node::state::{NodeState, StateFile};
-use oakestra_runtime::InstanceId;
 use oakestra_runtime::containerd::ContainerdRuntime;
+use oakestra_runtime::{InstanceId, Runtime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Debug, Default)]
@@ -166,6 +173,105 @@ async fn a_container_runs_in_its_overlay_namespace_and_is_reachable() {
         )
         .await;
     assert!(overlay.netns_of(&id).is_none());
+    assert!(!attachment.netns.exists(), "namespace removed");
+    assert!(overlay.plane().unwrap().attachments().is_empty());
+    assert!(get(SocketAddr::from((attachment.ipv4, 80))).await.is_err());
+}
+
+/// A free /26 of 10.29.64.0/18 for this process and the real data plane's config on it.
+fn test_network(letter: char) -> (DataPlaneConfig, (std::net::Ipv4Addr, std::net::Ipv6Addr)) {
+    let pid = std::process::id();
+    let slot = 256 + pid % 256;
+    let subnet = (
+        std::net::Ipv4Addr::new(10, 29, (slot / 4) as u8, ((slot % 4) * 64) as u8),
+        format!("fc00::3:{:x}:100", pid % 0xffff)
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap(),
+    );
+    let mut config = DataPlaneConfig::new(WorkerSubnets {
+        ipv4: Ipv4Subnet::new(subnet.0).unwrap(),
+        ipv6: Ipv6Subnet::new(subnet.1).unwrap(),
+    });
+    config.naming = Naming::new(&format!("{letter}{}", pid % 1_000_000)).unwrap();
+    (config, subnet)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unikernel_runs_in_its_overlay_namespace_and_is_reachable() {
+    let server = unikernel_support::serve(unikernel_support::fixture(), Duration::ZERO);
+    let (config, subnet) = test_network('u');
+    let _cleanup = Cleanup(Some(config.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let _guests = unikernel_support::KillGuests(dir.path().to_path_buf());
+    let runtime = oakestra_runtime::unikernel::UnikernelRuntime::new(
+        oakestra_runtime::unikernel::UnikernelConfig::new(dir.path().join("uk")),
+    )
+    .unwrap();
+    let overlay = Overlay::new(PlaneKind::Linux {
+        naming: config.naming.clone(),
+        mtu: DataPlaneConfig::DEFAULT_MTU,
+    });
+    overlay.enable(subnet.0, subnet.1, &[]).await.unwrap();
+    runtime.set_network_resolver(overlay.guest_resolver());
+    let reports = Arc::new(Reports::default());
+    let engine = Engine::new(
+        Arc::new(runtime.clone()),
+        StateFile::new(dir.path()),
+        NodeState::default(),
+        reports.clone(),
+        "127.0.0.1".into(),
+        Duration::from_secs(2),
+    );
+    engine.set_network(overlay.clone());
+    engine.spawn_exit_watcher();
+
+    let host_port = 30_000 + (std::process::id() % 20_000) as u16 + 1;
+    let job = containerd_support::unique("app.ns.uk");
+    let deploy: DeployCommand = serde_json::from_value(serde_json::json!({
+        "_id": "6b026d263370213c22d0dac8", "job_name": job, "instance_number": 0,
+        "image": server.url, "virtualization": "unikernel", "arch": ["amd64"],
+        "cmd": ["console=ttyS0", "oak.marker=overlay"], "memory": 128,
+        "port": format!("{host_port}:80")
+    }))
+    .unwrap();
+    engine.deploy(deploy).await;
+    let status = reports.0.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        status.status,
+        DeploymentStatus::Running,
+        "{}",
+        status.status_detail
+    );
+    let id = InstanceId::new(job.clone(), 0);
+    unikernel_support::wait_for_log(
+        &runtime,
+        &id,
+        "OAK-UNIKERNEL-SERVING",
+        Duration::from_secs(180),
+    )
+    .await;
+    let log = runtime.logs_tail(&id, 1 << 20).await.unwrap_or_default();
+    assert!(
+        log.contains("OAK-UNIKERNEL-NET 192.168.127.2"),
+        "the guest configured its network: {log}"
+    );
+    let attachment = overlay.plane().unwrap().attachments()[0].clone();
+    // The guest is the instance: its httpd answers on the instance's overlay address...
+    let page = get_eventually(SocketAddr::from((attachment.ipv4, 80))).await;
+    assert!(page.contains("unikernel overlay"), "{page}");
+    // ...and through the port mapping on the worker's bridge address.
+    let bridge = std::net::Ipv4Addr::from(u32::from(subnet.0) + 1);
+    let page = get_eventually(SocketAddr::from((bridge, host_port))).await;
+    assert!(page.contains("unikernel overlay"), "{page}");
+
+    engine
+        .delete(
+            serde_json::from_value::<DeleteCommand>(serde_json::json!({
+                "_id": "6b026d263370213c22d0dac8", "job_name": job, "instance_number": 0
+            }))
+            .unwrap(),
+        )
+        .await;
     assert!(!attachment.netns.exists(), "namespace removed");
     assert!(overlay.plane().unwrap().attachments().is_empty());
     assert!(get(SocketAddr::from((attachment.ipv4, 80))).await.is_err());

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
-    Attachment, Bookkeeping, DataPlane, DataPlaneError, InstanceKey, Naming, PortForward,
-    ipv4_offset,
+    Attachment, Bookkeeping, DataPlane, DataPlaneError, GuestNetwork, InstanceKey, Naming,
+    PortForward, ipv4_offset,
 };
 use crate::ipam::WorkerSubnets;
 
@@ -21,6 +21,7 @@ pub struct FakeHost {
 struct HostState {
     host_up: bool,
     networks: BTreeMap<InstanceKey, Attachment>,
+    guests: std::collections::BTreeSet<InstanceKey>,
 }
 
 impl FakeHost {
@@ -33,7 +34,12 @@ impl FakeHost {
         self.lock().host_up
     }
 
-    /// The instance networks on the "host".
+    /// Instances whose namespace has a guest (unikernel) network.
+    pub fn guests(&self) -> Vec<InstanceKey> {
+        self.lock().guests.iter().cloned().collect()
+    }
+
+    /// The attached instance networks.
     pub fn networks(&self) -> Vec<Attachment> {
         self.lock().networks.values().cloned().collect()
     }
@@ -127,7 +133,9 @@ impl DataPlane for FakeDataPlane {
 
     async fn detach(&self, key: &InstanceKey) -> Result<(), DataPlaneError> {
         self.book().remove(key);
-        self.host.lock().networks.remove(key);
+        let mut host = self.host.lock();
+        host.networks.remove(key);
+        host.guests.remove(key);
         Ok(())
     }
 
@@ -139,7 +147,9 @@ impl DataPlane for FakeDataPlane {
                 adopted.push(a);
             } else {
                 self.book().remove(&a.key);
-                self.host.lock().networks.remove(&a.key);
+                let mut host = self.host.lock();
+                host.networks.remove(&a.key);
+                host.guests.remove(&a.key);
             }
         }
         Ok(adopted)
@@ -147,6 +157,17 @@ impl DataPlane for FakeDataPlane {
 
     fn attachments(&self) -> Vec<Attachment> {
         self.book().all()
+    }
+
+    async fn add_guest(&self, key: &InstanceKey) -> Result<GuestNetwork, DataPlaneError> {
+        let mut host = self.host.lock();
+        if !host.networks.contains_key(key) {
+            return Err(DataPlaneError::InvalidInstance(format!(
+                "{key:?} has no network to add a guest to"
+            )));
+        }
+        host.guests.insert(key.clone());
+        Ok(GuestNetwork::standard())
     }
 }
 
@@ -204,6 +225,25 @@ mod tests {
             fake.teardown_host().await.unwrap();
             assert!(host.networks().is_empty());
             assert!(!host.host_up());
+        });
+    }
+
+    #[test]
+    fn guests_need_a_network_and_go_with_it() {
+        block_on(async {
+            let host = FakeHost::default();
+            let fake = FakeDataPlane::on_host(subnets(), host.clone());
+            fake.setup_host().await.unwrap();
+            let k = InstanceKey::new("uk", 0).unwrap();
+            assert!(fake.add_guest(&k).await.is_err(), "no namespace yet");
+            fake.attach(&k, &[]).await.unwrap();
+            let guest = fake.add_guest(&k).await.unwrap();
+            assert_eq!(guest, GuestNetwork::standard());
+            assert_eq!(fake.add_guest(&k).await.unwrap(), guest, "idempotent");
+            assert_eq!(guest.netmask().to_string(), "255.255.255.252");
+            assert_eq!(host.guests(), vec![k.clone()]);
+            fake.detach(&k).await.unwrap();
+            assert!(host.guests().is_empty());
         });
     }
 }

@@ -113,6 +113,60 @@ pub struct Attachment {
     pub ports: Vec<PortForward>,
 }
 
+/// The network of a virtual machine (a unikernel) inside an instance's namespace: qemu, run in
+/// the namespace, attaches its virtio-net device to the TAP device `tap`; the guest has the
+/// fixed private address `guest` with `gateway` (the TAP's own address) as its default route.
+/// Everything that reaches the instance address is forwarded to the guest, and the guest's own
+/// traffic leaves from the instance address, so the guest is the instance to the rest of the
+/// overlay (service IPs, port mappings) without knowing its address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestNetwork {
+    /// TAP device in the namespace.
+    pub tap: String,
+    /// The guest's address.
+    pub guest: Ipv4Addr,
+    /// The TAP's address, the guest's gateway.
+    pub gateway: Ipv4Addr,
+    /// Prefix length of the guest link.
+    pub prefix_len: u8,
+}
+
+impl GuestNetwork {
+    /// The one guest link of every instance namespace (namespaces are apart, so one suffices).
+    pub fn standard() -> Self {
+        Self {
+            tap: "tap0".into(),
+            guest: Ipv4Addr::new(192, 168, 127, 2),
+            gateway: Ipv4Addr::new(192, 168, 127, 1),
+            prefix_len: 30,
+        }
+    }
+
+    /// Netmask of the guest link.
+    pub fn netmask(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::MAX << (32 - u32::from(self.prefix_len)))
+    }
+
+    /// The guest's configuration in the Linux kernel's `ip=` syntax
+    /// (`ip=<client>::<gateway>:<netmask>::eth0:off`), appended to the kernel command line.
+    ///
+    /// ```
+    /// use oakestra_net::dataplane::GuestNetwork;
+    /// assert_eq!(
+    ///     GuestNetwork::standard().kernel_arg(),
+    ///     "ip=192.168.127.2::192.168.127.1:255.255.255.252::eth0:off"
+    /// );
+    /// ```
+    pub fn kernel_arg(&self) -> String {
+        format!(
+            "ip={}::{}:{}::eth0:off",
+            self.guest,
+            self.gateway,
+            self.netmask()
+        )
+    }
+}
+
 /// Names of everything the data plane creates, all derived from one short tag so that several
 /// data planes (tests) can live on one host side by side.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -295,6 +349,10 @@ pub trait DataPlane: Send + Sync + fmt::Debug {
 
     /// The attached instances.
     fn attachments(&self) -> Vec<Attachment>;
+
+    /// Gives an attached instance's namespace the [`GuestNetwork`] a virtual machine (a
+    /// unikernel) runs on. Idempotent; goes with the namespace on [`DataPlane::detach`].
+    async fn add_guest(&self, key: &InstanceKey) -> Result<GuestNetwork, DataPlaneError>;
 }
 
 /// The pure bookkeeping both data planes share: container addresses and port mappings.

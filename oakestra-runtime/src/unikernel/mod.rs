@@ -132,7 +132,22 @@ struct Inner {
     subscribers: Vec<mpsc::UnboundedSender<ExitEvent>>,
 }
 
-#[derive(Debug)]
+/// A unikernel's network: the instance's network namespace (qemu runs in it), the TAP device
+/// there that the guest's virtio-net device uses, and what the guest is told about its address
+/// on the kernel command line (e.g. the Linux `ip=` syntax).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestNet {
+    /// `/run/netns/<name>`.
+    pub netns: PathBuf,
+    /// TAP device in that namespace.
+    pub tap: String,
+    /// Appended to the kernel command line.
+    pub kernel_arg: String,
+}
+
+/// Gives the network of an instance, if it has one (the worker's overlay).
+pub type GuestNetResolver = Arc<dyn Fn(&InstanceId) -> Option<GuestNet> + Send + Sync>;
+
 struct Shared {
     config: UnikernelConfig,
     qemu: Option<PathBuf>,
@@ -140,6 +155,17 @@ struct Shared {
     inner: Mutex<Inner>,
     /// Next incarnation; persisted in `<data>/next_incarnation`.
     next_incarnation: tokio::sync::Mutex<u64>,
+    /// Networks of instances; without it (or without an answer) a guest has no network device.
+    net: Mutex<Option<GuestNetResolver>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("config", &self.config)
+            .field("qemu", &self.qemu)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The qemu unikernel runtime. Cheap to clone (shared state).
@@ -201,6 +227,7 @@ impl UnikernelRuntime {
                 images,
                 inner: Mutex::new(Inner::default()),
                 next_incarnation: tokio::sync::Mutex::new(next),
+                net: Mutex::new(None),
                 config,
             }),
         };
@@ -208,6 +235,22 @@ impl UnikernelRuntime {
             runtime.adopt(dir, meta);
         }
         Ok(runtime)
+    }
+
+    /// Where instances get their network from (the worker's overlay): qemu then runs in the
+    /// instance's namespace with a virtio-net device on its TAP.
+    pub fn set_network_resolver(&self, resolver: GuestNetResolver) {
+        *self.shared.net.lock().unwrap_or_else(|p| p.into_inner()) = Some(resolver);
+    }
+
+    fn guest_net(&self, id: &InstanceId) -> Option<GuestNet> {
+        let resolver = self
+            .shared
+            .net
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        resolver(id)
     }
 
     /// The settings.
@@ -423,13 +466,22 @@ impl UnikernelRuntime {
                 .map_err(|e| fail(format!("copying {}: {e}", source.display())))?;
             shares.push((tag.clone(), copy));
         }
+        let net = self.guest_net(&spec.id);
+        let mut append = spec.cmd.join(" ");
+        if let Some(net) = &net {
+            if !append.is_empty() {
+                append.push(' ');
+            }
+            append.push_str(&net.kernel_arg);
+        }
         let args = qemu::args(&qemu::Launch {
             name: &id_text,
             memory_mb,
             vcpus,
             kernel: &image.kernel,
             initrd: image.initrd.as_deref(),
-            append: spec.cmd.join(" "),
+            append,
+            tap: net.as_ref().map(|n| n.tap.as_str()),
             shares,
             console: &console,
             qmp: &qmp,
@@ -450,7 +502,18 @@ impl UnikernelRuntime {
             qemu_bin.display(),
             args.join(" ")
         );
-        let mut child = tokio::process::Command::new("/bin/sh")
+        // With a network, qemu runs in the instance's namespace, where its TAP is (nsenter
+        // joins it and execs the wrapper, so the process tree is the same).
+        let mut command = match &net {
+            Some(net) => {
+                let mut c = tokio::process::Command::new("nsenter");
+                c.arg(format!("--net={}", net.netns.display()))
+                    .arg("/bin/sh");
+                c
+            }
+            None => tokio::process::Command::new("/bin/sh"),
+        };
+        let mut child = command
             .arg("-c")
             .arg(WRAPPER)
             .arg("oakestra-unikernel")

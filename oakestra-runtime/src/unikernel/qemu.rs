@@ -170,6 +170,8 @@ pub struct Launch<'a> {
     pub pidfile: &'a Path,
     /// KVM or TCG.
     pub kvm: bool,
+    /// A TAP device (in the network namespace qemu runs in) for a virtio-net device.
+    pub tap: Option<&'a str>,
 }
 
 /// qemu's arguments for `launch`.
@@ -204,6 +206,14 @@ pub fn args(launch: &Launch<'_>) -> Vec<String> {
     }
     if !launch.append.is_empty() {
         args.extend(["-append".into(), launch.append.clone()]);
+    }
+    if let Some(tap) = launch.tap {
+        args.extend([
+            "-netdev".into(),
+            format!("tap,id=net0,ifname={tap},script=no,downscript=no"),
+            "-device".into(),
+            "virtio-net-pci,netdev=net0".into(),
+        ]);
     }
     for (tag, dir) in &launch.shares {
         args.extend([
@@ -291,6 +301,7 @@ mod tests {
             qmp: p("/q/x.sock"),
             pidfile: p("/i/qemu.pid"),
             kvm: false,
+            tap: Some("tap0"),
         })
         .join(" ");
         for part in [
@@ -303,6 +314,8 @@ mod tests {
             "-qmp unix:/q/x.sock,server=on,wait=off",
             "-fsdev local,id=fs0,path=/i/files,security_model=none",
             "-device virtio-9p-pci,fsdev=fs0,mount_tag=fs0",
+            "-netdev tap,id=net0,ifname=tap0,script=no,downscript=no",
+            "-device virtio-net-pci,netdev=net0",
         ] {
             assert!(args.contains(part), "{part} missing in {args}");
         }

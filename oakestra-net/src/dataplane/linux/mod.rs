@@ -15,8 +15,8 @@ use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::{
-    Attachment, Bookkeeping, DataPlane, DataPlaneConfig, DataPlaneError, InstanceKey, Naming,
-    PortForward, ipv4_offset,
+    Attachment, Bookkeeping, DataPlane, DataPlaneConfig, DataPlaneError, GuestNetwork, InstanceKey,
+    Naming, PortForward, ipv4_offset,
 };
 use crate::ipam::{
     ContainerAddresses, WORKER_SUBNET_IPV4_PREFIX_LEN, WORKER_SUBNET_IPV6_PREFIX_LEN, WorkerSubnets,
@@ -525,6 +525,107 @@ impl DataPlane for LinuxDataPlane {
     fn attachments(&self) -> Vec<Attachment> {
         self.book.try_lock().map(|b| b.all()).unwrap_or_default()
     }
+
+    async fn add_guest(&self, key: &InstanceKey) -> Result<GuestNetwork, DataPlaneError> {
+        let path = self.netns_path(key);
+        if !path.exists() {
+            return Err(DataPlaneError::InvalidInstance(format!(
+                "{key} has no network namespace to add a guest to"
+            )));
+        }
+        let guest = GuestNetwork::standard();
+        let (inside, mtu) = (guest.clone(), self.config.mtu);
+        netns::run_async_in(&path, move || guest_inside(inside, mtu))
+            .await
+            .map_err(io(format!("enter {}", path.display())))??;
+        tracing::info!(instance = %key, tap = %guest.tap, guest = %guest.guest, "guest network ready");
+        Ok(guest)
+    }
+}
+
+/// Inside an instance's namespace (on a thread that joined it): the persistent TAP with the
+/// gateway address, forwarding on, every connection to the instance address (arriving on
+/// `eth0`) sent on to the guest, and the guest's traffic leaving from the instance address.
+/// Each step is skipped when already done.
+async fn guest_inside(guest: GuestNetwork, mtu: u32) -> Result<(), DataPlaneError> {
+    let (connection, handle, _) =
+        rtnetlink::new_connection().map_err(io("open a netlink socket in the namespace"))?;
+    tokio::spawn(connection);
+    if link_index(&handle, &guest.tap).await?.is_none() {
+        // Persistent: it outlives this descriptor, and qemu opens it by name.
+        let tap = tokio_tun::Tun::builder()
+            .name(&guest.tap)
+            .tap()
+            .persist()
+            .mtu(mtu as i32)
+            .build()
+            .map_err(|e| io(format!("create TAP {}", guest.tap))(std::io::Error::other(e)))?;
+        drop(tap);
+    }
+    let index = link_index(&handle, &guest.tap)
+        .await?
+        .ok_or_else(|| DataPlaneError::Netlink {
+            what: format!("TAP {}", guest.tap),
+            reason: "missing after its creation".into(),
+        })?;
+    match add_address(&handle, index, guest.gateway.into(), guest.prefix_len).await {
+        Ok(()) => {}
+        Err(e) if errno_of(&e) == Some(EEXIST) => {}
+        Err(e) => {
+            return Err(netlink(format!("add {} to {}", guest.gateway, guest.tap))(
+                e,
+            ));
+        }
+    }
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(netlink(format!("set {} up", guest.tap)))?;
+    // Per namespace: this thread's namespace is the one /proc/sys/net shows it.
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+        .map_err(io("enable forwarding in the namespace"))?;
+    let guest_ip = guest.guest.to_string();
+    let rules: [&[&str]; 2] = [
+        &[
+            "PREROUTING",
+            "-i",
+            "eth0",
+            "-j",
+            "DNAT",
+            "--to-destination",
+            &guest_ip,
+        ],
+        &[
+            "POSTROUTING",
+            "-o",
+            "eth0",
+            "-s",
+            &guest_ip,
+            "-j",
+            "MASQUERADE",
+        ],
+    ];
+    for rule in rules {
+        let run = |op: &str| {
+            std::process::Command::new("iptables")
+                .args(["-w", "10", "-t", "nat", op])
+                .args(rule)
+                .output()
+        };
+        let present = run("-C").map_err(io("run iptables"))?.status.success();
+        if !present {
+            let out = run("-A").map_err(io("run iptables"))?;
+            if !out.status.success() {
+                return Err(DataPlaneError::Firewall {
+                    args: format!("-t nat -A {} (in the instance namespace)", rule.join(" ")),
+                    reason: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 impl LinuxDataPlane {
