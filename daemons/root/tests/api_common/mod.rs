@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -55,6 +56,8 @@ pub const CLIENTSRVR: &str = include_str!("../../../../examples/sla-clientsrvr-c
 pub struct Root {
     child: Child,
     pub url: String,
+    /// The cluster-link gRPC address (a fake cluster dials it).
+    pub grpc: SocketAddr,
     pub data_dir: PathBuf,
     pub store: Option<String>,
     /// The MongoDB-wire server, kept alive as long as the root (and across restarts).
@@ -83,10 +86,11 @@ impl Root {
     /// Starts a root with `store` (a redb path or a MongoDB URL), or the embedded default.
     pub fn start_with(data_dir: &Path, store: Option<&str>) -> Self {
         let cmd = Self::command(data_dir, store);
-        let (child, url) = Self::spawn(cmd);
+        let (child, url, grpc) = Self::spawn(cmd);
         Self {
             child,
             url,
+            grpc,
             data_dir: data_dir.to_owned(),
             store: store.map(str::to_owned),
             nx: None,
@@ -109,27 +113,34 @@ impl Root {
         cmd
     }
 
-    fn spawn(mut cmd: Command) -> (Child, String) {
+    /// Starts the root and waits for its two "listening on" lines (REST, then gRPC).
+    fn spawn(mut cmd: Command) -> (Child, String, SocketAddr) {
         let mut child = cmd.spawn().expect("start oakestra-root");
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            let mut url = None;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(url) = line.strip_prefix("oakestra-root: REST API listening on ") {
-                    let _ = tx.send(url.trim().to_owned());
+                if let Some(u) = line.strip_prefix("oakestra-root: REST API listening on ") {
+                    url = Some(u.trim().to_owned());
+                }
+                if let Some(addr) = line.strip_prefix("oakestra-root: cluster gRPC listening on ")
+                    && let (Some(url), Ok(grpc)) = (url.take(), addr.trim().parse::<SocketAddr>())
+                {
+                    let _ = tx.send((url, grpc));
                 }
             }
         });
-        let url = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(url) => url,
+        let (url, grpc) = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addresses) => addresses,
             Err(_) => {
                 let status = child.try_wait();
                 let _ = child.kill();
-                panic!("oakestra-root did not report its address within 60 s (exit: {status:?})");
+                panic!("oakestra-root did not report its addresses within 60 s (exit: {status:?})");
             }
         };
-        (child, url)
+        (child, url, grpc)
     }
 
     /// SIGKILL: no shutdown code runs.
@@ -141,9 +152,10 @@ impl Root {
     /// Starts another root on the same data dir and store.
     pub fn restart(&mut self) {
         self.kill();
-        let (child, url) = Self::spawn(Self::command(&self.data_dir, self.store.as_deref()));
+        let (child, url, grpc) = Self::spawn(Self::command(&self.data_dir, self.store.as_deref()));
         self.child = child;
         self.url = url;
+        self.grpc = grpc;
     }
 
     pub fn pid(&self) -> u32 {
