@@ -60,6 +60,8 @@ pub struct Root {
     pub grpc: SocketAddr,
     pub data_dir: PathBuf,
     pub store: Option<String>,
+    /// Further flags, kept across restarts.
+    pub extra_args: Vec<String>,
     /// The MongoDB-wire server, kept alive as long as the root (and across restarts).
     nx: Option<nx::NxServer>,
 }
@@ -72,11 +74,17 @@ impl Root {
 
     /// Starts a root on `backend` (for MongoDB, a fresh nx-27017 first).
     pub async fn start_on(data_dir: &Path, backend: Backend) -> Self {
+        Self::start_on_with_args(data_dir, backend, &[]).await
+    }
+
+    /// Starts a root on `backend` with further flags (e.g. `--access-token-ttl 2s`).
+    pub async fn start_on_with_args(data_dir: &Path, backend: Backend, args: &[&str]) -> Self {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
         match backend {
-            Backend::Redb => Self::start(data_dir),
+            Backend::Redb => Self::launch(data_dir, None, args),
             Backend::Mongo => {
                 let server = nx::NxServer::start().await;
-                let mut root = Self::start_with(data_dir, Some(&server.url("oakestra")));
+                let mut root = Self::launch(data_dir, Some(&server.url("oakestra")), args);
                 root.nx = Some(server);
                 root
             }
@@ -85,7 +93,11 @@ impl Root {
 
     /// Starts a root with `store` (a redb path or a MongoDB URL), or the embedded default.
     pub fn start_with(data_dir: &Path, store: Option<&str>) -> Self {
-        let cmd = Self::command(data_dir, store);
+        Self::launch(data_dir, store, Vec::new())
+    }
+
+    fn launch(data_dir: &Path, store: Option<&str>, extra_args: Vec<String>) -> Self {
+        let cmd = Self::command(data_dir, store, &extra_args);
         let (child, url, grpc) = Self::spawn(cmd);
         Self {
             child,
@@ -93,11 +105,12 @@ impl Root {
             grpc,
             data_dir: data_dir.to_owned(),
             store: store.map(str::to_owned),
+            extra_args,
             nx: None,
         }
     }
 
-    fn command(data_dir: &Path, store: Option<&str>) -> Command {
+    fn command(data_dir: &Path, store: Option<&str>, extra_args: &[String]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_oakestra-root"));
         cmd.args(["--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"])
             .arg("--data-dir")
@@ -110,6 +123,7 @@ impl Root {
         if let Some(store) = store {
             cmd.args(["--store", store]);
         }
+        cmd.args(extra_args);
         cmd
     }
 
@@ -152,7 +166,11 @@ impl Root {
     /// Starts another root on the same data dir and store.
     pub fn restart(&mut self) {
         self.kill();
-        let (child, url, grpc) = Self::spawn(Self::command(&self.data_dir, self.store.as_deref()));
+        let (child, url, grpc) = Self::spawn(Self::command(
+            &self.data_dir,
+            self.store.as_deref(),
+            &self.extra_args,
+        ));
         self.child = child;
         self.url = url;
         self.grpc = grpc;
