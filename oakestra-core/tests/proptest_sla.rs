@@ -275,9 +275,10 @@ fn microservice(app_index: usize, index: usize) -> impl Strategy<Value = Value> 
                 if rr.is_some() {
                     m.insert(
                         "addresses".into(),
-                        json!({"rr_ip": format!("10.30.{app_index}.{index}"),
+                        // +1: 10.30.0.0 and fdff:2000:: are reserved addresses.
+                        json!({"rr_ip": format!("10.30.{app_index}.{}", index + 1),
                                "rr_ip_v6": std::net::Ipv6Addr::new(
-                                   0xfdff, 0x2000, 0, 0, 0, 0, app_index as u16, index as u16,
+                                   0xfdff, 0x2000, 0, 0, 0, 0, app_index as u16, index as u16 + 1,
                                ).to_string()}),
                     );
                 }

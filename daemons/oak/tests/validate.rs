@@ -68,6 +68,43 @@ fn invalid_descriptor_lists_every_violation_with_its_path_and_exits_1() {
 }
 
 #[test]
+fn rr_addresses_the_root_never_hands_out_are_invalid_with_the_reason() {
+    // Issue 2: these parsed and lay in the range, so `oak validate` said valid and the root
+    // then answered 422 from its IPAM.
+    for (field, address, reason) in [
+        ("rr_ip", "10.30.0.0", "the network address of 10.30.0.0/16"),
+        (
+            "rr_ip",
+            "10.30.255.255",
+            "the broadcast address of 10.30.0.0/16",
+        ),
+        (
+            "rr_ip_v6",
+            "fdff:2000::",
+            "the subnet-router anycast address of fdff:2000::/21",
+        ),
+    ] {
+        let mut sla: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(examples().join("sla-clientsrvr-container.json")).unwrap(),
+        )
+        .unwrap();
+        sla["applications"][0]["microservices"][1]["addresses"][field] = address.into();
+        let path = write_temp(&format!("reserved-{field}.json"), &sla.to_string());
+
+        let out = oak(&["validate", path.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{address}: {stderr}");
+        assert!(stderr.contains("1 violation(s)"), "{address}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "/applications/0/microservices/1/addresses/{field}: {address} is {reason}"
+            )),
+            "{address}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn missing_version_and_malformed_json_are_reported_not_panicked() {
     let no_version = write_temp(
         "noversion.json",

@@ -172,7 +172,7 @@ impl TokenService {
         Self::with_lifetimes(secret, ACCESS_TOKEN_TTL, REFRESH_TOKEN_TTL)
     }
 
-    /// A service with other lifetimes (tests).
+    /// A service with other lifetimes (`--access-token-ttl`, tests).
     pub fn with_lifetimes(secret: &[u8], access_ttl: Duration, refresh_ttl: Duration) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         // Time checks are done in `verify` against the caller's clock.

@@ -14,6 +14,8 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:10000";
 pub const DEFAULT_GRPC_LISTEN: &str = "0.0.0.0:50052";
 /// Default time after which a silent cluster is inactive.
 pub const DEFAULT_CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default lifetime of an access token (Oakestra's 10 minutes).
+pub const DEFAULT_ACCESS_TOKEN_TTL: Duration = crate::auth::ACCESS_TOKEN_TTL;
 /// File name of the embedded store inside the data directory.
 pub const REDB_FILE: &str = oakestra_store::REDB_FILE_NAME;
 
@@ -58,6 +60,8 @@ pub struct Config {
     pub store: StoreLocation,
     /// A cluster silent for longer is inactive and its instances are rescheduled.
     pub cluster_timeout: Duration,
+    /// Lifetime of the access tokens the root issues (whole seconds, at least one).
+    pub access_token_ttl: Duration,
 }
 
 impl Default for Config {
@@ -69,6 +73,7 @@ impl Default for Config {
             store: StoreLocation::Redb(data_dir.join(REDB_FILE)),
             data_dir,
             cluster_timeout: DEFAULT_CLUSTER_TIMEOUT,
+            access_token_ttl: DEFAULT_ACCESS_TOKEN_TTL,
         }
     }
 }
@@ -98,6 +103,17 @@ pub fn default_data_dir() -> PathBuf {
 }
 
 pub use oakestra_core::duration::parse_duration;
+
+/// An access-token lifetime: a duration of at least one second (tokens carry whole seconds).
+pub fn parse_token_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = parse_duration(text)?;
+    if ttl < Duration::from_secs(1) {
+        return Err(format!(
+            "{text:?} is shorter than 1s; an access token lives whole seconds, e.g. \"10m\" or \"30s\""
+        ));
+    }
+    Ok(Duration::from_secs(ttl.as_secs()))
+}
 
 /// Command line of `oakestra-root`.
 #[derive(Debug, Parser)]
@@ -147,7 +163,8 @@ pub enum TokenAction {
 /// Flags and environment variables; unset ones come from the file or the defaults.
 #[derive(Debug, Clone, Default, Args)]
 pub struct Settings {
-    /// TOML file with any of: listen, grpc_listen, data_dir, store, cluster_timeout.
+    /// TOML file with any of: listen, grpc_listen, data_dir, store, cluster_timeout,
+    /// access_token_ttl.
     #[arg(long, env = "OAKESTRA_ROOT_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// REST API address [default: 0.0.0.0:10000].
@@ -167,6 +184,10 @@ pub struct Settings {
     /// A cluster silent for longer is inactive [default: 30s].
     #[arg(long, env = "OAKESTRA_ROOT_CLUSTER_TIMEOUT", value_parser = parse_duration, global = true)]
     pub cluster_timeout: Option<Duration>,
+    /// Lifetime of access tokens; clients refresh them with the refresh token (30 days)
+    /// [default: 10m].
+    #[arg(long, env = "OAKESTRA_ROOT_ACCESS_TOKEN_TTL", value_parser = parse_token_ttl, global = true)]
+    pub access_token_ttl: Option<Duration>,
 }
 
 /// The TOML file.
@@ -178,6 +199,7 @@ struct FileSettings {
     data_dir: Option<PathBuf>,
     store: Option<String>,
     cluster_timeout: Option<String>,
+    access_token_ttl: Option<String>,
 }
 
 /// A configuration that cannot be used.
@@ -215,6 +237,13 @@ impl Settings {
             })?),
             None => None,
         };
+        let file_token_ttl = match &file.access_token_ttl {
+            Some(t) => Some(parse_token_ttl(t).map_err(|message| ConfigError::Invalid {
+                path: self.config.clone().unwrap_or_default(),
+                message: format!("access_token_ttl: {message}"),
+            })?),
+            None => None,
+        };
         let defaults = Config::default();
         let data_dir = self
             .data_dir
@@ -237,6 +266,10 @@ impl Settings {
                 .cluster_timeout
                 .or(file_timeout)
                 .unwrap_or(defaults.cluster_timeout),
+            access_token_ttl: self
+                .access_token_ttl
+                .or(file_token_ttl)
+                .unwrap_or(defaults.access_token_ttl),
         })
     }
 }
@@ -277,6 +310,7 @@ mod tests {
         assert_eq!(cfg.listen.port(), 10000);
         assert_eq!(cfg.grpc_listen.port(), 50052);
         assert_eq!(cfg.cluster_timeout, Duration::from_secs(30));
+        assert_eq!(cfg.access_token_ttl, Duration::from_secs(600));
         assert_eq!(cfg.store, StoreLocation::Redb(cfg.data_dir.join(REDB_FILE)));
     }
 
@@ -308,6 +342,48 @@ mod tests {
         std::fs::write(&file, "lisen = \"x\"\n").unwrap();
         let err = cli.settings.resolve().unwrap_err().to_string();
         assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn access_token_ttl_from_flag_or_file_and_never_below_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("root.toml");
+        std::fs::write(&file, "access_token_ttl = \"2m\"\n").unwrap();
+        let from_file = Cli::try_parse_from(["oakestra-root", "--config", file.to_str().unwrap()])
+            .unwrap()
+            .settings
+            .resolve()
+            .unwrap();
+        assert_eq!(from_file.access_token_ttl, Duration::from_secs(120));
+        let from_flag = Cli::try_parse_from([
+            "oakestra-root",
+            "--config",
+            file.to_str().unwrap(),
+            "--access-token-ttl",
+            "3s",
+        ])
+        .unwrap()
+        .settings
+        .resolve()
+        .unwrap();
+        assert_eq!(from_flag.access_token_ttl, Duration::from_secs(3));
+
+        let err = Cli::try_parse_from(["oakestra-root", "--access-token-ttl", "500ms"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("shorter than 1s"), "{err}");
+        std::fs::write(&file, "access_token_ttl = \"0s\"\n").unwrap();
+        let err = Cli::try_parse_from(["oakestra-root", "--config", file.to_str().unwrap()])
+            .unwrap()
+            .settings
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("access_token_ttl") && err.contains("shorter than 1s"),
+            "{err}"
+        );
+        assert_eq!(parse_token_ttl("1500ms"), Ok(Duration::from_secs(1)));
     }
 
     #[test]

@@ -111,7 +111,11 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, RootError> {
 
 /// First-start set-up, idempotent: the token signing key (created once, insert-if-absent,
 /// so concurrent starts agree), the `Admin` account and the `root` organization.
-pub async fn bootstrap(store: &Arc<dyn Store>) -> Result<TokenService, RootError> {
+/// Access tokens live `access_token_ttl`.
+pub async fn bootstrap(
+    store: &Arc<dyn Store>,
+    access_token_ttl: std::time::Duration,
+) -> Result<TokenService, RootError> {
     let candidate = SigningKey {
         algorithm: "HS256".into(),
         key: random_bytes::<32>().to_vec(),
@@ -184,7 +188,11 @@ pub async fn bootstrap(store: &Arc<dyn Store>) -> Result<TokenService, RootError
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(TokenService::new(&key.key))
+    Ok(TokenService::with_lifetimes(
+        &key.key,
+        access_token_ttl,
+        auth::REFRESH_TOKEN_TTL,
+    ))
 }
 
 /// A root running in the background.
@@ -271,7 +279,7 @@ pub async fn start(config: Config) -> Result<RunningRoot, RootError> {
             "repaired what an interrupted write left in the store"
         );
     }
-    let tokens = bootstrap(&store).await?;
+    let tokens = bootstrap(&store, config.access_token_ttl).await?;
     match tokens::ensure_bootstrap_token(store.as_ref(), &config.data_dir).await {
         Ok(tokens::Bootstrap::Created { path, .. }) => tracing::info!(
             file = %path.display(),

@@ -128,6 +128,91 @@ async fn login_tokens_refresh_and_token_errors(backend: Backend) {
     assert!(client.applications().await.unwrap().is_empty());
 }
 
+/// Seconds since the epoch.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Sleeps until the root's clock (this machine's) has passed `exp`: the token is expired.
+async fn wait_past(exp: u64) {
+    while now_secs() <= exp {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// A real, validly signed access token that has expired: the root answers 401 saying so, the
+/// refresh token still gets a new one, and the typed client renews by itself (with the
+/// refresh token, or by logging in again when that is refused too).
+async fn expired_access_token_is_401_and_the_client_renews_it(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::start_on_with_args(dir.path(), backend, &["--access-token-ttl", "3s"]).await;
+    let raw = root.raw();
+
+    let (status, body) = raw
+        .post(
+            "/api/auth/login",
+            None,
+            r#"{"username":"Admin","password":"Admin"}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let access = body["token"].as_str().unwrap().to_owned();
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    let claims = jwt_claims(&access);
+    let exp = claims["exp"].as_u64().unwrap();
+    assert_eq!(
+        exp - claims["iat"].as_u64().unwrap(),
+        3,
+        "--access-token-ttl"
+    );
+    assert_eq!(raw.get("/api/applications", Some(&access)).await.0, 200);
+
+    wait_past(exp).await;
+    let msg = assert_error(&raw.get("/api/applications", Some(&access)).await, 401);
+    assert!(
+        msg.contains(&format!("the token expired at {exp}")) && msg.contains("/api/auth/refresh"),
+        "{msg}"
+    );
+    // A write with it changes nothing.
+    let sla = clientsrvr_named("late", false).to_string();
+    let msg = assert_error(
+        &raw.post("/api/application", Some(&access), &sla).await,
+        401,
+    );
+    assert!(msg.contains("expired"), "{msg}");
+    // The refresh token outlives it and gets a working access token.
+    let (status, body) = raw.post("/api/auth/refresh", Some(&refresh), "").await;
+    assert_eq!(status, 200, "{body}");
+    let renewed = body["token"].as_str().unwrap();
+    let (status, apps) = raw.get("/api/applications", Some(renewed)).await;
+    assert_eq!(status, 200, "{apps}");
+    assert_eq!(apps, json!([]), "the refused write created nothing");
+
+    // The typed client: its token expires while it is idle; the next call still works.
+    let client = root.admin().await;
+    let first = client.access_token().await.unwrap();
+    let first_exp = jwt_claims(&first)["exp"].as_u64().unwrap();
+    wait_past(first_exp).await;
+    assert_error(&raw.get("/api/applications", Some(&first)).await, 401);
+    assert!(client.applications().await.unwrap().is_empty());
+    let second = client.access_token().await.unwrap();
+    assert_ne!(second, first);
+    assert!(jwt_claims(&second)["exp"].as_u64().unwrap() > now_secs());
+    // Expired access token and a refresh token the root refuses: it logs in again.
+    client.set_tokens(&first, Some(&access)).await;
+    let created = client
+        .create_applications(&clientsrvr_named("renewed", false))
+        .await
+        .unwrap();
+    assert_eq!(created.len(), 1);
+    let third = client.access_token().await.unwrap();
+    assert!(third != first && third != access);
+    assert_eq!(raw.get("/api/applications", Some(&third)).await.0, 200);
+}
+
 async fn roles_and_ownership(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let root = Root::start_on(dir.path(), backend).await;
@@ -486,5 +571,6 @@ on_every_backend!(
     login_tokens_refresh_and_token_errors,
     roles_and_ownership,
     users_organizations_and_passwords,
-    tokens_survive_a_restart
+    tokens_survive_a_restart,
+    expired_access_token_is_401_and_the_client_renews_it
 );

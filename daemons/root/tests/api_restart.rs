@@ -1,16 +1,22 @@
 //! Restart safety: SIGKILL the root in the middle of a burst of creates, restart it on the
-//! same data dir, and find every acknowledged application, service and user intact (and
-//! nothing half-created).
+//! same data dir, and find every acknowledged application, service, user, instance and
+//! cluster intact (and nothing half-created).
 
 #[macro_use]
 mod api_common;
+#[path = "support/fake_cluster.rs"]
+mod fake_cluster;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use api_common::{Backend, Root, clientsrvr_named};
+use fake_cluster::{FakeClusterBuilder, eventually, resources, status};
 use oakestra_client::{Client, NewUser};
+use oakestra_root::grpc::proto::cluster_link_client::ClusterLinkClient;
+use oakestra_root::grpc::proto::{RegisterRequest, RootMessage, root_message};
 use tokio::sync::Mutex;
 
 /// Every acknowledged creation.
@@ -19,10 +25,64 @@ struct Acked {
     /// application name → (id, service ids)
     apps: BTreeMap<String, (String, Vec<String>)>,
     users: Vec<String>,
+    /// (service id, instance number) → the cluster the deploy answer placed it on
+    instances: BTreeMap<(String, u32), String>,
+    /// cluster name → id from its `RegisterReply`
+    clusters: BTreeMap<String, String>,
+}
+
+/// The burst must get at least this far before the kill, so the kill lands mid-work.
+const MIN_APPS: usize = 40;
+const MIN_INSTANCES: usize = 10;
+const MIN_CLUSTERS: usize = 5;
+
+/// `Register` over gRPC; `None` once the root is gone.
+async fn register_cluster(grpc: SocketAddr, name: &str, token: &str) -> Option<String> {
+    let mut client = ClusterLinkClient::connect(format!("http://{grpc}"))
+        .await
+        .ok()?;
+    let reply = client
+        .register(RegisterRequest {
+            name: name.to_owned(),
+            location: "48.137,11.575".into(),
+            join_token: token.to_owned(),
+            manager_address: String::new(),
+            manager_port: 10100,
+            network_port: 10110,
+            version: "test".into(),
+        })
+        .await
+        .ok()?;
+    Some(reply.into_inner().cluster_id)
+}
+
+/// A fake cluster named `edge` with room for every instance of the burst.
+fn edge(grpc: SocketAddr, token: &str) -> FakeClusterBuilder {
+    FakeClusterBuilder {
+        addr: grpc,
+        name: "edge".into(),
+        token: token.to_owned(),
+        resources: resources(100, 64.0, 1 << 20),
+        instances: Vec::new(),
+    }
 }
 
 async fn burst_then_kill(root: &mut Root) {
     let admin = Arc::new(root.admin().await);
+    // Instances need an active cluster to be placed on: a fake one over the real gRPC link.
+    let token = admin
+        .create_join_token(Some("restart"))
+        .await
+        .unwrap()
+        .token;
+    let edge_cluster = edge(root.grpc, &token).connect().await.unwrap();
+    let edge_id = edge_cluster.id.clone();
+    eventually("the edge cluster to be active", || async {
+        let active = admin.active_clusters().await.unwrap();
+        active.iter().any(|c| c.id == edge_id).then_some(())
+    })
+    .await;
+
     let acked = Arc::new(Mutex::new(Acked::default()));
     let started = Instant::now();
     let mut workers = Vec::new();
@@ -50,44 +110,95 @@ async fn burst_then_kill(root: &mut Root) {
                         Err(_) => break,
                     }
                 }
-                match admin
+                let app = match admin
                     .create_applications(&clientsrvr_named(&name, false))
                     .await
                 {
-                    Ok(apps) => {
-                        let app = apps
-                            .into_iter()
-                            .find(|a| a.application_name == name)
-                            .expect("the answer lists the new application");
-                        acked.lock().await.apps.insert(
-                            name,
-                            (
-                                app.id.to_string(),
-                                app.microservices.iter().map(ToString::to_string).collect(),
-                            ),
-                        );
-                    }
+                    Ok(apps) => apps
+                        .into_iter()
+                        .find(|a| a.application_name == name)
+                        .expect("the answer lists the new application"),
                     // The root is gone.
                     Err(_) => break,
+                };
+                let services: Vec<String> =
+                    app.microservices.iter().map(ToString::to_string).collect();
+                acked
+                    .lock()
+                    .await
+                    .apps
+                    .insert(name, (app.id.to_string(), services.clone()));
+                if i % 2 == 0 {
+                    match admin.deploy_instance(&services[0]).await {
+                        Ok(answer) => {
+                            let instance = answer.instance.expect("the instance in the answer");
+                            let cluster = instance
+                                .cluster_id
+                                .map(|c| c.to_string())
+                                .expect("the instance is placed on the edge cluster");
+                            acked
+                                .lock()
+                                .await
+                                .instances
+                                .insert((services[0].clone(), instance.instance_number), cluster);
+                        }
+                        Err(_) => break,
+                    }
                 }
             }
         }));
     }
+    // Clusters joining over gRPC during the burst.
+    let registrar = {
+        let acked = Arc::clone(&acked);
+        let (grpc, token) = (root.grpc, token.clone());
+        tokio::spawn(async move {
+            for i in 0..10_000 {
+                if started.elapsed() > Duration::from_secs(20) {
+                    break;
+                }
+                let name = format!("site{i}");
+                match register_cluster(grpc, &name, &token).await {
+                    Some(id) => {
+                        acked.lock().await.clusters.insert(name, id);
+                    }
+                    None => break,
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
     // Kill once a good number of creates went through, in the middle of the burst.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while acked.lock().await.apps.len() < 40 && Instant::now() < deadline {
+    loop {
+        {
+            let a = acked.lock().await;
+            if (a.apps.len() >= MIN_APPS
+                && a.instances.len() >= MIN_INSTANCES
+                && a.clusters.len() >= MIN_CLUSTERS)
+                || Instant::now() >= deadline
+            {
+                break;
+            }
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     root.kill();
     for w in workers {
         w.await.unwrap();
     }
+    registrar.await.unwrap();
     let acked = std::mem::take(&mut *acked.lock().await);
     assert!(
-        acked.apps.len() >= 40,
-        "the burst was too slow: {}",
-        acked.apps.len()
+        acked.apps.len() >= MIN_APPS
+            && acked.instances.len() >= MIN_INSTANCES
+            && acked.clusters.len() >= MIN_CLUSTERS,
+        "the burst was too slow: {} apps, {} instances, {} clusters",
+        acked.apps.len(),
+        acked.instances.len(),
+        acked.clusters.len()
     );
+    drop(edge_cluster);
 
     root.restart();
     let client = Client::new(&root.url).unwrap();
@@ -132,6 +243,80 @@ async fn burst_then_kill(root: &mut Root) {
         assert!(users.contains(u), "acknowledged user {u} is lost");
         let c = Client::new(&root.url).unwrap();
         c.login(u, "pw").await.unwrap();
+    }
+
+    // Every acknowledged instance is still there, on the cluster it was placed on, once.
+    for ((service, n), cluster) in &acked.instances {
+        let record = client.service(service).await.unwrap();
+        let numbers: Vec<u32> = record
+            .instance_list
+            .iter()
+            .map(|i| i.instance_number)
+            .collect();
+        let distinct: BTreeSet<u32> = numbers.iter().copied().collect();
+        assert_eq!(numbers.len(), distinct.len(), "{service}: {numbers:?}");
+        let instance = record
+            .instance(*n)
+            .unwrap_or_else(|| panic!("acknowledged instance {service}#{n} is lost"));
+        assert_eq!(
+            instance
+                .cluster_id
+                .as_ref()
+                .map(ToString::to_string)
+                .as_deref(),
+            Some(cluster.as_str()),
+            "{service}#{n} lost its placement"
+        );
+    }
+    // Every acknowledged cluster is still registered under its id.
+    let clusters: BTreeMap<String, String> = client
+        .clusters()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.cluster_name, c.id))
+        .collect();
+    assert_eq!(clusters.get("edge"), Some(&edge_id), "{clusters:?}");
+    for (name, id) in &acked.clusters {
+        assert_eq!(
+            clusters.get(name),
+            Some(id),
+            "acknowledged cluster {name} is lost or changed its id: {clusters:?}"
+        );
+    }
+
+    // The edge cluster reconnects holding the acknowledged instances: the root adopts them
+    // (they become RUNNING) and tells it to undeploy none of them, i.e. it still knows them.
+    let held: Vec<_> = acked
+        .instances
+        .keys()
+        .map(|(service, n)| status(service, *n, "RUNNING"))
+        .collect();
+    let mut edge_cluster = edge(root.grpc, &token)
+        .holding(held)
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(edge_cluster.id, edge_id, "the edge cluster got a new id");
+    for (service, n) in acked.instances.keys() {
+        eventually(&format!("{service}#{n} to be RUNNING"), || async {
+            let record = client.service(service).await.unwrap();
+            let status = record.instance(*n)?.status?;
+            (status.to_string() == "RUNNING").then_some(())
+        })
+        .await;
+    }
+    while let Some(command) = edge_cluster.next_within(Duration::from_millis(500)).await {
+        if let Ok(RootMessage {
+            kind: Some(root_message::Kind::Undeploy(u)),
+        }) = command
+        {
+            let key = (u.job_id.clone(), u.instance_number.unwrap_or(u32::MAX));
+            assert!(
+                u.instance_number.is_some() && !acked.instances.contains_key(&key),
+                "the restarted root undeploys an acknowledged instance: {u:?}"
+            );
+        }
     }
 }
 

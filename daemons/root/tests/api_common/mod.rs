@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -55,8 +56,12 @@ pub const CLIENTSRVR: &str = include_str!("../../../../examples/sla-clientsrvr-c
 pub struct Root {
     child: Child,
     pub url: String,
+    /// The cluster-link gRPC address (a fake cluster dials it).
+    pub grpc: SocketAddr,
     pub data_dir: PathBuf,
     pub store: Option<String>,
+    /// Further flags, kept across restarts.
+    pub extra_args: Vec<String>,
     /// The MongoDB-wire server, kept alive as long as the root (and across restarts).
     nx: Option<nx::NxServer>,
 }
@@ -69,11 +74,17 @@ impl Root {
 
     /// Starts a root on `backend` (for MongoDB, a fresh nx-27017 first).
     pub async fn start_on(data_dir: &Path, backend: Backend) -> Self {
+        Self::start_on_with_args(data_dir, backend, &[]).await
+    }
+
+    /// Starts a root on `backend` with further flags (e.g. `--access-token-ttl 2s`).
+    pub async fn start_on_with_args(data_dir: &Path, backend: Backend, args: &[&str]) -> Self {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
         match backend {
-            Backend::Redb => Self::start(data_dir),
+            Backend::Redb => Self::launch(data_dir, None, args),
             Backend::Mongo => {
                 let server = nx::NxServer::start().await;
-                let mut root = Self::start_with(data_dir, Some(&server.url("oakestra")));
+                let mut root = Self::launch(data_dir, Some(&server.url("oakestra")), args);
                 root.nx = Some(server);
                 root
             }
@@ -82,18 +93,24 @@ impl Root {
 
     /// Starts a root with `store` (a redb path or a MongoDB URL), or the embedded default.
     pub fn start_with(data_dir: &Path, store: Option<&str>) -> Self {
-        let cmd = Self::command(data_dir, store);
-        let (child, url) = Self::spawn(cmd);
+        Self::launch(data_dir, store, Vec::new())
+    }
+
+    fn launch(data_dir: &Path, store: Option<&str>, extra_args: Vec<String>) -> Self {
+        let cmd = Self::command(data_dir, store, &extra_args);
+        let (child, url, grpc) = Self::spawn(cmd);
         Self {
             child,
             url,
+            grpc,
             data_dir: data_dir.to_owned(),
             store: store.map(str::to_owned),
+            extra_args,
             nx: None,
         }
     }
 
-    fn command(data_dir: &Path, store: Option<&str>) -> Command {
+    fn command(data_dir: &Path, store: Option<&str>, extra_args: &[String]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_oakestra-root"));
         cmd.args(["--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"])
             .arg("--data-dir")
@@ -106,30 +123,38 @@ impl Root {
         if let Some(store) = store {
             cmd.args(["--store", store]);
         }
+        cmd.args(extra_args);
         cmd
     }
 
-    fn spawn(mut cmd: Command) -> (Child, String) {
+    /// Starts the root and waits for its two "listening on" lines (REST, then gRPC).
+    fn spawn(mut cmd: Command) -> (Child, String, SocketAddr) {
         let mut child = cmd.spawn().expect("start oakestra-root");
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            let mut url = None;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(url) = line.strip_prefix("oakestra-root: REST API listening on ") {
-                    let _ = tx.send(url.trim().to_owned());
+                if let Some(u) = line.strip_prefix("oakestra-root: REST API listening on ") {
+                    url = Some(u.trim().to_owned());
+                }
+                if let Some(addr) = line.strip_prefix("oakestra-root: cluster gRPC listening on ")
+                    && let (Some(url), Ok(grpc)) = (url.take(), addr.trim().parse::<SocketAddr>())
+                {
+                    let _ = tx.send((url, grpc));
                 }
             }
         });
-        let url = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(url) => url,
+        let (url, grpc) = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addresses) => addresses,
             Err(_) => {
                 let status = child.try_wait();
                 let _ = child.kill();
-                panic!("oakestra-root did not report its address within 60 s (exit: {status:?})");
+                panic!("oakestra-root did not report its addresses within 60 s (exit: {status:?})");
             }
         };
-        (child, url)
+        (child, url, grpc)
     }
 
     /// SIGKILL: no shutdown code runs.
@@ -141,9 +166,14 @@ impl Root {
     /// Starts another root on the same data dir and store.
     pub fn restart(&mut self) {
         self.kill();
-        let (child, url) = Self::spawn(Self::command(&self.data_dir, self.store.as_deref()));
+        let (child, url, grpc) = Self::spawn(Self::command(
+            &self.data_dir,
+            self.store.as_deref(),
+            &self.extra_args,
+        ));
         self.child = child;
         self.url = url;
+        self.grpc = grpc;
     }
 
     pub fn pid(&self) -> u32 {

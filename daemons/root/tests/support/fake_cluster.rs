@@ -339,6 +339,14 @@ impl FakeCluster {
             .flatten()
     }
 
+    /// The next command if one arrives within `d`.
+    pub async fn next_within(&mut self, d: Duration) -> Option<Result<RootMessage, tonic::Status>> {
+        tokio::time::timeout(d, self.commands.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// Whether a command arrives within `d`.
     pub async fn quiet_for(&mut self, d: Duration) -> bool {
         tokio::time::timeout(d, self.commands.recv()).await.is_err()
