@@ -501,3 +501,62 @@ async fn without_an_answer_from_the_root_the_worker_hears_unknown_and_asks_again
         [Effect::DropRootInterest { .. }]
     ));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_local_service_also_lists_its_instances_in_other_clusters_and_local_ones_win() {
+    use oakestra_cluster::state::RootTable;
+    let (mut s, t0) = two_running_instances();
+    s.take_effects();
+    // w3 asks about the local service: answered at once, and the root is asked in the
+    // background (nobody waits for it).
+    s.worker_table_query("w3", &by_name(), t0);
+    let effects = s.take_effects();
+    assert_eq!(tables_for(&effects).len(), 1);
+    let request_id = effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::AskRoot {
+                request_id,
+                job_name,
+                ..
+            } if job_name == JOB_NAME => Some(request_id.clone()),
+            _ => None,
+        })
+        .expect("the root is asked about the local service");
+    // The root knows instance 0 (with an older address) and instance 5 in another cluster.
+    let mut remote = root_service(&[(0, "198.51.100.9"), (5, "192.0.2.50")]);
+    for i in &mut remote.instances {
+        i.service_ip[0].address = "10.30.55.55".into();
+    }
+    s.root_table(RootTable {
+        request_id,
+        job_name: JOB_NAME.into(),
+        service: Some(remote),
+    });
+    let pushed = tables_for(&s.take_effects());
+    assert!(!pushed.is_empty(), "followers learn about instance 5");
+    let table = s.table_query(&by_name());
+    assert_eq!(numbers(&table), vec![0, 1, 5]);
+    let host = |n: u32| {
+        table
+            .instance_list
+            .iter()
+            .find(|i| i.instance_number == n)
+            .unwrap()
+            .host_ip
+            .clone()
+    };
+    assert_eq!(
+        host(0),
+        "192.0.2.1",
+        "this cluster's view of its own instance wins"
+    );
+    assert_eq!(host(5), "192.0.2.50");
+    // After a reconnect the root is asked again about what this cluster caches.
+    s.ask_root_again(t0);
+    assert!(
+        s.take_effects()
+            .iter()
+            .any(|e| matches!(e, Effect::AskRoot { job_name, .. } if job_name == JOB_NAME))
+    );
+}
