@@ -5,7 +5,9 @@
 //! cluster, which asks the root (`TableQuery` on the Session stream) and answers the worker.
 //! The client reaches the server through its rr_ip. Then the server's instances change in
 //! cluster B (one added, one undeployed): the root pushes the new table to cluster A, which
-//! pushes it to its worker, well before the worker's 30 s safety-net refresh.
+//! pushes it to its worker, well before the worker's 30 s safety-net refresh. Finally the root
+//! is killed: connections through what the clusters learned keep working, and a service IP
+//! nobody knows does not hold them up.
 //!
 //! Root. Addresses (203.0.113.0/24) and namespace tags (`m…`) differ from e2e_overlay.rs's
 //! (198.18.0.0/15, `e…`), so both files' tests run in parallel.
@@ -215,6 +217,22 @@ async fn a_client_in_cluster_a_reaches_a_server_in_cluster_b_through_its_rr_ip()
         "every connection from A reaches the remaining instance {:?} after the undeploy",
         undeployed.elapsed()
     );
+
+    // The root goes away: what the clusters learned keeps working, and a service IP nobody
+    // knows (asked of the unreachable root, answered "unknown" after the cluster's timeout)
+    // holds up no other traffic.
+    let mut root = root;
+    root.kill();
+    let unknown = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(10, 30, 99, 99)), 8080);
+    let stray = {
+        let client_ns = client_ns.clone();
+        tokio::spawn(async move { request(&client_ns, unknown).await })
+    };
+    let answers = answers(&client_ns, 4).await.unwrap();
+    assert!(answers.iter().all(|a| a == "nginx-1"), "{answers:?}");
+    assert!(
+        stray.await.unwrap().is_err(),
+        "nothing answers an unknown service IP"
+    );
     drop(guard);
-    drop(root);
 }
