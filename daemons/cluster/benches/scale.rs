@@ -301,7 +301,10 @@ async fn cluster_with_fake_root(
             let r = match m {
                 Kind::Resources(r) => r,
                 Kind::Snapshot(s) => s.resources.unwrap_or_default(),
-                Kind::InstanceStatus(_) | Kind::LogsReply(_) => continue,
+                Kind::InstanceStatus(_)
+                | Kind::LogsReply(_)
+                | Kind::TableQuery(_)
+                | Kind::TableInterestRemove(_) => continue,
             };
             if r.active_workers == n {
                 return;

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use oakestra_core::status::Status;
 use oakestra_core::wire::{
-    ControlError, JobStatusReport, LogsReply, LogsRequest, NodeInfo, NodeTopic, Payload,
-    RegisterResponse, ResourcesReport, ServiceDeployed, TableQueryRequest, WireVersion,
+    ControlError, InterestRemove, JobStatusReport, LogsReply, LogsRequest, NodeInfo, NodeTopic,
+    Payload, RegisterResponse, ResourcesReport, ServiceDeployed, ServiceIp, TableEntryInstance,
+    TableQueryRequest, WireVersion,
 };
 use oakestra_store::{Collection, Store, Write};
 use serde_json::{Value, json};
@@ -23,8 +24,8 @@ use crate::metrics::Metrics;
 use crate::proto;
 use crate::sched::{Placer, SchedulerChoice};
 use crate::state::{
-    Aggregate, ClusterState, Effect, Instance, InstanceAddresses, InstanceKey, Timing,
-    WorkerRecord, instance_doc_id,
+    Aggregate, ClusterState, Effect, Instance, InstanceAddresses, InstanceKey, RemoteService,
+    RootTable, Timing, WorkerRecord, instance_doc_id,
 };
 use oakestra_sched::PlacementRequest;
 
@@ -264,18 +265,18 @@ impl Actor {
                     },
                     NodeTopic::NetTableQueryRequest => {
                         match TableQueryRequest::from_bytes(&payload) {
-                            Ok(request) => {
-                                let answer = self.state.table_query(&request);
-                                match serde_json::to_vec(&answer) {
-                                    Ok(body) => {
-                                        self.publish(NodeTopic::NetTableQueryResult, &worker, body)
-                                    }
-                                    Err(e) => tracing::warn!("encoding a table query answer: {e}"),
-                                }
-                            }
+                            Ok(request) => self.state.worker_table_query(&worker, &request, now),
                             Err(e) => tracing::warn!(worker = %worker, "{e}"),
                         }
                     }
+                    NodeTopic::NetInterestRemove => match InterestRemove::from_bytes(&payload) {
+                        Ok(r) => {
+                            if !self.state.interest_remove(&worker, &r.appname) {
+                                tracing::debug!(worker = %worker, job = %r.appname, "interest/remove of an interest the cluster does not keep");
+                            }
+                        }
+                        Err(e) => tracing::warn!(worker = %worker, "{e}"),
+                    },
                     _ => {}
                 }
             }
@@ -288,6 +289,9 @@ impl Actor {
                     resources: Some(self.resources()),
                     instances: self.state.instances().map(instance_status).collect(),
                 };
+                // Sent after the snapshot: the (possibly restarted) root learns again which
+                // services of other clusters this cluster follows.
+                self.state.ask_root_again(now);
                 let _ = reply.send(snapshot);
             }
             Command::Status(reply) => {
@@ -387,6 +391,7 @@ impl Actor {
                 tracing::info!(job = %u.job_id, instance = ?u.instance_number, removed = n, reason = %u.reason, "undeploy");
             }
             proto::root_message::Kind::LogsRequest(r) => self.ask_worker_for_logs(r),
+            proto::root_message::Kind::ServiceTable(t) => self.state.root_table(root_table(t)),
         }
     }
 
@@ -450,6 +455,10 @@ impl Actor {
         let now = Instant::now();
         let lost = self.state.check_liveness(now);
         self.metrics.workers_lost.inc_by(lost.len() as u64);
+        let expired = self.state.expire_root_queries(now);
+        if expired > 0 {
+            tracing::debug!(expired, "table queries the root did not answer in time");
+        }
         self.place_due(now).await;
         // The aggregate walks every worker: twice a second is enough for the root.
         let aggregate_due = self
@@ -634,6 +643,34 @@ impl Actor {
                     };
                     self.publish(NodeTopic::ControlError, &worker, payload.to_bytes());
                 }
+                Effect::Table { worker, result } => match serde_json::to_vec(&result) {
+                    Ok(body) => self.publish(NodeTopic::NetTableQueryResult, &worker, body),
+                    Err(e) => tracing::warn!("encoding a table query answer: {e}"),
+                },
+                Effect::AskRoot {
+                    request_id,
+                    job_name,
+                    ip,
+                } => {
+                    let _ = self
+                        .outputs
+                        .root
+                        .send(proto::cluster_message::Kind::TableQuery(
+                            proto::TableQuery {
+                                request_id,
+                                job_name,
+                                ip,
+                            },
+                        ));
+                }
+                Effect::DropRootInterest { job_name } => {
+                    let _ =
+                        self.outputs
+                            .root
+                            .send(proto::cluster_message::Kind::TableInterestRemove(
+                                proto::TableInterestRemove { job_name },
+                            ));
+                }
                 Effect::Report(key) => {
                     if !reported.insert(key.clone()) {
                         continue;
@@ -743,6 +780,50 @@ pub fn instance_status(i: &Instance) -> proto::InstanceStatus {
         memory_percent: i.usage.as_ref().map(|u| u.memory_percent),
         disk_bytes: i.usage.as_ref().map(|u| u.disk),
         logs: i.usage.as_ref().map(|u| u.logs.clone()).unwrap_or_default(),
+    }
+}
+
+/// The root's `ServiceTable` as the state takes it: instances in table-entry form (Oakestra's
+/// `service_ip` order: the RR address, then the instance's own; the cluster in `cluster_id`).
+pub fn root_table(t: proto::ServiceTable) -> RootTable {
+    let service = t.found.then(|| RemoteService {
+        instances: t
+            .instances
+            .iter()
+            .map(|i| {
+                let mut extra = oakestra_core::sla::Extra::new();
+                if !i.cluster_id.is_empty() {
+                    extra.insert("cluster_id".into(), Value::String(i.cluster_id.clone()));
+                }
+                TableEntryInstance {
+                    instance_number: i.instance_number,
+                    namespace_ip: i.namespace_ip.clone(),
+                    namespace_ip_v6: i.namespace_ip_v6.clone(),
+                    host_ip: i.host_ip.clone(),
+                    host_port: u16::try_from(i.host_port).unwrap_or_default(),
+                    service_ip: vec![
+                        ServiceIp {
+                            ip_type: "RR".into(),
+                            address: t.rr_ip.clone(),
+                            address_v6: t.rr_ip_v6.clone(),
+                        },
+                        ServiceIp {
+                            ip_type: "instance_ip".into(),
+                            address: i.instance_ip.clone(),
+                            address_v6: i.instance_ip_v6.clone(),
+                        },
+                    ],
+                    extra,
+                }
+            })
+            .collect(),
+        rr_ip: t.rr_ip,
+        rr_ip_v6: t.rr_ip_v6,
+    });
+    RootTable {
+        request_id: t.request_id,
+        job_name: t.job_name,
+        service,
     }
 }
 

@@ -19,6 +19,7 @@ pub mod mqtt;
 pub mod root_link;
 pub mod sched;
 pub mod state;
+pub mod tables;
 
 use std::future::Future;
 use std::net::SocketAddr;

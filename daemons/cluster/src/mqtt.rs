@@ -27,13 +27,14 @@ pub struct ClientSettings {
     pub password: Option<String>,
 }
 
-const SUBSCRIPTIONS: [NodeTopic; 6] = [
+const SUBSCRIPTIONS: [NodeTopic; 7] = [
     NodeTopic::Information,
     NodeTopic::Job,
     NodeTopic::JobsResources,
-    // The overlay (issue 8): instances' network addresses and table queries.
+    // The overlay (issue 8): instances' network addresses, table queries, interests.
     NodeTopic::NetServiceDeployed,
     NodeTopic::NetTableQueryRequest,
+    NodeTopic::NetInterestRemove,
     // Answers to the root's log requests.
     NodeTopic::Logs,
 ];

@@ -17,6 +17,9 @@ use oakestra_core::wire::{
     DeleteCommand, DeployCommand, JobStatusReport, NodeInfo, ResourcesReport, ServiceDeployed,
     ServiceIp, ServiceUsage, TableEntryInstance, TableQueryRequest, TableQueryResult, WireVersion,
 };
+
+pub use crate::tables::{ROOT_QUERY_TIMEOUT, RemoteService, RootTable};
+use crate::tables::{RootQuery, Tables};
 use oakestra_sched::{Candidate, Level, NoPlacement, PlacementRequest};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -162,6 +165,28 @@ pub enum Effect {
     },
     /// Send the instance's current status to the root.
     Report(InstanceKey),
+    /// Publish `nodes/<worker>/net/tablequery/result`: the answer to the worker's table
+    /// query, or an update of a service it is interested in.
+    Table {
+        /// Target worker.
+        worker: String,
+        /// Payload.
+        result: Box<TableQueryResult>,
+    },
+    /// Ask the root about a service this cluster does not hold (`TableQuery`).
+    AskRoot {
+        /// Identifies the answer.
+        request_id: String,
+        /// The job name asked for (or empty).
+        job_name: String,
+        /// The service IP asked for (or empty).
+        ip: String,
+    },
+    /// Tell the root this cluster no longer needs updates of a service (`TableInterestRemove`).
+    DropRootInterest {
+        /// The job.
+        job_name: String,
+    },
 }
 
 /// Shortest interval between two usage reports of one instance to the root.
@@ -279,6 +304,8 @@ pub struct ClusterState {
     dirty_workers: BTreeSet<String>,
     /// Set when capacity may have appeared: the next tick retries unplaced instances at once.
     capacity_changed: bool,
+    /// Interests, services of other clusters, queries waiting for the root.
+    pub(crate) tables: Tables,
 }
 
 impl ClusterState {
@@ -294,6 +321,7 @@ impl ClusterState {
             removed_instances: BTreeSet::new(),
             dirty_workers: BTreeSet::new(),
             capacity_changed: false,
+            tables: Tables::default(),
         }
     }
 
@@ -350,8 +378,10 @@ impl ClusterState {
         self.instances.get(key)
     }
 
-    /// Takes the effects produced so far.
+    /// Takes the effects produced so far, with the updates of every service whose instances
+    /// changed for the workers interested in it.
     pub fn take_effects(&mut self) -> Vec<Effect> {
+        self.fan_out_changes();
         std::mem::take(&mut self.effects)
     }
 
@@ -497,7 +527,9 @@ impl ClusterState {
                 // until the new placement: a redeploy on the same worker restarts it there,
                 // one elsewhere sends that worker a delete.
                 instance.worker_id = None;
-                instance.network = None;
+                if instance.network.take().is_some() {
+                    self.tables.changed.insert(instance.job_name.clone());
+                }
                 instance.stale_copies.insert(worker.to_owned());
                 instance.retry_at = Some(now + self.timing.backoff(instance.attempts));
                 instance.attempts = instance.attempts.saturating_add(1);
@@ -592,7 +624,9 @@ impl ClusterState {
                     instance.attempts = 0;
                 }
                 instance.worker_id = None;
-                instance.network = None;
+                if instance.network.take().is_some() {
+                    self.tables.changed.insert(instance.job_name.clone());
+                }
                 instance.stale_copies.insert(id.clone());
                 instance.status = Status::Deployment(DeploymentStatus::Failed);
                 instance.status_detail = format!("worker {id} is inactive; rescheduling");
@@ -701,27 +735,22 @@ impl ClusterState {
             let key = instance.key();
             self.dirty_instances.insert(key.clone());
             self.effects.push(Effect::Report(key));
+            self.tables.changed.insert(report.appname.clone());
         }
+        // A worker hosting an instance of a job follows that job.
+        self.tables.add_interest(&report.appname, worker);
         true
     }
 
-    /// Answers a table query (`net/tablequery/request`) from this cluster's own view: the
+    /// Answers a table query (`net/tablequery/request`) from what this cluster knows: the
     /// service named `sname`, or the one `sip` belongs to (its `rr_ip` or an instance IP), with
-    /// every instance whose network its worker has reported. Unknown: `app_name` null and no
-    /// instances.
+    /// every instance whose network its worker has reported, plus the instances in other
+    /// clusters the root told it about. Unknown: `app_name` null and no instances.
     pub fn table_query(&self, request: &TableQueryRequest) -> TableQueryResult {
-        let extra = |i: &Instance, k: &str| {
-            i.command
-                .extra
-                .get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
-        };
         let job_name = if request.sip.is_empty() {
-            self.by_job_name
-                .contains_key(&request.sname)
-                .then(|| request.sname.clone())
+            (self.by_job_name.contains_key(&request.sname)
+                || self.tables.remote.contains_key(&request.sname))
+            .then(|| request.sname.clone())
         } else {
             self.instances
                 .values()
@@ -736,46 +765,272 @@ impl ClusterState {
                     .any(|a| !a.is_empty() && *a == request.sip)
                 })
                 .map(|i| i.job_name.clone())
+                .or_else(|| self.tables.remote_job_of_ip(&request.sip))
         };
         let instance_list = job_name
-            .as_ref()
-            .map(|name| {
-                self.instances
-                    .values()
-                    .filter(|i| &i.job_name == name)
-                    .filter_map(|i| {
-                        let net = i.network.as_ref()?;
-                        let ip = |t: &str, v4: String, v6: String| ServiceIp {
-                            ip_type: t.to_owned(),
-                            address: v4,
-                            address_v6: v6,
-                        };
-                        Some(TableEntryInstance {
-                            instance_number: i.instance_number,
-                            namespace_ip: net.nsip.clone(),
-                            namespace_ip_v6: net.nsipv6.clone(),
-                            host_ip: net.host_ip.clone(),
-                            host_port: net.host_port,
-                            // Oakestra's order: the RR address, then the instance's own.
-                            service_ip: vec![
-                                ip("RR", extra(i, "RR_ip"), extra(i, "RR_ip_v6")),
-                                ip(
-                                    "instance_ip",
-                                    extra(i, "instance_ip"),
-                                    extra(i, "instance_ip_v6"),
-                                ),
-                            ],
-                            extra: Default::default(),
-                        })
-                    })
-                    .collect()
-            })
+            .as_deref()
+            .map(|name| self.table_entries(name))
             .unwrap_or_default();
         TableQueryResult {
             wire_version: WireVersion::CURRENT,
             app_name: job_name,
             instance_list,
             query_key: request.query_key().to_owned(),
+        }
+    }
+
+    /// The routable instances of `job_name`: this cluster's with a reported network, then
+    /// those of other clusters (an instance number this cluster holds is its own, whatever
+    /// the root's possibly older view says).
+    fn table_entries(&self, job_name: &str) -> Vec<TableEntryInstance> {
+        let local: Vec<&Instance> = self
+            .instances
+            .values()
+            .filter(|i| i.job_name == job_name)
+            .collect();
+        let mut entries: Vec<TableEntryInstance> = local
+            .iter()
+            .filter_map(|i| {
+                let net = i.network.as_ref()?;
+                let ip = |t: &str, v4: String, v6: String| ServiceIp {
+                    ip_type: t.to_owned(),
+                    address: v4,
+                    address_v6: v6,
+                };
+                Some(TableEntryInstance {
+                    instance_number: i.instance_number,
+                    namespace_ip: net.nsip.clone(),
+                    namespace_ip_v6: net.nsipv6.clone(),
+                    host_ip: net.host_ip.clone(),
+                    host_port: net.host_port,
+                    // Oakestra's order: the RR address, then the instance's own.
+                    service_ip: vec![
+                        ip("RR", extra(i, "RR_ip"), extra(i, "RR_ip_v6")),
+                        ip(
+                            "instance_ip",
+                            extra(i, "instance_ip"),
+                            extra(i, "instance_ip_v6"),
+                        ),
+                    ],
+                    extra: Default::default(),
+                })
+            })
+            .collect();
+        if let Some(remote) = self.tables.remote.get(job_name) {
+            entries.extend(
+                remote
+                    .instances
+                    .iter()
+                    .filter(|r| !local.iter().any(|i| i.instance_number == r.instance_number))
+                    .cloned(),
+            );
+        }
+        entries
+    }
+
+    /// A worker's table query: answered at once when this cluster knows the service (and the
+    /// worker becomes interested in it); otherwise the root is asked and the worker gets the
+    /// answer when it comes (or "unknown" after [`ROOT_QUERY_TIMEOUT`]). A service this
+    /// cluster holds is also asked of the root once, in the background, since other clusters
+    /// may run instances of it too.
+    pub fn worker_table_query(&mut self, worker: &str, request: &TableQueryRequest, now: Instant) {
+        let answer = self.table_query(request);
+        if let Some(job) = answer.app_name.clone() {
+            self.tables.add_interest(&job, worker);
+            if !self.tables.remote.contains_key(&job) {
+                self.ask_root(&job, "", None, now);
+            }
+            self.effects.push(Effect::Table {
+                worker: worker.to_owned(),
+                result: Box::new(answer),
+            });
+            return;
+        }
+        if request.query_key().is_empty() {
+            self.effects.push(Effect::Table {
+                worker: worker.to_owned(),
+                result: Box::new(answer),
+            });
+            return;
+        }
+        let (job, ip) = if request.sip.is_empty() {
+            (request.sname.as_str(), "")
+        } else {
+            ("", request.sip.as_str())
+        };
+        self.ask_root(job, ip, Some((worker, request.query_key())), now);
+    }
+
+    /// Asks the root about `job`/`ip` unless the same question is already out; `waiting` gets
+    /// the answer.
+    fn ask_root(&mut self, job: &str, ip: &str, waiting: Option<(&str, &str)>, now: Instant) {
+        let existing = self
+            .tables
+            .pending
+            .values_mut()
+            .find(|q| q.job_name == job && q.ip == ip);
+        let query = match existing {
+            Some(q) => q,
+            None => {
+                self.tables.requests += 1;
+                let request_id = format!("tq-{}", self.tables.requests);
+                self.effects.push(Effect::AskRoot {
+                    request_id: request_id.clone(),
+                    job_name: job.to_owned(),
+                    ip: ip.to_owned(),
+                });
+                self.tables
+                    .pending
+                    .entry(request_id.clone())
+                    .or_insert(RootQuery {
+                        job_name: job.to_owned(),
+                        ip: ip.to_owned(),
+                        waiting: BTreeMap::new(),
+                        asked_at: now,
+                    })
+            }
+        };
+        if let Some((worker, key)) = waiting {
+            query.waiting.insert(worker.to_owned(), key.to_owned());
+        }
+    }
+
+    /// After a (re)connect to the root: every service of other clusters this cluster caches
+    /// is asked again, so the root (which may have restarted) knows the interest.
+    pub fn ask_root_again(&mut self, now: Instant) {
+        let jobs: Vec<String> = self.tables.remote.keys().cloned().collect();
+        for job in jobs {
+            self.ask_root(&job, "", None, now);
+        }
+    }
+
+    /// The root's `ServiceTable`: the answer to a `TableQuery` (the waiting workers get it and
+    /// become interested) or a pushed update (interested workers get the new table).
+    pub fn root_table(&mut self, table: RootTable) {
+        let pending = if table.request_id.is_empty() {
+            None
+        } else {
+            self.tables.pending.remove(&table.request_id)
+        };
+        let job = table.job_name;
+        let waiting = pending.map(|p| p.waiting).unwrap_or_default();
+        match table.service {
+            Some(service) => {
+                for worker in waiting.keys() {
+                    self.tables.add_interest(&job, worker);
+                }
+                if !self.tables.interests.contains_key(&job) {
+                    // A service nobody here follows (any more).
+                    self.effects
+                        .push(Effect::DropRootInterest { job_name: job });
+                    return;
+                }
+                if self.tables.remote.get(&job) != Some(&service) {
+                    self.tables.remote.insert(job.clone(), service);
+                    self.tables.changed.insert(job.clone());
+                }
+                for (worker, key) in waiting {
+                    let mut result = self.table_query(&TableQueryRequest {
+                        sname: job.clone(),
+                        ..TableQueryRequest::default()
+                    });
+                    result.query_key = key;
+                    self.effects.push(Effect::Table {
+                        worker,
+                        result: Box::new(result),
+                    });
+                }
+            }
+            None => {
+                if self.tables.remote.remove(&job).is_some() {
+                    self.tables.changed.insert(job);
+                }
+                for (worker, key) in waiting {
+                    self.effects.push(Effect::Table {
+                        worker,
+                        result: Box::new(unknown(key)),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Questions to the root unanswered for [`ROOT_QUERY_TIMEOUT`] (root unreachable or
+    /// slow): their workers hear "unknown" and ask again later. Returns how many expired.
+    pub fn expire_root_queries(&mut self, now: Instant) -> usize {
+        let expired: Vec<String> = self
+            .tables
+            .pending
+            .iter()
+            .filter(|(_, q)| now.saturating_duration_since(q.asked_at) >= ROOT_QUERY_TIMEOUT)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &expired {
+            if let Some(query) = self.tables.pending.remove(id) {
+                for (worker, key) in query.waiting {
+                    self.effects.push(Effect::Table {
+                        worker,
+                        result: Box::new(unknown(key)),
+                    });
+                }
+            }
+        }
+        expired.len()
+    }
+
+    /// `net/interest/remove` from `worker`: it no longer follows `job_name`. Unknown interests
+    /// are ignored (`false`), and so is a worker that still hosts an instance of the job. When
+    /// nobody here follows a service of other clusters any more, the root is told.
+    pub fn interest_remove(&mut self, worker: &str, job_name: &str) -> bool {
+        let hosts = self.instances.values().any(|i| {
+            i.job_name == job_name && i.worker_id.as_deref() == Some(worker) && i.network.is_some()
+        });
+        if hosts {
+            return false;
+        }
+        let removed = self.tables.remove_interest(job_name, worker);
+        if removed
+            && !self.tables.interests.contains_key(job_name)
+            && self.tables.remote.remove(job_name).is_some()
+        {
+            self.effects.push(Effect::DropRootInterest {
+                job_name: job_name.to_owned(),
+            });
+        }
+        removed
+    }
+
+    /// Workers interested in `job_name`.
+    pub fn interested_workers(&self, job_name: &str) -> Vec<String> {
+        self.tables
+            .interests
+            .get(job_name)
+            .map(|w| w.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The services of other clusters this cluster caches.
+    pub fn remote_service(&self, job_name: &str) -> Option<&RemoteService> {
+        self.tables.remote.get(job_name)
+    }
+
+    /// Every changed service's table to each worker interested in it.
+    fn fan_out_changes(&mut self) {
+        for job in std::mem::take(&mut self.tables.changed) {
+            let Some(workers) = self.tables.interests.get(&job) else {
+                continue;
+            };
+            let workers: Vec<String> = workers.iter().cloned().collect();
+            let result = self.table_query(&TableQueryRequest {
+                sname: job.clone(),
+                ..TableQueryRequest::default()
+            });
+            for worker in workers {
+                self.effects.push(Effect::Table {
+                    worker,
+                    result: Box::new(result.clone()),
+                });
+            }
         }
     }
 
@@ -805,6 +1060,7 @@ impl ClusterState {
             self.dirty_instances.remove(key);
             self.removed_instances.insert(key.clone());
             self.capacity_changed = true;
+            self.tables.changed.insert(instance.job_name.clone());
         }
         if !self.instances.keys().any(|(j, _)| j == job_id) {
             self.by_job_name.retain(|_, j| j != job_id);
@@ -895,7 +1151,9 @@ impl ClusterState {
         match outcome {
             Ok(worker) => {
                 instance.worker_id = Some(worker.clone());
-                instance.network = None;
+                if instance.network.take().is_some() {
+                    self.tables.changed.insert(instance.job_name.clone());
+                }
                 instance.retry_at = None;
                 instance.running_since = None;
                 instance.status = Status::Positive(PositiveSchedulingStatus::NodeScheduled);
@@ -970,6 +1228,25 @@ impl ClusterState {
             0.0
         };
         a
+    }
+}
+
+fn extra(i: &Instance, k: &str) -> String {
+    i.command
+        .extra
+        .get(k)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The answer for a name or IP nobody knows (Oakestra's shape: `app_name` null).
+fn unknown(query_key: String) -> TableQueryResult {
+    TableQueryResult {
+        wire_version: WireVersion::CURRENT,
+        app_name: None,
+        instance_list: Vec::new(),
+        query_key,
     }
 }
 

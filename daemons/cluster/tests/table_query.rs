@@ -212,3 +212,351 @@ async fn table_queries_are_answered_from_the_cluster_view() {
     assert_eq!(moved.instance_list.len(), 1);
     assert_eq!(moved.instance_list[0].host_ip, "192.0.2.2");
 }
+
+fn tables_for(effects: &[Effect]) -> Vec<(String, oakestra_core::wire::TableQueryResult)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Table { worker, result } => Some((worker.clone(), (**result).clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn numbers(r: &oakestra_core::wire::TableQueryResult) -> Vec<u32> {
+    r.instance_list.iter().map(|i| i.instance_number).collect()
+}
+
+/// Two instances of the service on w1 and w2, both with their network reported; w3 hosts none.
+fn two_running_instances() -> (ClusterState, Instant) {
+    let mut s = ClusterState::new(timing());
+    let t0 = Instant::now();
+    for w in ["w1", "w2", "w3"] {
+        s.register_worker(worker(w), t0);
+    }
+    for n in 0..2 {
+        s.deploy(
+            JOB,
+            n,
+            JOB_NAME,
+            &service_json(),
+            InstanceAddresses {
+                instance_ip: format!("10.30.0.{}", 3 + n),
+                rr_ip: "10.30.55.55".into(),
+                ..Default::default()
+            },
+            t0,
+        )
+        .unwrap();
+    }
+    for n in 0..2 {
+        s.placed(&(JOB.to_string(), n), Ok(format!("w{}", n + 1)), t0);
+    }
+    for i in s.instances().cloned().collect::<Vec<_>>() {
+        let w = i.worker_id.clone().unwrap();
+        let host = format!("192.0.2.{}", &w[1..]);
+        assert!(s.service_deployed(&w, &deployed(i.instance_number, "10.18.0.2", &host)));
+    }
+    (s, t0)
+}
+
+#[tokio::test(start_paused = true)]
+async fn interested_workers_get_a_service_s_new_table_as_soon_as_its_instances_change() {
+    let (mut s, t0) = two_running_instances();
+    s.take_effects();
+    // The hosting workers w1 and w2 follow the job by themselves; w3 follows it once it asks.
+    assert_eq!(s.interested_workers(JOB_NAME), vec!["w1", "w2"]);
+    s.worker_table_query("w3", &by_ip("10.30.55.55"), t0);
+    let answer = tables_for(&s.take_effects());
+    assert_eq!(answer.len(), 1);
+    assert_eq!(answer[0].0, "w3");
+    assert_eq!(answer[0].1.query_key, "10.30.55.55");
+    assert_eq!(numbers(&answer[0].1), vec![0, 1]);
+    let expected = vec!["w1", "w2", "w3"];
+    assert_eq!(s.interested_workers(JOB_NAME), expected);
+
+    // Instance 1 dies on its worker: every interested worker gets the table without it in
+    // the same flush, no query needed.
+    s.job_report(
+        "w2",
+        oakestra_core::wire::JobStatusReport {
+            wire_version: WireVersion::CURRENT,
+            sname: JOB_NAME.into(),
+            status: oakestra_core::status::DeploymentStatus::Dead,
+            status_detail: "exit 137".into(),
+            instance: 1,
+            publicip: String::new(),
+        },
+        t0,
+    );
+    let pushed = tables_for(&s.take_effects());
+    let mut to: Vec<String> = pushed.iter().map(|(w, _)| w.clone()).collect();
+    to.sort();
+    assert_eq!(to, expected);
+    for (_, r) in &pushed {
+        assert_eq!(r.app_name.as_deref(), Some(JOB_NAME));
+        assert_eq!(r.query_key, JOB_NAME);
+        assert_eq!(numbers(r), vec![0]);
+    }
+
+    // Unknown interests and a hosting worker's removal are ignored, without a crash.
+    assert!(!s.interest_remove("w9", JOB_NAME));
+    assert!(!s.interest_remove("w3", "no.such.service.here"));
+    assert!(!s.interest_remove("w1", JOB_NAME), "w1 hosts instance 0");
+    assert!(s.interest_remove("w3", JOB_NAME));
+    assert!(!s.interest_remove("w3", JOB_NAME), "only once");
+    assert_eq!(s.interested_workers(JOB_NAME), vec!["w1", "w2"]);
+
+    // Undeployed: the remaining followers learn that the service is gone.
+    s.undeploy(JOB, None);
+    let gone = tables_for(&s.take_effects());
+    let mut to: Vec<String> = gone.iter().map(|(w, _)| w.clone()).collect();
+    to.sort();
+    assert_eq!(to, vec!["w1", "w2"]);
+    for (_, r) in &gone {
+        assert_eq!(r.app_name, None);
+        assert_eq!(r.query_key, JOB_NAME);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_goes_silent_takes_its_instances_out_of_the_others_tables() {
+    let (mut s, _) = two_running_instances();
+    s.take_effects();
+    // w2 (instance 1) goes silent; w1 and w3 keep reporting.
+    tokio::time::advance(Duration::from_secs(11)).await;
+    let t1 = Instant::now();
+    for w in ["w1", "w3"] {
+        s.worker_information(w, worker(w).info, t1);
+    }
+    assert_eq!(s.check_liveness(t1), vec!["w2".to_string()]);
+    let pushed = tables_for(&s.take_effects());
+    assert!(
+        pushed
+            .iter()
+            .any(|(w, r)| w == "w1" && numbers(r) == vec![0]),
+        "{pushed:?}"
+    );
+}
+
+fn root_service(instances: &[(u32, &str)]) -> oakestra_cluster::state::RemoteService {
+    oakestra_cluster::cluster::root_table(oakestra_cluster::proto::ServiceTable {
+        request_id: String::new(),
+        found: true,
+        job_name: "demo.test.nginx.test".into(),
+        rr_ip: "10.30.55.55".into(),
+        rr_ip_v6: String::new(),
+        instances: instances
+            .iter()
+            .map(|(n, host)| oakestra_cluster::proto::TableInstance {
+                instance_number: *n,
+                namespace_ip: format!("10.18.0.{}", 66 + n),
+                host_ip: (*host).into(),
+                host_port: 50103,
+                instance_ip: format!("10.30.0.{}", 7 + n),
+                cluster_id: "cluster-b".into(),
+                ..Default::default()
+            })
+            .collect(),
+    })
+    .service
+    .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn services_of_other_clusters_are_asked_of_the_root_cached_and_followed() {
+    use oakestra_cluster::state::RootTable;
+    const REMOTE: &str = "demo.test.nginx.test";
+    let mut s = ClusterState::new(timing());
+    let t0 = Instant::now();
+    s.register_worker(worker("w1"), t0);
+    s.register_worker(worker("w2"), t0);
+    s.take_effects();
+
+    // Two workers miss the same service (by IP and by name): one question to the root.
+    s.worker_table_query("w1", &by_ip("10.30.55.55"), t0);
+    s.worker_table_query(
+        "w2",
+        &TableQueryRequest {
+            sname: REMOTE.into(),
+            ..Default::default()
+        },
+        t0,
+    );
+    let effects = s.take_effects();
+    let asks: Vec<(String, String, String)> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::AskRoot {
+                request_id,
+                job_name,
+                ip,
+            } => Some((request_id.clone(), job_name.clone(), ip.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asks.len(), 2, "one per distinct question: {asks:?}");
+    assert!(tables_for(&effects).is_empty(), "nobody is answered yet");
+    s.worker_table_query("w1", &by_ip("10.30.55.55"), t0);
+    assert!(
+        s.take_effects().is_empty(),
+        "the same question is not asked twice"
+    );
+
+    // The root answers the IP question: w1 gets it under its own key and follows the service.
+    let by_ip_id = asks
+        .iter()
+        .find(|a| a.2 == "10.30.55.55")
+        .unwrap()
+        .0
+        .clone();
+    s.root_table(RootTable {
+        request_id: by_ip_id,
+        job_name: REMOTE.into(),
+        service: Some(root_service(&[(0, "192.0.2.20")])),
+    });
+    let answers = tables_for(&s.take_effects());
+    let to_w1: Vec<_> = answers.iter().filter(|(w, _)| w == "w1").collect();
+    assert!(to_w1.iter().any(|(_, r)| r.query_key == "10.30.55.55"
+        && r.app_name.as_deref() == Some(REMOTE)
+        && numbers(r) == vec![0]
+        && r.instance_list[0].host_ip == "192.0.2.20"
+        && r.instance_list[0].service_ip[0].address == "10.30.55.55"));
+    assert_eq!(s.interested_workers(REMOTE), vec!["w1".to_string()]);
+    // Now cached: w2's name and any IP of it are answered at once.
+    assert_eq!(numbers(&s.table_query(&by_ip("10.30.0.7"))), vec![0]);
+    let by_name_id = asks.iter().find(|a| a.1 == REMOTE).unwrap().0.clone();
+    s.root_table(RootTable {
+        request_id: by_name_id,
+        job_name: REMOTE.into(),
+        service: Some(root_service(&[(0, "192.0.2.20")])),
+    });
+    let answers = tables_for(&s.take_effects());
+    assert!(
+        answers
+            .iter()
+            .any(|(w, r)| w == "w2" && r.query_key == REMOTE)
+    );
+    assert_eq!(
+        s.interested_workers(REMOTE),
+        vec!["w1".to_string(), "w2".to_string()]
+    );
+
+    // The root pushes a change (instance 0 died, 1 came up): both workers get it.
+    s.root_table(RootTable {
+        request_id: String::new(),
+        job_name: REMOTE.into(),
+        service: Some(root_service(&[(1, "192.0.2.21")])),
+    });
+    let pushed = tables_for(&s.take_effects());
+    assert_eq!(pushed.len(), 2, "{pushed:?}");
+    assert!(pushed.iter().all(|(_, r)| numbers(r) == vec![1]));
+
+    // The workers drop it: the last one out tells the root.
+    assert!(s.interest_remove("w1", REMOTE));
+    assert!(
+        !s.take_effects()
+            .iter()
+            .any(|e| matches!(e, Effect::DropRootInterest { .. }))
+    );
+    assert!(s.interest_remove("w2", REMOTE));
+    assert!(matches!(
+        &s.take_effects()[..],
+        [Effect::DropRootInterest { job_name }] if job_name == REMOTE
+    ));
+    assert!(s.remote_service(REMOTE).is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_an_answer_from_the_root_the_worker_hears_unknown_and_asks_again() {
+    let mut s = ClusterState::new(timing());
+    let t0 = Instant::now();
+    s.register_worker(worker("w1"), t0);
+    s.take_effects();
+    s.worker_table_query("w1", &by_ip("10.30.66.66"), t0);
+    assert_eq!(s.take_effects().len(), 1);
+    tokio::time::advance(Duration::from_millis(1900)).await;
+    assert_eq!(s.expire_root_queries(Instant::now()), 0);
+    tokio::time::advance(Duration::from_millis(200)).await;
+    assert_eq!(s.expire_root_queries(Instant::now()), 1);
+    let answers = tables_for(&s.take_effects());
+    assert_eq!(answers.len(), 1);
+    assert_eq!(answers[0].1.app_name, None);
+    assert_eq!(answers[0].1.query_key, "10.30.66.66");
+    // A late answer finds nobody waiting and nobody interested: the root is told to forget.
+    s.worker_table_query("w1", &by_ip("10.30.66.66"), Instant::now());
+    assert!(
+        s.take_effects()
+            .iter()
+            .any(|e| matches!(e, Effect::AskRoot { .. })),
+        "asked again"
+    );
+    s.root_table(oakestra_cluster::state::RootTable {
+        request_id: "tq-1".into(),
+        job_name: "demo.test.nginx.test".into(),
+        service: Some(root_service(&[(0, "192.0.2.20")])),
+    });
+    assert!(matches!(
+        &s.take_effects()[..],
+        [Effect::DropRootInterest { .. }]
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_local_service_also_lists_its_instances_in_other_clusters_and_local_ones_win() {
+    use oakestra_cluster::state::RootTable;
+    let (mut s, t0) = two_running_instances();
+    s.take_effects();
+    // w3 asks about the local service: answered at once, and the root is asked in the
+    // background (nobody waits for it).
+    s.worker_table_query("w3", &by_name(), t0);
+    let effects = s.take_effects();
+    assert_eq!(tables_for(&effects).len(), 1);
+    let request_id = effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::AskRoot {
+                request_id,
+                job_name,
+                ..
+            } if job_name == JOB_NAME => Some(request_id.clone()),
+            _ => None,
+        })
+        .expect("the root is asked about the local service");
+    // The root knows instance 0 (with an older address) and instance 5 in another cluster.
+    let mut remote = root_service(&[(0, "198.51.100.9"), (5, "192.0.2.50")]);
+    for i in &mut remote.instances {
+        i.service_ip[0].address = "10.30.55.55".into();
+    }
+    s.root_table(RootTable {
+        request_id,
+        job_name: JOB_NAME.into(),
+        service: Some(remote),
+    });
+    let pushed = tables_for(&s.take_effects());
+    assert!(!pushed.is_empty(), "followers learn about instance 5");
+    let table = s.table_query(&by_name());
+    assert_eq!(numbers(&table), vec![0, 1, 5]);
+    let host = |n: u32| {
+        table
+            .instance_list
+            .iter()
+            .find(|i| i.instance_number == n)
+            .unwrap()
+            .host_ip
+            .clone()
+    };
+    assert_eq!(
+        host(0),
+        "192.0.2.1",
+        "this cluster's view of its own instance wins"
+    );
+    assert_eq!(host(5), "192.0.2.50");
+    // After a reconnect the root is asked again about what this cluster caches.
+    s.ask_root_again(t0);
+    assert!(
+        s.take_effects()
+            .iter()
+            .any(|e| matches!(e, Effect::AskRoot { job_name, .. } if job_name == JOB_NAME))
+    );
+}

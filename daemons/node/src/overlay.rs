@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use oakestra_core::wire::{
-    DeployCommand, NodeTopic, Payload, ServiceDeployed, TableQueryRequest, TableQueryResult,
-    WireVersion,
+    DeployCommand, InterestRemove, NodeTopic, Payload, ServiceDeployed, TableQueryRequest,
+    TableQueryResult, WireVersion,
 };
 use oakestra_net::dataplane::{
     DataPlane, DataPlaneConfig, DataPlaneError, FakeDataPlane, InstanceKey, LinuxDataPlane, Naming,
@@ -25,8 +25,10 @@ use oakestra_net::ipam::{Ipv4Subnet, Ipv6Subnet, WorkerSubnets};
 use oakestra_net::proxy::{InstanceRoute, Proxy, ServiceRoutes};
 use oakestra_runtime::InstanceId;
 
-/// How often every service in the proxy's table is asked for again.
-pub const TABLE_REFRESH: Duration = Duration::from_secs(5);
+/// How often every service in the proxy's table is asked for again. Only a safety net: the
+/// cluster pushes a service's new table to every interested worker as soon as its instances
+/// change (a lost push, e.g. during a broker reconnect, is repaired by this refresh).
+pub const TABLE_REFRESH: Duration = Duration::from_secs(30);
 /// After how long an unanswered table query is asked again.
 pub const QUERY_RETRY: Duration = Duration::from_secs(3);
 /// The DNS responder's port on the bridge address.
@@ -204,21 +206,48 @@ impl Overlay {
         }
     }
 
-    /// A table query answer (`net/tablequery/result`): the service's instances go into the
-    /// proxy's table (replacing what it had).
+    /// A table query answer or an update the cluster pushed (`net/tablequery/result`; a worker
+    /// that asked about a service, or hosts one of its instances, gets the service's new table
+    /// whenever its instances change): the service's instances replace what the proxy had.
+    /// When the cluster says a service in the table no longer exists, it leaves the table and
+    /// the cluster is told the worker no longer follows it (`net/interest/remove`).
     pub fn on_table_result(&self, result: TableQueryResult) {
         self.pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&result.query_key);
-        let (Some(proxy), Some(routes)) = (self.proxy.get(), routes_of(&result)) else {
+        let Some(proxy) = self.proxy.get() else {
+            return;
+        };
+        let Some(mut routes) = routes_of(&result) else {
+            let dropped = {
+                let mut proxy = proxy.lock().unwrap_or_else(|p| p.into_inner());
+                let known = proxy.service(&result.query_key).is_some();
+                if known {
+                    proxy.remove_service(&result.query_key);
+                }
+                known
+            };
+            if dropped {
+                tracing::debug!(service = %result.query_key, "service gone: dropped from the table");
+                let remove = InterestRemove {
+                    wire_version: WireVersion::CURRENT,
+                    appname: result.query_key.clone(),
+                };
+                self.publish(NodeTopic::NetInterestRemove, remove.to_bytes());
+                self.table_changed.notify_waiters();
+            }
             return;
         };
         tracing::debug!(service = %routes.job_name, instances = routes.instances.len(), "table entry");
-        proxy
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .set_service(routes);
+        let mut proxy = proxy.lock().unwrap_or_else(|p| p.into_inner());
+        if routes.rr_ip.is_none() {
+            // An update without instances carries no addresses: the service keeps its rr_ip,
+            // so packets to it are refused rather than asked about again and again.
+            routes.rr_ip = proxy.service(&routes.job_name).and_then(|s| s.rr_ip);
+        }
+        proxy.set_service(routes);
+        drop(proxy);
         self.table_changed.notify_waiters();
     }
 
@@ -436,8 +465,8 @@ impl Overlay {
                 }
             });
         }
-        // The table follows instances that move or die: every entry is asked for again
-        // periodically (Oakestra relied on interests; see the README).
+        // The cluster pushes changes to the services this worker follows; asking for every
+        // entry again now and then repairs a push lost while the broker link was down.
         let me = self.this.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(TABLE_REFRESH);

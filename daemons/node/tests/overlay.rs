@@ -392,6 +392,73 @@ async fn table_entries_are_asked_for_again_so_moved_instances_are_followed() {
     assert_eq!(again[0].1["sip"], "10.30.9.9");
 }
 
+#[tokio::test(start_paused = true)]
+async fn pushed_updates_change_the_table_at_once_and_a_gone_service_drops_its_interest() {
+    use oakestra_core::wire::NodeTopic;
+    let overlay = Overlay::new(PlaneKind::Fake);
+    overlay.set_tunnel(
+        "0.0.0.0:50103".parse().unwrap(),
+        "192.0.2.1:50103".parse().unwrap(),
+    );
+    let published = Arc::new(Published::default());
+    overlay.set_publisher(published.clone());
+    overlay
+        .enable(
+            "10.18.0.64".parse().unwrap(),
+            "fc00::100".parse().unwrap(),
+            &[],
+        )
+        .await
+        .unwrap();
+    let table = |app: serde_json::Value, instances: serde_json::Value| {
+        serde_json::from_value(serde_json::json!({
+            "app_name": app, "query_key": "app.ns.web.ns", "instance_list": instances
+        }))
+        .unwrap()
+    };
+    let instance = |n: u32, host: &str| {
+        serde_json::json!({
+            "instance_number": n, "namespace_ip": format!("10.18.0.{}", 66 + n), "host_ip": host,
+            "host_port": 50103,
+            "service_ip": [{"IpType": "RR", "Address": "10.30.55.55"},
+                           {"IpType": "instance_ip", "Address": format!("10.30.0.{}", 3 + n)}]
+        })
+    };
+    let numbers = |o: &Overlay| -> Option<Vec<u32>> {
+        let proxy = o.proxy().unwrap().lock().unwrap();
+        let s = proxy.service("app.ns.web.ns")?;
+        assert_eq!(s.rr_ip, Some("10.30.55.55".parse().unwrap()));
+        Some(s.instances.iter().map(|i| i.number).collect())
+    };
+    overlay.on_table_result(table(
+        "app.ns.web.ns".into(),
+        serde_json::json!([instance(0, "192.0.2.2"), instance(1, "192.0.2.3")]),
+    ));
+    assert_eq!(numbers(&overlay), Some(vec![0, 1]));
+
+    // Instance 1 died: the cluster pushes the table without it, and the proxy follows at once
+    // (no periodic refresh, no query of the worker's own).
+    overlay.on_table_result(table(
+        "app.ns.web.ns".into(),
+        serde_json::json!([instance(0, "192.0.2.2")]),
+    ));
+    assert_eq!(numbers(&overlay), Some(vec![0]));
+    // The last one died too: the service stays known with its rr_ip and no instances.
+    overlay.on_table_result(table("app.ns.web.ns".into(), serde_json::json!([])));
+    assert_eq!(numbers(&overlay), Some(vec![]));
+    assert!(published.take().is_empty(), "no queries were needed");
+
+    // The service is gone (the cluster answers "unknown" for its name): it leaves the table
+    // and the cluster hears that this worker no longer follows it, once.
+    overlay.on_table_result(table(serde_json::Value::Null, serde_json::json!([])));
+    assert_eq!(numbers(&overlay), None);
+    overlay.on_table_result(table(serde_json::Value::Null, serde_json::json!([])));
+    let sent = published.take();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].0, NodeTopic::NetInterestRemove);
+    assert_eq!(sent[0].1["appname"], "app.ns.web.ns");
+}
+
 /// Answers table queries like the cluster would, for the services it knows.
 #[derive(Debug)]
 struct Cluster(tokio::sync::mpsc::UnboundedSender<String>);

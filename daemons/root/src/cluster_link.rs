@@ -195,6 +195,8 @@ pub struct ClusterLink {
     /// Set when some instance may be pending; cleared by a retry pass that placed them all.
     pub(crate) pending_hint: AtomicBool,
     started: AtomicBool,
+    /// Clusters' interests in service tables (MDNC, see `tables.rs`).
+    tables: Mutex<crate::tables::Interests>,
     this: Weak<ClusterLink>,
 }
 
@@ -219,6 +221,7 @@ impl ClusterLink {
             retry: Arc::new(Notify::new()),
             pending_hint: AtomicBool::new(true),
             started: AtomicBool::new(false),
+            tables: Mutex::new(crate::tables::Interests::default()),
             this: this.clone(),
         })
     }
@@ -231,6 +234,10 @@ impl ClusterLink {
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    pub(crate) fn interests(&self) -> MutexGuard<'_, crate::tables::Interests> {
+        self.tables.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -637,6 +644,14 @@ impl ClusterLink {
                 self.on_logs_reply(id, r);
                 Ok(())
             }
+            Some(cluster_message::Kind::TableQuery(q)) => {
+                self.on_table_query(id, q).await;
+                Ok(())
+            }
+            Some(cluster_message::Kind::TableInterestRemove(r)) => {
+                self.on_table_interest_remove(id, r);
+                Ok(())
+            }
             None => Ok(()),
         }
     }
@@ -764,6 +779,7 @@ impl ClusterLink {
                     // Nowhere else to go now; a cluster joining or growing retries it.
                     self.pending_hint.store(true, Ordering::SeqCst);
                 }
+                self.push_service_id(job).await;
                 return Ok(Some((job, n)));
             }
             Report::Foreign if !undeployed => {

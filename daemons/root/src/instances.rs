@@ -429,6 +429,7 @@ impl ClusterLink {
                 .await;
             }
         }
+        self.push_service_id(service_id).await;
         Ok(removed.iter().map(|i| i.instance_number).collect())
     }
 
@@ -449,6 +450,7 @@ impl ClusterLink {
             )
             .await;
         }
+        self.push_deleted(&service.job_name).await;
         addresses::release_services(self.store.as_ref(), std::slice::from_ref(service)).await?;
         Ok(())
     }
@@ -591,6 +593,8 @@ impl ClusterLink {
             Err(e) if e.is_not_found() => return Ok(false),
             Err(e) => return Err(e),
         };
+        // A moved instance is not routable until its new cluster reports it.
+        self.push_service(&service).await;
         match decision {
             Ok((cluster, _)) => {
                 tracing::info!(job = %service_id, n, cluster = %cluster, "instance placed");

@@ -19,6 +19,7 @@ pub mod grpc;
 pub mod instances;
 pub mod metrics;
 pub mod openapi;
+pub mod tables;
 pub mod tokens;
 
 use std::net::SocketAddr;

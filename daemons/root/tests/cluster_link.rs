@@ -588,3 +588,105 @@ async fn an_instance_no_worker_of_its_cluster_qualifies_for_moves_to_another_clu
         serde_json::json!([a.id, b.id])
     );
 }
+
+fn service_table(
+    m: Option<Result<oakestra_root::grpc::proto::RootMessage, tonic::Status>>,
+) -> oakestra_root::grpc::proto::ServiceTable {
+    use oakestra_root::grpc::proto::{RootMessage, root_message};
+    match m {
+        Some(Ok(RootMessage {
+            kind: Some(root_message::Kind::ServiceTable(t)),
+        })) => t,
+        other => panic!("expected a ServiceTable, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn clusters_resolve_services_of_other_clusters_and_get_their_changes_pushed() {
+    use oakestra_root::grpc::proto::{TableInterestRemove, TableQuery};
+    let root = Root::start(LinkConfig::default()).await;
+    let mut edge = root.cluster("edge").connect().await.unwrap();
+    let services = root.create_clientsrvr().await;
+    let nginx = &services[1];
+    root.wait_active("edge").await;
+    root.link.deploy_instance(nginx.id).await.unwrap();
+    edge.expect_deploy().await;
+    let running = |s: &str| oakestra_root::grpc::proto::InstanceStatus {
+        namespace_ip: "10.18.0.66".into(),
+        ..status(nginx.id, 0, s)
+    };
+    edge.report(running("RUNNING")).await;
+    eventually("the instance running", || async {
+        let s = root.service(nginx.id).await;
+        (s.status == Some(Status::RUNNING)).then_some(())
+    })
+    .await;
+
+    // Another cluster asks by the rr_ip: the root answers from edge's report.
+    let mut far = root.cluster("far").connect().await.unwrap();
+    far.send(cluster_message::Kind::TableQuery(TableQuery {
+        request_id: "q1".into(),
+        ip: "10.30.55.55".into(),
+        ..TableQuery::default()
+    }))
+    .await;
+    let t = service_table(far.next().await);
+    assert_eq!(t.request_id, "q1");
+    assert!(t.found);
+    assert_eq!(t.job_name, "clientsrvr.test.nginx.test");
+    assert_eq!(t.rr_ip, "10.30.55.55");
+    assert_eq!(t.instances.len(), 1);
+    let i = &t.instances[0];
+    assert_eq!(
+        (
+            i.namespace_ip.as_str(),
+            i.host_ip.as_str(),
+            i.host_port,
+            i.cluster_id.as_str()
+        ),
+        ("10.18.0.66", "192.168.1.10", 50103, edge.id.as_str())
+    );
+    // An unknown name: not found, no interest.
+    far.send(cluster_message::Kind::TableQuery(TableQuery {
+        request_id: "q2".into(),
+        job_name: "no.such.service.here".into(),
+        ..TableQuery::default()
+    }))
+    .await;
+    let t = service_table(far.next().await);
+    assert_eq!((t.request_id.as_str(), t.found), ("q2", false));
+
+    // The instance fails on edge: far gets the new table (no instance) without asking.
+    edge.report(running("FAILED")).await;
+    let pushed = service_table(far.next().await);
+    assert_eq!(pushed.request_id, "");
+    assert!(pushed.found);
+    assert!(pushed.instances.is_empty());
+    // It runs again: pushed again; the same table is not pushed twice.
+    edge.report(running("RUNNING")).await;
+    assert_eq!(service_table(far.next().await).instances.len(), 1);
+    edge.report(running("RUNNING")).await;
+    assert!(far.quiet_for(Duration::from_millis(300)).await);
+
+    // far no longer follows it: undeploying sends it nothing.
+    far.send(cluster_message::Kind::TableInterestRemove(
+        TableInterestRemove {
+            job_name: "clientsrvr.test.nginx.test".into(),
+        },
+    ))
+    .await;
+    // An unknown interest removal is harmless.
+    far.send(cluster_message::Kind::TableInterestRemove(
+        TableInterestRemove {
+            job_name: "never.asked.for.this".into(),
+        },
+    ))
+    .await;
+    eventually("the interest removed", || async {
+        (!root.link.has_table_interest("clientsrvr.test.nginx.test")).then_some(())
+    })
+    .await;
+    root.link.undeploy_instance(nginx.id, None).await.unwrap();
+    edge.expect_undeploy().await;
+    assert!(far.quiet_for(Duration::from_millis(300)).await);
+}

@@ -1,0 +1,278 @@
+//! Service tables across clusters (issue 8, MDNC): a cluster asks the root about a service it
+//! does not hold (`TableQuery`, by job name or service IP), the root answers from the
+//! instances every cluster reported (`ServiceTable`), remembers that the cluster is interested
+//! in the service, and pushes a fresh `ServiceTable` to every interested cluster whenever the
+//! service's routable instances change.
+//!
+//! Routable: `RUNNING`, with the namespace address and tunnel endpoint its cluster reported.
+//! An instance that fails, moves or is undeployed drops out (the cluster's report or the
+//! root's own placement clears it), so a push follows. Pushes are sent only when the table a
+//! cluster would get differs from the last one sent for that service.
+//!
+//! Interests are in memory: after a root restart clusters ask again when they reconnect
+//! (the cluster re-sends a `TableQuery` for every service it caches).
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+use oakestra_core::ids::{ClusterId, ObjectId};
+use oakestra_core::model::ServiceRecord;
+use oakestra_core::status::Status;
+
+use crate::cluster_link::ClusterLink;
+use crate::grpc::proto::{
+    RootMessage, ServiceTable, TableInstance, TableInterestRemove, TableQuery, root_message,
+};
+
+/// Which clusters want which services, and what they were last told.
+#[derive(Debug, Default)]
+pub(crate) struct Interests {
+    /// Job name → interested clusters.
+    clusters: HashMap<String, HashSet<ClusterId>>,
+    /// Job name → the table last pushed (or answered).
+    last: HashMap<String, ServiceTable>,
+}
+
+/// Whether `service` is the one a query names: by job name, or by its rr_ip or an instance IP
+/// (v4 or v6; compared as addresses, so `fdff::1` matches `fdff:0::1`).
+pub fn service_matches(service: &ServiceRecord, job_name: &str, ip: &str) -> bool {
+    if !job_name.is_empty() {
+        return service.job_name == job_name;
+    }
+    let Ok(ip) = ip.trim().parse::<IpAddr>() else {
+        return false;
+    };
+    let rr = [
+        service.rr_ip.map(IpAddr::V4),
+        service.rr_ip_v6.map(IpAddr::V6),
+    ];
+    let instances = service.instance_list.iter().flat_map(|i| {
+        [
+            i.instance_ip.map(IpAddr::V4),
+            i.instance_ip_v6.map(IpAddr::V6),
+        ]
+    });
+    rr.into_iter().chain(instances).flatten().any(|a| a == ip)
+}
+
+/// The table of `service`: its addresses and its routable instances.
+pub fn service_table(service: &ServiceRecord) -> ServiceTable {
+    let text = |a: Option<String>| a.unwrap_or_default();
+    let instances = service
+        .instance_list
+        .iter()
+        .filter(|i| i.status == Some(Status::RUNNING))
+        .filter_map(|i| {
+            let cluster = i.cluster_id.as_ref()?;
+            let host_ip = i.host_ip.clone().filter(|h| !h.is_empty())?;
+            Some(TableInstance {
+                instance_number: i.instance_number,
+                namespace_ip: i.namespace_ip?.to_string(),
+                namespace_ip_v6: text(i.namespace_ip_v6.map(|a| a.to_string())),
+                host_ip,
+                host_port: u32::from(i.host_port?),
+                instance_ip: text(i.instance_ip.map(|a| a.to_string())),
+                instance_ip_v6: text(i.instance_ip_v6.map(|a| a.to_string())),
+                cluster_id: cluster.0.clone(),
+            })
+        })
+        .collect();
+    ServiceTable {
+        request_id: String::new(),
+        found: true,
+        job_name: service.job_name.clone(),
+        rr_ip: text(service.rr_ip.map(|a| a.to_string())),
+        rr_ip_v6: text(service.rr_ip_v6.map(|a| a.to_string())),
+        instances,
+    }
+}
+
+fn table_message(table: ServiceTable) -> RootMessage {
+    RootMessage {
+        kind: Some(root_message::Kind::ServiceTable(table)),
+    }
+}
+
+impl ClusterLink {
+    /// `TableQuery` from `cluster`: answers with the service's table (or `found: false`) and
+    /// records the cluster's interest in a service it found.
+    pub(crate) async fn on_table_query(&self, cluster: &ClusterId, query: TableQuery) {
+        let services = match self.store.list_all_services().await {
+            Ok(s) => s,
+            Err(e) => {
+                // Not found for now: the worker asks again, and so does its cluster.
+                tracing::warn!(cluster = %cluster, "table query not answered from the store: {e}");
+                Vec::new()
+            }
+        };
+        let found = services
+            .iter()
+            .find(|s| service_matches(s, &query.job_name, &query.ip));
+        let mut table = match found {
+            Some(service) => {
+                let table = service_table(service);
+                let mut interests = self.interests();
+                interests
+                    .clusters
+                    .entry(table.job_name.clone())
+                    .or_default()
+                    .insert(cluster.clone());
+                interests.last.insert(table.job_name.clone(), table.clone());
+                table
+            }
+            None => ServiceTable {
+                found: false,
+                job_name: query.job_name.clone(),
+                ..ServiceTable::default()
+            },
+        };
+        tracing::debug!(cluster = %cluster, job = %table.job_name, ip = %query.ip, found = table.found,
+            instances = table.instances.len(), "table query");
+        table.request_id = query.request_id;
+        self.send(cluster, table_message(table)).await;
+    }
+
+    /// `TableInterestRemove` from `cluster`. Unknown interests are ignored.
+    pub(crate) fn on_table_interest_remove(&self, cluster: &ClusterId, r: TableInterestRemove) {
+        let mut interests = self.interests();
+        if let Some(set) = interests.clusters.get_mut(&r.job_name) {
+            set.remove(cluster);
+            if set.is_empty() {
+                interests.clusters.remove(&r.job_name);
+                interests.last.remove(&r.job_name);
+            }
+        }
+    }
+
+    /// Whether some cluster is interested in `job_name`.
+    pub fn has_table_interest(&self, job_name: &str) -> bool {
+        self.interests().clusters.contains_key(job_name)
+    }
+
+    /// The service's instances may have changed: its table goes to every interested cluster
+    /// when it differs from the last one sent.
+    pub(crate) async fn push_service(&self, service: &ServiceRecord) {
+        self.push_table(service_table(service)).await;
+    }
+
+    /// As [`Self::push_service`], by id (reads the service; a deleted one needs
+    /// [`Self::push_deleted`]).
+    pub(crate) async fn push_service_id(&self, id: ObjectId) {
+        if !self.any_table_interest() {
+            return;
+        }
+        match self.store.get_service(id).await {
+            Ok(Some(service)) => self.push_service(&service).await,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(job = %id, "service table not pushed: {e}"),
+        }
+    }
+
+    /// The service was deleted: interested clusters learn it is gone (`found: false`).
+    pub(crate) async fn push_deleted(&self, job_name: &str) {
+        let table = ServiceTable {
+            found: false,
+            job_name: job_name.to_owned(),
+            ..ServiceTable::default()
+        };
+        self.push_table(table).await;
+    }
+
+    async fn push_table(&self, table: ServiceTable) {
+        let targets: Vec<ClusterId> = {
+            let mut interests = self.interests();
+            let Some(clusters) = interests.clusters.get(&table.job_name) else {
+                return;
+            };
+            let targets = clusters.iter().cloned().collect();
+            if interests.last.get(&table.job_name) == Some(&table) {
+                return;
+            }
+            if table.found {
+                interests.last.insert(table.job_name.clone(), table.clone());
+            } else {
+                interests.clusters.remove(&table.job_name);
+                interests.last.remove(&table.job_name);
+            }
+            targets
+        };
+        tracing::debug!(job = %table.job_name, clusters = targets.len(), instances = table.instances.len(), "service table pushed");
+        for cluster in targets {
+            self.send(&cluster, table_message(table.clone())).await;
+        }
+    }
+
+    fn any_table_interest(&self) -> bool {
+        !self.interests().clusters.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oakestra_core::model::InstanceRecord;
+    use oakestra_core::status::DeploymentStatus;
+
+    fn service() -> ServiceRecord {
+        let mut s: ServiceRecord = serde_json::from_value(serde_json::json!({
+            "_id": {"$oid": "65f1a2b3c4d5e6f708192a3b"},
+            "applicationID": "65f1a2b3c4d5e6f708192a30",
+            "app_name": "demo", "app_ns": "test", "service_name": "nginx", "service_ns": "test",
+            "job_name": "demo.test.nginx.test", "image": "busybox",
+            "microservice_name": "nginx", "microservice_namespace": "test",
+            "virtualization": "container", "code": "busybox", "memory": 10, "vcpus": 0
+        }))
+        .unwrap();
+        s.rr_ip = Some("10.30.55.55".parse().unwrap());
+        let mut running = InstanceRecord::new(0, DeploymentStatus::Running);
+        running.cluster_id = Some(ClusterId("b".into()));
+        running.instance_ip = Some("10.30.0.7".parse().unwrap());
+        running.namespace_ip = Some("10.18.0.66".parse().unwrap());
+        running.host_ip = Some("192.0.2.2".into());
+        running.host_port = Some(50103);
+        let mut failed = running.clone();
+        failed.instance_number = 1;
+        failed.instance_ip = Some("10.30.0.8".parse().unwrap());
+        failed.status = Some(DeploymentStatus::Failed.into());
+        let mut no_network = running.clone();
+        no_network.instance_number = 2;
+        no_network.namespace_ip = None;
+        s.instance_list = vec![running, failed, no_network];
+        s
+    }
+
+    #[test]
+    fn only_running_instances_with_a_network_are_routable() {
+        let t = service_table(&service());
+        assert!(t.found);
+        assert_eq!(t.rr_ip, "10.30.55.55");
+        assert_eq!(t.instances.len(), 1);
+        let i = &t.instances[0];
+        assert_eq!(
+            (
+                i.instance_number,
+                i.namespace_ip.as_str(),
+                i.host_ip.as_str(),
+                i.host_port,
+                i.instance_ip.as_str(),
+                i.cluster_id.as_str()
+            ),
+            (0, "10.18.0.66", "192.0.2.2", 50103, "10.30.0.7", "b")
+        );
+    }
+
+    #[test]
+    fn queries_match_by_name_rr_ip_or_any_instance_ip() {
+        let s = service();
+        assert!(service_matches(&s, "demo.test.nginx.test", ""));
+        assert!(!service_matches(&s, "demo.test.other.test", ""));
+        assert!(service_matches(&s, "", "10.30.55.55"));
+        assert!(
+            service_matches(&s, "", "10.30.0.8"),
+            "a failed instance's IP"
+        );
+        assert!(!service_matches(&s, "", "10.30.0.9"));
+        assert!(!service_matches(&s, "", "not an ip"));
+        assert!(!service_matches(&s, "", ""));
+    }
+}
