@@ -102,7 +102,8 @@ async fn a_client_in_cluster_a_reaches_a_server_in_cluster_b_through_its_rr_ip()
         let url = host.metrics_url();
         eventually(&format!("{}'s broker session", host.ns), || async {
             let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
-            text.contains("oakestra_node_mqtt_connected 1")
+            text.lines()
+                .any(|l| l == "oakestra_node_mqtt_connected 1")
                 .then_some(())
         })
         .await;

@@ -230,7 +230,8 @@ impl World {
             let url = format!("http://{}:10101/metrics", there(i));
             eventually(&format!("worker {i}'s broker session"), || async {
                 let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
-                text.contains("oakestra_node_mqtt_connected 1")
+                text.lines()
+                    .any(|l| l == "oakestra_node_mqtt_connected 1")
                     .then_some(())
             })
             .await;

@@ -92,7 +92,7 @@ impl Metrics {
         );
         let _ = write!(
             out,
-            "# HELP oakestra_node_mqtt_connected 1 while the broker session is up.\n\
+            "# HELP oakestra_node_mqtt_connected Whether the broker session is up (1) or down (0).\n\
              # TYPE oakestra_node_mqtt_connected gauge\noakestra_node_mqtt_connected {}\n",
             get(&self.mqtt_connected)
         );

@@ -446,7 +446,10 @@ async fn worker_registers_reports_runs_instances_and_re_adopts_after_sigkill() {
         "oakestra_node_exits_total 2",
         "oakestra_node_deletes_total 1",
     ] {
-        assert!(metrics.contains(line), "no {line:?} in\n{metrics}");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in\n{metrics}"
+        );
     }
     let before = fake_instances(&data_dir);
     assert_eq!(before.len(), 1, "only instance 4 runs: {before:?}");
