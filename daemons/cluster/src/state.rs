@@ -55,6 +55,9 @@ pub struct Worker {
     pub last_seen: Instant,
     /// Reported within the timeout.
     pub active: bool,
+    /// Whether an `information` came since the worker registered (or the cluster started):
+    /// only then is its broker session known to be subscribed to its control topics.
+    pub session_seen: bool,
 }
 
 /// An instance the cluster manages, as persisted.
@@ -341,6 +344,8 @@ impl ClusterState {
                     record,
                     last_seen: now,
                     active: true,
+                    // Unconfirmed deploys are sent again at load (`resend_unconfirmed_deploys`).
+                    session_seen: true,
                 },
             );
         }
@@ -413,6 +418,7 @@ impl ClusterState {
                 record,
                 last_seen: now,
                 active: true,
+                session_seen: false,
             },
         );
         self.dirty_workers.insert(id.clone());
@@ -430,9 +436,24 @@ impl ClusterState {
             return;
         };
         let was_inactive = !worker.active;
+        let first_since_registration = !worker.session_seen;
         worker.last_seen = now;
         worker.active = true;
+        worker.session_seen = true;
         merge_dynamic(&mut worker.record.info, info);
+        if first_since_registration {
+            // A deploy published between the worker's registration and its subscription
+            // reached nobody: send what it has not confirmed again (deploys are idempotent).
+            for instance in self.instances.values().filter(|i| {
+                i.worker_id.as_deref() == Some(id)
+                    && i.status == Status::Positive(PositiveSchedulingStatus::NodeScheduled)
+            }) {
+                self.effects.push(Effect::Deploy {
+                    worker: id.to_owned(),
+                    command: Box::new(instance.command.clone()),
+                });
+            }
+        }
         if was_inactive {
             self.dirty_workers.insert(id.to_owned());
             self.capacity_changed = true;

@@ -154,6 +154,29 @@ async fn deploy_places_reports_and_is_idempotent() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_deploy_sent_before_the_worker_subscribed_is_sent_again_with_its_first_information() {
+    let mut s = ClusterState::new(timing());
+    let now = Instant::now();
+    s.register_worker(worker("w1", 1000), now);
+    deploy(&mut s, 800, false, "[]", now);
+    place_due(&mut s, now);
+    assert_eq!(deploys(&s.take_effects()), vec!["w1"]);
+    // The worker's first information: its session is subscribed now, the deploy goes again.
+    s.worker_information("w1", worker("w1", 1000).info, now);
+    assert_eq!(deploys(&s.take_effects()), vec!["w1"]);
+    // Later information sends nothing again, and neither does a confirmed instance.
+    s.worker_information("w1", worker("w1", 1000).info, now);
+    assert!(deploys(&s.take_effects()).is_empty());
+    s.job_report("w1", report(DeploymentStatus::Running), now);
+    s.register_worker(worker("w1", 1000), now);
+    s.worker_information("w1", worker("w1", 1000).info, now);
+    assert!(
+        deploys(&s.take_effects()).is_empty(),
+        "running: not sent again"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_silent_worker_loses_its_instances_and_deletes_them_when_back() {
     let mut s = ClusterState::new(timing());
     let t0 = Instant::now();
@@ -369,6 +392,7 @@ async fn demand_is_reserved_until_the_worker_reports() {
     let mut s = ClusterState::new(timing());
     let t0 = Instant::now();
     s.register_worker(worker("w1", 1000), t0);
+    s.worker_information("w1", worker("w1", 1000).info, t0);
     deploy(&mut s, 600, false, "[]", t0);
     s.deploy(
         JOB,
@@ -438,6 +462,8 @@ async fn a_failed_copy_is_restarted_in_place_or_deleted_when_moved() {
     let mut s = ClusterState::new(timing());
     let t0 = Instant::now();
     s.register_worker(worker("w1", 1000), t0);
+    // Its broker session is up (a first information re-sends unconfirmed deploys).
+    s.worker_information("w1", worker("w1", 1000).info, t0);
     deploy(&mut s, 800, false, "[]", t0);
     place_due(&mut s, t0);
     s.take_effects();
