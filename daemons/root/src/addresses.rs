@@ -4,8 +4,9 @@
 //!
 //! * Service creation: [`reserve_for_services`] reserves each user-given `rr_ip` / `rr_ip_v6` /
 //!   `closest_ip` / `closest_ip_v6` and allocates the ones not given, for all services of a
-//!   request or none. The REST side
-//!   calls it before it stores the services, and [`release_services`] if storing fails.
+//!   request or none; every given address of the request is reserved before anything is
+//!   allocated. The REST side calls it before it stores the services, and
+//!   [`release_services`] if storing fails.
 //! * Instance creation and removal happen in `instances.rs`, in the same store update as the
 //!   instance record ([`assign_instance`], [`release_instance`]).
 //! * Service deletion: `ClusterLink::release_service` frees the RR, closest and instance
@@ -162,6 +163,14 @@ pub async fn reserve_for_services(
         Option<String>,
         Option<String>,
     );
+    fn request((_, rr, rr6, closest, closest6): &Wanted) -> ServiceIpRequest<'_> {
+        ServiceIpRequest {
+            rr_ip: rr.as_deref(),
+            rr_ip_v6: rr6.as_deref(),
+            closest_ip: closest.as_deref(),
+            closest_ip_v6: closest6.as_deref(),
+        }
+    }
     let given = |assigned: Option<String>, sla: Option<&String>| {
         assigned.or_else(|| {
             sla.filter(|t| !t.trim().is_empty())
@@ -189,16 +198,16 @@ pub async fn reserve_for_services(
         .collect();
     let result = store
         .update_ipam(|ipam: &mut AddressManager| {
+            // Every user-given address of the batch first, so that no service's allocation
+            // takes an address another service of the batch asks for.
+            for w in &wanted {
+                ipam.reserve_given_service_ips(&w.0.to_string(), request(w))
+                    .map_err(IpamStep::Ipam)?;
+            }
             let mut out = Vec::with_capacity(wanted.len());
-            for (id, rr, rr6, closest, closest6) in &wanted {
-                let request = ServiceIpRequest {
-                    rr_ip: rr.as_deref(),
-                    rr_ip_v6: rr6.as_deref(),
-                    closest_ip: closest.as_deref(),
-                    closest_ip_v6: closest6.as_deref(),
-                };
+            for w in &wanted {
                 let a = ipam
-                    .assign_service_ips(&id.to_string(), request)
+                    .assign_service_ips(&w.0.to_string(), request(w))
                     .map_err(IpamStep::Ipam)?;
                 out.push(a);
             }
@@ -454,5 +463,26 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(other[1].closest_ip, Some("10.30.66.66".parse().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn a_given_address_is_not_taken_by_an_allocation_of_the_same_request() {
+        let store: Arc<dyn Store> = MemoryStore::shared();
+        let mut batch = services();
+        // curl (first) gets everything allocated; nginx asks for the very first free addresses
+        // as its closest IPs.
+        batch[1].rr_ip = None;
+        let addresses = batch[1].microservice.addresses.get_or_insert_default();
+        addresses.closest_ip = Some("10.30.0.1".into());
+        addresses.closest_ip_v6 = Some("fdff:2000::1".into());
+        reserve_for_services(store.as_ref(), &mut batch)
+            .await
+            .unwrap();
+        assert_eq!(batch[1].closest_ip, Some("10.30.0.1".parse().unwrap()));
+        assert_eq!(
+            batch[1].closest_ip_v6,
+            Some("fdff:2000::1".parse().unwrap())
+        );
+        assert_ne!(batch[0].rr_ip, batch[1].closest_ip);
     }
 }

@@ -205,6 +205,38 @@ impl AddressManager {
         job_name: &str,
         request: ServiceIpRequest<'_>,
     ) -> Result<ServiceIps, IpamError> {
+        let [Some(a), Some(b), Some(c), Some(d)] = self.service_ips(job_name, request, true)?
+        else {
+            unreachable!("with allocation every address is applied")
+        };
+        Ok(ServiceIps {
+            rr_ipv4: as_v4(a),
+            rr_ipv6: as_v6(b),
+            closest_ipv4: as_v4(c),
+            closest_ipv6: as_v6(d),
+        })
+    }
+
+    /// Reserves only the user-given addresses of `request` for service `job_name` (checked as
+    /// in [`Self::assign_service_ips`], all or nothing) and allocates nothing. A caller that
+    /// assigns several services at once reserves every service's given addresses first, so
+    /// that no service's allocation takes an address another one asks for.
+    pub fn reserve_given_service_ips(
+        &mut self,
+        job_name: &str,
+        request: ServiceIpRequest<'_>,
+    ) -> Result<(), IpamError> {
+        self.service_ips(job_name, request, false).map(|_| ())
+    }
+
+    /// The addresses of a service's four slots (rr v4, rr v6, closest v4, closest v6): the
+    /// given ones reserved, the others allocated when `allocate` (else left out).
+    fn service_ips(
+        &mut self,
+        job_name: &str,
+        request: ServiceIpRequest<'_>,
+        allocate: bool,
+    ) -> Result<[Option<IpAddr>; 4], IpamError> {
         let rr = Holder::service(job_name);
         let closest = Holder::closest(job_name);
         let wants = [
@@ -229,10 +261,13 @@ impl AddressManager {
                 &closest,
             ),
         ];
+        let wanted = |k: usize| allocate || matches!(wants[k].1, Want::Given { .. });
         // Check everything first: each address on its own, then the pairs sharing a pool.
         let mut given = [None; 4];
         for (k, (pool, want, holder)) in wants.iter().enumerate() {
-            given[k] = self.check(*pool, *want, holder)?;
+            if wanted(k) {
+                given[k] = self.check(*pool, *want, holder)?;
+            }
         }
         for (a, b) in [(0, 2), (1, 3)] {
             if let (Some(x), Some(y)) = (given[a], given[b])
@@ -250,9 +285,11 @@ impl AddressManager {
             }
         }
         for pool in [RootPool::ServiceIpv4, RootPool::RrIpv6] {
-            let new_slots = wants
-                .iter()
-                .filter(|(p, _, holder)| *p == pool && self.pool(pool).address_of(holder).is_none())
+            let new_slots = (0..4)
+                .filter(|k| wanted(*k))
+                .filter(|k| {
+                    wants[*k].0 == pool && self.pool(pool).address_of(wants[*k].2).is_none()
+                })
                 .count();
             self.pool(pool).check_room(new_slots)?;
         }
@@ -261,20 +298,12 @@ impl AddressManager {
         let mut out = [None; 4];
         let order = (0..4)
             .filter(|k| given[*k].is_some())
-            .chain((0..4).filter(|k| given[*k].is_none()));
+            .chain((0..4).filter(|k| given[*k].is_none() && wanted(*k)));
         for k in order {
             let (pool, _, holder) = wants[k];
             out[k] = Some(self.apply(pool, given[k], holder)?);
         }
-        let [Some(a), Some(b), Some(c), Some(d)] = out else {
-            unreachable!("every address was applied")
-        };
-        Ok(ServiceIps {
-            rr_ipv4: as_v4(a),
-            rr_ipv6: as_v6(b),
-            closest_ipv4: as_v4(c),
-            closest_ipv6: as_v6(d),
-        })
+        Ok(out)
     }
 
     /// Releases the closest addresses of service `job_name` (those it held).

@@ -710,3 +710,38 @@ fn service_ips_are_all_or_nothing_when_the_pool_runs_out() {
     assert!(matches!(err, IpamError::Exhausted { .. }), "{err:?}");
     assert_eq!(ipam, before);
 }
+
+#[test]
+fn given_addresses_of_a_batch_can_be_reserved_before_anyone_allocates() {
+    let mut ipam = AddressManager::new();
+    // The second service asks for the address the first one's allocation would take.
+    let second = request(None, None, Some("10.30.0.1"), None);
+    ipam.reserve_given_service_ips("b", second).unwrap();
+    assert_eq!(
+        ipam.holder_of(ip("10.30.0.1")),
+        Some((RootPool::ServiceIpv4, &Holder::closest("b")))
+    );
+    assert_eq!(
+        ipam.pool(RootPool::ServiceIpv4).len(),
+        1,
+        "nothing allocated"
+    );
+    assert!(ipam.pool(RootPool::RrIpv6).is_empty());
+    let a = ipam
+        .assign_service_ips("a", ServiceIpRequest::default())
+        .unwrap();
+    assert_eq!(a.rr_ipv4, v4("10.30.0.2"));
+    let b = ipam.assign_service_ips("b", second).unwrap();
+    assert_eq!(b.closest_ipv4, v4("10.30.0.1"));
+    // Checked like assign_service_ips: a conflict changes nothing.
+    let before = ipam.clone();
+    let err = ipam
+        .reserve_given_service_ips(
+            "c",
+            request(Some("10.30.9.9"), None, Some("10.30.0.2"), None),
+        )
+        .unwrap_err();
+    assert!(matches!(err, IpamError::AlreadyHeld { .. }), "{err:?}");
+    assert_eq!(ipam, before);
+    ipam.assert_consistent();
+}
