@@ -390,6 +390,25 @@ fn closest_ips_are_checked_like_rr_ips() {
         let text = format!("{errors:?}");
         assert!(text.contains(says), "{bad}: {text}");
     }
+    // A later service's rr_ip equal to an earlier service's closest_ip.
+    let mut v = with_ms("addresses", json!({"closest_ip": "10.30.8.8"}));
+    let mut second = v["applications"][0]["microservices"][0].clone();
+    second["microservice_name"] = json!("other");
+    second["addresses"] = json!({"rr_ip": "10.30.8.8"});
+    v["applications"][0]["microservices"]
+        .as_array_mut()
+        .unwrap()
+        .push(second);
+    let errors = sla::validate_value(&v).unwrap_err();
+    assert_eq!(
+        paths(&errors),
+        ["/applications/0/microservices/1/addresses/rr_ip"]
+    );
+    let text = format!("{errors:?}");
+    assert!(
+        text.contains(&format!("already used at {MS}/addresses/closest_ip")),
+        "{text}"
+    );
 }
 
 #[test]

@@ -836,9 +836,15 @@ impl Checker {
     fn unique_rr_v4(&mut self, ip: Ipv4Addr) {
         let here = render(&self.path, Some("rr_ip"));
         if let Some((_, first)) = self.rr_v4.iter().find(|(seen, _)| *seen == ip) {
-            let message = format!(
-                "{ip} is already the rr_ip of {first}; every service needs its own round-robin address"
-            );
+            let message = if first.ends_with("/closest_ip") {
+                format!(
+                    "{ip} is already used at {first}; every service needs its own round-robin and closest addresses"
+                )
+            } else {
+                format!(
+                    "{ip} is already the rr_ip of {first}; every service needs its own round-robin address"
+                )
+            };
             self.violations.push(Violation {
                 path: here,
                 message,
@@ -851,9 +857,15 @@ impl Checker {
     fn unique_rr_v6(&mut self, ip: Ipv6Addr) {
         let here = render(&self.path, Some("rr_ip_v6"));
         if let Some((_, first)) = self.rr_v6.iter().find(|(seen, _)| *seen == ip) {
-            let message = format!(
-                "{ip} is already the rr_ip_v6 of {first}; every service needs its own round-robin address"
-            );
+            let message = if first.ends_with("/closest_ip_v6") {
+                format!(
+                    "{ip} is already used at {first}; every service needs its own round-robin and closest addresses"
+                )
+            } else {
+                format!(
+                    "{ip} is already the rr_ip_v6 of {first}; every service needs its own round-robin address"
+                )
+            };
             self.violations.push(Violation {
                 path: here,
                 message,
