@@ -83,6 +83,21 @@ pub struct ServiceRecord {
     /// Round-robin IPv6.
     #[serde(rename = "RR_ip_v6", default, skip_serializing_if = "Option::is_none")]
     pub rr_ip_v6: Option<Ipv6Addr>,
+    /// Closest IPv4 (the SLA's `closest_ip` or allocated; same pool as `RR_ip`): a new
+    /// connection to it reaches the instance with the lowest RTT from the client's worker.
+    #[serde(
+        rename = "Closest_ip",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub closest_ip: Option<Ipv4Addr>,
+    /// Closest IPv6 (same pool as `RR_ip_v6`).
+    #[serde(
+        rename = "Closest_ip_v6",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub closest_ip_v6: Option<Ipv6Addr>,
     /// Job-level status (absent until the first deploy request).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
@@ -127,6 +142,9 @@ impl ServiceRecord {
             image: service.code.clone(),
             rr_ip: addresses.and_then(|a| a.rr_ip),
             rr_ip_v6: addresses.and_then(|a| a.rr_ip_v6),
+            // The SLA's `closest_ip` is text; the root's IPAM validates and reserves it.
+            closest_ip: None,
+            closest_ip_v6: None,
             status: None,
             status_detail: None,
             next_instance_progressive_number: 0,

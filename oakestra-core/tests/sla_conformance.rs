@@ -380,6 +380,71 @@ fn net_rr_ip_cases() {
 }
 
 #[test]
+fn closest_ips_are_checked_like_rr_ips() {
+    for ok in [
+        json!({"closest_ip": "10.30.66.66"}),
+        json!({"closest_ip_v6": "fdff:2000::66"}),
+        json!({"rr_ip": "10.30.55.55", "closest_ip": "10.30.66.66", "closest_ip_v6": ""}),
+    ] {
+        assert!(
+            sla::validate_value(&with_ms("addresses", ok.clone())).is_ok(),
+            "{ok}"
+        );
+    }
+    for (bad, field, says) in [
+        (
+            json!({"closest_ip": "10.31.0.1"}),
+            "closest_ip",
+            "inside 10.30.0.0/16",
+        ),
+        (
+            json!({"closest_ip": "near"}),
+            "closest_ip",
+            "not an IPv4 address",
+        ),
+        (
+            json!({"closest_ip_v6": "fdff:2800::1"}),
+            "closest_ip_v6",
+            "inside fdff:2000::/21",
+        ),
+        (
+            json!({"rr_ip": "10.30.7.7", "closest_ip": "10.30.7.7"}),
+            "closest_ip",
+            "already used at /applications/0/microservices/0/addresses/rr_ip",
+        ),
+        (
+            json!({"rr_ip_v6": "fdff:2000::7", "closest_ip_v6": "fdff:2000::7"}),
+            "closest_ip_v6",
+            "already used at",
+        ),
+    ] {
+        let errors = sla::validate_value(&with_ms("addresses", bad.clone())).unwrap_err();
+        assert_eq!(paths(&errors), [format!("{MS}/addresses/{field}")], "{bad}");
+        let text = format!("{errors:?}");
+        assert!(text.contains(says), "{bad}: {text}");
+    }
+    // A later service's rr_ip equal to an earlier service's closest_ip.
+    let mut v = with_ms("addresses", json!({"closest_ip": "10.30.8.8"}));
+    let mut second = v["applications"][0]["microservices"][0].clone();
+    second["microservice_name"] = json!("other");
+    second["addresses"] = json!({"rr_ip": "10.30.8.8"});
+    v["applications"][0]["microservices"]
+        .as_array_mut()
+        .unwrap()
+        .push(second);
+    let errors = sla::validate_value(&v).unwrap_err();
+    assert_eq!(
+        paths(&errors),
+        ["/applications/0/microservices/1/addresses/rr_ip"]
+    );
+    let text = format!("{errors:?}");
+    assert!(
+        text.contains(&format!("already used at {MS}/addresses/closest_ip")),
+        "{text}"
+    );
+}
+
+#[test]
 fn net_and_service_name_cases() {
     // oakestra-net sla_validation_test and the root's services_test.
     let fields = [

@@ -362,6 +362,8 @@ impl Actor {
                     instance_ip_v6: d.instance_ip_v6,
                     rr_ip: d.rr_ip,
                     rr_ip_v6: d.rr_ip_v6,
+                    closest_ip: d.closest_ip,
+                    closest_ip_v6: d.closest_ip_v6,
                 };
                 if let Err(e) = self.state.deploy(
                     &d.job_id,

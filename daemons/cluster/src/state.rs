@@ -764,9 +764,10 @@ impl ClusterState {
     }
 
     /// Answers a table query (`net/tablequery/request`) from what this cluster knows: the
-    /// service named `sname`, or the one `sip` belongs to (its `rr_ip` or an instance IP), with
-    /// every instance whose network its worker has reported, plus the instances in other
-    /// clusters the root told it about. Unknown: `app_name` null and no instances.
+    /// service named `sname`, or the one `sip` belongs to (its `rr_ip`, closest IP or an
+    /// instance IP), with every instance whose network its worker has reported, plus the
+    /// instances in other clusters the root told it about. Unknown: `app_name` null and no
+    /// instances.
     pub fn table_query(&self, request: &TableQueryRequest) -> TableQueryResult {
         let job_name = if request.sip.is_empty() {
             (self.by_job_name.contains_key(&request.sname)
@@ -781,6 +782,8 @@ impl ClusterState {
                         extra(i, "RR_ip"),
                         extra(i, "instance_ip_v6"),
                         extra(i, "RR_ip_v6"),
+                        extra(i, "Closest_ip"),
+                        extra(i, "Closest_ip_v6"),
                     ]
                     .iter()
                     .any(|a| !a.is_empty() && *a == request.sip)
@@ -824,15 +827,26 @@ impl ClusterState {
                     namespace_ip_v6: net.nsipv6.clone(),
                     host_ip: net.host_ip.clone(),
                     host_port: net.host_port,
-                    // Oakestra's order: the RR address, then the instance's own.
-                    service_ip: vec![
-                        ip("RR", extra(i, "RR_ip"), extra(i, "RR_ip_v6")),
-                        ip(
+                    // Oakestra's order: the RR address, then the instance's own; the
+                    // closest address (Oakestra's `IpType` "Closest", which it never
+                    // allocated) after them, when the root sent one.
+                    service_ip: [
+                        Some(ip("RR", extra(i, "RR_ip"), extra(i, "RR_ip_v6"))),
+                        Some(ip(
                             "instance_ip",
                             extra(i, "instance_ip"),
                             extra(i, "instance_ip_v6"),
-                        ),
-                    ],
+                        )),
+                        Some(ip(
+                            "Closest",
+                            extra(i, "Closest_ip"),
+                            extra(i, "Closest_ip_v6"),
+                        ))
+                        .filter(|c| !c.address.is_empty() || !c.address_v6.is_empty()),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
                     extra: Default::default(),
                 })
             })
@@ -1282,6 +1296,10 @@ pub struct InstanceAddresses {
     pub rr_ip: String,
     /// Service round-robin IPv6.
     pub rr_ip_v6: String,
+    /// Service closest IPv4 (empty: none).
+    pub closest_ip: String,
+    /// Service closest IPv6.
+    pub closest_ip_v6: String,
 }
 
 fn union(into: &mut Vec<String>, from: &[String]) {
@@ -1390,6 +1408,8 @@ pub fn deploy_command(
     put("instance_ip_v6", &ips.instance_ip_v6);
     put("RR_ip", &ips.rr_ip);
     put("RR_ip_v6", &ips.rr_ip_v6);
+    put("Closest_ip", &ips.closest_ip);
+    put("Closest_ip_v6", &ips.closest_ip_v6);
     put("app_name", &service.app_name);
     put("app_ns", &service.app_ns);
     put("service_name", &service.service_name);

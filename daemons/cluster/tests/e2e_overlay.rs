@@ -6,7 +6,10 @@
 //! to the cluster and fill their proxies through table queries. A client instance on worker 1
 //! reaches the server instance on worker 2 through the server's rr_ip and sees only the rr_ip;
 //! with two server instances, new connections alternate between them (round robin); when the
-//! worker of one of them dies, new connections reach the survivor within 15 s.
+//! worker of one of them dies, new connections reach the survivor within 15 s. Through the
+//! server's closest IP, with a server instance on the client's worker and one on the other,
+//! new connections reach the local one; with the client's worker told (`--rtt-override`) that
+//! the other worker is nearer than itself, they reach the remote one.
 //!
 //! The Oakestra demo runs for real too: each worker with a containerd of its own, the
 //! clientsrvr app's `nginx` (the busybox httpd test image) on one worker and its `curl`
@@ -27,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use oakestra_core::model::ServiceRecord;
 use oakestra_net::dataplane::netns;
-use support::{RootProcess, eventually, free_port};
+use support::{RootProcess, eventually, eventually_within, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn must(args: &[&str]) {
@@ -110,14 +113,26 @@ struct World {
     _dirs: Vec<tempfile::TempDir>,
 }
 
+/// The underlay address of worker `i`'s host namespace in the world of `slot`.
+fn worker_ip(slot: u8, i: usize) -> Ipv4Addr {
+    let y = (std::process::id() % 256) as u8;
+    Ipv4Addr::new(198, 18 + i as u8, y, slot * 4 + 2)
+}
+
 impl World {
     /// `slot` (0–63) keeps parallel tests apart; `cluster_args` go to the cluster.
     async fn start(slot: u8, cluster_args: &[&str]) -> World {
-        Self::start_with(slot, cluster_args, Workers::Fake).await
+        Self::start_with(slot, cluster_args, Workers::Fake, [&[], &[]]).await
     }
 
-    /// [`World::start`] with workers that run `workers`.
-    async fn start_with(slot: u8, cluster_args: &[&str], workers: Workers) -> World {
+    /// [`World::start`] with workers that run `workers`, with extra arguments for each
+    /// worker's `oakestra-node`.
+    async fn start_with(
+        slot: u8,
+        cluster_args: &[&str],
+        workers: Workers,
+        worker_args: [&[String]; 2],
+    ) -> World {
         let pid = std::process::id();
         let tags = [0, 1].map(|i| format!("e{}{}{}", pid % 10_000, slot, ["a", "b"][i]));
         let hosts = tags.clone().map(|t| format!("{t}h"));
@@ -132,7 +147,7 @@ impl World {
         // oakestra-net tests use 100.64.0.0/10).
         let y = (pid % 256) as u8;
         let here = |i: usize| Ipv4Addr::new(198, 18 + i as u8, y, slot * 4 + 1);
-        let there = |i: usize| Ipv4Addr::new(198, 18 + i as u8, y, slot * 4 + 2);
+        let there = |i: usize| worker_ip(slot, i);
         for (i, host) in hosts.iter().enumerate() {
             let link = guard.links[i].clone();
             must(&["ip", "netns", "add", host]);
@@ -211,6 +226,7 @@ impl World {
                 .args(["--advertise-ip", &there(i).to_string()])
                 .args(["--metrics-listen", &format!("{}:10101", there(i))])
                 .args(["--report-interval", "500ms"])
+                .args(worker_args[i])
                 .arg("--data-dir")
                 .arg(dir.path())
                 .env(
@@ -616,7 +632,7 @@ async fn the_clientsrvr_demo_runs_in_real_containers_across_two_workers() {
         &containerd_support::build_image("overlay-demo"),
     )
     .await;
-    let world = World::start_with(3, &[], Workers::Containerd { registry_port }).await;
+    let world = World::start_with(3, &[], Workers::Containerd { registry_port }, [&[], &[]]).await;
     // The workers pull through the host's address on their link.
     let image = pushed.replacen(
         &registry,
@@ -699,4 +715,119 @@ async fn the_clientsrvr_demo_runs_in_real_containers_across_two_workers() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+const CLOSEST: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(10, 30, 66, 66)), 8080);
+
+/// A world with a server instance on each worker behind the user-given closest IP 10.30.66.66
+/// and the client on w1, both servers answering through the rr_ip (so the client's worker
+/// knows both); returns the world and the client's namespace.
+async fn closest_world(
+    slot: u8,
+    w1_args: &[String],
+) -> (World, PathBuf, Vec<tokio::task::JoinHandle<()>>) {
+    let world = World::start_with(slot, &[], Workers::Fake, [w1_args, &[]]).await;
+    // More than half a worker's total memory each: never two server instances on one worker
+    // (the cluster subtracts placed demand from the total), whatever the host's load.
+    let server_memory = world.worker_memory_mb().await * 51 / 100;
+    let mut sla: serde_json::Value = serde_json::from_str(&sla("w1;w2", server_memory)).unwrap();
+    sla["applications"][0]["microservices"][1]["addresses"]["closest_ip"] =
+        CLOSEST.ip().to_string().into();
+    let services = world
+        .deploy(&sla.to_string(), &[("nginx", 2), ("curl", 1)])
+        .await;
+    let nginx = services.iter().find(|s| s.service_name == "nginx").unwrap();
+    let nginx = world.admin.service(&nginx.id.to_string()).await.unwrap();
+    assert_eq!(
+        nginx.closest_ip.map(std::net::IpAddr::V4),
+        Some(CLOSEST.ip()),
+        "the root reserved the user-given closest IP"
+    );
+    assert!(
+        nginx.closest_ip_v6.is_some(),
+        "and allocated a closest IPv6"
+    );
+    let client_ns = world.ns(0, "curl", 0);
+    // Placement waits while a worker's available memory is below the ask (a busy test host),
+    // so this may take longer than the usual wait.
+    let servers_ns = eventually_within(
+        "the client's namespace and a server on each worker",
+        Duration::from_secs(60),
+        || async {
+            let on = |i: usize| (0..2).map(|n| world.ns(i, "nginx", n)).find(|p| p.exists());
+            client_ns.exists().then_some(())?;
+            Some([on(0)?, on(1)?])
+        },
+    )
+    .await;
+    let (peers_tx, _peers) = tokio::sync::mpsc::unbounded_channel();
+    let mut servers = Vec::new();
+    for (i, path) in servers_ns.iter().enumerate() {
+        servers.push(serve(path, format!("nginx on w{}", i + 1), peers_tx.clone()).await);
+    }
+    alternating_answers(&client_ns, 2).await;
+    (world, client_ns, servers)
+}
+
+/// `count` consecutive new connections from `from` to the closest IP: who answered each, all
+/// of them seeing the closest IP as their peer.
+async fn closest_answers(from: &Path, count: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let (answer, seen) = request(from, CLOSEST).await.unwrap();
+        assert_eq!(seen, CLOSEST, "the client sees the closest IP");
+        out.push(answer);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_closest_ip_answers_from_the_instance_on_the_client_s_own_worker() {
+    let slot = 11;
+    let (_world, client_ns, _servers) = closest_world(slot, &[]).await;
+    assert_eq!(
+        closest_answers(&client_ns, 6).await,
+        vec!["nginx on w1"; 6],
+        "the local instance (RTT 0) wins over the remote one"
+    );
+    // The client's worker measures the other worker's tunnel endpoint over the tunnel and
+    // shows it in its metrics.
+    let url = format!("http://{}:10101/metrics", worker_ip(slot, 0));
+    let w2 = format!(
+        "oakestra_node_overlay_rtt_seconds{{node=\"{}:50103\",source=\"measured\"}}",
+        worker_ip(slot, 1)
+    );
+    let rtt: f64 = eventually("w1's measured RTT to w2", || async {
+        let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+        let line = text.lines().find(|l| l.starts_with(&w2))?;
+        line.rsplit(' ').next()?.parse().ok()
+    })
+    .await;
+    assert!(rtt > 0.0 && rtt < 0.5, "a veth RTT: {rtt} s");
+    // Still the local one: a measured remote worker does not beat this worker's own 0.
+    assert_eq!(closest_answers(&client_ns, 2).await, vec!["nginx on w1"; 2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_rtts_overridden_the_closest_ip_follows_them_to_the_other_worker() {
+    let slot = 12;
+    // The client's worker believes itself 50 ms away and w2 1 ms away.
+    let overrides = format!("{}=50,{}=1", worker_ip(slot, 0), worker_ip(slot, 1));
+    let (_world, client_ns, _servers) =
+        closest_world(slot, &["--rtt-override".into(), overrides]).await;
+    assert_eq!(
+        closest_answers(&client_ns, 6).await,
+        vec!["nginx on w2"; 6],
+        "the instance on the worker with the lower (overridden) RTT wins"
+    );
+    let url = format!("http://{}:10101/metrics", worker_ip(slot, 0));
+    let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    assert!(
+        text.contains(&format!(
+            "oakestra_node_overlay_rtt_seconds{{node=\"{}:50103\",source=\"override\"}} 0.05",
+            worker_ip(slot, 0)
+        )),
+        "{text}"
+    );
 }

@@ -1,6 +1,6 @@
 //! The cluster's side of the overlay (issue 8) on its state machine: workers report where an
 //! instance's network is (`net/service/deployed`), and table queries (`net/tablequery/request`)
-//! are answered from the cluster's own view, by job name, rr_ip or instance IP, in Oakestra's
+//! are answered from the cluster's own view, by job name, rr_ip, closest IP or instance IP, in Oakestra's
 //! field names. An instance that moves is left out until its new worker reports it.
 
 use std::time::Duration;
@@ -109,6 +109,8 @@ async fn table_queries_are_answered_from_the_cluster_view() {
                 instance_ip_v6: String::new(),
                 rr_ip: "10.30.55.55".into(),
                 rr_ip_v6: String::new(),
+                closest_ip: "10.30.66.66".into(),
+                closest_ip_v6: "fdff:2000::66".into(),
             },
             t0,
         )
@@ -159,8 +161,13 @@ async fn table_queries_are_answered_from_the_cluster_view() {
         .collect();
     assert_eq!(
         types,
-        vec![("RR", "10.30.55.55"), ("instance_ip", "10.30.0.3")]
+        vec![
+            ("RR", "10.30.55.55"),
+            ("instance_ip", "10.30.0.3"),
+            ("Closest", "10.30.66.66")
+        ]
     );
+    assert_eq!(first.service_ip[2].address_v6, "fdff:2000::66");
     // Oakestra's field names on the wire.
     let json = serde_json::to_value(&answer).unwrap();
     for key in ["app_name", "instance_list", "query_key"] {
@@ -179,8 +186,8 @@ async fn table_queries_are_answered_from_the_cluster_view() {
     assert_eq!(entry["service_ip"][0]["IpType"], "RR");
     assert_eq!(entry["service_ip"][0]["Address"], "10.30.55.55");
 
-    // By rr_ip and by an instance IP: the same service, every instance.
-    for ip in ["10.30.55.55", "10.30.0.4"] {
+    // By rr_ip, closest IP (v4 or v6) and by an instance IP: the same service, every instance.
+    for ip in ["10.30.55.55", "10.30.66.66", "fdff:2000::66", "10.30.0.4"] {
         let a = s.table_query(&by_ip(ip));
         assert_eq!(a.app_name.as_deref(), Some(JOB_NAME), "{ip}");
         assert_eq!(a.query_key, ip);

@@ -1,7 +1,8 @@
 //! Configuration: flags, environment variables and an optional TOML file, in that order of
 //! precedence.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -188,6 +189,9 @@ pub struct Config {
     pub dns_port: u16,
     /// UDP port of the service-IP tunnel (Oakestra's 50103).
     pub tunnel_port: u16,
+    /// RTTs that replace the measured ones for closest IPs, by worker host address
+    /// (`--rtt-override`, a test and diagnostic hook).
+    pub rtt_override: BTreeMap<IpAddr, Duration>,
 }
 
 impl Config {
@@ -217,8 +221,38 @@ impl Config {
             overlay_tag: oakestra_net::dataplane::Naming::DEFAULT_TAG.to_owned(),
             tunnel_port: oakestra_net::dataplane::tunnel::DEFAULT_TUNNEL_PORT,
             dns_port: crate::overlay::DEFAULT_DNS_PORT,
+            rtt_override: BTreeMap::new(),
         }
     }
+}
+
+/// The value of `--rtt-override`: `HOST_IP=MS[,HOST_IP=MS…]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RttOverrides(pub BTreeMap<IpAddr, Duration>);
+
+/// Parses `HOST_IP=MS[,HOST_IP=MS…]` (milliseconds, fractions allowed; empty: none).
+pub fn parse_rtt_override(text: &str) -> Result<RttOverrides, String> {
+    let mut out = BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (host, ms) = item.split_once('=').ok_or_else(|| {
+            format!(
+                "{item:?} is not HOST_IP=MS; write e.g. 10.0.0.2=5 (5 ms to the worker at 10.0.0.2)"
+            )
+        })?;
+        let host: IpAddr = host.trim().parse().map_err(|_| {
+            format!("{host:?} in {item:?} is not an IP address; give the worker's host address")
+        })?;
+        let ms: f64 = ms
+            .trim()
+            .parse()
+            .ok()
+            .filter(|v: &f64| v.is_finite() && *v >= 0.0 && *v < 3_600_000.0)
+            .ok_or_else(|| {
+                format!("{ms:?} in {item:?} is not a number of milliseconds (0 up to an hour)")
+            })?;
+        out.insert(host, Duration::from_secs_f64(ms / 1000.0));
+    }
+    Ok(RttOverrides(out))
 }
 
 /// `$XDG_STATE_HOME/oakestra-node`, else `$HOME/.local/state/oakestra-node`, else
@@ -248,7 +282,7 @@ fn parse_cluster(text: &str) -> Result<ClusterAddress, String> {
     after_help = "Every flag can also be set in the TOML file given by --config (same names, with \
                   underscores: cluster, token, data_dir, runtime, containerd_socket, \
                   insecure_registries, name, location, advertise_ip, mqtt_host, report_interval, \
-                  stop_grace, metrics_listen, overlay, overlay_tag, tunnel_port, dns_port); registry credentials only there, as \
+                  stop_grace, metrics_listen, overlay, overlay_tag, tunnel_port, dns_port, rtt_override); registry credentials only there, as \
                   [registry_credentials.\"HOST\"] with username and password. Flags win over the \
                   environment, the environment over the file."
 )]
@@ -331,6 +365,12 @@ pub struct Cli {
     /// `<service>.<servicens>.<app>.<appns>` with the service's rr_ip [default: 53; 0: off].
     #[arg(long, env = "OAKESTRA_NODE_DNS_PORT")]
     pub dns_port: Option<u16>,
+    /// Test/diagnostic hook: use these RTTs (milliseconds) instead of measuring them, for the
+    /// workers at these host addresses, this worker's own included (its local instances
+    /// otherwise count as 0 ms). Closest IPs then pick instances by these values. Format:
+    /// HOST_IP=MS[,HOST_IP=MS…], e.g. 10.0.0.1=50,10.0.0.2=1 [default: none].
+    #[arg(long, env = "OAKESTRA_NODE_RTT_OVERRIDE", value_parser = parse_rtt_override)]
+    pub rtt_override: Option<RttOverrides>,
 }
 
 /// The TOML file.
@@ -358,6 +398,7 @@ struct FileSettings {
     overlay_tag: Option<String>,
     tunnel_port: Option<u16>,
     dns_port: Option<u16>,
+    rtt_override: Option<String>,
 }
 
 fn read_file(path: &Path) -> Result<FileSettings, String> {
@@ -465,6 +506,15 @@ impl Cli {
         }
         if let Some(port) = self.dns_port.or(file.dns_port) {
             config.dns_port = port;
+        }
+        let file_override = file
+            .rtt_override
+            .as_deref()
+            .map(parse_rtt_override)
+            .transpose()
+            .map_err(|e| format!("rtt_override in the configuration file: {e}"))?;
+        if let Some(RttOverrides(map)) = self.rtt_override.or(file_override) {
+            config.rtt_override = map;
         }
         let metrics = self
             .metrics_listen
@@ -599,6 +649,44 @@ mod tests {
         assert_eq!(config.runtime, RuntimeKind::Unikernel);
         assert_eq!(config.insecure_registries, vec!["a:1", "b:2"]);
         assert!(Cli::try_parse_from(["oakestra-node", "--runtime", "docker"]).is_err());
+    }
+
+    #[test]
+    fn rtt_overrides_parse_and_bad_ones_are_explained() {
+        let parsed = parse_rtt_override("10.0.0.1=50, 10.0.0.2=0.5,fd00::1=0").unwrap();
+        assert_eq!(
+            parsed.0.into_iter().collect::<Vec<_>>(),
+            vec![
+                ("10.0.0.1".parse().unwrap(), Duration::from_millis(50)),
+                ("10.0.0.2".parse().unwrap(), Duration::from_micros(500)),
+                ("fd00::1".parse().unwrap(), Duration::ZERO),
+            ]
+        );
+        assert!(parse_rtt_override("").unwrap().0.is_empty());
+        for (bad, says) in [
+            ("10.0.0.1", "is not HOST_IP=MS"),
+            ("worker1=5", "is not an IP address"),
+            ("10.0.0.1=-1", "not a number of milliseconds"),
+            ("10.0.0.1=fast", "not a number of milliseconds"),
+        ] {
+            let err = parse_rtt_override(bad).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+        let cli = Cli::try_parse_from([
+            "oakestra-node",
+            "--cluster",
+            "c",
+            "--token",
+            "t",
+            "--rtt-override",
+            "192.0.2.7=3",
+        ])
+        .unwrap();
+        let config = cli.resolve().unwrap();
+        assert_eq!(
+            config.rtt_override.get(&"192.0.2.7".parse().unwrap()),
+            Some(&Duration::from_millis(3))
+        );
     }
 
     #[test]

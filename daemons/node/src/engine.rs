@@ -39,6 +39,10 @@ pub trait NetworkHook: Send + Sync + std::fmt::Debug {
     async fn before_start(&self, deploy: &DeployCommand) -> Result<(), String>;
     /// After the runtime removed the instance (also when it never started).
     async fn after_remove(&self, id: &InstanceId);
+    /// Prometheus text lines of the network's own metrics (none by default).
+    fn metrics(&self) -> String {
+        String::new()
+    }
 }
 
 /// The engine; share it as `Arc<Engine>`.
@@ -98,6 +102,11 @@ impl Engine {
     /// Gives instances their network through `hook` from now on.
     pub fn set_network(&self, hook: Arc<dyn NetworkHook>) {
         *self.network.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
+    }
+
+    /// The network's own metrics lines (empty without an overlay).
+    pub fn network_metrics(&self) -> String {
+        self.network().map(|n| n.metrics()).unwrap_or_default()
     }
 
     fn network(&self) -> Option<Arc<dyn NetworkHook>> {

@@ -350,6 +350,10 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         if config.dns_port != 0 {
             overlay.set_dns(overlay::DnsListen::Bridge(config.dns_port));
         }
+        if !config.rtt_override.is_empty() {
+            tracing::info!(overrides = ?config.rtt_override, "RTTs for closest IPs overridden");
+            overlay.set_rtt_overrides(config.rtt_override.clone());
+        }
         overlay.set_publisher(reporter.clone());
         reporter.set_overlay(overlay.clone());
         engine.set_network(overlay.clone());

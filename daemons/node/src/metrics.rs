@@ -107,6 +107,7 @@ impl Metrics {
         for (status, n) in by_status {
             let _ = writeln!(out, "oakestra_node_instances{{status=\"{status}\"}} {n}");
         }
+        out.push_str(&engine.network_metrics());
         out
     }
 }

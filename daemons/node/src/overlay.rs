@@ -7,8 +7,8 @@
 //! reconciles with what the host holds (namespaces of instances that should still run are
 //! adopted, everything else of ours is removed), before any instance starts.
 
-use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -33,6 +33,8 @@ pub const TABLE_REFRESH: Duration = Duration::from_secs(30);
 pub const QUERY_RETRY: Duration = Duration::from_secs(3);
 /// The DNS responder's port on the bridge address.
 pub const DEFAULT_DNS_PORT: u16 = 53;
+/// How often the tunnel endpoints of the workers in the table are probed for their RTT.
+pub const RTT_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the DNS responder waits for the cluster's answer about a name it does not know
 /// before it answers NXDOMAIN.
 pub const DNS_WAIT: Duration = Duration::from_secs(1);
@@ -87,6 +89,10 @@ pub struct Overlay {
     table_changed: tokio::sync::Notify,
     dns_listen: Mutex<Option<DnsListen>>,
     dns_addr: OnceLock<SocketAddr>,
+    /// RTTs that replace the measurements of these hosts (`--rtt-override`).
+    rtt_override: Mutex<BTreeMap<IpAddr, Duration>>,
+    /// The tunnel's RTT probes, once it runs.
+    probes: OnceLock<oakestra_net::dataplane::tunnel::Probes>,
     this: std::sync::Weak<Overlay>,
 }
 
@@ -124,7 +130,86 @@ impl Overlay {
             table_changed: tokio::sync::Notify::new(),
             dns_listen: Mutex::new(None),
             dns_addr: OnceLock::new(),
+            rtt_override: Mutex::new(BTreeMap::new()),
+            probes: OnceLock::new(),
         })
+    }
+
+    /// RTTs to use instead of measuring, by worker host address (this worker's own address
+    /// included: it replaces the 0 its local instances count as). A test and diagnostic hook
+    /// (`--rtt-override`), since network emulation is not always at hand.
+    pub fn set_rtt_overrides(&self, overrides: BTreeMap<IpAddr, Duration>) {
+        *self.rtt_override.lock().unwrap_or_else(|p| p.into_inner()) = overrides;
+        if let Some(proxy) = self.proxy.get() {
+            self.apply_rtts(&mut proxy.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+    }
+
+    /// The RTT the proxy uses per tunnel endpoint, and whether it is an override.
+    pub fn rtts(&self) -> BTreeMap<SocketAddr, (Duration, bool)> {
+        let Some(proxy) = self.proxy.get() else {
+            return BTreeMap::new();
+        };
+        let overrides = self
+            .rtt_override
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        proxy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .rtts()
+            .into_iter()
+            .map(|(node, rtt)| (node, (rtt, overrides.contains_key(&node.ip()))))
+            .collect()
+    }
+
+    /// Gives the proxy the RTT of every worker in its table (and of this one): the override of
+    /// its host if there is one, else the smoothed measurement, else none (unmeasured).
+    fn apply_rtts(&self, proxy: &mut Proxy) {
+        let overrides = self
+            .rtt_override
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let measured = self.probes.get().map(|p| p.rtts()).unwrap_or_default();
+        let mut nodes = proxy.nodes();
+        nodes.insert(proxy.local());
+        nodes.extend(proxy.rtts().into_keys());
+        for node in nodes {
+            match overrides
+                .get(&node.ip())
+                .or_else(|| measured.get(&node))
+                .copied()
+            {
+                Some(rtt) => proxy.set_rtt(node, rtt),
+                None => proxy.clear_rtt(node),
+            }
+        }
+    }
+
+    /// Probes every other worker in the table once, then updates the proxy's RTTs (pongs of
+    /// this round count from the next one on).
+    async fn probe_round(&self) {
+        let Some(proxy) = self.proxy.get() else {
+            return;
+        };
+        let (local, nodes) = {
+            let p = proxy.lock().unwrap_or_else(|p| p.into_inner());
+            (p.local(), p.nodes())
+        };
+        if let Some(probes) = self.probes.get() {
+            for node in nodes.iter().filter(|n| **n != local) {
+                probes.ping(*node).await;
+            }
+            // Workers no longer in the table are forgotten.
+            for node in probes.rtts().into_keys() {
+                if !nodes.contains(&node) {
+                    probes.forget(node);
+                }
+            }
+        }
+        self.apply_rtts(&mut proxy.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
     /// Where the UDP tunnel listens and the address other workers reach it at (the worker's
@@ -240,14 +325,21 @@ impl Overlay {
             return;
         };
         tracing::debug!(service = %routes.job_name, instances = routes.instances.len(), "table entry");
-        let mut proxy = proxy.lock().unwrap_or_else(|p| p.into_inner());
-        if routes.rr_ip.is_none() {
-            // An update without instances carries no addresses: the service keeps its rr_ip,
-            // so packets to it are refused rather than asked about again and again.
-            routes.rr_ip = proxy.service(&routes.job_name).and_then(|s| s.rr_ip);
+        {
+            let mut proxy = proxy.lock().unwrap_or_else(|p| p.into_inner());
+            if routes.rr_ip.is_none() {
+                // An update without instances carries no addresses: the service keeps its
+                // rr_ip (and closest IP), so packets to them are refused rather than asked
+                // about again and again.
+                routes.rr_ip = proxy.service(&routes.job_name).and_then(|s| s.rr_ip);
+            }
+            if routes.closest_ip.is_none() {
+                routes.closest_ip = proxy.service(&routes.job_name).and_then(|s| s.closest_ip);
+            }
+            proxy.set_service(routes);
+            // New workers get their override (or count as unmeasured) before any flow picks.
+            self.apply_rtts(&mut proxy);
         }
-        proxy.set_service(routes);
-        drop(proxy);
         self.table_changed.notify_waiters();
     }
 
@@ -448,6 +540,7 @@ impl Overlay {
                 Some(misses_tx),
             )
             .await?;
+            let _ = self.probes.set(tunnel.probes());
             *self.tunnel.lock().unwrap_or_else(|p| p.into_inner()) = Some(tunnel);
             // Service IPs the table lacks: ask the cluster; the packet that missed is lost,
             // its retransmission finds the entry (no other traffic waits meanwhile).
@@ -475,6 +568,17 @@ impl Overlay {
                 every.tick().await;
                 let Some(overlay) = me.upgrade() else { return };
                 overlay.refresh();
+            }
+        });
+        // RTTs for closest IPs: the workers in the table are probed periodically.
+        let me = self.this.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(RTT_PROBE_INTERVAL);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(overlay) = me.upgrade() else { return };
+                overlay.probe_round().await;
             }
         });
         // Another caller may have won the race; its plane is equivalent.
@@ -607,12 +711,31 @@ impl crate::engine::NetworkHook for Overlay {
     async fn after_remove(&self, id: &InstanceId) {
         self.detach(id).await;
     }
+
+    fn metrics(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::from(
+            "# HELP oakestra_node_overlay_rtt_seconds RTT to each worker's tunnel endpoint used \
+             for closest IPs (source: measured, or override from --rtt-override).\n\
+             # TYPE oakestra_node_overlay_rtt_seconds gauge\n",
+        );
+        for (node, (rtt, overridden)) in self.rtts() {
+            let source = if overridden { "override" } else { "measured" };
+            let _ = writeln!(
+                out,
+                "oakestra_node_overlay_rtt_seconds{{node=\"{node}\",source=\"{source}\"}} {}",
+                rtt.as_secs_f64()
+            );
+        }
+        out
+    }
 }
 
 /// The proxy's view of a table query answer: `None` when it names no service.
 pub fn routes_of(result: &TableQueryResult) -> Option<ServiceRoutes> {
     let job_name = result.app_name.clone()?;
     let mut rr_ip = None;
+    let mut closest_ip = None;
     let instances = result
         .instance_list
         .iter()
@@ -624,6 +747,7 @@ pub fn routes_of(result: &TableQueryResult) -> Option<ServiceRoutes> {
                 };
                 match a.ip_type.as_str() {
                     "RR" => rr_ip = Some(address),
+                    "Closest" => closest_ip = Some(address),
                     "instance_ip" | "InstanceNumber" => instance_ip = Some(address),
                     _ => {}
                 }
@@ -639,6 +763,7 @@ pub fn routes_of(result: &TableQueryResult) -> Option<ServiceRoutes> {
     Some(ServiceRoutes {
         job_name,
         rr_ip,
+        closest_ip,
         instances,
     })
 }

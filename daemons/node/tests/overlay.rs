@@ -291,16 +291,21 @@ async fn deployed_instances_are_reported_and_table_answers_fill_the_proxy() {
             "host_ip": "192.0.2.1", "host_port": 50103,
             "service_ip": [
                 {"IpType": "RR", "Address": "10.30.55.55", "Address_v6": ""},
-                {"IpType": "instance_ip", "Address": "10.30.0.3", "Address_v6": ""}
+                {"IpType": "instance_ip", "Address": "10.30.0.3", "Address_v6": ""},
+                {"IpType": "Closest", "Address": "10.30.66.66", "Address_v6": "fdff:2000::66"}
             ]
         }]
     }))
     .unwrap();
+    // An RTT override for this worker's own host applies to the entries as they arrive.
+    overlay.set_rtt_overrides([("192.0.2.1".parse().unwrap(), Duration::from_millis(7))].into());
     overlay.on_table_result(answer);
     {
         let proxy = overlay.proxy().unwrap().lock().unwrap();
         let routes = proxy.service("app.ns.web.ns").unwrap();
         assert_eq!(routes.rr_ip, Some("10.30.55.55".parse().unwrap()));
+        assert_eq!(routes.closest_ip, Some("10.30.66.66".parse().unwrap()));
+        assert_eq!(proxy.rtt(endpoint), Some(Duration::from_millis(7)));
         assert_eq!(routes.instances.len(), 1);
         assert_eq!(routes.instances[0].node, endpoint);
         assert_eq!(routes.instances[0].nsip.to_string(), "10.18.0.66");
@@ -322,6 +327,19 @@ async fn deployed_instances_are_reported_and_table_answers_fill_the_proxy() {
     );
     overlay.query(by_ip());
     assert_eq!(published.take().len(), 1);
+
+    // The RTT in use shows in the worker's metrics, marked as an override; without the
+    // override the local worker is unmeasured (counts as 0) and shows none.
+    let metrics = engine.metrics().render(&engine);
+    assert!(
+        metrics.contains(
+            "oakestra_node_overlay_rtt_seconds{node=\"192.0.2.1:50103\",source=\"override\"} 0.007"
+        ),
+        "{metrics}"
+    );
+    overlay.set_rtt_overrides(Default::default());
+    assert_eq!(overlay.proxy().unwrap().lock().unwrap().rtt(endpoint), None);
+    assert!(!engine.metrics().render(&engine).contains("source="));
 }
 
 #[tokio::test(start_paused = true)]

@@ -568,6 +568,9 @@ pub async fn service(session: &Session, command: ServiceCommand, json: bool) -> 
             if let Some(ip) = s.rr_ip {
                 outln!("RR IP        {ip}");
             }
+            if let Some(ip) = s.closest_ip {
+                outln!("closest IP   {ip}");
+            }
             if s.instance_list.is_empty() {
                 outln!("no instances; deploy one with `oak service deploy {id}`");
             } else {

@@ -2,12 +2,15 @@
 //! in the store and changed only inside the store's atomic updates, so two requests (or two
 //! roots on one MongoDB) never hand out the same address.
 //!
-//! * Service creation: [`reserve_for_services`] reserves each user-given `rr_ip` / `rr_ip_v6`
-//!   and allocates the ones not given, for all services of a request or none. The REST side
-//!   calls it before it stores the services, and [`release_services`] if storing fails.
+//! * Service creation: [`reserve_for_services`] reserves each user-given `rr_ip` / `rr_ip_v6` /
+//!   `closest_ip` / `closest_ip_v6` and allocates the ones not given, for all services of a
+//!   request or none; every given address of the request is reserved before anything is
+//!   allocated. The REST side calls it before it stores the services, and
+//!   [`release_services`] if storing fails.
 //! * Instance creation and removal happen in `instances.rs`, in the same store update as the
 //!   instance record ([`assign_instance`], [`release_instance`]).
-//! * Service deletion: `ClusterLink::release_service` frees the RR and instance addresses.
+//! * Service deletion: `ClusterLink::release_service` frees the RR, closest and instance
+//!   addresses.
 //!
 //! Holders are keyed by the service **id** (24 hex digits), which is unique and stable; errors
 //! name the service by its job name.
@@ -16,7 +19,7 @@ use std::net::IpAddr;
 
 use oakestra_core::ids::ObjectId;
 use oakestra_core::model::ServiceRecord;
-use oakestra_net::ipam::{AddressManager, Holder, InstanceAddresses, IpamError, PoolKind};
+use oakestra_net::ipam::{AddressManager, Holder, InstanceAddresses, IpamError, ServiceIpRequest};
 use oakestra_store::{Store, StoreError};
 
 /// An address operation failed.
@@ -27,7 +30,7 @@ pub enum AddressError {
         "{field} {address} is already used by {holder}; choose another address or leave {field} out to get a free one"
     )]
     InUse {
-        /// `rr_ip` or `rr_ip_v6`.
+        /// `rr_ip`, `rr_ip_v6`, `closest_ip` or `closest_ip_v6`.
         field: &'static str,
         /// The address.
         address: IpAddr,
@@ -62,12 +65,15 @@ pub fn instance_holder(service: ObjectId, number: u32) -> Holder {
 fn classify(e: IpamError, name_of: &dyn Fn(&str) -> Option<String>) -> AddressError {
     match e {
         IpamError::AlreadyHeld {
-            pool,
+            ref field,
             address,
             ref holder,
+            ..
         } => {
-            let field = match pool {
-                PoolKind::RrIpv6 => "rr_ip_v6",
+            let field = match field.as_str() {
+                "rr_ip_v6" => "rr_ip_v6",
+                "closest_ip" => "closest_ip",
+                "closest_ip_v6" => "closest_ip_v6",
                 _ => "rr_ip",
             };
             let named = |id: &str| {
@@ -75,6 +81,7 @@ fn classify(e: IpamError, name_of: &dyn Fn(&str) -> Option<String>) -> AddressEr
             };
             let holder = match holder {
                 Holder::Service(id) => format!("service {}", named(id)),
+                Holder::Closest(id) => format!("service {} (its closest IP)", named(id)),
                 Holder::Instance { service, number } => {
                     format!("instance {number} of service {}", named(service))
                 }
@@ -112,7 +119,10 @@ impl IpamStep {
             IpamStep::Ipam(e) => {
                 let holder_id = match &e {
                     IpamError::AlreadyHeld {
-                        holder: Holder::Service(id) | Holder::Instance { service: id, .. },
+                        holder:
+                            Holder::Service(id)
+                            | Holder::Closest(id)
+                            | Holder::Instance { service: id, .. },
                         ..
                     } => Some(id.clone()),
                     _ => None,
@@ -136,29 +146,68 @@ impl IpamStep {
     }
 }
 
-/// Gives every service its RR addresses, all or nothing: user-given `rr_ip` / `rr_ip_v6` are
-/// reserved, missing ones allocated, and the records' `rr_ip` / `rr_ip_v6` set. Calling it again
-/// for services that hold their addresses already is harmless (same addresses).
+/// Gives every service its RR and closest addresses, all or nothing: user-given `rr_ip` /
+/// `rr_ip_v6` / `closest_ip` / `closest_ip_v6` are reserved, missing ones allocated, and the
+/// records' `rr_ip` / `rr_ip_v6` / `closest_ip` / `closest_ip_v6` set. Calling it again for
+/// services that hold their addresses already is harmless (same addresses).
 pub async fn reserve_for_services(
     store: &dyn Store,
     services: &mut [ServiceRecord],
 ) -> Result<(), AddressError> {
-    let wanted: Vec<(ObjectId, Option<String>, Option<String>)> = services
+    // (id, rr_ip, rr_ip_v6, closest_ip, closest_ip_v6) as text; the SLA's closest IPs are
+    // text that only the IPAM validates.
+    type Wanted = (
+        ObjectId,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    fn request((_, rr, rr6, closest, closest6): &Wanted) -> ServiceIpRequest<'_> {
+        ServiceIpRequest {
+            rr_ip: rr.as_deref(),
+            rr_ip_v6: rr6.as_deref(),
+            closest_ip: closest.as_deref(),
+            closest_ip_v6: closest6.as_deref(),
+        }
+    }
+    let given = |assigned: Option<String>, sla: Option<&String>| {
+        assigned.or_else(|| {
+            sla.filter(|t| !t.trim().is_empty())
+                .map(|t| t.trim().to_owned())
+        })
+    };
+    let wanted: Vec<Wanted> = services
         .iter()
         .map(|s| {
+            let sla = s.microservice.addresses.as_ref();
             (
                 s.id,
                 s.rr_ip.map(|a| a.to_string()),
                 s.rr_ip_v6.map(|a| a.to_string()),
+                given(
+                    s.closest_ip.map(|a| a.to_string()),
+                    sla.and_then(|a| a.closest_ip.as_ref()),
+                ),
+                given(
+                    s.closest_ip_v6.map(|a| a.to_string()),
+                    sla.and_then(|a| a.closest_ip_v6.as_ref()),
+                ),
             )
         })
         .collect();
     let result = store
         .update_ipam(|ipam: &mut AddressManager| {
+            // Every user-given address of the batch first, so that no service's allocation
+            // takes an address another service of the batch asks for.
+            for w in &wanted {
+                ipam.reserve_given_service_ips(&w.0.to_string(), request(w))
+                    .map_err(IpamStep::Ipam)?;
+            }
             let mut out = Vec::with_capacity(wanted.len());
-            for (id, v4, v6) in &wanted {
+            for w in &wanted {
                 let a = ipam
-                    .assign_service(&id.to_string(), v4.as_deref(), v6.as_deref())
+                    .assign_service_ips(&w.0.to_string(), request(w))
                     .map_err(IpamStep::Ipam)?;
                 out.push(a);
             }
@@ -170,6 +219,8 @@ pub async fn reserve_for_services(
             for (s, a) in services.iter_mut().zip(assigned) {
                 s.rr_ip = Some(a.rr_ipv4);
                 s.rr_ip_v6 = Some(a.rr_ipv6);
+                s.closest_ip = Some(a.closest_ipv4);
+                s.closest_ip_v6 = Some(a.closest_ipv6);
             }
             Ok(())
         }
@@ -177,7 +228,7 @@ pub async fn reserve_for_services(
     }
 }
 
-/// Frees the RR addresses and every instance address of these services (e.g. after a failed
+/// Frees the RR and closest addresses and every instance address of these services (e.g. after a failed
 /// creation, or on deletion).
 pub async fn release_services(
     store: &dyn Store,
@@ -197,6 +248,7 @@ pub async fn release_services(
             for (id, numbers) in &targets {
                 let sid = id.to_string();
                 ipam.release_service(&sid);
+                ipam.release_closest(&sid);
                 for n in numbers {
                     ipam.release_instance(&sid, *n);
                 }
@@ -317,5 +369,120 @@ mod tests {
         assert!(msg.contains("10.30.77.77"), "{msg}");
         let ipam: AddressManager = store.ipam().await.unwrap();
         assert!(ipam.holder_of(rr.into()).is_none(), "all or nothing");
+    }
+
+    #[tokio::test]
+    async fn every_service_gets_a_closest_ip_given_or_allocated_and_loses_it_on_release() {
+        let store: Arc<dyn Store> = MemoryStore::shared();
+        let mut batch = services();
+        // The first service asks for its closest IPs, the second gets free ones.
+        let addresses = batch[0].microservice.addresses.get_or_insert_default();
+        addresses.closest_ip = Some("10.30.66.66".into());
+        addresses.closest_ip_v6 = Some("fdff:2000::66".into());
+        reserve_for_services(store.as_ref(), &mut batch)
+            .await
+            .unwrap();
+        assert_eq!(batch[0].closest_ip, Some("10.30.66.66".parse().unwrap()));
+        assert_eq!(
+            batch[0].closest_ip_v6,
+            Some("fdff:2000::66".parse().unwrap())
+        );
+        let mut seen = std::collections::HashSet::new();
+        for s in &batch {
+            for a in [
+                IpAddr::from(s.rr_ip.unwrap()),
+                s.rr_ip_v6.unwrap().into(),
+                s.closest_ip.unwrap().into(),
+                s.closest_ip_v6.unwrap().into(),
+            ] {
+                assert!(seen.insert(a), "{a} handed out twice");
+            }
+            let holder = holder_of(store.as_ref(), s.closest_ip.unwrap().into())
+                .await
+                .unwrap();
+            assert_eq!(holder, Some(format!("the closest IP of service {}", s.id)));
+            // Shown next to the RR_ip in the service JSON.
+            let json = serde_json::to_value(s).unwrap();
+            assert_eq!(json["Closest_ip"], s.closest_ip.unwrap().to_string());
+            assert_eq!(json["Closest_ip_v6"], s.closest_ip_v6.unwrap().to_string());
+        }
+        // Idempotent.
+        let mut again = batch.clone();
+        reserve_for_services(store.as_ref(), &mut again)
+            .await
+            .unwrap();
+        assert_eq!(again, batch);
+
+        // Another service asking for a taken closest IP: 409-style error naming field and holder.
+        let mut other = services();
+        for s in &mut other {
+            s.rr_ip = None;
+        }
+        other[1]
+            .microservice
+            .addresses
+            .get_or_insert_default()
+            .closest_ip = Some("10.30.66.66".into());
+        let err = reserve_for_services(store.as_ref(), &mut other)
+            .await
+            .unwrap_err();
+        let AddressError::InUse { field, holder, .. } = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(*field, "closest_ip");
+        assert!(holder.contains("its closest IP"), "{holder}");
+        // An invalid one is refused (422), naming the field.
+        other[1]
+            .microservice
+            .addresses
+            .get_or_insert_default()
+            .closest_ip = Some("192.168.1.1".into());
+        let err = reserve_for_services(store.as_ref(), &mut other)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AddressError::Invalid(_)), "{err}");
+        assert!(
+            err.to_string().starts_with("closest_ip 192.168.1.1"),
+            "{err}"
+        );
+
+        // Released with the service: the closest IPs can be taken by another service.
+        release_services(store.as_ref(), &batch).await.unwrap();
+        assert_eq!(
+            holder_of(store.as_ref(), "10.30.66.66".parse().unwrap())
+                .await
+                .unwrap(),
+            None
+        );
+        other[1]
+            .microservice
+            .addresses
+            .get_or_insert_default()
+            .closest_ip = Some("10.30.66.66".into());
+        reserve_for_services(store.as_ref(), &mut other)
+            .await
+            .unwrap();
+        assert_eq!(other[1].closest_ip, Some("10.30.66.66".parse().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn a_given_address_is_not_taken_by_an_allocation_of_the_same_request() {
+        let store: Arc<dyn Store> = MemoryStore::shared();
+        let mut batch = services();
+        // curl (first) gets everything allocated; nginx asks for the very first free addresses
+        // as its closest IPs.
+        batch[1].rr_ip = None;
+        let addresses = batch[1].microservice.addresses.get_or_insert_default();
+        addresses.closest_ip = Some("10.30.0.1".into());
+        addresses.closest_ip_v6 = Some("fdff:2000::1".into());
+        reserve_for_services(store.as_ref(), &mut batch)
+            .await
+            .unwrap();
+        assert_eq!(batch[1].closest_ip, Some("10.30.0.1".parse().unwrap()));
+        assert_eq!(
+            batch[1].closest_ip_v6,
+            Some("fdff:2000::1".parse().unwrap())
+        );
+        assert_ne!(batch[0].rr_ip, batch[1].closest_ip);
     }
 }

@@ -239,6 +239,8 @@ pub(crate) fn deploy_message(service: &ServiceRecord, n: u32) -> Option<RootMess
             instance_ip_v6: text(inst.instance_ip_v6.map(|a| a.to_string())),
             rr_ip: text(service.rr_ip.map(|a| a.to_string())),
             rr_ip_v6: text(service.rr_ip_v6.map(|a| a.to_string())),
+            closest_ip: text(service.closest_ip.map(|a| a.to_string())),
+            closest_ip_v6: text(service.closest_ip_v6.map(|a| a.to_string())),
         })),
     })
 }

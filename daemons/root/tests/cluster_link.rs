@@ -146,6 +146,14 @@ async fn deploy_flow_reaches_running() {
     assert_eq!(deploy.job_name, "clientsrvr.test.nginx.test");
     assert_eq!(deploy.instance_ip, ip.to_string());
     assert_eq!(deploy.rr_ip, "10.30.55.55");
+    // The closest IPs the root allocated travel with the deploy, as the service shows them.
+    let closest = nginx.closest_ip.expect("a closest IPv4");
+    assert_ne!(closest.to_string(), deploy.rr_ip);
+    assert_eq!(deploy.closest_ip, closest.to_string());
+    assert_eq!(
+        deploy.closest_ip_v6,
+        nginx.closest_ip_v6.expect("a closest IPv6").to_string()
+    );
     let sent: ServiceRecord = serde_json::from_str(&deploy.service_json).unwrap();
     assert_eq!(sent.id, nginx.id);
     assert_eq!(sent.instance_list.len(), 1);
@@ -413,6 +421,8 @@ async fn addresses_are_allocated_released_on_undeploy_and_on_service_deletion() 
         // As submitted: only nginx names an rr_ip.
         s.id = new_object_id();
         s.rr_ip_v6 = None;
+        s.closest_ip = None;
+        s.closest_ip_v6 = None;
         if s.service_name == "curl" {
             s.rr_ip = None;
         }
@@ -495,6 +505,14 @@ async fn addresses_are_allocated_released_on_undeploy_and_on_service_deletion() 
     let rr = "10.30.55.55".parse::<std::net::Ipv4Addr>().unwrap();
     assert!(
         addresses::holder_of(root.store.as_ref(), rr.into())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // So are its closest IPs.
+    let closest = deleted.closest_ip.expect("a closest IPv4");
+    assert!(
+        addresses::holder_of(root.store.as_ref(), closest.into())
             .await
             .unwrap()
             .is_none()

@@ -71,12 +71,27 @@ pub enum IpamError {
          or release it from {holder} first"
     )]
     AlreadyHeld {
+        /// The field or operation the address came from, e.g. `rr_ip` or `closest_ip`.
+        field: String,
         /// The pool.
         pool: PoolKind,
         /// The contested address.
         address: IpAddr,
         /// Who holds it.
         holder: Holder,
+    },
+    /// One request gives the same address for two fields (e.g. `rr_ip` and `closest_ip`).
+    #[error(
+        "{second} {address} is also given as {first}; a service's round-robin and closest \
+         addresses must differ, so choose another address or leave {second} out to get a free one"
+    )]
+    GivenTwice {
+        /// The field checked first.
+        first: String,
+        /// The field that repeats it.
+        second: String,
+        /// The address.
+        address: IpAddr,
     },
     /// The caller already holds a different address in this pool (one per holder and pool).
     #[error(

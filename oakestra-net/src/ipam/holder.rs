@@ -7,12 +7,15 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
 /// The identity that holds an address or subnet. Each holder holds at most one slot per pool.
 ///
-/// Serialised compactly as `"service:<job name>"`, `"instance:<job name>#<number>"` or
-/// `"worker:<id>"`, because a store keeps tens of thousands of them.
+/// Serialised compactly as `"service:<job name>"`, `"closest:<job name>"`,
+/// `"instance:<job name>#<number>"` or `"worker:<id>"`, because a store keeps tens of thousands
+/// of them.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Holder {
     /// A service, by its job name (`app.appns.service.servicens`); holds the RR IPs.
     Service(String),
+    /// A service's closest IPs (a second holder, because a holder holds one slot per pool).
+    Closest(String),
     /// One instance of a service; holds the instance IPs and, on its worker, the container IPs.
     Instance {
         /// The job name of the instance's service.
@@ -28,6 +31,11 @@ impl Holder {
     /// A service holder.
     pub fn service(job_name: impl Into<String>) -> Self {
         Self::Service(job_name.into())
+    }
+
+    /// The holder of a service's closest IPs.
+    pub fn closest(job_name: impl Into<String>) -> Self {
+        Self::Closest(job_name.into())
     }
 
     /// An instance holder.
@@ -56,6 +64,7 @@ impl fmt::Display for Key<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
             Holder::Service(name) => write!(f, "service:{name}"),
+            Holder::Closest(name) => write!(f, "closest:{name}"),
             Holder::Instance { service, number } => write!(f, "instance:{service}#{number}"),
             Holder::Worker(id) => write!(f, "worker:{id}"),
         }
@@ -91,6 +100,7 @@ impl fmt::Display for Holder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Service(name) => write!(f, "service {name}"),
+            Self::Closest(name) => write!(f, "the closest IP of service {name}"),
             Self::Instance { service, number } => {
                 write!(f, "instance {number} of service {service}")
             }
@@ -102,8 +112,8 @@ impl fmt::Display for Holder {
 /// The key form does not parse as a holder.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{0:?} is not a holder key; expected \"service:<job name>\", \"instance:<job name>#<number>\" \
-     or \"worker:<id>\" (the state was not written by oakestra-net or was edited by hand)"
+    "{0:?} is not a holder key; expected \"service:<job name>\", \"closest:<job name>\", \
+     \"instance:<job name>#<number>\" or \"worker:<id>\" (the state was not written by oakestra-net or was edited by hand)"
 )]
 pub struct HolderKeyError(String);
 
@@ -115,6 +125,7 @@ impl FromStr for Holder {
         let (kind, rest) = key.split_once(':').ok_or_else(bad)?;
         match kind {
             "service" => Ok(Self::Service(rest.to_owned())),
+            "closest" => Ok(Self::Closest(rest.to_owned())),
             "worker" => Ok(Self::Worker(rest.to_owned())),
             "instance" => {
                 let (service, number) = rest.rsplit_once('#').ok_or_else(bad)?;
@@ -140,6 +151,7 @@ mod tests {
             Holder::instance("a#b:c", 7),
             Holder::worker("w:1"),
             Holder::service(""),
+            Holder::closest("app.ns.svc.ns"),
         ] {
             assert_eq!(holder.key().parse::<Holder>().unwrap(), holder);
             let json = serde_json::to_string(&holder).unwrap();

@@ -56,6 +56,32 @@ pub struct ServiceAddresses {
     pub rr_ipv6: Ipv6Addr,
 }
 
+/// What a service asks for: user-given addresses as text (`None`: allocate one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServiceIpRequest<'a> {
+    /// `rr_ip`.
+    pub rr_ip: Option<&'a str>,
+    /// `rr_ip_v6`.
+    pub rr_ip_v6: Option<&'a str>,
+    /// `closest_ip`.
+    pub closest_ip: Option<&'a str>,
+    /// `closest_ip_v6`.
+    pub closest_ip_v6: Option<&'a str>,
+}
+
+/// Every service IP of a service: the round-robin pair and the closest pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ServiceIps {
+    /// RR IPv4, in 10.30.0.0/16.
+    pub rr_ipv4: Ipv4Addr,
+    /// RR IPv6, in fdff:2000::/21.
+    pub rr_ipv6: Ipv6Addr,
+    /// Closest IPv4, from the same pool as the RR IPv4.
+    pub closest_ipv4: Ipv4Addr,
+    /// Closest IPv6, from the same pool as the RR IPv6.
+    pub closest_ipv6: Ipv6Addr,
+}
+
 /// The addresses of one instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct InstanceAddresses {
@@ -81,7 +107,7 @@ pub struct AddressManager {
 }
 
 /// How a two-pool method gets each address.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 enum Want<'a> {
     /// The holder's current address, or the next free one.
     Any,
@@ -166,6 +192,124 @@ impl AddressManager {
             rr_ipv4: as_v4(v4),
             rr_ipv6: as_v6(v6),
         })
+    }
+
+    /// Gives service `job_name` its RR **and** closest addresses, all or nothing. Each
+    /// user-given address is validated like a user-given `rr_ip` (parses, lies in the pool, held
+    /// by no one else, not given twice in the request) and reserved **before** anything is
+    /// allocated, so a given address never collides with one allocated in the same call. The
+    /// closest IPs are held by [`Holder::Closest`]. Calling it again for the same service
+    /// returns the same addresses.
+    pub fn assign_service_ips(
+        &mut self,
+        job_name: &str,
+        request: ServiceIpRequest<'_>,
+    ) -> Result<ServiceIps, IpamError> {
+        let [Some(a), Some(b), Some(c), Some(d)] = self.service_ips(job_name, request, true)?
+        else {
+            unreachable!("with allocation every address is applied")
+        };
+        Ok(ServiceIps {
+            rr_ipv4: as_v4(a),
+            rr_ipv6: as_v6(b),
+            closest_ipv4: as_v4(c),
+            closest_ipv6: as_v6(d),
+        })
+    }
+
+    /// Reserves only the user-given addresses of `request` for service `job_name` (checked as
+    /// in [`Self::assign_service_ips`], all or nothing) and allocates nothing. A caller that
+    /// assigns several services at once reserves every service's given addresses first, so
+    /// that no service's allocation takes an address another one asks for.
+    pub fn reserve_given_service_ips(
+        &mut self,
+        job_name: &str,
+        request: ServiceIpRequest<'_>,
+    ) -> Result<(), IpamError> {
+        self.service_ips(job_name, request, false).map(|_| ())
+    }
+
+    /// The addresses of a service's four slots (rr v4, rr v6, closest v4, closest v6): the
+    /// given ones reserved, the others allocated when `allocate` (else left out).
+    fn service_ips(
+        &mut self,
+        job_name: &str,
+        request: ServiceIpRequest<'_>,
+        allocate: bool,
+    ) -> Result<[Option<IpAddr>; 4], IpamError> {
+        let rr = Holder::service(job_name);
+        let closest = Holder::closest(job_name);
+        let wants = [
+            (
+                RootPool::ServiceIpv4,
+                Want::new("rr_ip", request.rr_ip),
+                &rr,
+            ),
+            (
+                RootPool::RrIpv6,
+                Want::new("rr_ip_v6", request.rr_ip_v6),
+                &rr,
+            ),
+            (
+                RootPool::ServiceIpv4,
+                Want::new("closest_ip", request.closest_ip),
+                &closest,
+            ),
+            (
+                RootPool::RrIpv6,
+                Want::new("closest_ip_v6", request.closest_ip_v6),
+                &closest,
+            ),
+        ];
+        let wanted = |k: usize| allocate || matches!(wants[k].1, Want::Given { .. });
+        // Check everything first: each address on its own, then the pairs sharing a pool.
+        let mut given = [None; 4];
+        for (k, (pool, want, holder)) in wants.iter().enumerate() {
+            if wanted(k) {
+                given[k] = self.check(*pool, *want, holder)?;
+            }
+        }
+        for (a, b) in [(0, 2), (1, 3)] {
+            if let (Some(x), Some(y)) = (given[a], given[b])
+                && x == y
+            {
+                let field = |k: usize| match wants[k].1 {
+                    Want::Given { field, .. } => field.to_owned(),
+                    Want::Any => String::new(),
+                };
+                return Err(IpamError::GivenTwice {
+                    first: field(a),
+                    second: field(b),
+                    address: x,
+                });
+            }
+        }
+        for pool in [RootPool::ServiceIpv4, RootPool::RrIpv6] {
+            let new_slots = (0..4)
+                .filter(|k| wanted(*k))
+                .filter(|k| {
+                    wants[*k].0 == pool && self.pool(pool).address_of(wants[*k].2).is_none()
+                })
+                .count();
+            self.pool(pool).check_room(new_slots)?;
+        }
+        // Given addresses first, then allocations (which step over them). After the checks
+        // none of these can fail.
+        let mut out = [None; 4];
+        let order = (0..4)
+            .filter(|k| given[*k].is_some())
+            .chain((0..4).filter(|k| given[*k].is_none() && wanted(*k)));
+        for k in order {
+            let (pool, _, holder) = wants[k];
+            out[k] = Some(self.apply(pool, given[k], holder)?);
+        }
+        Ok(out)
+    }
+
+    /// Releases the closest addresses of service `job_name` (those it held).
+    pub fn release_closest(&mut self, job_name: &str) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
+        let holder = Holder::closest(job_name);
+        self.release_pair(RootPool::ServiceIpv4, RootPool::RrIpv6, &holder)
     }
 
     /// Releases the RR addresses of service `job_name` (those it held).

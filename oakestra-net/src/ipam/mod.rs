@@ -33,7 +33,9 @@ mod tests;
 
 pub use error::IpamError;
 pub use holder::{Holder, HolderKeyError};
-pub use manager::{AddressManager, InstanceAddresses, RootPool, ServiceAddresses};
+pub use manager::{
+    AddressManager, InstanceAddresses, RootPool, ServiceAddresses, ServiceIpRequest, ServiceIps,
+};
 pub use plan::{
     PoolKind, RR_IPV6_NET, RR_IPV6_PREFIX_LEN, SERVICE_IPV4_NET, SERVICE_IPV4_PREFIX_LEN,
     SERVICE_IPV6_NET, SERVICE_IPV6_PREFIX_LEN, WORKER_SUBNET_IPV4_PREFIX_LEN,

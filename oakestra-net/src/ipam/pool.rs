@@ -145,6 +145,7 @@ impl Pool {
                 Ok(None)
             } else {
                 Err(IpamError::AlreadyHeld {
+                    field: field.to_owned(),
                     pool: self.kind,
                     address,
                     holder: current.clone(),
@@ -192,6 +193,16 @@ impl Pool {
         self.slots
             .iter()
             .map(|(slot, holder)| (self.geometry.slot_address(slot), holder))
+    }
+
+    /// Whether `n` more holders could take a slot, without changing anything.
+    pub(crate) fn check_room(&self, n: usize) -> Result<(), IpamError> {
+        let free = self.capacity().saturating_sub(self.len() as u128);
+        if free >= n as u128 {
+            Ok(())
+        } else {
+            Err(self.exhausted())
+        }
     }
 
     fn exhausted(&self) -> IpamError {

@@ -548,3 +548,200 @@ fn worker_subnet_reservation_must_name_a_subnet_base() {
     );
     pool.reserve(Holder::worker("w"), ip("10.18.0.64")).unwrap();
 }
+
+fn request<'a>(
+    rr_ip: Option<&'a str>,
+    rr_ip_v6: Option<&'a str>,
+    closest_ip: Option<&'a str>,
+    closest_ip_v6: Option<&'a str>,
+) -> ServiceIpRequest<'a> {
+    ServiceIpRequest {
+        rr_ip,
+        rr_ip_v6,
+        closest_ip,
+        closest_ip_v6,
+    }
+}
+
+#[test]
+fn a_service_gets_rr_and_closest_ips_from_the_same_pools_and_keeps_them() {
+    let mut ipam = AddressManager::new();
+    let s = ipam
+        .assign_service_ips("a.b.c.d", ServiceIpRequest::default())
+        .unwrap();
+    assert_eq!(
+        s,
+        ServiceIps {
+            rr_ipv4: v4("10.30.0.1"),
+            rr_ipv6: v6("fdff:2000::1"),
+            closest_ipv4: v4("10.30.0.2"),
+            closest_ipv6: v6("fdff:2000::2"),
+        }
+    );
+    assert_eq!(
+        ipam.holder_of(ip("10.30.0.2")),
+        Some((RootPool::ServiceIpv4, &Holder::closest("a.b.c.d")))
+    );
+    // Again (a re-deploy, or the user-given values echoed back): the same addresses.
+    assert_eq!(
+        ipam.assign_service_ips("a.b.c.d", ServiceIpRequest::default())
+            .unwrap(),
+        s
+    );
+    assert_eq!(
+        ipam.assign_service_ips(
+            "a.b.c.d",
+            request(
+                Some("10.30.0.1"),
+                Some("fdff:2000::1"),
+                Some("10.30.0.2"),
+                Some("fdff:2000::2")
+            )
+        )
+        .unwrap(),
+        s
+    );
+    // Released, both pairs are free for others.
+    assert_eq!(
+        ipam.release_closest("a.b.c.d"),
+        (Some(v4("10.30.0.2")), Some(v6("fdff:2000::2")))
+    );
+    assert_eq!(ipam.holder_of(ip("10.30.0.2")), None);
+    assert_eq!(
+        ipam.release_service("a.b.c.d"),
+        (Some(v4("10.30.0.1")), Some(v6("fdff:2000::1")))
+    );
+    assert!(ipam.pool(RootPool::ServiceIpv4).is_empty());
+    assert!(ipam.pool(RootPool::RrIpv6).is_empty());
+    ipam.assert_consistent();
+}
+
+#[test]
+fn user_given_closest_ips_are_reserved_before_anything_is_allocated() {
+    let mut ipam = AddressManager::new();
+    // The given closest IPs are the very addresses the next allocation would pick.
+    let s = ipam
+        .assign_service_ips(
+            "a.b.c.d",
+            request(None, None, Some("10.30.0.1"), Some("fdff:2000::1")),
+        )
+        .unwrap();
+    assert_eq!(
+        (s.closest_ipv4, s.closest_ipv6),
+        (v4("10.30.0.1"), v6("fdff:2000::1"))
+    );
+    assert_eq!(
+        (s.rr_ipv4, s.rr_ipv6),
+        (v4("10.30.0.2"), v6("fdff:2000::2"))
+    );
+    // Automatic instance addresses step over them.
+    assert_eq!(
+        ipam.assign_instance("a.b.c.d", 0).unwrap().ipv4,
+        v4("10.30.0.3")
+    );
+    ipam.assert_consistent();
+}
+
+#[test]
+fn closest_ips_follow_the_rr_ip_rules_and_a_failure_changes_nothing() {
+    let mut ipam = AddressManager::new();
+    ipam.assign_service_ips(
+        "a.b.c.d",
+        request(Some("10.30.5.5"), None, Some("10.30.6.6"), None),
+    )
+    .unwrap();
+    let before = ipam.clone();
+    let cases: [(ServiceIpRequest<'_>, &str); 6] = [
+        // Another service's closest IP, as rr_ip and as closest_ip.
+        (
+            request(Some("10.30.6.6"), None, None, None),
+            "10.30.6.6 in the service IPv4 pool is already held by the closest IP of service a.b.c.d",
+        ),
+        (
+            request(None, None, Some("10.30.5.5"), None),
+            "10.30.5.5 in the service IPv4 pool is already held by service a.b.c.d",
+        ),
+        // Validated like an rr_ip, naming the field.
+        (
+            request(None, None, Some("10.31.0.1"), None),
+            "closest_ip 10.31.0.1 is outside the service IPv4 pool",
+        ),
+        (
+            request(None, None, None, Some("10.30.0.9")),
+            "closest_ip_v6 \"10.30.0.9\" is not an IPv6 address",
+        ),
+        (
+            request(None, None, None, Some("fdff:2800::1")),
+            "closest_ip_v6 fdff:2800::1 is outside the RR IPv6 pool",
+        ),
+        // The same address for both roles of one service.
+        (
+            request(Some("10.30.7.7"), None, Some("10.30.7.7"), None),
+            "closest_ip 10.30.7.7 is also given as rr_ip",
+        ),
+    ];
+    for (req, expected) in cases {
+        let err = ipam.assign_service_ips("e.f.g.h", req).unwrap_err();
+        assert!(err.to_string().starts_with(expected), "{req:?}: {err}");
+        assert_eq!(ipam, before, "{req:?}: nothing kept");
+    }
+    let err = ipam
+        .assign_service_ips("e.f.g.h", request(None, None, Some("10.30.6.6"), None))
+        .unwrap_err();
+    assert!(
+        matches!(&err, IpamError::AlreadyHeld { field, .. } if field == "closest_ip"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn service_ips_are_all_or_nothing_when_the_pool_runs_out() {
+    let mut ipam = AddressManager::new();
+    // Fill the service IPv4 pool up to one free address.
+    let capacity = ipam.pool(RootPool::ServiceIpv4).capacity();
+    let pool = ipam.pool_mut(RootPool::ServiceIpv4);
+    for n in 0..capacity - 1 {
+        pool.allocate(Holder::instance("filler", n as u32)).unwrap();
+    }
+    let before = ipam.clone();
+    let err = ipam
+        .assign_service_ips("a.b.c.d", ServiceIpRequest::default())
+        .unwrap_err();
+    assert!(matches!(err, IpamError::Exhausted { .. }), "{err:?}");
+    assert_eq!(ipam, before);
+}
+
+#[test]
+fn given_addresses_of_a_batch_can_be_reserved_before_anyone_allocates() {
+    let mut ipam = AddressManager::new();
+    // The second service asks for the address the first one's allocation would take.
+    let second = request(None, None, Some("10.30.0.1"), None);
+    ipam.reserve_given_service_ips("b", second).unwrap();
+    assert_eq!(
+        ipam.holder_of(ip("10.30.0.1")),
+        Some((RootPool::ServiceIpv4, &Holder::closest("b")))
+    );
+    assert_eq!(
+        ipam.pool(RootPool::ServiceIpv4).len(),
+        1,
+        "nothing allocated"
+    );
+    assert!(ipam.pool(RootPool::RrIpv6).is_empty());
+    let a = ipam
+        .assign_service_ips("a", ServiceIpRequest::default())
+        .unwrap();
+    assert_eq!(a.rr_ipv4, v4("10.30.0.2"));
+    let b = ipam.assign_service_ips("b", second).unwrap();
+    assert_eq!(b.closest_ipv4, v4("10.30.0.1"));
+    // Checked like assign_service_ips: a conflict changes nothing.
+    let before = ipam.clone();
+    let err = ipam
+        .reserve_given_service_ips(
+            "c",
+            request(Some("10.30.9.9"), None, Some("10.30.0.2"), None),
+        )
+        .unwrap_err();
+    assert!(matches!(err, IpamError::AlreadyHeld { .. }), "{err:?}");
+    assert_eq!(ipam, before);
+    ipam.assert_consistent();
+}

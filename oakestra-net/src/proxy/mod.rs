@@ -7,9 +7,11 @@
 //!   IP): the destination becomes the chosen instance's namespace IP, the source becomes the
 //!   sender's own instance IP, and the packet goes to the worker that hosts the target (or is
 //!   delivered locally). A flow stays on its instance while that instance lives; a new flow on
-//!   an `rr_ip` takes the next instance in **round robin** (Oakestra picked at random). A
-//!   service IP the table does not know yields [`Verdict::Unknown`], so the caller can ask the
-//!   cluster without holding up other traffic.
+//!   an `rr_ip` takes the next instance in **round robin** (Oakestra picked at random); a new
+//!   flow on a service's **closest IP** takes the instance whose worker has the lowest RTT from
+//!   this worker ([`Proxy::set_rtt`]; Oakestra documented it and never built it). A service IP
+//!   the table does not know yields [`Verdict::Unknown`], so the caller can ask the cluster
+//!   without holding up other traffic.
 //! * **Incoming**: a reply to a local client's flow gets its source set back to the service IP
 //!   the client dialled, so the client only ever sees the service IP; a request for a local
 //!   instance is delivered as it is (the server sees the client's instance IP). A packet for an
@@ -17,9 +19,11 @@
 //! * TCP, UDP and ICMP echo (Oakestra dropped ICMP), with checksums updated incrementally.
 
 pub mod packet;
+pub mod rtt;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 pub use packet::{Flow, PacketError};
 
@@ -43,6 +47,8 @@ pub struct ServiceRoutes {
     pub job_name: String,
     /// Round-robin address of the service.
     pub rr_ip: Option<Ipv4Addr>,
+    /// Closest address of the service: new flows go to the instance nearest to this worker.
+    pub closest_ip: Option<Ipv4Addr>,
     /// The live instances.
     pub instances: Vec<InstanceRoute>,
 }
@@ -66,6 +72,8 @@ pub enum Verdict {
 enum ServiceIp {
     /// A service's round-robin IP.
     RoundRobin(String),
+    /// A service's closest IP.
+    Closest(String),
     /// One instance's IP.
     Instance(String, u32),
 }
@@ -92,6 +100,10 @@ pub struct Proxy {
     flows: HashMap<FlowKey, (String, u32)>,
     replies: HashMap<ReplyKey, Ipv4Addr>,
     round_robin: HashMap<String, usize>,
+    /// Tie-break counters of closest IPs, per service.
+    closest_turn: HashMap<String, usize>,
+    /// RTT from this worker to other workers' tunnel endpoints (and to itself, if set).
+    rtt: HashMap<SocketAddr, Duration>,
 }
 
 impl Proxy {
@@ -105,7 +117,72 @@ impl Proxy {
             flows: HashMap::new(),
             replies: HashMap::new(),
             round_robin: HashMap::new(),
+            closest_turn: HashMap::new(),
+            rtt: HashMap::new(),
         }
+    }
+
+    /// This worker's tunnel endpoint.
+    pub fn local(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Sets the RTT from this worker to the worker whose tunnel endpoint is `node` (a
+    /// measurement or an override). Setting one for this worker's own endpoint replaces the 0
+    /// its local instances count as. Used by new flows on closest IPs; existing flows stay.
+    pub fn set_rtt(&mut self, node: SocketAddr, rtt: Duration) {
+        self.rtt.insert(node, rtt);
+    }
+
+    /// Forgets the RTT of `node`: remote workers rank after measured ones again, this worker
+    /// counts as 0 again.
+    pub fn clear_rtt(&mut self, node: SocketAddr) {
+        self.rtt.remove(&node);
+    }
+
+    /// The RTT set for `node`, if any.
+    pub fn rtt(&self, node: SocketAddr) -> Option<Duration> {
+        self.rtt.get(&node).copied()
+    }
+
+    /// Every RTT set, by tunnel endpoint, in address order.
+    pub fn rtts(&self) -> BTreeMap<SocketAddr, Duration> {
+        self.rtt.iter().map(|(n, d)| (*n, *d)).collect()
+    }
+
+    /// The tunnel endpoints of every worker that hosts a known instance (this one included
+    /// when it hosts one), in address order.
+    pub fn nodes(&self) -> BTreeSet<SocketAddr> {
+        self.services
+            .values()
+            .flat_map(|s| s.instances.iter().map(|i| i.node))
+            .collect()
+    }
+
+    /// How near `node` is, for the closest choice: measured (or set) RTTs first, by RTT, this
+    /// worker counting as 0 unless set; unmeasured remote workers after every measured one.
+    fn distance(&self, node: SocketAddr) -> (bool, Duration) {
+        match self.rtt.get(&node) {
+            Some(d) => (false, *d),
+            None if node == self.local => (false, Duration::ZERO),
+            None => (true, Duration::ZERO),
+        }
+    }
+
+    /// The instance of `job` a new flow to its closest IP takes: the nearest; among equally
+    /// near ones, each in turn (ordered by number).
+    fn closest_instance(&mut self, job: &str) -> Option<u32> {
+        let instances = &self.services.get(job)?.instances;
+        let best = instances.iter().map(|i| self.distance(i.node)).min()?;
+        let nearest: Vec<u32> = instances
+            .iter()
+            .filter(|i| self.distance(i.node) == best)
+            .map(|i| i.number)
+            .collect();
+        let turn = self.closest_turn.entry(job.to_owned()).or_insert(0);
+        let pick = nearest[*turn % nearest.len()];
+        *turn = turn.wrapping_add(1);
+        Some(pick)
     }
 
     /// Adds or replaces a service (e.g. from a table query answer or an update).
@@ -115,6 +192,9 @@ impl Proxy {
         let job = service.job_name.clone();
         if let Some(rr) = service.rr_ip {
             self.by_ip.insert(rr, ServiceIp::RoundRobin(job.clone()));
+        }
+        if let Some(closest) = service.closest_ip {
+            self.by_ip.insert(closest, ServiceIp::Closest(job.clone()));
         }
         for i in &service.instances {
             self.by_ip
@@ -127,8 +207,8 @@ impl Proxy {
     /// Forgets a service; its flows pick again (and fail) on their next packet.
     pub fn remove_service(&mut self, job_name: &str) {
         if let Some(old) = self.services.remove(job_name) {
-            if let Some(rr) = old.rr_ip {
-                self.by_ip.remove(&rr);
+            for ip in old.rr_ip.iter().chain(old.closest_ip.iter()) {
+                self.by_ip.remove(ip);
             }
             for i in &old.instances {
                 self.by_ip.remove(&i.instance_ip);
@@ -211,6 +291,7 @@ impl Proxy {
                             Some((job.clone(), pick))
                         }
                     }
+                    ServiceIp::Closest(job) => self.closest_instance(job).map(|n| (job.clone(), n)),
                 };
                 let Some(chosen) = chosen else {
                     return Verdict::Drop(format!("service IP {} has no instance", flow.dst));
@@ -300,6 +381,7 @@ mod tests {
             ServiceRoutes {
                 job_name: CLIENT.into(),
                 rr_ip: Some(ip("10.30.0.1")),
+                closest_ip: None,
                 instances: vec![InstanceRoute {
                     number: 0,
                     instance_ip: ip("10.30.0.2"),
@@ -310,6 +392,7 @@ mod tests {
             ServiceRoutes {
                 job_name: SERVER.into(),
                 rr_ip: Some(ip("10.30.55.55")),
+                closest_ip: Some(ip("10.30.66.66")),
                 instances: vec![
                     InstanceRoute {
                         number: 1,
@@ -462,12 +545,132 @@ mod tests {
         one.set_service(ServiceRoutes {
             job_name: "app.ns.empty.ns".into(),
             rr_ip: Some(ip("10.30.7.7")),
+            closest_ip: Some(ip("10.30.7.8")),
             instances: vec![],
         });
-        let mut p = packet(TCP, ip("10.18.0.2"), ip("10.30.7.7"), 1, 80, b"");
-        assert!(matches!(one.outgoing(&mut p), Verdict::Drop(_)));
+        for to in ["10.30.7.7", "10.30.7.8"] {
+            let mut p = packet(TCP, ip("10.18.0.2"), ip(to), 1, 80, b"");
+            assert!(matches!(one.outgoing(&mut p), Verdict::Drop(_)), "{to}");
+        }
         one.remove_service("app.ns.empty.ns");
+        let mut p = packet(TCP, ip("10.18.0.2"), ip("10.30.7.8"), 1, 80, b"");
+        assert_eq!(one.outgoing(&mut p), Verdict::Unknown(ip("10.30.7.8")));
         let mut p = packet(TCP, ip("10.18.0.2"), ip("10.30.7.7"), 1, 80, b"");
         assert_eq!(one.outgoing(&mut p), Verdict::Unknown(ip("10.30.7.7")));
+    }
+
+    /// New flows from the client on worker 1 to the closest IP: where each one went.
+    fn closest_targets(p: &mut Proxy, ports: std::ops::Range<u16>) -> Vec<(Verdict, Ipv4Addr)> {
+        ports
+            .map(|port| {
+                let mut pk = packet(TCP, ip("10.18.0.2"), ip("10.30.66.66"), port, 80, b"");
+                let verdict = p.outgoing(&mut pk);
+                (verdict, addresses(&pk).1)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_closest_ip_picks_the_local_instance_unless_rtts_say_otherwise() {
+        let (mut one, _) = proxies();
+        let local = (Verdict::Deliver, ip("10.18.0.3"));
+        let remote = (Verdict::Tunnel(node(2)), ip("10.18.0.66"));
+        // Nothing measured: the local instance counts as 0, the unmeasured remote one after it.
+        assert_eq!(
+            closest_targets(&mut one, 40000..40003),
+            vec![local.clone(); 3]
+        );
+        // A measured remote worker still loses to this worker's 0.
+        one.set_rtt(node(2), Duration::from_millis(3));
+        assert_eq!(
+            closest_targets(&mut one, 40003..40005),
+            vec![local.clone(); 2]
+        );
+        assert_eq!(one.rtt(node(2)), Some(Duration::from_millis(3)));
+        // An RTT set for this worker itself that is higher: the remote one wins.
+        one.set_rtt(node(1), Duration::from_millis(10));
+        assert_eq!(
+            closest_targets(&mut one, 40005..40007),
+            vec![remote.clone(); 2]
+        );
+        assert_eq!(
+            one.rtts().into_iter().collect::<Vec<_>>(),
+            vec![
+                (node(1), Duration::from_millis(10)),
+                (node(2), Duration::from_millis(3))
+            ]
+        );
+        // Cleared again: back to the local one.
+        one.clear_rtt(node(1));
+        assert_eq!(closest_targets(&mut one, 40007..40008), vec![local]);
+        assert_eq!(
+            one.nodes().into_iter().collect::<Vec<_>>(),
+            vec![node(1), node(2)]
+        );
+    }
+
+    #[test]
+    fn measured_workers_rank_before_unmeasured_ones_and_ties_take_turns() {
+        // A client on worker 3, which hosts no server: both servers are remote.
+        let mut three = Proxy::new(node(3));
+        let mut services = table();
+        services[0].instances[0].node = node(3);
+        for s in services {
+            three.set_service(s);
+        }
+        let on_1 = (Verdict::Tunnel(node(1)), ip("10.18.0.3"));
+        let on_2 = (Verdict::Tunnel(node(2)), ip("10.18.0.66"));
+        // Neither measured: equally unknown, so they take turns (instance 0 first).
+        assert_eq!(
+            closest_targets(&mut three, 40000..40004),
+            vec![on_2.clone(), on_1.clone(), on_2.clone(), on_1.clone()]
+        );
+        // Only worker 1 measured, however slow: it ranks before the unmeasured worker 2.
+        three.set_rtt(node(1), Duration::from_secs(2));
+        assert_eq!(
+            closest_targets(&mut three, 40004..40007),
+            vec![on_1.clone(); 3]
+        );
+        // Both measured: the lower RTT wins; equal RTTs take turns.
+        three.set_rtt(node(2), Duration::from_millis(1));
+        assert_eq!(
+            closest_targets(&mut three, 40007..40009),
+            vec![on_2.clone(); 2]
+        );
+        three.set_rtt(node(1), Duration::from_millis(1));
+        let mut tied = closest_targets(&mut three, 40009..40013);
+        tied.sort_by_key(|t| t.1);
+        assert_eq!(tied, vec![on_1.clone(), on_1, on_2.clone(), on_2]);
+    }
+
+    #[test]
+    fn closest_flows_stay_on_their_instance_and_replies_show_the_closest_ip() {
+        let (mut one, mut two) = proxies();
+        one.set_rtt(node(1), Duration::from_millis(10));
+        one.set_rtt(node(2), Duration::from_millis(1));
+        let mut request = packet(UDP, ip("10.18.0.2"), ip("10.30.66.66"), 40000, 53, b"q");
+        assert_eq!(one.outgoing(&mut request), Verdict::Tunnel(node(2)));
+        assert_eq!(addresses(&request), (ip("10.30.0.2"), ip("10.18.0.66")));
+        assert_checksums(&request);
+        assert_eq!(two.incoming(&mut request), Verdict::Deliver);
+        // The RTTs change: the running flow stays where it is, a new one follows them.
+        one.set_rtt(node(2), Duration::from_millis(50));
+        let mut again = packet(UDP, ip("10.18.0.2"), ip("10.30.66.66"), 40000, 53, b"q");
+        assert_eq!(one.outgoing(&mut again), Verdict::Tunnel(node(2)));
+        let mut other = packet(UDP, ip("10.18.0.2"), ip("10.30.66.66"), 40001, 53, b"q");
+        assert_eq!(one.outgoing(&mut other), Verdict::Deliver);
+        // The server's reply reaches the client from the closest IP it dialled.
+        let mut reply = packet(UDP, ip("10.18.0.66"), ip("10.30.0.2"), 53, 40000, b"a");
+        assert_eq!(two.outgoing(&mut reply), Verdict::Tunnel(node(1)));
+        assert_eq!(one.incoming(&mut reply), Verdict::Deliver);
+        assert_eq!(addresses(&reply), (ip("10.30.66.66"), ip("10.18.0.2")));
+        assert_checksums(&reply);
+        // Its instance gone (worker 2 died): the flow moves to the survivor.
+        let mut server = table().remove(1);
+        server.instances.retain(|i| i.node == node(1));
+        one.set_service(server);
+        let mut after = packet(UDP, ip("10.18.0.2"), ip("10.30.66.66"), 40000, 53, b"q");
+        assert_eq!(one.outgoing(&mut after), Verdict::Deliver);
+        assert_eq!(addresses(&after).1, ip("10.18.0.3"));
     }
 }

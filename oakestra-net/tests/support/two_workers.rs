@@ -248,6 +248,7 @@ impl TwoWorkers {
             ServiceRoutes {
                 job_name: "app.ns.curl.ns".into(),
                 rr_ip: Some("10.30.0.1".parse().unwrap()),
+                closest_ip: None,
                 instances: vec![InstanceRoute {
                     number: 0,
                     instance_ip: client_ip,
@@ -258,6 +259,7 @@ impl TwoWorkers {
             ServiceRoutes {
                 job_name: "app.ns.nginx.ns".into(),
                 rr_ip: Some(rr),
+                closest_ip: Some("10.30.66.66".parse().unwrap()),
                 instances: vec![InstanceRoute {
                     number: 0,
                     instance_ip: server_ip,

@@ -6,9 +6,15 @@
 //!   target is local; a service IP the table lacks is reported on the `misses` channel (the
 //!   packet is dropped, nothing else waits);
 //! * UDP → [`Proxy::incoming`] → TUN, from where the kernel routes the packet to the bridge.
+//!
+//! The same UDP socket carries the RTT probes of closest IPs ([`crate::proxy::rtt`]): a ping is
+//! answered with a pong at once, a pong updates the smoothed RTTs that [`Probes`] reads. Probes
+//! have IP version 0, so they never reach the proxy or the TUN.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rtnetlink::RouteMessageBuilder;
 use tokio::net::UdpSocket;
@@ -18,6 +24,7 @@ use tokio_tun::Tun;
 
 use super::{EEXIST, io, link_index, netlink};
 use crate::dataplane::DataPlaneError;
+use crate::proxy::rtt::{Probe, RttProber};
 use crate::proxy::{Proxy, Verdict};
 
 /// Default UDP port of the tunnel (Oakestra's).
@@ -41,6 +48,45 @@ pub struct TunnelConfig {
 pub struct Tunnel {
     local: SocketAddr,
     tasks: Vec<JoinHandle<()>>,
+    probes: Probes,
+}
+
+/// Sends RTT probes over the tunnel socket and reads the smoothed RTTs; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Probes {
+    socket: Arc<UdpSocket>,
+    prober: Arc<Mutex<RttProber>>,
+}
+
+impl Probes {
+    /// Pings the tunnel endpoint `to`; its pong (if any) updates [`Probes::rtts`].
+    pub async fn ping(&self, to: SocketAddr) {
+        let datagram = self
+            .prober
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .ping(to, Instant::now());
+        if let Err(e) = self.socket.send_to(&datagram, to).await {
+            tracing::debug!(%to, "RTT probe not sent: {e}");
+        }
+    }
+
+    /// The smoothed RTT of every endpoint that answered.
+    pub fn rtts(&self) -> BTreeMap<SocketAddr, Duration> {
+        self.prober
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .rtts()
+            .clone()
+    }
+
+    /// Forgets `node`'s RTT.
+    pub fn forget(&self, node: SocketAddr) {
+        self.prober
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .forget(node);
+    }
 }
 
 fn lock(proxy: &Mutex<Proxy>) -> std::sync::MutexGuard<'_, Proxy> {
@@ -117,6 +163,14 @@ impl Tunnel {
         let local = socket
             .local_addr()
             .map_err(io("read the tunnel socket's address"))?;
+        // Nonces of this run start somewhere else than a previous run's.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let probes = Probes {
+            socket: Arc::clone(&socket),
+            prober: Arc::new(Mutex::new(RttProber::new(seed))),
+        };
 
         let outgoing = {
             let (tun, socket, proxy) = (Arc::clone(&tun), Arc::clone(&socket), Arc::clone(&proxy));
@@ -153,17 +207,35 @@ impl Tunnel {
         };
         let incoming = {
             let (tun, socket, proxy) = (Arc::clone(&tun), Arc::clone(&socket), Arc::clone(&proxy));
+            let prober = Arc::clone(&probes.prober);
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 65536];
                 loop {
-                    let n = match socket.recv_from(&mut buf).await {
-                        Ok((n, _)) => n,
+                    let (n, from) = match socket.recv_from(&mut buf).await {
+                        Ok(r) => r,
                         Err(e) => {
                             tracing::debug!("tunnel receive failed: {e}");
                             continue;
                         }
                     };
                     let packet = &mut buf[..n];
+                    match Probe::parse(packet) {
+                        Some(Probe::Ping(nonce)) => {
+                            let _ = socket.send_to(&Probe::Pong(nonce).encode(), from).await;
+                            continue;
+                        }
+                        Some(Probe::Pong(nonce)) => {
+                            let measured = prober
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .pong(nonce, Instant::now());
+                            if let Some((node, rtt)) = measured {
+                                tracing::trace!(%node, ?rtt, "RTT");
+                            }
+                            continue;
+                        }
+                        None => {}
+                    }
                     let verdict = lock(&proxy).incoming(packet);
                     match verdict {
                         Verdict::Deliver => {
@@ -178,7 +250,13 @@ impl Tunnel {
         Ok(Self {
             local,
             tasks: vec![outgoing, incoming],
+            probes,
         })
+    }
+
+    /// The RTT probes over this tunnel's socket.
+    pub fn probes(&self) -> Probes {
+        self.probes.clone()
     }
 
     /// Where the tunnel listens (the port is the real one when 0 was asked for).
