@@ -21,75 +21,20 @@
 
 #[path = "../../../oakestra-runtime/tests/containerd_support/mod.rs"]
 mod containerd_support;
+#[path = "support/overlay_hosts.rs"]
+mod overlay_hosts;
 mod support;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use oakestra_core::model::ServiceRecord;
 use oakestra_net::dataplane::netns;
+use overlay_hosts::{Guard, binary, must, request};
 use support::{RootProcess, eventually, eventually_within, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn must(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let candidate = exe.parent().and_then(Path::parent).unwrap().join(name);
-    if !candidate.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args(["build", "-p", name, "--bin", name])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "building {name} failed");
-    }
-    candidate
-}
-
-/// Processes and namespaces of the test.
-struct Guard {
-    children: Vec<Child>,
-    hosts: Vec<String>,
-    links: Vec<String>,
-    prefixes: Vec<String>,
-    /// Directories of the workers' own containerds.
-    containerds: Vec<PathBuf>,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for dir in &self.containerds {
-            containerd_support::stop_containerd(dir);
-        }
-        for prefix in &self.prefixes {
-            for ns in netns::list(prefix).unwrap_or_default() {
-                let _ = netns::delete(&netns::path_of(&ns));
-            }
-        }
-        for host in &self.hosts {
-            let _ = Command::new("ip").args(["netns", "del", host]).output();
-        }
-        for link in &self.links {
-            let _ = Command::new("ip").args(["link", "del", link]).output();
-        }
-    }
-}
 
 /// What the workers run instances with.
 enum Workers {
@@ -108,6 +53,8 @@ struct World {
     host_side: [Ipv4Addr; 2],
     /// Each worker's own address (in its host namespace).
     worker_side: [Ipv4Addr; 2],
+    /// Directories of the workers' own containerds (real containers only).
+    containerds: Vec<PathBuf>,
     guard: Guard,
     _root: RootProcess,
     _dirs: Vec<tempfile::TempDir>,
@@ -141,8 +88,9 @@ impl World {
             hosts: hosts.to_vec(),
             links: tags.iter().map(|t| format!("{t}x")).collect(),
             prefixes: tags.iter().map(|t| format!("{t}-")).collect(),
-            containerds: Vec::new(),
+            cleanups: Vec::new(),
         };
+        let mut containerds = Vec::new();
         // Each worker's host namespace hangs off this host by a /30 in 198.18.0.0/15 (the
         // oakestra-net tests use 100.64.0.0/10).
         let y = (pid % 256) as u8;
@@ -202,7 +150,11 @@ impl World {
                 Workers::Fake => vec!["--runtime".into(), "fake".into()],
                 Workers::Containerd { registry_port } => {
                     let containerd = PathBuf::from(format!("/run/oakestra-test/ctrd-{}", tags[i]));
-                    guard.containerds.push(containerd.clone());
+                    containerds.push(containerd.clone());
+                    let dir = containerd.clone();
+                    guard
+                        .cleanups
+                        .push(Box::new(move || containerd_support::stop_containerd(&dir)));
                     let socket = containerd_support::containerd_in(&containerd);
                     vec![
                         "--runtime".into(),
@@ -268,6 +220,7 @@ impl World {
             tags,
             host_side: [here(0), here(1)],
             worker_side: [there(0), there(1)],
+            containerds,
             guard,
             _root: root,
             _dirs: dirs,
@@ -317,64 +270,6 @@ impl World {
         }
         services
     }
-}
-
-/// Plays a server container: answers every connection in the namespace at `path` on port
-/// 8080 with `name`; reports each peer.
-async fn serve(
-    path: &Path,
-    name: String,
-    peers: tokio::sync::mpsc::UnboundedSender<SocketAddr>,
-) -> tokio::task::JoinHandle<()> {
-    let listener = netns::run_in(path, || std::net::TcpListener::bind("0.0.0.0:8080"))
-        .await
-        .unwrap()
-        .unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, peer)) = listener.accept().await else {
-                return;
-            };
-            let _ = peers.send(peer);
-            let name = name.clone();
-            tokio::spawn(async move {
-                let mut hello = [0u8; 5];
-                if s.read_exact(&mut hello).await.is_ok() {
-                    let _ = s.write_all(name.as_bytes()).await;
-                    let _ = s.shutdown().await;
-                }
-            });
-        }
-    })
-}
-
-/// One request from inside the namespace at `from` to `to`: the answer and the peer address
-/// the client saw.
-async fn request(from: &Path, to: SocketAddr) -> Result<(String, SocketAddr), String> {
-    let stream = netns::run_in(from, move || {
-        // Long enough for the SYN sent again after a table miss (1 s), short enough that a
-        // dead instance costs little.
-        std::net::TcpStream::connect_timeout(&to, Duration::from_secs(2))
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| format!("connect to {to}: {e}"))?;
-    let seen = stream.peer_addr().map_err(|e| e.to_string())?;
-    stream.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let mut stream = tokio::net::TcpStream::from_std(stream).map_err(|e| e.to_string())?;
-    let talk = async {
-        stream.write_all(b"hello").await?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).await?;
-        Ok::<_, std::io::Error>(answer)
-    };
-    let answer = tokio::time::timeout(Duration::from_secs(5), talk)
-        .await
-        .map_err(|_| "no answer within 5 s".to_owned())?
-        .map_err(|e| e.to_string())?;
-    Ok((answer, seen))
 }
 
 /// `count` consecutive new connections from the namespace at `from` to the rr_ip: their
@@ -440,7 +335,7 @@ async fn a_client_reaches_a_server_on_another_worker_through_its_rr_ip() {
     })
     .await;
     let (peers_tx, mut peers) = tokio::sync::mpsc::unbounded_channel();
-    let _server = serve(&server_ns, "hello from nginx".into(), peers_tx).await;
+    let _server = overlay_hosts::serve(&server_ns, 8080, "hello from nginx".into(), peers_tx).await;
     // The first SYNs may go while the workers' table queries are answered (TCP sends them
     // again), so the first request is retried.
     let (answer, seen) = eventually("an answer through the rr_ip", || async {
@@ -475,7 +370,8 @@ async fn new_connections_to_an_rr_ip_alternate_between_its_instances() {
     let (peers_tx, _peers) = tokio::sync::mpsc::unbounded_channel();
     let mut servers = Vec::new();
     for (n, path) in servers_ns.iter().enumerate() {
-        servers.push(serve(path, format!("nginx-{n}"), peers_tx.clone()).await);
+        servers
+            .push(overlay_hosts::serve(path, 8080, format!("nginx-{n}"), peers_tx.clone()).await);
     }
     alternating_answers(&client_ns, 2).await;
 }
@@ -504,7 +400,10 @@ async fn when_a_server_instance_s_worker_dies_new_connections_reach_the_survivor
     let (peers_tx, _peers) = tokio::sync::mpsc::unbounded_channel();
     let mut servers = Vec::new();
     for (i, path) in servers_ns.iter().enumerate() {
-        servers.push(serve(path, format!("nginx on w{}", i + 1), peers_tx.clone()).await);
+        servers.push(
+            overlay_hosts::serve(path, 8080, format!("nginx on w{}", i + 1), peers_tx.clone())
+                .await,
+        );
     }
     alternating_answers(&client_ns, 2).await;
 
@@ -579,7 +478,7 @@ fn leftovers(world: &World) -> Vec<String> {
                 }
             }
         }
-        let socket = world.guard.containerds[i].join("containerd.sock");
+        let socket = world.containerds[i].join("containerd.sock");
         let out = Command::new("ctr")
             .arg("--address")
             .arg(&socket)
@@ -764,7 +663,10 @@ async fn closest_world(
     let (peers_tx, _peers) = tokio::sync::mpsc::unbounded_channel();
     let mut servers = Vec::new();
     for (i, path) in servers_ns.iter().enumerate() {
-        servers.push(serve(path, format!("nginx on w{}", i + 1), peers_tx.clone()).await);
+        servers.push(
+            overlay_hosts::serve(path, 8080, format!("nginx on w{}", i + 1), peers_tx.clone())
+                .await,
+        );
     }
     alternating_answers(&client_ns, 2).await;
     (world, client_ns, servers)

@@ -54,6 +54,9 @@ pub struct Guard {
     pub links: Vec<String>,
     /// Prefixes of instance namespaces the workers created.
     pub prefixes: Vec<String>,
+    /// Run after the processes are killed, before the namespaces go (e.g. stopping a worker's
+    /// own containerd).
+    pub cleanups: Vec<Box<dyn FnOnce() + Send>>,
 }
 
 impl Drop for Guard {
@@ -61,6 +64,9 @@ impl Drop for Guard {
         for c in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        for cleanup in self.cleanups.drain(..) {
+            cleanup();
         }
         for prefix in &self.prefixes {
             for ns in netns::list(prefix).unwrap_or_default() {
