@@ -786,7 +786,8 @@ pub fn instance_status(i: &Instance) -> proto::InstanceStatus {
 }
 
 /// The root's `ServiceTable` as the state takes it: instances in table-entry form (Oakestra's
-/// `service_ip` order: the RR address, then the instance's own; the cluster in `cluster_id`).
+/// `service_ip` order: the RR address, then the instance's own, then the closest address when
+/// the service has one; the cluster in `cluster_id`).
 pub fn root_table(t: proto::ServiceTable) -> RootTable {
     let service = t.found.then(|| RemoteService {
         instances: t
@@ -814,7 +815,15 @@ pub fn root_table(t: proto::ServiceTable) -> RootTable {
                             address: i.instance_ip.clone(),
                             address_v6: i.instance_ip_v6.clone(),
                         },
-                    ],
+                        ServiceIp {
+                            ip_type: "Closest".into(),
+                            address: t.closest_ip.clone(),
+                            address_v6: t.closest_ip_v6.clone(),
+                        },
+                    ]
+                    .into_iter()
+                    .filter(|a| !a.address.is_empty() || !a.address_v6.is_empty())
+                    .collect(),
                     extra,
                 }
             })

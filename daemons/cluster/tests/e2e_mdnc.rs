@@ -175,6 +175,19 @@ async fn a_client_in_cluster_a_reaches_a_server_in_cluster_b_through_its_rr_ip()
         "the server sees the client's instance IP"
     );
 
+    // The server's closest IP (allocated by the root) resolves across clusters too: the root's
+    // table carries it, and with one instance that instance answers.
+    let closest = admin.service(&nginx).await.unwrap().closest_ip.unwrap();
+    let closest = SocketAddr::from((closest, 8080));
+    let (answer, seen) = eventually(
+        "an answer through the closest IP across clusters",
+        || async { request(&client_ns, closest).await.ok() },
+    )
+    .await;
+    assert_eq!(answer, "nginx-0");
+    assert_eq!(seen, closest, "the client sees the closest IP");
+    let _ = peers.recv().await.unwrap();
+
     // A second server instance comes up in B: the root pushes the service's new table to A,
     // and A to its worker; new connections alternate between the two.
     admin.deploy_instance(&nginx).await.unwrap();

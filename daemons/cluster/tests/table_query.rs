@@ -353,6 +353,8 @@ fn root_service(instances: &[(u32, &str)]) -> oakestra_cluster::state::RemoteSer
         job_name: "demo.test.nginx.test".into(),
         rr_ip: "10.30.55.55".into(),
         rr_ip_v6: String::new(),
+        closest_ip: "10.30.66.66".into(),
+        closest_ip_v6: String::new(),
         instances: instances
             .iter()
             .map(|(n, host)| oakestra_cluster::proto::TableInstance {
@@ -430,8 +432,17 @@ async fn services_of_other_clusters_are_asked_of_the_root_cached_and_followed() 
         && r.instance_list[0].host_ip == "192.0.2.20"
         && r.instance_list[0].service_ip[0].address == "10.30.55.55"));
     assert_eq!(s.interested_workers(REMOTE), vec!["w1".to_string()]);
-    // Now cached: w2's name and any IP of it are answered at once.
+    // Now cached: w2's name and any IP of it (its closest IP too) are answered at once.
     assert_eq!(numbers(&s.table_query(&by_ip("10.30.0.7"))), vec![0]);
+    let closest = s.table_query(&by_ip("10.30.66.66"));
+    assert_eq!(numbers(&closest), vec![0]);
+    assert!(
+        closest.instance_list[0]
+            .service_ip
+            .iter()
+            .any(|a| a.ip_type == "Closest" && a.address == "10.30.66.66"),
+        "{closest:?}"
+    );
     let by_name_id = asks.iter().find(|a| a.1 == REMOTE).unwrap().0.clone();
     s.root_table(RootTable {
         request_id: by_name_id,

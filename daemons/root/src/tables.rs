@@ -33,7 +33,8 @@ pub(crate) struct Interests {
     last: HashMap<String, ServiceTable>,
 }
 
-/// Whether `service` is the one a query names: by job name, or by its rr_ip or an instance IP
+/// Whether `service` is the one a query names: by job name, or by its rr_ip, closest IP or an
+/// instance IP
 /// (v4 or v6; compared as addresses, so `fdff::1` matches `fdff:0::1`).
 pub fn service_matches(service: &ServiceRecord, job_name: &str, ip: &str) -> bool {
     if !job_name.is_empty() {
@@ -45,6 +46,8 @@ pub fn service_matches(service: &ServiceRecord, job_name: &str, ip: &str) -> boo
     let rr = [
         service.rr_ip.map(IpAddr::V4),
         service.rr_ip_v6.map(IpAddr::V6),
+        service.closest_ip.map(IpAddr::V4),
+        service.closest_ip_v6.map(IpAddr::V6),
     ];
     let instances = service.instance_list.iter().flat_map(|i| {
         [
@@ -84,6 +87,8 @@ pub fn service_table(service: &ServiceRecord) -> ServiceTable {
         rr_ip: text(service.rr_ip.map(|a| a.to_string())),
         rr_ip_v6: text(service.rr_ip_v6.map(|a| a.to_string())),
         instances,
+        closest_ip: text(service.closest_ip.map(|a| a.to_string())),
+        closest_ip_v6: text(service.closest_ip_v6.map(|a| a.to_string())),
     }
 }
 
@@ -243,9 +248,13 @@ mod tests {
 
     #[test]
     fn only_running_instances_with_a_network_are_routable() {
-        let t = service_table(&service());
+        let mut s = service();
+        s.closest_ip = Some("10.30.66.66".parse().unwrap());
+        let t = service_table(&s);
         assert!(t.found);
         assert_eq!(t.rr_ip, "10.30.55.55");
+        assert_eq!(t.closest_ip, "10.30.66.66");
+        assert_eq!(t.closest_ip_v6, "", "none allocated");
         assert_eq!(t.instances.len(), 1);
         let i = &t.instances[0];
         assert_eq!(
@@ -262,8 +271,11 @@ mod tests {
     }
 
     #[test]
-    fn queries_match_by_name_rr_ip_or_any_instance_ip() {
-        let s = service();
+    fn queries_match_by_name_rr_ip_closest_ip_or_any_instance_ip() {
+        let mut s = service();
+        assert!(!service_matches(&s, "", "10.30.66.66"));
+        s.closest_ip = Some("10.30.66.66".parse().unwrap());
+        assert!(service_matches(&s, "", "10.30.66.66"));
         assert!(service_matches(&s, "demo.test.nginx.test", ""));
         assert!(!service_matches(&s, "demo.test.other.test", ""));
         assert!(service_matches(&s, "", "10.30.55.55"));
