@@ -649,6 +649,23 @@ impl Actor {
                     Ok(body) => self.publish(NodeTopic::NetTableQueryResult, &worker, body),
                     Err(e) => tracing::warn!("encoding a table query answer: {e}"),
                 },
+                Effect::JobUpdate { job_name, kind } => {
+                    match oakestra_core::wire::Topic::job_updates(job_name) {
+                        Ok(topic) => {
+                            let payload = oakestra_core::wire::UpdatesAvailable {
+                                wire_version: WireVersion::CURRENT,
+                                kind,
+                            };
+                            match serde_json::to_vec(&payload) {
+                                Ok(body) => {
+                                    let _ = self.outputs.mqtt.send((topic.to_string(), body));
+                                }
+                                Err(e) => tracing::warn!("encoding updates_available: {e}"),
+                            }
+                        }
+                        Err(e) => tracing::debug!("no updates_available signal: {e}"),
+                    }
+                }
                 Effect::AskRoot {
                     request_id,
                     job_name,

@@ -15,7 +15,8 @@ use oakestra_core::status::{
 };
 use oakestra_core::wire::{
     DeleteCommand, DeployCommand, JobStatusReport, NodeInfo, ResourcesReport, ServiceDeployed,
-    ServiceIp, ServiceUsage, TableEntryInstance, TableQueryRequest, TableQueryResult, WireVersion,
+    ServiceIp, ServiceUsage, TableEntryInstance, TableQueryRequest, TableQueryResult, UpdateKind,
+    WireVersion,
 };
 
 pub use crate::tables::{ROOT_QUERY_TIMEOUT, RemoteService, RootTable};
@@ -175,6 +176,14 @@ pub enum Effect {
         worker: String,
         /// Payload.
         result: Box<TableQueryResult>,
+    },
+    /// Publish Oakestra's `jobs/<job_name>/updates_available` (for NetManagers that follow
+    /// that signal; ours get the table pushed).
+    JobUpdate {
+        /// The job.
+        job_name: String,
+        /// Whether routable instances were removed or added/moved.
+        kind: UpdateKind,
     },
     /// Ask the root about a service this cluster does not hold (`TableQuery`).
     AskRoot {
@@ -1052,14 +1061,26 @@ impl ClusterState {
     /// Every changed service's table to each worker interested in it.
     fn fan_out_changes(&mut self) {
         for job in std::mem::take(&mut self.tables.changed) {
-            let Some(workers) = self.tables.interests.get(&job) else {
-                continue;
-            };
-            let workers: Vec<String> = workers.iter().cloned().collect();
             let result = self.table_query(&TableQueryRequest {
                 sname: job.clone(),
                 ..TableQueryRequest::default()
             });
+            // Oakestra's signal too: UNDEPLOYMENT when fewer instances are routable than at
+            // the last signal, else DEPLOYMENT.
+            let count = result.instance_list.len();
+            let before = self.tables.signalled.insert(job.clone(), count);
+            self.effects.push(Effect::JobUpdate {
+                job_name: job.clone(),
+                kind: if before.is_some_and(|b| count < b) {
+                    UpdateKind::Undeployment
+                } else {
+                    UpdateKind::Deployment
+                },
+            });
+            let Some(workers) = self.tables.interests.get(&job) else {
+                continue;
+            };
+            let workers: Vec<String> = workers.iter().cloned().collect();
             for worker in workers {
                 self.effects.push(Effect::Table {
                     worker,

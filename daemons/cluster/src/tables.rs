@@ -59,6 +59,8 @@ pub(crate) struct Tables {
     pub(crate) pending: BTreeMap<String, RootQuery>,
     /// Jobs whose table changed since the last fan-out.
     pub(crate) changed: BTreeSet<String>,
+    /// Job → routable instances at its last `updates_available` signal.
+    pub(crate) signalled: BTreeMap<String, usize>,
     /// Questions asked so far (request ids).
     pub(crate) requests: u64,
 }

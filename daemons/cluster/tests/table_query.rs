@@ -267,10 +267,26 @@ fn two_running_instances() -> (ClusterState, Instant) {
     (s, t0)
 }
 
+/// The `jobs/<job>/updates_available` signals among `effects`.
+fn signals(effects: &[Effect]) -> Vec<(String, oakestra_core::wire::UpdateKind)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::JobUpdate { job_name, kind } => Some((job_name.clone(), *kind)),
+            _ => None,
+        })
+        .collect()
+}
+
 #[tokio::test(start_paused = true)]
 async fn interested_workers_get_a_service_s_new_table_as_soon_as_its_instances_change() {
+    use oakestra_core::wire::UpdateKind;
     let (mut s, t0) = two_running_instances();
-    s.take_effects();
+    let effects = s.take_effects();
+    assert!(
+        signals(&effects).contains(&(JOB_NAME.into(), UpdateKind::Deployment)),
+        "Oakestra's signal for NetManagers that follow it: {effects:?}"
+    );
     // The hosting workers w1 and w2 follow the job by themselves; w3 follows it once it asks.
     assert_eq!(s.interested_workers(JOB_NAME), vec!["w1", "w2"]);
     s.worker_table_query("w3", &by_ip("10.30.55.55"), t0);
@@ -296,7 +312,12 @@ async fn interested_workers_get_a_service_s_new_table_as_soon_as_its_instances_c
         },
         t0,
     );
-    let pushed = tables_for(&s.take_effects());
+    let effects = s.take_effects();
+    assert_eq!(
+        signals(&effects),
+        vec![(JOB_NAME.to_string(), UpdateKind::Undeployment)]
+    );
+    let pushed = tables_for(&effects);
     let mut to: Vec<String> = pushed.iter().map(|(w, _)| w.clone()).collect();
     to.sort();
     assert_eq!(to, expected);
