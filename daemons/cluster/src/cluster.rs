@@ -11,7 +11,7 @@ use std::time::Duration;
 use oakestra_core::status::Status;
 use oakestra_core::wire::{
     ControlError, InterestRemove, JobStatusReport, LogsReply, LogsRequest, NodeInfo, NodeTopic,
-    Payload, RegisterResponse, ResourcesReport, ServiceDeployed, ServiceIp, TableEntryInstance,
+    Payload, RegisterResponse, ResourcesReport, ServiceDeployed, TableEntryInstance,
     TableQueryRequest, WireVersion,
 };
 use oakestra_store::{Collection, Store, Write};
@@ -821,26 +821,11 @@ pub fn root_table(t: proto::ServiceTable) -> RootTable {
                     namespace_ip_v6: i.namespace_ip_v6.clone(),
                     host_ip: i.host_ip.clone(),
                     host_port: u16::try_from(i.host_port).unwrap_or_default(),
-                    service_ip: vec![
-                        ServiceIp {
-                            ip_type: "RR".into(),
-                            address: t.rr_ip.clone(),
-                            address_v6: t.rr_ip_v6.clone(),
-                        },
-                        ServiceIp {
-                            ip_type: "instance_ip".into(),
-                            address: i.instance_ip.clone(),
-                            address_v6: i.instance_ip_v6.clone(),
-                        },
-                        ServiceIp {
-                            ip_type: "Closest".into(),
-                            address: t.closest_ip.clone(),
-                            address_v6: t.closest_ip_v6.clone(),
-                        },
-                    ]
-                    .into_iter()
-                    .filter(|a| !a.address.is_empty() || !a.address_v6.is_empty())
-                    .collect(),
+                    service_ip: crate::state::service_ips(
+                        (t.rr_ip.clone(), t.rr_ip_v6.clone()),
+                        (i.instance_ip.clone(), i.instance_ip_v6.clone()),
+                        (t.closest_ip.clone(), t.closest_ip_v6.clone()),
+                    ),
                     extra,
                 }
             })

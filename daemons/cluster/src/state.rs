@@ -825,37 +825,17 @@ impl ClusterState {
             .iter()
             .filter_map(|i| {
                 let net = i.network.as_ref()?;
-                let ip = |t: &str, v4: String, v6: String| ServiceIp {
-                    ip_type: t.to_owned(),
-                    address: v4,
-                    address_v6: v6,
-                };
                 Some(TableEntryInstance {
                     instance_number: i.instance_number,
                     namespace_ip: net.nsip.clone(),
                     namespace_ip_v6: net.nsipv6.clone(),
                     host_ip: net.host_ip.clone(),
                     host_port: net.host_port,
-                    // Oakestra's order: the RR address, then the instance's own; the
-                    // closest address (Oakestra's `IpType` "Closest", which it never
-                    // allocated) after them, when the root sent one.
-                    service_ip: [
-                        Some(ip("RR", extra(i, "RR_ip"), extra(i, "RR_ip_v6"))),
-                        Some(ip(
-                            "instance_ip",
-                            extra(i, "instance_ip"),
-                            extra(i, "instance_ip_v6"),
-                        )),
-                        Some(ip(
-                            "Closest",
-                            extra(i, "Closest_ip"),
-                            extra(i, "Closest_ip_v6"),
-                        ))
-                        .filter(|c| !c.address.is_empty() || !c.address_v6.is_empty()),
-                    ]
-                    .into_iter()
-                    .flatten()
-                    .collect(),
+                    service_ip: service_ips(
+                        (extra(i, "RR_ip"), extra(i, "RR_ip_v6")),
+                        (extra(i, "instance_ip"), extra(i, "instance_ip_v6")),
+                        (extra(i, "Closest_ip"), extra(i, "Closest_ip_v6")),
+                    ),
                     extra: Default::default(),
                 })
             })
@@ -1285,6 +1265,26 @@ impl ClusterState {
         };
         a
     }
+}
+
+/// A table entry's `service_ip` list, each a (v4, v6) pair: Oakestra's order, the RR address,
+/// then the instance's own; the closest address (Oakestra's `IpType` "Closest", which it never
+/// allocated) after them when there is one.
+pub fn service_ips(
+    rr: (String, String),
+    instance: (String, String),
+    closest: (String, String),
+) -> Vec<ServiceIp> {
+    let ip = |ip_type: &str, (address, address_v6): (String, String)| ServiceIp {
+        ip_type: ip_type.to_owned(),
+        address,
+        address_v6,
+    };
+    let mut ips = vec![ip("RR", rr), ip("instance_ip", instance)];
+    if !closest.0.is_empty() || !closest.1.is_empty() {
+        ips.push(ip("Closest", closest));
+    }
+    ips
 }
 
 fn extra(i: &Instance, k: &str) -> String {

@@ -327,14 +327,12 @@ impl Overlay {
         tracing::debug!(service = %routes.job_name, instances = routes.instances.len(), "table entry");
         {
             let mut proxy = proxy.lock().unwrap_or_else(|p| p.into_inner());
-            if routes.rr_ip.is_none() {
-                // An update without instances carries no addresses: the service keeps its
-                // rr_ip (and closest IP), so packets to them are refused rather than asked
-                // about again and again.
-                routes.rr_ip = proxy.service(&routes.job_name).and_then(|s| s.rr_ip);
-            }
-            if routes.closest_ip.is_none() {
-                routes.closest_ip = proxy.service(&routes.job_name).and_then(|s| s.closest_ip);
+            // An update without instances carries no addresses: the service keeps its rr_ip
+            // and closest IP, so packets to them are refused rather than asked about again
+            // and again.
+            if let Some(known) = proxy.service(&routes.job_name) {
+                routes.rr_ip = routes.rr_ip.or(known.rr_ip);
+                routes.closest_ip = routes.closest_ip.or(known.closest_ip);
             }
             proxy.set_service(routes);
             // New workers get their override (or count as unmeasured) before any flow picks.

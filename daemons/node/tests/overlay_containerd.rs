@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use oakestra_core::status::DeploymentStatus;
 use oakestra_core::wire::{DeleteCommand, DeployCommand, JobStatusReport};
-use oakestra_net::dataplane::{DataPlane, DataPlaneConfig, LinuxDataPlane, Naming};
+use oakestra_net::dataplane::{Attachment, DataPlane, DataPlaneConfig, LinuxDataPlane, Naming};
 use oakestra_net::ipam::{Ipv4Subnet, Ipv6Subnet, WorkerSubnets};
 use oakestra_node::engine::{Engine, Reporter};
 use oakestra_node::overlay::{Overlay, PlaneKind};
@@ -89,159 +89,171 @@ async fn get_eventually(to: SocketAddr) -> String {
     panic!("{to} never answered: {last}");
 }
 
+/// One worker's engine with the real data plane on a /26 of 10.29.64.0/18 (the other node
+/// tests use 10.29.0.0/18, the oakestra-net tests 10.18–10.28 and 10.29.128.0/17); `letter`
+/// keeps the names of two tests of this process apart. The runtime gets its networks from
+/// the overlay through `attach`.
+struct Worker {
+    engine: Arc<Engine>,
+    reports: Arc<Reports>,
+    overlay: Arc<Overlay>,
+    subnet: std::net::Ipv4Addr,
+    _cleanup: Cleanup,
+}
+
+impl Worker {
+    async fn start(
+        letter: char,
+        dir: &std::path::Path,
+        runtime: Arc<dyn Runtime>,
+        attach: impl FnOnce(&Arc<Overlay>),
+    ) -> Worker {
+        let pid = std::process::id();
+        let slot = 256 + pid % 256;
+        let subnet = (
+            std::net::Ipv4Addr::new(10, 29, (slot / 4) as u8, ((slot % 4) * 64) as u8),
+            format!("fc00::3:{:x}:100", pid % 0xffff)
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap(),
+        );
+        let mut config = DataPlaneConfig::new(WorkerSubnets {
+            ipv4: Ipv4Subnet::new(subnet.0).unwrap(),
+            ipv6: Ipv6Subnet::new(subnet.1).unwrap(),
+        });
+        config.naming = Naming::new(&format!("{letter}{}", pid % 1_000_000)).unwrap();
+        let cleanup = Cleanup(Some(config.clone()));
+        let overlay = Overlay::new(PlaneKind::Linux {
+            naming: config.naming.clone(),
+            mtu: DataPlaneConfig::DEFAULT_MTU,
+        });
+        overlay.enable(subnet.0, subnet.1, &[]).await.unwrap();
+        attach(&overlay);
+        let reports = Arc::new(Reports::default());
+        let engine = Engine::new(
+            runtime,
+            StateFile::new(dir),
+            NodeState::default(),
+            reports.clone(),
+            "127.0.0.1".into(),
+            Duration::from_secs(2),
+        );
+        engine.set_network(overlay.clone());
+        engine.spawn_exit_watcher();
+        Worker {
+            engine,
+            reports,
+            overlay,
+            subnet: subnet.0,
+            _cleanup: cleanup,
+        }
+    }
+
+    /// Deploys `deploy` and asserts it runs; returns its network.
+    async fn deploy_running(&self, deploy: serde_json::Value) -> Attachment {
+        self.engine
+            .deploy(serde_json::from_value::<DeployCommand>(deploy).unwrap())
+            .await;
+        let status = self.reports.0.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(
+            status.status,
+            DeploymentStatus::Running,
+            "{}",
+            status.status_detail
+        );
+        self.overlay.plane().unwrap().attachments()[0].clone()
+    }
+
+    /// The worker's bridge address.
+    fn bridge(&self) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::from(u32::from(self.subnet) + 1)
+    }
+
+    /// Deletes instance 0 of `job` and asserts its network is gone.
+    async fn delete_and_check_gone(&self, id: &str, job: &str, attachment: &Attachment) {
+        self.engine
+            .delete(
+                serde_json::from_value::<DeleteCommand>(serde_json::json!({
+                    "_id": id, "job_name": job, "instance_number": 0
+                }))
+                .unwrap(),
+            )
+            .await;
+        assert!(
+            self.overlay
+                .netns_of(&InstanceId::new(job.to_owned(), 0))
+                .is_none()
+        );
+        assert!(!attachment.netns.exists(), "namespace removed");
+        assert!(self.overlay.plane().unwrap().attachments().is_empty());
+        assert!(get(SocketAddr::from((attachment.ipv4, 80))).await.is_err());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_runs_in_its_overlay_namespace_and_is_reachable() {
     let fixtures = containerd_support::fixtures();
     let image = containerd_support::shared_image(&fixtures).await;
-    let pid = std::process::id();
-    let naming = Naming::new(&format!("c{}", pid % 1_000_000)).unwrap();
-    // 10.29.64.0/18 (the other node tests use 10.29.0.0/18, the oakestra-net tests
-    // 10.18–10.28 and 10.29.128.0/17).
-    let slot = 256 + pid % 256;
-    let subnet = (
-        std::net::Ipv4Addr::new(10, 29, (slot / 4) as u8, ((slot % 4) * 64) as u8),
-        format!("fc00::3:{:x}:100", pid % 0xffff)
-            .parse::<std::net::Ipv6Addr>()
-            .unwrap(),
-    );
-    let mut config = DataPlaneConfig::new(WorkerSubnets {
-        ipv4: Ipv4Subnet::new(subnet.0).unwrap(),
-        ipv6: Ipv6Subnet::new(subnet.1).unwrap(),
-    });
-    config.naming = naming.clone();
-    let _cleanup = Cleanup(Some(config.clone()));
-
     let dir = tempfile::tempdir().unwrap();
     let mut containerd = containerd_support::config(&fixtures, &dir.path().join("logs"));
     containerd.namespace = containerd_support::unique("overlay-test-");
     let runtime = ContainerdRuntime::connect(containerd).await.unwrap();
-    let overlay = Overlay::new(PlaneKind::Linux {
-        naming,
-        mtu: DataPlaneConfig::DEFAULT_MTU,
-    });
-    overlay.enable(subnet.0, subnet.1, &[]).await.unwrap();
-    runtime.set_netns_resolver(overlay.resolver());
-    let reports = Arc::new(Reports::default());
-    let engine = Engine::new(
-        Arc::new(runtime),
-        StateFile::new(dir.path()),
-        NodeState::default(),
-        reports.clone(),
-        "127.0.0.1".into(),
-        Duration::from_secs(2),
-    );
-    engine.set_network(overlay.clone());
-    engine.spawn_exit_watcher();
+    let resolver_target = runtime.clone();
+    let worker = Worker::start('c', dir.path(), Arc::new(runtime), |overlay| {
+        resolver_target.set_netns_resolver(overlay.resolver())
+    })
+    .await;
 
-    let host_port = 30_000 + (pid % 20_000) as u16;
+    let host_port = 30_000 + (std::process::id() % 20_000) as u16;
     let job = containerd_support::unique("app.ns.web");
-    let deploy: DeployCommand = serde_json::from_value(serde_json::json!({
-        "_id": "6b026d263370213c22d0dac7", "job_name": job, "instance_number": 0,
-        "image": image, "virtualization": "docker",
-        "environment": ["INSTANCE_NAME=overlay-0"], "port": format!("{host_port}:80")
-    }))
-    .unwrap();
-    engine.deploy(deploy).await;
-    let status = reports.0.lock().unwrap().last().cloned().unwrap();
-    assert_eq!(
-        status.status,
-        DeploymentStatus::Running,
-        "{}",
-        status.status_detail
-    );
-    let id = InstanceId::new(job.clone(), 0);
-    let attachment = overlay.plane().unwrap().attachments()[0].clone();
+    let attachment = worker
+        .deploy_running(serde_json::json!({
+            "_id": "6b026d263370213c22d0dac7", "job_name": job, "instance_number": 0,
+            "image": image, "virtualization": "docker",
+            "environment": ["INSTANCE_NAME=overlay-0"], "port": format!("{host_port}:80")
+        }))
+        .await;
     assert_eq!(
         attachment.ipv4,
-        std::net::Ipv4Addr::from(u32::from(subnet.0) + 2)
+        std::net::Ipv4Addr::from(u32::from(worker.subnet) + 2)
     );
 
     // The httpd in the container answers on the overlay address: it runs in that namespace.
     let page = get_eventually(SocketAddr::from((attachment.ipv4, 80))).await;
     assert!(page.contains("hello from overlay-0"), "{page}");
     // And through the port mapping on the worker's own (bridge) address.
-    let bridge = std::net::Ipv4Addr::from(u32::from(subnet.0) + 1);
-    let page = get_eventually(SocketAddr::from((bridge, host_port))).await;
+    let page = get_eventually(SocketAddr::from((worker.bridge(), host_port))).await;
     assert!(page.contains("hello from overlay-0"), "{page}");
 
-    engine
-        .delete(
-            serde_json::from_value::<DeleteCommand>(serde_json::json!({
-                "_id": "6b026d263370213c22d0dac7", "job_name": job, "instance_number": 0
-            }))
-            .unwrap(),
-        )
+    worker
+        .delete_and_check_gone("6b026d263370213c22d0dac7", &job, &attachment)
         .await;
-    assert!(overlay.netns_of(&id).is_none());
-    assert!(!attachment.netns.exists(), "namespace removed");
-    assert!(overlay.plane().unwrap().attachments().is_empty());
-    assert!(get(SocketAddr::from((attachment.ipv4, 80))).await.is_err());
-}
-
-/// A free /26 of 10.29.64.0/18 for this process and the real data plane's config on it.
-fn test_network(letter: char) -> (DataPlaneConfig, (std::net::Ipv4Addr, std::net::Ipv6Addr)) {
-    let pid = std::process::id();
-    let slot = 256 + pid % 256;
-    let subnet = (
-        std::net::Ipv4Addr::new(10, 29, (slot / 4) as u8, ((slot % 4) * 64) as u8),
-        format!("fc00::3:{:x}:100", pid % 0xffff)
-            .parse::<std::net::Ipv6Addr>()
-            .unwrap(),
-    );
-    let mut config = DataPlaneConfig::new(WorkerSubnets {
-        ipv4: Ipv4Subnet::new(subnet.0).unwrap(),
-        ipv6: Ipv6Subnet::new(subnet.1).unwrap(),
-    });
-    config.naming = Naming::new(&format!("{letter}{}", pid % 1_000_000)).unwrap();
-    (config, subnet)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_unikernel_runs_in_its_overlay_namespace_and_is_reachable() {
     let server = unikernel_support::serve(unikernel_support::fixture(), Duration::ZERO);
-    let (config, subnet) = test_network('u');
-    let _cleanup = Cleanup(Some(config.clone()));
     let dir = tempfile::tempdir().unwrap();
     let _guests = unikernel_support::KillGuests(dir.path().to_path_buf());
     let runtime = oakestra_runtime::unikernel::UnikernelRuntime::new(
         oakestra_runtime::unikernel::UnikernelConfig::new(dir.path().join("uk")),
     )
     .unwrap();
-    let overlay = Overlay::new(PlaneKind::Linux {
-        naming: config.naming.clone(),
-        mtu: DataPlaneConfig::DEFAULT_MTU,
-    });
-    overlay.enable(subnet.0, subnet.1, &[]).await.unwrap();
-    runtime.set_network_resolver(overlay.guest_resolver());
-    let reports = Arc::new(Reports::default());
-    let engine = Engine::new(
-        Arc::new(runtime.clone()),
-        StateFile::new(dir.path()),
-        NodeState::default(),
-        reports.clone(),
-        "127.0.0.1".into(),
-        Duration::from_secs(2),
-    );
-    engine.set_network(overlay.clone());
-    engine.spawn_exit_watcher();
+    let resolver_target = runtime.clone();
+    let worker = Worker::start('u', dir.path(), Arc::new(runtime.clone()), |overlay| {
+        resolver_target.set_network_resolver(overlay.guest_resolver())
+    })
+    .await;
 
     let host_port = 30_000 + (std::process::id() % 20_000) as u16 + 1;
     let job = containerd_support::unique("app.ns.uk");
-    let deploy: DeployCommand = serde_json::from_value(serde_json::json!({
-        "_id": "6b026d263370213c22d0dac8", "job_name": job, "instance_number": 0,
-        "image": server.url, "virtualization": "unikernel", "arch": ["amd64"],
-        "cmd": ["console=ttyS0", "oak.marker=overlay"], "memory": 128,
-        "port": format!("{host_port}:80")
-    }))
-    .unwrap();
-    engine.deploy(deploy).await;
-    let status = reports.0.lock().unwrap().last().cloned().unwrap();
-    assert_eq!(
-        status.status,
-        DeploymentStatus::Running,
-        "{}",
-        status.status_detail
-    );
+    let attachment = worker
+        .deploy_running(serde_json::json!({
+            "_id": "6b026d263370213c22d0dac8", "job_name": job, "instance_number": 0,
+            "image": server.url, "virtualization": "unikernel", "arch": ["amd64"],
+            "cmd": ["console=ttyS0", "oak.marker=overlay"], "memory": 128,
+            "port": format!("{host_port}:80")
+        }))
+        .await;
     let id = InstanceId::new(job.clone(), 0);
     unikernel_support::wait_for_log(
         &runtime,
@@ -255,24 +267,14 @@ async fn a_unikernel_runs_in_its_overlay_namespace_and_is_reachable() {
         log.contains("OAK-UNIKERNEL-NET 192.168.127.2"),
         "the guest configured its network: {log}"
     );
-    let attachment = overlay.plane().unwrap().attachments()[0].clone();
     // The guest is the instance: its httpd answers on the instance's overlay address...
     let page = get_eventually(SocketAddr::from((attachment.ipv4, 80))).await;
     assert!(page.contains("unikernel overlay"), "{page}");
     // ...and through the port mapping on the worker's bridge address.
-    let bridge = std::net::Ipv4Addr::from(u32::from(subnet.0) + 1);
-    let page = get_eventually(SocketAddr::from((bridge, host_port))).await;
+    let page = get_eventually(SocketAddr::from((worker.bridge(), host_port))).await;
     assert!(page.contains("unikernel overlay"), "{page}");
 
-    engine
-        .delete(
-            serde_json::from_value::<DeleteCommand>(serde_json::json!({
-                "_id": "6b026d263370213c22d0dac8", "job_name": job, "instance_number": 0
-            }))
-            .unwrap(),
-        )
+    worker
+        .delete_and_check_gone("6b026d263370213c22d0dac8", &job, &attachment)
         .await;
-    assert!(!attachment.netns.exists(), "namespace removed");
-    assert!(overlay.plane().unwrap().attachments().is_empty());
-    assert!(get(SocketAddr::from((attachment.ipv4, 80))).await.is_err());
 }
