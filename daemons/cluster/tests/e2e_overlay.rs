@@ -250,6 +250,31 @@ impl World {
         netns::path_of(&format!("{}-demo.test.{svc}.test.{n}", self.tags[i]))
     }
 
+    /// Waits for the client's namespace at `client_ns` and a server instance on each worker
+    /// (up to 60 s: placement waits while a busy host's free memory is below the ask), plays
+    /// those servers ("nginx on w1", "nginx on w2") and checks that new connections through
+    /// the rr_ip alternate between them. Returns the servers, w1's first.
+    async fn serve_on_each_worker(&self, client_ns: &Path) -> Vec<tokio::task::JoinHandle<()>> {
+        let servers_ns = eventually_within(
+            "the client's namespace and a server on each worker",
+            Duration::from_secs(60),
+            || async {
+                let on = |i: usize| (0..2).map(|n| self.ns(i, "nginx", n)).find(|p| p.exists());
+                client_ns.exists().then_some(())?;
+                Some([on(0)?, on(1)?])
+            },
+        )
+        .await;
+        let (peers_tx, _peers) = tokio::sync::mpsc::unbounded_channel();
+        let mut servers = Vec::new();
+        for (i, path) in servers_ns.iter().enumerate() {
+            let name = format!("nginx on w{}", i + 1);
+            servers.push(overlay_hosts::serve(path, 8080, name, peers_tx.clone()).await);
+        }
+        alternating_answers(client_ns, 2).await;
+        servers
+    }
+
     /// Creates the demo app and deploys `instances` instances of each service.
     async fn deploy(&self, sla: &str, instances: &[(&str, u32)]) -> Vec<ServiceRecord> {
         let apps = self
@@ -388,24 +413,7 @@ async fn when_a_server_instance_s_worker_dies_new_connections_reach_the_survivor
         .deploy(&sla("w1;w2", server_memory), &[("nginx", 2), ("curl", 1)])
         .await;
     let client_ns = world.ns(0, "curl", 0);
-    let servers_ns = eventually(
-        "the client's namespace and a server on each worker",
-        || async {
-            let on = |i: usize| (0..2).map(|n| world.ns(i, "nginx", n)).find(|p| p.exists());
-            client_ns.exists().then_some(())?;
-            Some([on(0)?, on(1)?])
-        },
-    )
-    .await;
-    let (peers_tx, _peers) = tokio::sync::mpsc::unbounded_channel();
-    let mut servers = Vec::new();
-    for (i, path) in servers_ns.iter().enumerate() {
-        servers.push(
-            overlay_hosts::serve(path, 8080, format!("nginx on w{}", i + 1), peers_tx.clone())
-                .await,
-        );
-    }
-    alternating_answers(&client_ns, 2).await;
+    let servers = world.serve_on_each_worker(&client_ns).await;
 
     // w2 dies with its server: the worker process is killed and, since with the fake runtime
     // the instance is the test's listener, that listener goes too.
@@ -648,27 +656,7 @@ async fn closest_world(
         "and allocated a closest IPv6"
     );
     let client_ns = world.ns(0, "curl", 0);
-    // Placement waits while a worker's available memory is below the ask (a busy test host),
-    // so this may take longer than the usual wait.
-    let servers_ns = eventually_within(
-        "the client's namespace and a server on each worker",
-        Duration::from_secs(60),
-        || async {
-            let on = |i: usize| (0..2).map(|n| world.ns(i, "nginx", n)).find(|p| p.exists());
-            client_ns.exists().then_some(())?;
-            Some([on(0)?, on(1)?])
-        },
-    )
-    .await;
-    let (peers_tx, _peers) = tokio::sync::mpsc::unbounded_channel();
-    let mut servers = Vec::new();
-    for (i, path) in servers_ns.iter().enumerate() {
-        servers.push(
-            overlay_hosts::serve(path, 8080, format!("nginx on w{}", i + 1), peers_tx.clone())
-                .await,
-        );
-    }
-    alternating_answers(&client_ns, 2).await;
+    let servers = world.serve_on_each_worker(&client_ns).await;
     (world, client_ns, servers)
 }
 
