@@ -18,6 +18,7 @@
 //!   address that is not a local instance is dropped (the tunnel is not an open relay).
 //! * TCP, UDP and ICMP echo (Oakestra dropped ICMP), with checksums updated incrementally.
 
+pub mod frame;
 pub mod packet;
 pub mod rtt;
 

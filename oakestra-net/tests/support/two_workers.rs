@@ -18,7 +18,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use oakestra_net::dataplane::tunnel::{Tunnel, TunnelConfig};
+use oakestra_net::dataplane::tunnel::{Tunnel, TunnelConfig, TunnelStats};
 use oakestra_net::dataplane::{
     Attachment, DataPlane, DataPlaneConfig, InstanceKey, LinuxDataPlane, Naming, netns,
 };
@@ -62,6 +62,9 @@ impl Drop for Guard {
 /// A worker running inside its host namespace on a thread of its own.
 pub struct Worker {
     pub proxy: Arc<Mutex<Proxy>>,
+    /// How its tunnel's datagrams went out and came in.
+    #[allow(dead_code)]
+    pub stats: TunnelStats,
     pub attachments: Vec<Attachment>,
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<()>>,
@@ -102,7 +105,7 @@ impl Worker {
                     )
                     .await
                     .unwrap();
-                    let _ = ready_tx.send((attachments, proxy));
+                    let _ = ready_tx.send((attachments, proxy, tunnel.stats()));
                     let _ = stop_rx.await;
                     drop(tunnel);
                     let _ = plane.teardown_host().await;
@@ -111,12 +114,13 @@ impl Worker {
             .await;
             result.unwrap();
         });
-        let (attachments, proxy) = tokio::time::timeout(WAIT, ready_rx)
+        let (attachments, proxy, stats) = tokio::time::timeout(WAIT, ready_rx)
             .await
             .expect("the worker came up within the wait")
             .expect("the worker came up (see its panic above)");
         Worker {
             proxy,
+            stats,
             attachments,
             stop: Some(stop_tx),
             done: Some(done),

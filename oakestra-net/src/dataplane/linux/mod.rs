@@ -3,6 +3,7 @@
 
 pub mod firewall;
 pub mod netns;
+pub mod tun;
 pub mod tunnel;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -13,22 +13,45 @@
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rtnetlink::RouteMessageBuilder;
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::AsRawFd;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_tun::Tun;
 
+use nix::libc;
+use nix::sys::socket::{
+    ControlMessage, ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, sendmsg, setsockopt,
+    sockopt,
+};
+use rtnetlink::LinkUnspec;
+use rtnetlink::packet_route::link::LinkAttribute;
+use tokio::io::Interest;
+
+use super::tun::OffloadTun;
 use super::{EEXIST, io, link_index, netlink};
 use crate::dataplane::DataPlaneError;
+use crate::proxy::frame::{
+    CHUNK_HEADER_LEN, Chunk, Datagram, FRAME_HEADER_LEN, Offload, Reassembly, VNET_HDR_LEN,
+};
 use crate::proxy::rtt::{Probe, RttProber};
 use crate::proxy::{Proxy, Verdict};
 
 /// Default UDP port of the tunnel (Oakestra's).
 pub const DEFAULT_TUNNEL_PORT: u16 = 50103;
+/// Largest packet the TUN device hands over: with its frame header it still fits one UDP
+/// datagram (65,507 bytes of payload over IPv4).
+const MAX_SUPER_PACKET: u32 = 65_000;
+/// Senders whose unfinished chunked frames are kept.
+const MAX_SENDERS: usize = 1024;
+/// Receive and send buffer of the tunnel socket.
+const SOCKET_BUFFER: usize = 8 << 20;
+
 /// The service IPs routed to the TUN device.
 pub const SERVICE_RANGE: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 30, 0, 0), 16);
 
@@ -49,6 +72,51 @@ pub struct Tunnel {
     local: SocketAddr,
     tasks: Vec<JoinHandle<()>>,
     probes: Probes,
+    stats: TunnelStats,
+}
+
+/// How a tunnel's datagrams went out and came in; cheap to clone, counts as it runs.
+#[derive(Debug, Clone, Default)]
+pub struct TunnelStats(Arc<Counters>);
+
+#[derive(Debug, Default)]
+struct Counters {
+    sent: [AtomicU64; 3],
+    received: [AtomicU64; 3],
+    coalesced_reads: AtomicU64,
+}
+
+/// The kinds of packets the tunnel carries, for [`TunnelStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carried {
+    /// A packet with complete checksums and no segmentation, as Oakestra sends it.
+    Plain = 0,
+    /// A packet behind a frame header, in one datagram.
+    Frame = 1,
+    /// A frame in several chunks.
+    Chunked = 2,
+}
+
+impl TunnelStats {
+    fn count(&self, sent: bool, kind: Carried) {
+        let counters = if sent { &self.0.sent } else { &self.0.received };
+        counters[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Packets sent through the tunnel as `kind`.
+    pub fn sent(&self, kind: Carried) -> u64 {
+        self.0.sent[kind as usize].load(Ordering::Relaxed)
+    }
+
+    /// Packets received from the tunnel as `kind` (and delivered to the TUN device).
+    pub fn received(&self, kind: Carried) -> u64 {
+        self.0.received[kind as usize].load(Ordering::Relaxed)
+    }
+
+    /// Reads that brought several datagrams at once (UDP GRO).
+    pub fn coalesced_reads(&self) -> u64 {
+        self.0.coalesced_reads.load(Ordering::Relaxed)
+    }
 }
 
 /// Sends RTT probes over the tunnel socket and reads the smoothed RTTs; cheap to clone.
@@ -93,6 +161,168 @@ fn lock(proxy: &Mutex<Proxy>) -> std::sync::MutexGuard<'_, Proxy> {
     proxy.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Runs the proxy's incoming translation on the packet in `region` (behind room for its
+/// virtio_net_hdr) and writes what it lets through into the TUN device.
+async fn deliver(
+    tun: &OffloadTun,
+    proxy: &Mutex<Proxy>,
+    region: &mut [u8],
+    offload: Offload,
+    stats: (&TunnelStats, Carried),
+) {
+    let (vnet, packet) = region.split_at_mut(VNET_HDR_LEN);
+    match translate(proxy, packet, offload, Proxy::incoming) {
+        Verdict::Deliver => {
+            vnet.copy_from_slice(&offload.to_vnet());
+            match tun.send(region).await {
+                Ok(_) => stats.0.count(false, stats.1),
+                Err(e) => tracing::debug!("TUN write failed: {e}"),
+            }
+        }
+        other => tracing::trace!("tunnel packet not delivered: {other:?}"),
+    }
+}
+
+/// Receives what one read brings: its length, the sender and, when UDP GRO coalesced several
+/// datagrams, their size.
+async fn recv_gro(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr, Option<usize>)> {
+    socket
+        .async_io(Interest::READABLE, || {
+            let mut iov = [IoSliceMut::new(buf)];
+            let mut control = nix::cmsg_space!(i32);
+            let msg = recvmsg::<SockaddrStorage>(
+                socket.as_raw_fd(),
+                &mut iov,
+                Some(&mut control),
+                MsgFlags::empty(),
+            )?;
+            let segment = msg.cmsgs()?.find_map(|c| match c {
+                ControlMessageOwned::UdpGroSegments(s) => usize::try_from(s).ok(),
+                _ => None,
+            });
+            let from = msg
+                .address
+                .and_then(|a| {
+                    a.as_sockaddr_in()
+                        .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
+                        .or_else(|| {
+                            a.as_sockaddr_in6()
+                                .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
+                        })
+                })
+                .ok_or_else(|| std::io::Error::other("datagram without a sender address"))?;
+            Ok((msg.bytes, from, segment))
+        })
+        .await
+}
+
+/// Sends tunnel datagrams; a frame longer than one underlay packet goes in chunks, all handed
+/// to the kernel at once with UDP segmentation offload (or one by one where that is refused).
+#[derive(Debug)]
+struct Sender {
+    /// Largest datagram payload that fits one underlay packet.
+    segment: usize,
+    /// Whether the kernel takes `UDP_SEGMENT` sends.
+    gso: bool,
+    scratch: Vec<u8>,
+}
+
+impl Sender {
+    fn new(segment: usize) -> Self {
+        Self {
+            segment,
+            gso: true,
+            scratch: Vec::with_capacity(segment),
+        }
+    }
+
+    async fn send(
+        &mut self,
+        socket: &UdpSocket,
+        datagram: &[u8],
+        to: SocketAddr,
+        frame: u32,
+    ) -> std::io::Result<bool> {
+        if datagram.len() <= self.segment {
+            return socket.send_to(datagram, to).await.map(|_| false);
+        }
+        let chunks = Chunk::split(datagram.len(), self.segment - CHUNK_HEADER_LEN, frame)
+            .ok_or_else(|| std::io::Error::other("frame too long for the tunnel"))?;
+        if self.gso {
+            let headers: Vec<_> = chunks.iter().map(|(c, _)| c.encode()).collect();
+            let iov: Vec<IoSlice<'_>> = chunks
+                .iter()
+                .zip(&headers)
+                .flat_map(|((_, range), h)| {
+                    [IoSlice::new(h), IoSlice::new(&datagram[range.clone()])]
+                })
+                .collect();
+            let size = u16::try_from(self.segment).unwrap_or(u16::MAX);
+            let address = SockaddrStorage::from(to);
+            let sent = socket
+                .async_io(Interest::WRITABLE, || {
+                    sendmsg(
+                        socket.as_raw_fd(),
+                        &iov,
+                        &[ControlMessage::UdpGsoSegments(&size)],
+                        MsgFlags::empty(),
+                        Some(&address),
+                    )
+                    .map_err(std::io::Error::from)
+                })
+                .await;
+            match sent {
+                Ok(_) => return Ok(true),
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP)
+                    ) =>
+                {
+                    tracing::info!(
+                        "no UDP segmentation offload on the tunnel ({e}): chunks go one by one"
+                    );
+                    self.gso = false;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for (chunk, range) in chunks {
+            self.scratch.clear();
+            self.scratch.extend_from_slice(&chunk.encode());
+            self.scratch.extend_from_slice(&datagram[range]);
+            socket.send_to(&self.scratch, to).await?;
+        }
+        Ok(true)
+    }
+}
+
+/// Runs `step` (the proxy's outgoing or incoming translation) on `packet`, whose transport
+/// checksum is partial when `offload` says so.
+fn translate(
+    proxy: &Mutex<Proxy>,
+    packet: &mut [u8],
+    offload: Offload,
+    step: fn(&mut Proxy, &mut [u8]) -> Verdict,
+) -> Verdict {
+    // TEMPORARY until the proxy takes partial checksums: complement the partial sum so that
+    // the incremental update for complete checksums applies.
+    let at = usize::from(offload.csum_start) + usize::from(offload.csum_offset);
+    let flip = |p: &mut [u8]| {
+        if offload.needs_csum() && p.len() >= at + 2 {
+            let v = !u16::from_be_bytes([p[at], p[at + 1]]);
+            p[at..at + 2].copy_from_slice(&v.to_be_bytes());
+        }
+    };
+    flip(packet);
+    let verdict = step(&mut lock(proxy), packet);
+    flip(packet);
+    verdict
+}
+
 impl Tunnel {
     /// Creates the TUN device, routes the service IPs to it, binds the UDP socket and starts
     /// moving packets through `proxy`. Must run inside a tokio runtime, in the network
@@ -102,21 +332,8 @@ impl Tunnel {
         proxy: Arc<Mutex<Proxy>>,
         misses: Option<mpsc::UnboundedSender<Ipv4Addr>>,
     ) -> Result<Self, DataPlaneError> {
-        let mtu = i32::try_from(config.mtu).unwrap_or(1450);
-        let tun = Tun::builder()
-            .name(&config.device)
-            .mtu(mtu)
-            .up()
-            .build()
-            .map_err(|e| DataPlaneError::Io {
-                what: format!("create TUN device {}", config.device),
-                source: std::io::Error::other(e.to_string()),
-            })?
-            .pop()
-            .ok_or_else(|| DataPlaneError::Io {
-                what: format!("create TUN device {}", config.device),
-                source: std::io::Error::other("no queue"),
-            })?;
+        let tun = OffloadTun::open(&config.device)
+            .map_err(io(format!("create TUN device {}", config.device)))?;
         let tun = Arc::new(tun);
 
         let (connection, handle, _) =
@@ -129,6 +346,19 @@ impl Tunnel {
                     what: format!("TUN device {}", config.device),
                     reason: "missing right after its creation".into(),
                 })?;
+        handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .mtu(config.mtu)
+                    // A super-packet and its frame header must fit one UDP datagram.
+                    .append_extra_attribute(LinkAttribute::GsoMaxSize(MAX_SUPER_PACKET))
+                    .up()
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(netlink(format!("bring {} up", config.device)))?;
         match handle
             .route()
             .add(
@@ -155,11 +385,32 @@ impl Tunnel {
             "0",
         );
 
-        let socket = Arc::new(
-            UdpSocket::bind(config.listen)
-                .await
-                .map_err(io(format!("bind the tunnel socket {}", config.listen)))?,
-        );
+        let socket = UdpSocket::bind(config.listen)
+            .await
+            .map_err(io(format!("bind the tunnel socket {}", config.listen)))?;
+        // A few hundred super-packets in flight per direction, not the default's three.
+        for (what, result) in [
+            (
+                "receive",
+                setsockopt(&socket, sockopt::RcvBufForce, &SOCKET_BUFFER),
+            ),
+            (
+                "send",
+                setsockopt(&socket, sockopt::SndBufForce, &SOCKET_BUFFER),
+            ),
+            (
+                "coalesced (GRO)",
+                setsockopt(&socket, sockopt::UdpGroSegment, &true),
+            ),
+        ] {
+            if let Err(e) = result {
+                tracing::warn!("tunnel socket: no {what} setting: {e}");
+            }
+        }
+        let socket = Arc::new(socket);
+        // A datagram of a TUN-sized packet behind a frame header fits one underlay packet
+        // (the TUN's MTU leaves room for that); longer frames go in chunks of this size.
+        let segment = usize::try_from(config.mtu).unwrap_or(1450) + FRAME_HEADER_LEN;
         let local = socket
             .local_addr()
             .map_err(io("read the tunnel socket's address"))?;
@@ -172,28 +423,56 @@ impl Tunnel {
             prober: Arc::new(Mutex::new(RttProber::new(seed))),
         };
 
+        let stats = TunnelStats::default();
         let outgoing = {
             let (tun, socket, proxy) = (Arc::clone(&tun), Arc::clone(&socket), Arc::clone(&proxy));
+            let stats = stats.clone();
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
+                // [frame header room | virtio_net_hdr | packet]: the frame header is written
+                // over the two spare bytes and the virtio_net_hdr, so nothing is copied.
+                const PACKET: usize = FRAME_HEADER_LEN;
+                const VNET: usize = PACKET - VNET_HDR_LEN;
+                let mut buf = vec![0u8; PACKET + usize::from(u16::MAX)];
+                let mut frame_id = 0u32;
+                let mut sender = Sender::new(segment);
                 loop {
-                    let n = match tun.recv(&mut buf).await {
-                        Ok(n) => n,
+                    let n = match tun.recv(&mut buf[VNET..]).await {
+                        Ok(n) if n >= VNET_HDR_LEN => VNET + n,
+                        Ok(_) => continue,
                         Err(e) => {
                             tracing::warn!("TUN read failed, the proxy stops: {e}");
                             return;
                         }
                     };
-                    let packet = &mut buf[..n];
-                    let verdict = lock(&proxy).outgoing(packet);
+                    let mut header = [0u8; VNET_HDR_LEN];
+                    header.copy_from_slice(&buf[VNET..PACKET]);
+                    let offload = Offload::from_vnet(&header);
+                    let verdict = translate(&proxy, &mut buf[PACKET..n], offload, Proxy::outgoing);
                     match verdict {
                         Verdict::Tunnel(to) => {
-                            if let Err(e) = socket.send_to(packet, to).await {
-                                tracing::debug!(%to, "tunnel send failed: {e}");
+                            let datagram = if offload.is_none() {
+                                &buf[PACKET..n]
+                            } else {
+                                buf[..PACKET].copy_from_slice(&offload.encode_frame());
+                                &buf[..n]
+                            };
+                            frame_id = frame_id.wrapping_add(1);
+                            let kind = if offload.is_none() {
+                                Carried::Plain
+                            } else {
+                                Carried::Frame
+                            };
+                            match sender.send(&socket, datagram, to, frame_id).await {
+                                Ok(chunked) => {
+                                    stats.count(true, if chunked { Carried::Chunked } else { kind })
+                                }
+                                Err(e) => {
+                                    tracing::debug!(%to, len = datagram.len(), "tunnel send failed: {e}");
+                                }
                             }
                         }
                         Verdict::Deliver => {
-                            let _ = tun.send(packet).await;
+                            let _ = tun.send(&buf[VNET..n]).await;
                         }
                         Verdict::Unknown(ip) => {
                             if let Some(m) = &misses {
@@ -207,41 +486,97 @@ impl Tunnel {
         };
         let incoming = {
             let (tun, socket, proxy) = (Arc::clone(&tun), Arc::clone(&socket), Arc::clone(&proxy));
+            let stats = stats.clone();
             let prober = Arc::clone(&probes.prober);
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
+                // Datagrams land at FRAME_HEADER_LEN, so that a plain packet gets its (empty)
+                // virtio_net_hdr in front of it and a frame's header becomes one, in place.
+                const AT: usize = FRAME_HEADER_LEN;
+                let mut buf = vec![0u8; AT + usize::from(u16::MAX)];
+                let mut reassembly = Reassembly::new(MAX_SENDERS);
                 loop {
-                    let (n, from) = match socket.recv_from(&mut buf).await {
+                    // One read may bring several datagrams of one sender (UDP GRO), each
+                    // `segment` bytes but the last.
+                    let (n, from, segment) = match recv_gro(&socket, &mut buf[AT..]).await {
                         Ok(r) => r,
                         Err(e) => {
                             tracing::debug!("tunnel receive failed: {e}");
                             continue;
                         }
                     };
-                    let packet = &mut buf[..n];
-                    match Probe::parse(packet) {
-                        Some(Probe::Ping(nonce)) => {
-                            let _ = socket.send_to(&Probe::Pong(nonce).encode(), from).await;
-                            continue;
-                        }
-                        Some(Probe::Pong(nonce)) => {
-                            let measured = prober
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .pong(nonce, Instant::now());
-                            if let Some((node, rtt)) = measured {
-                                tracing::trace!(%node, ?rtt, "RTT");
-                            }
-                            continue;
-                        }
-                        None => {}
+                    let (end, step) = (AT + n, segment.unwrap_or(n).max(1));
+                    if step < n {
+                        stats.0.coalesced_reads.fetch_add(1, Ordering::Relaxed);
                     }
-                    let verdict = lock(&proxy).incoming(packet);
-                    match verdict {
-                        Verdict::Deliver => {
-                            let _ = tun.send(packet).await;
+                    let mut start = AT;
+                    while start < end {
+                        let stop = end.min(start + step);
+                        // Every datagram before this one is done with, so the bytes in front
+                        // of it are free for its virtio_net_hdr.
+                        match Datagram::classify(&buf[start..stop]) {
+                            Datagram::Packet => {
+                                let region = &mut buf[start - VNET_HDR_LEN..stop];
+                                deliver(
+                                    &tun,
+                                    &proxy,
+                                    region,
+                                    Offload::default(),
+                                    (&stats, Carried::Plain),
+                                )
+                                .await;
+                            }
+                            Datagram::Frame => match Offload::decode_frame(&buf[start..stop]) {
+                                Ok(offload) => {
+                                    let region =
+                                        &mut buf[start + FRAME_HEADER_LEN - VNET_HDR_LEN..stop];
+                                    deliver(
+                                        &tun,
+                                        &proxy,
+                                        region,
+                                        offload,
+                                        (&stats, Carried::Frame),
+                                    )
+                                    .await;
+                                }
+                                Err(e) => tracing::trace!(%from, "tunnel frame dropped: {e}"),
+                            },
+                            Datagram::Chunk => match reassembly.add(&from, &buf[start..stop]) {
+                                Ok(Some(frame)) => match Offload::decode_frame(frame) {
+                                    Ok(offload) => {
+                                        let region = &mut frame[FRAME_HEADER_LEN - VNET_HDR_LEN..];
+                                        deliver(
+                                            &tun,
+                                            &proxy,
+                                            region,
+                                            offload,
+                                            (&stats, Carried::Chunked),
+                                        )
+                                        .await;
+                                    }
+                                    Err(e) => tracing::trace!(%from, "tunnel frame dropped: {e}"),
+                                },
+                                Ok(None) => {}
+                                Err(e) => tracing::trace!(%from, "tunnel chunk dropped: {e}"),
+                            },
+                            Datagram::Probe => match Probe::parse(&buf[start..stop]) {
+                                Some(Probe::Ping(nonce)) => {
+                                    let _ =
+                                        socket.send_to(&Probe::Pong(nonce).encode(), from).await;
+                                }
+                                Some(Probe::Pong(nonce)) => {
+                                    let measured = prober
+                                        .lock()
+                                        .unwrap_or_else(|p| p.into_inner())
+                                        .pong(nonce, Instant::now());
+                                    if let Some((node, rtt)) = measured {
+                                        tracing::trace!(%node, ?rtt, "RTT");
+                                    }
+                                }
+                                None => {}
+                            },
+                            Datagram::Other => {}
                         }
-                        other => tracing::trace!("tunnel packet not delivered: {other:?}"),
+                        start = stop;
                     }
                 }
             })
@@ -251,7 +586,13 @@ impl Tunnel {
             local,
             tasks: vec![outgoing, incoming],
             probes,
+            stats,
         })
+    }
+
+    /// How this tunnel's datagrams went out and came in.
+    pub fn stats(&self) -> TunnelStats {
+        self.stats.clone()
     }
 
     /// The RTT probes over this tunnel's socket.
