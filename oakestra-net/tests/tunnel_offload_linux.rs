@@ -107,16 +107,30 @@ async fn bulk_tcp_crosses_the_tunnel_offloaded_and_intact_both_ways() {
     .await
     .unwrap();
     let server_side = serve.join().unwrap();
-    assert_eq!(server_side, (0, None), "client → server: bytes changed on the way");
-    assert_eq!(client_side, ((0, None), 0), "server → client: bytes changed on the way");
+    assert_eq!(
+        server_side,
+        (0, None),
+        "client → server: bytes changed on the way"
+    );
+    assert_eq!(
+        client_side,
+        ((0, None), 0),
+        "server → client: bytes changed on the way"
+    );
 
     // The bulk went as chunked frames both ways, in coalesced reads.
     let (one, two) = (&net.one.stats, &net.two.stats);
     for (what, n) in [
         ("client's worker sent chunked", one.sent(Carried::Chunked)),
-        ("server's worker received chunked", two.received(Carried::Chunked)),
+        (
+            "server's worker received chunked",
+            two.received(Carried::Chunked),
+        ),
         ("server's worker sent chunked", two.sent(Carried::Chunked)),
-        ("client's worker received chunked", one.received(Carried::Chunked)),
+        (
+            "client's worker received chunked",
+            one.received(Carried::Chunked),
+        ),
         ("server's worker coalesced reads", two.coalesced_reads()),
     ] {
         // 24 MB in frames of at most 64 KB: well over a hundred each way.

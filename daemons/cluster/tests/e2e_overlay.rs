@@ -720,4 +720,17 @@ async fn with_rtts_overridden_the_closest_ip_follows_them_to_the_other_worker() 
         )),
         "{text}"
     );
+    // Those connections crossed the tunnel to w2 and back: TCP from a namespace has a partial
+    // checksum, so it travels framed (with its offload metadata).
+    for direction in ["sent", "received"] {
+        let line = format!(
+            "oakestra_node_overlay_tunnel_packets_total{{direction=\"{direction}\",kind=\"frame\"}} "
+        );
+        let n: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {line} in {text}"));
+        assert!(n >= 6, "{direction}: {n} framed packets for 6 connections");
+    }
 }

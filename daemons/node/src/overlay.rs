@@ -93,6 +93,8 @@ pub struct Overlay {
     rtt_override: Mutex<BTreeMap<IpAddr, Duration>>,
     /// The tunnel's RTT probes, once it runs.
     probes: OnceLock<oakestra_net::dataplane::tunnel::Probes>,
+    /// The tunnel's packet counters, once it runs.
+    tunnel_stats: OnceLock<oakestra_net::dataplane::tunnel::TunnelStats>,
     this: std::sync::Weak<Overlay>,
 }
 
@@ -132,6 +134,7 @@ impl Overlay {
             dns_addr: OnceLock::new(),
             rtt_override: Mutex::new(BTreeMap::new()),
             probes: OnceLock::new(),
+            tunnel_stats: OnceLock::new(),
         })
     }
 
@@ -539,6 +542,7 @@ impl Overlay {
             )
             .await?;
             let _ = self.probes.set(tunnel.probes());
+            let _ = self.tunnel_stats.set(tunnel.stats());
             *self.tunnel.lock().unwrap_or_else(|p| p.into_inner()) = Some(tunnel);
             // Service IPs the table lacks: ask the cluster; the packet that missed is lost,
             // its retransmission finds the entry (no other traffic waits meanwhile).
@@ -724,6 +728,30 @@ impl crate::engine::NetworkHook for Overlay {
                 "oakestra_node_overlay_rtt_seconds{{node=\"{node}\",source=\"{source}\"}} {}",
                 rtt.as_secs_f64()
             );
+        }
+        if let Some(stats) = self.tunnel_stats.get() {
+            use oakestra_net::dataplane::tunnel::Carried;
+            out.push_str(
+                "# HELP oakestra_node_overlay_tunnel_packets_total Packets through the UDP tunnel: \
+                 plain (Oakestra's format), frame (with offload metadata) or chunked (a super-packet \
+                 in UDP-segmented chunks).\n\
+                 # TYPE oakestra_node_overlay_tunnel_packets_total counter\n",
+            );
+            for (kind, carried) in [
+                ("plain", Carried::Plain),
+                ("frame", Carried::Frame),
+                ("chunked", Carried::Chunked),
+            ] {
+                for (direction, n) in [
+                    ("sent", stats.sent(carried)),
+                    ("received", stats.received(carried)),
+                ] {
+                    let _ = writeln!(
+                        out,
+                        "oakestra_node_overlay_tunnel_packets_total{{direction=\"{direction}\",kind=\"{kind}\"}} {n}"
+                    );
+                }
+            }
         }
         out
     }
