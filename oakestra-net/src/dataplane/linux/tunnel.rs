@@ -1,6 +1,7 @@
-//! The proxy's I/O: a TUN device that the service IPs (10.30.0.0/16) are routed to, and the UDP
-//! tunnel socket (default port 50103) that carries translated packets between workers, one raw
-//! IPv4 packet per datagram (Oakestra's wire format). Two tasks move packets:
+//! The proxy's I/O: a TUN device that the service IPs (10.30.0.0/16 and fdff::/16) are routed
+//! to, and the UDP tunnel socket (default port 50103) that carries translated packets between
+//! workers, one raw IPv4 or IPv6 packet per datagram (Oakestra's wire format). Two tasks move
+//! packets:
 //!
 //! * TUN → [`Proxy::outgoing`] → UDP to the target's worker, or back into the TUN when the
 //!   target is local; a service IP the table lacks is reported on the `misses` channel (the
@@ -12,7 +13,7 @@
 //! have IP version 0, so they never reach the proxy or the TUN.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tun::Tun;
 
-use super::{EEXIST, io, link_index, netlink};
+use super::{EEXIST, io, link_index, netlink, write_sysctl};
 use crate::dataplane::DataPlaneError;
 use crate::proxy::rtt::{Probe, RttProber};
 use crate::proxy::{Proxy, Verdict};
@@ -30,7 +31,16 @@ use crate::proxy::{Proxy, Verdict};
 /// Default UDP port of the tunnel (Oakestra's).
 pub const DEFAULT_TUNNEL_PORT: u16 = 50103;
 /// The service IPs routed to the TUN device.
-pub const SERVICE_RANGE: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 30, 0, 0), 16);
+pub const SERVICE_RANGE: (Ipv4Addr, u8) = (
+    crate::ipam::SERVICE_IPV4_NET,
+    crate::ipam::SERVICE_IPV4_PREFIX_LEN,
+);
+/// The IPv6 service IPs routed to the TUN device: instance, round-robin and closest IPv6
+/// addresses are all in fdff::/16.
+pub const SERVICE_RANGE_V6: (Ipv6Addr, u8) = (
+    crate::ipam::SERVICE_IPV6_NET,
+    crate::ipam::SERVICE_IPV6_PREFIX_LEN,
+);
 
 /// What the tunnel is built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +99,68 @@ impl Probes {
     }
 }
 
+/// Routes the IPv4 service IPs ([`SERVICE_RANGE`]) to the TUN device `index`, and turns off
+/// its reverse-path filter.
+async fn route_service_range(
+    handle: &rtnetlink::Handle,
+    index: u32,
+    device: &str,
+) -> Result<(), DataPlaneError> {
+    match handle
+        .route()
+        .add(
+            RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(SERVICE_RANGE.0, SERVICE_RANGE.1)
+                .output_interface(index)
+                .build(),
+        )
+        .execute()
+        .await
+    {
+        Err(e) if super::errno_of(&e) != Some(EEXIST) => {
+            return Err(netlink(format!(
+                "route {}/{} to {device}",
+                SERVICE_RANGE.0, SERVICE_RANGE.1
+            ))(e));
+        }
+        _ => {}
+    }
+    // Replies come back through the TUN with sources a strict reverse-path check would
+    // not expect there.
+    let _ = std::fs::write(format!("/proc/sys/net/ipv4/conf/{device}/rp_filter"), "0");
+    Ok(())
+}
+
+/// Routes the IPv6 service IPs ([`SERVICE_RANGE_V6`]) to the TUN device `index`. The device
+/// needs IPv6 on (`disable_ipv6` 0; a host may default to 1) and takes no router
+/// advertisements (it has no router behind it). IPv6 has no `rp_filter`.
+async fn route_service_range_v6(
+    handle: &rtnetlink::Handle,
+    index: u32,
+    device: &str,
+) -> Result<(), DataPlaneError> {
+    let conf = format!("/proc/sys/net/ipv6/conf/{device}");
+    write_sysctl(&format!("{conf}/disable_ipv6"), "0")?;
+    let _ = std::fs::write(format!("{conf}/accept_ra"), "0");
+    match handle
+        .route()
+        .add(
+            RouteMessageBuilder::<Ipv6Addr>::new()
+                .destination_prefix(SERVICE_RANGE_V6.0, SERVICE_RANGE_V6.1)
+                .output_interface(index)
+                .build(),
+        )
+        .execute()
+        .await
+    {
+        Err(e) if super::errno_of(&e) != Some(EEXIST) => Err(netlink(format!(
+            "route {}/{} to {device}",
+            SERVICE_RANGE_V6.0, SERVICE_RANGE_V6.1
+        ))(e)),
+        _ => Ok(()),
+    }
+}
+
 fn lock(proxy: &Mutex<Proxy>) -> std::sync::MutexGuard<'_, Proxy> {
     proxy.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -100,7 +172,7 @@ impl Tunnel {
     pub async fn start(
         config: TunnelConfig,
         proxy: Arc<Mutex<Proxy>>,
-        misses: Option<mpsc::UnboundedSender<Ipv4Addr>>,
+        misses: Option<mpsc::UnboundedSender<IpAddr>>,
     ) -> Result<Self, DataPlaneError> {
         let mtu = i32::try_from(config.mtu).unwrap_or(1450);
         let tun = Tun::builder()
@@ -129,31 +201,11 @@ impl Tunnel {
                     what: format!("TUN device {}", config.device),
                     reason: "missing right after its creation".into(),
                 })?;
-        match handle
-            .route()
-            .add(
-                RouteMessageBuilder::<Ipv4Addr>::new()
-                    .destination_prefix(SERVICE_RANGE.0, SERVICE_RANGE.1)
-                    .output_interface(index)
-                    .build(),
-            )
-            .execute()
-            .await
-        {
-            Err(e) if super::errno_of(&e) != Some(EEXIST) => {
-                return Err(netlink(format!(
-                    "route {}/{} to {}",
-                    SERVICE_RANGE.0, SERVICE_RANGE.1, config.device
-                ))(e));
-            }
-            _ => {}
+        route_service_range(&handle, index, &config.device).await?;
+        // IPv6 is best effort: a host without IPv6 still proxies IPv4.
+        if let Err(e) = route_service_range_v6(&handle, index, &config.device).await {
+            tracing::warn!(device = %config.device, "IPv6 service IPs not routed: {e}");
         }
-        // Replies come back through the TUN with sources a strict reverse-path check would
-        // not expect there.
-        let _ = std::fs::write(
-            format!("/proc/sys/net/ipv4/conf/{}/rp_filter", config.device),
-            "0",
-        );
 
         let socket = Arc::new(
             UdpSocket::bind(config.listen)
