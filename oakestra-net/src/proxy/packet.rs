@@ -290,19 +290,26 @@ fn set_addr(
     mode: Checksum,
 ) -> Result<(), PacketError> {
     let l = layout(packet)?;
-    let new_bytes: Vec<u8> = match (new, l.v6) {
-        (IpAddr::V4(a), false) => a.octets().to_vec(),
-        (IpAddr::V6(a), true) => a.octets().to_vec(),
+    let mut octets = [0u8; 16];
+    let new_bytes: &[u8] = match (new, l.v6) {
+        (IpAddr::V4(a), false) => {
+            octets[..4].copy_from_slice(&a.octets());
+            &octets[..4]
+        }
+        (IpAddr::V6(a), true) => {
+            octets = a.octets();
+            &octets
+        }
         _ => return Err(PacketError::WrongFamily(new)),
     };
     let (src, dst) = l.addresses();
     let at = if source { src } else { dst };
     let range = at..at + l.addr_len();
-    if packet[range.clone()] == new_bytes[..] {
+    if packet[range.clone()] == *new_bytes {
         return Ok(());
     }
-    let (old, new_sum) = (sum_words(&packet[range.clone()]), sum_words(&new_bytes));
-    packet[range].copy_from_slice(&new_bytes);
+    let (old, new_sum) = (sum_words(&packet[range.clone()]), sum_words(new_bytes));
+    packet[range].copy_from_slice(new_bytes);
     if !l.v6 {
         let ip_sum = update_complete(word(packet, 10), old, new_sum);
         packet[10..12].copy_from_slice(&ip_sum.to_be_bytes());
