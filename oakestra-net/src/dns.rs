@@ -2,8 +2,9 @@
 //! queried name to the job names it may stand for.
 //!
 //! Only what a resolver on the bridge needs (RFC 1035 §4): one question per query, names
-//! without compression (a query has nothing to point back to), A answers with a short TTL,
-//! NXDOMAIN, NOERROR without answers (AAAA and other types of a known name), NOTIMP (other
+//! without compression (a query has nothing to point back to), A and AAAA answers with a short
+//! TTL, NXDOMAIN, NOERROR without answers (other types of a known name, or AAAA of a service
+//! without an IPv6 round-robin address), NOTIMP (other
 //! opcodes and classes), REFUSED (names that cannot be service names, so that a stub resolver
 //! with a second `nameserver` asks that one) and FORMERR. Trailing sections (an EDNS OPT record) are ignored.
 //!
@@ -36,7 +37,7 @@
 //! assert_eq!(&reply[reply.len() - 4..], &[10, 30, 55, 55]);
 //! ```
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Type A (IPv4 address).
 pub const TYPE_A: u16 = 1;
@@ -107,6 +108,8 @@ pub struct Query {
 pub enum Answer {
     /// One A record.
     A(Ipv4Addr),
+    /// One AAAA record.
+    Aaaa(Ipv6Addr),
     /// The name exists, but has no record of the asked type (NOERROR, no answers).
     NoData,
     /// No such name.
@@ -194,13 +197,13 @@ fn header(id: u16, opcode: u8, rd: bool, rcode: u8, qd: u16, an: u16) -> Vec<u8>
 /// The response to `query`: its question echoed, and `answer`.
 pub fn response(query: &Query, answer: Answer) -> Vec<u8> {
     let rcode = match answer {
-        Answer::A(_) | Answer::NoData => NOERROR,
+        Answer::A(_) | Answer::Aaaa(_) | Answer::NoData => NOERROR,
         Answer::NxDomain => NXDOMAIN,
         Answer::ServFail => SERVFAIL,
         Answer::NotImp => NOTIMP,
         Answer::Refused => REFUSED,
     };
-    let an = u16::from(matches!(answer, Answer::A(_)));
+    let an = u16::from(matches!(answer, Answer::A(_) | Answer::Aaaa(_)));
     let mut out = header(
         query.id,
         query.opcode,
@@ -217,13 +220,18 @@ pub fn response(query: &Query, answer: Answer) -> Vec<u8> {
     out.push(0);
     out.extend_from_slice(&query.qtype.to_be_bytes());
     out.extend_from_slice(&query.qclass.to_be_bytes());
-    if let Answer::A(ip) = answer {
+    let record: Option<(u16, Vec<u8>)> = match answer {
+        Answer::A(ip) => Some((TYPE_A, ip.octets().to_vec())),
+        Answer::Aaaa(ip) => Some((TYPE_AAAA, ip.octets().to_vec())),
+        _ => None,
+    };
+    if let Some((rtype, data)) = record {
         out.extend_from_slice(&[0xC0, HEADER as u8]); // the question's name
-        out.extend_from_slice(&TYPE_A.to_be_bytes());
+        out.extend_from_slice(&rtype.to_be_bytes());
         out.extend_from_slice(&CLASS_IN.to_be_bytes());
         out.extend_from_slice(&TTL_SECS.to_be_bytes());
-        out.extend_from_slice(&4u16.to_be_bytes());
-        out.extend_from_slice(&ip.octets());
+        out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        out.extend_from_slice(&data);
     }
     out
 }
@@ -371,6 +379,19 @@ mod tests {
             answer,
             &[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 5, 0, 4, 10, 30, 0, 7]
         );
+    }
+
+    #[test]
+    fn answers_an_aaaa_record() {
+        let bytes = query_bytes(0x0102, 0x0100, "web.ns.app.ns", TYPE_AAAA, CLASS_IN);
+        let q = parse_query(&bytes).unwrap();
+        let ip: Ipv6Addr = "fdff:2000::55".parse().unwrap();
+        let r = response(&q, Answer::Aaaa(ip));
+        assert_eq!(r[3] & 0x0F, NOERROR);
+        assert_eq!(&r[4..12], &[0, 1, 0, 1, 0, 0, 0, 0]);
+        let answer = &r[bytes.len()..];
+        assert_eq!(&answer[..12], &[0xC0, 12, 0, 28, 0, 1, 0, 0, 0, 5, 0, 16]);
+        assert_eq!(&answer[12..], &ip.octets());
     }
 
     #[test]

@@ -113,11 +113,20 @@ fn must(program: &str, args: &[&str]) -> String {
 
 /// Every iptables line (nat and filter) that mentions this tag.
 fn our_rules(tag: &str) -> Vec<String> {
+    rules_of("iptables", tag)
+}
+
+/// Every ip6tables line (nat and filter) that mentions this tag.
+fn our_rules_v6(tag: &str) -> Vec<String> {
+    rules_of("ip6tables", tag)
+}
+
+fn rules_of(program: &str, tag: &str) -> Vec<String> {
     let upper = tag.to_ascii_uppercase();
     ["nat", "filter"]
         .iter()
         .flat_map(|t| {
-            must("iptables", &["-w", "10", "-t", t, "-S"])
+            must(program, &["-w", "10", "-t", t, "-S"])
                 .lines()
                 .filter(|l| l.contains(&upper) || l.contains(&format!("{tag}:")))
                 .map(String::from)
@@ -248,10 +257,46 @@ async fn host_setup_is_idempotent_and_teardown_removes_it() {
         "{rules:#?}"
     );
 
+    // IPv6: forwarding on, and the ip6tables counterparts (no DNAT chain: port mappings are
+    // IPv4), once each.
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/forwarding")
+            .unwrap()
+            .trim(),
+        "1"
+    );
+    let rules6 = our_rules_v6(env.tag());
+    for jump in [
+        format!("-A POSTROUTING -j {upper}-POST"),
+        format!("-A FORWARD -j {upper}-FWD"),
+        format!("-A {upper}-POST -d fc00::/7 -j RETURN"),
+        format!("-A {upper}-FWD -i {bridge} -j ACCEPT"),
+        format!("-A {upper}-FWD -o {bridge} -j ACCEPT"),
+    ] {
+        assert_eq!(
+            rules6.iter().filter(|r| **r == jump).count(),
+            1,
+            "{jump} once in {rules6:#?}"
+        );
+    }
+    assert!(!rules6.iter().any(|r| r.contains("DNAT")), "{rules6:#?}");
+    // `-A <TAG>-POST -s <the worker's /120> ! -o <bridge> -j MASQUERADE`, the address in
+    // whatever spelling ip6tables prints.
+    let masquerades: Vec<std::net::Ipv6Addr> = rules6
+        .iter()
+        .filter_map(|r| {
+            let rest = r.strip_prefix(&format!("-A {upper}-POST -s "))?;
+            let (address, rest) = rest.split_once("/120 ")?;
+            (rest == format!("! -o {bridge} -j MASQUERADE")).then(|| address.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(masquerades, [env.subnets().ipv6.base()], "{rules6:#?}");
+
     plane.teardown_host().await.unwrap();
     plane.teardown_host().await.unwrap();
     assert!(!link_exists(&bridge));
     assert_eq!(our_rules(env.tag()), Vec::<String>::new());
+    assert_eq!(our_rules_v6(env.tag()), Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,9 @@
 //! namespaces), the TUN device and the UDP tunnel running inside it (`support/two_workers.rs`,
 //! shared with `benches/overlay.rs`). A client instance on worker 1 reaches a server instance on
 //! worker 2 through the server's rr_ip, over TCP and with ping, and only ever sees the rr_ip;
-//! the server sees the client's instance IP.
+//! the server sees the client's instance IP. The same over IPv6 through the rr_ip_v6 (TCP, UDP
+//! and ping -6), round robin across two server instances, and a tear-down that leaves no IPv6
+//! route or rule behind.
 //!
 //! Root. Deleting the two host namespaces removes their bridges, TUN devices and rules; the
 //! guard also deletes the instance namespaces, also when the test fails.
@@ -13,7 +15,7 @@
 #[path = "support/two_workers.rs"]
 mod two_workers;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use oakestra_net::dataplane::netns;
@@ -93,4 +95,181 @@ async fn a_client_reaches_a_server_on_another_worker_through_its_rr_ip() {
 
     net.stop().await;
     assert!(!client.netns.exists() && !server.netns.exists());
+}
+
+/// Serves one TCP connection on `[::]:port` in `netns`: reads 5 bytes, answers `name`, and
+/// returns who it saw (peer, own address).
+async fn serve_tcp_once(
+    netns: std::path::PathBuf,
+    port: u16,
+    name: &'static str,
+) -> tokio::task::JoinHandle<(SocketAddr, SocketAddr)> {
+    let listener = netns::run_in(&netns, move || std::net::TcpListener::bind(("::", port)))
+        .await
+        .unwrap()
+        .unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    tokio::spawn(async move {
+        let (mut s, peer) = tokio::time::timeout(WAIT, listener.accept())
+            .await
+            .expect("a connection through the tunnel within the wait")
+            .unwrap();
+        let mut hello = [0u8; 5];
+        tokio::time::timeout(WAIT, s.read_exact(&mut hello))
+            .await
+            .unwrap()
+            .unwrap();
+        s.write_all(name.as_bytes()).await.unwrap();
+        s.shutdown().await.unwrap();
+        (peer, s.local_addr().unwrap())
+    })
+}
+
+/// Dials `to` from `netns`, says hello, returns (the answer, the peer address it saw).
+async fn dial_tcp(netns: std::path::PathBuf, to: SocketAddr) -> (String, SocketAddr) {
+    let stream = netns::run_in(&netns, move || {
+        std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5))
+    })
+    .await
+    .unwrap()
+    .expect("connect through the tunnel");
+    let seen = stream.peer_addr().unwrap();
+    stream.set_nonblocking(true).unwrap();
+    let mut stream = tokio::net::TcpStream::from_std(stream).unwrap();
+    stream.write_all(b"hello").await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    (answer, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_reaches_two_servers_on_another_worker_in_turn_through_the_rr_ip_v6() {
+    let mut net = TwoWorkers::start_with('x', 2).await;
+    let (client, rr6) = (net.client.clone(), net.rr_v6);
+    let servers = net.servers.clone();
+    assert_eq!(servers.len(), 2);
+
+    // The data plane routed the IPv6 service range to the TUN and set up ip6tables chains.
+    let routes = must(&[
+        "ip",
+        "-n",
+        &net.hosts[0],
+        "-6",
+        "route",
+        "show",
+        "fdff::/16",
+    ]);
+    assert!(
+        routes.contains("dev x"),
+        "fdff::/16 goes to the TUN: {routes}"
+    );
+    let chain = net.hosts[0].trim_end_matches("host").to_ascii_uppercase();
+    let rules = must(&["ip", "netns", "exec", &net.hosts[0], "ip6tables", "-S"]);
+    assert!(
+        rules.contains(&format!("-A FORWARD -j {chain}-FWD")),
+        "{rules}"
+    );
+    let nat = must(&[
+        "ip",
+        "netns",
+        "exec",
+        &net.hosts[0],
+        "ip6tables",
+        "-t",
+        "nat",
+        "-S",
+    ]);
+    assert!(nat.contains(&format!("-A {chain}-POST -s ")), "{nat}");
+    assert!(nat.contains("MASQUERADE"), "{nat}");
+
+    // TCP: two new connections to the rr_ip_v6 go to instance 0, then instance 1.
+    let rr_to = SocketAddr::from((rr6, 8080));
+    for (n, name) in [(0usize, "nginx 0"), (1, "nginx 1")] {
+        let serve = serve_tcp_once(servers[n].netns.clone(), 8080, name).await;
+        let (answer, seen) = dial_tcp(client.netns.clone(), rr_to).await;
+        assert_eq!(
+            answer, name,
+            "round robin: connection {n} reaches instance {n}"
+        );
+        assert_eq!(seen, rr_to, "the client sees the rr_ip_v6");
+        let (peer, local) = serve.await.unwrap();
+        assert_eq!(
+            peer.ip(),
+            IpAddr::V6(net.client_ip_v6),
+            "the server sees the client's instance IPv6"
+        );
+        assert_eq!(local.ip(), IpAddr::V6(servers[n].ipv6));
+    }
+
+    // UDP: an echo on every server; the reply comes from the rr_ip_v6.
+    for server in &servers {
+        let socket = netns::run_in(&server.netns, || std::net::UdpSocket::bind("[::]:9090"))
+            .await
+            .unwrap()
+            .unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let socket = tokio::net::UdpSocket::from_std(socket).unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+                let _ = socket.send_to(&buf[..n], from).await;
+            }
+        });
+    }
+    let socket = netns::run_in(&client.netns, || std::net::UdpSocket::bind("[::]:0"))
+        .await
+        .unwrap()
+        .unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let socket = tokio::net::UdpSocket::from_std(socket).unwrap();
+    let udp_to = SocketAddr::from((rr6, 9090));
+    let mut buf = [0u8; 64];
+    let mut answered = None;
+    // The first datagram may meet neighbour discovery on the way; ask a few times.
+    for _ in 0..5 {
+        socket.send_to(b"ping over v6", udp_to).await.unwrap();
+        if let Ok(r) =
+            tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf)).await
+        {
+            answered = Some(r.unwrap());
+            break;
+        }
+    }
+    let (n, from) = answered.expect("a UDP echo through the rr_ip_v6");
+    assert_eq!(&buf[..n], b"ping over v6");
+    assert_eq!(from, udp_to, "the UDP reply comes from the rr_ip_v6");
+
+    // ICMPv6 echo through the rr_ip_v6.
+    let client_ns = TwoWorkers::netns_name(&client);
+    let ping = must(&[
+        "ip",
+        "netns",
+        "exec",
+        &client_ns,
+        "ping",
+        "-6",
+        "-c",
+        "1",
+        "-W",
+        "5",
+        &rr6.to_string(),
+    ]);
+    assert!(ping.contains(&format!("from {rr6}")), "{ping}");
+
+    // Tear-down: no IPv6 route to the TUN, no ip6tables chain or jump of ours is left.
+    net.stop_workers().await;
+    for host in &net.hosts {
+        let routes = must(&["ip", "-n", host, "-6", "route", "show"]);
+        assert!(!routes.contains("fdff::/16"), "{host}: {routes}");
+        let tag = host.trim_end_matches("host").to_ascii_uppercase();
+        for table in ["filter", "nat"] {
+            let rules = must(&["ip", "netns", "exec", host, "ip6tables", "-t", table, "-S"]);
+            assert!(!rules.contains(&tag), "{host} {table}: {rules}");
+        }
+    }
+    net.stop().await;
 }

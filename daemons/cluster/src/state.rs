@@ -795,7 +795,7 @@ impl ClusterState {
                         extra(i, "Closest_ip_v6"),
                     ]
                     .iter()
-                    .any(|a| !a.is_empty() && *a == request.sip)
+                    .any(|a| same_ip(a, &request.sip))
                 })
                 .map(|i| i.job_name.clone())
                 .or_else(|| self.tables.remote_job_of_ip(&request.sip))
@@ -1285,6 +1285,22 @@ pub fn service_ips(
         ips.push(ip("Closest", closest));
     }
     ips
+}
+
+/// Whether two address strings name the same IP: compared as addresses when both parse (so
+/// an IPv6 service IP matches in any spelling, `fdff:0::1` as `fdff::1`), else as text; an
+/// empty one matches nothing.
+pub(crate) fn same_ip(a: &str, b: &str) -> bool {
+    if a.is_empty() || b.is_empty() {
+        return false;
+    }
+    match (
+        a.trim().parse::<std::net::IpAddr>(),
+        b.trim().parse::<std::net::IpAddr>(),
+    ) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
 }
 
 fn extra(i: &Instance, k: &str) -> String {

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use crate::state::same_ip;
 use oakestra_core::wire::TableEntryInstance;
 use tokio::time::Instant;
 
@@ -96,12 +97,12 @@ impl Tables {
         self.remote
             .iter()
             .find(|(_, s)| {
-                s.rr_ip == ip
-                    || s.rr_ip_v6 == ip
+                same_ip(&s.rr_ip, ip)
+                    || same_ip(&s.rr_ip_v6, ip)
                     || s.instances.iter().any(|i| {
                         i.service_ip
                             .iter()
-                            .any(|a| a.address == ip || a.address_v6 == ip)
+                            .any(|a| same_ip(&a.address, ip) || same_ip(&a.address_v6, ip))
                     })
             })
             .map(|(job, _)| job.clone())

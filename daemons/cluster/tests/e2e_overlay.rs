@@ -4,7 +4,8 @@
 //! their subnets from the root, create each instance's namespace (the fake runtime runs nothing,
 //! so the test plays the containers: it listens and dials inside those namespaces), report them
 //! to the cluster and fill their proxies through table queries. A client instance on worker 1
-//! reaches the server instance on worker 2 through the server's rr_ip and sees only the rr_ip;
+//! reaches the server instance on worker 2 through the server's rr_ip and sees only the rr_ip,
+//! and likewise through its rr_ip_v6;
 //! with two server instances, new connections alternate between them (round robin); when the
 //! worker of one of them dies, new connections reach the survivor within 15 s. Through the
 //! server's closest IP, with a server instance on the client's worker and one on the other,
@@ -25,7 +26,7 @@ mod containerd_support;
 mod overlay_hosts;
 mod support;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -330,10 +331,16 @@ async fn alternating_answers(from: &Path, instances: usize) {
 /// hostnames), each server instance asking for `server_memory_mb`.
 fn sla(servers_on: &str, server_memory_mb: u64) -> String {
     let microservice = |name: &str, node: &str, rr: &str, memory: u64| {
+        // The server also has an IPv6 rr_ip.
+        let rr_v6 = if name == "nginx" {
+            format!(r#", "rr_ip_v6": "{}""#, RR_V6.ip())
+        } else {
+            String::new()
+        };
         format!(
             r#"{{"microserviceID": "", "microservice_name": "{name}", "microservice_namespace": "test",
                "virtualization": "container", "code": "docker.io/library/busybox:latest",
-               "memory": {memory}, "vcpus": 0, "addresses": {{"rr_ip": "{rr}"}},
+               "memory": {memory}, "vcpus": 0, "addresses": {{"rr_ip": "{rr}"{rr_v6}}},
                "constraints": [{{"type": "direct", "cluster": "overlay", "node": "{node}"}}]}}"#
         )
     };
@@ -347,6 +354,11 @@ fn sla(servers_on: &str, server_memory_mb: u64) -> String {
 }
 
 const RR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(10, 30, 55, 55)), 8080);
+/// The server's rr_ip_v6, port 8081.
+const RR_V6: SocketAddr = SocketAddr::new(
+    IpAddr::V6(Ipv6Addr::new(0xfdff, 0x2000, 0, 0, 0, 0, 0, 0x55)),
+    8081,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_reaches_a_server_on_another_worker_through_its_rr_ip() {
@@ -377,6 +389,30 @@ async fn a_client_reaches_a_server_on_another_worker_through_its_rr_ip() {
         peer.ip(),
         instance_ip,
         "the server sees the client's instance IP"
+    );
+
+    // IPv6: the same server through the rr_ip_v6 (the client's worker routes fdff::/16 to its
+    // proxy and knows the service's IPv6 addresses from the cluster's table).
+    let (peers6_tx, mut peers6) = tokio::sync::mpsc::unbounded_channel();
+    let _server6 = overlay_hosts::serve_at(
+        &server_ns,
+        SocketAddr::from((Ipv6Addr::UNSPECIFIED, RR_V6.port())),
+        "hello over IPv6".into(),
+        peers6_tx,
+    )
+    .await;
+    let (answer, seen) = eventually("an answer through the rr_ip_v6", || async {
+        request(&client_ns, RR_V6).await.ok()
+    })
+    .await;
+    assert_eq!(answer, "hello over IPv6");
+    assert_eq!(seen, RR_V6, "the client sees the rr_ip_v6");
+    let peer = peers6.recv().await.unwrap();
+    let instance_ip_v6 = curl.instance(0).unwrap().instance_ip_v6.unwrap();
+    assert_eq!(
+        peer.ip(),
+        IpAddr::V6(instance_ip_v6),
+        "the server sees the client's instance IPv6"
     );
 }
 

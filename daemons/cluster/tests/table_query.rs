@@ -106,9 +106,9 @@ async fn table_queries_are_answered_from_the_cluster_view() {
             &service_json(),
             InstanceAddresses {
                 instance_ip: format!("10.30.0.{}", 3 + n),
-                instance_ip_v6: String::new(),
+                instance_ip_v6: format!("fdff::{}", 3 + n),
                 rr_ip: "10.30.55.55".into(),
-                rr_ip_v6: String::new(),
+                rr_ip_v6: "fdff:2000::55".into(),
                 closest_ip: "10.30.66.66".into(),
                 closest_ip_v6: "fdff:2000::66".into(),
             },
@@ -187,7 +187,15 @@ async fn table_queries_are_answered_from_the_cluster_view() {
     assert_eq!(entry["service_ip"][0]["Address"], "10.30.55.55");
 
     // By rr_ip, closest IP (v4 or v6) and by an instance IP: the same service, every instance.
-    for ip in ["10.30.55.55", "10.30.66.66", "fdff:2000::66", "10.30.0.4"] {
+    // IPv6 addresses match in any spelling (a worker's IPv6 table miss asks with its own).
+    for ip in [
+        "10.30.55.55",
+        "10.30.66.66",
+        "fdff:2000::66",
+        "10.30.0.4",
+        "fdff:2000:0:0::55",
+        "FDFF::4",
+    ] {
         let a = s.table_query(&by_ip(ip));
         assert_eq!(a.app_name.as_deref(), Some(JOB_NAME), "{ip}");
         assert_eq!(a.query_key, ip);

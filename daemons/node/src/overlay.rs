@@ -8,7 +8,7 @@
 //! adopted, everything else of ours is removed), before any instance starts.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -336,6 +336,8 @@ impl Overlay {
             if let Some(known) = proxy.service(&routes.job_name) {
                 routes.rr_ip = routes.rr_ip.or(known.rr_ip);
                 routes.closest_ip = routes.closest_ip.or(known.closest_ip);
+                routes.rr_ip_v6 = routes.rr_ip_v6.or(known.rr_ip_v6);
+                routes.closest_ip_v6 = routes.closest_ip_v6.or(known.closest_ip_v6);
             }
             proxy.set_service(routes);
             // New workers get their override (or count as unmeasured) before any flow picks.
@@ -344,17 +346,20 @@ impl Overlay {
         self.table_changed.notify_waiters();
     }
 
-    /// The rr_ip of the first of `names` (job names) the table knows with one.
-    fn rr_ip_of(&self, names: &[String]) -> Option<Ipv4Addr> {
+    /// The rr_ip and rr_ip_v6 of the first of `names` (job names) the table knows with
+    /// either.
+    fn rr_ips_of(&self, names: &[String]) -> Option<(Option<Ipv4Addr>, Option<Ipv6Addr>)> {
         let proxy = self.proxy.get()?.lock().unwrap_or_else(|p| p.into_inner());
-        names
-            .iter()
-            .find_map(|n| proxy.service(n).and_then(|s| s.rr_ip))
+        names.iter().find_map(|n| {
+            let s = proxy.service(n)?;
+            (s.rr_ip.is_some() || s.rr_ip_v6.is_some()).then_some((s.rr_ip, s.rr_ip_v6))
+        })
     }
 
     /// The answer to a DNS query: from the table, else after asking the cluster for every
     /// job name the queried name may stand for and waiting up to [`DNS_WAIT`]; REFUSED for a
     /// name that cannot be a service's (not four labels), so a second `nameserver` answers it.
+    /// A gets the service's rr_ip, AAAA its rr_ip_v6.
     pub async fn dns_answer(&self, query: &dns::Query) -> dns::Answer {
         if let Some(answer) = dns::unsupported(query) {
             return answer;
@@ -363,7 +368,7 @@ impl Overlay {
         if names.is_empty() {
             return dns::Answer::Refused;
         }
-        let mut found = self.rr_ip_of(&names);
+        let mut found = self.rr_ips_of(&names);
         if found.is_none() {
             for name in &names {
                 self.query(TableQueryRequest {
@@ -377,8 +382,8 @@ impl Overlay {
                     let changed = self.table_changed.notified();
                     tokio::pin!(changed);
                     changed.as_mut().enable();
-                    if let Some(ip) = self.rr_ip_of(&names) {
-                        return ip;
+                    if let Some(ips) = self.rr_ips_of(&names) {
+                        return ips;
                     }
                     changed.await;
                 }
@@ -387,7 +392,8 @@ impl Overlay {
             .ok();
         }
         match (found, query.qtype) {
-            (Some(ip), dns::TYPE_A) => dns::Answer::A(ip),
+            (Some((Some(ip), _)), dns::TYPE_A) => dns::Answer::A(ip),
+            (Some((_, Some(ip))), dns::TYPE_AAAA) => dns::Answer::Aaaa(ip),
             (Some(_), _) => dns::Answer::NoData,
             (None, _) => dns::Answer::NxDomain,
         }
@@ -530,7 +536,7 @@ impl Overlay {
                 .get_or_init(|| Arc::new(Mutex::new(Proxy::new(local)))),
         );
         if let (PlaneKind::Linux { naming, mtu }, Some((listen, _))) = (&self.kind, tunnel_at) {
-            let (misses_tx, mut misses) = tokio::sync::mpsc::unbounded_channel::<Ipv4Addr>();
+            let (misses_tx, mut misses) = tokio::sync::mpsc::unbounded_channel::<IpAddr>();
             let tunnel = oakestra_net::dataplane::tunnel::Tunnel::start(
                 oakestra_net::dataplane::tunnel::TunnelConfig {
                     device: format!("{}tun", naming.tag()),
@@ -757,31 +763,40 @@ impl crate::engine::NetworkHook for Overlay {
     }
 }
 
-/// The proxy's view of a table query answer: `None` when it names no service.
+/// The proxy's view of a table query answer: `None` when it names no service. IPv6 addresses
+/// (`Address_v6`, `namespace_ip_v6`) are taken where present and valid; an instance without
+/// them is reached over IPv4 only.
 pub fn routes_of(result: &TableQueryResult) -> Option<ServiceRoutes> {
     let job_name = result.app_name.clone()?;
-    let mut rr_ip = None;
-    let mut closest_ip = None;
+    let (mut rr_ip, mut closest_ip) = (None, None);
+    let (mut rr_ip_v6, mut closest_ip_v6) = (None, None);
     let instances = result
         .instance_list
         .iter()
         .filter_map(|i| {
-            let mut instance_ip = None;
+            let (mut instance_ip, mut instance_ip_v6) = (None, None);
             for a in &i.service_ip {
-                let Ok(address) = a.address.parse::<Ipv4Addr>() else {
-                    continue;
+                let v4 = a.address.parse::<Ipv4Addr>().ok();
+                let v6 = a.address_v6.parse::<Ipv6Addr>().ok();
+                let (to, to_v6) = match a.ip_type.as_str() {
+                    "RR" => (&mut rr_ip, &mut rr_ip_v6),
+                    "Closest" => (&mut closest_ip, &mut closest_ip_v6),
+                    "instance_ip" | "InstanceNumber" => (&mut instance_ip, &mut instance_ip_v6),
+                    _ => continue,
                 };
-                match a.ip_type.as_str() {
-                    "RR" => rr_ip = Some(address),
-                    "Closest" => closest_ip = Some(address),
-                    "instance_ip" | "InstanceNumber" => instance_ip = Some(address),
-                    _ => {}
+                if v4.is_some() {
+                    *to = v4;
+                }
+                if v6.is_some() {
+                    *to_v6 = v6;
                 }
             }
             Some(InstanceRoute {
                 number: i.instance_number,
                 instance_ip: instance_ip?,
                 nsip: i.namespace_ip.parse().ok()?,
+                instance_ip_v6,
+                nsip_v6: i.namespace_ip_v6.parse().ok(),
                 node: SocketAddr::new(i.host_ip.parse().ok()?, i.host_port),
             })
         })
@@ -790,6 +805,8 @@ pub fn routes_of(result: &TableQueryResult) -> Option<ServiceRoutes> {
         job_name,
         rr_ip,
         closest_ip,
+        rr_ip_v6,
+        closest_ip_v6,
         instances,
     })
 }

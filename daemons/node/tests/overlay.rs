@@ -287,11 +287,11 @@ async fn deployed_instances_are_reported_and_table_answers_fill_the_proxy() {
     let answer: TableQueryResult = serde_json::from_value(serde_json::json!({
         "app_name": "app.ns.web.ns", "query_key": "app.ns.web.ns",
         "instance_list": [{
-            "instance_number": 0, "namespace_ip": "10.18.0.66", "namespace_ip_v6": "",
+            "instance_number": 0, "namespace_ip": "10.18.0.66", "namespace_ip_v6": "fc00::102",
             "host_ip": "192.0.2.1", "host_port": 50103,
             "service_ip": [
-                {"IpType": "RR", "Address": "10.30.55.55", "Address_v6": ""},
-                {"IpType": "instance_ip", "Address": "10.30.0.3", "Address_v6": ""},
+                {"IpType": "RR", "Address": "10.30.55.55", "Address_v6": "fdff:2000::55"},
+                {"IpType": "instance_ip", "Address": "10.30.0.3", "Address_v6": "fdff::3"},
                 {"IpType": "Closest", "Address": "10.30.66.66", "Address_v6": "fdff:2000::66"}
             ]
         }]
@@ -309,6 +309,17 @@ async fn deployed_instances_are_reported_and_table_answers_fill_the_proxy() {
         assert_eq!(routes.instances.len(), 1);
         assert_eq!(routes.instances[0].node, endpoint);
         assert_eq!(routes.instances[0].nsip.to_string(), "10.18.0.66");
+        // The IPv6 addresses too, for IPv6 service traffic.
+        assert_eq!(routes.rr_ip_v6, Some("fdff:2000::55".parse().unwrap()));
+        assert_eq!(routes.closest_ip_v6, Some("fdff:2000::66".parse().unwrap()));
+        assert_eq!(
+            routes.instances[0].instance_ip_v6,
+            Some("fdff::3".parse().unwrap())
+        );
+        assert_eq!(
+            routes.instances[0].nsip_v6,
+            Some("fc00::102".parse().unwrap())
+        );
     }
 
     // A query is asked once while it is pending, and again after its answer.
@@ -549,12 +560,18 @@ async fn service_names_resolve_to_their_rr_ip_over_real_udp() {
 
     // The cluster: knows app.ns.web.ns (deployed here) and app.ns.api.ns (elsewhere).
     let answer = |job: &str, rr: &str, nsip: &str| -> oakestra_core::wire::TableQueryResult {
+        // Only api has an IPv6 rr_ip.
+        let rr_v6 = if job == "app.ns.api.ns" {
+            "fdff:2000::7"
+        } else {
+            ""
+        };
         serde_json::from_value(serde_json::json!({
             "app_name": job, "query_key": job,
             "instance_list": [{
                 "instance_number": 0, "namespace_ip": nsip, "host_ip": "192.0.2.1",
                 "host_port": 50103,
-                "service_ip": [{"IpType": "RR", "Address": rr},
+                "service_ip": [{"IpType": "RR", "Address": rr, "Address_v6": rr_v6},
                                {"IpType": "instance_ip", "Address": "10.30.0.3"}]
             }]
         }))
@@ -603,9 +620,14 @@ async fn service_names_resolve_to_their_rr_ip_over_real_udp() {
         ask(&client, at, &dns_query(3, "api.ns.app.ns", 1)).await,
         (0, 1, [10, 30, 7, 7])
     );
-    // AAAA of a known name: NOERROR without answers.
+    // AAAA of a known name without an rr_ip_v6: NOERROR without answers.
     let (rcode, answers, _) = ask(&client, at, &dns_query(4, "web.ns.app.ns", 28)).await;
     assert_eq!((rcode, answers), (0, 0));
+    // AAAA of a service with one: its rr_ip_v6 (fdff:2000::7, ending in 0, 0, 0, 7).
+    assert_eq!(
+        ask(&client, at, &dns_query(8, "api.ns.app.ns", 28)).await,
+        (0, 1, [0, 0, 0, 7])
+    );
     // An unknown service name: NXDOMAIN (after the cluster stayed silent).
     let (rcode, answers, _) = ask(&client, at, &dns_query(5, "nope.ns.app.ns", 1)).await;
     assert_eq!((rcode, answers), (3, 0));

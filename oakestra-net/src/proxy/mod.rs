@@ -16,17 +16,23 @@
 //!   the client dialled, so the client only ever sees the service IP; a request for a local
 //!   instance is delivered as it is (the server sees the client's instance IP). A packet for an
 //!   address that is not a local instance is dropped (the tunnel is not an open relay).
-//! * TCP, UDP and ICMP echo (Oakestra dropped ICMP), with checksums updated incrementally.
+//! * **IPv4 and IPv6** alike: a service's `rr_ip_v6` / `closest_ip_v6` / `instance_ip_v6`
+//!   (fdff::/16) lead to the instances' IPv6 namespace addresses. A flow is IPv4 or IPv6
+//!   throughout; an IPv6 flow picks only among instances that have IPv6 addresses, with the
+//!   same round robin, closest choice, stickiness and failover as IPv4.
+//! * TCP, UDP and ICMP / ICMPv6 echo (Oakestra dropped ICMP), with checksums updated
+//!   incrementally; [`Proxy::outgoing_offloaded`] and [`Proxy::incoming_offloaded`] take
+//!   packets whose TCP/UDP checksum is still partial (checksum offload through the TUN).
 
 pub mod frame;
 pub mod packet;
 pub mod rtt;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-pub use packet::{Flow, PacketError};
+pub use packet::{Checksum, Flow, PacketError};
 
 /// One instance as the proxy knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,8 +43,23 @@ pub struct InstanceRoute {
     pub instance_ip: Ipv4Addr,
     /// Its namespace address on its worker.
     pub nsip: Ipv4Addr,
+    /// Its service-level IPv6 address (fdff::/16), if it has one.
+    pub instance_ip_v6: Option<Ipv6Addr>,
+    /// Its IPv6 namespace address on its worker (in the worker's /120), if it has one.
+    pub nsip_v6: Option<Ipv6Addr>,
     /// Tunnel endpoint of its worker (`host_ip:50103`).
     pub node: SocketAddr,
+}
+
+impl InstanceRoute {
+    /// Its (instance IP, namespace IP) in IP version `v6`: IPv6 only when it has both.
+    fn addresses(&self, v6: bool) -> Option<(IpAddr, IpAddr)> {
+        if v6 {
+            Some((self.instance_ip_v6?.into(), self.nsip_v6?.into()))
+        } else {
+            Some((self.instance_ip.into(), self.nsip.into()))
+        }
+    }
 }
 
 /// A service and its instances.
@@ -50,8 +71,36 @@ pub struct ServiceRoutes {
     pub rr_ip: Option<Ipv4Addr>,
     /// Closest address of the service: new flows go to the instance nearest to this worker.
     pub closest_ip: Option<Ipv4Addr>,
+    /// Round-robin IPv6 address of the service (fdff:2000::/21).
+    pub rr_ip_v6: Option<Ipv6Addr>,
+    /// Closest IPv6 address of the service.
+    pub closest_ip_v6: Option<Ipv6Addr>,
     /// The live instances.
     pub instances: Vec<InstanceRoute>,
+}
+
+impl ServiceRoutes {
+    /// The service's round-robin and closest addresses (both versions), with their meaning.
+    fn service_ips(&self) -> Vec<(IpAddr, ServiceIp)> {
+        let job = &self.job_name;
+        let rr = [
+            self.rr_ip.map(IpAddr::from),
+            self.rr_ip_v6.map(IpAddr::from),
+        ];
+        let closest = [
+            self.closest_ip.map(IpAddr::from),
+            self.closest_ip_v6.map(IpAddr::from),
+        ];
+        let rr = rr
+            .into_iter()
+            .flatten()
+            .map(|a| (a, ServiceIp::RoundRobin(job.clone())));
+        let closest = closest
+            .into_iter()
+            .flatten()
+            .map(|a| (a, ServiceIp::Closest(job.clone())));
+        rr.chain(closest).collect()
+    }
 }
 
 /// What to do with a packet (already rewritten in place where that applies).
@@ -61,9 +110,9 @@ pub enum Verdict {
     Tunnel(SocketAddr),
     /// Write it to the local TUN device (the target is on this worker).
     Deliver,
-    /// The destination is a service IP the table does not know: ask the cluster (table
-    /// query). The packet is unchanged.
-    Unknown(Ipv4Addr),
+    /// The destination is a service IP (IPv4 or IPv6) the table does not know: ask the
+    /// cluster (table query). The packet is unchanged.
+    Unknown(IpAddr),
     /// Drop it, for this reason.
     Drop(String),
 }
@@ -80,10 +129,10 @@ enum ServiceIp {
 }
 
 /// Which instance a flow (protocol, client nsip, client port, service ip, service port) uses.
-type FlowKey = (u8, Ipv4Addr, u16, Ipv4Addr, u16);
+type FlowKey = (u8, IpAddr, u16, IpAddr, u16);
 /// A reply (protocol, local nsip, local port, remote instance ip, remote port) → the service
 /// IP the local side dialled.
-type ReplyKey = (u8, Ipv4Addr, u16, Ipv4Addr, u16);
+type ReplyKey = (u8, IpAddr, u16, IpAddr, u16);
 
 /// Flow and reply entries kept at most; beyond that the oldest generation is dropped (its
 /// flows pick an instance again, replies of very old flows keep their instance source).
@@ -95,14 +144,15 @@ pub struct Proxy {
     /// This worker's tunnel endpoint.
     local: SocketAddr,
     services: BTreeMap<String, ServiceRoutes>,
-    by_ip: HashMap<Ipv4Addr, ServiceIp>,
-    /// Namespace IP → (job name, instance number), every known instance.
-    by_nsip: HashMap<Ipv4Addr, (String, u32)>,
+    by_ip: HashMap<IpAddr, ServiceIp>,
+    /// Namespace IP (either version) → (job name, instance number), every known instance.
+    by_nsip: HashMap<IpAddr, (String, u32)>,
     flows: HashMap<FlowKey, (String, u32)>,
-    replies: HashMap<ReplyKey, Ipv4Addr>,
-    round_robin: HashMap<String, usize>,
-    /// Tie-break counters of closest IPs, per service.
-    closest_turn: HashMap<String, usize>,
+    replies: HashMap<ReplyKey, IpAddr>,
+    /// Round-robin counters per (service, IPv6?).
+    round_robin: HashMap<(String, bool), usize>,
+    /// Tie-break counters of closest IPs, per (service, IPv6?).
+    closest_turn: HashMap<(String, bool), usize>,
     /// RTT from this worker to other workers' tunnel endpoints (and to itself, if set).
     rtt: HashMap<SocketAddr, Duration>,
 }
@@ -170,19 +220,41 @@ impl Proxy {
         }
     }
 
+    /// The instances of `job` a new flow of IP version `v6` can take.
+    fn candidates(&self, job: &str, v6: bool) -> Vec<&InstanceRoute> {
+        self.services.get(job).map_or_else(Vec::new, |s| {
+            s.instances
+                .iter()
+                .filter(|i| i.addresses(v6).is_some())
+                .collect()
+        })
+    }
+
     /// The instance of `job` a new flow to its closest IP takes: the nearest; among equally
     /// near ones, each in turn (ordered by number).
-    fn closest_instance(&mut self, job: &str) -> Option<u32> {
-        let instances = &self.services.get(job)?.instances;
+    fn closest_instance(&mut self, job: &str, v6: bool) -> Option<u32> {
+        let instances = self.candidates(job, v6);
         let best = instances.iter().map(|i| self.distance(i.node)).min()?;
         let nearest: Vec<u32> = instances
             .iter()
             .filter(|i| self.distance(i.node) == best)
             .map(|i| i.number)
             .collect();
-        let turn = self.closest_turn.entry(job.to_owned()).or_insert(0);
+        let turn = self.closest_turn.entry((job.to_owned(), v6)).or_insert(0);
         let pick = nearest[*turn % nearest.len()];
         *turn = turn.wrapping_add(1);
+        Some(pick)
+    }
+
+    /// The instance of `job` a new flow to its round-robin IP takes: the next in turn.
+    fn next_instance(&mut self, job: &str, v6: bool) -> Option<u32> {
+        let instances: Vec<u32> = self.candidates(job, v6).iter().map(|i| i.number).collect();
+        if instances.is_empty() {
+            return None;
+        }
+        let next = self.round_robin.entry((job.to_owned(), v6)).or_insert(0);
+        let pick = instances[*next % instances.len()];
+        *next = next.wrapping_add(1);
         Some(pick)
     }
 
@@ -191,16 +263,17 @@ impl Proxy {
         self.remove_service(&service.job_name.clone());
         service.instances.sort_by_key(|i| i.number);
         let job = service.job_name.clone();
-        if let Some(rr) = service.rr_ip {
-            self.by_ip.insert(rr, ServiceIp::RoundRobin(job.clone()));
-        }
-        if let Some(closest) = service.closest_ip {
-            self.by_ip.insert(closest, ServiceIp::Closest(job.clone()));
+        for (address, meaning) in service.service_ips() {
+            self.by_ip.insert(address, meaning);
         }
         for i in &service.instances {
-            self.by_ip
-                .insert(i.instance_ip, ServiceIp::Instance(job.clone(), i.number));
-            self.by_nsip.insert(i.nsip, (job.clone(), i.number));
+            for v6 in [false, true] {
+                if let Some((instance_ip, nsip)) = i.addresses(v6) {
+                    self.by_ip
+                        .insert(instance_ip, ServiceIp::Instance(job.clone(), i.number));
+                    self.by_nsip.insert(nsip, (job.clone(), i.number));
+                }
+            }
         }
         self.services.insert(job, service);
     }
@@ -208,12 +281,16 @@ impl Proxy {
     /// Forgets a service; its flows pick again (and fail) on their next packet.
     pub fn remove_service(&mut self, job_name: &str) {
         if let Some(old) = self.services.remove(job_name) {
-            for ip in old.rr_ip.iter().chain(old.closest_ip.iter()) {
-                self.by_ip.remove(ip);
+            for (address, _) in old.service_ips() {
+                self.by_ip.remove(&address);
             }
             for i in &old.instances {
-                self.by_ip.remove(&i.instance_ip);
-                self.by_nsip.remove(&i.nsip);
+                for v6 in [false, true] {
+                    if let Some((instance_ip, nsip)) = i.addresses(v6) {
+                        self.by_ip.remove(&instance_ip);
+                        self.by_nsip.remove(&nsip);
+                    }
+                }
             }
         }
     }
@@ -243,12 +320,22 @@ impl Proxy {
         map.insert(key, value);
     }
 
-    /// A packet a local instance sent towards a service IP (read from the TUN device).
+    /// A packet a local instance sent towards a service IP (read from the TUN device), with
+    /// complete checksums.
     pub fn outgoing(&mut self, packet: &mut [u8]) -> Verdict {
+        self.outgoing_offloaded(packet, false)
+    }
+
+    /// [`Proxy::outgoing`] for a packet whose TCP/UDP checksum may be partial: `partial`
+    /// means it holds only the uncomplemented pseudo-header sum (a TUN with `IFF_VNET_HDR`
+    /// and `VIRTIO_NET_HDR_F_NEEDS_CSUM`), and it stays partial, updated for the new
+    /// addresses. Packets may be GSO super-packets of up to 64 KiB.
+    pub fn outgoing_offloaded(&mut self, packet: &mut [u8], partial: bool) -> Verdict {
         let flow = match packet::flow(packet) {
             Ok(f) => f,
             Err(e) => return Verdict::Drop(e.to_string()),
         };
+        let v6 = flow.dst.is_ipv6();
         let Some(meaning) = self.by_ip.get(&flow.dst).cloned() else {
             return Verdict::Unknown(flow.dst);
         };
@@ -257,7 +344,7 @@ impl Proxy {
             .get(&flow.src)
             .and_then(|(job, n)| self.instance(job, *n))
             .filter(|i| i.node == self.local)
-            .cloned()
+            .and_then(|i| i.addresses(v6))
         else {
             return Verdict::Drop(format!(
                 "sender {} is not an instance on this worker the proxy knows",
@@ -274,7 +361,10 @@ impl Proxy {
         let sticky = self
             .flows
             .get(&key)
-            .filter(|(job, n)| self.instance(job, *n).is_some())
+            .filter(|(job, n)| {
+                self.instance(job, *n)
+                    .is_some_and(|i| i.addresses(v6).is_some())
+            })
             .cloned();
         let (job, number) = match sticky {
             Some(t) => t,
@@ -282,30 +372,32 @@ impl Proxy {
                 let chosen = match &meaning {
                     ServiceIp::Instance(job, n) => Some((job.clone(), *n)),
                     ServiceIp::RoundRobin(job) => {
-                        let instances = &self.services[job].instances;
-                        if instances.is_empty() {
-                            None
-                        } else {
-                            let next = self.round_robin.entry(job.clone()).or_insert(0);
-                            let pick = instances[*next % instances.len()].number;
-                            *next = next.wrapping_add(1);
-                            Some((job.clone(), pick))
-                        }
+                        self.next_instance(job, v6).map(|n| (job.clone(), n))
                     }
-                    ServiceIp::Closest(job) => self.closest_instance(job).map(|n| (job.clone(), n)),
+                    ServiceIp::Closest(job) => {
+                        self.closest_instance(job, v6).map(|n| (job.clone(), n))
+                    }
                 };
                 let Some(chosen) = chosen else {
-                    return Verdict::Drop(format!("service IP {} has no instance", flow.dst));
+                    let family = if v6 { " with IPv6" } else { "" };
+                    return Verdict::Drop(format!(
+                        "service IP {} has no instance{family}",
+                        flow.dst
+                    ));
                 };
                 Self::remember(&mut self.flows, key, chosen.clone());
                 chosen
             }
         };
-        let Some(target) = self.instance(&job, number).cloned() else {
+        let Some((target_node, (target_ip, target_nsip))) = self
+            .instance(&job, number)
+            .and_then(|i| Some((i.node, i.addresses(v6)?)))
+        else {
             return Verdict::Drop(format!("instance {number} of {job} is gone"));
         };
-        if let Err(e) = packet::set_dst(packet, target.nsip)
-            .and_then(|()| packet::set_src(packet, sender.instance_ip))
+        let mode = Checksum::partial_if(partial);
+        if let Err(e) = packet::set_dst_with(packet, target_nsip, mode)
+            .and_then(|()| packet::set_src_with(packet, sender.0, mode))
         {
             return Verdict::Drop(e.to_string());
         }
@@ -315,21 +407,28 @@ impl Proxy {
                 flow.protocol,
                 flow.src,
                 flow.src_port,
-                target.instance_ip,
+                target_ip,
                 flow.dst_port,
             ),
             flow.dst,
         );
-        if target.node == self.local {
+        if target_node == self.local {
             // Local target: the reply handling of `incoming` applies to it as well.
-            self.incoming(packet)
+            self.incoming_offloaded(packet, partial)
         } else {
-            Verdict::Tunnel(target.node)
+            Verdict::Tunnel(target_node)
         }
     }
 
-    /// A packet that arrived through the tunnel (or a local target's, from `outgoing`).
+    /// A packet that arrived through the tunnel (or a local target's, from `outgoing`), with
+    /// complete checksums.
     pub fn incoming(&mut self, packet: &mut [u8]) -> Verdict {
+        self.incoming_offloaded(packet, false)
+    }
+
+    /// [`Proxy::incoming`] for a packet whose TCP/UDP checksum may be partial (see
+    /// [`Proxy::outgoing_offloaded`]).
+    pub fn incoming_offloaded(&mut self, packet: &mut [u8], partial: bool) -> Verdict {
         let flow = match packet::flow(packet) {
             Ok(f) => f,
             Err(e) => return Verdict::Drop(e.to_string()),
@@ -350,7 +449,7 @@ impl Proxy {
             flow.src_port,
         );
         if let Some(service_ip) = self.replies.get(&reply).copied()
-            && let Err(e) = packet::set_src(packet, service_ip)
+            && let Err(e) = packet::set_src_with(packet, service_ip, Checksum::partial_if(partial))
         {
             return Verdict::Drop(e.to_string());
         }
@@ -360,11 +459,15 @@ impl Proxy {
 
 #[cfg(test)]
 mod tests {
-    use super::packet::tests::{assert_checksums, packet};
-    use super::packet::{ICMP, TCP, UDP};
+    use super::packet::tests::{assert_checksums, packet, packet6};
+    use super::packet::{ICMP, ICMPV6, TCP, UDP};
     use super::*;
 
     fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn ip6(s: &str) -> Ipv6Addr {
         s.parse().unwrap()
     }
 
@@ -375,18 +478,22 @@ mod tests {
     const CLIENT: &str = "app.ns.curl.ns";
     const SERVER: &str = "app.ns.nginx.ns";
 
-    /// A client instance on worker 1 (10.18.0.0/26) and two server instances, one on each of
-    /// workers 1 and 2 (10.18.0.64/26).
+    /// A client instance on worker 1 (10.18.0.0/26, fc00::100/120) and two server instances,
+    /// one on each of workers 1 and 2 (10.18.0.64/26, fc00::200/120).
     fn table() -> Vec<ServiceRoutes> {
         vec![
             ServiceRoutes {
                 job_name: CLIENT.into(),
                 rr_ip: Some(ip("10.30.0.1")),
                 closest_ip: None,
+                rr_ip_v6: Some(ip6("fdff:2000::1")),
+                closest_ip_v6: None,
                 instances: vec![InstanceRoute {
                     number: 0,
                     instance_ip: ip("10.30.0.2"),
                     nsip: ip("10.18.0.2"),
+                    instance_ip_v6: Some(ip6("fdff::2")),
+                    nsip_v6: Some(ip6("fc00::102")),
                     node: node(1),
                 }],
             },
@@ -394,17 +501,23 @@ mod tests {
                 job_name: SERVER.into(),
                 rr_ip: Some(ip("10.30.55.55")),
                 closest_ip: Some(ip("10.30.66.66")),
+                rr_ip_v6: Some(ip6("fdff:2000::55")),
+                closest_ip_v6: Some(ip6("fdff:2000::66")),
                 instances: vec![
                     InstanceRoute {
                         number: 1,
                         instance_ip: ip("10.30.0.4"),
                         nsip: ip("10.18.0.3"),
+                        instance_ip_v6: Some(ip6("fdff::4")),
+                        nsip_v6: Some(ip6("fc00::103")),
                         node: node(1),
                     },
                     InstanceRoute {
                         number: 0,
                         instance_ip: ip("10.30.0.3"),
                         nsip: ip("10.18.0.66"),
+                        instance_ip_v6: Some(ip6("fdff::3")),
+                        nsip_v6: Some(ip6("fc00::202")),
                         node: node(2),
                     },
                 ],
@@ -423,8 +536,25 @@ mod tests {
     }
 
     fn addresses(p: &[u8]) -> (Ipv4Addr, Ipv4Addr) {
-        let f = packet::flow(p).unwrap();
-        (f.src, f.dst)
+        match packet::flow(p).unwrap() {
+            Flow {
+                src: IpAddr::V4(s),
+                dst: IpAddr::V4(d),
+                ..
+            } => (s, d),
+            other => panic!("not IPv4: {other:?}"),
+        }
+    }
+
+    fn addresses6(p: &[u8]) -> (Ipv6Addr, Ipv6Addr) {
+        match packet::flow(p).unwrap() {
+            Flow {
+                src: IpAddr::V6(s),
+                dst: IpAddr::V6(d),
+                ..
+            } => (s, d),
+            other => panic!("not IPv6: {other:?}"),
+        }
     }
 
     #[test]
@@ -532,7 +662,10 @@ mod tests {
         let (mut one, mut two) = proxies();
         let mut p = packet(TCP, ip("10.18.0.2"), ip("10.30.9.9"), 1, 80, b"");
         let before = p.clone();
-        assert_eq!(one.outgoing(&mut p), Verdict::Unknown(ip("10.30.9.9")));
+        assert_eq!(
+            one.outgoing(&mut p),
+            Verdict::Unknown(ip("10.30.9.9").into())
+        );
         assert_eq!(p, before, "unchanged for the table query");
         // A sender that is not a local instance (e.g. worker 2's instance via worker 1).
         let mut p = packet(TCP, ip("10.18.0.66"), ip("10.30.55.55"), 1, 80, b"");
@@ -547,6 +680,8 @@ mod tests {
             job_name: "app.ns.empty.ns".into(),
             rr_ip: Some(ip("10.30.7.7")),
             closest_ip: Some(ip("10.30.7.8")),
+            rr_ip_v6: None,
+            closest_ip_v6: None,
             instances: vec![],
         });
         for to in ["10.30.7.7", "10.30.7.8"] {
@@ -555,9 +690,15 @@ mod tests {
         }
         one.remove_service("app.ns.empty.ns");
         let mut p = packet(TCP, ip("10.18.0.2"), ip("10.30.7.8"), 1, 80, b"");
-        assert_eq!(one.outgoing(&mut p), Verdict::Unknown(ip("10.30.7.8")));
+        assert_eq!(
+            one.outgoing(&mut p),
+            Verdict::Unknown(ip("10.30.7.8").into())
+        );
         let mut p = packet(TCP, ip("10.18.0.2"), ip("10.30.7.7"), 1, 80, b"");
-        assert_eq!(one.outgoing(&mut p), Verdict::Unknown(ip("10.30.7.7")));
+        assert_eq!(
+            one.outgoing(&mut p),
+            Verdict::Unknown(ip("10.30.7.7").into())
+        );
     }
 
     /// New flows from the client on worker 1 to the closest IP: where each one went.
@@ -673,5 +814,216 @@ mod tests {
         let mut after = packet(UDP, ip("10.18.0.2"), ip("10.30.66.66"), 40000, 53, b"q");
         assert_eq!(one.outgoing(&mut after), Verdict::Deliver);
         assert_eq!(addresses(&after).1, ip("10.18.0.3"));
+    }
+
+    #[test]
+    fn an_ipv6_round_trip_shows_the_client_only_the_rr_ip_v6() {
+        for protocol in [TCP, UDP, ICMPV6] {
+            let (mut one, mut two) = proxies();
+            let mut request = packet6(
+                protocol,
+                ip6("fc00::102"),
+                ip6("fdff:2000::55"),
+                40000,
+                80,
+                b"GET /",
+            );
+            assert_eq!(one.outgoing(&mut request), Verdict::Tunnel(node(2)));
+            assert_eq!(
+                addresses6(&request),
+                (ip6("fdff::2"), ip6("fc00::202")),
+                "src: client instance IPv6, dst: server IPv6 namespace IP"
+            );
+            assert_checksums(&request);
+            assert_eq!(two.incoming(&mut request), Verdict::Deliver);
+            assert_eq!(addresses6(&request), (ip6("fdff::2"), ip6("fc00::202")));
+
+            let (sport, dport) = if protocol == ICMPV6 {
+                (40000, 40000)
+            } else {
+                (80, 40000)
+            };
+            let mut reply = packet6(
+                protocol,
+                ip6("fc00::202"),
+                ip6("fdff::2"),
+                sport,
+                dport,
+                b"200 OK",
+            );
+            if protocol == ICMPV6 {
+                reply[40] = 129; // echo reply
+                let sum = super::packet::tests::l4_checksum(&reply);
+                reply[42..44].copy_from_slice(&sum.to_be_bytes());
+            }
+            assert_eq!(two.outgoing(&mut reply), Verdict::Tunnel(node(1)));
+            assert_eq!(addresses6(&reply), (ip6("fdff::3"), ip6("fc00::102")));
+            assert_eq!(one.incoming(&mut reply), Verdict::Deliver);
+            assert_eq!(
+                addresses6(&reply),
+                (ip6("fdff:2000::55"), ip6("fc00::102")),
+                "the client sees the rr_ip_v6 it dialled"
+            );
+            assert_checksums(&reply);
+        }
+    }
+
+    #[test]
+    fn ipv6_flows_go_round_robin_among_instances_with_ipv6_and_stay() {
+        let (mut one, _) = proxies();
+        // A third instance without IPv6 (its worker has none): IPv4 flows use it, IPv6 not.
+        let mut server = table().remove(1);
+        server.instances.push(InstanceRoute {
+            number: 2,
+            instance_ip: ip("10.30.0.5"),
+            nsip: ip("10.18.0.67"),
+            instance_ip_v6: None,
+            nsip_v6: None,
+            node: node(2),
+        });
+        one.set_service(server);
+        let mut v6 = Vec::new();
+        for port in 40000..40004 {
+            let mut p = packet6(TCP, ip6("fc00::102"), ip6("fdff:2000::55"), port, 80, b"");
+            let verdict = one.outgoing(&mut p);
+            v6.push((verdict, addresses6(&p).1));
+        }
+        let remote = (Verdict::Tunnel(node(2)), ip6("fc00::202"));
+        let local = (Verdict::Deliver, ip6("fc00::103"));
+        assert_eq!(
+            v6,
+            vec![remote.clone(), local.clone(), remote.clone(), local.clone()]
+        );
+        // IPv4 keeps its own turn, over all three.
+        let v4: Vec<Ipv4Addr> = (40000..40003)
+            .map(|port| {
+                let mut p = packet(TCP, ip("10.18.0.2"), ip("10.30.55.55"), port, 80, b"");
+                one.outgoing(&mut p);
+                addresses(&p).1
+            })
+            .collect();
+        assert_eq!(v4, [ip("10.18.0.66"), ip("10.18.0.3"), ip("10.18.0.67")]);
+        // More packets of the first IPv6 flow: same instance.
+        for _ in 0..3 {
+            let mut p = packet6(TCP, ip6("fc00::102"), ip6("fdff:2000::55"), 40000, 80, b"");
+            assert_eq!(one.outgoing(&mut p), Verdict::Tunnel(node(2)));
+        }
+        // The instance IPv6 reaches exactly its instance.
+        let mut p = packet6(UDP, ip6("fc00::102"), ip6("fdff::4"), 1, 53, b"");
+        assert_eq!(one.outgoing(&mut p), Verdict::Deliver);
+        assert_eq!(addresses6(&p), (ip6("fdff::2"), ip6("fc00::103")));
+    }
+
+    #[test]
+    fn ipv6_flows_fail_over_and_unknown_ipv6_addresses_are_asked_about() {
+        let (mut one, _) = proxies();
+        let mut p = packet6(TCP, ip6("fc00::102"), ip6("fdff:2000::55"), 40000, 80, b"");
+        assert_eq!(one.outgoing(&mut p), Verdict::Tunnel(node(2)));
+        // Worker 2 died.
+        let mut server = table().remove(1);
+        server.instances.retain(|i| i.node == node(1));
+        one.set_service(server.clone());
+        let mut p = packet6(TCP, ip6("fc00::102"), ip6("fdff:2000::55"), 40000, 80, b"");
+        assert_eq!(one.outgoing(&mut p), Verdict::Deliver);
+        assert_eq!(addresses6(&p).1, ip6("fc00::103"));
+        // The survivor loses its IPv6: IPv6 flows have nowhere to go, IPv4 ones still do.
+        server.instances[0].nsip_v6 = None;
+        one.set_service(server);
+        let mut p = packet6(TCP, ip6("fc00::102"), ip6("fdff:2000::55"), 40000, 80, b"");
+        assert!(matches!(one.outgoing(&mut p), Verdict::Drop(_)));
+        let mut p = packet(TCP, ip("10.18.0.2"), ip("10.30.55.55"), 40000, 80, b"");
+        assert_eq!(one.outgoing(&mut p), Verdict::Deliver);
+        // An IPv6 service address the table lacks.
+        let mut p = packet6(TCP, ip6("fc00::102"), ip6("fdff:2000::99"), 1, 80, b"");
+        let before = p.clone();
+        assert_eq!(
+            one.outgoing(&mut p),
+            Verdict::Unknown(ip6("fdff:2000::99").into())
+        );
+        assert_eq!(p, before);
+        // A sender without an IPv6 instance address cannot use IPv6 service IPs.
+        let mut client = table().remove(0);
+        client.instances[0].instance_ip_v6 = None;
+        one.set_service(client);
+        let mut p = packet6(TCP, ip6("fc00::102"), ip6("fdff:2000::66"), 1, 80, b"");
+        assert!(matches!(one.outgoing(&mut p), Verdict::Drop(_)));
+        // Removing the service forgets its IPv6 addresses too.
+        one.remove_service(SERVER);
+        let mut p = packet6(TCP, ip6("fc00::102"), ip6("fdff:2000::66"), 1, 80, b"");
+        assert_eq!(
+            one.outgoing(&mut p),
+            Verdict::Unknown(ip6("fdff:2000::66").into())
+        );
+    }
+
+    #[test]
+    fn the_closest_ip_v6_follows_the_rtts() {
+        let (mut one, _) = proxies();
+        let targets = |p: &mut Proxy, ports: std::ops::Range<u16>| -> Vec<Ipv6Addr> {
+            ports
+                .map(|port| {
+                    let mut pk =
+                        packet6(UDP, ip6("fc00::102"), ip6("fdff:2000::66"), port, 53, b"q");
+                    p.outgoing(&mut pk);
+                    addresses6(&pk).1
+                })
+                .collect()
+        };
+        assert_eq!(targets(&mut one, 1..3), vec![ip6("fc00::103"); 2]);
+        one.set_rtt(node(1), Duration::from_millis(10));
+        one.set_rtt(node(2), Duration::from_millis(1));
+        assert_eq!(targets(&mut one, 3..5), vec![ip6("fc00::202"); 2]);
+        // The running flow stays.
+        assert_eq!(targets(&mut one, 1..2), vec![ip6("fc00::103")]);
+    }
+
+    #[test]
+    fn offloaded_packets_keep_a_partial_checksum_that_finishes_right() {
+        use super::packet::tests::{finish, make_partial, pseudo_sum};
+        let fold = |mut s: u64| {
+            while s > 0xffff {
+                s = (s & 0xffff) + (s >> 16);
+            }
+            s as u16
+        };
+        let payload = vec![0x5a; 30_000];
+        for protocol in [TCP, UDP] {
+            for v6 in [false, true] {
+                let (mut one, mut two) = proxies();
+                let mut p = if v6 {
+                    packet6(
+                        protocol,
+                        ip6("fc00::102"),
+                        ip6("fdff:2000::55"),
+                        4000,
+                        80,
+                        &payload,
+                    )
+                } else {
+                    packet(
+                        protocol,
+                        ip("10.18.0.2"),
+                        ip("10.30.55.55"),
+                        4000,
+                        80,
+                        &payload,
+                    )
+                };
+                make_partial(&mut p);
+                assert_eq!(
+                    one.outgoing_offloaded(&mut p, true),
+                    Verdict::Tunnel(node(2))
+                );
+                let at = super::packet::tests::checksum_at(&p);
+                assert_eq!(
+                    u16::from_be_bytes([p[at], p[at + 1]]),
+                    fold(pseudo_sum(&p)),
+                    "still partial, for the new addresses"
+                );
+                assert_eq!(two.incoming_offloaded(&mut p, true), Verdict::Deliver);
+                finish(&mut p);
+                assert_checksums(&p);
+            }
+        }
     }
 }

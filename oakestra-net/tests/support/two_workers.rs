@@ -1,8 +1,9 @@
 //! Two workers on this machine, for real: each worker's host side is a network namespace of its
 //! own (joined to the other by a veth "underlay"), with the data plane (bridge, instance
 //! namespaces), the TUN device and the UDP tunnel running inside it; a client instance on worker
-//! 1 and a server instance (behind the rr_ip 10.30.55.55) on worker 2, with the table the
-//! cluster's table query would answer already in both proxies.
+//! 1 and a server instance (behind the rr_ip 10.30.55.55 and the rr_ip_v6 fdff:2000::55) on
+//! worker 2 (or several, [`TwoWorkers::start_with`]), with the table the cluster's table query
+//! would answer already in both proxies.
 //!
 //! Shared through `#[path]` by `tests/tunnel_linux.rs` and `benches/overlay.rs`. Needs root.
 //! Names and addresses come from the process id, so several test processes can run at once.
@@ -12,7 +13,7 @@
 // Each user reads the fields it needs (the test the instance IPs, the bench the underlay).
 #![allow(dead_code)]
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -127,7 +128,7 @@ impl Worker {
         }
     }
 
-    async fn stop(mut self) {
+    async fn stop(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
@@ -164,13 +165,19 @@ pub struct TwoWorkers {
     pub subnets: [Ipv4Addr; 2],
     pub one: Worker,
     pub two: Worker,
-    /// The client instance on worker 1 and the server instance on worker 2.
+    /// The client instance on worker 1 and the (first) server instance on worker 2.
     pub client: Attachment,
     pub server: Attachment,
+    /// Every server instance on worker 2, by instance number.
+    pub servers: Vec<Attachment>,
     /// The overlay's instance IPs of the client and the server, and the server's rr_ip.
     pub client_ip: Ipv4Addr,
     pub server_ip: Ipv4Addr,
     pub rr: Ipv4Addr,
+    /// The same in IPv6 (fdff::/16). Server instance n has `10.30.0.3 + n` and `fdff::3 + n`.
+    pub client_ip_v6: Ipv6Addr,
+    pub server_ip_v6: Ipv6Addr,
+    pub rr_v6: Ipv6Addr,
     // Last, so it runs after everything above has been dropped.
     _guard: Guard,
 }
@@ -179,6 +186,11 @@ impl TwoWorkers {
     /// Builds both hosts, starts both workers and fills their proxies. `letter` keeps the names
     /// of different users (test, bench) apart.
     pub async fn start(letter: char) -> TwoWorkers {
+        Self::start_with(letter, 1).await
+    }
+
+    /// [`TwoWorkers::start`] with `servers` (≥ 1) instances of the server on worker 2.
+    pub async fn start_with(letter: char, servers: u32) -> TwoWorkers {
         let pid = std::process::id();
         let tags = [
             format!("{letter}{}a", pid % 100_000),
@@ -238,25 +250,35 @@ impl TwoWorkers {
             netns::path_of(&hosts[1]),
             config_two,
             endpoints[1],
-            vec![InstanceKey::new("app.ns.nginx.ns", 0).unwrap()],
+            (0..servers.max(1))
+                .map(|n| InstanceKey::new("app.ns.nginx.ns", n).unwrap())
+                .collect(),
         )
         .await;
         let client = one.attachments[0].clone();
         let server = two.attachments[0].clone();
+        let servers = two.attachments.clone();
 
         // What the cluster's table query would answer (instance and rr IPs from the root).
         let rr: Ipv4Addr = "10.30.55.55".parse().unwrap();
+        let rr_v6: Ipv6Addr = "fdff:2000::55".parse().unwrap();
         let (client_ip, server_ip): (Ipv4Addr, Ipv4Addr) =
             ("10.30.0.2".parse().unwrap(), "10.30.0.3".parse().unwrap());
+        let (client_ip_v6, server_ip_v6): (Ipv6Addr, Ipv6Addr) =
+            ("fdff::2".parse().unwrap(), "fdff::3".parse().unwrap());
         let table = [
             ServiceRoutes {
                 job_name: "app.ns.curl.ns".into(),
                 rr_ip: Some("10.30.0.1".parse().unwrap()),
                 closest_ip: None,
+                rr_ip_v6: Some("fdff:2000::1".parse().unwrap()),
+                closest_ip_v6: None,
                 instances: vec![InstanceRoute {
                     number: 0,
                     instance_ip: client_ip,
                     nsip: client.ipv4,
+                    instance_ip_v6: Some(client_ip_v6),
+                    nsip_v6: Some(client.ipv6),
                     node: endpoints[0],
                 }],
             },
@@ -264,12 +286,24 @@ impl TwoWorkers {
                 job_name: "app.ns.nginx.ns".into(),
                 rr_ip: Some(rr),
                 closest_ip: Some("10.30.66.66".parse().unwrap()),
-                instances: vec![InstanceRoute {
-                    number: 0,
-                    instance_ip: server_ip,
-                    nsip: server.ipv4,
-                    node: endpoints[1],
-                }],
+                rr_ip_v6: Some(rr_v6),
+                closest_ip_v6: Some("fdff:2000::66".parse().unwrap()),
+                instances: servers
+                    .iter()
+                    .map(|s| {
+                        let n = s.key.number();
+                        InstanceRoute {
+                            number: n,
+                            instance_ip: Ipv4Addr::from(u32::from(server_ip) + n),
+                            nsip: s.ipv4,
+                            instance_ip_v6: Some(Ipv6Addr::from(
+                                u128::from(server_ip_v6) + n as u128,
+                            )),
+                            nsip_v6: Some(s.ipv6),
+                            node: endpoints[1],
+                        }
+                    })
+                    .collect(),
             },
         ];
         for worker in [&one, &two] {
@@ -286,9 +320,13 @@ impl TwoWorkers {
             two,
             client,
             server,
+            servers,
             client_ip,
             server_ip,
             rr,
+            client_ip_v6,
+            server_ip_v6,
+            rr_v6,
             _guard: guard,
         }
     }
@@ -306,7 +344,12 @@ impl TwoWorkers {
 
     /// Stops both workers (their data planes remove the instance namespaces), then the guard
     /// removes the hosts.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
+        self.stop_workers().await;
+    }
+
+    /// Stops both workers but keeps the host namespaces (to look at what the workers left).
+    pub async fn stop_workers(&mut self) {
         self.one.stop().await;
         self.two.stop().await;
     }

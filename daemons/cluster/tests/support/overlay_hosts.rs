@@ -211,19 +211,27 @@ pub fn spawn_cluster(
 }
 
 /// Plays a server container: answers every connection in the namespace at `path` on `port`
-/// with `name`; reports each peer.
+/// (IPv4) with `name`; reports each peer.
 pub async fn serve(
     path: &Path,
     port: u16,
     name: String,
     peers: tokio::sync::mpsc::UnboundedSender<SocketAddr>,
 ) -> tokio::task::JoinHandle<()> {
-    let listener = netns::run_in(path, move || {
-        std::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port)))
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    serve_at(path, SocketAddr::from(([0, 0, 0, 0], port)), name, peers).await
+}
+
+/// [`serve`] on the address `at` (e.g. `[::]:port` for IPv6).
+pub async fn serve_at(
+    path: &Path,
+    at: SocketAddr,
+    name: String,
+    peers: tokio::sync::mpsc::UnboundedSender<SocketAddr>,
+) -> tokio::task::JoinHandle<()> {
+    let listener = netns::run_in(path, move || std::net::TcpListener::bind(at))
+        .await
+        .unwrap()
+        .unwrap();
     listener.set_nonblocking(true).unwrap();
     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
     tokio::spawn(async move {

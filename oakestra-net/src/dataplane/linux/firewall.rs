@@ -1,24 +1,46 @@
-//! Our iptables rules (IPv4), all in chains of our own so that set-up and removal never touch
-//! anyone else's rules:
+//! Our iptables and ip6tables rules, all in chains of our own so that set-up and removal never
+//! touch anyone else's rules:
 //!
 //! | table | chain | jumped to from | holds |
 //! |---|---|---|---|
-//! | nat | `<TAG>-DNAT` | PREROUTING and OUTPUT, for local destinations | one DNAT per port mapping, commented `<tag>:<instance>` |
-//! | nat | `<TAG>-POST` | POSTROUTING | RETURN for the overlay (10.16.0.0/12), then MASQUERADE of the worker subnet leaving through another interface |
+//! | nat | `<TAG>-DNAT` | PREROUTING and OUTPUT, for local destinations | one DNAT per port mapping, commented `<tag>:<instance>` (IPv4 only) |
+//! | nat | `<TAG>-POST` | POSTROUTING | RETURN for the overlay (10.16.0.0/12; IPv6 fc00::/7), then MASQUERADE of the worker subnet (/26; IPv6 /120) leaving through another interface |
 //! | filter | `<TAG>-FWD` | FORWARD (first) | ACCEPT in and out of the bridge |
+//!
+//! The IPv6 chains (ip6tables, same names) are best effort, like the rest of IPv6 on the
+//! worker: a host without IPv6 (or without ip6tables' nat table) still runs IPv4.
 
 use std::net::Ipv4Addr;
 
 use super::super::{DataPlaneError, InstanceKey, Naming, PortForward, Protocol};
-use crate::ipam::Ipv4Subnet;
+use crate::ipam::{Ipv4Subnet, Ipv6Subnet};
 
 /// The whole IPv4 overlay (worker subnets and service IPs), never masqueraded.
 pub const OVERLAY_RANGE: &str = "10.16.0.0/12";
+/// The whole IPv6 overlay (worker /120s in fc00::/7 and the fdff::/16 service IPs inside it),
+/// never masqueraded.
+pub const OVERLAY_RANGE_V6: &str = "fc00::/7";
 
-/// Runs `iptables -w 10 <args>`; `Ok(false)` when it exits non-zero and `check` is set (for
-/// `-C` / `-L` probes), an error otherwise.
-async fn iptables(args: &[&str], check: bool) -> Result<(bool, String), DataPlaneError> {
-    let output = tokio::process::Command::new("iptables")
+/// Which firewall binary: IPv4 (`iptables`) or IPv6 (`ip6tables`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn binary(self) -> &'static str {
+        match self {
+            Family::V4 => "iptables",
+            Family::V6 => "ip6tables",
+        }
+    }
+}
+
+/// Runs `iptables -w 10 <args>` (or `ip6tables`); `Ok(false)` when it exits non-zero and
+/// `check` is set (for `-C` / `-L` probes), an error otherwise.
+async fn run(family: Family, args: &[&str], check: bool) -> Result<(bool, String), DataPlaneError> {
+    let output = tokio::process::Command::new(family.binary())
         .arg("-w")
         .arg("10")
         .args(args)
@@ -26,7 +48,7 @@ async fn iptables(args: &[&str], check: bool) -> Result<(bool, String), DataPlan
         .output()
         .await
         .map_err(|e| DataPlaneError::Firewall {
-            args: args.join(" "),
+            args: format!("{} {}", family.binary(), args.join(" ")),
             reason: e.to_string(),
         })?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -37,7 +59,7 @@ async fn iptables(args: &[&str], check: bool) -> Result<(bool, String), DataPlan
         return Ok((false, stdout));
     }
     Err(DataPlaneError::Firewall {
-        args: args.join(" "),
+        args: format!("{} {}", family.binary(), args.join(" ")),
         reason: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
     })
 }
@@ -57,34 +79,49 @@ fn chains(naming: &Naming) -> Chains {
     }
 }
 
-/// The jumps into our chains: (table, built-in chain, rule).
-fn jumps(c: &Chains) -> Vec<(&'static str, &'static str, Vec<String>)> {
+/// The jumps into our chains: (table, built-in chain, rule). IPv6 has no DNAT chain (port
+/// mappings are IPv4).
+fn jumps(family: Family, c: &Chains) -> Vec<(&'static str, &'static str, Vec<String>)> {
     let local = |chain: &str| {
         ["-m", "addrtype", "--dst-type", "LOCAL", "-j", chain]
             .map(String::from)
             .to_vec()
     };
-    vec![
-        ("nat", "PREROUTING", local(&c.dnat)),
-        ("nat", "OUTPUT", local(&c.dnat)),
-        ("nat", "POSTROUTING", vec!["-j".into(), c.post.clone()]),
-        ("filter", "FORWARD", vec!["-j".into(), c.fwd.clone()]),
-    ]
+    let mut jumps = Vec::new();
+    if family == Family::V4 {
+        jumps.push(("nat", "PREROUTING", local(&c.dnat)));
+        jumps.push(("nat", "OUTPUT", local(&c.dnat)));
+    }
+    jumps.push(("nat", "POSTROUTING", vec!["-j".into(), c.post.clone()]));
+    jumps.push(("filter", "FORWARD", vec!["-j".into(), c.fwd.clone()]));
+    jumps
 }
 
-async fn ensure_chain(table: &str, chain: &str) -> Result<(), DataPlaneError> {
-    let (exists, _) = iptables(&["-t", table, "-n", "-L", chain], true).await?;
+/// Our chains of `family`: (table, chain).
+fn our_chains(family: Family, c: &Chains) -> Vec<(&'static str, &str)> {
+    let mut chains = Vec::new();
+    if family == Family::V4 {
+        chains.push(("nat", c.dnat.as_str()));
+    }
+    chains.push(("nat", c.post.as_str()));
+    chains.push(("filter", c.fwd.as_str()));
+    chains
+}
+
+async fn ensure_chain(family: Family, table: &str, chain: &str) -> Result<(), DataPlaneError> {
+    let (exists, _) = run(family, &["-t", table, "-n", "-L", chain], true).await?;
     if !exists {
-        let (made, _) = iptables(&["-t", table, "-N", chain], true).await?;
+        let (made, _) = run(family, &["-t", table, "-N", chain], true).await?;
         // Someone else (a parallel set-up) may have made it meanwhile.
         if !made {
-            iptables(&["-t", table, "-n", "-L", chain], false).await?;
+            run(family, &["-t", table, "-n", "-L", chain], false).await?;
         }
     }
     Ok(())
 }
 
 async fn ensure_rule(
+    family: Family,
     table: &str,
     chain: &str,
     rule: &[String],
@@ -92,7 +129,7 @@ async fn ensure_rule(
 ) -> Result<(), DataPlaneError> {
     let mut check = vec!["-t", table, "-C", chain];
     check.extend(rule.iter().map(String::as_str));
-    if iptables(&check, true).await?.0 {
+    if run(family, &check, true).await?.0 {
         return Ok(());
     }
     let mut add = vec!["-t", table, if first { "-I" } else { "-A" }, chain];
@@ -100,11 +137,12 @@ async fn ensure_rule(
         add.push("1");
     }
     add.extend(rule.iter().map(String::as_str));
-    iptables(&add, false).await?;
+    run(family, &add, false).await?;
     Ok(())
 }
 
 async fn delete_rule_everywhere(
+    family: Family,
     table: &str,
     chain: &str,
     rule: &[String],
@@ -113,56 +151,87 @@ async fn delete_rule_everywhere(
     delete.extend(rule.iter().map(String::as_str));
     // Each -D removes one copy; stop when none is left (or the chain is gone).
     for _ in 0..16 {
-        if !iptables(&delete, true).await?.0 {
+        if !run(family, &delete, true).await?.0 {
             break;
         }
     }
     Ok(())
 }
 
-/// Creates (or repairs) our chains, their fixed rules and the jumps into them.
+/// Creates (or repairs) our IPv4 chains, their fixed rules and the jumps into them.
 pub async fn setup(
     naming: &Naming,
     bridge: &str,
     subnet: Ipv4Subnet,
 ) -> Result<(), DataPlaneError> {
-    let c = chains(naming);
-    ensure_chain("nat", &c.dnat).await?;
-    ensure_chain("nat", &c.post).await?;
-    ensure_chain("filter", &c.fwd).await?;
     let source = format!("{}/{}", subnet.base(), subnet.prefix_len());
+    setup_family(Family::V4, naming, bridge, &source, OVERLAY_RANGE).await
+}
+
+/// Creates (or repairs) our IPv6 chains (ip6tables): the worker's /120 masqueraded when it
+/// leaves through another interface than the bridge, the overlay (fc00::/7) not, forwarding
+/// in and out of the bridge accepted.
+pub async fn setup_v6(
+    naming: &Naming,
+    bridge: &str,
+    subnet: Ipv6Subnet,
+) -> Result<(), DataPlaneError> {
+    let source = format!("{}/{}", subnet.base(), subnet.prefix_len());
+    setup_family(Family::V6, naming, bridge, &source, OVERLAY_RANGE_V6).await
+}
+
+async fn setup_family(
+    family: Family,
+    naming: &Naming,
+    bridge: &str,
+    source: &str,
+    overlay_range: &str,
+) -> Result<(), DataPlaneError> {
+    let c = chains(naming);
+    for (table, chain) in our_chains(family, &c) {
+        ensure_chain(family, table, chain).await?;
+    }
     // Rebuilt on every set-up: it holds fixed rules only, and their order matters.
-    iptables(&["-t", "nat", "-F", &c.post], false).await?;
+    run(family, &["-t", "nat", "-F", &c.post], false).await?;
     // Overlay traffic (service IPs through the TUN device) keeps its addresses.
-    let overlay: Vec<String> = ["-d", OVERLAY_RANGE, "-j", "RETURN"]
+    let overlay: Vec<String> = ["-d", overlay_range, "-j", "RETURN"]
         .map(String::from)
         .to_vec();
-    ensure_rule("nat", &c.post, &overlay, false).await?;
-    let masquerade: Vec<String> = ["-s", &source, "!", "-o", bridge, "-j", "MASQUERADE"]
+    ensure_rule(family, "nat", &c.post, &overlay, false).await?;
+    let masquerade: Vec<String> = ["-s", source, "!", "-o", bridge, "-j", "MASQUERADE"]
         .map(String::from)
         .to_vec();
-    ensure_rule("nat", &c.post, &masquerade, false).await?;
+    ensure_rule(family, "nat", &c.post, &masquerade, false).await?;
     for rule in [
         ["-i", bridge, "-j", "ACCEPT"],
         ["-o", bridge, "-j", "ACCEPT"],
     ] {
-        ensure_rule("filter", &c.fwd, &rule.map(String::from), false).await?;
+        ensure_rule(family, "filter", &c.fwd, &rule.map(String::from), false).await?;
     }
-    for (table, builtin, rule) in jumps(&c) {
-        ensure_rule(table, builtin, &rule, true).await?;
+    for (table, builtin, rule) in jumps(family, &c) {
+        ensure_rule(family, table, builtin, &rule, true).await?;
     }
     Ok(())
 }
 
-/// Removes the jumps and our chains. Missing pieces are fine.
+/// Removes the IPv4 jumps and chains. Missing pieces are fine.
 pub async fn teardown(naming: &Naming) -> Result<(), DataPlaneError> {
+    teardown_family(Family::V4, naming).await
+}
+
+/// Removes the IPv6 jumps and chains. Missing pieces are fine.
+pub async fn teardown_v6(naming: &Naming) -> Result<(), DataPlaneError> {
+    teardown_family(Family::V6, naming).await
+}
+
+async fn teardown_family(family: Family, naming: &Naming) -> Result<(), DataPlaneError> {
     let c = chains(naming);
-    for (table, builtin, rule) in jumps(&c) {
-        delete_rule_everywhere(table, builtin, &rule).await?;
+    for (table, builtin, rule) in jumps(family, &c) {
+        delete_rule_everywhere(family, table, builtin, &rule).await?;
     }
-    for (table, chain) in [("nat", &c.dnat), ("nat", &c.post), ("filter", &c.fwd)] {
-        iptables(&["-t", table, "-F", chain], true).await?;
-        iptables(&["-t", table, "-X", chain], true).await?;
+    for (table, chain) in our_chains(family, &c) {
+        run(family, &["-t", table, "-F", chain], true).await?;
+        run(family, &["-t", table, "-X", chain], true).await?;
     }
     Ok(())
 }
@@ -198,7 +267,8 @@ pub async fn add_ports(
 ) -> Result<(), DataPlaneError> {
     let chain = chains(naming).dnat;
     for port in ports {
-        ensure_rule("nat", &chain, &dnat_rule(naming, key, address, port), false).await?;
+        let rule = dnat_rule(naming, key, address, port);
+        ensure_rule(Family::V4, "nat", &chain, &rule, false).await?;
     }
     Ok(())
 }
@@ -258,7 +328,7 @@ fn parse_rule(naming: &Naming, line: &str) -> Option<FoundRule> {
 /// Our DNAT rules, as the kernel holds them.
 pub async fn list_ports(naming: &Naming) -> Result<Vec<FoundRule>, DataPlaneError> {
     let chain = chains(naming).dnat;
-    let (exists, text) = iptables(&["-t", "nat", "-S", &chain], true).await?;
+    let (exists, text) = run(Family::V4, &["-t", "nat", "-S", &chain], true).await?;
     if !exists {
         return Ok(Vec::new());
     }
@@ -273,7 +343,7 @@ pub async fn remove_ports(naming: &Naming, key: &InstanceKey) -> Result<(), Data
         .into_iter()
         .filter(|r| r.key == *key)
     {
-        delete_rule_everywhere("nat", &chain, &rule.spec).await?;
+        delete_rule_everywhere(Family::V4, "nat", &chain, &rule.spec).await?;
     }
     Ok(())
 }

@@ -109,6 +109,49 @@ fn write_sysctl(path: &str, value: &str) -> Result<(), DataPlaneError> {
     std::fs::write(path, value).map_err(io(format!("write {value} to {path}")))
 }
 
+/// The host side of IPv6: forwarding on (between the bridge and the TUN device, and out), and
+/// the ip6tables counterparts of the IPv4 rules.
+///
+/// Turning forwarding on makes the kernel ignore router advertisements on interfaces with
+/// `accept_ra = 1` (a router does not take them), which would let an autoconfigured default
+/// route of this host expire; such interfaces get `accept_ra = 2` (take them also when
+/// forwarding) first, so the host keeps its IPv6 connectivity.
+async fn setup_host_v6(
+    naming: &Naming,
+    bridge: &str,
+    subnet: crate::ipam::Ipv6Subnet,
+) -> Result<(), DataPlaneError> {
+    let forwarding = "/proc/sys/net/ipv6/conf/all/forwarding";
+    if !std::fs::read_to_string(forwarding).is_ok_and(|v| v.trim() == "1") {
+        keep_router_advertisements();
+        write_sysctl(forwarding, "1")?;
+    }
+    firewall::setup_v6(naming, bridge, subnet).await
+}
+
+/// `accept_ra` 1 → 2 on every interface (see [`setup_host_v6`]).
+fn keep_router_advertisements() {
+    let Ok(interfaces) = std::fs::read_dir("/proc/sys/net/ipv6/conf") else {
+        return;
+    };
+    for entry in interfaces.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == "all" || name == "lo" {
+            continue;
+        }
+        let path = entry.path().join("accept_ra");
+        if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == "1") {
+            match std::fs::write(&path, "2") {
+                Ok(()) => tracing::info!(
+                    interface = name,
+                    "accept_ra 2: keeps taking router advertisements with IPv6 forwarding on"
+                ),
+                Err(e) => tracing::warn!(interface = name, "accept_ra stays 1: {e}"),
+            }
+        }
+    }
+}
+
 /// The real data plane. Create it inside a tokio runtime (its netlink connection runs there).
 #[derive(Debug)]
 pub struct LinuxDataPlane {
@@ -456,6 +499,10 @@ impl DataPlane for LinuxDataPlane {
             .map_err(netlink(format!("set {bridge} up")))?;
         write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
         firewall::setup(self.naming(), &bridge, subnets.ipv4).await?;
+        // IPv6 is best effort: a host without IPv6 still runs IPv4 instances.
+        if let Err(e) = setup_host_v6(self.naming(), &bridge, subnets.ipv6).await {
+            tracing::warn!(bridge, "IPv6 service traffic not forwarded: {e}");
+        }
         Ok(())
     }
 
@@ -463,6 +510,9 @@ impl DataPlane for LinuxDataPlane {
         let mut book = self.book.lock().await;
         self.clean(&mut book, &[]).await?;
         firewall::teardown(self.naming()).await?;
+        if let Err(e) = firewall::teardown_v6(self.naming()).await {
+            tracing::warn!("removing the IPv6 firewall rules: {e}");
+        }
         delete_link(&self.handle, &self.naming().bridge()).await?;
         Ok(())
     }

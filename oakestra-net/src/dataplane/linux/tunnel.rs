@@ -1,6 +1,7 @@
-//! The proxy's I/O: a TUN device that the service IPs (10.30.0.0/16) are routed to, and the UDP
-//! tunnel socket (default port 50103) that carries translated packets between workers, one raw
-//! IPv4 packet per datagram (Oakestra's wire format). Two tasks move packets:
+//! The proxy's I/O: a TUN device that the service IPs (10.30.0.0/16 and fdff::/16) are routed
+//! to, and the UDP tunnel socket (default port 50103) that carries translated packets between
+//! workers, one raw IPv4 or IPv6 packet per datagram (Oakestra's wire format). Two tasks move
+//! packets:
 //!
 //! * TUN → [`Proxy::outgoing`] → UDP to the target's worker, or back into the TUN when the
 //!   target is local; a service IP the table lacks is reported on the `misses` channel (the
@@ -12,7 +13,7 @@
 //! have IP version 0, so they never reach the proxy or the TUN.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,7 +35,7 @@ use rtnetlink::packet_route::link::LinkAttribute;
 use tokio::io::Interest;
 
 use super::tun::OffloadTun;
-use super::{EEXIST, io, link_index, netlink};
+use super::{EEXIST, io, link_index, netlink, write_sysctl};
 use crate::dataplane::DataPlaneError;
 use crate::proxy::frame::{
     CHUNK_HEADER_LEN, Chunk, Datagram, FRAME_HEADER_LEN, Offload, Reassembly, VNET_HDR_LEN,
@@ -53,7 +54,16 @@ const MAX_SENDERS: usize = 1024;
 const SOCKET_BUFFER: usize = 8 << 20;
 
 /// The service IPs routed to the TUN device.
-pub const SERVICE_RANGE: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 30, 0, 0), 16);
+pub const SERVICE_RANGE: (Ipv4Addr, u8) = (
+    crate::ipam::SERVICE_IPV4_NET,
+    crate::ipam::SERVICE_IPV4_PREFIX_LEN,
+);
+/// The IPv6 service IPs routed to the TUN device: instance, round-robin and closest IPv6
+/// addresses are all in fdff::/16.
+pub const SERVICE_RANGE_V6: (Ipv6Addr, u8) = (
+    crate::ipam::SERVICE_IPV6_NET,
+    crate::ipam::SERVICE_IPV6_PREFIX_LEN,
+);
 
 /// What the tunnel is built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +167,68 @@ impl Probes {
     }
 }
 
+/// Routes the IPv4 service IPs ([`SERVICE_RANGE`]) to the TUN device `index`, and turns off
+/// its reverse-path filter.
+async fn route_service_range(
+    handle: &rtnetlink::Handle,
+    index: u32,
+    device: &str,
+) -> Result<(), DataPlaneError> {
+    match handle
+        .route()
+        .add(
+            RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(SERVICE_RANGE.0, SERVICE_RANGE.1)
+                .output_interface(index)
+                .build(),
+        )
+        .execute()
+        .await
+    {
+        Err(e) if super::errno_of(&e) != Some(EEXIST) => {
+            return Err(netlink(format!(
+                "route {}/{} to {device}",
+                SERVICE_RANGE.0, SERVICE_RANGE.1
+            ))(e));
+        }
+        _ => {}
+    }
+    // Replies come back through the TUN with sources a strict reverse-path check would
+    // not expect there.
+    let _ = std::fs::write(format!("/proc/sys/net/ipv4/conf/{device}/rp_filter"), "0");
+    Ok(())
+}
+
+/// Routes the IPv6 service IPs ([`SERVICE_RANGE_V6`]) to the TUN device `index`. The device
+/// needs IPv6 on (`disable_ipv6` 0; a host may default to 1) and takes no router
+/// advertisements (it has no router behind it). IPv6 has no `rp_filter`.
+async fn route_service_range_v6(
+    handle: &rtnetlink::Handle,
+    index: u32,
+    device: &str,
+) -> Result<(), DataPlaneError> {
+    let conf = format!("/proc/sys/net/ipv6/conf/{device}");
+    write_sysctl(&format!("{conf}/disable_ipv6"), "0")?;
+    let _ = std::fs::write(format!("{conf}/accept_ra"), "0");
+    match handle
+        .route()
+        .add(
+            RouteMessageBuilder::<Ipv6Addr>::new()
+                .destination_prefix(SERVICE_RANGE_V6.0, SERVICE_RANGE_V6.1)
+                .output_interface(index)
+                .build(),
+        )
+        .execute()
+        .await
+    {
+        Err(e) if super::errno_of(&e) != Some(EEXIST) => Err(netlink(format!(
+            "route {}/{} to {device}",
+            SERVICE_RANGE_V6.0, SERVICE_RANGE_V6.1
+        ))(e)),
+        _ => Ok(()),
+    }
+}
+
 fn lock(proxy: &Mutex<Proxy>) -> std::sync::MutexGuard<'_, Proxy> {
     proxy.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -171,7 +243,7 @@ async fn deliver(
     stats: (&TunnelStats, Carried),
 ) {
     let (vnet, packet) = region.split_at_mut(VNET_HDR_LEN);
-    match translate(proxy, packet, offload, Proxy::incoming) {
+    match translate(proxy, packet, offload, Proxy::incoming_offloaded) {
         Verdict::Deliver => {
             vnet.copy_from_slice(&offload.to_vnet());
             match tun.send(region).await {
@@ -306,21 +378,9 @@ fn translate(
     proxy: &Mutex<Proxy>,
     packet: &mut [u8],
     offload: Offload,
-    step: fn(&mut Proxy, &mut [u8]) -> Verdict,
+    step: fn(&mut Proxy, &mut [u8], bool) -> Verdict,
 ) -> Verdict {
-    // TEMPORARY until the proxy takes partial checksums: complement the partial sum so that
-    // the incremental update for complete checksums applies.
-    let at = usize::from(offload.csum_start) + usize::from(offload.csum_offset);
-    let flip = |p: &mut [u8]| {
-        if offload.needs_csum() && p.len() >= at + 2 {
-            let v = !u16::from_be_bytes([p[at], p[at + 1]]);
-            p[at..at + 2].copy_from_slice(&v.to_be_bytes());
-        }
-    };
-    flip(packet);
-    let verdict = step(&mut lock(proxy), packet);
-    flip(packet);
-    verdict
+    step(&mut lock(proxy), packet, offload.needs_csum())
 }
 
 impl Tunnel {
@@ -330,7 +390,7 @@ impl Tunnel {
     pub async fn start(
         config: TunnelConfig,
         proxy: Arc<Mutex<Proxy>>,
-        misses: Option<mpsc::UnboundedSender<Ipv4Addr>>,
+        misses: Option<mpsc::UnboundedSender<IpAddr>>,
     ) -> Result<Self, DataPlaneError> {
         let tun = OffloadTun::open(&config.device)
             .map_err(io(format!("create TUN device {}", config.device)))?;
@@ -359,31 +419,11 @@ impl Tunnel {
             .execute()
             .await
             .map_err(netlink(format!("bring {} up", config.device)))?;
-        match handle
-            .route()
-            .add(
-                RouteMessageBuilder::<Ipv4Addr>::new()
-                    .destination_prefix(SERVICE_RANGE.0, SERVICE_RANGE.1)
-                    .output_interface(index)
-                    .build(),
-            )
-            .execute()
-            .await
-        {
-            Err(e) if super::errno_of(&e) != Some(EEXIST) => {
-                return Err(netlink(format!(
-                    "route {}/{} to {}",
-                    SERVICE_RANGE.0, SERVICE_RANGE.1, config.device
-                ))(e));
-            }
-            _ => {}
+        route_service_range(&handle, index, &config.device).await?;
+        // IPv6 is best effort: a host without IPv6 still proxies IPv4.
+        if let Err(e) = route_service_range_v6(&handle, index, &config.device).await {
+            tracing::warn!(device = %config.device, "IPv6 service IPs not routed: {e}");
         }
-        // Replies come back through the TUN with sources a strict reverse-path check would
-        // not expect there.
-        let _ = std::fs::write(
-            format!("/proc/sys/net/ipv4/conf/{}/rp_filter", config.device),
-            "0",
-        );
 
         let socket = UdpSocket::bind(config.listen)
             .await
@@ -447,7 +487,12 @@ impl Tunnel {
                     let mut header = [0u8; VNET_HDR_LEN];
                     header.copy_from_slice(&buf[VNET..PACKET]);
                     let offload = Offload::from_vnet(&header);
-                    let verdict = translate(&proxy, &mut buf[PACKET..n], offload, Proxy::outgoing);
+                    let verdict = translate(
+                        &proxy,
+                        &mut buf[PACKET..n],
+                        offload,
+                        Proxy::outgoing_offloaded,
+                    );
                     match verdict {
                         Verdict::Tunnel(to) => {
                             let datagram = if offload.is_none() {
