@@ -269,6 +269,8 @@ async fn host_setup_is_idempotent_and_teardown_removes_it() {
     for jump in [
         format!("-A POSTROUTING -j {upper}-POST"),
         format!("-A FORWARD -j {upper}-FWD"),
+        format!("-A PREROUTING -m addrtype --dst-type LOCAL -j {upper}-DNAT"),
+        format!("-A OUTPUT -m addrtype --dst-type LOCAL -j {upper}-DNAT"),
         format!("-A {upper}-POST -d fc00::/7 -j RETURN"),
         format!("-A {upper}-FWD -i {bridge} -j ACCEPT"),
         format!("-A {upper}-FWD -o {bridge} -j ACCEPT"),
@@ -279,7 +281,6 @@ async fn host_setup_is_idempotent_and_teardown_removes_it() {
             "{jump} once in {rules6:#?}"
         );
     }
-    assert!(!rules6.iter().any(|r| r.contains("DNAT")), "{rules6:#?}");
     // `-A <TAG>-POST -s <the worker's /120> ! -o <bridge> -j MASQUERADE`, the address in
     // whatever spelling ip6tables prints.
     let masquerades: Vec<std::net::Ipv6Addr> = rules6
@@ -453,6 +454,60 @@ async fn port_mapping_reaches_the_instance_from_outside_the_worker() {
         "DNAT keeps the client's address"
     );
 
+    // The same mapping over IPv6: to the worker's IPv6 address, DNAT to the instance's.
+    let rule_v6 = format!(
+        "-A {upper}-DNAT -p tcp -m tcp --dport {host_port} -m comment --comment \"{}:app.ns.svc.ns.0\" -j DNAT --to-destination [{}]:8080",
+        env.tag(),
+        a.ipv6
+    );
+    assert!(
+        our_rules_v6(env.tag()).contains(&rule_v6),
+        "{rule_v6} in {:#?}",
+        our_rules_v6(env.tag())
+    );
+    let (host_ip6, outside_ip6) = (
+        format!("2001:db8:{x:x}:{y:x}::1"),
+        format!("2001:db8:{x:x}:{y:x}::2"),
+    );
+    must(
+        "ip",
+        &[
+            "addr",
+            "add",
+            &format!("{host_ip6}/64"),
+            "dev",
+            &host_end,
+            "nodad",
+        ],
+    );
+    must(
+        "ip",
+        &[
+            "-n",
+            &outside,
+            "addr",
+            "add",
+            &format!("{outside_ip6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+    );
+    let server = serve_one(
+        listen_in(&a.netns, "[::]:8080".parse().unwrap()).await,
+        "mapped over IPv6",
+    );
+    let target_v6: SocketAddr = format!("[{host_ip6}]:{host_port}").parse().unwrap();
+    assert_eq!(
+        exchange(Some(&outside_path), target_v6).await.unwrap(),
+        "mapped over IPv6"
+    );
+    assert_eq!(
+        server.await.unwrap().ip().to_string(),
+        outside_ip6,
+        "DNAT keeps the client's IPv6 address"
+    );
+
     // A second instance may not take the same host port.
     let clash = plane
         .attach(&key(1), &[tcp(host_port, 9090)])
@@ -464,8 +519,17 @@ async fn port_mapping_reaches_the_instance_from_outside_the_worker() {
     plane.detach(&key(0)).await.unwrap();
     assert!(!our_rules(env.tag()).iter().any(|r| r.contains("--comment")));
     assert!(
+        !our_rules_v6(env.tag())
+            .iter()
+            .any(|r| r.contains("--comment"))
+    );
+    assert!(
         exchange(Some(&outside_path), target).await.is_err(),
         "the mapping is gone"
+    );
+    assert!(
+        exchange(Some(&outside_path), target_v6).await.is_err(),
+        "the IPv6 mapping is gone"
     );
 }
 

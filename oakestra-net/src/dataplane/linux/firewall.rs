@@ -3,14 +3,14 @@
 //!
 //! | table | chain | jumped to from | holds |
 //! |---|---|---|---|
-//! | nat | `<TAG>-DNAT` | PREROUTING and OUTPUT, for local destinations | one DNAT per port mapping, commented `<tag>:<instance>` (IPv4 only) |
+//! | nat | `<TAG>-DNAT` | PREROUTING and OUTPUT, for local destinations | one DNAT per port mapping and IP version, commented `<tag>:<instance>` |
 //! | nat | `<TAG>-POST` | POSTROUTING | RETURN for the overlay (10.16.0.0/12; IPv6 fc00::/7), then MASQUERADE of the worker subnet (/26; IPv6 /120) leaving through another interface |
 //! | filter | `<TAG>-FWD` | FORWARD (first) | ACCEPT in and out of the bridge |
 //!
 //! The IPv6 chains (ip6tables, same names) are best effort, like the rest of IPv6 on the
 //! worker: a host without IPv6 (or without ip6tables' nat table) still runs IPv4.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::super::{DataPlaneError, InstanceKey, Naming, PortForward, Protocol};
 use crate::ipam::{Ipv4Subnet, Ipv6Subnet};
@@ -79,33 +79,28 @@ fn chains(naming: &Naming) -> Chains {
     }
 }
 
-/// The jumps into our chains: (table, built-in chain, rule). IPv6 has no DNAT chain (port
-/// mappings are IPv4).
-fn jumps(family: Family, c: &Chains) -> Vec<(&'static str, &'static str, Vec<String>)> {
+/// The jumps into our chains: (table, built-in chain, rule).
+fn jumps(c: &Chains) -> Vec<(&'static str, &'static str, Vec<String>)> {
     let local = |chain: &str| {
         ["-m", "addrtype", "--dst-type", "LOCAL", "-j", chain]
             .map(String::from)
             .to_vec()
     };
-    let mut jumps = Vec::new();
-    if family == Family::V4 {
-        jumps.push(("nat", "PREROUTING", local(&c.dnat)));
-        jumps.push(("nat", "OUTPUT", local(&c.dnat)));
-    }
-    jumps.push(("nat", "POSTROUTING", vec!["-j".into(), c.post.clone()]));
-    jumps.push(("filter", "FORWARD", vec!["-j".into(), c.fwd.clone()]));
-    jumps
+    vec![
+        ("nat", "PREROUTING", local(&c.dnat)),
+        ("nat", "OUTPUT", local(&c.dnat)),
+        ("nat", "POSTROUTING", vec!["-j".into(), c.post.clone()]),
+        ("filter", "FORWARD", vec!["-j".into(), c.fwd.clone()]),
+    ]
 }
 
-/// Our chains of `family`: (table, chain).
-fn our_chains(family: Family, c: &Chains) -> Vec<(&'static str, &str)> {
-    let mut chains = Vec::new();
-    if family == Family::V4 {
-        chains.push(("nat", c.dnat.as_str()));
-    }
-    chains.push(("nat", c.post.as_str()));
-    chains.push(("filter", c.fwd.as_str()));
-    chains
+/// Our chains (the same for both IP versions): (table, chain).
+fn our_chains(c: &Chains) -> Vec<(&'static str, &str)> {
+    vec![
+        ("nat", c.dnat.as_str()),
+        ("nat", c.post.as_str()),
+        ("filter", c.fwd.as_str()),
+    ]
 }
 
 async fn ensure_chain(family: Family, table: &str, chain: &str) -> Result<(), DataPlaneError> {
@@ -188,7 +183,7 @@ async fn setup_family(
     overlay_range: &str,
 ) -> Result<(), DataPlaneError> {
     let c = chains(naming);
-    for (table, chain) in our_chains(family, &c) {
+    for (table, chain) in our_chains(&c) {
         ensure_chain(family, table, chain).await?;
     }
     // Rebuilt on every set-up: it holds fixed rules only, and their order matters.
@@ -208,7 +203,7 @@ async fn setup_family(
     ] {
         ensure_rule(family, "filter", &c.fwd, &rule.map(String::from), false).await?;
     }
-    for (table, builtin, rule) in jumps(family, &c) {
+    for (table, builtin, rule) in jumps(&c) {
         ensure_rule(family, table, builtin, &rule, true).await?;
     }
     Ok(())
@@ -226,10 +221,10 @@ pub async fn teardown_v6(naming: &Naming) -> Result<(), DataPlaneError> {
 
 async fn teardown_family(family: Family, naming: &Naming) -> Result<(), DataPlaneError> {
     let c = chains(naming);
-    for (table, builtin, rule) in jumps(family, &c) {
+    for (table, builtin, rule) in jumps(&c) {
         delete_rule_everywhere(family, table, builtin, &rule).await?;
     }
-    for (table, chain) in our_chains(family, &c) {
+    for (table, chain) in our_chains(&c) {
         run(family, &["-t", table, "-F", chain], true).await?;
         run(family, &["-t", table, "-X", chain], true).await?;
     }
@@ -239,9 +234,13 @@ async fn teardown_family(family: Family, naming: &Naming) -> Result<(), DataPlan
 fn dnat_rule(
     naming: &Naming,
     key: &InstanceKey,
-    address: Ipv4Addr,
+    address: IpAddr,
     port: &PortForward,
 ) -> Vec<String> {
+    let to = match address {
+        IpAddr::V4(a) => format!("{a}:{}", port.container),
+        IpAddr::V6(a) => format!("[{a}]:{}", port.container),
+    };
     vec![
         "-p".into(),
         port.protocol.as_str().into(),
@@ -254,21 +253,39 @@ fn dnat_rule(
         "-j".into(),
         "DNAT".into(),
         "--to-destination".into(),
-        format!("{address}:{}", port.container),
+        to,
     ]
 }
 
-/// Adds the DNAT rules of an instance's port mappings.
+fn family_of(address: IpAddr) -> Family {
+    if address.is_ipv4() {
+        Family::V4
+    } else {
+        Family::V6
+    }
+}
+
+/// Adds the DNAT rules of an instance's port mappings: to its IPv4 address, and (best effort,
+/// like the rest of IPv6 on the worker) to its IPv6 address for connections to the worker's
+/// IPv6 addresses.
 pub async fn add_ports(
     naming: &Naming,
     key: &InstanceKey,
     address: Ipv4Addr,
+    address_v6: Ipv6Addr,
     ports: &[PortForward],
 ) -> Result<(), DataPlaneError> {
     let chain = chains(naming).dnat;
     for port in ports {
-        let rule = dnat_rule(naming, key, address, port);
+        let rule = dnat_rule(naming, key, address.into(), port);
         ensure_rule(Family::V4, "nat", &chain, &rule, false).await?;
+    }
+    for port in ports {
+        let rule = dnat_rule(naming, key, address_v6.into(), port);
+        if let Err(e) = ensure_rule(Family::V6, "nat", &chain, &rule, false).await {
+            tracing::warn!(instance = %key, "port mapping without IPv6: {e}");
+            break;
+        }
     }
     Ok(())
 }
@@ -280,8 +297,8 @@ pub struct FoundRule {
     pub key: InstanceKey,
     /// The mapping.
     pub port: PortForward,
-    /// Where it goes.
-    pub address: Ipv4Addr,
+    /// Where it goes (the instance's IPv4 or IPv6 address).
+    pub address: IpAddr,
     /// The rule as `iptables -S` prints it, without `-A <chain>`.
     spec: Vec<String>,
 }
@@ -312,7 +329,10 @@ fn parse_rule(naming: &Naming, line: &str) -> Option<FoundRule> {
     let host = value("--dport")?.parse().ok()?;
     let (address, container) = value("--to-destination")?
         .rsplit_once(':')
-        .and_then(|(a, p)| Some((a.parse().ok()?, p.parse().ok()?)))?;
+        .and_then(|(a, p)| {
+            let a = a.trim_start_matches('[').trim_end_matches(']');
+            Some((a.parse().ok()?, p.parse().ok()?))
+        })?;
     Some(FoundRule {
         key,
         port: PortForward {
@@ -325,14 +345,22 @@ fn parse_rule(naming: &Naming, line: &str) -> Option<FoundRule> {
     })
 }
 
-/// Our DNAT rules, as the kernel holds them.
+/// Our DNAT rules (IPv4, then IPv6), as the kernel holds them.
 pub async fn list_ports(naming: &Naming) -> Result<Vec<FoundRule>, DataPlaneError> {
     let chain = chains(naming).dnat;
-    let (exists, text) = run(Family::V4, &["-t", "nat", "-S", &chain], true).await?;
-    if !exists {
-        return Ok(Vec::new());
+    let mut found = Vec::new();
+    for family in [Family::V4, Family::V6] {
+        let (exists, text) = match run(family, &["-t", "nat", "-S", &chain], true).await {
+            Ok(r) => r,
+            // No ip6tables at all: no IPv6 rules either.
+            Err(_) if family == Family::V6 => continue,
+            Err(e) => return Err(e),
+        };
+        if exists {
+            found.extend(text.lines().filter_map(|l| parse_rule(naming, l)));
+        }
     }
-    Ok(text.lines().filter_map(|l| parse_rule(naming, l)).collect())
+    Ok(found)
 }
 
 /// Removes the DNAT rules of `key` (all of them, also ones this process did not add).
@@ -343,7 +371,7 @@ pub async fn remove_ports(naming: &Naming, key: &InstanceKey) -> Result<(), Data
         .into_iter()
         .filter(|r| r.key == *key)
     {
-        delete_rule_everywhere(Family::V4, "nat", &chain, &rule.spec).await?;
+        delete_rule_everywhere(family_of(rule.address), "nat", &chain, &rule.spec).await?;
     }
     Ok(())
 }
@@ -366,8 +394,19 @@ mod tests {
                 protocol: Protocol::Udp
             }
         );
-        assert_eq!(r.address, "10.18.0.5".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(r.address, "10.18.0.5".parse::<IpAddr>().unwrap());
         assert_eq!(r.spec[0], "-p");
+        // ip6tables writes the address in brackets.
+        let v6 = "-A OAKRS-DNAT -p tcp -m tcp --dport 8080 -m comment --comment \"oakrs:app.ns.s.ns.2\" -j DNAT --to-destination [fc00::102]:80";
+        let r = parse_rule(&naming, v6).unwrap();
+        assert_eq!(r.address, "fc00::102".parse::<IpAddr>().unwrap());
+        assert_eq!(r.port.container, 80);
+        assert_eq!(
+            dnat_rule(&naming, &r.key, r.address, &r.port)
+                .last()
+                .unwrap(),
+            "[fc00::102]:80"
+        );
         // Someone else's rule, or another tag's: not ours.
         assert!(
             parse_rule(

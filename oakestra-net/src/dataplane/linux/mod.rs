@@ -269,7 +269,7 @@ impl LinuxDataPlane {
         .await
         .map_err(io(format!("enter {}", path.display())))??;
 
-        firewall::add_ports(naming, key, addresses.ipv4, ports).await?;
+        firewall::add_ports(naming, key, addresses.ipv4, addresses.ipv6, ports).await?;
         Ok(Attachment {
             key: key.clone(),
             netns: path,
@@ -721,9 +721,10 @@ impl LinuxDataPlane {
                         ipv4,
                         ipv6,
                         host_veth: naming.host_veth(offset),
+                        // Each mapping has an IPv4 rule (and maybe an IPv6 twin).
                         ports: rules
                             .iter()
-                            .filter(|r| r.key == key)
+                            .filter(|r| r.key == key && r.address.is_ipv4())
                             .map(|r| r.port)
                             .collect(),
                     };
