@@ -29,44 +29,14 @@ async fn a_client_reaches_a_server_on_another_worker_through_its_rr_ip() {
     let client_ip: Ipv4Addr = net.client_ip;
 
     // TCP: the server listens in its namespace, the client dials the rr_ip from its own.
-    let listener = netns::run_in(&server.netns, || {
-        std::net::TcpListener::bind("0.0.0.0:8080")
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-    let serve = tokio::spawn(async move {
-        let (mut s, peer) = tokio::time::timeout(WAIT, listener.accept())
-            .await
-            .expect("a connection through the tunnel within the wait")
-            .unwrap();
-        let mut hello = [0u8; 5];
-        tokio::time::timeout(WAIT, s.read_exact(&mut hello))
-            .await
-            .unwrap()
-            .unwrap();
-        s.write_all(b"hello from nginx").await.unwrap();
-        s.shutdown().await.unwrap();
-        (peer, s.local_addr().unwrap())
-    });
+    let serve = serve_tcp_once(
+        server.netns.clone(),
+        SocketAddr::from(([0u8; 4], 8080)),
+        "hello from nginx",
+    )
+    .await;
     let to = SocketAddr::from((rr, 8080));
-    let stream = netns::run_in(&client.netns, move || {
-        std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5))
-    })
-    .await
-    .unwrap()
-    .expect("connect to the rr_ip");
-    let seen_by_client = stream.peer_addr().unwrap();
-    stream.set_nonblocking(true).unwrap();
-    let mut stream = tokio::net::TcpStream::from_std(stream).unwrap();
-    stream.write_all(b"hello").await.unwrap();
-    let mut answer = String::new();
-    tokio::time::timeout(WAIT, stream.read_to_string(&mut answer))
-        .await
-        .unwrap()
-        .unwrap();
+    let (answer, seen_by_client) = dial_tcp(client.netns.clone(), to).await;
     assert_eq!(answer, "hello from nginx");
     assert_eq!(seen_by_client, to, "the client sees the rr_ip");
     let (peer, local) = serve.await.unwrap();
@@ -97,14 +67,14 @@ async fn a_client_reaches_a_server_on_another_worker_through_its_rr_ip() {
     assert!(!client.netns.exists() && !server.netns.exists());
 }
 
-/// Serves one TCP connection on `[::]:port` in `netns`: reads 5 bytes, answers `name`, and
-/// returns who it saw (peer, own address).
+/// Serves one TCP connection on `bind` in `netns`: reads 5 bytes, answers `name`, and returns
+/// who it saw (peer, own address).
 async fn serve_tcp_once(
     netns: std::path::PathBuf,
-    port: u16,
+    bind: SocketAddr,
     name: &'static str,
 ) -> tokio::task::JoinHandle<(SocketAddr, SocketAddr)> {
-    let listener = netns::run_in(&netns, move || std::net::TcpListener::bind(("::", port)))
+    let listener = netns::run_in(&netns, move || std::net::TcpListener::bind(bind))
         .await
         .unwrap()
         .unwrap();
@@ -189,7 +159,12 @@ async fn ipv6_reaches_two_servers_on_another_worker_in_turn_through_the_rr_ip_v6
     // TCP: two new connections to the rr_ip_v6 go to instance 0, then instance 1.
     let rr_to = SocketAddr::from((rr6, 8080));
     for (n, name) in [(0usize, "nginx 0"), (1, "nginx 1")] {
-        let serve = serve_tcp_once(servers[n].netns.clone(), 8080, name).await;
+        let serve = serve_tcp_once(
+            servers[n].netns.clone(),
+            SocketAddr::from(([0u16; 8], 8080)),
+            name,
+        )
+        .await;
         let (answer, seen) = dial_tcp(client.netns.clone(), rr_to).await;
         assert_eq!(
             answer, name,

@@ -156,20 +156,22 @@ impl Offload {
         }
     }
 
-    /// The `virtio_net_hdr` to write in front of the packet into a TUN device.
-    pub fn to_vnet(&self) -> [u8; VNET_HDR_LEN] {
-        let mut h = [0u8; VNET_HDR_LEN];
-        h[0] = self.flags;
-        h[1] = self.gso_type;
-        for (i, v) in [
+    /// The 16-bit fields, in the order both headers carry them.
+    fn fields(&self) -> [u16; 4] {
+        [
             self.hdr_len,
             self.gso_size,
             self.csum_start,
             self.csum_offset,
         ]
-        .into_iter()
-        .enumerate()
-        {
+    }
+
+    /// The `virtio_net_hdr` to write in front of the packet into a TUN device.
+    pub fn to_vnet(&self) -> [u8; VNET_HDR_LEN] {
+        let mut h = [0u8; VNET_HDR_LEN];
+        h[0] = self.flags;
+        h[1] = self.gso_type;
+        for (i, v) in self.fields().into_iter().enumerate() {
             h[2 + 2 * i..4 + 2 * i].copy_from_slice(&v.to_ne_bytes());
         }
         h
@@ -181,15 +183,7 @@ impl Offload {
         h[0] = FRAME_MAGIC;
         h[1] = self.flags;
         h[2] = self.gso_type;
-        for (i, v) in [
-            self.hdr_len,
-            self.gso_size,
-            self.csum_start,
-            self.csum_offset,
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        for (i, v) in self.fields().into_iter().enumerate() {
             h[4 + 2 * i..6 + 2 * i].copy_from_slice(&v.to_be_bytes());
         }
         h

@@ -174,25 +174,15 @@ async fn route_service_range(
     index: u32,
     device: &str,
 ) -> Result<(), DataPlaneError> {
-    match handle
-        .route()
-        .add(
-            RouteMessageBuilder::<Ipv4Addr>::new()
-                .destination_prefix(SERVICE_RANGE.0, SERVICE_RANGE.1)
-                .output_interface(index)
-                .build(),
-        )
-        .execute()
-        .await
-    {
-        Err(e) if super::errno_of(&e) != Some(EEXIST) => {
-            return Err(netlink(format!(
-                "route {}/{} to {device}",
-                SERVICE_RANGE.0, SERVICE_RANGE.1
-            ))(e));
-        }
-        _ => {}
-    }
+    add_route(
+        handle,
+        RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(SERVICE_RANGE.0, SERVICE_RANGE.1)
+            .output_interface(index)
+            .build(),
+        format!("route {}/{} to {device}", SERVICE_RANGE.0, SERVICE_RANGE.1),
+    )
+    .await?;
     // Replies come back through the TUN with sources a strict reverse-path check would
     // not expect there.
     let _ = std::fs::write(format!("/proc/sys/net/ipv4/conf/{device}/rp_filter"), "0");
@@ -210,21 +200,28 @@ async fn route_service_range_v6(
     let conf = format!("/proc/sys/net/ipv6/conf/{device}");
     write_sysctl(&format!("{conf}/disable_ipv6"), "0")?;
     let _ = std::fs::write(format!("{conf}/accept_ra"), "0");
-    match handle
-        .route()
-        .add(
-            RouteMessageBuilder::<Ipv6Addr>::new()
-                .destination_prefix(SERVICE_RANGE_V6.0, SERVICE_RANGE_V6.1)
-                .output_interface(index)
-                .build(),
-        )
-        .execute()
-        .await
-    {
-        Err(e) if super::errno_of(&e) != Some(EEXIST) => Err(netlink(format!(
+    add_route(
+        handle,
+        RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(SERVICE_RANGE_V6.0, SERVICE_RANGE_V6.1)
+            .output_interface(index)
+            .build(),
+        format!(
             "route {}/{} to {device}",
             SERVICE_RANGE_V6.0, SERVICE_RANGE_V6.1
-        ))(e)),
+        ),
+    )
+    .await
+}
+
+/// Adds a route; one that exists already is fine.
+async fn add_route(
+    handle: &rtnetlink::Handle,
+    route: rtnetlink::packet_route::route::RouteMessage,
+    what: String,
+) -> Result<(), DataPlaneError> {
+    match handle.route().add(route).execute().await {
+        Err(e) if super::errno_of(&e) != Some(EEXIST) => Err(netlink(what)(e)),
         _ => Ok(()),
     }
 }
