@@ -32,7 +32,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-pub use packet::{Checksum, Flow, PacketError};
+pub use packet::{Checksum, Flow, FragmentOf, PacketError};
 
 /// One instance as the proxy knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,6 +149,11 @@ pub struct Proxy {
     by_nsip: HashMap<IpAddr, (String, u32)>,
     flows: HashMap<FlowKey, (String, u32)>,
     replies: HashMap<ReplyKey, IpAddr>,
+    /// IPv4 datagrams sent in fragments: what their first fragment became (new source, new
+    /// destination, target worker), so that the rest, which carry no ports, follow it.
+    out_fragments: HashMap<FragmentOf, (IpAddr, IpAddr, SocketAddr)>,
+    /// The same for fragments from the tunnel: the source their first fragment got, if any.
+    in_fragments: HashMap<FragmentOf, Option<IpAddr>>,
     /// Round-robin counters per (service, IPv6?).
     round_robin: HashMap<(String, bool), usize>,
     /// Tie-break counters of closest IPs, per (service, IPv6?).
@@ -167,6 +172,8 @@ impl Proxy {
             by_nsip: HashMap::new(),
             flows: HashMap::new(),
             replies: HashMap::new(),
+            out_fragments: HashMap::new(),
+            in_fragments: HashMap::new(),
             round_robin: HashMap::new(),
             closest_turn: HashMap::new(),
             rtt: HashMap::new(),
@@ -331,6 +338,10 @@ impl Proxy {
     /// and `VIRTIO_NET_HDR_F_NEEDS_CSUM`), and it stays partial, updated for the new
     /// addresses. Packets may be GSO super-packets of up to 64 KiB.
     pub fn outgoing_offloaded(&mut self, packet: &mut [u8], partial: bool) -> Verdict {
+        let fragment = packet::fragment(packet);
+        if let Some((of, false)) = fragment {
+            return self.outgoing_fragment(packet, of, partial);
+        }
         let flow = match packet::flow(packet) {
             Ok(f) => f,
             Err(e) => return Verdict::Drop(e.to_string()),
@@ -412,6 +423,13 @@ impl Proxy {
             ),
             flow.dst,
         );
+        if let Some((of, true)) = fragment {
+            Self::remember(
+                &mut self.out_fragments,
+                of,
+                (sender.0, target_nsip, target_node),
+            );
+        }
         if target_node == self.local {
             // Local target: the reply handling of `incoming` applies to it as well.
             self.incoming_offloaded(packet, partial)
@@ -429,6 +447,21 @@ impl Proxy {
     /// [`Proxy::incoming`] for a packet whose TCP/UDP checksum may be partial (see
     /// [`Proxy::outgoing_offloaded`]).
     pub fn incoming_offloaded(&mut self, packet: &mut [u8], partial: bool) -> Verdict {
+        let fragment = packet::fragment(packet);
+        if let Some((of, false)) = fragment {
+            return match self.in_fragments.get(&of).copied() {
+                Some(source) => {
+                    if let Some(Err(e)) = source.map(|s| packet::set_src(packet, s)) {
+                        return Verdict::Drop(e.to_string());
+                    }
+                    Verdict::Deliver
+                }
+                None => Verdict::Drop(format!(
+                    "fragment of datagram {} from {} whose first fragment did not come",
+                    of.id, of.src
+                )),
+            };
+        }
         let flow = match packet::flow(packet) {
             Ok(f) => f,
             Err(e) => return Verdict::Drop(e.to_string()),
@@ -448,18 +481,43 @@ impl Proxy {
             flow.src,
             flow.src_port,
         );
-        if let Some(service_ip) = self.replies.get(&reply).copied()
+        let service_ip = self.replies.get(&reply).copied();
+        if let Some(service_ip) = service_ip
             && let Err(e) = packet::set_src_with(packet, service_ip, Checksum::partial_if(partial))
         {
             return Verdict::Drop(e.to_string());
         }
+        if let Some((of, true)) = fragment {
+            Self::remember(&mut self.in_fragments, of, service_ip);
+        }
         Verdict::Deliver
+    }
+
+    /// A non-first fragment of an IPv4 datagram from a local instance: it goes where its first
+    /// fragment went, with the same addresses (it has no transport header to look at).
+    fn outgoing_fragment(&mut self, packet: &mut [u8], of: FragmentOf, partial: bool) -> Verdict {
+        let Some((source, destination, node)) = self.out_fragments.get(&of).copied() else {
+            return Verdict::Drop(format!(
+                "fragment of datagram {} from {} whose first fragment did not pass",
+                of.id, of.src
+            ));
+        };
+        if let Err(e) =
+            packet::set_dst(packet, destination).and_then(|()| packet::set_src(packet, source))
+        {
+            return Verdict::Drop(e.to_string());
+        }
+        if node == self.local {
+            self.incoming_offloaded(packet, partial)
+        } else {
+            Verdict::Tunnel(node)
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::packet::tests::{assert_checksums, packet, packet6};
+    use super::packet::tests::{assert_checksums, checksum, packet, packet6};
     use super::packet::{ICMP, ICMPV6, TCP, UDP};
     use super::*;
 
@@ -609,6 +667,74 @@ mod tests {
             );
             assert_checksums(&reply);
         }
+    }
+
+    /// Gives an IPv4 packet its total length and header checksum again.
+    fn reseal(p: &mut [u8]) {
+        let len = p.len() as u16;
+        p[2..4].copy_from_slice(&len.to_be_bytes());
+        p[10..12].copy_from_slice(&[0, 0]);
+        let sum = checksum(&p[..20]);
+        p[10..12].copy_from_slice(&sum.to_be_bytes());
+    }
+
+    /// Splits an IPv4 packet (20-byte header) into two fragments, the first carrying `at`
+    /// bytes (a multiple of 8) of what follows the IP header; `id` is the datagram's IP id.
+    fn fragments(p: &[u8], at: usize, id: u16) -> (Vec<u8>, Vec<u8>) {
+        let mut first = p[..20 + at].to_vec();
+        let mut rest = [&p[..20], &p[20 + at..]].concat();
+        first[6..8].copy_from_slice(&0x2000u16.to_be_bytes()); // more fragments
+        rest[6..8].copy_from_slice(&((at / 8) as u16).to_be_bytes());
+        for f in [&mut first, &mut rest] {
+            f[4..6].copy_from_slice(&id.to_be_bytes());
+            reseal(f);
+        }
+        (first, rest)
+    }
+
+    /// The datagram the two fragments make (what the receiving kernel reassembles).
+    fn reassembled(first: &[u8], rest: &[u8]) -> Vec<u8> {
+        assert_eq!(
+            first[12..20],
+            rest[12..20],
+            "both fragments carry the same addresses"
+        );
+        let mut p = [first, &rest[20..]].concat();
+        p[6..8].copy_from_slice(&[0, 0]);
+        reseal(&mut p);
+        p
+    }
+
+    #[test]
+    fn udp_datagrams_in_fragments_follow_their_first_fragment_both_ways() {
+        let (mut one, mut two) = proxies();
+        let payload: Vec<u8> = (0..64u8).collect();
+        let request = packet(UDP, ip("10.18.0.2"), ip("10.30.55.55"), 40000, 53, &payload);
+        let (mut first, mut rest) = fragments(&request, 24, 0x1234);
+        // The rest before the first fragment: nowhere to go.
+        let mut early = rest.clone();
+        assert!(matches!(one.outgoing(&mut early), Verdict::Drop(_)));
+        assert_eq!(one.outgoing(&mut first), Verdict::Tunnel(node(2)));
+        assert_eq!(one.outgoing(&mut rest), Verdict::Tunnel(node(2)));
+        assert_eq!(two.incoming(&mut first), Verdict::Deliver);
+        assert_eq!(two.incoming(&mut rest), Verdict::Deliver);
+        let whole = reassembled(&first, &rest);
+        assert_eq!(addresses(&whole), (ip("10.30.0.2"), ip("10.18.0.66")));
+        assert_checksums(&whole);
+
+        // The server's reply, in fragments too, reaches the client from the rr_ip.
+        let reply = packet(UDP, ip("10.18.0.66"), ip("10.30.0.2"), 53, 40000, &payload);
+        let (mut first, mut rest) = fragments(&reply, 16, 0x4321);
+        assert_eq!(two.outgoing(&mut first), Verdict::Tunnel(node(1)));
+        assert_eq!(two.outgoing(&mut rest), Verdict::Tunnel(node(1)));
+        assert_eq!(one.incoming(&mut first), Verdict::Deliver);
+        assert_eq!(one.incoming(&mut rest), Verdict::Deliver);
+        let whole = reassembled(&first, &rest);
+        assert_eq!(addresses(&whole), (ip("10.30.55.55"), ip("10.18.0.2")));
+        assert_checksums(&whole);
+        // A fragment of a datagram the tunnel never brought the start of.
+        let (_, mut stray) = fragments(&reply, 16, 0x9999);
+        assert!(matches!(one.incoming(&mut stray), Verdict::Drop(_)));
     }
 
     #[test]

@@ -206,6 +206,43 @@ fn l4_checksum_at(protocol: u8, l4: usize) -> Option<usize> {
     }
 }
 
+/// The datagram an IPv4 fragment belongs to: protocol, source, destination and IP id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FragmentOf {
+    /// IP protocol.
+    pub protocol: u8,
+    /// Source address.
+    pub src: std::net::Ipv4Addr,
+    /// Destination address.
+    pub dst: std::net::Ipv4Addr,
+    /// The IP identification all fragments of the datagram share.
+    pub id: u16,
+}
+
+/// When `packet` is an IPv4 fragment: its datagram, and whether it is the first fragment (the
+/// one with the transport header).
+pub fn fragment(packet: &[u8]) -> Option<(FragmentOf, bool)> {
+    if packet.len() < 20 || packet[0] >> 4 != 4 {
+        return None;
+    }
+    let flags_offset = word(packet, 6);
+    let (more, offset) = (flags_offset & 0x2000 != 0, flags_offset & 0x1fff);
+    if !more && offset == 0 {
+        return None;
+    }
+    let at =
+        |i: usize| std::net::Ipv4Addr::new(packet[i], packet[i + 1], packet[i + 2], packet[i + 3]);
+    Some((
+        FragmentOf {
+            protocol: packet[9],
+            src: at(12),
+            dst: at(16),
+            id: word(packet, 4),
+        },
+        offset == 0,
+    ))
+}
+
 /// Reads the flow of a TCP, UDP or ICMP / ICMPv6 echo packet (IPv4 or IPv6).
 pub fn flow(packet: &[u8]) -> Result<Flow, PacketError> {
     let l = layout(packet)?;
