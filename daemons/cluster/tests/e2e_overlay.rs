@@ -740,13 +740,51 @@ async fn with_rtts_overridden_the_closest_ip_follows_them_to_the_other_worker() 
     let slot = 12;
     // The client's worker believes itself 50 ms away and w2 1 ms away.
     let overrides = format!("{}=50,{}=1", worker_ip(slot, 0), worker_ip(slot, 1));
-    let (_world, client_ns, _servers) =
+    let (world, client_ns, _servers) =
         closest_world(slot, &["--rtt-override".into(), overrides]).await;
     assert_eq!(
         closest_answers(&client_ns, 6).await,
         vec!["nginx on w2"; 6],
         "the instance on the worker with the lower (overridden) RTT wins"
     );
+    // The same through the service's closest IPv6 (allocated by the root).
+    let nginx = world
+        .admin
+        .services()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.service_name == "nginx")
+        .unwrap();
+    let closest_v6 = SocketAddr::from((nginx.closest_ip_v6.unwrap(), 8081));
+    let (peers_tx, _peers) = tokio::sync::mpsc::unbounded_channel();
+    let mut servers_v6 = Vec::new();
+    for i in 0..2 {
+        let path = (0..2)
+            .map(|n| world.ns(i, "nginx", n))
+            .find(|p| p.exists())
+            .unwrap();
+        servers_v6.push(
+            overlay_hosts::serve_at(
+                &path,
+                SocketAddr::from((Ipv6Addr::UNSPECIFIED, closest_v6.port())),
+                format!("nginx on w{} over IPv6", i + 1),
+                peers_tx.clone(),
+            )
+            .await,
+        );
+    }
+    for _ in 0..4 {
+        let (answer, seen) = eventually("an answer through the closest IPv6", || async {
+            request(&client_ns, closest_v6).await.ok()
+        })
+        .await;
+        assert_eq!(
+            (answer.as_str(), seen),
+            ("nginx on w2 over IPv6", closest_v6),
+            "the closest IPv6 follows the RTTs too, and the client sees it"
+        );
+    }
     let url = format!("http://{}:10101/metrics", worker_ip(slot, 0));
     let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
     assert!(
