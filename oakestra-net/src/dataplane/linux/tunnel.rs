@@ -655,3 +655,66 @@ impl Drop for Tunnel {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sender's socket and a receiver's with UDP GRO, on loopback.
+    async fn pair() -> (UdpSocket, UdpSocket) {
+        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        setsockopt(&b, sockopt::UdpGroSegment, &true).unwrap();
+        (a, b)
+    }
+
+    /// Receives on `b` until one frame is whole again: the frame and the reads it took.
+    async fn receive_frame(b: &UdpSocket) -> (Vec<u8>, usize) {
+        let mut reassembly = Reassembly::new(4);
+        let mut buf = vec![0u8; usize::from(u16::MAX)];
+        for reads in 1.. {
+            let (n, from, segment) =
+                tokio::time::timeout(Duration::from_secs(5), recv_gro(b, &mut buf))
+                    .await
+                    .expect("chunks within 5 s")
+                    .unwrap();
+            for datagram in buf[..n].chunks(segment.unwrap_or(n)) {
+                assert_eq!(Datagram::classify(datagram), Datagram::Chunk);
+                if let Some(frame) = reassembly.add(&from, datagram).unwrap() {
+                    return (frame.to_vec(), reads);
+                }
+            }
+        }
+        unreachable!()
+    }
+
+    #[tokio::test]
+    async fn frames_go_in_chunks_with_and_without_segmentation_offload() {
+        let (a, b) = pair().await;
+        let to = b.local_addr().unwrap();
+        let frame: Vec<u8> = (0..60_000u32).map(|i| (i % 253) as u8).collect();
+        for (gso, id) in [(true, 1), (false, 2)] {
+            let mut sender = Sender::new(1462);
+            sender.gso = gso;
+            assert!(
+                sender.send(&a, &frame, to, id).await.unwrap(),
+                "sent in chunks"
+            );
+            let (received, reads) = receive_frame(&b).await;
+            assert!(received == frame, "the frame came back whole (gso {gso})");
+            if gso {
+                // One send of 42 chunks, taken whole by one GRO read.
+                assert_eq!(reads, 1, "one read for the frame");
+            } else {
+                assert_eq!(reads, frame.len().div_ceil(1462 - CHUNK_HEADER_LEN));
+            }
+        }
+        // What fits one datagram goes as it is.
+        let mut sender = Sender::new(1462);
+        assert!(!sender.send(&a, &frame[..1462], to, 3).await.unwrap());
+        let mut buf = vec![0u8; 2000];
+        let (n, _, segment) = recv_gro(&b, &mut buf).await.unwrap();
+        assert_eq!((n, segment), (1462, None));
+        assert_eq!(buf[..n], frame[..1462]);
+    }
+}
