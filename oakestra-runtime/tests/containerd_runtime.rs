@@ -10,6 +10,35 @@ use oakestra_runtime::{InstanceState, Runtime, RuntimeError};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
+/// A task whose stdout ends before its stderr: everything it wrote to stderr afterwards is in
+/// the log. (containerd 1.6's own `file://` logging closes the shared file when the first
+/// stream ends, which lost exactly these lines; our logger writes each stream on its own.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stderr_written_after_stdout_closed_still_reaches_the_log() {
+    let f = fixtures();
+    let image = shared_image(&f).await;
+    let logs = tempfile::tempdir().unwrap();
+    let rt = runtime(&f, logs.path()).await;
+    let mut events = rt.exit_events();
+    let task = spec(
+        &image,
+        &[
+            "sh",
+            "-c",
+            "echo on-stdout; exec 1>&-; sleep 0.3; echo late-on-stderr >&2; sleep 0.3; echo last-on-stderr >&2",
+        ],
+    );
+    rt.ensure_image(&task).await.unwrap();
+    rt.start(&task).await.unwrap();
+    assert_eq!(exit_of(&mut events, &task.id, LIMIT).await.exit_code, 0);
+    let log = wait_log(&rt, &task.id, "last-on-stderr").await;
+    assert!(
+        log.contains("on-stdout") && log.contains("late-on-stderr"),
+        "{log}"
+    );
+    rt.delete(&task.id).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pulls_runs_and_reports_exit_codes() {
     let f = fixtures();

@@ -11,8 +11,9 @@
 //!   a restarted worker re-adopts it; its snapshot has the same key. The OCI runtime spec is
 //!   built by [`spec::runtime_spec`]: command, environment, privileges, network namespace and
 //!   cgroup limits (memory MB, CPU quota).
-//! - stdout and stderr go to `<log_dir>/<task id>.log` through the shim's `file://` logging;
-//!   the file is rotated to `.log.1` when it passes `log_max_bytes`.
+//! - stdout and stderr go to `<log_dir>/<task id>.log` through the shim's `binary://` logging,
+//!   with a small `sh` + `cat` logger of ours (`LOGGER_SCRIPT`) that lives with the task; the
+//!   file is rotated to `.log.1` when it passes `log_max_bytes`.
 //! - Exits come from containerd's event stream (`/tasks/exit`, `/tasks/oom`); an exit of a
 //!   task whose cgroup recorded an OOM kill is reported as `OOMKilled`
 //!   ([`Runtime::exit_reason`]) and noted in its log.
@@ -485,6 +486,24 @@ impl ContainerdRuntime {
         self.inner.config.log_dir.join(format!("{id}.log"))
     }
 
+    /// The shim's log URI for a task logging to `log`: our logger script, run by `/bin/sh`
+    /// (`binary:///bin/sh?<script>=<log>`, which the shim runs as `sh <script> <log>`),
+    /// written to the log directory first.
+    async fn logger_uri(&self, log: &Path) -> Result<String, String> {
+        let script = self.inner.config.log_dir.join(LOGGER_SCRIPT_NAME);
+        let current = tokio::fs::read(&script).await.ok();
+        if current.as_deref() != Some(LOGGER_SCRIPT.as_bytes()) {
+            tokio::fs::write(&script, LOGGER_SCRIPT)
+                .await
+                .map_err(|e| format!("writing {}: {e}", script.display()))?;
+        }
+        Ok(format!(
+            "binary:///bin/sh?{}={}",
+            query_escape(&script),
+            query_escape(log)
+        ))
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -870,7 +889,7 @@ impl ContainerdRuntime {
             .await
             .map_err(|e| format!("creating {}: {e}", log.display()))?;
         let _ = tokio::fs::remove_file(rotated(&log)).await;
-        let uri = format!("file://{}", log.display());
+        let uri = self.logger_uri(&log).await?;
 
         self.state().tracked.insert(
             cid.to_string(),
@@ -887,11 +906,9 @@ impl ContainerdRuntime {
                 container_id: cid.to_string(),
                 rootfs: mounts,
                 stdin: String::new(),
-                // Distinct URIs for the same file: the shim then opens it twice with O_APPEND.
-                // With identical URIs it shares one writer, and the first stream to end closes
-                // it, losing the other's last output.
-                stdout: format!("{uri}?stream=stdout"),
-                stderr: format!("{uri}?stream=stderr"),
+                // The shim runs the logger with both streams; it reads only stdout's URI.
+                stdout: uri.clone(),
+                stderr: uri,
                 terminal: false,
                 checkpoint: None,
                 options: None,
@@ -1017,6 +1034,37 @@ async fn rotate_loop(weak: Weak<Inner>) {
             rotate_if_large(&path, runtime.inner.config.log_max_bytes).await;
         }
     }
+}
+
+/// The container logger the shim runs (`binary://` logging): fd 3 is the task's stdout, fd 4
+/// its stderr, a byte on fd 5 tells the shim it is ready. Both streams are appended to the log
+/// as they come, each by its own `cat` (the shell execs the second), until the task's side
+/// closes them; the shim, a subreaper, reaps them. (The shim's own
+/// `file://` logging gives both streams one writer that the first stream to end closes, so the
+/// other stream's last output was now and then lost.) The logger lives with the task, not with
+/// the worker, so logs keep flowing while a worker restarts.
+const LOGGER_SCRIPT: &str =
+    "# oakestra-runtime: container logger, run by the containerd shim as `sh <this> <log>`.
+PATH=/usr/sbin:/usr/bin:/sbin:/bin
+printf r >&5
+exec 5>&-
+cat <&3 >>\"$1\" 3<&- 4<&- &
+exec cat <&4 >>\"$1\" 3<&- 4<&-
+";
+const LOGGER_SCRIPT_NAME: &str = ".oakestra-logger.sh";
+
+/// Percent-escapes a path for a URI query (the shim decodes it; `+` would become a space).
+fn query_escape(path: &Path) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for b in path.as_os_str().as_encoded_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(b) {
+            out.push(char::from(*b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
 
 fn rotated(log: &Path) -> PathBuf {
