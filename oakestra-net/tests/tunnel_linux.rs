@@ -249,43 +249,59 @@ async fn ipv6_reaches_two_servers_on_another_worker_in_turn_through_the_rr_ip_v6
     net.stop().await;
 }
 
-/// A UDP datagram bigger than the overlay MTU leaves the client in IP fragments; the proxies
-/// send every fragment where the first one went, so the server gets the whole datagram and its
-/// (equally fragmented) answer reaches the client from the rr_ip.
+/// A UDP datagram bigger than the overlay MTU leaves the client in IP fragments (IPv4, and
+/// IPv6 Fragment headers); the proxies send every fragment where the first one went, so the
+/// server gets the whole datagram and its (equally fragmented) answer reaches the client from
+/// the rr_ip (rr_ip_v6).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_datagrams_bigger_than_the_mtu_cross_in_fragments() {
     let net = TwoWorkers::start('g').await;
-    let (client, server, rr) = (net.client.clone(), net.server.clone(), net.rr);
-    let socket = netns::run_in(&server.netns, || std::net::UdpSocket::bind("0.0.0.0:5353"))
+    let (client, server) = (net.client.clone(), net.server.clone());
+    for (bind, to) in [
+        (
+            SocketAddr::from(([0u8; 4], 5353)),
+            SocketAddr::from((net.rr, 5353)),
+        ),
+        (
+            SocketAddr::from(([0u16; 8], 5354)),
+            SocketAddr::from((net.rr_v6, 5354)),
+        ),
+    ] {
+        let socket = netns::run_in(&server.netns, move || std::net::UdpSocket::bind(bind))
+            .await
+            .unwrap()
+            .unwrap();
+        socket.set_read_timeout(Some(WAIT)).unwrap();
+        let echo = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            let (n, from) = socket.recv_from(&mut buf).unwrap();
+            socket.send_to(&buf[..n], from).unwrap();
+            n
+        });
+        let datagram: Vec<u8> = (0..6000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let sent = datagram.clone();
+        let (answer, from) = netns::run_in(&client.netns, move || {
+            let any: SocketAddr = if to.is_ipv4() {
+                "0.0.0.0:0".parse().unwrap()
+            } else {
+                "[::]:0".parse().unwrap()
+            };
+            let s = std::net::UdpSocket::bind(any).unwrap();
+            s.set_read_timeout(Some(WAIT)).unwrap();
+            s.send_to(&sent, to).unwrap();
+            let mut buf = vec![0u8; 65536];
+            let (n, from) = s.recv_from(&mut buf).expect("the echo within the wait");
+            (buf[..n].to_vec(), from)
+        })
         .await
-        .unwrap()
         .unwrap();
-    socket.set_read_timeout(Some(WAIT)).unwrap();
-    let echo = std::thread::spawn(move || {
-        let mut buf = vec![0u8; 65536];
-        let (n, from) = socket.recv_from(&mut buf).unwrap();
-        socket.send_to(&buf[..n], from).unwrap();
-        n
-    });
-    let datagram: Vec<u8> = (0..6000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let sent = datagram.clone();
-    let to = SocketAddr::from((rr, 5353));
-    let (answer, from) = netns::run_in(&client.netns, move || {
-        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-        s.set_read_timeout(Some(WAIT)).unwrap();
-        s.send_to(&sent, to).unwrap();
-        let mut buf = vec![0u8; 65536];
-        let (n, from) = s.recv_from(&mut buf).expect("the echo within the wait");
-        (buf[..n].to_vec(), from)
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        echo.join().unwrap(),
-        datagram.len(),
-        "the server got it whole"
-    );
-    assert_eq!(answer, datagram, "the echo came back whole");
-    assert_eq!(from, to, "from the rr_ip");
+        assert_eq!(
+            echo.join().unwrap(),
+            datagram.len(),
+            "{to}: the server got it whole"
+        );
+        assert_eq!(answer, datagram, "{to}: the echo came back whole");
+        assert_eq!(from, to, "from the service IP");
+    }
     net.stop().await;
 }

@@ -737,6 +737,76 @@ mod tests {
         assert!(matches!(one.incoming(&mut stray), Verdict::Drop(_)));
     }
 
+    /// Splits an IPv6 packet (40-byte header, no extension headers) into two fragments with a
+    /// Fragment header each, the first carrying `at` bytes (a multiple of 8) of the payload.
+    fn fragments6(p: &[u8], at: usize, id: u32) -> (Vec<u8>, Vec<u8>) {
+        let piece = |offset: usize, bytes: &[u8], more: bool| {
+            let mut f = p[..40].to_vec();
+            f[4..6].copy_from_slice(&((8 + bytes.len()) as u16).to_be_bytes());
+            f[6] = 44; // Fragment
+            let offset_more = ((offset / 8) as u16) << 3 | u16::from(more);
+            f.extend_from_slice(&[p[6], 0]);
+            f.extend_from_slice(&offset_more.to_be_bytes());
+            f.extend_from_slice(&id.to_be_bytes());
+            f.extend_from_slice(bytes);
+            f
+        };
+        (
+            piece(0, &p[40..40 + at], true),
+            piece(at, &p[40 + at..], false),
+        )
+    }
+
+    /// The IPv6 datagram two fragments make.
+    fn reassembled6(first: &[u8], rest: &[u8]) -> Vec<u8> {
+        assert_eq!(
+            first[8..40],
+            rest[8..40],
+            "both fragments carry the same addresses"
+        );
+        let mut p = first[..40].to_vec();
+        p[6] = first[40];
+        p.extend_from_slice(&first[48..]);
+        p.extend_from_slice(&rest[48..]);
+        let len = (p.len() - 40) as u16;
+        p[4..6].copy_from_slice(&len.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn ipv6_udp_datagrams_in_fragments_follow_their_first_fragment_both_ways() {
+        let (mut one, mut two) = proxies();
+        let payload: Vec<u8> = (0..64u8).collect();
+        let request = packet6(
+            UDP,
+            ip6("fc00::102"),
+            ip6("fdff:2000::55"),
+            40000,
+            53,
+            &payload,
+        );
+        let (mut first, mut rest) = fragments6(&request, 24, 0xdead_beef);
+        let mut early = rest.clone();
+        assert!(matches!(one.outgoing(&mut early), Verdict::Drop(_)));
+        assert_eq!(one.outgoing(&mut first), Verdict::Tunnel(node(2)));
+        assert_eq!(one.outgoing(&mut rest), Verdict::Tunnel(node(2)));
+        assert_eq!(two.incoming(&mut first), Verdict::Deliver);
+        assert_eq!(two.incoming(&mut rest), Verdict::Deliver);
+        let whole = reassembled6(&first, &rest);
+        assert_eq!(addresses6(&whole), (ip6("fdff::2"), ip6("fc00::202")));
+        assert_checksums(&whole);
+
+        let reply = packet6(UDP, ip6("fc00::202"), ip6("fdff::2"), 53, 40000, &payload);
+        let (mut first, mut rest) = fragments6(&reply, 16, 7);
+        assert_eq!(two.outgoing(&mut first), Verdict::Tunnel(node(1)));
+        assert_eq!(two.outgoing(&mut rest), Verdict::Tunnel(node(1)));
+        assert_eq!(one.incoming(&mut first), Verdict::Deliver);
+        assert_eq!(one.incoming(&mut rest), Verdict::Deliver);
+        let whole = reassembled6(&first, &rest);
+        assert_eq!(addresses6(&whole), (ip6("fdff:2000::55"), ip6("fc00::102")));
+        assert_checksums(&whole);
+    }
+
     #[test]
     fn new_flows_go_round_robin_and_a_flow_stays_on_its_instance() {
         let (mut one, _) = proxies();

@@ -109,8 +109,10 @@ struct Layout {
     l4: usize,
     /// Transport protocol (after the skipped IPv6 extension headers).
     protocol: u8,
-    /// Not a non-first IPv4 fragment (it has a transport header).
+    /// Not a non-first fragment (it has a transport header).
     has_l4: bool,
+    /// Of a fragment: the datagram's identification, and whether this is its first fragment.
+    fragment: Option<(u32, bool)>,
 }
 
 impl Layout {
@@ -136,18 +138,21 @@ fn layout(packet: &[u8]) -> Result<Layout, PacketError> {
             if ihl < 20 || packet.len() < ihl {
                 return Err(PacketError::Truncated(packet.len()));
             }
+            let flags_offset = word(packet, 6);
+            let (more, offset) = (flags_offset & 0x2000 != 0, flags_offset & 0x1fff);
             Ok(Layout {
                 v6: false,
                 l4: ihl,
                 protocol: packet[9],
-                has_l4: word(packet, 6) & 0x1fff == 0,
+                has_l4: offset == 0,
+                fragment: (more || offset != 0).then(|| (u32::from(word(packet, 4)), offset == 0)),
             })
         }
         6 => {
             if packet.len() < 40 {
                 return Err(PacketError::Truncated(packet.len()));
             }
-            let (mut next, mut at) = (packet[6], 40);
+            let (mut next, mut at, mut fragment) = (packet[6], 40, None);
             for _ in 0..=MAX_EXTENSIONS {
                 match next {
                     HOP_BY_HOP | DESTINATION_OPTIONS => {
@@ -160,7 +165,33 @@ fn layout(packet: &[u8]) -> Result<Layout, PacketError> {
                             return Err(PacketError::Truncated(packet.len()));
                         }
                     }
-                    FRAGMENT => return Err(PacketError::Fragment),
+                    FRAGMENT => {
+                        // Next header, reserved, offset (13 bits) + M, identification.
+                        if packet.len() < at + 8 {
+                            return Err(PacketError::Truncated(packet.len()));
+                        }
+                        let offset_more = word(packet, at + 2);
+                        let id = u32::from_be_bytes([
+                            packet[at + 4],
+                            packet[at + 5],
+                            packet[at + 6],
+                            packet[at + 7],
+                        ]);
+                        next = packet[at];
+                        at += 8;
+                        let (offset, more) = (offset_more >> 3, offset_more & 1 != 0);
+                        if offset != 0 {
+                            return Ok(Layout {
+                                v6: true,
+                                l4: at,
+                                protocol: next,
+                                has_l4: false,
+                                fragment: Some((id, false)),
+                            });
+                        }
+                        // The first fragment (or an atomic one): its transport header follows.
+                        fragment = more.then_some((id, true));
+                    }
                     x if OTHER_EXTENSIONS.contains(&x) => {
                         return Err(PacketError::ExtensionHeader(x));
                     }
@@ -170,6 +201,7 @@ fn layout(packet: &[u8]) -> Result<Layout, PacketError> {
                             l4: at,
                             protocol: next,
                             has_l4: true,
+                            fragment,
                         });
                     }
                 }
@@ -206,40 +238,34 @@ fn l4_checksum_at(protocol: u8, l4: usize) -> Option<usize> {
     }
 }
 
-/// The datagram an IPv4 fragment belongs to: protocol, source, destination and IP id.
+/// The datagram a fragment belongs to: protocol, source, destination and identification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FragmentOf {
-    /// IP protocol.
+    /// Transport protocol.
     pub protocol: u8,
     /// Source address.
-    pub src: std::net::Ipv4Addr,
+    pub src: IpAddr,
     /// Destination address.
-    pub dst: std::net::Ipv4Addr,
-    /// The IP identification all fragments of the datagram share.
-    pub id: u16,
+    pub dst: IpAddr,
+    /// The identification all fragments of the datagram share (IPv4: 16 bits; IPv6: 32, from
+    /// the Fragment header).
+    pub id: u32,
 }
 
-/// When `packet` is an IPv4 fragment: its datagram, and whether it is the first fragment (the
-/// one with the transport header).
+/// When `packet` is an IPv4 fragment or carries an IPv6 Fragment header: its datagram, and
+/// whether it is the first fragment (the one with the transport header).
 pub fn fragment(packet: &[u8]) -> Option<(FragmentOf, bool)> {
-    if packet.len() < 20 || packet[0] >> 4 != 4 {
-        return None;
-    }
-    let flags_offset = word(packet, 6);
-    let (more, offset) = (flags_offset & 0x2000 != 0, flags_offset & 0x1fff);
-    if !more && offset == 0 {
-        return None;
-    }
-    let at =
-        |i: usize| std::net::Ipv4Addr::new(packet[i], packet[i + 1], packet[i + 2], packet[i + 3]);
+    let l = layout(packet).ok()?;
+    let (id, first) = l.fragment?;
+    let (src, dst) = l.addresses();
     Some((
         FragmentOf {
-            protocol: packet[9],
-            src: at(12),
-            dst: at(16),
-            id: word(packet, 4),
+            protocol: l.protocol,
+            src: addr_at(packet, src, l.v6),
+            dst: addr_at(packet, dst, l.v6),
+            id,
         },
-        offset == 0,
+        first,
     ))
 }
 
@@ -787,9 +813,8 @@ pub(crate) mod tests {
         let mut neighbour = packet6(ICMPV6, ip6("fc00::1"), ip6("fdff::1"), 1, 1, b"");
         neighbour[40] = 135;
         assert_eq!(flow(&neighbour), Err(PacketError::Unsupported(ICMPV6)));
-        // IPv6 extension headers other than Hop-by-Hop and Destination Options.
+        // IPv6 extension headers other than Hop-by-Hop, Destination Options and Fragment.
         for (next, error) in [
-            (FRAGMENT, PacketError::Fragment),
             (43, PacketError::ExtensionHeader(43)),
             (51, PacketError::ExtensionHeader(51)),
         ] {
