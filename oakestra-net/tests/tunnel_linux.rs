@@ -18,7 +18,7 @@ mod two_workers;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use oakestra_net::dataplane::netns;
+use oakestra_net::dataplane::{Attachment, netns};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use two_workers::{TwoWorkers, WAIT, must};
 
@@ -48,23 +48,20 @@ async fn a_client_reaches_a_server_on_another_worker_through_its_rr_ip() {
     assert_eq!(local.ip(), std::net::IpAddr::V4(server.ipv4));
 
     // ICMP echo through the rr_ip (Oakestra dropped it).
-    let client_ns = TwoWorkers::netns_name(&client);
-    let ping = must(&[
-        "ip",
-        "netns",
-        "exec",
-        &client_ns,
-        "ping",
-        "-c",
-        "1",
-        "-W",
-        "5",
-        &rr.to_string(),
-    ]);
-    assert!(ping.contains(&format!("from {rr}")), "{ping}");
+    ping_answers_from(&client, rr.into());
 
     net.stop().await;
     assert!(!client.netns.exists() && !server.netns.exists());
+}
+
+/// One ping from `client`'s namespace to `to` (IPv4 or IPv6) is answered, from `to`.
+fn ping_answers_from(client: &Attachment, to: IpAddr) {
+    let (ns, to) = (TwoWorkers::netns_name(client), to.to_string());
+    let family = if to.contains(':') { "-6" } else { "-4" };
+    let ping = must(&[
+        "ip", "netns", "exec", &ns, "ping", family, "-c", "1", "-W", "5", &to,
+    ]);
+    assert!(ping.contains(&format!("from {to}")), "{ping}");
 }
 
 /// Serves one TCP connection on `bind` in `netns`: reads 5 bytes, answers `name`, and returns
@@ -219,21 +216,7 @@ async fn ipv6_reaches_two_servers_on_another_worker_in_turn_through_the_rr_ip_v6
     assert_eq!(from, udp_to, "the UDP reply comes from the rr_ip_v6");
 
     // ICMPv6 echo through the rr_ip_v6.
-    let client_ns = TwoWorkers::netns_name(&client);
-    let ping = must(&[
-        "ip",
-        "netns",
-        "exec",
-        &client_ns,
-        "ping",
-        "-6",
-        "-c",
-        "1",
-        "-W",
-        "5",
-        &rr6.to_string(),
-    ]);
-    assert!(ping.contains(&format!("from {rr6}")), "{ping}");
+    ping_answers_from(&client, rr6.into());
 
     // Tear-down: no IPv6 route to the TUN, no ip6tables chain or jump of ours is left.
     net.stop_workers().await;
