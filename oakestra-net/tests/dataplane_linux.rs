@@ -466,8 +466,8 @@ async fn port_mapping_reaches_the_instance_from_outside_the_worker() {
         our_rules_v6(env.tag())
     );
     let (host_ip6, outside_ip6) = (
-        format!("2001:db8:{x:x}:{y:x}::1"),
-        format!("2001:db8:{x:x}:{y:x}::2"),
+        std::net::Ipv6Addr::new(0x2001, 0xdb8, x.into(), y.into(), 0, 0, 0, 1),
+        std::net::Ipv6Addr::new(0x2001, 0xdb8, x.into(), y.into(), 0, 0, 0, 2),
     );
     must(
         "ip",
@@ -503,8 +503,8 @@ async fn port_mapping_reaches_the_instance_from_outside_the_worker() {
         "mapped over IPv6"
     );
     assert_eq!(
-        server.await.unwrap().ip().to_string(),
-        outside_ip6,
+        server.await.unwrap().ip(),
+        std::net::IpAddr::V6(outside_ip6),
         "DNAT keeps the client's IPv6 address"
     );
 
