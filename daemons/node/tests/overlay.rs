@@ -241,13 +241,14 @@ impl Published {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deployed_instances_are_reported_and_table_answers_fill_the_proxy() {
-    use oakestra_core::wire::{NodeTopic, TableQueryRequest, TableQueryResult};
-    let dir = tempfile::tempdir().unwrap();
+/// This worker's tunnel endpoint in the fake-plane tests.
+const ENDPOINT: &str = "192.0.2.1:50103";
+
+/// An overlay on the fake plane, enabled with subnet 10.18.0.64/26 and a tunnel endpoint,
+/// publishing into the returned recorder.
+async fn enabled_overlay() -> (Arc<Overlay>, Arc<Published>) {
     let overlay = Overlay::new(PlaneKind::Fake);
-    let endpoint: std::net::SocketAddr = "192.0.2.1:50103".parse().unwrap();
-    overlay.set_tunnel("0.0.0.0:50103".parse().unwrap(), endpoint);
+    overlay.set_tunnel("0.0.0.0:50103".parse().unwrap(), ENDPOINT.parse().unwrap());
     let published = Arc::new(Published::default());
     overlay.set_publisher(published.clone());
     overlay
@@ -258,6 +259,15 @@ async fn deployed_instances_are_reported_and_table_answers_fill_the_proxy() {
         )
         .await
         .unwrap();
+    (overlay, published)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployed_instances_are_reported_and_table_answers_fill_the_proxy() {
+    use oakestra_core::wire::{NodeTopic, TableQueryRequest, TableQueryResult};
+    let dir = tempfile::tempdir().unwrap();
+    let (overlay, published) = enabled_overlay().await;
+    let endpoint: std::net::SocketAddr = ENDPOINT.parse().unwrap();
     let engine = Engine::new(
         Arc::new(FakeRuntime::new(FakeConfig::default()).unwrap()),
         StateFile::new(dir.path()),
@@ -357,21 +367,7 @@ async fn deployed_instances_are_reported_and_table_answers_fill_the_proxy() {
 async fn table_entries_are_asked_for_again_so_moved_instances_are_followed() {
     use oakestra_core::wire::{NodeTopic, TableQueryRequest};
     use oakestra_node::overlay::{QUERY_RETRY, TABLE_REFRESH};
-    let overlay = Overlay::new(PlaneKind::Fake);
-    overlay.set_tunnel(
-        "0.0.0.0:50103".parse().unwrap(),
-        "192.0.2.1:50103".parse().unwrap(),
-    );
-    let published = Arc::new(Published::default());
-    overlay.set_publisher(published.clone());
-    overlay
-        .enable(
-            "10.18.0.64".parse().unwrap(),
-            "fc00::100".parse().unwrap(),
-            &[],
-        )
-        .await
-        .unwrap();
+    let (overlay, published) = enabled_overlay().await;
     let answer = |instances: serde_json::Value| {
         serde_json::from_value(serde_json::json!({
             "app_name": "app.ns.web.ns", "query_key": "app.ns.web.ns", "instance_list": instances
@@ -424,21 +420,7 @@ async fn table_entries_are_asked_for_again_so_moved_instances_are_followed() {
 #[tokio::test(start_paused = true)]
 async fn pushed_updates_change_the_table_at_once_and_a_gone_service_drops_its_interest() {
     use oakestra_core::wire::NodeTopic;
-    let overlay = Overlay::new(PlaneKind::Fake);
-    overlay.set_tunnel(
-        "0.0.0.0:50103".parse().unwrap(),
-        "192.0.2.1:50103".parse().unwrap(),
-    );
-    let published = Arc::new(Published::default());
-    overlay.set_publisher(published.clone());
-    overlay
-        .enable(
-            "10.18.0.64".parse().unwrap(),
-            "fc00::100".parse().unwrap(),
-            &[],
-        )
-        .await
-        .unwrap();
+    let (overlay, published) = enabled_overlay().await;
     let table = |app: serde_json::Value, instances: serde_json::Value| {
         serde_json::from_value(serde_json::json!({
             "app_name": app, "query_key": "app.ns.web.ns", "instance_list": instances

@@ -380,6 +380,13 @@ impl ContainerdRuntime {
             .arch
             .clone()
             .unwrap_or_else(|| registry::host_arch().to_string());
+        // The container logger every task's shim runs (see `LOGGER_SCRIPT`).
+        let script = config.log_dir.join(LOGGER_SCRIPT_NAME);
+        let written = match tokio::fs::create_dir_all(&config.log_dir).await {
+            Ok(()) => tokio::fs::write(&script, LOGGER_SCRIPT).await,
+            Err(e) => Err(e),
+        };
+        written.map_err(|e| backend(format!("writing {}", script.display()), e.to_string()))?;
         let runtime = Self {
             inner: Arc::new(Inner {
                 config,
@@ -486,22 +493,16 @@ impl ContainerdRuntime {
         self.inner.config.log_dir.join(format!("{id}.log"))
     }
 
-    /// The shim's log URI for a task logging to `log`: our logger script, run by `/bin/sh`
-    /// (`binary:///bin/sh?<script>=<log>`, which the shim runs as `sh <script> <log>`),
-    /// written to the log directory first.
-    async fn logger_uri(&self, log: &Path) -> Result<String, String> {
+    /// The shim's log URI for a task logging to `log`: our logger script (written when the
+    /// runtime starts), run by `/bin/sh` (`binary:///bin/sh?<script>=<log>`, which the shim
+    /// runs as `sh <script> <log>`).
+    fn logger_uri(&self, log: &Path) -> String {
         let script = self.inner.config.log_dir.join(LOGGER_SCRIPT_NAME);
-        let current = tokio::fs::read(&script).await.ok();
-        if current.as_deref() != Some(LOGGER_SCRIPT.as_bytes()) {
-            tokio::fs::write(&script, LOGGER_SCRIPT)
-                .await
-                .map_err(|e| format!("writing {}: {e}", script.display()))?;
-        }
-        Ok(format!(
+        format!(
             "binary:///bin/sh?{}={}",
             query_escape(&script),
             query_escape(log)
-        ))
+        )
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -889,7 +890,7 @@ impl ContainerdRuntime {
             .await
             .map_err(|e| format!("creating {}: {e}", log.display()))?;
         let _ = tokio::fs::remove_file(rotated(&log)).await;
-        let uri = self.logger_uri(&log).await?;
+        let uri = self.logger_uri(&log);
 
         self.state().tracked.insert(
             cid.to_string(),

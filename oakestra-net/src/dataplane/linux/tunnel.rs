@@ -252,6 +252,23 @@ async fn deliver(
     }
 }
 
+/// Delivers the packet of a frame (a datagram or a reassembled chunked one): its header
+/// becomes the packet's virtio_net_hdr, in place.
+async fn deliver_frame(
+    tun: &OffloadTun,
+    proxy: &Mutex<Proxy>,
+    frame: &mut [u8],
+    stats: (&TunnelStats, Carried),
+) {
+    match Offload::decode_frame(frame) {
+        Ok(offload) => {
+            let region = &mut frame[FRAME_HEADER_LEN - VNET_HDR_LEN..];
+            deliver(tun, proxy, region, offload, stats).await;
+        }
+        Err(e) => tracing::trace!("tunnel frame dropped: {e}"),
+    }
+}
+
 /// Receives what one read brings: its length, the sender and, when UDP GRO coalesced several
 /// datagrams, their size.
 async fn recv_gro(
@@ -567,36 +584,15 @@ impl Tunnel {
                                 )
                                 .await;
                             }
-                            Datagram::Frame => match Offload::decode_frame(&buf[start..stop]) {
-                                Ok(offload) => {
-                                    let region =
-                                        &mut buf[start + FRAME_HEADER_LEN - VNET_HDR_LEN..stop];
-                                    deliver(
-                                        &tun,
-                                        &proxy,
-                                        region,
-                                        offload,
-                                        (&stats, Carried::Frame),
-                                    )
-                                    .await;
-                                }
-                                Err(e) => tracing::trace!(%from, "tunnel frame dropped: {e}"),
-                            },
+                            Datagram::Frame => {
+                                let frame = &mut buf[start..stop];
+                                deliver_frame(&tun, &proxy, frame, (&stats, Carried::Frame)).await;
+                            }
                             Datagram::Chunk => match reassembly.add(&from, &buf[start..stop]) {
-                                Ok(Some(frame)) => match Offload::decode_frame(frame) {
-                                    Ok(offload) => {
-                                        let region = &mut frame[FRAME_HEADER_LEN - VNET_HDR_LEN..];
-                                        deliver(
-                                            &tun,
-                                            &proxy,
-                                            region,
-                                            offload,
-                                            (&stats, Carried::Chunked),
-                                        )
-                                        .await;
-                                    }
-                                    Err(e) => tracing::trace!(%from, "tunnel frame dropped: {e}"),
-                                },
+                                Ok(Some(frame)) => {
+                                    let kind = (&stats, Carried::Chunked);
+                                    deliver_frame(&tun, &proxy, frame, kind).await;
+                                }
                                 Ok(None) => {}
                                 Err(e) => tracing::trace!(%from, "tunnel chunk dropped: {e}"),
                             },
