@@ -16,7 +16,8 @@ impl Candidate {
     ///
     /// Only active workers count; the cluster is active iff one of them is. Cores, memory and
     /// GPUs are summed; the load is chosen so that the cluster's free cores equal the sum of
-    /// the workers' free cores. Virtualizations, architectures, CSI drivers and add-ons are
+    /// the workers' free cores, and the measured usage is the workers' usage weighted by their
+    /// cores. Virtualizations, architectures, CSI drivers and add-ons are
     /// unions (sorted). `max_worker_free` holds the per-dimension maxima over the workers.
     /// Location, Vivaldi coordinates and RTTs are the caller's to set (the cluster's own).
     pub fn cluster_of(name: impl Into<String>, workers: &[Candidate]) -> Candidate {
@@ -27,12 +28,14 @@ impl Candidate {
             ..Candidate::default()
         };
         let mut free_cores = 0.0;
+        let mut busy_cores = 0.0;
         let mut max = WorkerCapacity::default();
         for w in workers.iter().filter(|w| w.active) {
             cluster.active = true;
             cluster.cpu_cores += w.cpu_cores;
             let free = w.free_vcpus().max(0.0);
             free_cores += free;
+            busy_cores += w.cpu_cores * w.cpu_usage_percent / 100.0;
             cluster.memory_total_mb += w.memory_total_mb;
             cluster.memory_free_mb += w.memory_free_mb;
             cluster.gpus += w.gpus;
@@ -47,6 +50,7 @@ impl Candidate {
         }
         if cluster.cpu_cores > 0.0 {
             cluster.cpu_load_percent = 100.0 * (1.0 - free_cores / cluster.cpu_cores);
+            cluster.cpu_usage_percent = 100.0 * busy_cores / cluster.cpu_cores;
         }
         cluster.max_worker_free = Some(max);
         for list in [

@@ -18,13 +18,15 @@ use crate::status::NoPlacement;
 pub struct FirstFit;
 
 /// The feasible candidate left with the least free CPU + memory after placement, each as a
-/// fraction of the candidate's total (so cores and MB are comparable). Packs instances and
-/// keeps big candidates free for big instances.
+/// fraction of the candidate's total (so cores and MB are comparable), then the one with the
+/// lowest measured CPU usage. Packs instances and keeps big candidates free for big instances.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BestFit;
 
-/// The feasible candidate with the lowest CPU load, then the most free memory. This is what
-/// Oakestra's `bestCpuMemFit` effectively does (its memory term cancels out).
+/// The feasible candidate that is least busy ([`Candidate::busy_percent`]: the larger of its
+/// taken CPU share and its measured usage), then the one with the most free memory. With
+/// usage-based capacity this is what Oakestra's `bestCpuMemFit` effectively does (its memory
+/// term cancels out).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LeastLoaded;
 
@@ -144,7 +146,7 @@ impl Scheduler for BestFit {
         candidates: &[Candidate],
     ) -> Result<Placement, NoPlacement> {
         pick(request, candidates, false, |c, fit| {
-            [leftover(request, c, fit)]
+            [leftover(request, c, fit), c.cpu_usage_percent]
         })
     }
 }
@@ -160,7 +162,7 @@ impl Scheduler for LeastLoaded {
         candidates: &[Candidate],
     ) -> Result<Placement, NoPlacement> {
         pick(request, candidates, false, |c, _| {
-            [c.cpu_load_percent, -(c.memory_free_mb as f64)]
+            [c.busy_percent(), -(c.memory_free_mb as f64)]
         })
     }
 }
@@ -176,7 +178,12 @@ impl Scheduler for Ldp {
         candidates: &[Candidate],
     ) -> Result<Placement, NoPlacement> {
         pick(request, candidates, true, |c, fit| {
-            [fit.latency_ms, fit.distance_km, leftover(request, c, fit)]
+            [
+                fit.latency_ms,
+                fit.distance_km,
+                leftover(request, c, fit),
+                c.cpu_usage_percent,
+            ]
         })
     }
 }

@@ -35,6 +35,7 @@
 mod aggregate;
 mod algorithms;
 mod batch;
+pub mod capacity;
 mod check;
 mod distance;
 mod model;

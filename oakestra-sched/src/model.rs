@@ -119,8 +119,12 @@ fn default_true() -> bool {
 /// Something an instance can be placed on: a worker (cluster level) or a cluster with
 /// aggregated resources (root level, see [`Candidate::cluster_of`]).
 ///
-/// Free CPU is `cpu_cores × (100 − cpu_load_percent) / 100`. A default candidate (and one
-/// read from JSON without `active`) is active and has no resources.
+/// Free CPU is `cpu_cores × (100 − cpu_load_percent) / 100`: `cpu_load_percent` is the share
+/// of the cores that is taken — reserved by placed instances (and the system reserve) under
+/// reservation-based capacity, measured under Oakestra's usage-based capacity (see
+/// [`crate::capacity`]). `cpu_usage_percent` is what the candidate measures; it ranks
+/// candidates but does not decide whether an instance fits. A default candidate (and one read
+/// from JSON without `active`) is active and has no resources.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Candidate {
     /// Unique name (worker id/hostname, or cluster name). Ties are broken by it.
@@ -128,9 +132,12 @@ pub struct Candidate {
     /// Logical CPU cores (sum over active workers for a cluster).
     #[serde(default)]
     pub cpu_cores: f64,
-    /// Current CPU load, 0–100 %.
+    /// Share of the cores not available for new instances, 0–100 %.
     #[serde(default)]
     pub cpu_load_percent: f64,
+    /// Measured CPU usage, 0–100 % (ranks candidates: the less busy wins a tie).
+    #[serde(default)]
+    pub cpu_usage_percent: f64,
     /// Total memory, MB.
     #[serde(default)]
     pub memory_total_mb: u64,
@@ -182,6 +189,7 @@ impl Default for Candidate {
             name: String::new(),
             cpu_cores: 0.0,
             cpu_load_percent: 0.0,
+            cpu_usage_percent: 0.0,
             memory_total_mb: 0,
             memory_free_mb: 0,
             gpus: 0,
@@ -204,6 +212,13 @@ impl Candidate {
     #[inline]
     pub fn free_vcpus(&self) -> f64 {
         self.cpu_cores * (100.0 - self.cpu_load_percent) / 100.0
+    }
+
+    /// How busy the candidate is for ranking: the larger of the taken share and the measured
+    /// usage, 0–100 %.
+    #[inline]
+    pub fn busy_percent(&self) -> f64 {
+        self.cpu_load_percent.max(self.cpu_usage_percent)
     }
 }
 

@@ -197,6 +197,11 @@ impl Actor {
         }
     }
 
+    /// Sets how the workers' free capacity is computed.
+    pub fn set_capacity(&mut self, policy: oakestra_sched::capacity::CapacityPolicy) {
+        self.state.set_capacity(policy);
+    }
+
     /// Gives the actor a sender of its own inbox (needed by the external scheduler, whose
     /// calls run off the actor).
     pub fn set_inbox(&mut self, commands: mpsc::Sender<Command>) {
@@ -846,6 +851,7 @@ pub fn resources_message(a: &Aggregate) -> proto::Resources {
         active_workers: a.active_workers,
         cpu_cores: a.cpu_cores,
         cpu_load_percent: a.cpu_load_percent,
+        cpu_usage_percent: a.cpu_usage_percent,
         memory_total_mb: a.memory_total_mb,
         memory_free_mb: a.memory_free_mb,
         gpus: a.gpus,

@@ -1,6 +1,7 @@
 //! Configuration: flags, environment (`OAKESTRA_CLUSTER_*`) and an optional TOML file, with
 //! defaults that make the 1-DOC case work with no configuration.
 
+use oakestra_sched::capacity::{CapacityMode, CapacityPolicy};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -74,6 +75,8 @@ pub struct Config {
     pub backoff_base: Duration,
     /// Longest redeploy delay.
     pub backoff_cap: Duration,
+    /// How free capacity is computed (reservations by default).
+    pub capacity: CapacityPolicy,
 }
 
 impl Config {
@@ -100,6 +103,7 @@ impl Config {
             worker_timeout: Duration::from_secs(10),
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(30),
+            capacity: CapacityPolicy::default(),
         }
     }
 }
@@ -230,6 +234,33 @@ pub struct Args {
     /// Longest redeploy delay.
     #[arg(long, env = "OAKESTRA_CLUSTER_BACKOFF_CAP", default_value = "30s", value_parser = parse_duration)]
     pub backoff_cap: Duration,
+    /// Free capacity of a worker: `reservations` (its cores and memory minus the system reserve
+    /// minus what the instances placed on it ask for; measured usage only ranks workers) or
+    /// `usage` (Oakestra's: cores × (1 − measured load)).
+    #[arg(
+        long,
+        env = "OAKESTRA_CLUSTER_CAPACITY",
+        default_value = "reservations"
+    )]
+    pub capacity: CapacityMode,
+    /// Cores each worker keeps for its own system, never given to instances.
+    #[arg(
+        long,
+        env = "OAKESTRA_CLUSTER_SYSTEM_RESERVED_CPUS",
+        default_value_t = 0.0
+    )]
+    pub system_reserved_cpus: f64,
+    /// Memory each worker keeps for its own system, MB.
+    #[arg(
+        long,
+        env = "OAKESTRA_CLUSTER_SYSTEM_RESERVED_MEMORY_MB",
+        default_value_t = 0
+    )]
+    pub system_reserved_memory_mb: u64,
+    /// Overload guard: a worker whose measured CPU usage is at or above this percentage
+    /// (1–100) takes no new instance [default: none].
+    #[arg(long, env = "OAKESTRA_CLUSTER_MAX_LOAD")]
+    pub max_load: Option<f64>,
 }
 
 /// A bad setting.
@@ -374,8 +405,43 @@ impl Args {
         config.worker_timeout = self.worker_timeout;
         config.backoff_base = self.backoff_base;
         config.backoff_cap = self.backoff_cap;
+        config.capacity = capacity_policy(
+            self.capacity,
+            self.system_reserved_cpus,
+            self.system_reserved_memory_mb,
+            self.max_load,
+        )
+        .map_err(ConfigError::Invalid)?;
         Ok(config)
     }
+}
+
+/// The capacity settings, checked: what `--capacity`, `--system-reserved-*` and `--max-load`
+/// (here and in `oak up`) may hold.
+pub fn capacity_policy(
+    mode: CapacityMode,
+    system_reserved_cpus: f64,
+    system_reserved_memory_mb: u64,
+    max_load: Option<f64>,
+) -> Result<CapacityPolicy, String> {
+    if !(system_reserved_cpus.is_finite() && system_reserved_cpus >= 0.0) {
+        return Err(format!(
+            "--system-reserved-cpus {system_reserved_cpus}: give a number of cores ≥ 0, e.g. 0.5"
+        ));
+    }
+    if let Some(max) = max_load
+        && !(max > 0.0 && max <= 100.0)
+    {
+        return Err(format!(
+            "--max-load {max}: give a CPU usage percentage in 1–100, e.g. 95"
+        ));
+    }
+    Ok(CapacityPolicy {
+        mode,
+        system_reserved_vcpus: system_reserved_cpus,
+        system_reserved_memory_mb,
+        max_load_percent: max_load,
+    })
 }
 
 #[cfg(test)]
@@ -396,6 +462,23 @@ mod tests {
             Some(("127.0.0.1".into(), 1883))
         );
         assert!(parse_mqtt("mqtt://:1883").is_err());
+    }
+
+    #[test]
+    fn capacity_settings_are_checked() {
+        let ok = capacity_policy(CapacityMode::Usage, 0.5, 256, Some(95.0)).unwrap();
+        assert_eq!(ok.mode, CapacityMode::Usage);
+        assert_eq!(ok.max_load_percent, Some(95.0));
+        assert!(
+            capacity_policy(CapacityMode::Reservations, -1.0, 0, None)
+                .unwrap_err()
+                .contains("--system-reserved-cpus")
+        );
+        assert!(
+            capacity_policy(CapacityMode::Reservations, 0.0, 0, Some(120.0))
+                .unwrap_err()
+                .contains("--max-load 120")
+        );
     }
 
     #[test]

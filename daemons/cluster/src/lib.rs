@@ -181,6 +181,7 @@ pub async fn run(
     )
     .await?;
     actor.set_inbox(commands_tx.clone());
+    actor.set_capacity(config.capacity);
     tokio::spawn(actor.run(commands_rx));
     match connection {
         BrokerConnection::Local(link) => mqtt::start_local(link, commands_tx.clone(), mqtt_rx),

@@ -21,6 +21,7 @@ use oakestra_core::wire::{
 
 pub use crate::tables::{ROOT_QUERY_TIMEOUT, RemoteService, RootTable};
 use crate::tables::{RootQuery, Tables};
+use oakestra_sched::capacity::{CapacityPolicy, WorkerResources};
 use oakestra_sched::{Candidate, Level, NoPlacement, PlacementRequest};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -279,6 +280,8 @@ pub struct Aggregate {
     pub cpu_cores: f64,
     /// Load such that `cpu_cores × (100 − load) / 100` is the free cores.
     pub cpu_load_percent: f64,
+    /// Measured CPU usage of the active workers, weighted by their cores, 0–100 %.
+    pub cpu_usage_percent: f64,
     /// Sum of total memory, MB.
     pub memory_total_mb: u64,
     /// Sum of free memory, MB.
@@ -307,6 +310,7 @@ pub struct Aggregate {
 #[derive(Debug)]
 pub struct ClusterState {
     timing: Timing,
+    capacity: CapacityPolicy,
     workers: BTreeMap<String, Worker>,
     instances: BTreeMap<InstanceKey, Instance>,
     by_job_name: HashMap<String, String>,
@@ -325,6 +329,7 @@ impl ClusterState {
     pub fn new(timing: Timing) -> Self {
         ClusterState {
             timing,
+            capacity: CapacityPolicy::default(),
             workers: BTreeMap::new(),
             instances: BTreeMap::new(),
             by_job_name: HashMap::new(),
@@ -370,6 +375,17 @@ impl ClusterState {
     /// Timing in use.
     pub fn timing(&self) -> Timing {
         self.timing
+    }
+
+    /// Sets how free capacity is computed (reservations by default).
+    pub fn set_capacity(&mut self, policy: CapacityPolicy) {
+        self.capacity = policy;
+        self.capacity_changed = true;
+    }
+
+    /// Capacity accounting in use.
+    pub fn capacity(&self) -> CapacityPolicy {
+        self.capacity
     }
 
     /// Registered workers.
@@ -1126,9 +1142,10 @@ impl ClusterState {
             .collect()
     }
 
-    /// The active workers as scheduling candidates. Free capacity is the smaller of what the
-    /// worker reports and its totals minus the demand of the instances placed on it (a report
-    /// may predate the latest placements).
+    /// The active workers as scheduling candidates. Free capacity follows the cluster's
+    /// [`CapacityPolicy`]: by default a worker's capacity minus the system reserve minus what
+    /// the instances placed on it reserve (derived from the instances each time, so it cannot
+    /// drift and survives a restart), with memory also capped by what the worker measures free.
     pub fn candidates(&self) -> Vec<Candidate> {
         let mut demand: HashMap<&str, (f64, u64, u32)> = HashMap::new();
         for i in self.instances.values() {
@@ -1149,7 +1166,7 @@ impl ClusterState {
                     .get(w.record.id.as_str())
                     .copied()
                     .unwrap_or_default();
-                worker_candidate(w, cpu, mem, gpu)
+                worker_candidate(w, &self.capacity, cpu, mem, gpu)
             })
             .collect()
     }
@@ -1242,10 +1259,12 @@ impl ClusterState {
             ..Aggregate::default()
         };
         let mut free_cores = 0.0;
+        let mut busy_cores = 0.0;
         for c in &candidates {
             a.active_workers += 1;
             a.cpu_cores += c.cpu_cores;
             free_cores += c.free_vcpus().max(0.0);
+            busy_cores += c.cpu_cores * c.cpu_usage_percent / 100.0;
             a.memory_total_mb += c.memory_total_mb;
             a.memory_free_mb += c.memory_free_mb;
             a.gpus += c.gpus;
@@ -1258,10 +1277,13 @@ impl ClusterState {
             union(&mut a.csi_drivers, &c.csi_drivers);
             union(&mut a.addons, &c.addons);
         }
-        a.cpu_load_percent = if a.cpu_cores > 0.0 {
-            (100.0 - free_cores * 100.0 / a.cpu_cores).clamp(0.0, 100.0)
+        (a.cpu_load_percent, a.cpu_usage_percent) = if a.cpu_cores > 0.0 {
+            (
+                (100.0 - free_cores * 100.0 / a.cpu_cores).clamp(0.0, 100.0),
+                (busy_cores * 100.0 / a.cpu_cores).clamp(0.0, 100.0),
+            )
         } else {
-            0.0
+            (0.0, 0.0)
         };
         a
     }
@@ -1378,13 +1400,25 @@ fn merge_dynamic(record: &mut NodeInfo, report: NodeInfo) {
     }
 }
 
-fn worker_candidate(w: &Worker, demand_cpu: f64, demand_mem: u64, demand_gpu: u32) -> Candidate {
+fn worker_candidate(
+    w: &Worker,
+    policy: &CapacityPolicy,
+    demand_cpu: f64,
+    demand_mem: u64,
+    demand_gpu: u32,
+) -> Candidate {
     let info = &w.record.info;
     let cores = f64::from(info.vcpus);
-    let reported_free_cores = cores * (100.0 - info.cpu_percent.clamp(0.0, 100.0)) / 100.0;
-    let free_cores = reported_free_cores.min(cores - demand_cpu).max(0.0);
+    let usage = info.cpu_percent.clamp(0.0, 100.0);
     let memory_total = info.memory_total.unwrap_or(info.memory);
-    let free_mem = info.memory.min(memory_total.saturating_sub(demand_mem));
+    let (cpu_load_percent, free_mem) = policy.allocatable(&WorkerResources {
+        cores,
+        cpu_usage_percent: usage,
+        memory_total_mb: memory_total,
+        memory_free_mb: info.memory,
+        reserved_vcpus: demand_cpu,
+        reserved_memory_mb: demand_mem,
+    });
     let virtualization = info
         .virtualization
         .iter()
@@ -1399,11 +1433,8 @@ fn worker_candidate(w: &Worker, demand_cpu: f64, demand_mem: u64, demand_gpu: u3
     Candidate {
         name: w.record.id.clone(),
         cpu_cores: cores,
-        cpu_load_percent: if cores > 0.0 {
-            100.0 - free_cores * 100.0 / cores
-        } else {
-            100.0
-        },
+        cpu_load_percent,
+        cpu_usage_percent: usage,
         memory_total_mb: memory_total,
         memory_free_mb: free_mem,
         gpus: info.vgpus,

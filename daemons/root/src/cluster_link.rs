@@ -843,6 +843,8 @@ const EXTRA_MAX_FREE_VCPUS: &str = "max_worker_free_vcpus";
 const EXTRA_MAX_FREE_GPUS: &str = "max_worker_free_gpus";
 const EXTRA_GPUS_FREE: &str = "gpus_free";
 const EXTRA_CPU_CORES: &str = "cpu_cores_exact";
+/// Extra key: the cluster's measured CPU usage (the totals' `cpu_percent` is the taken share).
+pub(crate) const EXTRA_CPU_USAGE: &str = "cpu_usage_percent";
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
@@ -882,6 +884,10 @@ pub(crate) fn resources_from_proto(
     );
     extra.insert(EXTRA_GPUS_FREE.into(), Value::from(r.gpus_free));
     extra.insert(EXTRA_CPU_CORES.into(), Value::from(r.cpu_cores.max(0.0)));
+    extra.insert(
+        EXTRA_CPU_USAGE.into(),
+        Value::from(r.cpu_usage_percent.clamp(0.0, 100.0)),
+    );
     (res, extra)
 }
 
@@ -930,6 +936,7 @@ pub(crate) fn candidate_of(
         name: c.name.clone(),
         cpu_cores: extra_f64(&c.extra, EXTRA_CPU_CORES).unwrap_or(t.cpu_cores as f64),
         cpu_load_percent: t.cpu_percent,
+        cpu_usage_percent: extra_f64(&c.extra, EXTRA_CPU_USAGE).unwrap_or(t.cpu_percent),
         memory_total_mb: t.memory_total_mb,
         memory_free_mb: t.memory_free_mb,
         gpus,

@@ -34,6 +34,7 @@ fn readme_input() -> Value {
         "name": "w1",
         "cpu_cores": 4.0,
         "cpu_load_percent": 25.0,
+            "cpu_usage_percent": 0.0,
         "memory_total_mb": 8192,
         "memory_free_mb": 6000,
         "gpus": 0,

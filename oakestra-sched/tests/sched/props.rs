@@ -37,6 +37,7 @@ prop_compose! {
     fn candidate()(
         cores in 0u32..9,
         load in 0u32..=100,
+        usage in 0u32..=4,
         total in 0u64..4096,
         free_fraction in 0.0..=1.0f64,
         gpus in 0u32..3,
@@ -58,6 +59,8 @@ prop_compose! {
             name: String::new(),
             cpu_cores: f64::from(cores) / 2.0,
             cpu_load_percent: f64::from(load),
+            // Few distinct values, so that ties on the main key meet different usages.
+            cpu_usage_percent: f64::from(usage * 25),
             memory_total_mb: total,
             memory_free_mb: (total as f64 * free_fraction) as u64,
             gpus,
@@ -321,19 +324,24 @@ proptest! {
         };
         let name = |a: Algorithm| a.place(&r, &cands).ok().map(|p| p.candidate);
         let leftover = |c: &Candidate, f: &oakestra_sched::Fit| {
-            vec![oakestra_sched::leftover(&r, c, f)]
+            vec![oakestra_sched::leftover(&r, c, f), c.cpu_usage_percent]
         };
         prop_assert_eq!(name(Algorithm::BestFit), argmin(&leftover));
         prop_assert_eq!(
             name(Algorithm::LeastLoaded),
             argmin(&|c: &Candidate, _: &oakestra_sched::Fit| {
-                vec![c.cpu_load_percent, -(c.memory_free_mb as f64)]
+                vec![c.busy_percent(), -(c.memory_free_mb as f64)]
             })
         );
         prop_assert_eq!(
             name(Algorithm::Ldp),
             argmin(&|c: &Candidate, f: &oakestra_sched::Fit| {
-                vec![f.latency_ms, f.distance_km, oakestra_sched::leftover(&r, c, f)]
+                vec![
+                    f.latency_ms,
+                    f.distance_km,
+                    oakestra_sched::leftover(&r, c, f),
+                    c.cpu_usage_percent,
+                ]
             })
         );
         prop_assert_eq!(name(Algorithm::FirstFit), feasible.first().map(|(c, _)| c.name.clone()));

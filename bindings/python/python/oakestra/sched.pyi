@@ -12,7 +12,10 @@ class Candidate:
 
     name: str
     cpu_cores: float
+    #: share of the cores that is taken (reserved, or measured under usage-based capacity)
     cpu_load_percent: float
+    #: measured CPU usage; ranks candidates that fit equally
+    cpu_usage_percent: float
     memory_total_mb: int
     memory_free_mb: int
     gpus: int
@@ -35,6 +38,7 @@ class Candidate:
         *,
         cpu_cores: float = 0.0,
         cpu_load_percent: float = 0.0,
+        cpu_usage_percent: float = 0.0,
         memory_total_mb: int = 0,
         memory_free_mb: int = 0,
         gpus: int = 0,

@@ -36,6 +36,12 @@ pub fn cluster_view(c: &ClusterRecord) -> Value {
     } else {
         &c.location
     };
+    // Oakestra's `cpu_percent` is how busy the cluster is; what is reserved is separate.
+    let usage = c
+        .extra
+        .get(crate::cluster_link::EXTRA_CPU_USAGE)
+        .and_then(Value::as_f64)
+        .unwrap_or(t.cpu_percent);
     let mut v = json!({
         "_id": c.id.as_str(),
         "candidate_name": c.name,
@@ -48,8 +54,9 @@ pub fn cluster_view(c: &ClusterRecord) -> Value {
         "active_nodes": t.workers,
         "vcpus": t.cpu_cores,
         "total_cpu_cores": t.cpu_cores,
-        "cpu_percent": t.cpu_percent,
-        "aggregated_cpu_percent": t.cpu_percent,
+        "cpu_percent": usage,
+        "aggregated_cpu_percent": usage,
+        "cpu_allocated_percent": t.cpu_percent,
         "memory": t.memory_total_mb,
         "memory_in_mb": t.memory_total_mb,
         "memory_free_in_mb": t.memory_free_mb,

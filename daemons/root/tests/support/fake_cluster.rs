@@ -149,6 +149,7 @@ pub fn resources(workers: u32, cores: f64, memory_mb: u64) -> Resources {
         active_workers: workers,
         cpu_cores: cores * f64::from(workers),
         cpu_load_percent: 0.0,
+        cpu_usage_percent: 0.0,
         memory_total_mb: memory_mb * u64::from(workers),
         memory_free_mb: memory_mb * u64::from(workers),
         gpus: 0,
