@@ -48,8 +48,8 @@ class OakUp:
             "--cluster-listen", f"127.0.0.1:{cluster}",
             "--mqtt-listen", f"127.0.0.1:{mqtt}",
             "--runtime", "fake",
-            # The fake runtime runs nothing: advertise fixed resources so that a busy CI host
-            # stays schedulable.
+            # The fake runtime runs nothing: advertise fixed resources so that placement does
+            # not depend on the size of the CI host.
             "--worker-cpus", "8",
             "--worker-memory-mb", "16384",
             *extra,

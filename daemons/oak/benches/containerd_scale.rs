@@ -8,10 +8,13 @@
 //! cargo bench -p oak --bench containerd_scale -- scale   # 100 instances only
 //! ```
 //!
-//! * `latency`: `oak up --runtime containerd` (one in-process worker); with the busybox test
-//!   image cached, `POST /api/service/<id>/instance` until the root shows the new instance
-//!   `RUNNING` (root scheduling, gRPC to the cluster, MQTT to the worker, container start,
-//!   the worker's report back up), 20 times; p50/p90.
+//! * `latency`: `oak up` with its defaults (`--runtime auto`, overlay network on; one
+//!   in-process worker) on the test containerd; with the busybox test image cached, a service
+//!   of 1 vCPU and 100 MB (the seeds' nginx), `POST /api/service/<id>/instance` until the root
+//!   shows the new instance `RUNNING` (root scheduling, gRPC to the cluster, MQTT to the worker,
+//!   network namespace and veth, container start, the worker's report back up), 20 times;
+//!   p50/p90. Then the same while two busy loops saturate both cores: capacity is reserved,
+//!   not measured, so no deploy waits for CPU.
 //! * `scale`: `oak up --workers 0` plus one `oakestra-node --runtime containerd` process
 //!   (release, built if missing), 100 instances of the test image (busybox httpd) on it; with
 //!   all RUNNING, CPU (from /proc/<pid>/schedstat) and RSS over 30 s of the worker, of the
@@ -163,8 +166,15 @@ impl Drop for Proc {
     }
 }
 
-/// `oak up` on the test containerd, in `namespace`, with `workers` in-process workers.
-fn oak_up(dir: &Path, socket: &Path, namespace: &str, workers: u32) -> (Proc, String, u16) {
+/// `oak up` on the test containerd, in `namespace`, with `workers` in-process workers, with
+/// its defaults plus `extra`.
+fn oak_up(
+    dir: &Path,
+    socket: &Path,
+    namespace: &str,
+    workers: u32,
+    extra: &[&str],
+) -> (Proc, String, u16) {
     let cluster_port = free_port();
     let mut command = Command::new(env!("CARGO_BIN_EXE_oak"));
     command
@@ -182,9 +192,10 @@ fn oak_up(dir: &Path, socket: &Path, namespace: &str, workers: u32) -> (Proc, St
         .arg("--mqtt-listen")
         .arg(format!("127.0.0.1:{}", free_port()))
         .args(["--workers", &workers.to_string()])
-        .args(["--runtime", "containerd", "--containerd-socket"])
+        .arg("--containerd-socket")
         .arg(socket)
-        .args(["--containerd-namespace", namespace, "--stop-grace", "1s"]);
+        .args(["--containerd-namespace", namespace, "--stop-grace", "1s"])
+        .args(extra);
     let up = Proc::spawn(command, &dir.join("up.err"));
     let api = up.url_after("  API ");
     (up, api, cluster_port)
@@ -201,9 +212,15 @@ async fn admin(api: &str) -> oakestra_client::Client {
     admin
 }
 
-/// An application with one service running `image` (its httpd), 16 MB, no CPU reservation
-/// (so a hundred fit on a 2-core worker); returns the service id.
-async fn create_service(admin: &oakestra_client::Client, name: &str, image: &str) -> String {
+/// An application with one service running `image` (its httpd) asking for `vcpus` and
+/// `memory` MB; returns the service id.
+async fn create_service(
+    admin: &oakestra_client::Client,
+    name: &str,
+    image: &str,
+    vcpus: u32,
+    memory: u64,
+) -> String {
     let sla = json!({
         "sla_version": "v2.0",
         "customerID": "Admin",
@@ -213,7 +230,7 @@ async fn create_service(admin: &oakestra_client::Client, name: &str, image: &str
             "microservices": [{
                 "microservice_name": "web", "microservice_namespace": "bench",
                 "virtualization": "container", "code": image, "cmd": [],
-                "memory": 16, "vcpus": 0, "storage": 0
+                "memory": memory, "vcpus": vcpus, "storage": 0
             }]
         }]
     });
@@ -250,17 +267,80 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
+/// Two busy loops, one per core of this machine, until dropped.
+struct CpuHog(Vec<Child>);
+
+impl CpuHog {
+    fn start(n: usize) -> CpuHog {
+        CpuHog(
+            (0..n)
+                .map(|_| {
+                    Command::new("sh")
+                        .args(["-c", "while :; do :; done"])
+                        .spawn()
+                        .expect("starting a busy loop")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for CpuHog {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// API call → RUNNING for `LATENCY_RUNS` instances of `service`, one at a time (each undeployed
+/// before the next); prints p50/p90 under `label`.
+async fn measure_deploys(admin: &oakestra_client::Client, service: &str, label: &str) {
+    let mut times = Vec::new();
+    for _ in 0..LATENCY_RUNS {
+        let t = Instant::now();
+        let answer = admin.deploy_instance(service).await.unwrap();
+        let n = answer.instance.expect("the new instance").instance_number;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !running(admin, service).await.contains(&n) {
+            assert!(
+                Instant::now() < deadline,
+                "instance {n} never ran ({label}): {:?}",
+                admin.service(service).await.map(|s| s
+                    .instance_list
+                    .iter()
+                    .map(|i| format!("{:?} {:?}", i.status, i.status_detail))
+                    .collect::<Vec<_>>())
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        admin.undeploy_instance(service, Some(n)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "API call -> RUNNING at the root through oak up (defaults: runtime auto, overlay on), cached image, 1 vCPU + 100 MB, {label}, n={LATENCY_RUNS}: p50 {:.0} ms, p90 {:.0} ms, min {:.0} ms, max {:.0} ms",
+        percentile(&times, 0.5),
+        percentile(&times, 0.9),
+        times[0],
+        times[times.len() - 1]
+    );
+}
+
 async fn latency() {
     const NS: &str = "oak-bench-latency";
     let f = containerd_support::fixtures();
     let image = containerd_support::shared_image(&f).await;
     clean(&f.socket, NS);
     let dir = tempfile::tempdir().unwrap();
-    let (_up, api, _) = oak_up(dir.path(), &f.socket, NS, 1);
+    let (_up, api, _) = oak_up(dir.path(), &f.socket, NS, 1, &["--overlay-tag", "oakbench"]);
     let admin = admin(&api).await;
-    let service = create_service(&admin, "latency", &image).await;
+    let service = create_service(&admin, "latency", &image, 1, 100).await;
 
-    // Instance 0 pulls the image; it stays, so the worker is not idle-special either.
+    // Instance 0 pulls the image; it stays (and keeps its core reserved), so the worker is not
+    // idle-special either.
     admin.deploy_instance(&service).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     while !running(&admin, &service).await.contains(&0) {
@@ -268,28 +348,18 @@ async fn latency() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let mut times = Vec::new();
-    for _ in 0..LATENCY_RUNS {
-        let t = Instant::now();
-        let answer = admin.deploy_instance(&service).await.unwrap();
-        let n = answer.instance.expect("the new instance").instance_number;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !running(&admin, &service).await.contains(&n) {
-            assert!(Instant::now() < deadline, "instance {n} never ran");
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        times.push(t.elapsed().as_secs_f64() * 1000.0);
-        admin.undeploy_instance(&service, Some(n)).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    times.sort_by(f64::total_cmp);
-    println!(
-        "API call -> RUNNING at the root through oak up, cached image, n={LATENCY_RUNS}: p50 {:.0} ms, p90 {:.0} ms, min {:.0} ms, max {:.0} ms",
-        percentile(&times, 0.5),
-        percentile(&times, 0.9),
-        times[0],
-        times[times.len() - 1]
-    );
+    measure_deploys(&admin, &service, "idle machine").await;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let hog = CpuHog::start(cores);
+    // Let the worker report the saturated CPU first (it reports every 2 s).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    measure_deploys(
+        &admin,
+        &service,
+        &format!("{cores} busy loops saturating every core"),
+    )
+    .await;
+    drop(hog);
     admin.delete_service(&service).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     clean(&f.socket, NS);
@@ -363,7 +433,7 @@ async fn scale() {
     let image = containerd_support::shared_image(&f).await;
     clean(&f.socket, NS);
     let dir = tempfile::tempdir().unwrap();
-    let (_up, api, cluster_port) = oak_up(dir.path(), &f.socket, NS, 0);
+    let (_up, api, cluster_port) = oak_up(dir.path(), &f.socket, NS, 0, &[]);
     let token = std::fs::read_to_string(dir.path().join("state/cluster/worker-join-token"))
         .expect("the cluster's worker token");
     let mut command = Command::new(node_binary());
@@ -380,7 +450,7 @@ async fn scale() {
         .args(["--overlay", "off"]);
     let worker = Proc::spawn(command, &dir.path().join("worker.err"));
     let admin = admin(&api).await;
-    let service = create_service(&admin, "scale", &image).await;
+    let service = create_service(&admin, "scale", &image, 0, 16).await;
 
     let t = Instant::now();
     for _ in 0..SCALE_INSTANCES {

@@ -7,6 +7,7 @@
 //! * `oak sim` runs N simulated workers against a real cluster.
 
 mod exit;
+mod own_containerd;
 mod remote;
 mod session;
 mod sim;

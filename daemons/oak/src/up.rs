@@ -1,7 +1,9 @@
 //! `oak up`: the 1-DOC set-up in one process — root orchestrator, cluster orchestrator (with
-//! its embedded MQTT broker) and worker(s) (on the fake runtime unless `--runtime` says
-//! otherwise: `--runtime containerd` runs real containers through the containerd socket of
-//! `--containerd-socket`), embedded stores, wired together with no configuration.
+//! its embedded MQTT broker) and worker(s), embedded stores, wired together with no
+//! configuration. The worker runs real containers by default (`--runtime auto`: containerd,
+//! plus qemu unikernels when qemu is installed) with the overlay network on, through the
+//! containerd of `--containerd-socket` or, when none answers there, a containerd of its own
+//! (see [`crate::own_containerd`]). `--runtime fake` runs the control plane alone.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -38,17 +40,31 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 1)]
     pub workers: u32,
     /// In-process workers advertise this many cores (with 0 % load) instead of measuring the
-    /// host; with the fake runtime nothing really runs, so this keeps a busy host schedulable.
+    /// host (simulation; capacity is reservation-based, so a busy host is schedulable anyway).
     #[arg(long)]
     pub worker_cpus: Option<u32>,
     /// In-process workers advertise this much memory (MB) instead of measuring the host.
     #[arg(long)]
     pub worker_memory_mb: Option<u64>,
-    /// Runtime of the in-process workers, as `oakestra-node --runtime`: `fake` (instances reach
-    /// RUNNING but run no code), `auto`, `containerd` or `unikernel`.
-    #[arg(long, env = "OAK_UP_RUNTIME", value_enum, default_value = "fake")]
+    /// Runtime of the in-process workers, as `oakestra-node --runtime`: `auto` (containers in
+    /// containerd, plus qemu unikernels when qemu is installed), `containerd`, `unikernel`, or
+    /// `fake` (instances are scheduled and reach RUNNING but run no code).
+    #[arg(long, env = "OAK_UP_RUNTIME", value_enum, default_value = "auto")]
     pub runtime: oakestra_node::RuntimeKind,
-    /// containerd's socket, for `--runtime containerd|auto`.
+    /// The instances' overlay network (service IPs 10.30.x.y, DNS, port mappings): `auto` is
+    /// on with a real runtime; `on` refuses to start without it; `off`.
+    #[arg(long, env = "OAK_UP_OVERLAY", value_enum, default_value = "auto")]
+    pub overlay: oakestra_node::OverlayMode,
+    /// Tag of the overlay's bridge, namespaces and firewall chains (1–8 lowercase letters or
+    /// digits), so two set-ups on one host do not meet.
+    #[arg(long, env = "OAK_UP_OVERLAY_TAG", default_value = oakestra_net::dataplane::Naming::DEFAULT_TAG)]
+    pub overlay_tag: String,
+    /// UDP port of the overlay tunnel between workers.
+    #[arg(long, env = "OAK_UP_TUNNEL_PORT", default_value_t = oakestra_net::dataplane::tunnel::DEFAULT_TUNNEL_PORT)]
+    pub tunnel_port: u16,
+    /// containerd's socket, for `--runtime containerd|auto`. When nothing answers there,
+    /// `oak up` runs a containerd of its own under `<data dir>/containerd` (needs root and the
+    /// `containerd` and `runc` binaries).
     #[arg(
         long,
         env = "OAK_UP_CONTAINERD_SOCKET",
@@ -81,6 +97,35 @@ pub struct UpArgs {
     /// How long an external scheduler may take to answer.
     #[arg(long, env = "OAK_UP_SCHEDULER_TIMEOUT", default_value = "5s", value_parser = oakestra_core::duration::parse_duration)]
     pub scheduler_timeout: Duration,
+    /// Free capacity of a worker, as `oakestra-cluster --capacity`: `reservations` (cores and
+    /// memory minus what placed instances ask for) or `usage` (Oakestra's measured load).
+    #[arg(long, env = "OAK_UP_CAPACITY", default_value = "reservations")]
+    pub capacity: oakestra_sched::capacity::CapacityMode,
+    /// Cores each worker keeps for its own system.
+    #[arg(long, env = "OAK_UP_SYSTEM_RESERVED_CPUS", default_value_t = 0.0)]
+    pub system_reserved_cpus: f64,
+    /// Memory each worker keeps for its own system, MB.
+    #[arg(long, env = "OAK_UP_SYSTEM_RESERVED_MEMORY_MB", default_value_t = 0)]
+    pub system_reserved_memory_mb: u64,
+    /// Overload guard: a worker whose measured CPU usage is at or above this percentage takes
+    /// no new instance [default: none].
+    #[arg(long, env = "OAK_UP_MAX_LOAD")]
+    pub max_load: Option<f64>,
+}
+
+impl UpArgs {
+    /// Whether the in-process workers run real instances.
+    fn real_runtime(&self) -> bool {
+        self.workers > 0 && self.runtime != oakestra_node::RuntimeKind::Fake
+    }
+
+    /// `--runtime` as the user writes it.
+    fn runtime_name(&self) -> String {
+        use clap::ValueEnum;
+        self.runtime
+            .to_possible_value()
+            .map_or_else(String::new, |v| v.get_name().to_owned())
+    }
 }
 
 fn default_data_dir() -> PathBuf {
@@ -139,6 +184,8 @@ pub struct Up {
     pub worker_token: String,
     /// The in-process workers.
     pub workers: Vec<oakestra_node::RunningNode>,
+    /// The containerd `oak up` started, if it did.
+    pub containerd: Option<crate::own_containerd::OwnContainerd>,
     cluster_stop: watch::Sender<bool>,
     cluster: tokio::task::JoinHandle<Result<(), oakestra_cluster::StartError>>,
 }
@@ -164,8 +211,46 @@ impl Up {
             Ok(result) => result?,
             Err(_) => tracing::debug!("the root orchestrator did not stop within 1s"),
         }
+        if let Some(containerd) = self.containerd {
+            containerd.stop().await;
+        }
         Ok(())
     }
+}
+
+/// The containerd socket the workers use: the configured one when it answers, else one of our
+/// own (already running from an earlier `oak up`, or started now). `None` with the fake
+/// runtime, or with `auto` when containerd is not wanted.
+async fn containerd_for_workers(
+    args: &UpArgs,
+    data: &Path,
+) -> Result<(PathBuf, Option<crate::own_containerd::OwnContainerd>)> {
+    use crate::own_containerd::{Layout, OwnContainerd, answers, check_prerequisites, find_binary};
+    let configured = args.containerd_socket.clone();
+    let wants_containerd = matches!(
+        args.runtime,
+        oakestra_node::RuntimeKind::Auto | oakestra_node::RuntimeKind::Containerd
+    );
+    if !args.real_runtime() || !wants_containerd || answers(&configured).await {
+        return Ok((configured, None));
+    }
+    let layout = Layout::under(data);
+    let binary = check_prerequisites(crate::own_containerd::is_root(), &configured, find_binary)?;
+    if answers(&layout.socket).await {
+        // Left running by an `oak up` that was killed: use it (containers kept running in it).
+        println!(
+            "using the containerd already running on {}",
+            layout.socket.display()
+        );
+        return Ok((layout.socket, None));
+    }
+    println!(
+        "no containerd on {}: starting one of our own ({})",
+        configured.display(),
+        layout.dir.display()
+    );
+    let own = OwnContainerd::start(binary, layout).await?;
+    Ok((own.socket.clone(), Some(own)))
 }
 
 /// Starts root, cluster and workers; returns once the workers registered.
@@ -173,6 +258,16 @@ pub async fn start(args: &UpArgs) -> Result<Up> {
     let data = args.data_dir.clone().unwrap_or_else(default_data_dir);
     let root_dir = data.join("root");
     let cluster_dir = data.join("cluster");
+    let capacity = oakestra_cluster::config::capacity_policy(
+        args.capacity,
+        args.system_reserved_cpus,
+        args.system_reserved_memory_mb,
+        args.max_load,
+    )
+    .map_err(anyhow::Error::msg)?;
+    oakestra_net::dataplane::Naming::new(&args.overlay_tag)
+        .map_err(|e| anyhow::anyhow!("--overlay-tag: {e}"))?;
+    let (containerd_socket, containerd) = containerd_for_workers(args, &data).await?;
 
     let mut root_config = oakestra_root::Config::with_data_dir(&root_dir);
     root_config.listen = args.api_listen;
@@ -199,6 +294,7 @@ pub async fn start(args: &UpArgs) -> Result<Up> {
     cluster_config.worker_join_token = Some(worker_token.clone());
     cluster_config.scheduler = args.scheduler.clone();
     cluster_config.scheduler_timeout = args.scheduler_timeout;
+    cluster_config.capacity = capacity;
     let (cluster_stop, mut stop) = watch::channel(false);
     let cluster = tokio::spawn(oakestra_cluster::run(cluster_config, async move {
         let _ = stop.wait_for(|s| *s).await.map(|_| ());
@@ -228,7 +324,16 @@ pub async fn start(args: &UpArgs) -> Result<Up> {
             config.name = format!("{}-{i}", config.name);
         }
         config.runtime = args.runtime;
-        config.containerd_socket = args.containerd_socket.clone();
+        config.containerd_socket = containerd_socket.clone();
+        // One overlay per host network: the service range routes to one worker's proxy, so
+        // further in-process workers run their instances without it.
+        config.overlay = if i == 0 {
+            args.overlay
+        } else {
+            oakestra_node::OverlayMode::Off
+        };
+        config.overlay_tag = args.overlay_tag.clone();
+        config.tunnel_port = args.tunnel_port;
         config.containerd_namespace = if i == 0 {
             args.containerd_namespace.clone()
         } else {
@@ -262,6 +367,7 @@ pub async fn start(args: &UpArgs) -> Result<Up> {
         api,
         worker_token,
         workers,
+        containerd,
         cluster_stop,
         cluster,
     })
@@ -307,6 +413,17 @@ pub async fn run(args: UpArgs) -> Result<()> {
         println!(
             "  note       the built-in worker uses the fake runtime: instances reach RUNNING but run no code (--runtime auto runs them)"
         );
+    } else if args.workers > 0 {
+        let containerd = match &up.containerd {
+            Some(own) => format!("our own containerd on {}", own.socket.display()),
+            None => "containerd".to_owned(),
+        };
+        println!("  runtime    {} via {containerd}", args.runtime_name());
+        if args.workers > 1 && args.overlay != oakestra_node::OverlayMode::Off {
+            println!(
+                "  note       only worker 0 has the overlay network (one per host network); the others run instances without service IPs"
+            );
+        }
     }
     println!();
     println!("Press Ctrl-C to stop.");

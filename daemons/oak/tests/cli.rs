@@ -158,7 +158,9 @@ fn start_up(dir: &Path, workers: u32) -> Up {
             &format!("127.0.0.1:{}", free_port()),
             "--workers",
             &workers.to_string(),
-            // Fixed resources, so placement does not depend on the test machine's load.
+            "--runtime",
+            "fake",
+            // Fixed resources, so placement does not depend on the test machine's size.
             "--worker-cpus",
             "4",
             "--worker-memory-mb",

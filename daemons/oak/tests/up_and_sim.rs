@@ -106,8 +106,10 @@ fn start_up(dir: &Path, workers: u32) -> (Proc, String, u16, std::path::PathBuf)
             &format!("127.0.0.1:{mqtt_port}"),
             "--workers",
             &workers.to_string(),
-            // The test machine may be busy: advertise fixed resources so placement does not
-            // depend on the host's load.
+            "--runtime",
+            "fake",
+            // Fixed resources: what the fake runtime's instances reserve never depends on the
+            // size of the test machine.
             "--worker-cpus",
             "4",
             "--worker-memory-mb",

@@ -1,8 +1,13 @@
-//! `oak up --runtime containerd` end to end through the real binary: the clientsrvr descriptor
+//! `oak up` end to end through the real binary with real containers: the clientsrvr descriptor
 //! (its images replaced by the busybox test image in the loopback registry) runs as real
-//! containers on the test containerd; the root shows both services RUNNING, containerd holds
-//! their running tasks, and the log endpoint returns what the containers printed. Deleting the
-//! application removes the containers; a guard removes them on failure too.
+//! containers; the root shows both services RUNNING, containerd holds their running tasks, and
+//! the log endpoint returns what the containers printed. Deleting the application removes the
+//! containers; a guard removes them on failure too.
+//!
+//! Two set-ups: `--runtime containerd` on the test containerd without the overlay, and the
+//! README's first run — `oak up` with its defaults, where no containerd answers, so it starts
+//! its own, and the overlay network is on, so the client reaches the server through the
+//! service IP 10.30.55.55.
 //!
 //! Needs the fixtures of `scripts/fixtures` (containerd, docker-registry, busybox-static; run
 //! `scripts/setup`), as root.
@@ -35,12 +40,16 @@ fn free_port() -> u16 {
 
 /// `ctr` on the test containerd, in the test namespace, killed after 30 s.
 fn ctr(socket: &Path, args: &[&str]) -> String {
+    ctr_in(socket, NAMESPACE, args)
+}
+
+fn ctr_in(socket: &Path, namespace: &str, args: &[&str]) -> String {
     let out = Command::new("timeout")
         .arg("30")
         .arg("ctr")
         .arg("--address")
         .arg(socket)
-        .args(["--namespace", NAMESPACE])
+        .args(["--namespace", namespace])
         .args(args)
         .output()
         .expect("running ctr");
@@ -49,7 +58,11 @@ fn ctr(socket: &Path, args: &[&str]) -> String {
 
 /// Ids of the running tasks in the test namespace.
 fn running_tasks(socket: &Path) -> Vec<String> {
-    ctr(socket, &["tasks", "ls"])
+    running_tasks_in(socket, NAMESPACE)
+}
+
+fn running_tasks_in(socket: &Path, namespace: &str) -> Vec<String> {
+    ctr_in(socket, namespace, &["tasks", "ls"])
         .lines()
         .skip(1)
         .filter(|l| l.contains("RUNNING"))
@@ -57,21 +70,23 @@ fn running_tasks(socket: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Removes every task and container of the test namespace (on success the worker already did).
+/// Removes every task and container of a namespace (on success the worker already did).
 struct Cleanup {
     socket: PathBuf,
+    namespace: &'static str,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let ids: Vec<String> = ctr(&self.socket, &["containers", "ls", "-q"])
+        let ctr = |args: &[&str]| ctr_in(&self.socket, self.namespace, args);
+        let ids: Vec<String> = ctr(&["containers", "ls", "-q"])
             .lines()
             .map(str::to_owned)
             .collect();
         for id in ids {
-            ctr(&self.socket, &["tasks", "kill", "-s", "SIGKILL", &id]);
-            ctr(&self.socket, &["tasks", "rm", "-f", &id]);
-            ctr(&self.socket, &["containers", "rm", &id]);
+            ctr(&["tasks", "kill", "-s", "SIGKILL", &id]);
+            ctr(&["tasks", "rm", "-f", &id]);
+            ctr(&["containers", "rm", &id]);
         }
     }
 }
@@ -80,11 +95,34 @@ impl Drop for Cleanup {
 struct OakUp {
     child: Child,
     lines: mpsc::Receiver<String>,
+    /// Lines read so far.
+    seen: Vec<String>,
     stderr: PathBuf,
 }
 
 impl OakUp {
+    /// `oak up --runtime containerd` on the test containerd, without the overlay.
     fn start(dir: &Path, socket: &Path) -> OakUp {
+        let socket = socket.to_str().unwrap();
+        OakUp::start_with(
+            dir,
+            &[
+                "--runtime",
+                "containerd",
+                "--containerd-socket",
+                socket,
+                "--containerd-namespace",
+                NAMESPACE,
+                "--overlay",
+                "off",
+                "--scheduler",
+                "first-fit",
+            ],
+        )
+    }
+
+    /// `oak up` on free loopback ports and a data dir in `dir`, plus `args`.
+    fn start_with(dir: &Path, args: &[&str]) -> OakUp {
         let stderr = dir.join("up.err");
         let mut child = Command::new(env!("CARGO_BIN_EXE_oak"))
             .arg("up")
@@ -100,12 +138,8 @@ impl OakUp {
             .arg(format!("127.0.0.1:{}", free_port()))
             .arg("--mqtt-listen")
             .arg(format!("127.0.0.1:{}", free_port()))
-            .args(["--runtime", "containerd", "--containerd-socket"])
-            .arg(socket)
-            .args(["--containerd-namespace", NAMESPACE])
-            .args(["--stop-grace", "1s", "--scheduler", "first-fit"])
-            // A busy test machine must not look full to the scheduler.
-            .args(["--worker-cpus", "4", "--worker-memory-mb", "4096"])
+            .args(["--stop-grace", "1s"])
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -124,6 +158,7 @@ impl OakUp {
         OakUp {
             child,
             lines,
+            seen: Vec::new(),
             stderr,
         }
     }
@@ -133,20 +168,40 @@ impl OakUp {
     }
 
     /// The API address it prints.
-    fn api(&self) -> String {
+    fn api(&mut self) -> String {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) if line.contains("  API ") => {
-                    return line
+                    let api = line
                         .split_whitespace()
                         .find(|w| w.starts_with("http://"))
                         .unwrap()
                         .to_owned();
+                    self.seen.push(line);
+                    return api;
                 }
-                Ok(_) => {}
+                Ok(line) => self.seen.push(line),
                 Err(_) => panic!("oak up printed no API address; stderr:\n{}", self.stderr()),
+            }
+        }
+    }
+
+    /// The next line containing `needle` (within 10 s).
+    fn line_with(&mut self, needle: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(10)) {
+                Ok(line) if line.contains(needle) => {
+                    self.seen.push(line.clone());
+                    return line;
+                }
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!(
+                    "oak up printed no line with {needle:?}: {:?}; stderr:\n{}",
+                    self.seen,
+                    self.stderr()
+                ),
             }
         }
     }
@@ -217,10 +272,12 @@ async fn oak_up_runs_clientsrvr_as_real_containers() {
     let image = containerd_support::shared_image(&fixtures).await;
     let _cleanup = Cleanup {
         socket: fixtures.socket.clone(),
+        namespace: NAMESPACE,
     };
     // Leftovers of an earlier, killed run would be orphans of this worker: remove them first.
     drop(Cleanup {
         socket: fixtures.socket.clone(),
+        namespace: NAMESPACE,
     });
 
     let dir = tempfile::tempdir().unwrap();
@@ -335,5 +392,133 @@ async fn oak_up_runs_clientsrvr_as_real_containers() {
         Some(0),
         "oak up did not stop cleanly:\n{}",
         up.stderr()
+    );
+}
+
+/// The README's first run: `oak up` with its defaults (`--runtime auto`, overlay on). Nothing
+/// answers on the containerd socket, so `oak up` starts a containerd of its own under the data
+/// dir; the client reaches the server through the service IP 10.30.55.55; stopping `oak up`
+/// stops that containerd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_run_defaults_start_an_own_containerd_and_the_overlay() {
+    const FIRST_RUN_NAMESPACE: &str = "oakestra";
+    let fixtures = containerd_support::fixtures();
+    let image = containerd_support::shared_image(&fixtures).await;
+    let dir = tempfile::tempdir().unwrap();
+    let absent = dir.path().join("no-containerd-here.sock");
+    let own_socket = dir.path().join("state/containerd/containerd.sock");
+    let _cleanup = Cleanup {
+        socket: own_socket.clone(),
+        namespace: FIRST_RUN_NAMESPACE,
+    };
+    let tunnel_port = free_port().to_string();
+    let mut up = OakUp::start_with(
+        dir.path(),
+        &[
+            "--containerd-socket",
+            absent.to_str().unwrap(),
+            // Apart from other tests' overlays on this host; the defaults otherwise.
+            "--overlay-tag",
+            "oakfirst",
+            "--tunnel-port",
+            &tunnel_port,
+        ],
+    );
+    let api = up.api();
+    assert!(
+        up.seen
+            .iter()
+            .any(|l| l.contains("starting one of our own")),
+        "oak up did not say it starts its own containerd: {:?}",
+        up.seen
+    );
+    let runtime = up.line_with("  runtime ");
+    assert!(runtime.contains("auto via our own containerd"), "{runtime}");
+    let admin = oakestra_client::Client::new(&api).unwrap();
+    admin.login("Admin", "Admin").await.unwrap();
+
+    // The client asks the server's service IP until it answers, and prints the answer (with
+    // busybox `nc`: the static busybox's `wget` crashes in a rootfs without glibc's NSS files).
+    let mut sla = clientsrvr(&image);
+    for ms in sla["applications"][0]["microservices"]
+        .as_array_mut()
+        .unwrap()
+    {
+        if ms["microservice_name"] == "curl" {
+            ms["cmd"] = serde_json::json!([
+                "sh",
+                "-c",
+                "for i in $(seq 1 60); do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc 10.30.55.55 80 && break; sleep 1; done; exec sleep 3600"
+            ]);
+        }
+    }
+    let apps = admin.create_applications(&sla).await.unwrap();
+    let app_id = apps[0].id.to_string();
+    let services = admin.application_services(&app_id).await.unwrap();
+    // Server first, as a user would: both are 1 vCPU, and both fit on a 2-core machine
+    // however busy it is, because capacity is reserved, not measured.
+    let mut ordered: Vec<_> = services.iter().collect();
+    ordered.sort_by_key(|s| s.service_name != "nginx");
+    for s in &ordered {
+        admin.deploy_instance(&s.id.to_string()).await.unwrap();
+    }
+    for s in &ordered {
+        let id = s.id.to_string();
+        eventually(
+            &format!("service {} RUNNING", s.service_name),
+            Duration::from_secs(120),
+            || async {
+                let service = admin.service(&id).await.ok()?;
+                (service.status == Some(Status::RUNNING)).then_some(())
+            },
+        )
+        .await;
+    }
+    let tasks = running_tasks_in(&own_socket, FIRST_RUN_NAMESPACE);
+    assert_eq!(tasks.len(), 2, "tasks in our own containerd: {tasks:?}");
+
+    let client = services.iter().find(|s| s.service_name == "curl").unwrap();
+    let path = format!("/api/service/{}/instance/0/logs?tail=20", client.id);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let answer: Value = admin
+            .call(reqwest::Method::GET, &path, None::<&()>)
+            .await
+            .unwrap_or_default();
+        let logs = answer["logs"].as_str().unwrap_or_default().to_owned();
+        if logs.contains("hello from") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server's page never reached the client through 10.30.55.55; client log:\n{logs}\noak up stderr:\n{}",
+            up.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    admin.delete_application(&app_id).await.unwrap();
+    eventually(
+        "the containers to be gone",
+        Duration::from_secs(60),
+        || async {
+            let left = ctr_in(
+                &own_socket,
+                FIRST_RUN_NAMESPACE,
+                &["containers", "ls", "-q"],
+            );
+            left.trim().is_empty().then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        up.terminate().await,
+        Some(0),
+        "oak up did not stop cleanly:\n{}",
+        up.stderr()
+    );
+    assert!(
+        tokio::net::UnixStream::connect(&own_socket).await.is_err(),
+        "our own containerd still answers after oak up stopped"
     );
 }
