@@ -121,10 +121,18 @@ impl OakUp {
         )
     }
 
-    /// `oak up` on free loopback ports and a data dir in `dir`, plus `args`.
+    /// `oak up` on free loopback ports and a data dir in `dir`, plus `args`, in a clean
+    /// environment: the system's PATH only (no cargo, no tool of the test run), a fresh HOME,
+    /// no `OAK_UP_*` or `RUST_LOG` from the caller.
     fn start_with(dir: &Path, args: &[&str]) -> OakUp {
         let stderr = dir.join("up.err");
         let mut child = Command::new(env!("CARGO_BIN_EXE_oak"))
+            .env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("HOME", dir)
             .arg("up")
             .arg("--data-dir")
             .arg(dir.join("state"))
