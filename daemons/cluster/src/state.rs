@@ -1171,6 +1171,31 @@ impl ClusterState {
             .collect()
     }
 
+    /// Places every due instance with `scheduler`, taking each placement's demand off the
+    /// chosen candidate before the next, as the actor does with a built-in scheduler (tests,
+    /// simulation). Returns the instances it tried.
+    pub fn place_due_with(
+        &mut self,
+        scheduler: &dyn oakestra_sched::Scheduler,
+        now: Instant,
+    ) -> Vec<InstanceKey> {
+        let due = self.due_for_placement(now);
+        let mut candidates = self.candidates();
+        for key in &due {
+            let Some(request) = self.request(key) else {
+                continue;
+            };
+            let outcome = scheduler.place(&request, &candidates).map(|p| p.candidate);
+            if let Ok(worker) = &outcome
+                && let Some(c) = candidates.iter_mut().find(|c| &c.name == worker)
+            {
+                oakestra_sched::commit(&request, c);
+            }
+            self.placed(key, outcome, now);
+        }
+        due
+    }
+
     /// The placement request of an instance, with `direct` node names that are worker
     /// hostnames resolved to worker ids (candidates are named by id; users write hostnames).
     pub fn request(&self, key: &InstanceKey) -> Option<PlacementRequest> {

@@ -7,8 +7,8 @@ use std::time::Duration;
 use oakestra_cluster::state::{ClusterState, Effect, InstanceAddresses, Timing, WorkerRecord};
 use oakestra_core::status::{NegativeSchedulingStatus, Status};
 use oakestra_core::wire::NodeInfo;
+use oakestra_sched::Algorithm;
 use oakestra_sched::capacity::{CapacityMode, CapacityPolicy};
-use oakestra_sched::{Algorithm, Scheduler};
 use tokio::time::Instant;
 
 const JOB: &str = "65f1a2b3c4d5e6f708192a3b";
@@ -55,19 +55,7 @@ fn deploy(s: &mut ClusterState, n: u32, now: Instant) {
 
 /// Places every due instance with best fit, as the actor does; returns the deploys sent.
 fn place_due(s: &mut ClusterState, now: Instant) -> usize {
-    let due = s.due_for_placement(now);
-    let mut candidates = s.candidates();
-    for key in &due {
-        let request = s.request(key).unwrap();
-        let outcome = Algorithm::BestFit
-            .place(&request, &candidates)
-            .map(|p| p.candidate);
-        if let Ok(w) = &outcome {
-            let c = candidates.iter_mut().find(|c| &c.name == w).unwrap();
-            oakestra_sched::commit(&request, c);
-        }
-        s.placed(key, outcome, now);
-    }
+    s.place_due_with(&Algorithm::BestFit, now);
     s.take_effects()
         .iter()
         .filter(|e| matches!(e, Effect::Deploy { .. }))

@@ -11,7 +11,7 @@ use oakestra_core::status::{
     DeploymentStatus, NegativeSchedulingStatus, PositiveSchedulingStatus, Status,
 };
 use oakestra_core::wire::{JobStatusReport, NodeInfo, ResourcesReport, ServiceUsage, WireVersion};
-use oakestra_sched::{Algorithm, Scheduler};
+use oakestra_sched::Algorithm;
 use tokio::time::Instant;
 
 const JOB: &str = "65f1a2b3c4d5e6f708192a3b";
@@ -57,20 +57,7 @@ fn timing() -> Timing {
 
 /// Places every due instance with best fit, like the actor does.
 fn place_due(state: &mut ClusterState, now: Instant) -> Vec<InstanceKey> {
-    let due = state.due_for_placement(now);
-    let mut candidates = state.candidates();
-    for key in &due {
-        let request = state.request(key).unwrap();
-        let outcome = Algorithm::BestFit
-            .place(&request, &candidates)
-            .map(|p| p.candidate);
-        if let Ok(w) = &outcome {
-            let c = candidates.iter_mut().find(|c| &c.name == w).unwrap();
-            oakestra_sched::commit(&request, c);
-        }
-        state.placed(key, outcome, now);
-    }
-    due
+    state.place_due_with(&Algorithm::BestFit, now)
 }
 
 fn deploys(effects: &[Effect]) -> Vec<String> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use oakestra_cluster::state::{ClusterState, Effect, InstanceAddresses, Timing, WorkerRecord};
 use oakestra_core::wire::{NodeInfo, ServiceDeployed, TableQueryRequest, WireVersion};
-use oakestra_sched::{Algorithm, Scheduler};
+use oakestra_sched::Algorithm;
 use tokio::time::Instant;
 
 const JOB: &str = "65f1a2b3c4d5e6f708192a3b";
@@ -51,19 +51,7 @@ fn timing() -> Timing {
 }
 
 fn place_due(state: &mut ClusterState, now: Instant) {
-    let due = state.due_for_placement(now);
-    let mut candidates = state.candidates();
-    for key in &due {
-        let request = state.request(key).unwrap();
-        let outcome = Algorithm::FirstFit
-            .place(&request, &candidates)
-            .map(|p| p.candidate);
-        if let Ok(w) = &outcome {
-            let c = candidates.iter_mut().find(|c| &c.name == w).unwrap();
-            oakestra_sched::commit(&request, c);
-        }
-        state.placed(key, outcome, now);
-    }
+    state.place_due_with(&Algorithm::FirstFit, now);
 }
 
 fn deployed(n: u32, nsip: &str, host: &str) -> ServiceDeployed {
