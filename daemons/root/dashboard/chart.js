@@ -1,8 +1,8 @@
 // A small SVG line chart of one metric over time: no library, a polyline and a dot per point.
 
 const SVG = 'http://www.w3.org/2000/svg'; // the SVG namespace name, not a URL that is fetched
-const W = 320;
-const H = 130;
+const W = 420;
+const H = 150;
 const PAD = { left: 34, right: 8, top: 8, bottom: 20 };
 
 function s(tag, attrs, text) {

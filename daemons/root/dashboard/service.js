@@ -2,7 +2,7 @@
 // CPU and memory charts per instance, and the instance's logs (tail, follow).
 
 import { api } from './api.js';
-import { busy, checkbox, h, notice, percent, statusText, table } from './ui.js';
+import { busy, checkbox, h, notice, num, percent, statusText, table } from './ui.js';
 import { lineChart } from './chart.js';
 
 /** Poll period while something is changing, and once the service is steady. */
@@ -17,8 +17,8 @@ const STEADY = new Set(['RUNNING', 'COMPLETED', 'FAILED', 'DEAD', 'UNDEPLOYED'])
 /** `cpu_history`/`memory_history` entries (`{value, timestamp}`) as chart points. */
 function fromHistory(history) {
   return (history || [])
-    .map((s) => ({ t: Date.parse(s.timestamp), v: Number(s.value) }))
-    .filter((p) => Number.isFinite(p.t) && Number.isFinite(p.v));
+    .map((s) => ({ t: Date.parse(s.timestamp), v: num(s.value) }))
+    .filter((p) => Number.isFinite(p.t) && p.v !== null);
 }
 
 /** Merges two point lists by time, dropping points less than 500 ms apart. */
@@ -80,8 +80,10 @@ export async function servicePage(main, ctx, id) {
       const n = inst.instance_number;
       if (!samples.has(n)) samples.set(n, { cpu: [], mem: [] });
       const s = samples.get(n);
-      if (typeof inst.cpu_percent === 'number') s.cpu = merge(s.cpu, [{ t: now, v: inst.cpu_percent }]);
-      if (typeof inst.memory_percent === 'number') s.mem = merge(s.mem, [{ t: now, v: inst.memory_percent }]);
+      const cpu = num(inst.cpu_percent);
+      const mem = num(inst.memory_percent);
+      if (cpu !== null) s.cpu = merge(s.cpu, [{ t: now, v: cpu }]);
+      if (mem !== null) s.mem = merge(s.mem, [{ t: now, v: mem }]);
     }
   }
 
@@ -185,10 +187,16 @@ function logsRegion(serviceId, ctx) {
     source, text);
   let known = '';
   let inFlight = false;
+  /** instance number → its status, for the instances a worker runs (or ran). */
+  let placed = new Map();
 
   async function load() {
     const n = select.value;
     if (n === '' || inFlight) return;
+    if (!placed.has(n)) {
+      source.textContent = `Instance ${n} is not on a worker yet; its logs appear once it runs.`;
+      return;
+    }
     inFlight = true;
     try {
       const answer = await api('GET', `/api/service/${serviceId}/instance/${n}/logs?tail=${encodeURIComponent(tail.value.trim() || '200')}`);
@@ -223,6 +231,7 @@ function logsRegion(serviceId, ctx) {
     /** Keeps the instance choice in step with the service's instances. */
     instances(list) {
       const numbers = list.map((i) => String(i.instance_number));
+      placed = new Map(list.filter((i) => i.worker_id || i.logs).map((i) => [String(i.instance_number), i.status]));
       const key = list.map((i) => `${i.instance_number}:${i.status}`).join(',');
       if (key === known) return;
       const before = select.value;

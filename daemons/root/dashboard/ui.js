@@ -137,8 +137,20 @@ export function statusText(status) {
   return h('span', { class: `status ${kind}` }, status);
 }
 
+/** A number the API sent as a number or, for Oakestra's clients, as a string; else null. */
+export function num(value) {
+  if (typeof value === 'number') return Number.isFinite(value) ? value : null;
+  if (typeof value === 'string' && value.trim() !== '') {
+    const n = Number(value);
+    return Number.isFinite(n) ? n : null;
+  }
+  return null;
+}
+
 export function percent(value) {
-  return typeof value === 'number' ? `${value.toFixed(1)} %` : '—';
+  const n = num(value);
+  if (n === null) return '—';
+  return `${n !== 0 && Math.abs(n) < 1 ? n.toFixed(2) : n.toFixed(1)} %`;
 }
 
 /** Seconds since the epoch as "12 s ago". */
