@@ -12,9 +12,10 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import {
-  SHOTS, apiCall, cleanContainers, eventually, fixtures, launchChromium, oakUp, runningTasks,
+  REPO, SHOTS, apiCall, cleanContainers, eventually, fixtures, launchChromium, oakUp, runningTasks,
 } from './harness.js';
 
 const APP = 'webshop';
@@ -235,6 +236,34 @@ test('undeploy stops the instance and the application is deleted', async () => {
   await shot('11-application-deleted');
 });
 
+test('a descriptor uploaded as a file creates its application; an invalid one shows why', async () => {
+  const bad = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'oak-sla-')), 'bad.json');
+  fs.writeFileSync(bad, JSON.stringify({ sla_version: 'v9', applications: [] }));
+  await page.locator('#sla-file').setInputFiles(bad);
+  await page.getByRole('button', { name: 'Upload SLA' }).click();
+  await page.getByRole('alert').filter({ hasText: 'sla_version' }).waitFor();
+  await page.locator('#sla-file').setInputFiles(path.join(REPO, 'examples/sla-clientsrvr-container.json'));
+  await page.getByRole('button', { name: 'Upload SLA' }).click();
+  await page.getByRole('link', { name: 'clientsrvr' }).click();
+  await page.getByRole('link', { name: 'nginx.test' }).waitFor();
+  await page.getByRole('link', { name: 'curl.test' }).waitFor();
+  await shot('12-uploaded-descriptor');
+  await page.getByRole('button', { name: 'Delete application' }).click();
+  await page.getByText('You have no application yet').waitFor();
+});
+
+test('an expired or invalid access token is renewed with the refresh token', async () => {
+  await page.evaluate(() => {
+    const s = JSON.parse(sessionStorage.getItem('oakestra.session'));
+    s.token = 'not-a-valid-token';
+    sessionStorage.setItem('oakestra.session', JSON.stringify(s));
+  });
+  await page.reload();
+  await page.getByText('You have no application yet').waitFor();
+  const token = await page.evaluate(() => JSON.parse(sessionStorage.getItem('oakestra.session')).token);
+  assert.notEqual(token, 'not-a-valid-token');
+});
+
 test('admin pages: users, organizations and join tokens with the join command', async () => {
   await page.getByRole('link', { name: 'Users' }).click();
   await page.locator('article[data-user="bob"]').waitFor();
@@ -246,7 +275,7 @@ test('admin pages: users, organizations and join tokens with the join command', 
   const created = page.getByRole('region', { name: 'New join token' });
   await created.getByText('--join-token').waitFor();
   await page.getByRole('cell', { name: 'munich', exact: true }).waitFor();
-  await shot('12-join-token');
+  await shot('13-join-token');
   await page.getByRole('button', { name: /^Revoke token munich/ }).click();
   await eventually('the token revoked', 10_000, async () => (await page.getByRole('cell', { name: 'munich', exact: true }).count()) === 0);
 });
@@ -269,7 +298,7 @@ test('/api/docs lists the API\'s operations from the embedded Swagger UI', async
   const operations = await page.locator('.opblock').count();
   assert.ok(operations >= 30, `${operations} operations listed`);
   await page.getByText('/api/auth/login', { exact: true }).first().waitFor();
-  await shot('13-api-docs', page, false);
+  await shot('14-api-docs', page, false);
 });
 
 test('nothing was loaded from another host and the dashboard logged no error', async () => {
