@@ -189,6 +189,12 @@ test('deploy: RUNNING, the instance IP, a log line and a CPU chart with points',
   const width = await phone.evaluate(() => document.documentElement.scrollWidth);
   assert.ok(width <= 360, `the page is ${width}px wide at 360px`);
   await shot('07-service-running-360px', phone);
+  for (const [hash, heading] of [['#/applications', 'Applications'], ['#/clusters', 'Clusters'], ['#/admin/users', 'Users'], ['#/admin/tokens', 'Join tokens']]) {
+    await phone.goto(`${base}/${hash}`);
+    await phone.getByRole('heading', { name: heading, exact: true }).waitFor();
+    const w = await phone.evaluate(() => document.documentElement.scrollWidth);
+    assert.ok(w <= 360, `${hash} is ${w}px wide at 360px`);
+  }
   await phone.context().close();
 });
 
