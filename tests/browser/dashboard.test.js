@@ -100,6 +100,7 @@ test('the login page has labelled fields and logs Admin in, with the default-pas
   await page.getByLabel('Log in to an organization').check();
   await page.getByLabel('Organization', { exact: true }).waitFor();
   await page.getByLabel('Log in to an organization').uncheck();
+  assert.equal(await page.getByLabel('Organization', { exact: true }).isVisible(), false);
   await shot('01-login');
   await page.getByLabel('Username').fill('Admin');
   await page.getByLabel('Password').fill('wrong');
