@@ -62,6 +62,9 @@ pub struct Config {
     pub cluster_timeout: Duration,
     /// Lifetime of the access tokens the root issues (whole seconds, at least one).
     pub access_token_ttl: Duration,
+    /// A second address serving the dashboard (and the API it calls), e.g. `0.0.0.0:80`
+    /// where Oakestra's dashboard is; the dashboard is always on `listen` too.
+    pub dashboard_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -74,6 +77,7 @@ impl Default for Config {
             data_dir,
             cluster_timeout: DEFAULT_CLUSTER_TIMEOUT,
             access_token_ttl: DEFAULT_ACCESS_TOKEN_TTL,
+            dashboard_listen: None,
         }
     }
 }
@@ -164,7 +168,7 @@ pub enum TokenAction {
 #[derive(Debug, Clone, Default, Args)]
 pub struct Settings {
     /// TOML file with any of: listen, grpc_listen, data_dir, store, cluster_timeout,
-    /// access_token_ttl.
+    /// access_token_ttl, dashboard_listen.
     #[arg(long, env = "OAKESTRA_ROOT_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// REST API address [default: 0.0.0.0:10000].
@@ -188,6 +192,10 @@ pub struct Settings {
     /// [default: 10m].
     #[arg(long, env = "OAKESTRA_ROOT_ACCESS_TOKEN_TTL", value_parser = parse_token_ttl, global = true)]
     pub access_token_ttl: Option<Duration>,
+    /// Also serve the dashboard (and the API it calls) on this address, e.g. 0.0.0.0:80
+    /// [default: only on --listen].
+    #[arg(long, env = "OAKESTRA_ROOT_DASHBOARD_LISTEN", global = true)]
+    pub dashboard_listen: Option<SocketAddr>,
 }
 
 /// The TOML file.
@@ -200,6 +208,7 @@ struct FileSettings {
     store: Option<String>,
     cluster_timeout: Option<String>,
     access_token_ttl: Option<String>,
+    dashboard_listen: Option<SocketAddr>,
 }
 
 /// A configuration that cannot be used.
@@ -270,6 +279,7 @@ impl Settings {
                 .access_token_ttl
                 .or(file_token_ttl)
                 .unwrap_or(defaults.access_token_ttl),
+            dashboard_listen: self.dashboard_listen.or(file.dashboard_listen),
         })
     }
 }
@@ -312,6 +322,38 @@ mod tests {
         assert_eq!(cfg.cluster_timeout, Duration::from_secs(30));
         assert_eq!(cfg.access_token_ttl, Duration::from_secs(600));
         assert_eq!(cfg.store, StoreLocation::Redb(cfg.data_dir.join(REDB_FILE)));
+        assert_eq!(cfg.dashboard_listen, None);
+    }
+
+    #[test]
+    fn dashboard_listen_from_flag_or_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("root.toml");
+        std::fs::write(&file, "dashboard_listen = \"127.0.0.1:8080\"\n").unwrap();
+        let from_file = Cli::try_parse_from(["oakestra-root", "--config", file.to_str().unwrap()])
+            .unwrap()
+            .settings
+            .resolve()
+            .unwrap();
+        assert_eq!(
+            from_file.dashboard_listen,
+            Some("127.0.0.1:8080".parse().unwrap())
+        );
+        let from_flag = Cli::try_parse_from([
+            "oakestra-root",
+            "--config",
+            file.to_str().unwrap(),
+            "--dashboard-listen",
+            "0.0.0.0:80",
+        ])
+        .unwrap()
+        .settings
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            from_flag.dashboard_listen,
+            Some("0.0.0.0:80".parse().unwrap())
+        );
     }
 
     #[test]

@@ -8,12 +8,14 @@
 //! * [`config`] — flags, environment, TOML file.
 //! * [`api`] — the REST API (axum), with [`auth`] (passwords, tokens) and [`error`].
 //! * [`openapi`] — the API documentation pages; [`metrics`] — Prometheus metrics.
+//! * [`dashboard`] — the web dashboard and the docs' files, embedded and served at `/`.
 
 pub mod addresses;
 pub mod api;
 pub mod auth;
 pub mod cluster_link;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod grpc;
 pub mod instances;
@@ -203,6 +205,8 @@ pub struct RunningRoot {
     pub rest_addr: SocketAddr,
     /// Where clusters dial (gRPC), when the cluster link runs.
     pub grpc_addr: Option<SocketAddr>,
+    /// The second address of the dashboard (`Config::dashboard_listen`), if any.
+    pub dashboard_addr: Option<SocketAddr>,
     /// The store.
     pub store: Arc<dyn Store>,
     shutdown: watch::Sender<bool>,
@@ -360,26 +364,66 @@ pub async fn start_with(
         addr: config.listen,
         source,
     })?;
-    let (shutdown, mut stop) = watch::channel(false);
+    let dashboard_listener = match config.dashboard_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| RootError::Bind {
+                    what: "dashboard",
+                    flag: "dashboard-listen",
+                    addr,
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let (shutdown, stop) = watch::channel(false);
     let app = NormalizePathLayer::trim_trailing_slash().layer(api::router(state, metrics));
-    let server = tokio::spawn(async move {
+    let mut servers = vec![serve_app(
+        listener,
+        app.clone(),
+        stop.clone(),
+        "the REST API",
+    )];
+    let mut dashboard_addr = None;
+    if let Some(listener) = dashboard_listener {
+        let addr = listener.local_addr().map_err(|source| RootError::Server {
+            what: "the dashboard",
+            message: source.to_string(),
+        })?;
+        dashboard_addr = Some(addr);
+        // The same application: the dashboard's scripts call the API on their own origin.
+        servers.push(serve_app(listener, app, stop, "the dashboard"));
+        tracing::info!(%addr, "dashboard listening");
+    }
+    tracing::info!(%rest_addr, "REST API listening; dashboard at /, docs at /api/docs");
+    Ok(RunningRoot {
+        rest_addr,
+        grpc_addr: None,
+        dashboard_addr,
+        store,
+        shutdown,
+        servers,
+    })
+}
+
+/// Serves `app` on `listener` until `stop` turns true.
+fn serve_app(
+    listener: TcpListener,
+    app: tower_http::normalize_path::NormalizePath<axum::Router>,
+    mut stop: watch::Receiver<bool>,
+    what: &'static str,
+) -> JoinHandle<Result<(), RootError>> {
+    tokio::spawn(async move {
         axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
             .with_graceful_shutdown(async move {
                 let _ = stop.wait_for(|s| *s).await;
             })
             .await
             .map_err(|e| RootError::Server {
-                what: "the REST API",
+                what,
                 message: e.to_string(),
             })
-    });
-    tracing::info!(%rest_addr, "REST API listening; docs at /api/docs");
-    Ok(RunningRoot {
-        rest_addr,
-        grpc_addr: None,
-        store,
-        shutdown,
-        servers: vec![server],
     })
 }
 
@@ -393,6 +437,9 @@ pub async fn run(config: Config) -> Result<(), RootError> {
     );
     if let Some(grpc) = root.grpc_addr {
         println!("oakestra-root: cluster gRPC listening on {grpc}");
+    }
+    if let Some(dashboard) = root.dashboard_addr {
+        println!("oakestra-root: dashboard also on http://{dashboard}");
     }
     let stopper = root.shutdown_handle();
     tokio::spawn(async move {

@@ -2,31 +2,36 @@
 //! (`#[utoipa::path]` on each, collected by [`crate::api::api_routes`]), so it cannot drift
 //! from the code.
 //!
-//! Swagger UI at `/api/docs` is a small HTML page that loads the Swagger UI scripts from a
-//! CDN *in the user's browser* and points them at `/docs/openapi.json`: the root ships no UI
-//! assets (they cannot be fetched at build time here). Without internet access the page
-//! still links the raw spec.
+//! Swagger UI at `/api/docs` is this page plus the Swagger UI files vendored in
+//! `assets/swagger-ui/` (npm `swagger-ui-dist`, see its README there), all embedded in the
+//! binary and served by [`crate::dashboard`]: the docs work with no internet access.
 
 /// The `/api/docs` page.
 pub const SWAGGER_UI: &str = r##"<!doctype html>
 <html lang="en">
 <head>
   <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
   <title>Oakestra-rs root API</title>
-  <link rel="stylesheet" href="https://unpkg.com/swagger-ui-dist@5/swagger-ui.css">
+  <link rel="icon" href="data:,">
+  <link rel="stylesheet" href="/api/docs/swagger-ui.css">
 </head>
 <body>
   <noscript>This page needs JavaScript. The OpenAPI document is at <a href="/docs/openapi.json">/docs/openapi.json</a>.</noscript>
-  <div id="swagger-ui">
-    <p style="font-family:sans-serif;margin:2em">Loading Swagger UI from unpkg.com&hellip; If it does not
-    appear (no internet access), read the OpenAPI document at <a href="/docs/openapi.json">/docs/openapi.json</a>.</p>
-  </div>
-  <script src="https://unpkg.com/swagger-ui-dist@5/swagger-ui-bundle.js" crossorigin></script>
-  <script>
-    if (window.SwaggerUIBundle) {
-      window.ui = SwaggerUIBundle({ url: "/docs/openapi.json", dom_id: "#swagger-ui", deepLinking: true });
-    }
-  </script>
+  <div id="swagger-ui"></div>
+  <script src="/api/docs/swagger-ui-bundle.js"></script>
+  <script src="/api/docs/swagger-init.js"></script>
 </body>
 </html>
+"##;
+
+/// Starts Swagger UI on the generated document (a file of its own: the page's
+/// Content-Security-Policy allows no inline script). No validator badge: it would call an
+/// outside service.
+pub const SWAGGER_INIT: &str = r##"window.ui = SwaggerUIBundle({
+  url: "/docs/openapi.json",
+  dom_id: "#swagger-ui",
+  deepLinking: true,
+  validatorUrl: null
+});
 "##;

@@ -46,6 +46,10 @@ pub struct LoginResponse {
     pub token: String,
     /// Refresh token (30 days), for POST /api/auth/refresh.
     pub refresh_token: String,
+    /// `true` when this is the account `Admin` logging in with the default password `Admin`:
+    /// change it (`POST /api/user/Admin`). The dashboard shows a banner while it is. Not in
+    /// Oakestra's answer (clients that do not know the key ignore it).
+    pub default_password: bool,
 }
 
 /// Refresh answer.
@@ -88,7 +92,8 @@ pub(crate) async fn hash(password: String) -> String {
 
 /// Log in with a user name and password.
 ///
-/// Answers both tokens. Deliberate differences from Oakestra: a missing or non-JSON body is a
+/// Answers both tokens, and whether the password used is still the default one of `Admin`
+/// (`default_password`, Oakestra-rs only). Deliberate differences from Oakestra: a missing or non-JSON body is a
 /// 400 (Oakestra: 403), missing keys are a 400 (Oakestra: 500), and every error names its
 /// cause. Like Oakestra, a user who is not a member of the organization still logs in, with
 /// no roles.
@@ -113,6 +118,7 @@ async fn login(
         .as_deref()
         .filter(|n| !n.is_empty())
         .unwrap_or(DEFAULT_ORGANIZATION);
+    let default_password = req.username == crate::DEFAULT_ADMIN && req.password == "Admin";
     let user = state.store.user_by_name(&req.username).await?;
     let Some(user) = user else {
         // Hash anyway so the answer time does not tell which user names exist.
@@ -136,6 +142,7 @@ async fn login(
     Ok(Json(LoginResponse {
         token: state.tokens.issue(&who, TokenKind::Access, now),
         refresh_token: state.tokens.issue(&who, TokenKind::Refresh, now),
+        default_password,
     }))
 }
 

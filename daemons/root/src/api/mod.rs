@@ -27,7 +27,7 @@ use axum::body::Bytes;
 use axum::Json;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, StatusCode, Uri};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Router, middleware};
 use oakestra_store::{Store, StoreError};
@@ -246,7 +246,7 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
-/// The complete application: API, docs, health and metrics, with metrics, CORS and the body
+/// The complete application: API, docs, dashboard, health and metrics, with metrics, CORS and the body
 /// limit applied. Trailing slashes are removed before routing by the caller
 /// ([`crate::serve_http`]), so `/api/applications/` and `/api/applications` are one route.
 pub fn router(state: AppState, metrics: Arc<Metrics>) -> Router {
@@ -267,13 +267,10 @@ pub fn router(state: AppState, metrics: Arc<Metrics>) -> Router {
             }),
         )
         .route(
-            "/api/docs",
-            get(|| async { Html(crate::openapi::SWAGGER_UI) }),
-        )
-        .route(
             "/metrics",
             get(crate::metrics::serve).with_state(Arc::clone(&metrics)),
         )
+        .merge(crate::dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
