@@ -78,7 +78,9 @@ export async function oakUp(socket) {
     '--api-listen', '127.0.0.1:0', '--grpc-listen', '127.0.0.1:0',
     '--cluster-listen', `127.0.0.1:${await freePort()}`, '--mqtt-listen', `127.0.0.1:${await freePort()}`,
     '--runtime', 'containerd', '--containerd-socket', socket, '--containerd-namespace', NAMESPACE,
-    '--stop-grace', '1s', '--scheduler', 'first-fit', '--worker-cpus', '4', '--worker-memory-mb', '4096'];
+    '--stop-grace', '1s', '--scheduler', 'first-fit', '--worker-cpus', '4', '--worker-memory-mb', '4096',
+    // oak up's overlay is on with real containers: names of its own, apart from other set-ups.
+    '--overlay-tag', 'oakdash'];
   const stderr = fs.openSync(path.join(dir, 'up.err'), 'w');
   const child = spawn(oak, args, { stdio: ['ignore', 'pipe', stderr], env: { ...process.env, RUST_LOG: 'warn' } });
   const url = await new Promise((resolve, reject) => {

@@ -396,6 +396,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         up.workers.len()
     );
     println!();
+    println!("  dashboard  http://{api}/");
     println!("  API        http://{api}   (docs: http://{api}/api/docs)");
     println!("  login      user Admin, password Admin  -- change it now:");
     println!("             POST http://{api}/api/user/Admin with");
