@@ -403,6 +403,18 @@ async fn oak_up_runs_clientsrvr_as_real_containers() {
     );
 }
 
+/// Kills the containerd started with this config file, if it still runs.
+struct KillOnDrop(PathBuf);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("pkill")
+            .arg("-f")
+            .arg(format!("containerd --config {}", self.0.display()))
+            .status();
+    }
+}
+
 /// The README's first run: `oak up` with its defaults (`--runtime auto`, overlay on). Nothing
 /// answers on the containerd socket, so `oak up` starts a containerd of its own under the data
 /// dir; the client reaches the server through the service IP 10.30.55.55; stopping `oak up`
@@ -415,6 +427,9 @@ async fn first_run_defaults_start_an_own_containerd_and_the_overlay() {
     let dir = tempfile::tempdir().unwrap();
     let absent = dir.path().join("no-containerd-here.sock");
     let own_socket = dir.path().join("state/containerd/containerd.sock");
+    // Dropped last: when the test fails, oak up is killed and its containerd (in a process
+    // group of its own, so that Ctrl-C reaches oak up first) would outlive the test.
+    let _own_containerd = KillOnDrop(dir.path().join("state/containerd/config.toml"));
     let _cleanup = Cleanup {
         socket: own_socket.clone(),
         namespace: FIRST_RUN_NAMESPACE,

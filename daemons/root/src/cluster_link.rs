@@ -164,21 +164,39 @@ struct State {
     secrets: HashMap<ClusterId, String>,
     /// Clusters without a stream, with the generation their loss timer belongs to.
     disconnected: HashMap<ClusterId, u64>,
-    /// Demand placed on each cluster since its last resources report: subtracted from what
-    /// it reported, so a burst of deploys does not pile onto one cluster beyond its capacity.
-    reserved: HashMap<ClusterId, Reserved>,
+    /// Demand placed on and released from each cluster since its last resources report:
+    /// taken off and given back to what it reported, so a burst of deploys does not pile onto
+    /// one cluster beyond its capacity, and an undeploy makes room at once.
+    reserved: HashMap<ClusterId, Unreported>,
     generation: u64,
     /// Log requests waiting for their cluster's answer, by request id.
     logs_waiting: HashMap<String, (ClusterId, oneshot::Sender<LogsReply>)>,
     logs_requests: u64,
 }
 
-/// Resources promised to instances a cluster has not yet accounted for in a report.
+/// Resources of instances a cluster has not yet accounted for in a report.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(crate) struct Reserved {
     pub(crate) vcpus: f64,
     pub(crate) memory_mb: u64,
     pub(crate) gpus: u32,
+}
+
+impl Reserved {
+    fn add(&mut self, other: Reserved) {
+        self.vcpus += other.vcpus;
+        self.memory_mb = self.memory_mb.saturating_add(other.memory_mb);
+        self.gpus = self.gpus.saturating_add(other.gpus);
+    }
+}
+
+/// What changed on a cluster since its last resources report.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Unreported {
+    /// Demand of instances placed there.
+    pub(crate) placed: Reserved,
+    /// Demand of instances undeployed there (the cluster frees it at once).
+    pub(crate) released: Reserved,
 }
 
 /// The registry of clusters and their live links. Create one per root with
@@ -689,15 +707,28 @@ impl ClusterLink {
 
     /// Records demand placed on `cluster` until its next resources report.
     pub(crate) fn reserve(&self, cluster: &ClusterId, demand: Reserved) {
-        let mut st = self.state();
-        let r = st.reserved.entry(cluster.clone()).or_default();
-        r.vcpus += demand.vcpus;
-        r.memory_mb = r.memory_mb.saturating_add(demand.memory_mb);
-        r.gpus = r.gpus.saturating_add(demand.gpus);
+        self.state()
+            .reserved
+            .entry(cluster.clone())
+            .or_default()
+            .placed
+            .add(demand);
     }
 
-    /// The demand placed on each cluster since its last report.
-    pub(crate) fn reservations(&self) -> HashMap<ClusterId, Reserved> {
+    /// Records demand undeployed from `cluster` until its next resources report, and retries
+    /// pending instances: they may fit now.
+    pub(crate) fn release(&self, cluster: &ClusterId, demand: Reserved) {
+        self.state()
+            .reserved
+            .entry(cluster.clone())
+            .or_default()
+            .released
+            .add(demand);
+        self.retry.notify_one();
+    }
+
+    /// What was placed on and released from each cluster since its last report.
+    pub(crate) fn reservations(&self) -> HashMap<ClusterId, Unreported> {
         self.state().reserved.clone()
     }
 
@@ -922,13 +953,16 @@ fn capacity_grew(
 /// A stored cluster as a root-level scheduling candidate (named by the cluster's name, which
 /// is what `direct` and `clusters` constraints use).
 ///
-/// `reserved` (demand placed since the cluster's last report) is taken off its totals. The
-/// largest single worker is left as reported: the reservation may sit on another worker, and
-/// the next report corrects it anyway.
+/// What was placed since the cluster's last report is taken off its totals, what was
+/// undeployed is given back. The largest single worker keeps what it reported less nothing
+/// (a placement may sit on another worker) plus what was released, within the new totals (the
+/// released instance sat on one worker, which that much more is free on); the next report
+/// corrects both anyway, and a cluster that gets an instance no worker fits keeps it pending
+/// until one does.
 pub(crate) fn candidate_of(
     c: &ClusterRecord,
     connected: bool,
-    reserved: Reserved,
+    unreported: Unreported,
 ) -> oakestra_sched::Candidate {
     let t = &c.resources.totals;
     let gpus = u32::try_from(t.gpus).unwrap_or(u32::MAX);
@@ -955,13 +989,24 @@ pub(crate) fn candidate_of(
         }),
         ..oakestra_sched::Candidate::default()
     };
-    if reserved != Reserved::default() {
-        candidate.memory_free_mb = candidate.memory_free_mb.saturating_sub(reserved.memory_mb);
-        candidate.gpus_free = candidate.gpus_free.saturating_sub(reserved.gpus);
+    if unreported != Unreported::default() {
+        let Unreported { placed, released } = unreported;
+        candidate.memory_free_mb = (candidate.memory_free_mb + released.memory_mb)
+            .saturating_sub(placed.memory_mb)
+            .min(candidate.memory_total_mb);
+        candidate.gpus_free = (candidate.gpus_free + released.gpus)
+            .saturating_sub(placed.gpus)
+            .min(candidate.gpus);
+        let mut free_vcpus = candidate.free_vcpus();
         if candidate.cpu_cores > 0.0 {
-            let free = (candidate.free_vcpus() - reserved.vcpus).max(0.0);
-            candidate.cpu_load_percent =
-                (100.0 * (1.0 - free / candidate.cpu_cores)).clamp(0.0, 100.0);
+            free_vcpus =
+                (free_vcpus + released.vcpus - placed.vcpus).clamp(0.0, candidate.cpu_cores);
+            candidate.cpu_load_percent = 100.0 * (1.0 - free_vcpus / candidate.cpu_cores);
+        }
+        if let Some(w) = &mut candidate.max_worker_free {
+            w.vcpus = (w.vcpus + released.vcpus).min(free_vcpus.max(0.0));
+            w.memory_mb = (w.memory_mb + released.memory_mb).min(candidate.memory_free_mb);
+            w.gpus = (w.gpus + released.gpus).min(candidate.gpus_free);
         }
     }
     candidate

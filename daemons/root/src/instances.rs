@@ -245,6 +245,19 @@ pub(crate) fn deploy_message(service: &ServiceRecord, n: u32) -> Option<RootMess
     })
 }
 
+/// What one instance of `service` reserves (nothing when its constraints do not parse: then it
+/// was never placed).
+fn service_demand(service: &ServiceRecord) -> Reserved {
+    placement_request(service).map_or_else(
+        |_| Reserved::default(),
+        |r| Reserved {
+            vcpus: r.vcpus,
+            memory_mb: r.memory_mb,
+            gpus: r.vgpus,
+        },
+    )
+}
+
 fn placement_request(service: &ServiceRecord) -> Result<PlacementRequest, ConstraintError> {
     let mut request = PlacementRequest::from_microservice(&service.microservice, Level::Root)?;
     request.service = service.job_name.clone();
@@ -377,9 +390,11 @@ impl ClusterLink {
         service_id: ObjectId,
         number: Option<u32>,
     ) -> Result<Vec<u32>, InstanceError> {
+        let mut demand = Reserved::default();
         let removed = self
             .store
             .update_service_with_ipam(service_id, |service, ipam: &mut AddressManager| {
+                demand = service_demand(service);
                 let (gone, kept): (Vec<InstanceRecord>, Vec<InstanceRecord>) = service
                     .instance_list
                     .drain(..)
@@ -420,6 +435,9 @@ impl ClusterLink {
         };
         for inst in &removed {
             if let Some(cluster) = &inst.cluster_id {
+                if !is_finished(inst.status) {
+                    self.release(cluster, demand);
+                }
                 self.send(
                     cluster,
                     undeploy_message(
@@ -438,6 +456,14 @@ impl ClusterLink {
     /// After a service was deleted from the store: tells every cluster that holds one of its
     /// instances to undeploy them, and frees its RR and instance addresses.
     pub async fn release_service(&self, service: &ServiceRecord) -> Result<(), InstanceError> {
+        let demand = service_demand(service);
+        for i in &service.instance_list {
+            if let Some(cluster) = &i.cluster_id
+                && !is_finished(i.status)
+            {
+                self.release(cluster, demand);
+            }
+        }
         let mut clusters: Vec<&ClusterId> = service
             .instance_list
             .iter()
@@ -497,14 +523,9 @@ impl ClusterLink {
                 .unwrap_or_default();
             excluded.push(old.0.clone());
         }
-        let mut demand = Reserved::default();
+        let demand = service_demand(&service);
         let decision = match placement_request(&service) {
             Ok(request) => {
-                demand = Reserved {
-                    vcpus: request.vcpus,
-                    memory_mb: request.memory_mb,
-                    gpus: request.vgpus,
-                };
                 let mut cands = self.candidates().await?;
                 cands.retain(|(_, id, _)| !excluded.contains(&id.0));
                 let list: Vec<oakestra_sched::Candidate> =

@@ -187,6 +187,34 @@ async fn deploy_flow_reaches_running() {
 }
 
 #[tokio::test]
+async fn an_undeploy_makes_room_at_once_without_waiting_for_the_clusters_report() {
+    let root = Root::start(LinkConfig::default()).await;
+    let services = root.create_clientsrvr().await;
+    let nginx = &services[1]; // 1 vCPU, 100 MB
+    let mut c = root
+        .cluster("two-cores")
+        .resources(resources(1, 2.0, 4096))
+        .connect()
+        .await
+        .unwrap();
+    for n in 0..2 {
+        assert!(root.link.deploy_instance(nginx.id).await.unwrap().placed);
+        assert_eq!(c.expect_deploy().await.instance_number, n);
+    }
+    // Both cores are reserved since the last report: the third waits.
+    let third = root.link.deploy_instance(nginx.id).await.unwrap();
+    assert!(!third.placed, "{:?}", third.instance);
+    // Undeploying instance 1 gives its core back before the cluster reports again.
+    root.link
+        .undeploy_instance(nginx.id, Some(1))
+        .await
+        .unwrap();
+    assert_eq!(c.expect_undeploy().await.instance_number, Some(1));
+    let d = c.expect_deploy().await;
+    assert_eq!(d.instance_number, 2);
+}
+
+#[tokio::test]
 async fn no_capacity_gives_a_negative_status_and_is_retried_when_capacity_comes() {
     let root = Root::start(LinkConfig::default()).await;
     let services = root.create_clientsrvr().await;
