@@ -18,6 +18,7 @@ pub mod error;
 pub mod grpc;
 pub mod instances;
 pub mod metrics;
+pub mod monitor;
 pub mod openapi;
 pub mod tables;
 pub mod tokens;

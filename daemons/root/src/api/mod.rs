@@ -10,6 +10,7 @@
 pub mod applications;
 pub mod auth;
 pub mod clusters;
+pub mod events;
 pub mod extract;
 pub mod join_tokens;
 pub mod lifecycle;
@@ -64,6 +65,8 @@ pub struct AppState {
     /// User names known to exist, so the Admin check of every request needs no store read.
     /// Users are deleted only through this API, which removes them here first.
     pub known_users: Arc<RwLock<HashSet<String>>>,
+    /// Events and usage history (shared with the cluster link when there is one).
+    pub monitor: Arc<crate::monitor::Monitor>,
 }
 
 impl AppState {
@@ -74,7 +77,9 @@ impl AppState {
         lifecycle: Arc<dyn ServiceLifecycle>,
         cluster_timeout: Duration,
     ) -> Self {
+        let monitor = lifecycle.monitor().unwrap_or_default();
         Self {
+            monitor,
             store,
             tokens: Arc::new(tokens),
             lifecycle,
@@ -206,6 +211,7 @@ impl MessageBody {
         (name = "services", description = "Services (jobs) and their instances"),
         (name = "clusters", description = "Clusters connected to this root (no login needed)"),
         (name = "operations", description = "Health and metrics"),
+        (name = "events", description = "What happened to which object, and why; usage history"),
     )
 )]
 pub struct ApiDoc;
@@ -242,6 +248,7 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(services::routes())
         .merge(clusters::routes())
         .merge(join_tokens::routes())
+        .merge(events::routes())
         .routes(utoipa_axum::routes!(health))
         .split_for_parts()
 }
