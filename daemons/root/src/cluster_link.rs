@@ -530,7 +530,7 @@ impl ClusterLink {
             st.disconnected.remove(&id);
             generation
         };
-        self.monitor.events.emit(crate::monitor::Event::cluster(
+        self.monitor.emit(crate::monitor::Event::cluster(
             &id,
             "cluster_connected",
             format!("cluster {id} connected its session"),
@@ -593,7 +593,7 @@ impl ClusterLink {
             st.sessions.remove(id);
         }
         tracing::info!(cluster = %id, "cluster stream closed");
-        self.monitor.events.emit(crate::monitor::Event::cluster(
+        self.monitor.emit(crate::monitor::Event::cluster(
             id,
             "cluster_disconnected",
             format!(
@@ -649,7 +649,7 @@ impl ClusterLink {
             Err(e) if e.is_not_found() => return Ok(()),
             Err(e) => return Err(e),
         }
-        self.monitor.events.emit(crate::monitor::Event::cluster(
+        self.monitor.emit(crate::monitor::Event::cluster(
             id,
             "cluster_lost",
             format!(
@@ -663,6 +663,10 @@ impl ClusterLink {
     // ----- reports ---------------------------------------------------------------------------
 
     async fn on_message(&self, id: &ClusterId, message: ClusterMessage) -> Result<(), StoreError> {
+        self.monitor.metrics.message(
+            "received",
+            crate::monitor::metrics::cluster_message_kind(&message),
+        );
         match message.kind {
             Some(cluster_message::Kind::Resources(r)) => self.on_resources(id, &r, false).await,
             Some(cluster_message::Kind::InstanceStatus(s)) => {
@@ -851,6 +855,9 @@ impl ClusterLink {
     /// Sends a command to a connected cluster. `false` when the cluster has no stream (the
     /// reconciliation on its next connect catches up).
     pub(crate) async fn send(&self, id: &ClusterId, message: RootMessage) -> bool {
+        self.monitor
+            .metrics
+            .message("sent", crate::monitor::metrics::root_message_kind(&message));
         let tx = self.state().sessions.get(id).map(|s| s.tx.clone());
         match tx {
             Some(tx) => tx.send(Ok(message)).await.is_ok(),

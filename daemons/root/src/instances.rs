@@ -488,6 +488,7 @@ impl ClusterLink {
         n: u32,
         how: Move<'_>,
     ) -> Result<bool, StoreError> {
+        let started = std::time::Instant::now();
         let Some(service) = self.store.get_service(service_id).await? else {
             return Ok(false);
         };
@@ -545,6 +546,7 @@ impl ClusterLink {
             // No other cluster fits: the instance stays where it is.
             return Ok(false);
         }
+        let took = started.elapsed();
         let from_owned = from.cloned();
         let updated = self
             .store
@@ -618,6 +620,7 @@ impl ClusterLink {
                 Ok((cluster, _)) => Ok((cluster, chosen_name.as_str())),
                 Err((status, detail)) => Err((*status, detail.as_str())),
             },
+            took,
         );
         match decision {
             Ok((cluster, _)) => {

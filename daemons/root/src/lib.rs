@@ -346,7 +346,9 @@ pub async fn start_with(
         lifecycle,
         config.cluster_timeout,
     );
-    let metrics = Arc::new(Metrics::new());
+    let mut metrics = Metrics::new();
+    state.monitor.metrics.register(metrics.registry_mut());
+    let metrics = Arc::new(metrics);
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| RootError::Bind {

@@ -260,6 +260,7 @@ pub fn router(state: AppState, metrics: Arc<Metrics>) -> Router {
     let (api, openapi) = api_routes();
     let spec =
         Arc::new(serde_json::to_string_pretty(&openapi).expect("the OpenAPI document serialises"));
+    let scrape_state = state.clone();
     api.with_state(state)
         .route(
             "/docs/openapi.json",
@@ -279,7 +280,19 @@ pub fn router(state: AppState, metrics: Arc<Metrics>) -> Router {
         )
         .route(
             "/metrics",
-            get(crate::metrics::serve).with_state(Arc::clone(&metrics)),
+            get({
+                let metrics = Arc::clone(&metrics);
+                move || async move {
+                    let state = scrape_state;
+                    crate::monitor::metrics::refresh(
+                        &state.monitor.metrics,
+                        &state.store,
+                        &state.monitor,
+                    )
+                    .await;
+                    crate::metrics::serve(axum::extract::State(metrics)).await
+                }
+            }),
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -5,6 +5,7 @@
 
 pub mod events;
 pub mod history;
+pub mod metrics;
 pub mod record;
 
 pub use events::{Event, EventFilter, EventLog, ObjectKind};
@@ -17,4 +18,19 @@ pub struct Monitor {
     pub events: EventLog,
     /// Usage history per instance.
     pub history: UsageHistory,
+    /// Prometheus metrics of decisions and link traffic.
+    pub metrics: metrics::RootMetrics,
+}
+
+impl Monitor {
+    /// Records an event and counts it.
+    pub fn emit(&self, event: Event) -> std::sync::Arc<Event> {
+        self.metrics
+            .events
+            .get_or_create(&metrics::KindLabel {
+                kind: event.kind.clone(),
+            })
+            .inc();
+        self.events.emit(event)
+    }
 }

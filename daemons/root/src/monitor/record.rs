@@ -59,6 +59,7 @@ fn with_detail(text: String, detail: Option<&str>) -> String {
 pub fn instance_report(monitor: &Monitor, cluster: &ClusterId, c: &Change, r: &InstanceStatus) {
     let now = super::history::now_secs();
     if c.after == Some(Status::RUNNING) {
+        monitor.metrics.running(c.service, c.n);
         if let Some(cpu) = r.cpu_percent {
             let mem = r.memory_percent.unwrap_or(0.0);
             monitor.history.record(c.service, c.n, now, cpu, mem);
@@ -116,7 +117,7 @@ pub fn instance_report(monitor: &Monitor, cluster: &ClusterId, c: &Change, r: &I
         ),
         _ => ("status", with_detail(after.to_string(), detail)),
     };
-    monitor.events.emit(
+    monitor.emit(
         Event::instance(c.application, c.service, c.n, kind, message)
             .on_cluster(Some(cluster))
             .on_worker(c.worker.as_ref())
@@ -126,7 +127,7 @@ pub fn instance_report(monitor: &Monitor, cluster: &ClusterId, c: &Change, r: &I
 
 /// A cluster registered.
 pub fn cluster_registered(monitor: &Monitor, record: &ClusterRecord) {
-    monitor.events.emit(Event::cluster(
+    monitor.emit(Event::cluster(
         &record.id,
         "cluster_registered",
         format!(
@@ -143,7 +144,7 @@ pub fn workers_changed(monitor: &Monitor, cluster: &ClusterId, before: u32, afte
     if before == after {
         return;
     }
-    monitor.events.emit(Event::cluster(
+    monitor.emit(Event::cluster(
         cluster,
         "workers_changed",
         format!("cluster {cluster}: {before} → {after} active workers"),
@@ -157,7 +158,21 @@ pub fn placement(
     n: u32,
     moved_from: Option<(&ClusterId, &str)>,
     decision: Result<(&ClusterId, &str), (Status, &str)>,
+    took: std::time::Duration,
 ) {
+    monitor.metrics.decision_seconds.observe(took.as_secs_f64());
+    let (outcome, reason) = match &decision {
+        Ok(_) => ("placed", "none".to_owned()),
+        Err((status, _)) => ("pending", status.to_string()),
+    };
+    monitor
+        .metrics
+        .decisions
+        .get_or_create(&super::metrics::DecisionLabels {
+            outcome: outcome.to_owned(),
+            reason,
+        })
+        .inc();
     let event = match (decision, moved_from) {
         (Ok((cluster, name)), None) => Event::instance(
             service.application_id,
@@ -192,12 +207,13 @@ pub fn placement(
         .map(|s| s.to_string());
     let mut event = event;
     event.status = status;
-    monitor.events.emit(event);
+    monitor.emit(event);
 }
 
 /// A deploy request created instance `n`.
 pub fn requested(monitor: &Monitor, service: &ServiceRecord, n: u32) {
-    monitor.events.emit(
+    monitor.metrics.requested(service.id, n);
+    monitor.emit(
         Event::instance(
             service.application_id,
             service.id,
@@ -213,7 +229,8 @@ pub fn requested(monitor: &Monitor, service: &ServiceRecord, n: u32) {
 pub fn undeployed(monitor: &Monitor, application: ObjectId, service: ObjectId, removed: &[u32]) {
     for n in removed {
         monitor.history.forget(service, Some(*n));
-        monitor.events.emit(
+        monitor.metrics.forget(service, Some(*n));
+        monitor.emit(
             Event::instance(
                 application,
                 service,
@@ -229,6 +246,7 @@ pub fn undeployed(monitor: &Monitor, application: ObjectId, service: ObjectId, r
 /// A service was deleted.
 pub fn service_deleted(monitor: &Monitor, service: &ServiceRecord) {
     monitor.history.forget(service.id, None);
+    monitor.metrics.forget(service.id, None);
     let mut e = Event::new(
         super::ObjectKind::Service,
         service.id.to_string(),
@@ -237,5 +255,5 @@ pub fn service_deleted(monitor: &Monitor, service: &ServiceRecord) {
     );
     e.application_id = Some(service.application_id.to_string());
     e.service_id = Some(service.id.to_string());
-    monitor.events.emit(e);
+    monitor.emit(e);
 }
