@@ -73,6 +73,8 @@ pub struct RootMetrics {
     pub clusters: Family<StateLabel, Gauge>,
     /// Instances with a usage history.
     pub history_instances: Gauge,
+    /// Bytes the usage history holds (samples and per-instance state).
+    pub history_bytes: Gauge,
     /// Events kept.
     pub events_kept: Gauge,
     /// When each instance still waiting for its first RUNNING was requested.
@@ -92,6 +94,7 @@ impl Default for RootMetrics {
             instances: Family::default(),
             clusters: Family::default(),
             history_instances: Gauge::default(),
+            history_bytes: Gauge::default(),
             events_kept: Gauge::default(),
             requested_at: Mutex::new(HashMap::new()),
         }
@@ -132,6 +135,11 @@ impl RootMetrics {
             "usage_history_instances",
             "Instances with a usage history",
             self.history_instances.clone(),
+        );
+        registry.register(
+            "usage_history_bytes",
+            "Bytes held by the usage history (samples and per-instance state)",
+            self.history_bytes.clone(),
         );
         registry.register("events_kept", "Events kept", self.events_kept.clone());
     }
@@ -234,5 +242,8 @@ pub async fn refresh(
             .set(inactive);
     }
     metrics.history_instances.set(monitor.history.len() as i64);
+    metrics
+        .history_bytes
+        .set(i64::try_from(monitor.history.bytes()).unwrap_or(i64::MAX));
     metrics.events_kept.set(monitor.events.len() as i64);
 }
