@@ -62,6 +62,8 @@ pub struct Config {
     pub cluster_timeout: Duration,
     /// Lifetime of the access tokens the root issues (whole seconds, at least one).
     pub access_token_ttl: Duration,
+    /// When set, `GET /metrics` needs `Authorization: Bearer <this>`.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for Config {
@@ -74,6 +76,7 @@ impl Default for Config {
             data_dir,
             cluster_timeout: DEFAULT_CLUSTER_TIMEOUT,
             access_token_ttl: DEFAULT_ACCESS_TOKEN_TTL,
+            metrics_token: None,
         }
     }
 }
@@ -188,6 +191,15 @@ pub struct Settings {
     /// [default: 10m].
     #[arg(long, env = "OAKESTRA_ROOT_ACCESS_TOKEN_TTL", value_parser = parse_token_ttl, global = true)]
     pub access_token_ttl: Option<Duration>,
+    /// Require `Authorization: Bearer <token>` on GET /metrics (for a root whose API port is
+    /// reachable beyond loopback) [default: none, /metrics is open].
+    #[arg(
+        long,
+        env = "OAKESTRA_ROOT_METRICS_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub metrics_token: Option<String>,
 }
 
 /// The TOML file.
@@ -200,6 +212,7 @@ struct FileSettings {
     store: Option<String>,
     cluster_timeout: Option<String>,
     access_token_ttl: Option<String>,
+    metrics_token: Option<String>,
 }
 
 /// A configuration that cannot be used.
@@ -270,6 +283,11 @@ impl Settings {
                 .access_token_ttl
                 .or(file_token_ttl)
                 .unwrap_or(defaults.access_token_ttl),
+            metrics_token: self
+                .metrics_token
+                .clone()
+                .or(file.metrics_token)
+                .filter(|t| !t.trim().is_empty()),
         })
     }
 }

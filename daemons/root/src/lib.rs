@@ -340,12 +340,13 @@ pub async fn start_with(
     tokens: TokenService,
     lifecycle: Arc<dyn ServiceLifecycle>,
 ) -> Result<RunningRoot, RootError> {
-    let state = AppState::new(
+    let mut state = AppState::new(
         Arc::clone(&store),
         tokens,
         lifecycle,
         config.cluster_timeout,
     );
+    state.metrics_token = config.metrics_token.as_deref().map(Arc::from);
     let mut metrics = Metrics::new();
     state.monitor.metrics.register(metrics.registry_mut());
     let metrics = Arc::new(metrics);

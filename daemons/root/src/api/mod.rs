@@ -67,6 +67,8 @@ pub struct AppState {
     pub known_users: Arc<RwLock<HashSet<String>>>,
     /// Events and usage history (shared with the cluster link when there is one).
     pub monitor: Arc<crate::monitor::Monitor>,
+    /// When set, `GET /metrics` needs it as a bearer token.
+    pub metrics_token: Option<Arc<str>>,
 }
 
 impl AppState {
@@ -80,6 +82,7 @@ impl AppState {
         let monitor = lifecycle.monitor().unwrap_or_default();
         Self {
             monitor,
+            metrics_token: None,
             store,
             tokens: Arc::new(tokens),
             lifecycle,
@@ -282,15 +285,29 @@ pub fn router(state: AppState, metrics: Arc<Metrics>) -> Router {
             "/metrics",
             get({
                 let metrics = Arc::clone(&metrics);
-                move || async move {
+                move |headers: axum::http::HeaderMap| async move {
                     let state = scrape_state;
+                    if let Some(token) = &state.metrics_token {
+                        let given = headers
+                            .get(axum::http::header::AUTHORIZATION)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.strip_prefix("Bearer "));
+                        if given.map(str::trim) != Some(&**token) {
+                            return ApiError::unauthorized(
+                                "GET /metrics needs Authorization: Bearer <the root's --metrics-token>",
+                            )
+                            .into_response();
+                        }
+                    }
                     crate::monitor::metrics::refresh(
                         &state.monitor.metrics,
                         &state.store,
                         &state.monitor,
                     )
                     .await;
-                    crate::metrics::serve(axum::extract::State(metrics)).await
+                    crate::metrics::serve(axum::extract::State(metrics))
+                        .await
+                        .into_response()
                 }
             }),
         )
