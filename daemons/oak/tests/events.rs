@@ -342,20 +342,27 @@ async fn deploys_crashes_missing_images_and_worker_loss_become_events() {
     )
     .await;
     assert_ne!(lost.status.as_deref(), Some("RUNNING"), "{lost:?}");
-    let cluster_events = admin
-        .events(&EventQuery {
-            object: Some("cluster".into()),
-            limit: Some(1000),
-            ..EventQuery::default()
-        })
-        .await
-        .unwrap();
-    assert!(
-        cluster_events
-            .iter()
-            .any(|e| e.kind == "workers_changed" && e.message.contains("1 → 0")),
-        "{cluster_events:?}"
-    );
+    // The cluster's next resources report tells the root it has no worker left.
+    eventually(
+        "a workers_changed 1 → 0 event of the cluster",
+        Duration::from_secs(30),
+        || async {
+            let cluster_events = admin
+                .events(&EventQuery {
+                    object: Some("cluster".into()),
+                    kind: Some("workers_changed".into()),
+                    limit: Some(1000),
+                    ..EventQuery::default()
+                })
+                .await
+                .ok()?;
+            cluster_events
+                .iter()
+                .any(|e| e.message.contains("1 → 0"))
+                .then_some(())
+        },
+    )
+    .await;
 
     // The stream delivered the same events of each service, in the same order.
     for s in [&good, &crashy, &noimage] {
