@@ -19,6 +19,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -108,9 +109,23 @@ def main() -> None:
         ids = [s["_id"]["$oid"] for s in http("GET", f"{base}/api/services/{apps[0]['applicationID']}", None, token)]
         total = a.workers * a.per_worker
         start = time.monotonic()
+        session = {"token": token}
+
+        def deploy(k: int) -> None:
+            url = f"{base}/api/service/{ids[k % len(ids)]}/instance"
+            try:
+                http("POST", url, None, session["token"])
+            except urllib.error.HTTPError as e:
+                if e.code != 401:
+                    raise
+                # The access token (10 min) expired during a long run: log in again.
+                session["token"] = http("POST", f"{base}/api/auth/login",
+                                        {"username": "Admin", "password": "Admin"})["token"]
+                http("POST", url, None, session["token"])
+
         with concurrent.futures.ThreadPoolExecutor(a.parallel) as pool:
-            list(pool.map(lambda k: http("POST", f"{base}/api/service/{ids[k % len(ids)]}/instance", None, token),
-                          range(total)))
+            list(pool.map(deploy, range(total)))
+        token = session["token"]
         print(f"{total} deploy calls answered in {time.monotonic() - start:.0f} s")
         while True:
             m = http("GET", f"{base}/metrics")
