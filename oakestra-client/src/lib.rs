@@ -21,7 +21,10 @@
 
 #![warn(missing_docs)]
 
+mod events;
 mod types;
+
+pub use events::{Event, EventQuery, EventStream, InstanceUsage, ServiceUsage};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -19,7 +19,7 @@ use crate::errors::{client_error, raise};
 
 /// The runtime every client shares: two worker threads are plenty for a client, and one
 /// runtime per process keeps connection pools alive between calls.
-fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
     static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
     RUNTIME
         .get_or_init(|| {
@@ -375,6 +375,91 @@ impl Client {
         block(py, async move {
             inner.logs(&service_id.0, instance, tail).await
         })
+    }
+
+    // ------------------------------------------------------------ events and usage
+
+    /// Events (what happened to which object, and why), oldest first: the newest `limit`
+    /// (default 100) matching every filter given. `since` is seconds since the epoch; `kind`
+    /// one kind or several comma-separated (`placed,running,failed`).
+    #[pyo3(signature = (*, service = None, application = None, cluster = None, kind = None, object = None, since = None, after = None, limit = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn events(
+        &self,
+        py: Python<'_>,
+        service: Option<Id>,
+        application: Option<Id>,
+        cluster: Option<String>,
+        kind: Option<String>,
+        object: Option<String>,
+        since: Option<f64>,
+        after: Option<u64>,
+        limit: Option<usize>,
+    ) -> PyResult<Py<PyAny>> {
+        let q = crate::events::query(
+            service.map(|i| i.0),
+            application.map(|i| i.0),
+            cluster,
+            kind,
+            object,
+            since,
+            after,
+            limit,
+        );
+        let inner = self.inner.clone();
+        let events = block(py, async move { inner.events(&q).await })?;
+        to_py(py, &events)
+    }
+
+    /// Like `events`, then every new event as it happens: an iterator of dicts that blocks
+    /// (GIL released) until the next one.
+    #[pyo3(signature = (*, service = None, application = None, cluster = None, kind = None, object = None, since = None, after = None, limit = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn follow_events(
+        &self,
+        py: Python<'_>,
+        service: Option<Id>,
+        application: Option<Id>,
+        cluster: Option<String>,
+        kind: Option<String>,
+        object: Option<String>,
+        since: Option<f64>,
+        after: Option<u64>,
+        limit: Option<usize>,
+    ) -> PyResult<crate::events::EventIterator> {
+        let q = crate::events::query(
+            service.map(|i| i.0),
+            application.map(|i| i.0),
+            cluster,
+            kind,
+            object,
+            since,
+            after,
+            limit,
+        );
+        let inner = self.inner.clone();
+        let stream = block(py, async move { inner.follow_events(&q).await })?;
+        Ok(crate::events::EventIterator::new(stream))
+    }
+
+    /// CPU and memory history of a service's instances (or of `instance`) between `since`
+    /// and `until` (seconds since the epoch; default the last hour):
+    /// `{"service_id", "since", "until", "step", "instances": [{"instance_number",
+    /// "cpu_history": [{"value", "timestamp"}], "memory_history": [...]}]}`.
+    #[pyo3(signature = (service_id, instance = None, *, since = None, until = None))]
+    fn usage(
+        &self,
+        py: Python<'_>,
+        service_id: Id,
+        instance: Option<u32>,
+        since: Option<u32>,
+        until: Option<u32>,
+    ) -> PyResult<Py<PyAny>> {
+        let inner = self.inner.clone();
+        let usage = block(py, async move {
+            inner.usage(&service_id.0, instance, since, until).await
+        })?;
+        to_py(py, &usage)
     }
 
     // ------------------------------------------------------------ clusters and others

@@ -11,6 +11,7 @@
 mod client;
 mod convert;
 mod errors;
+mod events;
 mod sched;
 
 use pyo3::prelude::*;
@@ -37,6 +38,7 @@ fn validate_sla<'py>(sla: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
 fn oakestra_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<client::Client>()?;
+    m.add_class::<events::EventIterator>()?;
     m.add_function(wrap_pyfunction!(validate_sla, m)?)?;
     sched::register(m)?;
     Ok(())

@@ -319,6 +319,7 @@ pub async fn session(
             _ = stopped(shutdown) => break SessionEnd::Shutdown,
             _ = ticker.tick(), if reporter.is_connected() => {
                 let info = collector.sample();
+                engine.metrics().set_usage(info.cpu_percent, info.memory_percent);
                 if client.try_publish(&info_topic, QoS::AtMostOnce, false, info.to_bytes()).is_ok() {
                     Metrics::inc(&engine.metrics().information_sent);
                 }
@@ -329,6 +330,7 @@ pub async fn session(
                         (Arc::clone(engine), client.clone(), resources_topic.clone());
                     usage_task = Some(tokio::spawn(async move {
                         let usage = engine.resources(memory_total).await;
+                        engine.metrics().set_instances(&usage.services);
                         if !usage.services.is_empty()
                             && client.try_publish(&topic, QoS::AtMostOnce, false, usage.to_bytes()).is_ok()
                         {

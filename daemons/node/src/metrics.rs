@@ -9,6 +9,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::engine::Engine;
 
+/// (job name, instance number, CPU %, memory %, disk bytes) of a running instance.
+pub type InstanceUsage = (String, u32, f64, f64, u64);
+
 /// Counters and gauges of one worker.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -30,12 +33,80 @@ pub struct Metrics {
     pub resources_sent: AtomicU64,
     /// 1 while the broker session is up.
     pub mqtt_connected: AtomicU64,
+    /// The worker's last measured CPU and memory, percent.
+    pub usage: std::sync::Mutex<(f64, f64)>,
+    /// Each running instance's last measured usage: (job, instance, CPU %, memory %, disk B).
+    pub instances: std::sync::Mutex<Vec<InstanceUsage>>,
 }
 
 impl Metrics {
     /// Adds one to a counter.
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Keeps the worker's last measured usage for the next scrape.
+    pub fn set_usage(&self, cpu_percent: f64, memory_percent: f64) {
+        *self.usage.lock().unwrap_or_else(|p| p.into_inner()) = (cpu_percent, memory_percent);
+    }
+
+    /// Keeps the instances' last measured usage for the next scrape.
+    pub fn set_instances(&self, services: &[oakestra_core::wire::ServiceUsage]) {
+        *self.instances.lock().unwrap_or_else(|p| p.into_inner()) = services
+            .iter()
+            .map(|s| {
+                (
+                    s.job_name.clone(),
+                    s.instance,
+                    s.cpu_percent,
+                    s.memory_percent,
+                    s.disk,
+                )
+            })
+            .collect();
+    }
+
+    fn render_usage(&self, out: &mut String) {
+        use std::fmt::Write;
+        let (cpu, memory) = *self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = write!(
+            out,
+            "# HELP oakestra_node_cpu_percent CPU use of the worker, percent of all cores.\n\
+             # TYPE oakestra_node_cpu_percent gauge\noakestra_node_cpu_percent {cpu}\n\
+             # HELP oakestra_node_memory_percent Memory use of the worker, percent.\n\
+             # TYPE oakestra_node_memory_percent gauge\noakestra_node_memory_percent {memory}\n"
+        );
+        let instances = self.instances.lock().unwrap_or_else(|p| p.into_inner());
+        type Series = (&'static str, &'static str, fn(&InstanceUsage) -> f64);
+        let series: [Series; 3] = [
+            (
+                "oakestra_node_instance_cpu_percent",
+                "CPU use of a running instance, percent of one core.",
+                |i| i.2,
+            ),
+            (
+                "oakestra_node_instance_memory_percent",
+                "Memory use of a running instance, percent of the worker's memory.",
+                |i| i.3,
+            ),
+            (
+                "oakestra_node_instance_disk_bytes",
+                "Disk use of a running instance, bytes.",
+                |i| i.4 as f64,
+            ),
+        ];
+        for (name, help, value) in series {
+            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n");
+            for i in instances.iter() {
+                let job = i.0.replace('\\', "\\\\").replace('"', "\\\"");
+                let _ = writeln!(
+                    out,
+                    "{name}{{job_name=\"{job}\",instance_number=\"{}\"}} {}",
+                    i.1,
+                    value(i)
+                );
+            }
+        }
     }
 
     /// The Prometheus text exposition of these metrics plus instance counts by status.
@@ -107,6 +178,7 @@ impl Metrics {
         for (status, n) in by_status {
             let _ = writeln!(out, "oakestra_node_instances{{status=\"{status}\"}} {n}");
         }
+        self.render_usage(&mut out);
         out.push_str(&engine.network_metrics());
         out
     }

@@ -2,10 +2,12 @@
 //!
 //! * `oak login`/`logout`, `oak app …`, `oak service …`, `oak cluster list`, `oak token create`
 //!   talk to a root orchestrator's REST API ([`remote`]);
+//! * `oak events` shows the root's event log ([`events`]);
 //! * `oak validate` checks deployment descriptors;
 //! * `oak up` runs root + cluster + worker in one process (1-DOC);
 //! * `oak sim` runs N simulated workers against a real cluster.
 
+mod events;
 mod exit;
 mod own_containerd;
 mod remote;
@@ -52,6 +54,10 @@ enum Command {
     /// Clusters joined to the root.
     #[command(subcommand, after_help = exit::HELP)]
     Cluster(remote::ClusterCommand),
+    /// What happened to your applications, services, instances (and, for an Admin, clusters):
+    /// placements, status changes and their reasons; `--follow` streams new ones.
+    #[command(after_help = exit::HELP)]
+    Events(events::EventsArgs),
     /// Join tokens for clusters and workers.
     #[command(subcommand, after_help = exit::HELP)]
     Token(remote::TokenCommand),
@@ -90,6 +96,9 @@ fn main() -> ExitCode {
             async move |session: &session::Session| remote::service(session, command, json).await,
         )),
         Command::Cluster(command) => run_client(remote::cluster(command, json)),
+        Command::Events(args) => run_client(remote::with_session(
+            async move |session: &session::Session| events::run(session, args, json).await,
+        )),
         Command::Token(command) => run_client(remote::token(command, json)),
     }
 }

@@ -111,6 +111,10 @@ pub struct UpArgs {
     /// no new instance [default: none].
     #[arg(long, env = "OAK_UP_MAX_LOAD")]
     pub max_load: Option<f64>,
+    /// Where the built-in worker serves its Prometheus metrics (worker N: the port + N);
+    /// off by default (the root's and the cluster's are on their API ports at /metrics).
+    #[arg(long, env = "OAK_UP_WORKER_METRICS_LISTEN")]
+    pub worker_metrics_listen: Option<SocketAddr>,
 }
 
 impl UpArgs {
@@ -341,6 +345,12 @@ pub async fn start(args: &UpArgs) -> Result<Up> {
         };
         config.insecure_registries = args.insecure_registries.clone();
         config.stop_grace = args.stop_grace;
+        config.metrics_listen = args.worker_metrics_listen.map(|a| {
+            SocketAddr::new(
+                a.ip(),
+                a.port().saturating_add(u16::try_from(i).unwrap_or(0)),
+            )
+        });
         if args.worker_cpus.is_some() || args.worker_memory_mb.is_some() {
             let mut host = oakestra_node::info::InfoCollector::host(Default::default());
             let measured = host.sample();

@@ -215,6 +215,8 @@ pub struct ClusterLink {
     started: AtomicBool,
     /// Clusters' interests in service tables (MDNC, see `tables.rs`).
     tables: Mutex<crate::tables::Interests>,
+    /// Events and usage history (`crate::monitor`).
+    pub(crate) monitor: Arc<crate::monitor::Monitor>,
     this: Weak<ClusterLink>,
 }
 
@@ -240,6 +242,7 @@ impl ClusterLink {
             pending_hint: AtomicBool::new(true),
             started: AtomicBool::new(false),
             tables: Mutex::new(crate::tables::Interests::default()),
+            monitor: Arc::new(crate::monitor::Monitor::default()),
             this: this.clone(),
         })
     }
@@ -252,6 +255,11 @@ impl ClusterLink {
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Events and usage history.
+    pub fn monitor(&self) -> &Arc<crate::monitor::Monitor> {
+        &self.monitor
     }
 
     pub(crate) fn interests(&self) -> MutexGuard<'_, crate::tables::Interests> {
@@ -445,6 +453,7 @@ impl ClusterLink {
             .secrets
             .insert(record.id.clone(), tokens::hash_token(&secret));
         tracing::info!(cluster = %record.id, name = %name, "cluster registered");
+        crate::monitor::record::cluster_registered(&self.monitor, &record);
         self.retry.notify_one();
         Ok(RegisterReply {
             cluster_id: record.id.0,
@@ -539,6 +548,11 @@ impl ClusterLink {
             st.disconnected.remove(&id);
             generation
         };
+        self.monitor.emit(crate::monitor::Event::cluster(
+            &id,
+            "cluster_connected",
+            format!("cluster {id} connected its session"),
+        ));
         let link = self.this.upgrade().expect("a ClusterLink lives in an Arc");
         tokio::spawn(async move { link.run_session(id, generation, inbound).await });
         Ok(rx)
@@ -597,6 +611,14 @@ impl ClusterLink {
             st.sessions.remove(id);
         }
         tracing::info!(cluster = %id, "cluster stream closed");
+        self.monitor.emit(crate::monitor::Event::cluster(
+            id,
+            "cluster_disconnected",
+            format!(
+                "cluster {id} closed its session; lost unless it is back within {:?}",
+                self.config.inactive_after
+            ),
+        ));
         self.arm_loss_timer(id.clone());
     }
 
@@ -645,12 +667,24 @@ impl ClusterLink {
             Err(e) if e.is_not_found() => return Ok(()),
             Err(e) => return Err(e),
         }
+        self.monitor.emit(crate::monitor::Event::cluster(
+            id,
+            "cluster_lost",
+            format!(
+                "cluster {id} silent for {:?}: inactive, moving its instances to other clusters",
+                self.config.inactive_after
+            ),
+        ));
         self.reschedule_from(id).await
     }
 
     // ----- reports ---------------------------------------------------------------------------
 
     async fn on_message(&self, id: &ClusterId, message: ClusterMessage) -> Result<(), StoreError> {
+        self.monitor.metrics.message(
+            "received",
+            crate::monitor::metrics::cluster_message_kind(&message),
+        );
         match message.kind {
             Some(cluster_message::Kind::Resources(r)) => self.on_resources(id, &r, false).await,
             Some(cluster_message::Kind::InstanceStatus(s)) => {
@@ -684,9 +718,10 @@ impl ClusterLink {
         let now = tokens::now_secs_f64();
         // The report accounts for everything placed before it.
         let had_reservations = self.state().reserved.remove(id).is_some();
-        let grew = self
+        let (grew, workers_before) = self
             .store
             .update_cluster(id, |c| {
+                let workers_before = c.resources.totals.workers;
                 let grew = capacity_grew(c, &resources, &extra) || (activate && !c.active);
                 c.resources = resources.clone();
                 for (k, v) in &extra {
@@ -696,9 +731,15 @@ impl ClusterLink {
                 // Any report comes over a live session, so the cluster is active (this also
                 // repairs a loss timer that fired just as the cluster came back).
                 c.active = true;
-                Ok::<_, StoreError>(grew)
+                Ok::<_, StoreError>((grew, workers_before))
             })
             .await?;
+        crate::monitor::record::workers_changed(
+            &self.monitor,
+            id,
+            workers_before,
+            resources.totals.workers,
+        );
         if grew || had_reservations {
             self.retry.notify_one();
         }
@@ -789,9 +830,12 @@ impl ClusterLink {
                 if inst.cluster_id.as_ref() != Some(id) {
                     return Ok(Report::Foreign);
                 }
+                let before = inst.status;
                 crate::instances::apply_report(inst, status, report);
                 crate::instances::refresh_service_status(service);
-                Ok(Report::Applied)
+                Ok(Report::Applied(crate::monitor::record::Change::of(
+                    service, n, before,
+                )))
             })
             .await;
         let outcome = match outcome {
@@ -801,7 +845,8 @@ impl ClusterLink {
         };
         let undeployed = status == Some(Status::Deployment(DeploymentStatus::Undeployed));
         match outcome {
-            Report::Applied => {
+            Report::Applied(change) => {
+                crate::monitor::record::instance_report(&self.monitor, id, &change, report);
                 if crate::instances::needs_relocation(status)
                     && !self
                         .schedule(job, n, crate::instances::Move::Relocate(id))
@@ -841,6 +886,9 @@ impl ClusterLink {
     /// Sends a command to a connected cluster. `false` when the cluster has no stream (the
     /// reconciliation on its next connect catches up).
     pub(crate) async fn send(&self, id: &ClusterId, message: RootMessage) -> bool {
+        self.monitor
+            .metrics
+            .message("sent", crate::monitor::metrics::root_message_kind(&message));
         let tx = self.state().sessions.get(id).map(|s| s.tx.clone());
         match tx {
             Some(tx) => tx.send(Ok(message)).await.is_ok(),
@@ -852,7 +900,7 @@ impl ClusterLink {
 /// What became of an instance report.
 enum Report {
     /// The root places the instance on this cluster; the record was updated.
-    Applied,
+    Applied(crate::monitor::record::Change),
     /// The root does not place this instance on this cluster.
     Foreign,
     /// The root has no such service.

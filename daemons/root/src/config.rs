@@ -65,6 +65,8 @@ pub struct Config {
     /// A second address serving the dashboard (and the API it calls), e.g. `0.0.0.0:80`
     /// where Oakestra's dashboard is; the dashboard is always on `listen` too.
     pub dashboard_listen: Option<SocketAddr>,
+    /// When set, `GET /metrics` needs `Authorization: Bearer <this>`.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for Config {
@@ -78,6 +80,7 @@ impl Default for Config {
             cluster_timeout: DEFAULT_CLUSTER_TIMEOUT,
             access_token_ttl: DEFAULT_ACCESS_TOKEN_TTL,
             dashboard_listen: None,
+            metrics_token: None,
         }
     }
 }
@@ -196,6 +199,15 @@ pub struct Settings {
     /// [default: only on --listen].
     #[arg(long, env = "OAKESTRA_ROOT_DASHBOARD_LISTEN", global = true)]
     pub dashboard_listen: Option<SocketAddr>,
+    /// Require `Authorization: Bearer <token>` on GET /metrics (for a root whose API port is
+    /// reachable beyond loopback) [default: none, /metrics is open].
+    #[arg(
+        long,
+        env = "OAKESTRA_ROOT_METRICS_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub metrics_token: Option<String>,
 }
 
 /// The TOML file.
@@ -209,6 +221,7 @@ struct FileSettings {
     cluster_timeout: Option<String>,
     access_token_ttl: Option<String>,
     dashboard_listen: Option<SocketAddr>,
+    metrics_token: Option<String>,
 }
 
 /// A configuration that cannot be used.
@@ -280,6 +293,11 @@ impl Settings {
                 .or(file_token_ttl)
                 .unwrap_or(defaults.access_token_ttl),
             dashboard_listen: self.dashboard_listen.or(file.dashboard_listen),
+            metrics_token: self
+                .metrics_token
+                .clone()
+                .or(file.metrics_token)
+                .filter(|t| !t.trim().is_empty()),
         })
     }
 }

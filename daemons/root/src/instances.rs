@@ -358,6 +358,7 @@ impl ClusterLink {
                 });
             }
         };
+        crate::monitor::record::requested(&self.monitor, &service, n);
         let placed = match self.schedule(service_id, n, Move::Place).await {
             Ok(placed) => placed,
             Err(e) => {
@@ -416,10 +417,10 @@ impl ClusterLink {
                 } else {
                     refresh_service_status(service);
                 }
-                Ok(gone)
+                Ok((gone, service.application_id))
             })
             .await;
-        let removed = match removed {
+        let (removed, application) = match removed {
             Ok(r) => r,
             Err(Step::Store(e)) if e.is_not_found() => {
                 return Err(InstanceError::ServiceNotFound(service_id));
@@ -450,7 +451,9 @@ impl ClusterLink {
             }
         }
         self.push_service_id(service_id).await;
-        Ok(removed.iter().map(|i| i.instance_number).collect())
+        let numbers: Vec<u32> = removed.iter().map(|i| i.instance_number).collect();
+        crate::monitor::record::undeployed(&self.monitor, application, service_id, &numbers);
+        Ok(numbers)
     }
 
     /// After a service was deleted from the store: tells every cluster that holds one of its
@@ -479,6 +482,7 @@ impl ClusterLink {
             .await;
         }
         self.push_deleted(&service.job_name).await;
+        crate::monitor::record::service_deleted(&self.monitor, service);
         addresses::release_services(self.store.as_ref(), std::slice::from_ref(service)).await?;
         Ok(())
     }
@@ -510,6 +514,7 @@ impl ClusterLink {
         n: u32,
         how: Move<'_>,
     ) -> Result<bool, StoreError> {
+        let started = std::time::Instant::now();
         let Some(service) = self.store.get_service(service_id).await? else {
             return Ok(false);
         };
@@ -524,6 +529,7 @@ impl ClusterLink {
             excluded.push(old.0.clone());
         }
         let demand = service_demand(&service);
+        let mut chosen_name = String::new();
         let decision = match placement_request(&service) {
             Ok(request) => {
                 let mut cands = self.candidates().await?;
@@ -538,7 +544,10 @@ impl ClusterLink {
                             .filter(|(c, _, _)| c.name == p.candidate)
                             .or_else(|| cands.iter().find(|(c, _, _)| c.name == p.candidate));
                         match chosen {
-                            Some((_, id, location)) => Ok((id.clone(), location.clone())),
+                            Some((c, id, location)) => {
+                                chosen_name.clone_from(&c.name);
+                                Ok((id.clone(), location.clone()))
+                            }
                             None => Err((
                                 oakestra_core::status::NegativeSchedulingStatus::TargetClusterNotFound
                                     .into(),
@@ -558,6 +567,7 @@ impl ClusterLink {
             // No other cluster fits: the instance stays where it is.
             return Ok(false);
         }
+        let took = started.elapsed();
         let from_owned = from.cloned();
         let updated = self
             .store
@@ -618,6 +628,21 @@ impl ClusterLink {
         };
         // A moved instance is not routable until its new cluster reports it.
         self.push_service(&service).await;
+        crate::monitor::record::placement(
+            &self.monitor,
+            &service,
+            n,
+            match how {
+                Move::Place => None,
+                Move::Evacuate(old) => Some((old, "lost")),
+                Move::Relocate(old) => Some((old, "found no qualified worker")),
+            },
+            match &decision {
+                Ok((cluster, _)) => Ok((cluster, chosen_name.as_str())),
+                Err((status, detail)) => Err((*status, detail.as_str())),
+            },
+            took,
+        );
         match decision {
             Ok((cluster, _)) => {
                 tracing::info!(job = %service_id, n, cluster = %cluster, "instance placed");

@@ -20,6 +20,7 @@ pub mod error;
 pub mod grpc;
 pub mod instances;
 pub mod metrics;
+pub mod monitor;
 pub mod openapi;
 pub mod tables;
 pub mod tokens;
@@ -343,13 +344,16 @@ pub async fn start_with(
     tokens: TokenService,
     lifecycle: Arc<dyn ServiceLifecycle>,
 ) -> Result<RunningRoot, RootError> {
-    let state = AppState::new(
+    let mut state = AppState::new(
         Arc::clone(&store),
         tokens,
         lifecycle,
         config.cluster_timeout,
     );
-    let metrics = Arc::new(Metrics::new());
+    state.metrics_token = config.metrics_token.as_deref().map(Arc::from);
+    let mut metrics = Metrics::new();
+    state.monitor.metrics.register(metrics.registry_mut());
+    let metrics = Arc::new(metrics);
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| RootError::Bind {

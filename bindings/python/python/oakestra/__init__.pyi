@@ -1,6 +1,6 @@
 # Type stubs of the oakestra package (the native Client and validate_sla live in _native).
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from . import sched as sched
@@ -79,6 +79,42 @@ class Client:
         Raises WaitTimeout (with each instance's last status) or DeployFailed (a fail_on
         status was reached)."""
     def logs(self, service_id: str, instance: int = 0, *, tail: int | None = None) -> str: ...
+    # events and usage
+    def events(
+        self,
+        *,
+        service: str | None = None,
+        application: str | None = None,
+        cluster: str | None = None,
+        kind: str | None = None,
+        object: str | None = None,
+        since: float | None = None,
+        after: int | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Events (what happened to which object, and why), oldest first."""
+    def follow_events(
+        self,
+        *,
+        service: str | None = None,
+        application: str | None = None,
+        cluster: str | None = None,
+        kind: str | None = None,
+        object: str | None = None,
+        since: float | None = None,
+        after: int | None = None,
+        limit: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """The matching kept events, then each new one as it happens (blocks)."""
+    def usage(
+        self,
+        service_id: str,
+        instance: int | None = None,
+        *,
+        since: int | None = None,
+        until: int | None = None,
+    ) -> dict[str, Any]:
+        """CPU and memory history of the service's instances, Oakestra's shape."""
     # clusters and others
     def clusters(self, active: bool = False) -> list[dict[str, Any]]: ...
     def health(self) -> dict[str, Any]: ...

@@ -1,4 +1,4 @@
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from . import Client, Descriptor
@@ -46,6 +46,39 @@ class AsyncClient:
         fail_on: Sequence[str] = (),
     ) -> dict[str, Any]: ...
     async def logs(self, service_id: str, instance: int = 0, *, tail: int | None = None) -> str: ...
+    async def events(
+        self,
+        *,
+        service: str | None = None,
+        application: str | None = None,
+        cluster: str | None = None,
+        kind: str | None = None,
+        object: str | None = None,
+        since: float | None = None,
+        after: int | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]: ...
+    async def follow_events(
+        self,
+        *,
+        service: str | None = None,
+        application: str | None = None,
+        cluster: str | None = None,
+        kind: str | None = None,
+        object: str | None = None,
+        since: float | None = None,
+        after: int | None = None,
+        limit: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """The blocking iterator of Client.follow_events (iterate it in a thread)."""
+    async def usage(
+        self,
+        service_id: str,
+        instance: int | None = None,
+        *,
+        since: int | None = None,
+        until: int | None = None,
+    ) -> dict[str, Any]: ...
     async def clusters(self, active: bool = False) -> list[dict[str, Any]]: ...
     async def health(self) -> dict[str, Any]: ...
     async def call(self, method: str, path: str, body: Any = None) -> Any: ...

@@ -72,6 +72,11 @@ pub trait ServiceLifecycle: Send + Sync + fmt::Debug + 'static {
         let _ = (service_id, n, tail_lines, wait);
         Err(format!("the root has no link to cluster {cluster}"))
     }
+    /// The event log and usage history this lifecycle records into (`None`: it records
+    /// nothing, the API gets an empty one of its own).
+    fn monitor(&self) -> Option<Arc<crate::monitor::Monitor>> {
+        None
+    }
 }
 
 /// A lifecycle with no cluster link: rr_ips are checked for uniqueness against the stored
@@ -202,6 +207,10 @@ fn address_error(e: AddressError) -> ApiError {
 /// The real lifecycle: addresses in the root IPAM, instances placed on connected clusters.
 #[async_trait]
 impl ServiceLifecycle for ClusterLink {
+    fn monitor(&self) -> Option<Arc<crate::monitor::Monitor>> {
+        Some(Arc::clone(ClusterLink::monitor(self)))
+    }
+
     async fn worker_logs(
         &self,
         cluster: &ClusterId,

@@ -10,6 +10,7 @@
 pub mod applications;
 pub mod auth;
 pub mod clusters;
+pub mod events;
 pub mod extract;
 pub mod join_tokens;
 pub mod lifecycle;
@@ -64,6 +65,10 @@ pub struct AppState {
     /// User names known to exist, so the Admin check of every request needs no store read.
     /// Users are deleted only through this API, which removes them here first.
     pub known_users: Arc<RwLock<HashSet<String>>>,
+    /// Events and usage history (shared with the cluster link when there is one).
+    pub monitor: Arc<crate::monitor::Monitor>,
+    /// When set, `GET /metrics` needs it as a bearer token.
+    pub metrics_token: Option<Arc<str>>,
 }
 
 impl AppState {
@@ -74,7 +79,10 @@ impl AppState {
         lifecycle: Arc<dyn ServiceLifecycle>,
         cluster_timeout: Duration,
     ) -> Self {
+        let monitor = lifecycle.monitor().unwrap_or_default();
         Self {
+            monitor,
+            metrics_token: None,
             store,
             tokens: Arc::new(tokens),
             lifecycle,
@@ -206,6 +214,7 @@ impl MessageBody {
         (name = "services", description = "Services (jobs) and their instances"),
         (name = "clusters", description = "Clusters connected to this root (no login needed)"),
         (name = "operations", description = "Health and metrics"),
+        (name = "events", description = "What happened to which object, and why; usage history"),
     )
 )]
 pub struct ApiDoc;
@@ -242,6 +251,7 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(services::routes())
         .merge(clusters::routes())
         .merge(join_tokens::routes())
+        .merge(events::routes())
         .routes(utoipa_axum::routes!(health))
         .split_for_parts()
 }
@@ -253,6 +263,7 @@ pub fn router(state: AppState, metrics: Arc<Metrics>) -> Router {
     let (api, openapi) = api_routes();
     let spec =
         Arc::new(serde_json::to_string_pretty(&openapi).expect("the OpenAPI document serialises"));
+    let scrape_state = state.clone();
     api.with_state(state)
         .route(
             "/docs/openapi.json",
@@ -268,7 +279,33 @@ pub fn router(state: AppState, metrics: Arc<Metrics>) -> Router {
         )
         .route(
             "/metrics",
-            get(crate::metrics::serve).with_state(Arc::clone(&metrics)),
+            get({
+                let metrics = Arc::clone(&metrics);
+                move |headers: axum::http::HeaderMap| async move {
+                    let state = scrape_state;
+                    if let Some(token) = &state.metrics_token {
+                        let given = headers
+                            .get(axum::http::header::AUTHORIZATION)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.strip_prefix("Bearer "));
+                        if given.map(str::trim) != Some(&**token) {
+                            return ApiError::unauthorized(
+                                "GET /metrics needs Authorization: Bearer <the root's --metrics-token>",
+                            )
+                            .into_response();
+                        }
+                    }
+                    crate::monitor::metrics::refresh(
+                        &state.monitor.metrics,
+                        &state.store,
+                        &state.monitor,
+                    )
+                    .await;
+                    crate::metrics::serve(axum::extract::State(metrics))
+                        .await
+                        .into_response()
+                }
+            }),
         )
         .merge(crate::dashboard::routes())
         .fallback(not_found)

@@ -32,7 +32,11 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// The service `id` if it exists and its application belongs to the caller; 404 otherwise.
-async fn owned_service(state: &AppState, caller: &Caller, id: &str) -> ApiResult<ServiceRecord> {
+pub(super) async fn owned_service(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> ApiResult<ServiceRecord> {
     let unknown = || ApiError::not_found(format!("you have no service with id {id:?}"));
     let oid: ObjectId = id.parse().map_err(|_| unknown())?;
     let service = state.store.get_service(oid).await?.ok_or_else(unknown)?;
@@ -186,7 +190,12 @@ async fn get_service(
     caller: Caller,
     Path(service_id): Path<String>,
 ) -> ApiResult<Json<ServiceRecord>> {
-    owned_service(&state, &caller, &service_id).await.map(Json)
+    let mut service = owned_service(&state, &caller, &service_id).await?;
+    state
+        .monitor
+        .history
+        .fill(&mut service, crate::monitor::history::now_secs());
+    Ok(Json(service))
 }
 
 /// Updating a service is not supported (as in Oakestra): delete it and add it again. 501
@@ -234,7 +243,10 @@ async fn list_all_services(
     State(state): State<AppState>,
     _admin: AdminCaller,
 ) -> ApiResult<Json<Vec<ServiceRecord>>> {
-    Ok(Json(state.store.list_all_services().await?))
+    Ok(Json(with_history(
+        &state,
+        state.store.list_all_services().await?,
+    )))
 }
 
 /// The services of one of the caller's applications.
@@ -248,7 +260,19 @@ async fn list_application_services(
     Path(application_id): Path<String>,
 ) -> ApiResult<Json<Vec<ServiceRecord>>> {
     let app = owned_application(&state, &caller, &application_id).await?;
-    Ok(Json(state.store.list_services(app.id).await?))
+    Ok(Json(with_history(
+        &state,
+        state.store.list_services(app.id).await?,
+    )))
+}
+
+/// `services` with their instances' `cpu_history` / `memory_history` filled in.
+fn with_history(state: &AppState, mut services: Vec<ServiceRecord>) -> Vec<ServiceRecord> {
+    let now = crate::monitor::history::now_secs();
+    for s in &mut services {
+        state.monitor.history.fill(s, now);
+    }
+    services
 }
 
 /// Answer of an instance deployment.

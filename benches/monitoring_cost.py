@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""Cost of events and usage history at scale (issue 16): `oak up --workers 0` (root + cluster in
+one process) and `oak sim --workers W` (W simulated workers in another), N instances per
+worker deployed through the REST API, then CPU and RSS of both processes over a window, and
+the root's own monitoring gauges (history instances and bytes, events kept).
+
+    python3 benches/monitoring_cost.py [--oak target/release/oak] [--workers 1000] [--per-worker 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(method, url, body=None, token=None, timeout=60):
+    req = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(),
+                                 method=method, headers={"Content-Type": "application/json"})
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        raw = r.read()
+        return json.loads(raw) if raw[:1] in (b"{", b"[") else raw.decode()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def metric(text: str, name: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--oak", default=str(REPO / "target" / "release" / "oak"))
+    ap.add_argument("--workers", type=int, default=1000)
+    ap.add_argument("--per-worker", type=int, default=10)
+    ap.add_argument("--window", type=float, default=60.0)
+    ap.add_argument("--parallel", type=int, default=8)
+    a = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="oak-moncost-"))
+    api, grpc, cluster, mqtt = (free_port() for _ in range(4))
+    procs = []
+    try:
+        up = subprocess.Popen([a.oak, "up", "--workers", "0", "--data-dir", str(tmp / "state"),
+                               "--api-listen", f"127.0.0.1:{api}", "--grpc-listen", f"127.0.0.1:{grpc}",
+                               "--cluster-listen", f"127.0.0.1:{cluster}", "--mqtt-listen", f"127.0.0.1:{mqtt}"],
+                              stdout=open(tmp / "up.log", "wb"), stderr=subprocess.STDOUT)
+        procs.append(up)
+        base = f"http://127.0.0.1:{api}"
+        for _ in range(600):
+            try:
+                token = http("POST", f"{base}/api/auth/login", {"username": "Admin", "password": "Admin"})["token"]
+                break
+            except Exception:
+                time.sleep(0.5)
+        worker_token = (tmp / "state" / "cluster" / "worker-join-token").read_text().strip()
+        sim = subprocess.Popen([a.oak, "sim", "--cluster", f"127.0.0.1:{cluster}", "--token", worker_token,
+                                "--workers", str(a.workers), "--data-dir", str(tmp / "sim"),
+                                "--memory-mb", str(100 * a.per_worker // 10 + 20)],
+                               stdout=open(tmp / "sim.log", "wb"), stderr=subprocess.STDOUT)
+        procs.append(sim)
+        start = time.monotonic()
+        while f"all {a.workers} workers registered" not in (tmp / "sim.log").read_text(errors="replace"):
+            if time.monotonic() - start > 600:
+                raise SystemExit("the workers did not register in 10 min")
+            time.sleep(1)
+        print(f"{a.workers} workers registered in {time.monotonic() - start:.0f} s")
+        services = [{"microserviceID": "", "microservice_name": f"s{i}", "microservice_namespace": "cost",
+                     "virtualization": "container", "cmd": [], "memory": 10, "vcpus": 0,
+                     "code": "docker.io/library/busybox:latest"} for i in range(10)]
+        sla = {"sla_version": "v2.0", "customerID": "Admin", "applications": [{
+            "applicationID": "", "application_name": "cost", "application_namespace": "cost",
+            "application_desc": "monitoring cost", "microservices": services}]}
+        apps = http("POST", f"{base}/api/application", sla, token)
+        ids = [s["_id"]["$oid"] for s in http("GET", f"{base}/api/services/{apps[0]['applicationID']}", None, token)]
+        total = a.workers * a.per_worker
+        start = time.monotonic()
+        session = {"token": token}
+
+        def deploy(k: int) -> None:
+            url = f"{base}/api/service/{ids[k % len(ids)]}/instance"
+            try:
+                http("POST", url, None, session["token"])
+            except urllib.error.HTTPError as e:
+                if e.code != 401:
+                    raise
+                # The access token (10 min) expired during a long run: log in again.
+                session["token"] = http("POST", f"{base}/api/auth/login",
+                                        {"username": "Admin", "password": "Admin"})["token"]
+                http("POST", url, None, session["token"])
+
+        with concurrent.futures.ThreadPoolExecutor(a.parallel) as pool:
+            list(pool.map(deploy, range(total)))
+        token = session["token"]
+        print(f"{total} deploy calls answered in {time.monotonic() - start:.0f} s")
+        while True:
+            m = http("GET", f"{base}/metrics")
+            running = sum(float(v) for v in re.findall(r'oakestra_root_instances\{status="RUNNING"\} (\S+)', m))
+            if running >= total:
+                break
+            if time.monotonic() - start > 1200:
+                raise SystemExit(f"only {running} of {total} RUNNING after 20 min")
+            time.sleep(2)
+        print(f"{total} instances RUNNING {time.monotonic() - start:.0f} s after the first deploy call")
+        time.sleep(10)  # settle
+        c0 = {p.pid: cpu_seconds(p.pid) for p in procs}
+        t0 = time.monotonic()
+        time.sleep(a.window)
+        dt = time.monotonic() - t0
+        for name, p in (("oak up (root + cluster)", up), (f"oak sim ({a.workers} workers)", sim)):
+            print(f"{name}: CPU {100 * (cpu_seconds(p.pid) - c0[p.pid]) / dt:.1f} % of a core over {dt:.0f} s, "
+                  f"RSS {rss_mb(p.pid):.0f} MB")
+        m = http("GET", f"{base}/metrics")
+        for name in ("oakestra_root_usage_history_instances", "oakestra_root_usage_history_bytes",
+                     "oakestra_root_events_kept"):
+            print(f"{name} {metric(m, name):.0f}")
+        events = http("GET", f"{base}/api/events?limit=1", None, token)
+        print(f"last event id {events[-1]['id'] if events else 0}")
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
