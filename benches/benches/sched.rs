@@ -59,6 +59,7 @@ fn workers(n: usize) -> Vec<Candidate> {
                 name: format!("worker-{i:05}"),
                 cpu_cores: cores,
                 cpu_load_percent: rng.range(0.0, 80.0),
+                cpu_usage_percent: rng.range(0.0, 100.0),
                 memory_total_mb,
                 memory_free_mb: (memory_total_mb as f64 * rng.range(0.2, 1.0)) as u64,
                 gpus: 0,

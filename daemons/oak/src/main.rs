@@ -74,7 +74,7 @@ enum Command {
     },
     /// Run root, cluster and worker in this process (1-DOC) with embedded stores and broker,
     /// no configuration needed; prints the API address and the login.
-    Up(up::UpArgs),
+    Up(Box<up::UpArgs>),
     /// Run N simulated workers (fake runtime, given resources and locations, injected
     /// failures) in this process against a running cluster.
     Sim(sim::SimArgs),
@@ -85,7 +85,7 @@ fn main() -> ExitCode {
     let json = cli.json;
     match cli.command {
         Command::Validate { files, quiet } => validate(&files, quiet),
-        Command::Up(args) => run_async(up::run(args)),
+        Command::Up(args) => run_async(up::run(*args)),
         Command::Sim(args) => run_async(sim::run(args)),
         Command::Login(args) => run_client(remote::login(args, json)),
         Command::Logout => run_client(async move { remote::logout(json) }),
