@@ -5,76 +5,14 @@
 //! `GET /api/events` and the server-sent-events stream; the service record's `cpu_history`
 //! grows one sample per interval; a user sees only the events of their own services.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
+mod support;
+use support::{Proc, free_port};
+
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use oakestra_client::{Client, Event, EventQuery};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child `oak` process whose stdout lines arrive on a channel.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Proc {
-    fn spawn(args: &[&str], stderr_file: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_oak"))
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(stderr_file).unwrap())
-            .spawn()
-            .unwrap();
-        let stdout: ChildStdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self { child, lines }
-    }
-
-    fn line_with(&self, needle: &str, within: Duration, stderr_file: &Path) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => panic!(
-                    "no line with {needle:?}; stderr:\n{}",
-                    std::fs::read_to_string(stderr_file).unwrap_or_default()
-                ),
-            }
-        }
-    }
-
-    /// SIGKILL: the worker vanishes without a word.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// `oak up --workers 0` and one `oak sim` worker; returns (up, sim, API URL).
 fn start(dir: &Path) -> (Proc, Proc, String) {

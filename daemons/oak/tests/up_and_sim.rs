@@ -4,88 +4,15 @@
 //! failures `oak sim` injects (`--fail-every`, `--exit-after`, `--exit-code`) reach the root as
 //! the right statuses and are healed by the cluster.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
+mod support;
+use support::{Proc, free_port};
+
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use oakestra_core::status::Status;
 
 const CLIENTSRVR: &str = include_str!("../../../examples/sla-clientsrvr-container.json");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process whose stdout lines arrive on a channel.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Proc {
-    fn spawn(args: &[&str], stderr_file: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_oak"))
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(stderr_file).unwrap())
-            .spawn()
-            .unwrap();
-        let stdout: ChildStdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self { child, lines }
-    }
-
-    /// The first line containing `needle`.
-    fn line_with(&self, needle: &str, within: Duration, stderr_file: &Path) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => panic!(
-                    "no line with {needle:?}; stderr:\n{}",
-                    std::fs::read_to_string(stderr_file).unwrap_or_default()
-                ),
-            }
-        }
-    }
-
-    fn terminate(&mut self) -> Option<i32> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            std::thread::yield_now();
-        }
-        None
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn start_up(dir: &Path, workers: u32) -> (Proc, String, u16, std::path::PathBuf) {
     let cluster_port = free_port();
