@@ -37,9 +37,9 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 
 pub use types::{
-    ApplicationUpdate, Cluster, CreatedJoinToken, DeployAnswer, JoinTokenInfo, Member, Message,
-    NewUser, Organization, OrganizationSpec, ServiceCreation, ServiceOutcome, Tokens, User,
-    UserUpdate,
+    ApplicationUpdate, Cluster, ClusterWorker, CreatedJoinToken, DeployAnswer, JoinTokenInfo,
+    Member, Message, NewUser, Organization, OrganizationSpec, ServiceCreation, ServiceOutcome,
+    Tokens, User, UserUpdate,
 };
 
 /// Refresh the access token when it has less than this left.
@@ -607,6 +607,13 @@ impl Client {
     pub async fn active_clusters(&self) -> Result<Vec<Cluster>> {
         self.send(Method::GET, "/api/clusters/active", None::<&()>, None)
             .await
+    }
+
+    /// `GET /api/clusters/<id>/workers` (login; Oakestra-rs only): the cluster's workers, asked
+    /// from the connected cluster on demand.
+    pub async fn cluster_workers(&self, cluster_id: &str) -> Result<Vec<ClusterWorker>> {
+        let path = format!("/api/clusters/{}/workers", segment(cluster_id));
+        self.call(Method::GET, &path, None::<&()>).await
     }
 
     /// `POST /api/join-tokens` (Admin, Oakestra-rs only): a new cluster join token named

@@ -30,12 +30,13 @@ use oakestra_core::status::{DeploymentStatus, Status};
 use oakestra_sched::Algorithm;
 use oakestra_store::{ClusterRecord, Store, StoreError};
 use serde_json::Value;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc};
 use tokio_stream::{Stream, StreamExt};
 
 use crate::grpc::proto::{
-    ClusterMessage, InstanceStatus, LogsReply, LogsRequest, RegisterReply, RegisterRequest,
-    Resources, RootMessage, Snapshot, Undeploy, WorkerSubnetReply, cluster_message, root_message,
+    ClusterMessage, InstanceStatus, LogsRequest, RegisterReply, RegisterRequest, Resources,
+    RootMessage, Snapshot, Undeploy, WorkerSubnetReply, WorkerSummary, WorkersRequest,
+    cluster_message, root_message,
 };
 use crate::tokens::{self, TokenError};
 
@@ -105,9 +106,14 @@ impl From<LinkError> for tonic::Status {
     }
 }
 
-/// Why [`ClusterLink::fetch_logs`] got no log.
+mod ask;
+
+use ask::Answer;
+
+/// Why a question to a cluster ([`ClusterLink::fetch_logs`], [`ClusterLink::fetch_workers`])
+/// got no answer.
 #[derive(Debug, thiserror::Error)]
-pub enum LogsFetchError {
+pub enum AskError {
     /// The cluster has no live stream (or it ended while waiting).
     #[error("cluster {0} is not connected")]
     NotConnected(ClusterId),
@@ -124,15 +130,15 @@ pub enum LogsFetchError {
     Refused(String),
 }
 
-/// Removes a waiting log request when its caller stops waiting.
-struct ForgetLogsRequest<'a> {
+/// Removes a waiting question when its caller stops waiting.
+struct ForgetQuestion<'a> {
     link: &'a ClusterLink,
     request_id: String,
 }
 
-impl Drop for ForgetLogsRequest<'_> {
+impl Drop for ForgetQuestion<'_> {
     fn drop(&mut self) {
-        self.link.state().logs_waiting.remove(&self.request_id);
+        self.link.state().asks.forget(&self.request_id);
     }
 }
 
@@ -169,9 +175,8 @@ struct State {
     /// one cluster beyond its capacity, and an undeploy makes room at once.
     reserved: HashMap<ClusterId, Unreported>,
     generation: u64,
-    /// Log requests waiting for their cluster's answer, by request id.
-    logs_waiting: HashMap<String, (ClusterId, oneshot::Sender<LogsReply>)>,
-    logs_requests: u64,
+    /// Questions (log tails, worker lists) waiting for their cluster's answer.
+    asks: ask::Pending,
 }
 
 /// Resources of instances a cluster has not yet accounted for in a report.
@@ -326,66 +331,83 @@ impl ClusterLink {
         instance_number: u32,
         tail_lines: u32,
         wait: Duration,
-    ) -> Result<String, LogsFetchError> {
-        let (reply_tx, reply_rx) = oneshot::channel();
-        let (request_id, tx) = {
+    ) -> Result<String, AskError> {
+        let answer = self
+            .ask(cluster, "logs", wait, |request_id| {
+                root_message::Kind::LogsRequest(LogsRequest {
+                    request_id,
+                    job_id: job_id.to_owned(),
+                    instance_number,
+                    tail_lines,
+                    max_bytes: oakestra_core::wire::MAX_LOG_REQUEST_BYTES,
+                })
+            })
+            .await?;
+        match answer {
+            Answer::Logs(reply) if reply.error.is_empty() => Ok(reply.logs),
+            Answer::Logs(reply) => Err(AskError::Refused(reply.error)),
+            Answer::Workers(_) => Err(AskError::Refused("the cluster answered out of turn".into())),
+        }
+    }
+
+    /// Asks `cluster` for its registered workers (the cluster answers from memory) and waits
+    /// at most `wait`.
+    pub async fn fetch_workers(
+        &self,
+        cluster: &ClusterId,
+        wait: Duration,
+    ) -> Result<Vec<WorkerSummary>, AskError> {
+        let answer = self
+            .ask(cluster, "workers", wait, |request_id| {
+                root_message::Kind::WorkersRequest(WorkersRequest { request_id })
+            })
+            .await?;
+        match answer {
+            Answer::Workers(reply) => Ok(reply.workers),
+            Answer::Logs(_) => Err(AskError::Refused("the cluster answered out of turn".into())),
+        }
+    }
+
+    /// Sends the question `make(request_id)` on `cluster`'s session and waits at most `wait`
+    /// for the answer with that request id. The question is forgotten when this returns or is
+    /// dropped, so a late answer is ignored.
+    async fn ask(
+        &self,
+        cluster: &ClusterId,
+        kind: &str,
+        wait: Duration,
+        make: impl FnOnce(String) -> root_message::Kind,
+    ) -> Result<Answer, AskError> {
+        let (request_id, tx, answer) = {
             let mut st = self.state();
             let Some(session) = st.sessions.get(cluster) else {
-                return Err(LogsFetchError::NotConnected(cluster.clone()));
+                return Err(AskError::NotConnected(cluster.clone()));
             };
             let tx = session.tx.clone();
-            st.logs_requests += 1;
-            let request_id = format!("logs-{}", st.logs_requests);
-            st.logs_waiting
-                .insert(request_id.clone(), (cluster.clone(), reply_tx));
-            (request_id, tx)
+            let (request_id, answer) = st.asks.open(cluster, kind);
+            (request_id, tx, answer)
         };
-        let _forget = ForgetLogsRequest {
+        let _forget = ForgetQuestion {
             link: self,
             request_id: request_id.clone(),
         };
         let message = RootMessage {
-            kind: Some(root_message::Kind::LogsRequest(LogsRequest {
-                request_id,
-                job_id: job_id.to_owned(),
-                instance_number,
-                tail_lines,
-                max_bytes: oakestra_core::wire::MAX_LOG_REQUEST_BYTES,
-            })),
+            kind: Some(make(request_id)),
         };
         let exchange = async {
             tx.send(Ok(message))
                 .await
-                .map_err(|_| LogsFetchError::NotConnected(cluster.clone()))?;
-            reply_rx
+                .map_err(|_| AskError::NotConnected(cluster.clone()))?;
+            answer
                 .await
-                .map_err(|_| LogsFetchError::NotConnected(cluster.clone()))
+                .map_err(|_| AskError::NotConnected(cluster.clone()))
         };
-        let reply =
-            tokio::time::timeout(wait, exchange)
-                .await
-                .map_err(|_| LogsFetchError::Timeout {
-                    cluster: cluster.clone(),
-                    after: wait,
-                })??;
-        if reply.error.is_empty() {
-            Ok(reply.logs)
-        } else {
-            Err(LogsFetchError::Refused(reply.error))
-        }
-    }
-
-    fn on_logs_reply(&self, cluster: &ClusterId, reply: LogsReply) {
-        let mut st = self.state();
-        // Only the cluster that was asked may answer.
-        if st
-            .logs_waiting
-            .get(&reply.request_id)
-            .is_some_and(|(asked, _)| asked == cluster)
-            && let Some((_, tx)) = st.logs_waiting.remove(&reply.request_id)
-        {
-            let _ = tx.send(reply);
-        }
+        tokio::time::timeout(wait, exchange)
+            .await
+            .map_err(|_| AskError::Timeout {
+                cluster: cluster.clone(),
+                after: wait,
+            })?
     }
 
     // ----- Register --------------------------------------------------------------------------
@@ -693,7 +715,15 @@ impl ClusterLink {
             // A later snapshot (e.g. after the cluster's own restart of a component).
             Some(cluster_message::Kind::Snapshot(s)) => self.on_snapshot(id, s).await,
             Some(cluster_message::Kind::LogsReply(r)) => {
-                self.on_logs_reply(id, r);
+                let request_id = r.request_id.clone();
+                self.state().asks.answer(id, &request_id, Answer::Logs(r));
+                Ok(())
+            }
+            Some(cluster_message::Kind::WorkersReply(r)) => {
+                let request_id = r.request_id.clone();
+                self.state()
+                    .asks
+                    .answer(id, &request_id, Answer::Workers(r));
                 Ok(())
             }
             Some(cluster_message::Kind::TableQuery(q)) => {
