@@ -89,6 +89,8 @@ pub struct Overlay {
     table_changed: tokio::sync::Notify,
     dns_listen: Mutex<Option<DnsListen>>,
     dns_addr: OnceLock<SocketAddr>,
+    /// The host's resolver file: where names that are not services are forwarded.
+    host_resolv_conf: Mutex<std::path::PathBuf>,
     /// RTTs that replace the measurements of these hosts (`--rtt-override`).
     rtt_override: Mutex<BTreeMap<IpAddr, Duration>>,
     /// The tunnel's RTT probes, once it runs.
@@ -132,6 +134,7 @@ impl Overlay {
             table_changed: tokio::sync::Notify::new(),
             dns_listen: Mutex::new(None),
             dns_addr: OnceLock::new(),
+            host_resolv_conf: Mutex::new(crate::dns_forward::HOST_RESOLV_CONF.into()),
             rtt_override: Mutex::new(BTreeMap::new()),
             probes: OnceLock::new(),
             tunnel_stats: OnceLock::new(),
@@ -225,6 +228,23 @@ impl Overlay {
     /// Without it there is none.
     pub fn set_dns(&self, listen: DnsListen) {
         *self.dns_listen.lock().unwrap_or_else(|p| p.into_inner()) = Some(listen);
+    }
+
+    /// The host's resolver file (default `/etc/resolv.conf`): the responder forwards names
+    /// that are not services to its `nameserver`s, and instances' files list its reachable
+    /// ones after the responder. Before [`Overlay::enable`].
+    pub fn set_host_resolv_conf(&self, path: impl Into<std::path::PathBuf>) {
+        *self
+            .host_resolv_conf
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = path.into();
+    }
+
+    fn host_resolv_conf(&self) -> std::path::PathBuf {
+        self.host_resolv_conf
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Where the DNS responder is bound, once it is.
@@ -419,6 +439,11 @@ impl Overlay {
         let _ = self.dns_addr.set(bound);
         tracing::info!(listen = %bound, "overlay DNS responder up");
         let me = self.this.clone();
+        let forwarder = Arc::new(crate::dns_forward::Forwarder::new(self.host_resolv_conf()));
+        let own = match bound.ip() {
+            IpAddr::V4(ip) => ip,
+            IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+        };
         tokio::spawn(async move {
             let mut buf = vec![0u8; 1500];
             loop {
@@ -441,10 +466,20 @@ impl Overlay {
                     }
                 };
                 let socket = Arc::clone(&socket);
+                let forwarder = Arc::clone(&forwarder);
+                let raw = buf[..n].to_vec();
                 tokio::spawn(async move {
                     let answer = overlay.dns_answer(&query).await;
                     tracing::debug!(name = %query.name, ?answer, "DNS");
-                    let _ = socket.send_to(&dns::response(&query, answer), from).await;
+                    // Not a service: the host's resolvers answer (service names win).
+                    let forwarded = match answer {
+                        dns::Answer::Refused | dns::Answer::NxDomain => {
+                            forwarder.forward(&query, &raw, own).await
+                        }
+                        _ => None,
+                    };
+                    let reply = forwarded.unwrap_or_else(|| dns::response(&query, answer));
+                    let _ = socket.send_to(&reply, from).await;
                 });
             }
         });
@@ -681,7 +716,7 @@ impl Overlay {
         let Some(name) = netns.file_name().and_then(|n| n.to_str()) else {
             return;
         };
-        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let host = std::fs::read_to_string(self.host_resolv_conf()).unwrap_or_default();
         let contents = dns::resolv_conf(bridge, &host, &id.to_string());
         match oakestra_net::dataplane::netns::write_resolv_conf(name, &contents) {
             Ok(path) => tracing::debug!(instance = %id, path = %path.display(), "resolv.conf"),
