@@ -13,10 +13,12 @@
 //! as a fraction of the candidate's total: `(free_cpu − req_cpu) / cores + (free_mem − req_mem)
 //! / mem_total`. Candidates of one *shape* (cores, memory, GPUs) share the denominators, so
 //! among them the rank is the request-independent `free_cpu / cores + free_mem / mem_total`
-//! minus a constant. Each shape keeps its candidates ordered by that base; a placement walks
-//! each shape upwards from the smallest base that could hold the request to its first
-//! feasible candidate (plus any within rounding distance of it), and compares the shapes'
-//! winners. Edge fleets have few shapes, so this is a handful of `O(log n)` steps.
+//! minus a constant. Each shape keeps its candidates ordered by that base, in blocks that know
+//! their largest free CPU, memory and GPUs; a placement walks each shape upwards from the
+//! smallest base that could hold the request to its first feasible candidate (plus any within
+//! rounding distance of it), skipping blocks too small for the request (the candidates best
+//! fit has filled), and compares the shapes' winners. Edge fleets have few shapes, so this is
+//! a handful of short walks.
 //!
 //! ```
 //! use oakestra_sched::{Algorithm, Candidate, Level, PlacementIndex, PlacementRequest, Scheduler};
@@ -48,6 +50,9 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap};
+
+mod blocks;
+use blocks::{Blocks, Item};
 
 use crate::algorithms::{leftover, may_fit, placement};
 use crate::check::{Fit, check, diagnose};
@@ -112,8 +117,8 @@ impl Shape {
 /// The best-fit orderings of one shape: without and (for shapes with GPUs) with the GPU term.
 #[derive(Debug, Default)]
 struct ShapeOrder {
-    plain: BTreeSet<Entry>,
-    gpu: BTreeSet<Entry>,
+    plain: Blocks,
+    gpu: Blocks,
 }
 
 /// The part of the best-fit score that does not depend on the request: what is free, as
@@ -286,11 +291,17 @@ impl PlacementIndex {
         (Total(a), Total(b), self.candidates[i].name.clone(), i)
     }
 
-    fn keys(&self, i: usize) -> (Shape, Entry, Option<Entry>, Entry) {
+    fn keys(&self, i: usize) -> (Shape, Item, Option<Item>, Entry) {
         let c = &self.candidates[i];
         let usage = c.cpu_usage_percent;
-        let plain = self.entry(i, base(c, false), usage);
-        let gpu = (c.gpus > 0).then(|| self.entry(i, base(c, true), usage));
+        let item = |entry| Item {
+            entry,
+            free_vcpus: c.free_vcpus(),
+            free_memory_mb: c.memory_free_mb,
+            free_gpus: c.gpus_free,
+        };
+        let plain = item(self.entry(i, base(c, false), usage));
+        let gpu = (c.gpus > 0).then(|| item(self.entry(i, base(c, true), usage)));
         let loaded = self.entry(i, c.busy_percent(), -(c.memory_free_mb as f64));
         (Shape::of(c), plain, gpu, loaded)
     }
@@ -314,9 +325,9 @@ impl PlacementIndex {
         }
         let (shape, plain, gpu, loaded) = self.keys(i);
         if let Some(order) = self.shapes.get_mut(&shape) {
-            order.plain.remove(&plain);
+            order.plain.remove(&plain.entry);
             if let Some(gpu) = gpu {
-                order.gpu.remove(&gpu);
+                order.gpu.remove(&gpu.entry);
             }
             if order.plain.is_empty() {
                 self.shapes.remove(&shape);
@@ -340,9 +351,17 @@ impl PlacementIndex {
             // The walk ends past the first candidate that became or failed to beat the best:
             // later ones leave more free, so they cannot beat it (up to rounding).
             let mut stop_at: Option<f64> = None;
-            for (base, _, _, i) in set.range(start..) {
+            let walk = set.walk(&start, request.vcpus, request.memory_mb, request.vgpus);
+            for item in walk {
+                let (base, _, _, i) = &item.entry;
                 if stop_at.is_some_and(|b| base.0 > b + EPSILON) {
                     break;
+                }
+                if item.free_vcpus < request.vcpus
+                    || item.free_memory_mb < request.memory_mb
+                    || item.free_gpus < request.vgpus
+                {
+                    continue;
                 }
                 let c = &self.candidates[*i];
                 if !may_fit(request, c) {
