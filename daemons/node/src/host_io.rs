@@ -133,6 +133,8 @@ pub fn render(data_dir: &Path) -> String {
         .ancestors()
         .find(|p| p.exists())
         .unwrap_or(Path::new("/"));
+    // The casts widen on 32-bit targets, where the block counts are 32 bits.
+    #[allow(clippy::unnecessary_cast)]
     if let Ok(fs) = nix::sys::statvfs::statvfs(probe) {
         let block = fs.fragment_size() as u64;
         series(

@@ -480,7 +480,7 @@ mod tests {
     /// again). Checked every simulated hour, not only at the end.
     #[test]
     fn many_instances_over_two_days_stay_within_the_stated_bound() {
-        assert!(MAX_BYTES_PER_INSTANCE <= 12 * 1024 + 128);
+        const _: () = assert!(MAX_BYTES_PER_INSTANCE <= 12 * 1024 + 128);
         const INSTANCES: u32 = 100;
         let h = UsageHistory::with_step(5);
         let mut max_per_instance = 0;
