@@ -394,6 +394,11 @@ impl Actor {
                 }
             }
             proto::root_message::Kind::Undeploy(u) => {
+                for i in self.state.instances().filter(|i| {
+                    i.job_id == u.job_id && u.instance_number.is_none_or(|n| n == i.instance_number)
+                }) {
+                    self.metrics.forget_instance(&i.job_name, i.instance_number);
+                }
                 let n = self.state.undeploy(&u.job_id, u.instance_number);
                 tracing::info!(job = %u.job_id, instance = ?u.instance_number, removed = n, reason = %u.reason, "undeploy");
             }
@@ -526,9 +531,14 @@ impl Actor {
             // reports and root commands keep flowing meanwhile.
             self.external_batch = Some(batch.iter().map(|(k, _)| k.clone()).collect());
             let placer = self.placer.clone();
+            let metrics = self.metrics.clone();
             tokio::spawn(async move {
                 for (key, request) in batch {
+                    let started = Instant::now();
                     let outcome = placer.place(&request, &candidates).await;
+                    metrics
+                        .placement_seconds
+                        .observe(started.elapsed().as_secs_f64());
                     if let Ok(worker) = &outcome
                         && let Some(c) = candidates.iter_mut().find(|c| &c.name == worker)
                     {
@@ -547,7 +557,11 @@ impl Actor {
             return;
         }
         for (key, request) in batch {
+            let started = Instant::now();
             let outcome = self.placer.place(&request, &candidates).await;
+            self.metrics
+                .placement_seconds
+                .observe(started.elapsed().as_secs_f64());
             if let Ok(worker) = &outcome
                 && let Some(c) = candidates.iter_mut().find(|c| &c.name == worker)
             {
@@ -568,7 +582,7 @@ impl Actor {
                 self.metrics.placements_ok.inc();
             }
             Err(no) => {
-                self.metrics.placements_failed.inc();
+                self.metrics.placement_failed(no);
                 tracing::debug!(job = %key.0, instance = key.1, "not placed: {no}");
             }
         }
@@ -649,6 +663,12 @@ impl Actor {
             match effect {
                 Effect::Deploy { worker, command } => {
                     tracing::info!(worker = %worker, job = %command.job_name, instance = command.instance_number, "deploy");
+                    let attempts = self
+                        .state
+                        .instance(&(command.id.clone(), command.instance_number))
+                        .map_or(0, |i| i.attempts);
+                    self.metrics
+                        .deployed(&command.job_name, command.instance_number, attempts);
                     self.publish(NodeTopic::ControlDeploy, &worker, command.to_bytes());
                 }
                 Effect::Delete { worker, command } => {
