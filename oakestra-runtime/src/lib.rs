@@ -54,6 +54,7 @@
 
 pub mod containerd;
 pub mod fake;
+mod logfile;
 pub mod router;
 pub mod unikernel;
 
