@@ -1,6 +1,6 @@
 //! What the runtime reads of a container's cgroup (CPU time, memory in use, OOM kills), on the
 //! unified (v2) and the legacy (v1) hierarchy. The files are read through [`CgroupFs`], so the
-//! parsing is tested with [`FakeCgroupFs`] without a cgroup of our own.
+//! parsing is tested with `FakeCgroupFs` without a cgroup of our own.
 
 use std::fmt;
 

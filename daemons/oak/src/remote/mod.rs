@@ -3,6 +3,9 @@
 //!
 //! Each prints a table (or a short sentence) for people, or with `--json` the root's records
 //! as JSON for scripts. Errors map to exit codes in [`crate::exit`].
+// The doc comments of the arguments are also their --help texts, written for people
+// (`HOST[:PORT]`, `<cluster data dir>`), not rustdoc links or HTML.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
 use std::collections::BTreeSet;
 use std::io::{IsTerminal, Read};

@@ -13,7 +13,7 @@ impl dyn Store {
     ///
     /// On [`Atomicity::PerDocument`] backends the services are written first and the
     /// application last, so a crash part-way leaves only invisible services for
-    /// [`repair`](dyn Store::repair).
+    /// `repair`.
     pub async fn create_application(
         &self,
         app: &ApplicationRecord,
@@ -249,7 +249,7 @@ impl dyn Store {
 
     /// Read-modify-write of one service under optimistic concurrency, e.g. "take the next
     /// instance number and record the instance" in one step (see
-    /// [`update_record`](dyn Store::update_record)). [`StoreError::NotFound`] if the service
+    /// `update_record`). [`StoreError::NotFound`] if the service
     /// does not exist or is not visible.
     pub async fn update_service<T: Send, E: From<StoreError> + Send>(
         &self,

@@ -15,7 +15,7 @@ impl dyn Store {
     }
 
     /// Read-modify-write of the IPAM state under optimistic concurrency, like
-    /// [`update_record`](dyn Store::update_record): `f` may run more than once, `Err` writes
+    /// `update_record`: `f` may run more than once, `Err` writes
     /// nothing.
     pub async fn update_ipam<T, R, E>(
         &self,

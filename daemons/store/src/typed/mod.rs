@@ -9,7 +9,7 @@
 //! * a unique name (user, organization, cluster, application per user) is a claim document in
 //!   [`Collection::UniqueKeys`] written before its record; a claim whose record does not hold
 //!   the name (a leftover) is ignored and replaced;
-//! * [`Store::repair`](dyn Store::repair) deletes such leftovers at start-up.
+//! * `Store::repair` deletes such leftovers at start-up.
 
 use std::collections::BTreeSet;
 
@@ -136,7 +136,7 @@ impl Record for JoinTokenRecord {
     }
 }
 
-/// What [`repair`](dyn Store::repair) removed.
+/// What `repair` removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RepairReport {
     /// Services deleted because their application is gone or does not list them.

@@ -25,7 +25,7 @@ impl dyn Store {
         self.insert_record(user).await
     }
 
-    /// Read-modify-write of a user (see [`update_record`](dyn Store::update_record)).
+    /// Read-modify-write of a user (see `update_record`).
     pub async fn update_user<T: Send, E: From<StoreError> + Send>(
         &self,
         id: ObjectId,
