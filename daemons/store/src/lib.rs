@@ -24,6 +24,8 @@
 //! # Ok(()) }
 //! ```
 
+#![deny(missing_docs)]
+
 /// The backend conformance suite (test code): only with the `testing` feature, which this
 /// crate's own tests turn on through their dev-dependency on it.
 #[cfg(feature = "testing")]
