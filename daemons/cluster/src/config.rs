@@ -1,5 +1,8 @@
 //! Configuration: flags, environment (`OAKESTRA_CLUSTER_*`) and an optional TOML file, with
 //! defaults that make the 1-DOC case work with no configuration.
+// The doc comments of the flags are also their --help texts, written for people
+// (`<data-dir>`, `LAT,LON[,RADIUS_KM]`), not rustdoc links or HTML.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
 use oakestra_sched::capacity::{CapacityMode, CapacityPolicy};
 use std::net::SocketAddr;

@@ -316,6 +316,8 @@ pub struct Cli {
     pub containerd_namespace: Option<String>,
     /// A registry (HOST[:PORT]) to pull from over plain HTTP (loopback ones always are);
     /// repeat the flag, or separate with commas in the environment variable.
+    // The text is also the flag's --help, so `HOST[:PORT]` stays as users read it.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(
         long = "insecure-registry",
         env = "OAKESTRA_NODE_INSECURE_REGISTRIES",

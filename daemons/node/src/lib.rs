@@ -1,6 +1,6 @@
 //! `oakestra-node`: the worker (DESIGN.md §4.4, §6). This is the NodeEngine control path: it
 //! registers with a cluster, connects to the cluster's MQTT broker with the credentials it got,
-//! runs the instances it is sent through a [`Runtime`](oakestra_runtime::Runtime), and reports
+//! runs the instances it is sent through a [`Runtime`], and reports
 //! `information`, `jobs/resources` and `job` status changes. Container instances get their own
 //! network namespace on the worker's overlay subnet ([`overlay`]).
 //!

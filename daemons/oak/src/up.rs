@@ -4,6 +4,9 @@
 //! plus qemu unikernels when qemu is installed) with the overlay network on, through the
 //! containerd of `--containerd-socket` or, when none answers there, a containerd of its own
 //! (see [`crate::own_containerd`]). `--runtime fake` runs the control plane alone.
+// The doc comments of the arguments are also their --help texts, written for people
+// (`HOST[:PORT]`, `<cluster data dir>`), not rustdoc links or HTML.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};

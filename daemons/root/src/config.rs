@@ -1,5 +1,8 @@
 //! Configuration: flags, environment variables and an optional TOML file, in that order of
 //! precedence, with defaults that need no configuration at all (1-DOC).
+// The doc comments of the flags are also their --help texts, written for people
+// (`<data-dir>`, `LAT,LON[,RADIUS_KM]`), not rustdoc links or HTML.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -213,7 +213,7 @@ pub enum Atomicity {
     /// Each write is an atomic compare-and-set on one document; the batch is applied in order
     /// and a failure part-way is rolled back best-effort. A crash part-way can leave the first
     /// writes of a batch applied, so writers order batches so that such leftovers are invisible
-    /// to readers and removed by [`crate::Store::repair`] (MongoDB without a replica set).
+    /// to readers and removed by `crate::Store::repair` (MongoDB without a replica set).
     PerDocument,
 }
 

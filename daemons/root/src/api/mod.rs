@@ -258,7 +258,7 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 
 /// The complete application: API, docs, dashboard, health and metrics, with metrics, CORS and the body
 /// limit applied. Trailing slashes are removed before routing by the caller
-/// ([`crate::serve_http`]), so `/api/applications/` and `/api/applications` are one route.
+/// (`serve_app` in the crate root), so `/api/applications/` and `/api/applications` are one route.
 pub fn router(state: AppState, metrics: Arc<Metrics>) -> Router {
     let (api, openapi) = api_routes();
     let spec =
