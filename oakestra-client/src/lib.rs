@@ -22,9 +22,10 @@
 #![warn(missing_docs)]
 
 mod events;
-mod types;
+use oakestra_proto::rest as types;
 
-pub use events::{Event, EventQuery, EventStream, InstanceUsage, ServiceUsage};
+pub use events::{Event, EventQuery, EventStream};
+pub use types::{InstanceUsage, ServiceUsage};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -41,6 +42,7 @@ pub use types::{
     NewUser, Organization, OrganizationSpec, ServiceCreation, ServiceOutcome, Tokens, User,
     UserUpdate,
 };
+use types::{LoginRequest, NewJoinToken, Refreshed, Roles};
 
 /// Refresh the access token when it has less than this left.
 const REFRESH_MARGIN_SECS: u64 = 15;
@@ -256,10 +258,11 @@ impl Client {
     }
 
     async fn fetch_tokens(&self, c: &Credentials) -> Result<Tokens> {
-        let mut body = serde_json::json!({"username": c.username, "password": c.password});
-        if let Some(org) = &c.organization {
-            body["organization_name"] = Value::String(org.clone());
-        }
+        let body = LoginRequest {
+            username: c.username.clone(),
+            password: c.password.clone(),
+            organization_name: c.organization.clone(),
+        };
         self.send(Method::POST, "/api/auth/login", Some(&body), None)
             .await
     }
@@ -289,10 +292,6 @@ impl Client {
     async fn renew(&self, session: &mut Session) -> Result<String> {
         let mut last_error = ClientError::NotLoggedIn;
         if let Some(refresh) = session.refresh.clone() {
-            #[derive(serde::Deserialize)]
-            struct Refreshed {
-                token: String,
-            }
             match self
                 .send::<Refreshed, ()>(Method::POST, "/api/auth/refresh", None, Some(&refresh))
                 .await
@@ -337,10 +336,6 @@ impl Client {
 
     /// `GET /api/permission/<username>`: the caller's roles.
     pub async fn permissions(&self, username: &str) -> Result<Vec<String>> {
-        #[derive(serde::Deserialize)]
-        struct Roles {
-            roles: Vec<String>,
-        }
         let r: Roles = self
             .call(
                 Method::GET,
@@ -612,7 +607,9 @@ impl Client {
     /// `POST /api/join-tokens` (Admin, Oakestra-rs only): a new cluster join token named
     /// `name` (default `cluster`).
     pub async fn create_join_token(&self, name: Option<&str>) -> Result<CreatedJoinToken> {
-        let body = serde_json::json!({ "name": name });
+        let body = NewJoinToken {
+            name: name.map(str::to_owned),
+        };
         self.call(Method::POST, "/api/join-tokens", Some(&body))
             .await
     }

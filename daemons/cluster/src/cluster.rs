@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use oakestra_core::status::Status;
-use oakestra_core::wire::{
+use oakestra_proto::mqtt::{
     ControlError, InterestRemove, JobStatusReport, LogsReply, LogsRequest, NodeInfo, NodeTopic,
     Payload, RegisterResponse, ResourcesReport, ServiceDeployed, TableEntryInstance,
     TableQueryRequest, WireVersion,
@@ -177,7 +177,7 @@ impl Actor {
     /// deploy that no worker confirmed yet again (workers ignore a deploy of an instance they
     /// already run).
     fn resend_unconfirmed_deploys(&mut self) {
-        let pending: Vec<(String, Box<oakestra_core::wire::DeployCommand>)> = self
+        let pending: Vec<(String, Box<oakestra_proto::mqtt::DeployCommand>)> = self
             .state
             .instances()
             .filter(|i| {
@@ -655,9 +655,9 @@ impl Actor {
                     Err(e) => tracing::warn!("encoding a table query answer: {e}"),
                 },
                 Effect::JobUpdate { job_name, kind } => {
-                    match oakestra_core::wire::Topic::job_updates(job_name) {
+                    match oakestra_proto::mqtt::Topic::job_updates(job_name) {
                         Ok(topic) => {
-                            let payload = oakestra_core::wire::UpdatesAvailable {
+                            let payload = oakestra_proto::mqtt::UpdatesAvailable {
                                 wire_version: WireVersion::CURRENT,
                                 kind,
                             };

@@ -13,7 +13,7 @@ use oakestra_core::model::ServiceRecord;
 use oakestra_core::status::{
     DeploymentStatus, NegativeSchedulingStatus, PositiveSchedulingStatus, Status,
 };
-use oakestra_core::wire::{
+use oakestra_proto::mqtt::{
     DeleteCommand, DeployCommand, JobStatusReport, NodeInfo, ResourcesReport, ServiceDeployed,
     ServiceIp, ServiceUsage, TableEntryInstance, TableQueryRequest, TableQueryResult, UpdateKind,
     WireVersion,

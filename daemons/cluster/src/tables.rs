@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::state::same_ip;
-use oakestra_core::wire::TableEntryInstance;
+use oakestra_proto::mqtt::TableEntryInstance;
 use tokio::time::Instant;
 
 /// How long a worker's question waits for the root before it is answered "unknown" (the

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use oakestra_cluster::state::{ClusterState, Effect, InstanceAddresses, Timing, WorkerRecord};
 use oakestra_core::status::{NegativeSchedulingStatus, Status};
-use oakestra_core::wire::NodeInfo;
+use oakestra_proto::mqtt::NodeInfo;
 use oakestra_sched::Algorithm;
 use oakestra_sched::capacity::{CapacityMode, CapacityPolicy};
 use tokio::time::Instant;

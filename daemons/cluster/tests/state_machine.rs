@@ -10,7 +10,7 @@ use oakestra_cluster::state::{
 use oakestra_core::status::{
     DeploymentStatus, NegativeSchedulingStatus, PositiveSchedulingStatus, Status,
 };
-use oakestra_core::wire::{JobStatusReport, NodeInfo, ResourcesReport, ServiceUsage, WireVersion};
+use oakestra_proto::mqtt::{JobStatusReport, NodeInfo, ResourcesReport, ServiceUsage, WireVersion};
 use oakestra_sched::Algorithm;
 use tokio::time::Instant;
 

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use oakestra_cluster::state::{ClusterState, Effect, InstanceAddresses, Timing, WorkerRecord};
-use oakestra_core::wire::{NodeInfo, ServiceDeployed, TableQueryRequest, WireVersion};
+use oakestra_proto::mqtt::{NodeInfo, ServiceDeployed, TableQueryRequest, WireVersion};
 use oakestra_sched::Algorithm;
 use tokio::time::Instant;
 
@@ -216,7 +216,7 @@ async fn table_queries_are_answered_from_the_cluster_view() {
     assert_eq!(moved.instance_list[0].host_ip, "192.0.2.2");
 }
 
-fn tables_for(effects: &[Effect]) -> Vec<(String, oakestra_core::wire::TableQueryResult)> {
+fn tables_for(effects: &[Effect]) -> Vec<(String, oakestra_proto::mqtt::TableQueryResult)> {
     effects
         .iter()
         .filter_map(|e| match e {
@@ -226,7 +226,7 @@ fn tables_for(effects: &[Effect]) -> Vec<(String, oakestra_core::wire::TableQuer
         .collect()
 }
 
-fn numbers(r: &oakestra_core::wire::TableQueryResult) -> Vec<u32> {
+fn numbers(r: &oakestra_proto::mqtt::TableQueryResult) -> Vec<u32> {
     r.instance_list.iter().map(|i| i.instance_number).collect()
 }
 
@@ -264,7 +264,7 @@ fn two_running_instances() -> (ClusterState, Instant) {
 }
 
 /// The `jobs/<job>/updates_available` signals among `effects`.
-fn signals(effects: &[Effect]) -> Vec<(String, oakestra_core::wire::UpdateKind)> {
+fn signals(effects: &[Effect]) -> Vec<(String, oakestra_proto::mqtt::UpdateKind)> {
     effects
         .iter()
         .filter_map(|e| match e {
@@ -276,7 +276,7 @@ fn signals(effects: &[Effect]) -> Vec<(String, oakestra_core::wire::UpdateKind)>
 
 #[tokio::test(start_paused = true)]
 async fn interested_workers_get_a_service_s_new_table_as_soon_as_its_instances_change() {
-    use oakestra_core::wire::UpdateKind;
+    use oakestra_proto::mqtt::UpdateKind;
     let (mut s, t0) = two_running_instances();
     let effects = s.take_effects();
     assert!(
@@ -298,7 +298,7 @@ async fn interested_workers_get_a_service_s_new_table_as_soon_as_its_instances_c
     // the same flush, no query needed.
     s.job_report(
         "w2",
-        oakestra_core::wire::JobStatusReport {
+        oakestra_proto::mqtt::JobStatusReport {
             wire_version: WireVersion::CURRENT,
             sname: JOB_NAME.into(),
             status: oakestra_core::status::DeploymentStatus::Dead,

@@ -12,10 +12,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use oakestra_core::wire::{
-    DeployCommand, InterestRemove, NodeTopic, Payload, ServiceDeployed, TableQueryRequest,
-    TableQueryResult, WireVersion,
-};
 use oakestra_net::dataplane::{
     DataPlane, DataPlaneConfig, DataPlaneError, FakeDataPlane, InstanceKey, LinuxDataPlane, Naming,
     PortForward,
@@ -23,6 +19,10 @@ use oakestra_net::dataplane::{
 use oakestra_net::dns;
 use oakestra_net::ipam::{Ipv4Subnet, Ipv6Subnet, WorkerSubnets};
 use oakestra_net::proxy::{InstanceRoute, Proxy, ServiceRoutes};
+use oakestra_proto::mqtt::{
+    DeployCommand, InterestRemove, NodeTopic, Payload, ServiceDeployed, TableQueryRequest,
+    TableQueryResult, WireVersion,
+};
 use oakestra_runtime::InstanceId;
 
 /// How often every service in the proxy's table is asked for again. Only a safety net: the

@@ -350,7 +350,7 @@ impl ClusterLink {
                 job_id: job_id.to_owned(),
                 instance_number,
                 tail_lines,
-                max_bytes: oakestra_core::wire::MAX_LOG_REQUEST_BYTES,
+                max_bytes: oakestra_proto::mqtt::MAX_LOG_REQUEST_BYTES,
             })),
         };
         let exchange = async {

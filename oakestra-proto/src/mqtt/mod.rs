@@ -14,10 +14,10 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::lenient;
-use crate::resources::CsiDriver;
-use crate::sla::{Extra, PortMapping, PortSpecError, Volume, parse_port_mappings};
-use crate::status::{DeploymentStatus, Status};
+use oakestra_core::lenient;
+use oakestra_core::resources::CsiDriver;
+use oakestra_core::sla::{Extra, PortMapping, PortSpecError, Volume, parse_port_mappings};
+use oakestra_core::status::{DeploymentStatus, Status};
 
 pub use logs::{LogsReply, LogsRequest, MAX_LOG_REQUEST_BYTES, last_lines};
 pub use topic::{ALL_NODES_NET_FILTER, NodeTopic, Topic, TopicError};

@@ -3,7 +3,7 @@
 use oakestra_core::status::{
     DeploymentStatus, LegacyStatus, NegativeSchedulingStatus, PositiveSchedulingStatus, Status,
 };
-use oakestra_core::wire::{
+use oakestra_proto::mqtt::{
     DeleteCommand, DeployCommand, JobStatusReport, NodeInfo, Payload, RegisterResponse,
     ResourcesReport, ServiceDeployed, SubnetMethod, SubnetRequest, SubnetResult, TableQueryRequest,
     TableQueryResult, Topic, UpdateKind, UpdatesAvailable, WireVersion,
