@@ -14,8 +14,8 @@ use crate::lenient;
 
 /// Every service address an instance answers on (absent ones are `None`).
 ///
-/// Serialized with Oakestra's keys (`RR_ip`, `RR_ip_v6`, `Closest_ip`, `Closest_ip_v6`,
-/// `instance_ip`, `instance_ip_v6`), absent ones omitted; reading accepts `""`, `null` and
+/// Serialized with Oakestra's keys (`instance_ip`, `instance_ip_v6`, `RR_ip`, `RR_ip_v6`,
+/// `Closest_ip`, `Closest_ip_v6`, in this order), absent ones omitted; reading accepts `""`, `null` and
 /// unparsable text as absent.
 ///
 /// ```
@@ -30,6 +30,20 @@ use crate::lenient;
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ServiceAddresses {
+    /// The instance's own service IPv4.
+    #[serde(
+        default,
+        deserialize_with = "lenient::option_ip",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub instance_ip: Option<Ipv4Addr>,
+    /// The instance's own service IPv6.
+    #[serde(
+        default,
+        deserialize_with = "lenient::option_ip",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub instance_ip_v6: Option<Ipv6Addr>,
     /// Round-robin service IPv4 (10.30.0.0/16).
     #[serde(
         rename = "RR_ip",
@@ -62,20 +76,6 @@ pub struct ServiceAddresses {
         skip_serializing_if = "Option::is_none"
     )]
     pub closest_ip_v6: Option<Ipv6Addr>,
-    /// The instance's own service IPv4.
-    #[serde(
-        default,
-        deserialize_with = "lenient::option_ip",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub instance_ip: Option<Ipv4Addr>,
-    /// The instance's own service IPv6.
-    #[serde(
-        default,
-        deserialize_with = "lenient::option_ip",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub instance_ip_v6: Option<Ipv6Addr>,
 }
 
 impl ServiceAddresses {
@@ -120,7 +120,12 @@ mod tests {
         let v = serde_json::to_value(a).unwrap();
         assert_eq!(
             v,
-            json!({"RR_ip": "10.30.0.1", "RR_ip_v6": "fdff:2000::1", "instance_ip": "10.30.0.2"})
+            json!({"instance_ip": "10.30.0.2", "RR_ip": "10.30.0.1", "RR_ip_v6": "fdff:2000::1"})
+        );
+        assert_eq!(
+            serde_json::to_string(&a).unwrap(),
+            r#"{"instance_ip":"10.30.0.2","RR_ip":"10.30.0.1","RR_ip_v6":"fdff:2000::1"}"#,
+            "Oakestra's key order"
         );
         assert_eq!(serde_json::from_value::<ServiceAddresses>(v).unwrap(), a);
     }

@@ -8,10 +8,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use oakestra_core::addresses::ServiceAddresses;
 use oakestra_core::status::Status;
 use oakestra_proto::mqtt::{
     ControlError, InterestRemove, JobStatusReport, LogsReply, LogsRequest, NodeInfo, NodeTopic,
-    Payload, RegisterResponse, ResourcesReport, ServiceDeployed, TableEntryInstance,
+    Payload, RegisterResponse, ResourcesReport, ServiceDeployed, ServiceIp, TableEntryInstance,
     TableQueryRequest, WireVersion,
 };
 use oakestra_store::{Collection, Store, Write};
@@ -24,8 +25,8 @@ use crate::metrics::Metrics;
 use crate::proto;
 use crate::sched::{Placer, SchedulerChoice};
 use crate::state::{
-    Aggregate, ClusterState, Effect, Instance, InstanceAddresses, InstanceKey, RemoteService,
-    RootTable, Timing, WorkerRecord, instance_doc_id,
+    Aggregate, ClusterState, Effect, Instance, InstanceKey, RemoteService, RootTable, Timing,
+    WorkerRecord, instance_doc_id,
 };
 use oakestra_sched::PlacementRequest;
 
@@ -362,20 +363,12 @@ impl Actor {
     fn root_command(&mut self, kind: proto::root_message::Kind, now: Instant) {
         match kind {
             proto::root_message::Kind::Deploy(d) => {
-                let ips = InstanceAddresses {
-                    instance_ip: d.instance_ip,
-                    instance_ip_v6: d.instance_ip_v6,
-                    rr_ip: d.rr_ip,
-                    rr_ip_v6: d.rr_ip_v6,
-                    closest_ip: d.closest_ip,
-                    closest_ip_v6: d.closest_ip_v6,
-                };
+                // The addresses travel once, typed, in the service record.
                 if let Err(e) = self.state.deploy(
                     &d.job_id,
                     d.instance_number,
                     &d.job_name,
                     &d.service_json,
-                    ips,
                     now,
                 ) {
                     tracing::error!("deploy from the root refused: {e}");
@@ -807,11 +800,23 @@ pub fn instance_status(i: &Instance) -> proto::InstanceStatus {
     }
 }
 
-/// The root's `ServiceTable` as the state takes it: instances in table-entry form (Oakestra's
-/// `service_ip` order: the RR address, then the instance's own, then the closest address when
-/// the service has one; the cluster in `cluster_id`).
+/// The root's `ServiceTable` as the state takes it: the addresses parsed (text that is no
+/// address is absent), instances in table-entry form (Oakestra's `service_ip` order: the RR
+/// address, then the instance's own, then the closest address when the service has one; the
+/// cluster in `cluster_id`).
 pub fn root_table(t: proto::ServiceTable) -> RootTable {
+    fn ip<T: std::str::FromStr>(text: &str) -> Option<T> {
+        text.trim().parse().ok()
+    }
+    let addresses = ServiceAddresses {
+        rr_ip: ip(&t.rr_ip),
+        rr_ip_v6: ip(&t.rr_ip_v6),
+        closest_ip: ip(&t.closest_ip),
+        closest_ip_v6: ip(&t.closest_ip_v6),
+        ..ServiceAddresses::default()
+    };
     let service = t.found.then(|| RemoteService {
+        addresses,
         instances: t
             .instances
             .iter()
@@ -826,17 +831,15 @@ pub fn root_table(t: proto::ServiceTable) -> RootTable {
                     namespace_ip_v6: i.namespace_ip_v6.clone(),
                     host_ip: i.host_ip.clone(),
                     host_port: u16::try_from(i.host_port).unwrap_or_default(),
-                    service_ip: crate::state::service_ips(
-                        (t.rr_ip.clone(), t.rr_ip_v6.clone()),
-                        (i.instance_ip.clone(), i.instance_ip_v6.clone()),
-                        (t.closest_ip.clone(), t.closest_ip_v6.clone()),
-                    ),
+                    service_ip: ServiceIp::list(&ServiceAddresses {
+                        instance_ip: ip(&i.instance_ip),
+                        instance_ip_v6: ip(&i.instance_ip_v6),
+                        ..addresses
+                    }),
                     extra,
                 }
             })
             .collect(),
-        rr_ip: t.rr_ip,
-        rr_ip_v6: t.rr_ip_v6,
     });
     RootTable {
         request_id: t.request_id,

@@ -7,6 +7,7 @@
 //! parameter (`tokio::time::Instant`), so tests drive it with `tokio::time::pause`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use oakestra_core::model::ServiceRecord;
@@ -695,7 +696,6 @@ impl ClusterState {
         instance_number: u32,
         job_name: &str,
         service_json: &str,
-        ips: InstanceAddresses,
         now: Instant,
     ) -> Result<(), DeployError> {
         let key = (job_id.to_owned(), instance_number);
@@ -713,7 +713,7 @@ impl ClusterState {
         } else {
             job_name.to_owned()
         };
-        let command = deploy_command(&service, job_id, &job_name, instance_number, &ips);
+        let command = deploy_command(&service, job_id, &job_name, instance_number);
         let (request, status, detail) =
             match PlacementRequest::from_microservice(&service.microservice, Level::Cluster) {
                 Ok(mut r) => {
@@ -799,22 +799,14 @@ impl ClusterState {
                 || self.tables.remote.contains_key(&request.sname))
             .then(|| request.sname.clone())
         } else {
-            self.instances
-                .values()
-                .find(|i| {
-                    [
-                        extra(i, "instance_ip"),
-                        extra(i, "RR_ip"),
-                        extra(i, "instance_ip_v6"),
-                        extra(i, "RR_ip_v6"),
-                        extra(i, "Closest_ip"),
-                        extra(i, "Closest_ip_v6"),
-                    ]
-                    .iter()
-                    .any(|a| same_ip(a, &request.sip))
-                })
-                .map(|i| i.job_name.clone())
-                .or_else(|| self.tables.remote_job_of_ip(&request.sip))
+            // Compared as addresses, so an IPv6 service IP matches in any spelling.
+            request.sip.trim().parse::<IpAddr>().ok().and_then(|ip| {
+                self.instances
+                    .values()
+                    .find(|i| i.command.addresses.contains(ip))
+                    .map(|i| i.job_name.clone())
+                    .or_else(|| self.tables.remote_job_of_ip(ip))
+            })
         };
         let instance_list = job_name
             .as_deref()
@@ -847,11 +839,7 @@ impl ClusterState {
                     namespace_ip_v6: net.nsipv6.clone(),
                     host_ip: net.host_ip.clone(),
                     host_port: net.host_port,
-                    service_ip: service_ips(
-                        (extra(i, "RR_ip"), extra(i, "RR_ip_v6")),
-                        (extra(i, "instance_ip"), extra(i, "instance_ip_v6")),
-                        (extra(i, "Closest_ip"), extra(i, "Closest_ip_v6")),
-                    ),
+                    service_ip: ServiceIp::list(&i.command.addresses),
                     extra: Default::default(),
                 })
             })
@@ -1314,51 +1302,6 @@ impl ClusterState {
     }
 }
 
-/// A table entry's `service_ip` list, each a (v4, v6) pair: Oakestra's order, the RR address,
-/// then the instance's own; the closest address (Oakestra's `IpType` "Closest", which it never
-/// allocated) after them when there is one.
-pub fn service_ips(
-    rr: (String, String),
-    instance: (String, String),
-    closest: (String, String),
-) -> Vec<ServiceIp> {
-    let ip = |ip_type: &str, (address, address_v6): (String, String)| ServiceIp {
-        ip_type: ip_type.to_owned(),
-        address,
-        address_v6,
-    };
-    let mut ips = vec![ip("RR", rr), ip("instance_ip", instance)];
-    if !closest.0.is_empty() || !closest.1.is_empty() {
-        ips.push(ip("Closest", closest));
-    }
-    ips
-}
-
-/// Whether two address strings name the same IP: compared as addresses when both parse (so
-/// an IPv6 service IP matches in any spelling, `fdff:0::1` as `fdff::1`), else as text; an
-/// empty one matches nothing.
-pub(crate) fn same_ip(a: &str, b: &str) -> bool {
-    if a.is_empty() || b.is_empty() {
-        return false;
-    }
-    match (
-        a.trim().parse::<std::net::IpAddr>(),
-        b.trim().parse::<std::net::IpAddr>(),
-    ) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => a == b,
-    }
-}
-
-fn extra(i: &Instance, k: &str) -> String {
-    i.command
-        .extra
-        .get(k)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned()
-}
-
 /// The answer for a name or IP nobody knows (Oakestra's shape: `app_name` null).
 fn unknown(query_key: String) -> TableQueryResult {
     TableQueryResult {
@@ -1367,23 +1310,6 @@ fn unknown(query_key: String) -> TableQueryResult {
         instance_list: Vec::new(),
         query_key,
     }
-}
-
-/// The instance's service addresses from the root's `Deploy`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct InstanceAddresses {
-    /// Instance IPv4.
-    pub instance_ip: String,
-    /// Instance IPv6.
-    pub instance_ip_v6: String,
-    /// Service round-robin IPv4.
-    pub rr_ip: String,
-    /// Service round-robin IPv6.
-    pub rr_ip_v6: String,
-    /// Service closest IPv4 (empty: none).
-    pub closest_ip: String,
-    /// Service closest IPv6.
-    pub closest_ip_v6: String,
 }
 
 fn union(into: &mut Vec<String>, from: &[String]) {
@@ -1488,7 +1414,6 @@ pub fn deploy_command(
     job_id: &str,
     job_name: &str,
     n: u32,
-    ips: &InstanceAddresses,
 ) -> DeployCommand {
     let ms = &service.microservice;
     let mut extra = oakestra_core::sla::Extra::new();
@@ -1497,12 +1422,6 @@ pub fn deploy_command(
             extra.insert(k.to_owned(), Value::String(v.to_owned()));
         }
     };
-    put("instance_ip", &ips.instance_ip);
-    put("instance_ip_v6", &ips.instance_ip_v6);
-    put("RR_ip", &ips.rr_ip);
-    put("RR_ip_v6", &ips.rr_ip_v6);
-    put("Closest_ip", &ips.closest_ip);
-    put("Closest_ip_v6", &ips.closest_ip_v6);
     put("app_name", &service.app_name);
     put("app_ns", &service.app_ns);
     put("service_name", &service.service_name);
@@ -1538,6 +1457,7 @@ pub fn deploy_command(
         privileged: ms.privileged.unwrap_or(false),
         status: None,
         status_detail: None,
+        addresses: service.addresses(n),
         extra,
     }
 }

@@ -20,7 +20,7 @@ use oakestra_net::dns;
 use oakestra_net::ipam::{Ipv4Subnet, Ipv6Subnet, WorkerSubnets};
 use oakestra_net::proxy::{InstanceRoute, Proxy, ServiceRoutes};
 use oakestra_proto::mqtt::{
-    DeployCommand, InterestRemove, NodeTopic, Payload, ServiceDeployed, TableQueryRequest,
+    DeployCommand, InterestRemove, IpType, NodeTopic, Payload, ServiceDeployed, TableQueryRequest,
     TableQueryResult, WireVersion,
 };
 use oakestra_runtime::InstanceId;
@@ -776,20 +776,14 @@ pub fn routes_of(result: &TableQueryResult) -> Option<ServiceRoutes> {
         .filter_map(|i| {
             let (mut instance_ip, mut instance_ip_v6) = (None, None);
             for a in &i.service_ip {
-                let v4 = a.address.parse::<Ipv4Addr>().ok();
-                let v6 = a.address_v6.parse::<Ipv6Addr>().ok();
-                let (to, to_v6) = match a.ip_type.as_str() {
-                    "RR" => (&mut rr_ip, &mut rr_ip_v6),
-                    "Closest" => (&mut closest_ip, &mut closest_ip_v6),
-                    "instance_ip" | "InstanceNumber" => (&mut instance_ip, &mut instance_ip_v6),
-                    _ => continue,
+                let (to, to_v6) = match a.ip_type {
+                    IpType::RoundRobin => (&mut rr_ip, &mut rr_ip_v6),
+                    IpType::Closest => (&mut closest_ip, &mut closest_ip_v6),
+                    IpType::Instance => (&mut instance_ip, &mut instance_ip_v6),
+                    IpType::Other(_) => continue,
                 };
-                if v4.is_some() {
-                    *to = v4;
-                }
-                if v6.is_some() {
-                    *to_v6 = v6;
-                }
+                *to = a.address.or(*to);
+                *to_v6 = a.address_v6.or(*to_v6);
             }
             Some(InstanceRoute {
                 number: i.instance_number,

@@ -225,22 +225,17 @@ pub(crate) fn apply_report(inst: &mut InstanceRecord, status: Option<Status>, r:
 
 /// The `Deploy` command for instance `n` of `service` (`None` if it has no such instance).
 pub(crate) fn deploy_message(service: &ServiceRecord, n: u32) -> Option<RootMessage> {
-    let inst = service.instance(n)?;
+    service.instance(n)?;
     let mut copy = service.clone();
     copy.instance_list.retain(|i| i.instance_number == n);
-    let text = |a: Option<String>| a.unwrap_or_default();
+    // The addresses travel once, typed, in the record (`RR_ip`, `Closest_ip`, the instance's
+    // `instance_ip`, …): the cluster reads them with `ServiceRecord::addresses`.
     Some(RootMessage {
         kind: Some(root_message::Kind::Deploy(Deploy {
             job_id: service.id.to_string(),
             instance_number: n,
             job_name: service.job_name.clone(),
             service_json: serde_json::to_string(&copy).ok()?,
-            instance_ip: text(inst.instance_ip.map(|a| a.to_string())),
-            instance_ip_v6: text(inst.instance_ip_v6.map(|a| a.to_string())),
-            rr_ip: text(service.rr_ip.map(|a| a.to_string())),
-            rr_ip_v6: text(service.rr_ip_v6.map(|a| a.to_string())),
-            closest_ip: text(service.closest_ip.map(|a| a.to_string())),
-            closest_ip_v6: text(service.closest_ip_v6.map(|a| a.to_string())),
         })),
     })
 }

@@ -9,11 +9,12 @@ pub mod logs;
 pub mod topic;
 
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
+use oakestra_core::addresses::ServiceAddresses;
 use oakestra_core::lenient;
 use oakestra_core::resources::CsiDriver;
 use oakestra_core::sla::{Extra, PortMapping, PortSpecError, Volume, parse_port_mappings};
@@ -395,6 +396,10 @@ pub struct DeployCommand {
     /// Status detail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_detail: Option<String>,
+    /// The instance's service addresses (`RR_ip`, `RR_ip_v6`, `Closest_ip`, `Closest_ip_v6`,
+    /// `instance_ip`, `instance_ip_v6` on the wire, absent ones omitted).
+    #[serde(flatten)]
+    pub addresses: ServiceAddresses,
     /// Other keys of the job document, kept.
     #[serde(flatten)]
     pub extra: Extra,
@@ -553,18 +558,82 @@ impl Payload for TableQueryRequest {
     const TOPIC: NodeTopic = NodeTopic::NetTableQueryRequest;
 }
 
-/// A service address of an instance in a table entry.
+/// Which service address a [`ServiceIp`] is (Oakestra's `IpType`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum IpType {
+    /// `"RR"`: the service's round-robin address.
+    #[serde(rename = "RR")]
+    RoundRobin,
+    /// `"Closest"`: the service's closest address (Oakestra names it but never sends it).
+    #[serde(rename = "Closest")]
+    Closest,
+    /// `"instance_ip"` (Oakestra's older workers: `"InstanceNumber"`): the instance's own.
+    #[serde(rename = "instance_ip", alias = "InstanceNumber")]
+    Instance,
+    /// Any other kind, kept as sent.
+    #[serde(untagged)]
+    Other(String),
+}
+
+/// A service address of an instance in a table entry. An absent address is `""` on the wire
+/// (Oakestra's spelling); unparsable text reads as absent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceIp {
-    /// `"RR"`, `"instance_ip"`, …
+    /// Which address this is.
     #[serde(rename = "IpType")]
-    pub ip_type: String,
+    pub ip_type: IpType,
     /// IPv4.
-    #[serde(rename = "Address", default)]
-    pub address: String,
+    #[serde(
+        rename = "Address",
+        default,
+        deserialize_with = "lenient::option_ip",
+        serialize_with = "lenient::ip_or_empty"
+    )]
+    pub address: Option<Ipv4Addr>,
     /// IPv6.
-    #[serde(rename = "Address_v6", default)]
-    pub address_v6: String,
+    #[serde(
+        rename = "Address_v6",
+        default,
+        deserialize_with = "lenient::option_ip",
+        serialize_with = "lenient::ip_or_empty"
+    )]
+    pub address_v6: Option<Ipv6Addr>,
+}
+
+impl ServiceIp {
+    /// The `service_ip` list of a table entry, in Oakestra's order: the RR pair, then the
+    /// instance's own pair, then the closest pair when the service has one.
+    pub fn list(addresses: &ServiceAddresses) -> Vec<ServiceIp> {
+        let entry = |ip_type, address, address_v6| ServiceIp {
+            ip_type,
+            address,
+            address_v6,
+        };
+        let mut ips = vec![
+            entry(IpType::RoundRobin, addresses.rr_ip, addresses.rr_ip_v6),
+            entry(
+                IpType::Instance,
+                addresses.instance_ip,
+                addresses.instance_ip_v6,
+            ),
+        ];
+        if addresses.has_closest() {
+            ips.push(entry(
+                IpType::Closest,
+                addresses.closest_ip,
+                addresses.closest_ip_v6,
+            ));
+        }
+        ips
+    }
+
+    /// Whether `ip` is this entry's IPv4 or IPv6 address.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(v4) => self.address == Some(v4),
+            IpAddr::V6(v6) => self.address_v6 == Some(v6),
+        }
+    }
 }
 
 /// One instance in a [`TableQueryResult`].
