@@ -15,6 +15,13 @@ impl Client {
             .await
     }
 
+    /// `GET /api/clusters/<id>/workers` (login; Oakestra-rs only): the cluster's workers, asked
+    /// from the connected cluster on demand.
+    pub async fn cluster_workers(&self, cluster_id: &str) -> Result<Vec<ClusterWorker>> {
+        let path = format!("/api/clusters/{}/workers", segment(cluster_id));
+        self.call(Method::GET, &path, None::<&()>).await
+    }
+
     /// `POST /api/join-tokens` (Admin, Oakestra-rs only): a new cluster join token named
     /// `name` (default `cluster`).
     pub async fn create_join_token(&self, name: Option<&str>) -> Result<CreatedJoinToken> {

@@ -19,7 +19,7 @@
 //! more on a 401), and logs in again with the stored credentials when the refresh token is
 //! no longer accepted. Every error from the root carries its status and message.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 mod accounts;
 mod events;
@@ -41,9 +41,9 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 
 pub use types::{
-    ApplicationUpdate, Cluster, CreatedJoinToken, DeployAnswer, JoinTokenInfo, Member, Message,
-    NewUser, Organization, OrganizationSpec, ServiceCreation, ServiceOutcome, Tokens, User,
-    UserUpdate,
+    ApplicationUpdate, Cluster, ClusterWorker, CreatedJoinToken, DeployAnswer, JoinTokenInfo,
+    Member, Message, NewUser, Organization, OrganizationSpec, ServiceCreation, ServiceOutcome,
+    Tokens, User, UserUpdate,
 };
 use types::{LoginRequest, NewJoinToken, Refreshed, Roles};
 

@@ -55,7 +55,7 @@
 //! assert!(paths.contains(&"/applications/0/microservices/0/addresses/rr_ip"));
 //! ```
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod addresses;
 pub mod duration;

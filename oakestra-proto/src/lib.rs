@@ -20,6 +20,8 @@
 //! assert_eq!(DeleteCommand::TOPIC, NodeTopic::ControlDelete);
 //! ```
 
+#![deny(missing_docs)]
+
 /// Generated protobuf messages, server and client of `oakestra.cluster.v1`.
 #[cfg(feature = "grpc")]
 #[allow(

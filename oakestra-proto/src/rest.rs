@@ -197,6 +197,62 @@ pub struct Cluster {
     pub extra: Map<String, Value>,
 }
 
+/// A worker of a cluster as `GET /api/clusters/<id>/workers` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = WorkerView))]
+pub struct ClusterWorker {
+    /// Worker id (as in an instance's `worker_id`).
+    pub id: String,
+    /// Hostname.
+    #[serde(default)]
+    pub host: String,
+    /// Address it reported.
+    #[serde(default)]
+    pub ip: String,
+    /// Reported within the cluster's worker timeout.
+    #[serde(default)]
+    pub active: bool,
+    /// Seconds since its last report.
+    #[serde(default)]
+    pub seconds_since_report: f64,
+    /// Logical cores.
+    #[serde(default)]
+    pub cpu_cores: f64,
+    /// Measured CPU usage, 0–100 %.
+    #[serde(default)]
+    pub cpu_percent: f64,
+    /// vCPUs its instances reserve.
+    #[serde(default)]
+    pub vcpus_reserved: f64,
+    /// vCPUs left to place.
+    #[serde(default)]
+    pub vcpus_allocatable: f64,
+    /// Total memory, MB.
+    #[serde(default)]
+    pub memory_in_mb: u64,
+    /// Measured free memory, MB.
+    #[serde(default)]
+    pub memory_free_in_mb: u64,
+    /// Memory its instances reserve, MB.
+    #[serde(default)]
+    pub memory_reserved_in_mb: u64,
+    /// Memory left to place, MB.
+    #[serde(default)]
+    pub memory_allocatable_in_mb: u64,
+    /// GPUs.
+    #[serde(default)]
+    pub gpus: u32,
+    /// Architecture.
+    #[serde(default)]
+    pub architecture: String,
+    /// Runtimes it offers.
+    #[serde(default)]
+    pub virtualization: Vec<String>,
+    /// Instances placed on it.
+    #[serde(default)]
+    pub instances: u32,
+}
+
 /// What `POST /api/service` answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -199,12 +199,19 @@ test('deploy: RUNNING, the instance IP, a log line and a CPU chart with points',
   await phone.context().close();
 });
 
-test('the cluster pages show the cluster and the worker that runs the instance', async () => {
+test('the cluster pages show the cluster and its workers, with the instance on its worker', async () => {
   const service = page.url();
   await page.locator('tr[data-instance="0"] td:nth-child(3) a').click();
   await page.getByRole('heading', { name: 'local', exact: true }).waitFor();
   await page.getByText('active', { exact: true }).first().waitFor();
   await page.getByRole('link', { name: `${SERVICE} #0` }).waitFor();
+  // The worker list comes from the cluster itself: the worker's row with what is placed on it.
+  const workers = page.getByRole('table', { name: 'Workers' });
+  await workers.getByRole('columnheader', { name: 'vCPUs free' }).waitFor();
+  const row = workers.locator('tbody tr', { hasText: '1 placed' });
+  await row.getByRole('link', { name: `${SERVICE} #0` }).waitFor();
+  assert.match(await row.innerText(), /active/);
+  assert.match(await row.innerText(), /\d+ cores, [\d.]+ % used/);
   await shot('08-cluster');
   await page.getByRole('link', { name: 'Clusters', exact: true }).click();
   await page.getByRole('link', { name: 'local', exact: true }).waitFor();

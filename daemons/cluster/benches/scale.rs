@@ -303,7 +303,8 @@ async fn cluster_with_fake_root(
                 Kind::InstanceStatus(_)
                 | Kind::LogsReply(_)
                 | Kind::TableQuery(_)
-                | Kind::TableInterestRemove(_) => continue,
+                | Kind::TableInterestRemove(_)
+                | Kind::WorkersReply(_) => continue,
             };
             if r.active_workers == n {
                 return;

@@ -20,6 +20,7 @@ pub mod root_link;
 pub mod sched;
 pub mod state;
 pub mod tables;
+pub mod workers_report;
 
 use std::future::Future;
 use std::net::SocketAddr;

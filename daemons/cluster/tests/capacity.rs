@@ -160,3 +160,42 @@ async fn the_overload_guard_keeps_a_saturated_worker_out() {
     s.worker_information("w1", busy_worker(20.0).info, t1);
     assert_eq!(place_due(&mut s, t1), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_worker_list_for_the_root_shows_reservations_and_what_is_left() {
+    let mut s = ClusterState::new(timing());
+    s.set_capacity(CapacityPolicy {
+        system_reserved_vcpus: 0.5,
+        system_reserved_memory_mb: 500,
+        ..CapacityPolicy::default()
+    });
+    let t0 = Instant::now();
+    s.register_worker(busy_worker(40.0), t0);
+    deploy(&mut s, 0, t0);
+    assert_eq!(place_due(&mut s, t0), 1);
+    tokio::time::advance(Duration::from_secs(3)).await;
+
+    let list = oakestra_cluster::workers_report::worker_summaries(&s, Instant::now());
+    assert_eq!(list.len(), 1);
+    let w = &list[0];
+    assert_eq!((w.id.as_str(), w.host.as_str()), ("w1", "w1"));
+    assert!(w.active);
+    assert_eq!(w.seconds_since_report, 3.0);
+    assert_eq!(w.instances, 1);
+    assert_eq!((w.cpu_cores, w.cpu_usage_percent), (2.0, 40.0));
+    // 2 cores − 0.5 system − 1 reserved.
+    assert_eq!((w.vcpus_reserved, w.vcpus_allocatable), (1.0, 0.5));
+    // 4096 MB − 500 system − 100 reserved, capped by nothing (3500 measured free).
+    assert_eq!(w.memory_reserved_mb, 100);
+    assert_eq!(w.memory_allocatable_mb, 3496);
+    assert_eq!((w.memory_total_mb, w.memory_free_mb), (4096, 3500));
+    assert_eq!(w.arch, "amd64");
+
+    // Undeployed: nothing reserved, and the list still shows the worker.
+    s.undeploy(JOB, Some(0));
+    let w = &oakestra_cluster::workers_report::worker_summaries(&s, Instant::now())[0];
+    assert_eq!(
+        (w.instances, w.vcpus_reserved, w.vcpus_allocatable),
+        (0, 0.0, 1.5)
+    );
+}

@@ -163,6 +163,13 @@ pub enum ClusterCommand {
         #[arg(long, env = "OAK_URL")]
         url: Option<String>,
     },
+    /// List one cluster's workers, active or not, with their resources, what their instances
+    /// reserve and what is left (needs a login; the cluster must be connected).
+    #[command(after_help = exit::HELP)]
+    Workers {
+        /// The cluster's ID (from `oak cluster list`).
+        id: String,
+    },
 }
 
 /// `oak token …`.
@@ -859,7 +866,7 @@ async fn follow(
 
 // ------------------------------------------------------------------------------ clusters
 
-/// `oak cluster list`.
+/// `oak cluster list`, `oak cluster workers`.
 pub async fn cluster(command: ClusterCommand, json: bool) -> anyhow::Result<()> {
     match command {
         ClusterCommand::List { url } => {
@@ -900,6 +907,45 @@ pub async fn cluster(command: ClusterCommand, json: bool) -> anyhow::Result<()> 
             }
             out!("{}", table.render());
             Ok(())
+        }
+        ClusterCommand::Workers { id } => {
+            with_session(async |session| {
+                let workers = session.client.cluster_workers(&id).await?;
+                if json {
+                    return print_json(&workers);
+                }
+                let mut table = Table::new(&[
+                    "ID",
+                    "HOST",
+                    "IP",
+                    "ACTIVE",
+                    "INSTANCES",
+                    "CPUS",
+                    "CPU%",
+                    "VCPUS_FREE",
+                    "MEMORY_MB",
+                    "MEMORY_FREE_MB",
+                    "LAST_REPORT",
+                ]);
+                for w in &workers {
+                    table.row(vec![
+                        w.id.clone(),
+                        w.host.clone(),
+                        w.ip.clone(),
+                        if w.active { "yes" } else { "no" }.to_owned(),
+                        w.instances.to_string(),
+                        format!("{}", w.cpu_cores),
+                        format!("{:.1}", w.cpu_percent),
+                        format!("{:.2}", w.vcpus_allocatable),
+                        w.memory_in_mb.to_string(),
+                        w.memory_allocatable_in_mb.to_string(),
+                        format!("{:.0}s ago", w.seconds_since_report),
+                    ]);
+                }
+                out!("{}", table.render());
+                Ok(())
+            })
+            .await
         }
     }
 }

@@ -362,6 +362,21 @@ fn applications_and_services_through_their_lifecycle() {
     assert!(table.starts_with("ID "), "{table}");
     assert!(table.contains("local"), "{table}");
 
+    // The cluster's own worker list, asked through the root.
+    let cluster_id = clusters[0]["_id"].as_str().unwrap().to_owned();
+    let workers = user
+        .oak(&["--json", "cluster", "workers", &cluster_id])
+        .ok()
+        .json();
+    let workers = workers.as_array().unwrap();
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    assert_eq!(workers[0]["active"], true);
+    assert!(workers[0]["cpu_cores"].as_f64().unwrap() >= 1.0);
+    let table = user.oak(&["cluster", "workers", &cluster_id]).ok().stdout;
+    assert!(table.starts_with("ID "), "{table}");
+    assert!(table.contains("VCPUS_FREE"), "{table}");
+    user.oak(&["cluster", "workers", "no-such-cluster"]).code(1);
+
     // Create: the new application and its two services.
     let created = user
         .oak(&["--json", "app", "create", CLIENTSRVR])

@@ -1,7 +1,7 @@
 // Clusters: the list with their resources, and a cluster's page with its workers.
 
 import { api, idOf, me } from './api.js';
-import { ago, h, percent, statusText, table } from './ui.js';
+import { ago, h, num, percent, statusText, table } from './ui.js';
 
 function mb(value) {
   return typeof value === 'number' ? `${Math.round(value)} MB` : '—';
@@ -50,10 +50,15 @@ export async function clusterPage(main, ctx, id) {
   const title = h('h1', {}, id);
   main.append(h('p', {}, h('a', { href: '#/clusters' }, '← Clusters')), title, facts,
     h('h2', {}, 'Workers'),
-    h('p', { class: 'hint' }, 'The cluster reports its aggregate resources to the root; each worker below is one that runs instances you can see, with those instances.'),
+    h('p', { class: 'hint' }, 'Every worker the cluster knows, asked from the cluster on each refresh, with the instances you can see on it.'),
     workers);
   ctx.every(5000, async () => {
-    const [clusters, services] = await Promise.all([api('GET', '/api/clusters'), visibleServices()]);
+    const [clusters, services, listed] = await Promise.all([
+      api('GET', '/api/clusters'),
+      visibleServices(),
+      api('GET', `/api/clusters/${encodeURIComponent(id)}/workers`).then(
+        (list) => ({ list }), (error) => ({ error })),
+    ]);
     if (!ctx.current) return;
     const c = clusters.find((x) => x._id === id);
     if (!c) {
@@ -78,21 +83,32 @@ export async function clusterPage(main, ctx, id) {
       ['Last report', ago(c.last_modified_timestamp)],
     ];
     facts.replaceChildren(...rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
-    const byWorker = new Map();
+    if (listed.error) {
+      workers.replaceChildren(h('p', { class: 'muted' }, `The worker list is not available: ${listed.error.message}`));
+      return;
+    }
+    const mine = new Map();
     for (const s of services) {
       for (const inst of s.instance_list || []) {
         if (inst.cluster_id !== id || !inst.worker_id) continue;
-        if (!byWorker.has(inst.worker_id)) byWorker.set(inst.worker_id, { ip: inst.host_ip || inst.publicip, items: [] });
-        byWorker.get(inst.worker_id).items.push({ s, inst });
+        if (!mine.has(inst.worker_id)) mine.set(inst.worker_id, []);
+        mine.get(inst.worker_id).push({ s, inst });
       }
     }
-    workers.replaceChildren(byWorker.size === 0
-      ? h('p', { class: 'muted' }, `${c.active_nodes ?? 0} active worker(s); none runs an instance you can see.`)
-      : table('Workers', ['Worker', 'Node IP', 'Instances'], [...byWorker].map(([worker, w]) => h('tr', {},
-        h('td', { class: 'mono' }, worker),
-        h('td', { class: 'mono' }, w.ip || '—'),
-        h('td', { class: 'wrap' }, ...w.items.map(({ s, inst }) => h('div', {},
-          h('a', { href: `#/services/${idOf(s._id)}` }, `${s.service_name} #${inst.instance_number}`), ' ',
-          statusText(inst.status))))))));
+    const now = Date.now() / 1000;
+    workers.replaceChildren(listed.list.length === 0
+      ? h('p', { class: 'muted' }, 'No worker has registered with this cluster yet.')
+      : table('Workers', ['Worker', 'State', 'Node IP', 'CPU', 'vCPUs free', 'Memory free / total', 'Instances', 'Last report'],
+        listed.list.map((w) => h('tr', {},
+          h('td', {}, w.host || w.id, h('div', { class: 'mono muted' }, w.id)),
+          h('td', {}, state(w)),
+          h('td', { class: 'mono' }, w.ip || '—'),
+          h('td', {}, `${w.cpu_cores} cores, ${percent(w.cpu_percent)} used`),
+          h('td', {}, `${num(w.vcpus_allocatable)?.toFixed(2) ?? '—'} of ${w.cpu_cores}`),
+          h('td', {}, `${mb(w.memory_allocatable_in_mb)} / ${mb(w.memory_in_mb)}`),
+          h('td', { class: 'wrap' }, `${w.instances} placed`, ...(mine.get(w.id) || []).map(({ s, inst }) => h('div', {},
+            h('a', { href: `#/services/${idOf(s._id)}` }, `${s.service_name} #${inst.instance_number}`), ' ',
+            statusText(inst.status)))),
+          h('td', {}, ago(now - w.seconds_since_report))))));
   });
 }

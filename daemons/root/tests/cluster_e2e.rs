@@ -343,3 +343,54 @@ async fn cli_token_lets_a_cluster_join_and_a_wrong_one_is_refused() {
     assert!(err.message().contains("not valid"), "{}", err.message());
     root.cluster("lab", &token).connect().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_clusters_workers_are_asked_on_demand_and_errors_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = RootProcess::start_with_timeout(dir.path(), "2s");
+    let token = tokens::read_bootstrap_token(dir.path()).expect("bootstrap token file");
+    let cluster: FakeCluster = root.cluster("edge", &token).connect().await.unwrap();
+    let admin = root.admin().await;
+    eventually("the cluster to be active", || async {
+        admin
+            .clusters()
+            .await
+            .unwrap()
+            .iter()
+            .any(|c| c.active)
+            .then_some(())
+    })
+    .await;
+    let id = cluster.id.clone();
+
+    // The fake cluster answers with its one worker.
+    let workers = admin.cluster_workers(&id).await.unwrap();
+    assert_eq!(workers.len(), 1);
+    assert_eq!(
+        (workers[0].id.as_str(), workers[0].host.as_str()),
+        ("fake-w1", "edge-1")
+    );
+    assert!(workers[0].active);
+    assert_eq!(workers[0].memory_allocatable_in_mb, 4096);
+
+    // A login is needed; an unknown cluster is a 404 that says where the ids are.
+    let anonymous = reqwest::get(format!("{}/api/clusters/{id}/workers", root.rest))
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let e = admin.cluster_workers("no-such-cluster").await.unwrap_err();
+    assert_eq!(e.status(), Some(404), "{e}");
+    assert!(e.to_string().contains("/api/clusters"), "{e}");
+
+    // Gone: the cluster is still listed but cannot be asked (503, and why).
+    cluster.disconnect();
+    let e = eventually("503 once the cluster is gone", || async {
+        admin
+            .cluster_workers(&id)
+            .await
+            .err()
+            .filter(|e| e.status() == Some(503))
+    })
+    .await;
+    assert!(e.to_string().contains("not connected"), "{e}");
+}

@@ -36,6 +36,18 @@ impl Actor {
             }
             proto::root_message::Kind::LogsRequest(r) => self.ask_worker_for_logs(r),
             proto::root_message::Kind::ServiceTable(t) => self.state.root_table(root_table(t)),
+            proto::root_message::Kind::WorkersRequest(r) => {
+                let workers = crate::workers_report::worker_summaries(&self.state, Instant::now());
+                let _ = self
+                    .outputs
+                    .root
+                    .send(proto::cluster_message::Kind::WorkersReply(
+                        proto::WorkersReply {
+                            request_id: r.request_id,
+                            workers,
+                        },
+                    ));
+            }
         }
     }
 

@@ -1,20 +1,27 @@
 //! `/api/clusters` and `/api/clusters/active` (no login needed, as in Oakestra).
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
+use oakestra_core::ids::ClusterId;
 use oakestra_store::ClusterRecord;
 use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use crate::error::{ApiResult, ErrorBody};
+use super::extract::Caller;
+use crate::error::{ApiError, ApiResult, ErrorBody};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_clusters))
         .routes(routes!(list_active_clusters))
+        .routes(routes!(list_cluster_workers))
 }
+
+/// One worker of a cluster, as its cluster reports it on demand (the contract crate's
+/// `ClusterWorker`).
+pub use oakestra_proto::rest::ClusterWorker as WorkerView;
 
 /// A cluster as Oakestra's API shows it: the resource fields under their Oakestra names, the
 /// compatibility aliases the CLIs and the dashboard read, and a string `_id`.
@@ -110,3 +117,33 @@ async fn list_active_clusters(State(state): State<AppState>) -> ApiResult<Json<V
     let clusters = state.store.list_clusters().await?;
     Ok(Json(views(clusters.iter().filter(|c| c.active))))
 }
+
+/// The workers of one cluster, active or not, with their resources and how many instances
+/// each holds. The root asks the cluster on demand (it keeps only aggregates), so the cluster
+/// must be connected: 503 when it is not, 504 when it does not answer within 5 s. Needs a
+/// login (any user), unlike the cluster list.
+#[utoipa::path(get, path = "/api/clusters/{cluster_id}/workers", tag = "clusters",
+    params(("cluster_id" = String, Path, description = "The cluster's `_id`")),
+    responses((status = 200, body = [WorkerView], description = "The cluster's workers"),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn list_cluster_workers(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(cluster_id): Path<String>,
+) -> ApiResult<Json<Vec<WorkerView>>> {
+    let id = ClusterId::from(cluster_id.as_str());
+    let clusters = state.store.list_clusters().await?;
+    if !clusters.iter().any(|c| c.id == id) {
+        return Err(ApiError::not_found(format!(
+            "no cluster with id {cluster_id:?}: GET /api/clusters lists them"
+        )));
+    }
+    Ok(Json(
+        state.lifecycle.cluster_workers(&id, WORKERS_WAIT).await?,
+    ))
+}
+
+/// How long the workers endpoint waits for the cluster's answer.
+const WORKERS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);

@@ -72,6 +72,20 @@ pub trait ServiceLifecycle: Send + Sync + fmt::Debug + 'static {
         let _ = (service_id, n, tail_lines, wait);
         Err(format!("the root has no link to cluster {cluster}"))
     }
+    /// The workers of `cluster`, asked on demand, waiting at most `wait`: 503 when the cluster
+    /// is not connected (the default has no cluster link), 504 when it does not answer.
+    async fn cluster_workers(
+        &self,
+        cluster: &ClusterId,
+        wait: Duration,
+    ) -> Result<Vec<super::clusters::WorkerView>, ApiError> {
+        let _ = wait;
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the root has no link to cluster {cluster}"),
+        ))
+    }
+
     /// The event log and usage history this lifecycle records into (`None`: it records
     /// nothing, the API gets an empty one of its own).
     fn monitor(&self) -> Option<Arc<crate::monitor::Monitor>> {
@@ -224,6 +238,25 @@ impl ServiceLifecycle for ClusterLink {
             .map_err(|e| e.to_string())
     }
 
+    async fn cluster_workers(
+        &self,
+        cluster: &ClusterId,
+        wait: Duration,
+    ) -> Result<Vec<super::clusters::WorkerView>, ApiError> {
+        use crate::cluster_link::AskError;
+        match self.fetch_workers(cluster, wait).await {
+            Ok(workers) => Ok(workers.into_iter().map(worker_view).collect()),
+            Err(e @ AskError::Timeout { .. }) => {
+                Err(ApiError::new(StatusCode::GATEWAY_TIMEOUT, e.to_string()))
+            }
+            Err(e @ AskError::NotConnected(_)) => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{e}: its workers are known only while it is; see GET /api/clusters"),
+            )),
+            Err(e @ AskError::Refused(_)) => Err(ApiError::internal(e.to_string())),
+        }
+    }
+
     async fn reserve_service_addresses(&self, service: &mut ServiceRecord) -> Result<(), ApiError> {
         self.reserve_services(std::slice::from_mut(service)).await
     }
@@ -262,5 +295,27 @@ impl ServiceLifecycle for ClusterLink {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         store_error(e)
+    }
+}
+
+fn worker_view(w: oakestra_proto::grpc::WorkerSummary) -> super::clusters::WorkerView {
+    super::clusters::WorkerView {
+        id: w.id,
+        host: w.host,
+        ip: w.ip,
+        active: w.active,
+        seconds_since_report: w.seconds_since_report,
+        cpu_cores: w.cpu_cores,
+        cpu_percent: w.cpu_usage_percent,
+        vcpus_reserved: w.vcpus_reserved,
+        vcpus_allocatable: w.vcpus_allocatable,
+        memory_in_mb: w.memory_total_mb,
+        memory_free_in_mb: w.memory_free_mb,
+        memory_reserved_in_mb: w.memory_reserved_mb,
+        memory_allocatable_in_mb: w.memory_allocatable_mb,
+        gpus: w.gpus,
+        architecture: w.arch,
+        virtualization: w.virtualization,
+        instances: w.instances,
     }
 }

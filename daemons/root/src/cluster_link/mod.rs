@@ -30,17 +30,18 @@ use oakestra_core::status::{DeploymentStatus, Status};
 use oakestra_sched::Algorithm;
 use oakestra_store::{ClusterRecord, Store, StoreError};
 use serde_json::Value;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc};
 use tokio_stream::{Stream, StreamExt};
 
 use crate::tokens::{self, TokenError};
 use oakestra_proto::grpc::{
-    ClusterMessage, InstanceStatus, LogsReply, LogsRequest, RegisterReply, RegisterRequest,
-    Resources, RootMessage, Snapshot, WorkerSubnetReply, cluster_message, root_message,
+    ClusterMessage, InstanceStatus, LogsRequest, RegisterReply, RegisterRequest, Resources,
+    RootMessage, Snapshot, WorkerSubnetReply, WorkerSummary, WorkersRequest, cluster_message,
+    root_message,
 };
 
 mod instances;
-mod logs;
+mod questions;
 mod resources;
 mod session;
 mod tables;
@@ -114,9 +115,14 @@ impl From<LinkError> for tonic::Status {
     }
 }
 
-/// Why [`ClusterLink::fetch_logs`] got no log.
+mod ask;
+
+use ask::Answer;
+
+/// Why a question to a cluster ([`ClusterLink::fetch_logs`], [`ClusterLink::fetch_workers`])
+/// got no answer.
 #[derive(Debug, thiserror::Error)]
-pub enum LogsFetchError {
+pub enum AskError {
     /// The cluster has no live stream (or it ended while waiting).
     #[error("cluster {0} is not connected")]
     NotConnected(ClusterId),
@@ -166,9 +172,8 @@ struct State {
     /// one cluster beyond its capacity, and an undeploy makes room at once.
     reserved: HashMap<ClusterId, Unreported>,
     generation: u64,
-    /// Log requests waiting for their cluster's answer, by request id.
-    logs_waiting: HashMap<String, (ClusterId, oneshot::Sender<LogsReply>)>,
-    logs_requests: u64,
+    /// Questions (log tails, worker lists) waiting for their cluster's answer.
+    asks: ask::Pending,
 }
 
 /// What changed on a cluster since its last resources report.

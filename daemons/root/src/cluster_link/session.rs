@@ -1,5 +1,5 @@
 //! A cluster's session: the stream it holds open, what it reports (resources, snapshots,
-//! instance statuses), and what happens when it goes away.
+//! instance statuses, answers to questions), and what happens when it goes away.
 
 use super::resources::capacity_grew;
 use super::*;
@@ -187,7 +187,15 @@ impl ClusterLink {
             // A later snapshot (e.g. after the cluster's own restart of a component).
             Some(cluster_message::Kind::Snapshot(s)) => self.on_snapshot(id, s).await,
             Some(cluster_message::Kind::LogsReply(r)) => {
-                self.on_logs_reply(id, r);
+                let request_id = r.request_id.clone();
+                self.state().asks.answer(id, &request_id, Answer::Logs(r));
+                Ok(())
+            }
+            Some(cluster_message::Kind::WorkersReply(r)) => {
+                let request_id = r.request_id.clone();
+                self.state()
+                    .asks
+                    .answer(id, &request_id, Answer::Workers(r));
                 Ok(())
             }
             Some(cluster_message::Kind::TableQuery(q)) => {

@@ -187,6 +187,7 @@ pub fn cluster_message_kind(m: &oakestra_proto::grpc::ClusterMessage) -> &'stati
         Some(Kind::Resources(_)) => "resources",
         Some(Kind::InstanceStatus(_)) => "instance_status",
         Some(Kind::LogsReply(_)) => "logs_reply",
+        Some(Kind::WorkersReply(_)) => "workers_reply",
         Some(Kind::TableQuery(_)) => "table_query",
         Some(Kind::TableInterestRemove(_)) => "table_interest_remove",
         None => "empty",
@@ -200,6 +201,7 @@ pub fn root_message_kind(m: &oakestra_proto::grpc::RootMessage) -> &'static str 
         Some(Kind::Deploy(_)) => "deploy",
         Some(Kind::Undeploy(_)) => "undeploy",
         Some(Kind::LogsRequest(_)) => "logs_request",
+        Some(Kind::WorkersRequest(_)) => "workers_request",
         Some(Kind::ServiceTable(_)) => "service_table",
         None => "empty",
     }

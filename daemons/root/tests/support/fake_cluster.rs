@@ -14,7 +14,7 @@ use oakestra_root::cluster_link::{ClusterLink, LinkConfig};
 use oakestra_root::grpc::proto::cluster_link_client::ClusterLinkClient;
 use oakestra_root::grpc::proto::{
     ClusterMessage, Deploy, InstanceStatus, LogsReply, RegisterReply, RegisterRequest, Resources,
-    RootMessage, Snapshot, Undeploy, cluster_message, root_message,
+    RootMessage, Snapshot, Undeploy, WorkerSummary, WorkersReply, cluster_message, root_message,
 };
 use oakestra_root::grpc::{self, CLUSTER_ID_HEADER, CLUSTER_SECRET_HEADER};
 use oakestra_root::{addresses, tokens};
@@ -288,6 +288,31 @@ impl FakeCluster {
                         let _ = answers
                             .send(ClusterMessage {
                                 kind: Some(cluster_message::Kind::LogsReply(reply)),
+                            })
+                            .await;
+                    }
+                    // Its one worker, `fake-w1` on host `edge-1`, holding nothing.
+                    Ok(Some(RootMessage {
+                        kind: Some(root_message::Kind::WorkersRequest(r)),
+                    })) => {
+                        let reply = WorkersReply {
+                            request_id: r.request_id,
+                            workers: vec![WorkerSummary {
+                                id: "fake-w1".into(),
+                                host: "edge-1".into(),
+                                ip: "192.0.2.1".into(),
+                                active: true,
+                                cpu_cores: 4.0,
+                                vcpus_allocatable: 4.0,
+                                memory_total_mb: 4096,
+                                memory_free_mb: 4096,
+                                memory_allocatable_mb: 4096,
+                                ..WorkerSummary::default()
+                            }],
+                        };
+                        let _ = answers
+                            .send(ClusterMessage {
+                                kind: Some(cluster_message::Kind::WorkersReply(reply)),
                             })
                             .await;
                     }
