@@ -33,6 +33,9 @@
 //! `REQUESTED`); else the negative status of the first pending instance; else `FAILED` (or
 //! `DEAD`) naming the failed instances; else `COMPLETED`, else `UNDEPLOYED`. A service whose
 //! last instance was undeployed is `UNDEPLOYED`.
+//!
+//! [`ClusterLink::deploy_instance`]: crate::cluster_link::ClusterLink::deploy_instance
+//! [`ClusterLink::undeploy_instance`]: crate::cluster_link::ClusterLink::undeploy_instance
 
 use oakestra_core::ids::{ClusterId, ObjectId};
 use oakestra_core::model::{InstanceRecord, ServiceRecord};
@@ -274,7 +277,7 @@ pub(crate) fn reset_placement(inst: &mut InstanceRecord) {
 /// qualified worker; they are not tried again for it.
 pub(crate) const EXCLUDED_CLUSTERS: &str = "excluded_clusters";
 
-/// How [`ClusterLink::schedule`] moves an instance.
+/// How `ClusterLink::schedule` moves an instance.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Move<'a> {
     /// An unplaced instance (new or pending): placed, or left pending with the negative status.
