@@ -1,6 +1,7 @@
 //! Placement cost: one placement among 10 … 10,000 candidates for each algorithm, LDP with the
 //! paper's SLA (1 CPU, 100 MB, 20 ms to the users, 120 km), and batches of 10,000 instances onto
-//! 5,000 workers with capacity taken off after each placement.
+//! 5,000 workers with capacity taken off after each placement; the same through the
+//! [`PlacementIndex`] (`sched/index_place`, `sched/index_batch_10k_onto_5k`).
 //!
 //! Run: `cargo bench -p oakestra-benches --bench sched -- --warm-up-time 1 --measurement-time 2`
 
@@ -9,7 +10,7 @@ use std::hint::black_box;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use oakestra_sched::{
     Algorithm, Candidate, ConnectivityConstraint, Endpoint, GeoConstraint, GeoPoint,
-    LatencyConstraint, Level, PlacementRequest, Scheduler, Vivaldi, place_replicas,
+    LatencyConstraint, Level, PlacementIndex, PlacementRequest, Scheduler, Vivaldi, place_replicas,
 };
 
 const SIZES: [usize; 4] = [10, 100, 1_000, 10_000];
@@ -194,5 +195,61 @@ fn batch(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, single_placement, batch);
+/// The same placements through the [`PlacementIndex`]: one placement among N (the index
+/// built once), and the batch of 10,000 onto 5,000 with each placement committed (building
+/// the index from the 5,000 candidates included).
+fn index(c: &mut Criterion) {
+    let algorithms = [Algorithm::BestFit, Algorithm::LeastLoaded, Algorithm::Ldp];
+    let request = plain_request();
+    let mut group = c.benchmark_group("sched/index_place");
+    group.throughput(Throughput::Elements(1));
+    for n in [1_000, 5_000, 10_000] {
+        let candidates = workers(n);
+        let index = PlacementIndex::new(candidates.clone());
+        for algorithm in algorithms {
+            assert_eq!(
+                index.place(algorithm, &request),
+                algorithm.place(&request, &candidates),
+                "{algorithm}: the index answers as the scan"
+            );
+            group.bench_with_input(BenchmarkId::new(algorithm.as_str(), n), &n, |b, _| {
+                b.iter(|| index.place(black_box(algorithm), black_box(&request)))
+            });
+        }
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("sched/index_batch_10k_onto_5k");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(BATCH_INSTANCES as u64));
+    let base = workers(BATCH_WORKERS);
+    for algorithm in algorithms {
+        let mut scan = base.clone();
+        let want = place_replicas(&algorithm, &request, BATCH_INSTANCES, &mut scan);
+        let mut index = PlacementIndex::new(base.clone());
+        let got: Vec<_> = (0..BATCH_INSTANCES)
+            .map(|_| index.place_and_commit(algorithm, &request).unwrap())
+            .collect();
+        assert_eq!(
+            got, want.placements,
+            "{algorithm}: the index places as the scan"
+        );
+        group.bench_function(algorithm.as_str(), |b| {
+            b.iter_batched(
+                || base.clone(),
+                |candidates| {
+                    let mut index = PlacementIndex::new(candidates);
+                    for _ in 0..BATCH_INSTANCES {
+                        let _ = index.place_and_commit(algorithm, &request);
+                    }
+                    index
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, single_placement, batch, index);
 criterion_main!(benches);

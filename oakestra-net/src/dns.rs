@@ -6,7 +6,8 @@
 //! TTL, NXDOMAIN, NOERROR without answers (other types of a known name, or AAAA of a service
 //! without an IPv6 round-robin address), NOTIMP (other
 //! opcodes and classes), REFUSED (names that cannot be service names, so that a stub resolver
-//! with a second `nameserver` asks that one) and FORMERR. Trailing sections (an EDNS OPT record) are ignored.
+//! with a second `nameserver` asks that one) and FORMERR. The responder forwards names that
+//! are not services to the host's resolvers instead of refusing them: [`forward`]. Trailing sections (an EDNS OPT record) are ignored.
 //!
 //! # Names
 //!
@@ -38,6 +39,8 @@
 //! ```
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+
+pub mod forward;
 
 /// Type A (IPv4 address).
 pub const TYPE_A: u16 = 1;
@@ -303,7 +306,8 @@ pub fn resolv_conf(bridge: Ipv4Addr, host_resolv_conf: &str, instance: &str) -> 
     let mut out = format!(
         "# Written by oakestra-node for instance {instance}. The first nameserver is the\n\
          # overlay's DNS responder: it answers <service>.<servicens>.<app>.<appns> with the\n\
-         # service's rr_ip and refuses other names, which the host's resolvers below answer.\n\
+         # service's rr_ip and forwards other names to the host's resolvers; those below are\n\
+         # the host's reachable from here, asked if the responder does not answer.\n\
          nameserver {bridge}\n"
     );
     let mut servers = 1;

@@ -269,7 +269,7 @@ fn pick<const N: usize>(
 
 /// Necessary conditions of [`check`] that need no string comparison or pointer chasing.
 #[inline(always)]
-fn may_fit(request: &PlacementRequest, c: &Candidate) -> bool {
+pub(crate) fn may_fit(request: &PlacementRequest, c: &Candidate) -> bool {
     c.active
         && c.memory_free_mb >= request.memory_mb
         && c.gpus_free >= request.vgpus
@@ -284,7 +284,7 @@ fn compare_keys<const N: usize>(a: &[f64; N], b: &[f64; N]) -> Ordering {
         .unwrap_or(Ordering::Equal)
 }
 
-fn placement(
+pub(crate) fn placement(
     request: &PlacementRequest,
     candidates: &[Candidate],
     index: usize,

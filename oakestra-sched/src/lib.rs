@@ -38,6 +38,7 @@ mod batch;
 pub mod capacity;
 mod check;
 mod distance;
+mod index;
 mod model;
 mod sla;
 mod status;
@@ -46,6 +47,7 @@ pub use algorithms::{Algorithm, BestFit, FirstFit, Ldp, LeastLoaded, UnknownAlgo
 pub use batch::{BatchOutcome, commit, place_each, place_replicas, validate};
 pub use check::{Exclusion, Fit, Rejection, check, diagnose};
 pub use distance::{EARTH_RADIUS_KM, haversine_km, instance_latency_ms, user_latency_ms};
+pub use index::PlacementIndex;
 pub use model::{
     Candidate, ConnectivityConstraint, Constraints, Endpoint, GeoConstraint, GeoPoint,
     GeoPointParseError, LatencyConstraint, Level, Placement, PlacementInput, PlacementRequest,

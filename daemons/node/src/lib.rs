@@ -16,6 +16,7 @@
 //! * [`overlay`] — the instances' network namespaces (`oakestra_net`'s data plane).
 
 pub mod config;
+pub mod dns_forward;
 pub mod engine;
 pub mod info;
 pub mod link;

@@ -80,6 +80,20 @@ async fn lifecycle(kind: PlaneKind, subnet: (std::net::Ipv4Addr, std::net::Ipv6A
     let real = matches!(kind, PlaneKind::Linux { .. });
     // Port 53: `busybox nslookup` below cannot ask another; the bridge address is this test's.
     overlay.set_dns(oakestra_node::overlay::DnsListen::Bridge(53));
+    // A systemd-resolved host: its resolv.conf lists only the stub on 127.0.0.53, which an
+    // instance cannot reach; the responder forwards to it.
+    let upstream = if real {
+        Some(Upstream::start("127.0.0.53:53", &[("test.example", [192, 0, 2, 77])]).await)
+    } else {
+        None
+    };
+    let resolv = dir.path().join("host-resolv.conf");
+    std::fs::write(
+        &resolv,
+        "nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch .\n",
+    )
+    .unwrap();
+    overlay.set_host_resolv_conf(&resolv);
     overlay.enable(subnet.0, subnet.1, &[]).await.unwrap();
     let bridge = std::net::Ipv4Addr::from(u32::from(subnet.0) + 1);
     if real {
@@ -90,7 +104,11 @@ async fn lifecycle(kind: PlaneKind, subnet: (std::net::Ipv4Addr, std::net::Ipv6A
         assert_eq!(at, std::net::SocketAddr::from((bridge, 53)));
         let client = tokio::net::UdpSocket::bind("0.0.0.0:0").await.unwrap();
         let (rcode, _, _) = ask(&client, at, &dns_query(9, "example.com", 1)).await;
-        assert_eq!(rcode, 5, "REFUSED: not a service name");
+        assert_eq!(
+            rcode, 3,
+            "not a service name: the host's resolver says NXDOMAIN"
+        );
+        assert_eq!(upstream.as_ref().map(Upstream::queries), Some(1));
     } else {
         assert_eq!(overlay.dns_addr(), None, "the fake plane has no bridge");
     }
@@ -159,6 +177,41 @@ async fn lifecycle(kind: PlaneKind, subnet: (std::net::Ipv4Addr, std::net::Ipv6A
             "nslookup in the instance's namespace: {stdout} {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // With the instance's own resolv.conf (`ip netns exec` mounts it as the container
+        // runtime does): a service name and an external name, through the responder.
+        let name = std::path::Path::new(&path)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let written = std::fs::read_to_string(format!("/etc/netns/{name}/resolv.conf")).unwrap();
+        let servers: Vec<&str> = written
+            .lines()
+            .filter(|l| l.starts_with("nameserver"))
+            .collect();
+        assert_eq!(servers, [format!("nameserver {bridge}")], "{written}");
+        for (lookup, expected) in [
+            ("web.ns.app.ns", "10.30.55.55"),
+            ("test.example", "192.0.2.77"),
+        ] {
+            let name = name.clone();
+            let out = tokio::task::spawn_blocking(move || {
+                std::process::Command::new("timeout")
+                    .args([
+                        "20", "ip", "netns", "exec", &name, "busybox", "nslookup", lookup,
+                    ])
+                    .output()
+                    .expect("timeout, ip and busybox (run scripts/setup)")
+            })
+            .await
+            .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                stdout.contains(expected),
+                "nslookup {lookup} with the instance's resolv.conf: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 
     // A second instance asking for the same host port fails with the reason, and leaves no
@@ -485,6 +538,93 @@ impl oakestra_node::overlay::NetPublisher for Cluster {
     }
 }
 
+/// A host resolver for the test: answers the names it knows with an A record (TTL 60) and
+/// everything else with NXDOMAIN (SOA minimum 30 s); counts the queries it got.
+struct Upstream {
+    queries: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    async fn start(at: &str, known: &[(&str, [u8; 4])]) -> Upstream {
+        let socket = tokio::net::UdpSocket::bind(at).await.unwrap_or_else(|e| {
+            panic!("the test's upstream resolver on udp {at}: {e} (is a DNS server bound there?)")
+        });
+        let known: std::collections::HashMap<String, [u8; 4]> =
+            known.iter().map(|(n, ip)| (n.to_string(), *ip)).collect();
+        let queries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&queries);
+        let task = tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            loop {
+                let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+                    return;
+                };
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let q = &buf[..n];
+                let Ok(query) = oakestra_net::dns::parse_query(q) else {
+                    continue;
+                };
+                // The question, as asked.
+                let question_end = n - query_trailer(q);
+                let mut r = q[..question_end].to_vec();
+                r[2] = 0x81;
+                let ip = known.get(&query.name).filter(|_| query.qtype == 1);
+                r[3] = if ip.is_some() || known.contains_key(&query.name) {
+                    0x80
+                } else {
+                    0x83
+                };
+                r[6..12].copy_from_slice(&[
+                    0,
+                    u8::from(ip.is_some()),
+                    0,
+                    u8::from(ip.is_none()),
+                    0,
+                    0,
+                ]);
+                match ip {
+                    Some(ip) => {
+                        r.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+                        r.extend_from_slice(ip);
+                    }
+                    None => {
+                        let mut rdata = vec![0, 0];
+                        for v in [1u32, 2, 3, 4, 30] {
+                            rdata.extend_from_slice(&v.to_be_bytes());
+                        }
+                        r.extend_from_slice(&[0xC0, 12, 0, 6, 0, 1, 0, 0, 0x0e, 0x10]);
+                        r.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+                        r.extend_from_slice(&rdata);
+                    }
+                }
+                let _ = socket.send_to(&r, from).await;
+            }
+        });
+        Upstream { queries, task }
+    }
+
+    fn queries(&self) -> usize {
+        self.queries.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Bytes after the question of a query (an EDNS OPT record a resolver may add): none here
+/// unless ARCOUNT says so; the test's own queries have none, busybox's none either.
+fn query_trailer(q: &[u8]) -> usize {
+    let mut at = 12;
+    while q[at] != 0 {
+        at += 1 + q[at] as usize;
+    }
+    q.len() - (at + 5)
+}
+
 fn dns_query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
     let mut q = id.to_be_bytes().to_vec();
     q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
@@ -527,6 +667,18 @@ async fn service_names_resolve_to_their_rr_ip_over_real_udp() {
     overlay.set_dns(oakestra_node::overlay::DnsListen::At(
         "127.0.0.1:0".parse().unwrap(),
     ));
+    // The host's resolvers: one on 127.0.0.54 that also claims a service's name.
+    let upstream = Upstream::start(
+        "127.0.0.54:53",
+        &[
+            ("example.com", [192, 0, 2, 80]),
+            ("web.ns.app.ns", [6, 6, 6, 6]),
+        ],
+    )
+    .await;
+    let resolv = dir.path().join("host-resolv.conf");
+    std::fs::write(&resolv, "nameserver 127.0.0.54\n").unwrap();
+    overlay.set_host_resolv_conf(&resolv);
     let (queries_tx, mut queries) = tokio::sync::mpsc::unbounded_channel();
     overlay.set_publisher(Arc::new(Cluster(queries_tx)));
     overlay
@@ -610,11 +762,30 @@ async fn service_names_resolve_to_their_rr_ip_over_real_udp() {
         ask(&client, at, &dns_query(8, "api.ns.app.ns", 28)).await,
         (0, 1, [0, 0, 0, 7])
     );
-    // An unknown service name: NXDOMAIN (after the cluster stayed silent).
+    // Service names win over what the host's resolver says about them.
+    assert_eq!(upstream.queries(), 0, "service names are not forwarded");
+    // An unknown service name: the cluster stayed silent, so the host's resolver answers
+    // (NXDOMAIN here).
     let (rcode, answers, _) = ask(&client, at, &dns_query(5, "nope.ns.app.ns", 1)).await;
     assert_eq!((rcode, answers), (3, 0));
-    // Not a service name at all: REFUSED, so the resolver asks its next nameserver.
-    let (rcode, answers, _) = ask(&client, at, &dns_query(6, "example.com", 1)).await;
+    assert_eq!(upstream.queries(), 1);
+    // Not a service name at all: forwarded, and the second time answered from the cache.
+    assert_eq!(
+        ask(&client, at, &dns_query(6, "example.com", 1)).await,
+        (0, 1, [192, 0, 2, 80])
+    );
+    assert_eq!(
+        ask(&client, at, &dns_query(16, "EXAMPLE.com", 1)).await,
+        (0, 1, [192, 0, 2, 80])
+    );
+    assert_eq!(
+        upstream.queries(),
+        2,
+        "the second answer came from the cache"
+    );
+    // The host's resolvers change (read again on a miss): none answers, so REFUSED.
+    std::fs::write(&resolv, "nameserver 127.0.0.55\n").unwrap();
+    let (rcode, answers, _) = ask(&client, at, &dns_query(17, "other.example", 1)).await;
     assert_eq!((rcode, answers), (5, 0));
     // Garbage with a header: FORMERR.
     let mut compressed = dns_query(7, "a", 1)[..12].to_vec();

@@ -195,7 +195,7 @@ impl Overlay {
         let Some(name) = netns.file_name().and_then(|n| n.to_str()) else {
             return;
         };
-        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let host = std::fs::read_to_string(self.host_resolv_conf()).unwrap_or_default();
         let contents = dns::resolv_conf(bridge, &host, &id.to_string());
         match oakestra_net::dataplane::netns::write_resolv_conf(name, &contents) {
             Ok(path) => tracing::debug!(instance = %id, path = %path.display(), "resolv.conf"),

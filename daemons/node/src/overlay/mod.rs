@@ -94,6 +94,8 @@ pub struct Overlay {
     table_changed: tokio::sync::Notify,
     dns_listen: Mutex<Option<DnsListen>>,
     dns_addr: OnceLock<SocketAddr>,
+    /// The host's resolver file: where names that are not services are forwarded.
+    host_resolv_conf: Mutex<std::path::PathBuf>,
     /// RTTs that replace the measurements of these hosts (`--rtt-override`).
     rtt_override: Mutex<BTreeMap<IpAddr, Duration>>,
     /// The tunnel's RTT probes, once it runs.
@@ -137,6 +139,7 @@ impl Overlay {
             table_changed: tokio::sync::Notify::new(),
             dns_listen: Mutex::new(None),
             dns_addr: OnceLock::new(),
+            host_resolv_conf: Mutex::new(crate::dns_forward::HOST_RESOLV_CONF.into()),
             rtt_override: Mutex::new(BTreeMap::new()),
             probes: OnceLock::new(),
             tunnel_stats: OnceLock::new(),
@@ -182,6 +185,23 @@ impl Overlay {
     /// Without it there is none.
     pub fn set_dns(&self, listen: DnsListen) {
         *self.dns_listen.lock().unwrap_or_else(|p| p.into_inner()) = Some(listen);
+    }
+
+    /// The host's resolver file (default `/etc/resolv.conf`): the responder forwards names
+    /// that are not services to its `nameserver`s, and instances' files list its reachable
+    /// ones after the responder. Before [`Overlay::enable`].
+    pub fn set_host_resolv_conf(&self, path: impl Into<std::path::PathBuf>) {
+        *self
+            .host_resolv_conf
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = path.into();
+    }
+
+    fn host_resolv_conf(&self) -> std::path::PathBuf {
+        self.host_resolv_conf
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Where the DNS responder is bound, once it is.

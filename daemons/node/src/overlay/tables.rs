@@ -1,6 +1,6 @@
 //! Service tables: table queries to the cluster, their answers turned into the proxy's
 //! routes, periodic refreshes, RTT probes for "closest" balancing, and DNS answers for service
-//! names.
+//! names (other names are forwarded to the host's resolvers).
 
 use super::*;
 
@@ -215,6 +215,11 @@ impl Overlay {
         let _ = self.dns_addr.set(bound);
         tracing::info!(listen = %bound, "overlay DNS responder up");
         let me = self.this.clone();
+        let forwarder = Arc::new(crate::dns_forward::Forwarder::new(self.host_resolv_conf()));
+        let own = match bound.ip() {
+            IpAddr::V4(ip) => ip,
+            IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+        };
         tokio::spawn(async move {
             let mut buf = vec![0u8; 1500];
             loop {
@@ -237,10 +242,20 @@ impl Overlay {
                     }
                 };
                 let socket = Arc::clone(&socket);
+                let forwarder = Arc::clone(&forwarder);
+                let raw = buf[..n].to_vec();
                 tokio::spawn(async move {
                     let answer = overlay.dns_answer(&query).await;
                     tracing::debug!(name = %query.name, ?answer, "DNS");
-                    let _ = socket.send_to(&dns::response(&query, answer), from).await;
+                    // Not a service: the host's resolvers answer (service names win).
+                    let forwarded = match answer {
+                        dns::Answer::Refused | dns::Answer::NxDomain => {
+                            forwarder.forward(&query, &raw, own).await
+                        }
+                        _ => None,
+                    };
+                    let reply = forwarded.unwrap_or_else(|| dns::response(&query, answer));
+                    let _ = socket.send_to(&reply, from).await;
                 });
             }
         });
