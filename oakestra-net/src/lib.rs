@@ -37,7 +37,7 @@
 //! assert_eq!(restored.assign_worker("worker-1").unwrap(), worker);
 //! ```
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod dns;
 pub mod ipam;

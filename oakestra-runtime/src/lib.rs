@@ -50,10 +50,11 @@
 //! # }
 //! ```
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod containerd;
 pub mod fake;
+mod logfile;
 pub mod router;
 pub mod unikernel;
 

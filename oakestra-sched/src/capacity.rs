@@ -6,7 +6,7 @@
 //! busy — a build running, a burst of traffic — cannot take a 1-vCPU service although nothing
 //! is reserved on it, and the same device looks free a second later. Under reservations the
 //! answer depends only on what was placed, so it is stable and cannot be gamed by load spikes;
-//! measured usage still ranks the candidates ([`Candidate::cpu_usage_percent`]), and an
+//! measured usage still ranks the candidates (`Candidate::cpu_usage_percent`), and an
 //! optional overload guard keeps saturated workers out. Memory is taken from both sides: an
 //! instance never goes where the measured free memory is below its request.
 //!

@@ -30,7 +30,7 @@
 //!
 //! The JSON shapes (for external schedulers) are documented in the crate's README.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 mod aggregate;
 mod algorithms;

@@ -2,10 +2,10 @@
 //! maturin. The Python half (`python/oakestra/`) re-exports it, defines the exception classes
 //! and serves Python functions as external schedulers.
 //!
-//! * [`client::Client`] wraps `oakestra-client` on a private tokio runtime; every network call
+//! * `client::Client` wraps `oakestra-client` on a private tokio runtime; every network call
 //!   releases the GIL, so other Python threads run while it waits.
-//! * [`validate_sla`] runs `oakestra-core`'s SLA validator.
-//! * [`sched`] exposes `oakestra-sched`: candidates, requests, the built-in schedulers, batch
+//! * `validate_sla` runs `oakestra-core`'s SLA validator.
+//! * `sched` exposes `oakestra-sched`: candidates, requests, the built-in schedulers, batch
 //!   simulation, and the JSON answer an external scheduler gives the cluster.
 
 mod client;

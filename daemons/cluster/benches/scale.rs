@@ -24,6 +24,9 @@
 //! Each benchmark gets its own 2-thread tokio runtime (what the `#[tokio::test]`s it replaces
 //! had). Run without `--bench` and without names (as `cargo test --benches` does), it only
 //! prints how to run it.
+// Real daemons and processes on the real clock: std's Instant is right here (this crate's
+// clippy.toml bans it for the code under tokio's paused clock).
+#![allow(clippy::disallowed_types)]
 
 #[path = "../tests/support/mod.rs"]
 mod support;

@@ -1,9 +1,12 @@
 //! Configuration: flags, environment (`OAKESTRA_CLUSTER_*`) and an optional TOML file, with
 //! defaults that make the 1-DOC case work with no configuration.
+// The doc comments of the flags are also their --help texts, written for people
+// (`<data-dir>`, `LAT,LON[,RADIUS_KM]`), not rustdoc links or HTML.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
 use oakestra_sched::capacity::{CapacityMode, CapacityPolicy};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -77,6 +80,8 @@ pub struct Config {
     pub backoff_cap: Duration,
     /// How free capacity is computed (reservations by default).
     pub capacity: CapacityPolicy,
+    /// When set, `GET /metrics` needs `Authorization: Bearer <this>`.
+    pub metrics_token: Option<String>,
 }
 
 impl Config {
@@ -104,6 +109,7 @@ impl Config {
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(30),
             capacity: CapacityPolicy::default(),
+            metrics_token: None,
         }
     }
 }
@@ -261,6 +267,14 @@ pub struct Args {
     /// (1–100) takes no new instance [default: none].
     #[arg(long, env = "OAKESTRA_CLUSTER_MAX_LOAD")]
     pub max_load: Option<f64>,
+    /// Require `Authorization: Bearer <token>` on GET /metrics (for a cluster whose API port
+    /// is reachable beyond loopback) [default: none, /metrics is open].
+    #[arg(long, env = "OAKESTRA_CLUSTER_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+    /// Log lines as text for people or as JSON lines (time, level, target, fields, message)
+    /// for Loki or any log shipper.
+    #[arg(long, env = "OAKESTRA_CLUSTER_LOG_FORMAT", value_enum, default_value_t)]
+    pub log_format: oakestra_daemon::LogFormat,
 }
 
 /// A bad setting.
@@ -281,69 +295,23 @@ pub enum ConfigError {
 
 /// Parses the command line, with the TOML file's settings below the flags.
 pub fn args_from_env() -> Result<Args, ConfigError> {
-    let argv: Vec<String> = std::env::args().collect();
-    let config_path = find_config_flag(&argv).or_else(|| {
-        std::env::var_os("OAKESTRA_CLUSTER_CONFIG")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    });
-    let mut full = vec![argv.first().cloned().unwrap_or_default()];
-    if let Some(path) = &config_path {
-        full.extend(toml_as_flags(path)?);
-    }
-    full.extend(argv.into_iter().skip(1));
-    Ok(Args::parse_from(full))
-}
-
-fn find_config_flag(argv: &[String]) -> Option<PathBuf> {
-    let mut iter = argv.iter();
-    while let Some(a) = iter.next() {
-        if a == "--config" {
-            return iter.next().map(PathBuf::from);
-        }
-        if let Some(v) = a.strip_prefix("--config=") {
-            return Some(PathBuf::from(v));
-        }
-    }
-    None
-}
-
-fn toml_as_flags(path: &Path) -> Result<Vec<String>, ConfigError> {
-    let file_error = |reason: String| ConfigError::File {
-        path: path.to_owned(),
-        reason,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| file_error(e.to_string()))?;
-    let mut flags = Vec::new();
-    for (key, value) in table {
-        let value = match value {
-            toml::Value::String(s) => s,
-            toml::Value::Integer(i) => i.to_string(),
-            toml::Value::Float(f) => f.to_string(),
-            toml::Value::Boolean(b) => b.to_string(),
-            other => {
-                return Err(file_error(format!(
-                    "{key}: expected a string or number, found {}",
-                    other.type_str()
-                )));
-            }
-        };
-        flags.push(format!("--{}={value}", key.replace('_', "-")));
-    }
-    Ok(flags)
+    let argv = oakestra_daemon::layered::argv_with_file(
+        std::env::args().collect(),
+        "OAKESTRA_CLUSTER_CONFIG",
+    )
+    .map_err(|e| ConfigError::File {
+        path: e.path,
+        reason: e.reason,
+    })?;
+    Ok(Args::parse_from(argv))
 }
 
 fn default_data_dir(leaf: &str) -> PathBuf {
-    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(xdg).join(leaf);
-    }
-    if let Some(home) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(home).join(".local/share").join(leaf);
-    }
-    PathBuf::from(format!("{leaf}-data"))
+    oakestra_daemon::default_data_dir(
+        oakestra_daemon::data_dir::Base::Data,
+        leaf,
+        &format!("{leaf}-data"),
+    )
 }
 
 impl Args {
@@ -405,6 +373,7 @@ impl Args {
         config.worker_timeout = self.worker_timeout;
         config.backoff_base = self.backoff_base;
         config.backoff_cap = self.backoff_cap;
+        config.metrics_token = self.metrics_token.filter(|t| !t.trim().is_empty());
         config.capacity = capacity_policy(
             self.capacity,
             self.system_reserved_cpus,
@@ -491,15 +460,30 @@ mod tests {
             "name = \"from-file\"\nworker_timeout = \"4s\"\nscheduler = \"first_fit\"\n",
         )
         .unwrap();
-        let mut argv = vec!["oakestra-cluster".to_owned()];
-        argv.extend(toml_as_flags(&file).unwrap());
-        argv.extend(["--name".to_owned(), "from-flag".to_owned()]);
+        let argv = oakestra_daemon::layered::argv_with_file(
+            vec![
+                "oakestra-cluster".to_owned(),
+                format!("--config={}", file.display()),
+                "--name".to_owned(),
+                "from-flag".to_owned(),
+            ],
+            "OAKESTRA_TEST_UNSET",
+        )
+        .unwrap();
         let config = Args::parse_from(argv).into_config().unwrap();
         assert_eq!(config.name, "from-flag");
         assert_eq!(config.worker_timeout, Duration::from_secs(4));
         assert_eq!(config.scheduler.to_string(), "first_fit");
         std::fs::write(&file, "name = [1]\n").unwrap();
-        let e = toml_as_flags(&file).unwrap_err().to_string();
+        let e = oakestra_daemon::layered::argv_with_file(
+            vec![
+                "oakestra-cluster".to_owned(),
+                format!("--config={}", file.display()),
+            ],
+            "OAKESTRA_TEST_UNSET",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("name") && e.contains("cluster.toml"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

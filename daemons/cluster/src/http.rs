@@ -22,6 +22,8 @@ pub struct Api {
     pub worker_token_sha256: String,
     /// Metrics.
     pub metrics: Metrics,
+    /// When set, `GET /metrics` needs it as a bearer token.
+    pub metrics_token: Option<std::sync::Arc<str>>,
     /// Root link state, for the status page.
     pub root: tokio::sync::watch::Receiver<crate::root_link::LinkState>,
     /// Workers' overlay subnets from the root.
@@ -144,11 +146,20 @@ async fn status(State(api): State<Api>) -> Response {
     }
 }
 
-async fn metrics(State(api): State<Api>) -> Response {
+async fn metrics(State(api): State<Api>, headers: HeaderMap) -> Response {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !oakestra_daemon::metrics::authorized(api.metrics_token.as_deref(), given) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            oakestra_daemon::metrics::unauthorized_message("cluster"),
+        );
+    }
     (
         [(
             header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            oakestra_daemon::metrics::OPENMETRICS_CONTENT_TYPE,
         )],
         api.metrics.encode(),
     )

@@ -238,6 +238,7 @@ pub async fn run(
         commands: commands_tx,
         worker_token_sha256: broker::sha256_hex(&worker_token),
         metrics,
+        metrics_token: config.metrics_token.as_deref().map(std::sync::Arc::from),
         root: link_state_rx,
         subnets,
     });

@@ -3,11 +3,30 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::state::{Aggregate, ClusterState};
+
+/// One label `reason`: Oakestra's negative scheduling status.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// `NO_WORKER_CAPACITY`, `NO_QUALIFIED_WORKER_FOUND`, `NO_NODE_FOUND`, ….
+    pub reason: String,
+}
+
+/// An instance, labelled as the worker labels its usage.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InstanceLabels {
+    /// `app.appns.service.servicens`.
+    pub job_name: String,
+    /// The instance number.
+    pub instance_number: u32,
+}
 
 /// Counters and gauges; clones share the values.
 #[derive(Clone)]
@@ -17,8 +36,12 @@ pub struct Metrics {
     pub mqtt_messages: Counter,
     /// Successful placements.
     pub placements_ok: Counter,
-    /// Failed placement attempts.
-    pub placements_failed: Counter,
+    /// Failed placement attempts by reason.
+    pub placements_failed: Family<ReasonLabel, Counter>,
+    /// Latency of one placement decision (the scheduler's call, external ones included).
+    pub placement_seconds: Histogram,
+    /// Redeploys of an instance after it failed or its worker was lost.
+    pub instance_restarts: Family<InstanceLabels, Counter>,
     /// Workers that became inactive.
     pub workers_lost: Counter,
     /// Failed store commits.
@@ -56,7 +79,10 @@ impl Metrics {
             registry: Arc::new(Registry::default()),
             mqtt_messages: Counter::default(),
             placements_ok: Counter::default(),
-            placements_failed: Counter::default(),
+            placements_failed: Family::default(),
+            // 10 µs … ~5 s (external schedulers answer over HTTP).
+            placement_seconds: Histogram::new(exponential_buckets(0.00001, 2.0, 20)),
+            instance_restarts: Family::default(),
             workers_lost: Counter::default(),
             store_errors: Counter::default(),
             root_sessions: Counter::default(),
@@ -79,10 +105,30 @@ impl Metrics {
             "Instances placed on a worker",
             m.placements_ok.clone(),
         );
+        // Every cluster-level reason from the start, so a dashboard shows zeros, not "no data".
+        for reason in [
+            oakestra_core::status::NegativeSchedulingStatus::NoWorkerCapacity,
+            oakestra_core::status::NegativeSchedulingStatus::NoQualifiedWorkerFound,
+            oakestra_core::status::NegativeSchedulingStatus::NoNodeFound,
+        ] {
+            let _ = m.placements_failed.get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            });
+        }
         r.register(
             "placement_failures",
-            "Placement attempts that found no worker",
+            "Placement attempts that found no worker, by reason",
             m.placements_failed.clone(),
+        );
+        r.register(
+            "placement_duration_seconds",
+            "Latency of one placement decision of the cluster scheduler",
+            m.placement_seconds.clone(),
+        );
+        r.register(
+            "instance_restarts",
+            "Redeploys of an instance after it failed or its worker was lost",
+            m.instance_restarts.clone(),
         );
         r.register(
             "workers_lost",
@@ -133,6 +179,35 @@ impl Metrics {
         }
     }
 
+    /// A placement failed for `reason`.
+    pub fn placement_failed(&self, reason: &oakestra_sched::NoPlacement) {
+        self.placements_failed
+            .get_or_create(&ReasonLabel {
+                reason: reason.status.to_string(),
+            })
+            .inc();
+    }
+
+    /// A deploy of instance `n` of `job_name` went out; `attempts` > 0 makes it a restart.
+    /// The series exists from the first deploy on, at zero until the first restart.
+    pub fn deployed(&self, job_name: &str, n: u32, attempts: u32) {
+        let restarts = self.instance_restarts.get_or_create(&InstanceLabels {
+            job_name: job_name.to_owned(),
+            instance_number: n,
+        });
+        if attempts > 0 {
+            restarts.inc();
+        }
+    }
+
+    /// Instance `n` of `job_name` is gone: its series goes too.
+    pub fn forget_instance(&self, job_name: &str, n: u32) {
+        self.instance_restarts.remove(&InstanceLabels {
+            job_name: job_name.to_owned(),
+            instance_number: n,
+        });
+    }
+
     /// Updates the gauges from the state.
     pub fn observe(&self, state: &ClusterState, a: &Aggregate) {
         self.workers_active.set(i64::from(a.active_workers));
@@ -157,10 +232,6 @@ impl Metrics {
 
     /// The text exposition.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
-            out.clear();
-        }
-        out
+        oakestra_daemon::metrics::encode(&self.registry)
     }
 }

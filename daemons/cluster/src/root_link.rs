@@ -170,7 +170,8 @@ pub async fn run(
                 r = reports.recv() => if r.is_none() { return },
             }
         }
-        delay = (delay * 2).min(settings.backoff_cap);
+        delay =
+            oakestra_daemon::Backoff::new(settings.backoff_base, settings.backoff_cap).next(delay);
     }
 }
 

@@ -11,6 +11,9 @@
 //!
 //! Root. Addresses (203.0.113.0/24) and namespace tags (`m…`) differ from e2e_overlay.rs's
 //! (198.18.0.0/15, `e…`), so both files' tests run in parallel.
+// Real daemons and processes on the real clock: std's Instant is right here (this crate's
+// clippy.toml bans it for the code under tokio's paused clock).
+#![allow(clippy::disallowed_types)]
 
 #[path = "support/overlay_hosts.rs"]
 mod overlay_hosts;

@@ -2,6 +2,9 @@
 //!
 //! The workers measure this host, whose CPU is shared with builds: the descriptors ask for
 //! 0 cores so that a busy machine cannot turn these tests into capacity tests.
+// Real daemons and processes on the real clock: std's Instant is right here (this crate's
+// clippy.toml bans it for the code under tokio's paused clock).
+#![allow(clippy::disallowed_types)]
 
 mod support;
 

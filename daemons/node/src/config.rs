@@ -180,6 +180,8 @@ pub struct Config {
     pub stop_grace: Duration,
     /// Where `GET /metrics` is served; `None`: nowhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// When set, `GET /metrics` needs `Authorization: Bearer <this>`.
+    pub metrics_token: Option<String>,
     /// The overlay network (`auto` for the binary, `off` from [`Config::new`]).
     pub overlay: OverlayMode,
     /// Tag of the overlay's host names (bridge `<tag>br`, namespaces `<tag>-…`, chains
@@ -215,6 +217,7 @@ impl Config {
             simulated: None,
             stop_grace: Duration::from_secs(5),
             metrics_listen: None,
+            metrics_token: None,
             // Embedders (`oak up`, `oak sim`, tests) turn it on explicitly; the binary's default
             // is `auto` (see `Cli::resolve`).
             overlay: OverlayMode::Off,
@@ -258,13 +261,11 @@ pub fn parse_rtt_override(text: &str) -> Result<RttOverrides, String> {
 /// `$XDG_STATE_HOME/oakestra-node`, else `$HOME/.local/state/oakestra-node`, else
 /// `./oakestra-node-data`.
 pub fn default_data_dir() -> PathBuf {
-    if let Some(xdg) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(xdg).join("oakestra-node");
-    }
-    if let Some(home) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(home).join(".local/state/oakestra-node");
-    }
-    PathBuf::from("oakestra-node-data")
+    oakestra_daemon::default_data_dir(
+        oakestra_daemon::data_dir::Base::State,
+        "oakestra-node",
+        "oakestra-node-data",
+    )
 }
 
 pub use oakestra_core::duration::parse_duration;
@@ -282,7 +283,7 @@ fn parse_cluster(text: &str) -> Result<ClusterAddress, String> {
     after_help = "Every flag can also be set in the TOML file given by --config (same names, with \
                   underscores: cluster, token, data_dir, runtime, containerd_socket, \
                   insecure_registries, name, location, advertise_ip, mqtt_host, report_interval, \
-                  stop_grace, metrics_listen, overlay, overlay_tag, tunnel_port, dns_port, rtt_override); registry credentials only there, as \
+                  stop_grace, metrics_listen, metrics_token, overlay, overlay_tag, tunnel_port, dns_port, rtt_override); registry credentials only there, as \
                   [registry_credentials.\"HOST\"] with username and password. Flags win over the \
                   environment, the environment over the file."
 )]
@@ -315,6 +316,8 @@ pub struct Cli {
     pub containerd_namespace: Option<String>,
     /// A registry (HOST[:PORT]) to pull from over plain HTTP (loopback ones always are);
     /// repeat the flag, or separate with commas in the environment variable.
+    // The text is also the flag's --help, so `HOST[:PORT]` stays as users read it.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(
         long = "insecure-registry",
         env = "OAKESTRA_NODE_INSECURE_REGISTRIES",
@@ -344,6 +347,14 @@ pub struct Cli {
     /// [default: 127.0.0.1:10101].
     #[arg(long, env = "OAKESTRA_NODE_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// Require `Authorization: Bearer <token>` on GET /metrics (for a worker whose metrics
+    /// listen beyond loopback) [default: none, /metrics is open].
+    #[arg(long, env = "OAKESTRA_NODE_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+    /// Log lines as text for people or as JSON lines (time, level, target, fields, message)
+    /// for Loki or any log shipper.
+    #[arg(long, env = "OAKESTRA_NODE_LOG_FORMAT", value_enum, default_value_t)]
+    pub log_format: oakestra_daemon::LogFormat,
     /// Fake runtime: how long each start takes [default: 0ms].
     #[arg(long, env = "OAKESTRA_NODE_FAKE_START_LATENCY", value_parser = parse_duration)]
     pub fake_start_latency: Option<Duration>,
@@ -394,6 +405,7 @@ struct FileSettings {
     fake_start_latency: Option<String>,
     fake_fail_every: Option<u32>,
     metrics_listen: Option<String>,
+    metrics_token: Option<String>,
     overlay: Option<OverlayMode>,
     overlay_tag: Option<String>,
     tunnel_port: Option<u16>,
@@ -529,6 +541,10 @@ impl Cli {
                 )
             })?)
         };
+        config.metrics_token = self
+            .metrics_token
+            .or(file.metrics_token)
+            .filter(|t| !t.trim().is_empty());
         Ok(config)
     }
 }

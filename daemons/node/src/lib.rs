@@ -1,6 +1,6 @@
 //! `oakestra-node`: the worker (DESIGN.md §4.4, §6). This is the NodeEngine control path: it
 //! registers with a cluster, connects to the cluster's MQTT broker with the credentials it got,
-//! runs the instances it is sent through a [`Runtime`](oakestra_runtime::Runtime), and reports
+//! runs the instances it is sent through a [`Runtime`], and reports
 //! `information`, `jobs/resources` and `job` status changes. Container instances get their own
 //! network namespace on the worker's overlay subnet ([`overlay`]).
 //!
@@ -18,6 +18,7 @@
 pub mod config;
 pub mod dns_forward;
 pub mod engine;
+pub mod host_io;
 pub mod info;
 pub mod link;
 pub mod logs;
@@ -364,9 +365,14 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
     }
     engine.spawn_exit_watcher();
     engine.recover().await?;
-    let metrics_server = config
-        .metrics_listen
-        .map(|addr| tokio::spawn(metrics::serve(addr, Arc::clone(&engine))));
+    let metrics_server = config.metrics_listen.map(|addr| {
+        tokio::spawn(metrics::serve(
+            addr,
+            Arc::clone(&engine),
+            config.metrics_token.clone(),
+            config.data_dir.clone(),
+        ))
+    });
 
     let base = NodeInfo {
         host: config.name.clone(),
@@ -439,27 +445,12 @@ pub async fn run(config: Config) -> Result<(), NodeError> {
     let node = start(config).await?;
     let stopper = node.shutdown_handle();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        oakestra_daemon::shutdown_signal().await;
         tracing::info!("shutting down; instances keep running and are re-adopted on restart");
         let _ = stopper.send(true);
     });
     node.wait().await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 #[cfg(test)]

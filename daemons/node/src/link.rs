@@ -12,6 +12,8 @@ use oakestra_proto::mqtt::{
 use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS};
 use tokio::sync::watch;
 
+use oakestra_daemon::Backoff;
+
 use crate::config::{Config, MAX_BACKOFF};
 use crate::engine::{Engine, Reporter};
 use crate::info::InfoCollector;
@@ -114,10 +116,10 @@ pub async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await.map(|_| ());
 }
 
-/// Next wait of a capped exponential backoff.
-pub fn next_backoff(current: Duration, cap: Duration) -> Duration {
-    (current * 2).min(cap)
-}
+/// Registration retries: 1 s doubling up to [`MAX_BACKOFF`].
+const REGISTER_BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), MAX_BACKOFF);
+/// Broker reconnects: 500 ms doubling up to 10 s.
+const BROKER_BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
 
 /// Registers, retrying with capped backoff until it works or `shutdown` is set. The body
 /// carries the id the worker had before, so the cluster keeps its identity.
@@ -131,7 +133,7 @@ pub async fn register(
     if let Some(previous) = previous {
         body.id.clone_from(&previous.id);
     }
-    let mut wait = Duration::from_secs(1);
+    let mut wait = REGISTER_BACKOFF.base;
     let mut attempt = 0u32;
     loop {
         attempt += 1;
@@ -193,7 +195,7 @@ pub async fn register(
             _ = tokio::time::sleep(wait) => {}
             _ = stopped(shutdown) => return None,
         }
-        wait = next_backoff(wait, MAX_BACKOFF);
+        wait = REGISTER_BACKOFF.next(wait);
     }
 }
 
@@ -309,7 +311,7 @@ pub async fn session(
 
     let mut ticker = tokio::time::interval(config.report_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut wait = Duration::from_millis(500);
+    let mut wait = BROKER_BACKOFF.base;
     let mut rejections = 0u32;
     let mut failures = 0u32;
     let mut backoff_stop = shutdown.clone();
@@ -351,7 +353,7 @@ pub async fn session(
                     }
                     failures = 0;
                     rejections = 0;
-                    wait = Duration::from_millis(500);
+                    wait = BROKER_BACKOFF.base;
                     // Subscribe before anything is published on this connection: the broker
                     // handles a connection's packets in order, so the cluster never sees this
                     // worker report (and deploy to it) before its control topics are live.
@@ -453,7 +455,7 @@ pub async fn session(
                         _ = tokio::time::sleep(wait) => {}
                         _ = stopped(&mut backoff_stop) => break SessionEnd::Shutdown,
                     }
-                    wait = next_backoff(wait, Duration::from_secs(10));
+                    wait = BROKER_BACKOFF.next(wait);
                 }
             },
         }
@@ -478,9 +480,9 @@ mod tests {
 
     #[test]
     fn backoff_is_capped() {
-        let mut d = Duration::from_secs(1);
+        let mut d = REGISTER_BACKOFF.base;
         for _ in 0..10 {
-            d = next_backoff(d, MAX_BACKOFF);
+            d = REGISTER_BACKOFF.next(d);
         }
         assert_eq!(d, MAX_BACKOFF);
     }

@@ -6,6 +6,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = oakestra_node::Cli::parse();
+    let log_format = cli.log_format;
     let config = match cli.resolve() {
         Ok(config) => config,
         Err(message) => {
@@ -13,13 +14,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttc=warn")),
-        )
-        .init();
+    oakestra_daemon::logging::init(log_format, "info,rumqttc=warn");
     // One thread is plenty for a worker agent and keeps its idle footprint small.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -186,7 +186,14 @@ impl Metrics {
 
 /// Serves `GET /metrics` (and `GET /health`) on `addr` until the task is dropped. A bind
 /// failure is logged, not fatal: metrics are optional for a worker.
-pub async fn serve(addr: SocketAddr, engine: Arc<Engine>) {
+pub async fn serve(
+    addr: SocketAddr,
+    engine: Arc<Engine>,
+    token: Option<String>,
+    data_dir: std::path::PathBuf,
+) {
+    let data_dir: Arc<std::path::Path> = Arc::from(data_dir);
+    let token: Option<Arc<str>> = token.map(Arc::from);
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -202,6 +209,8 @@ pub async fn serve(addr: SocketAddr, engine: Arc<Engine>) {
             continue;
         };
         let engine = Arc::clone(&engine);
+        let token = token.clone();
+        let data_dir = Arc::clone(&data_dir);
         tokio::spawn(async move {
             let mut buf = [0u8; 1024];
             let mut len = 0;
@@ -224,8 +233,19 @@ pub async fn serve(addr: SocketAddr, engine: Arc<Engine>) {
             }
             let head = String::from_utf8_lossy(&buf[..len]);
             let path = head.split_whitespace().nth(1).unwrap_or("");
+            let authorized = oakestra_daemon::metrics::authorized(
+                token.as_deref(),
+                header(&head, "authorization"),
+            );
             let (status, body) = match (head.starts_with("GET "), path) {
-                (true, "/metrics") => ("200 OK", engine.metrics().render(&engine)),
+                (true, "/metrics") if !authorized => (
+                    "401 Unauthorized",
+                    oakestra_daemon::metrics::unauthorized_message("worker") + "\n",
+                ),
+                (true, "/metrics") => (
+                    "200 OK",
+                    engine.metrics().render(&engine) + &crate::host_io::render(&data_dir),
+                ),
                 (true, "/health") => ("200 OK", "ok\n".to_owned()),
                 _ => (
                     "404 Not Found",
@@ -240,4 +260,12 @@ pub async fn serve(addr: SocketAddr, engine: Arc<Engine>) {
             let _ = stream.shutdown().await;
         });
     }
+}
+
+/// The value of header `name` (lower case) in a request head.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
+    })
 }

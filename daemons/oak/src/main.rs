@@ -85,8 +85,8 @@ fn main() -> ExitCode {
     let json = cli.json;
     match cli.command {
         Command::Validate { files, quiet } => validate(&files, quiet),
-        Command::Up(args) => run_async(up::run(*args)),
-        Command::Sim(args) => run_async(sim::run(args)),
+        Command::Up(args) => run_async(args.log_format, up::run(*args)),
+        Command::Sim(args) => run_async(oakestra_daemon::LogFormat::Text, sim::run(args)),
         Command::Login(args) => run_client(remote::login(args, json)),
         Command::Logout => run_client(async move { remote::logout(json) }),
         Command::App(command) => run_client(remote::with_session(
@@ -123,15 +123,12 @@ fn run_client(task: impl std::future::Future<Output = anyhow::Result<()>>) -> Ex
 }
 
 /// Runs a daemon-style subcommand on a multi-threaded tokio runtime, logging warnings (more
-/// with RUST_LOG=info) to stderr.
-fn run_async(task: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+/// with RUST_LOG=info) to stderr as text or JSON lines.
+fn run_async(
+    log_format: oakestra_daemon::LogFormat,
+    task: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> ExitCode {
+    oakestra_daemon::logging::init(log_format, "warn");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -61,13 +61,11 @@ pub struct SimArgs {
 }
 
 fn default_data_dir() -> PathBuf {
-    if let Some(xdg) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(xdg).join("oakestra-sim");
-    }
-    if let Some(home) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(home).join(".local/state/oakestra-sim");
-    }
-    PathBuf::from("oakestra-sim-data")
+    oakestra_daemon::default_data_dir(
+        oakestra_daemon::data_dir::Base::State,
+        "oakestra-sim",
+        "oakestra-sim-data",
+    )
 }
 
 /// The configuration of simulated worker `i`.
@@ -125,7 +123,7 @@ pub async fn run(args: SimArgs) -> Result<()> {
     let mut summary = tokio::time::interval(args.summary_every);
     summary.tick().await;
     let mut all_registered = false;
-    let stop = crate::up::shutdown_signal();
+    let stop = oakestra_daemon::shutdown_signal();
     tokio::pin!(stop);
     loop {
         tokio::select! {

@@ -4,6 +4,9 @@
 //! plus qemu unikernels when qemu is installed) with the overlay network on, through the
 //! containerd of `--containerd-socket` or, when none answers there, a containerd of its own
 //! (see [`crate::own_containerd`]). `--runtime fake` runs the control plane alone.
+// The doc comments of the arguments are also their --help texts, written for people
+// (`HOST[:PORT]`, `<cluster data dir>`), not rustdoc links or HTML.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -115,6 +118,14 @@ pub struct UpArgs {
     /// off by default (the root's and the cluster's are on their API ports at /metrics).
     #[arg(long, env = "OAK_UP_WORKER_METRICS_LISTEN")]
     pub worker_metrics_listen: Option<SocketAddr>,
+    /// Require `Authorization: Bearer <token>` on GET /metrics of the root, the cluster and
+    /// the workers (as their `--metrics-token`) [default: none, /metrics is open].
+    #[arg(long, env = "OAK_UP_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+    /// Log lines as text for people or as JSON lines (time, level, target, fields, message)
+    /// for Loki or any log shipper.
+    #[arg(long, env = "OAK_UP_LOG_FORMAT", value_enum, default_value_t)]
+    pub log_format: oakestra_daemon::LogFormat,
 }
 
 impl UpArgs {
@@ -133,13 +144,16 @@ impl UpArgs {
 }
 
 fn default_data_dir() -> PathBuf {
-    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(xdg).join("oakestra");
-    }
-    if let Some(home) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(home).join(".local/share/oakestra");
-    }
-    PathBuf::from("oakestra-data")
+    oakestra_daemon::default_data_dir(
+        oakestra_daemon::data_dir::Base::Data,
+        "oakestra",
+        "oakestra-data",
+    )
+}
+
+/// `--metrics-token`, unless blank.
+fn metrics_token(args: &UpArgs) -> Option<String> {
+    args.metrics_token.clone().filter(|t| !t.trim().is_empty())
 }
 
 /// The address to show and dial for a listening address (`0.0.0.0` → loopback).
@@ -276,6 +290,7 @@ pub async fn start(args: &UpArgs) -> Result<Up> {
     let mut root_config = oakestra_root::Config::with_data_dir(&root_dir);
     root_config.listen = args.api_listen;
     root_config.grpc_listen = args.grpc_listen;
+    root_config.metrics_token = metrics_token(args);
     let root = oakestra_root::start(root_config)
         .await
         .context("starting the root orchestrator")?;
@@ -299,6 +314,7 @@ pub async fn start(args: &UpArgs) -> Result<Up> {
     cluster_config.scheduler = args.scheduler.clone();
     cluster_config.scheduler_timeout = args.scheduler_timeout;
     cluster_config.capacity = capacity;
+    cluster_config.metrics_token = metrics_token(args);
     let (cluster_stop, mut stop) = watch::channel(false);
     let cluster = tokio::spawn(oakestra_cluster::run(cluster_config, async move {
         let _ = stop.wait_for(|s| *s).await.map(|_| ());
@@ -351,6 +367,7 @@ pub async fn start(args: &UpArgs) -> Result<Up> {
                 a.port().saturating_add(u16::try_from(i).unwrap_or(0)),
             )
         });
+        config.metrics_token = metrics_token(args);
         if args.worker_cpus.is_some() || args.worker_memory_mb.is_some() {
             let mut host = oakestra_node::info::InfoCollector::host(Default::default());
             let measured = host.sample();
@@ -388,7 +405,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     // Listen for Ctrl-C / SIGTERM from the start, so a signal during start-up stops cleanly.
     let (signalled, mut signal) = watch::channel(false);
     tokio::spawn(async move {
-        shutdown_signal().await;
+        oakestra_daemon::shutdown_signal().await;
         let _ = signalled.send(true);
     });
     let data = args.data_dir.clone().unwrap_or_else(default_data_dir);
@@ -441,20 +458,4 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let _ = signal.wait_for(|s| *s).await.map(|_| ());
     println!("stopping…");
     up.stop().await
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

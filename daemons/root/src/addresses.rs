@@ -8,7 +8,7 @@
 //!   allocated. The REST side calls it before it stores the services, and
 //!   [`release_services`] if storing fails.
 //! * Instance creation and removal happen in `cluster_link/instances.rs`, in the same store
-//!   update as the instance record ([`assign_instance`], [`release_instance`]).
+//!   update as the instance record (`assign_instance`, `release_instance`).
 //! * Service deletion: `ClusterLink::release_service` frees the RR, closest and instance
 //!   addresses.
 //!

@@ -1,5 +1,8 @@
 //! Configuration: flags, environment variables and an optional TOML file, in that order of
 //! precedence, with defaults that need no configuration at all (1-DOC).
+// The doc comments of the flags are also their --help texts, written for people
+// (`<data-dir>`, `LAT,LON[,RADIUS_KM]`), not rustdoc links or HTML.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -100,13 +103,11 @@ impl Config {
 /// `$XDG_DATA_HOME/oakestra-root`, else `$HOME/.local/share/oakestra-root`, else
 /// `./oakestra-data`.
 pub fn default_data_dir() -> PathBuf {
-    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(xdg).join("oakestra-root");
-    }
-    if let Some(home) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(home).join(".local/share/oakestra-root");
-    }
-    PathBuf::from("oakestra-data")
+    oakestra_daemon::default_data_dir(
+        oakestra_daemon::data_dir::Base::Data,
+        "oakestra-root",
+        "oakestra-data",
+    )
 }
 
 pub use oakestra_core::duration::parse_duration;
@@ -208,6 +209,16 @@ pub struct Settings {
         global = true
     )]
     pub metrics_token: Option<String>,
+    /// Log lines as text for people or as JSON lines (time, level, target, fields, message)
+    /// for Loki or any log shipper.
+    #[arg(
+        long,
+        env = "OAKESTRA_ROOT_LOG_FORMAT",
+        value_enum,
+        default_value_t,
+        global = true
+    )]
+    pub log_format: oakestra_daemon::LogFormat,
 }
 
 /// The TOML file.

@@ -276,7 +276,7 @@ pub async fn start(config: Config) -> Result<RunningRoot, RootError> {
         path: config.data_dir.clone(),
         source,
     })?;
-    let store = open_store(&config).await?;
+    let store = monitor::timed_store::timed(open_store(&config).await?);
     tracing::info!(store = %store.describe(), "store opened");
     let report = store.repair().await?;
     if !report.is_clean() {
@@ -351,8 +351,21 @@ pub async fn start_with(
         config.cluster_timeout,
     );
     state.metrics_token = config.metrics_token.as_deref().map(Arc::from);
+    let loaded = monitor::persist::load(store.as_ref(), &state.monitor)
+        .await
+        .map_err(RootError::from)?;
+    if loaded != monitor::persist::Loaded::default() {
+        tracing::info!(
+            events = loaded.events,
+            histories = loaded.histories,
+            expired = loaded.expired,
+            "events and usage history read from the store"
+        );
+    }
+    let monitor = Arc::clone(&state.monitor);
     let mut metrics = Metrics::new();
     state.monitor.metrics.register(metrics.registry_mut());
+    monitor::timed_store::register(metrics.registry_mut());
     let metrics = Arc::new(metrics);
     let listener = TcpListener::bind(config.listen)
         .await
@@ -389,6 +402,14 @@ pub async fn start_with(
         stop.clone(),
         "the REST API",
     )];
+    {
+        let store = Arc::clone(&store);
+        let stop = stop.clone();
+        servers.push(tokio::spawn(async move {
+            monitor::persist::run(store, monitor, loaded, stop).await;
+            Ok(())
+        }));
+    }
     let mut dashboard_addr = None;
     if let Some(listener) = dashboard_listener {
         let addr = listener.local_addr().map_err(|source| RootError::Server {
@@ -447,31 +468,9 @@ pub async fn run(config: Config) -> Result<(), RootError> {
     }
     let stopper = root.shutdown_handle();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        oakestra_daemon::shutdown_signal().await;
         tracing::info!("shutting down");
         let _ = stopper.send(true);
     });
     root.wait().await
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

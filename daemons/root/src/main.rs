@@ -12,19 +12,9 @@ use oakestra_root::config::{Cli, Command, TokenAction};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging();
+    oakestra_daemon::logging::init(cli.settings.log_format, "info");
     let config = cli.settings.resolve()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

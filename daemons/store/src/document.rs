@@ -28,11 +28,16 @@ pub enum Collection {
     /// The instances a cluster orchestrator manages (`oakestra-cluster`), keyed by
     /// `<job id>/<instance number>`.
     ClusterInstances,
+    /// The root's event log, keyed by the event id zero-padded to 20 digits (ids sort in
+    /// order), with retention (`oakestra-root`'s monitor).
+    Events,
+    /// The root's per-instance usage history, keyed by `<service id>/<instance number>`.
+    UsageHistory,
 }
 
 impl Collection {
     /// Every collection.
-    pub const ALL: [Collection; 10] = [
+    pub const ALL: [Collection; 12] = [
         Collection::Users,
         Collection::Organizations,
         Collection::Applications,
@@ -43,6 +48,8 @@ impl Collection {
         Collection::UniqueKeys,
         Collection::Workers,
         Collection::ClusterInstances,
+        Collection::Events,
+        Collection::UsageHistory,
     ];
 
     /// Table / collection name in the backends.
@@ -58,6 +65,8 @@ impl Collection {
             Collection::UniqueKeys => "unique_keys",
             Collection::Workers => "workers",
             Collection::ClusterInstances => "cluster_instances",
+            Collection::Events => "events",
+            Collection::UsageHistory => "usage_history",
         }
     }
 
@@ -74,6 +83,8 @@ impl Collection {
             Collection::UniqueKeys => "unique name",
             Collection::Workers => "worker",
             Collection::ClusterInstances => "cluster instance",
+            Collection::Events => "event",
+            Collection::UsageHistory => "usage history",
         }
     }
 
@@ -202,7 +213,7 @@ pub enum Atomicity {
     /// Each write is an atomic compare-and-set on one document; the batch is applied in order
     /// and a failure part-way is rolled back best-effort. A crash part-way can leave the first
     /// writes of a batch applied, so writers order batches so that such leftovers are invisible
-    /// to readers and removed by [`crate::Store::repair`] (MongoDB without a replica set).
+    /// to readers and removed by `crate::Store::repair` (MongoDB without a replica set).
     PerDocument,
 }
 

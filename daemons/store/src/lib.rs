@@ -24,7 +24,11 @@
 //! # Ok(()) }
 //! ```
 
-#[doc(hidden)]
+#![deny(missing_docs)]
+
+/// The backend conformance suite (test code): only with the `testing` feature, which this
+/// crate's own tests turn on through their dev-dependency on it.
+#[cfg(feature = "testing")]
 pub mod conformance;
 pub mod document;
 mod error;

@@ -441,6 +441,12 @@ impl Actor {
             match effect {
                 Effect::Deploy { worker, command } => {
                     tracing::info!(worker = %worker, job = %command.job_name, instance = command.instance_number, "deploy");
+                    let attempts = self
+                        .state
+                        .instance(&(command.id.clone(), command.instance_number))
+                        .map_or(0, |i| i.attempts);
+                    self.metrics
+                        .deployed(&command.job_name, command.instance_number, attempts);
                     self.publish(NodeTopic::ControlDeploy, &worker, command.to_bytes());
                 }
                 Effect::Delete { worker, command } => {

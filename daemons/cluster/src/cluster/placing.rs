@@ -24,9 +24,14 @@ impl Actor {
             // reports and root commands keep flowing meanwhile.
             self.external_batch = Some(batch.iter().map(|(k, _)| k.clone()).collect());
             let placer = self.placer.clone();
+            let metrics = self.metrics.clone();
             tokio::spawn(async move {
                 for (key, request) in batch {
+                    let started = Instant::now();
                     let outcome = placer.place(&request, &candidates).await;
+                    metrics
+                        .placement_seconds
+                        .observe(started.elapsed().as_secs_f64());
                     if let Ok(worker) = &outcome
                         && let Some(c) = candidates.iter_mut().find(|c| &c.name == worker)
                     {
@@ -45,7 +50,11 @@ impl Actor {
             return;
         }
         for (key, request) in batch {
+            let started = Instant::now();
             let outcome = self.placer.place(&request, &candidates).await;
+            self.metrics
+                .placement_seconds
+                .observe(started.elapsed().as_secs_f64());
             if let Ok(worker) = &outcome
                 && let Some(c) = candidates.iter_mut().find(|c| &c.name == worker)
             {
@@ -66,7 +75,7 @@ impl Actor {
                 self.metrics.placements_ok.inc();
             }
             Err(no) => {
-                self.metrics.placements_failed.inc();
+                self.metrics.placement_failed(no);
                 tracing::debug!(job = %key.0, instance = key.1, "not placed: {no}");
             }
         }

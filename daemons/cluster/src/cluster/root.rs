@@ -31,6 +31,11 @@ impl Actor {
                 }
             }
             proto::root_message::Kind::Undeploy(u) => {
+                for i in self.state.instances().filter(|i| {
+                    i.job_id == u.job_id && u.instance_number.is_none_or(|n| n == i.instance_number)
+                }) {
+                    self.metrics.forget_instance(&i.job_name, i.instance_number);
+                }
                 let n = self.state.undeploy(&u.job_id, u.instance_number);
                 tracing::info!(job = %u.job_id, instance = ?u.instance_number, removed = n, reason = %u.reason, "undeploy");
             }

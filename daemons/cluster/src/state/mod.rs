@@ -253,13 +253,7 @@ impl Default for Timing {
 impl Timing {
     /// Delay before redeploy number `attempt` (0-based): 0, base, 2·base, 4·base … ≤ cap.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        if attempt == 0 {
-            return Duration::ZERO;
-        }
-        let factor = 1u32 << (attempt - 1).min(16);
-        self.backoff_base
-            .saturating_mul(factor)
-            .min(self.backoff_cap)
+        oakestra_daemon::Backoff::new(self.backoff_base, self.backoff_cap).delay(attempt)
     }
 }
 

@@ -29,8 +29,14 @@ pub struct Proc {
 impl Proc {
     /// `oak ARGS`, its stderr in `stderr_file`.
     pub fn spawn(args: &[&str], stderr_file: &Path) -> Self {
+        Self::spawn_with_env(args, &[], stderr_file)
+    }
+
+    /// `oak ARGS` with these environment variables set, its stderr in `stderr_file`.
+    pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)], stderr_file: &Path) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_oak"))
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(stderr_file).unwrap())
             .spawn()

@@ -250,7 +250,7 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 
 /// The complete application: API, docs, dashboard, health and metrics, with metrics, CORS and the body
 /// limit applied. Trailing slashes are removed before routing by the caller
-/// ([`crate::serve_http`]), so `/api/applications/` and `/api/applications` are one route.
+/// (`serve_app` in the crate root), so `/api/applications/` and `/api/applications` are one route.
 pub fn router(state: AppState, metrics: Arc<Metrics>) -> Router {
     let (api, openapi) = api_routes();
     let spec =
@@ -275,17 +275,15 @@ pub fn router(state: AppState, metrics: Arc<Metrics>) -> Router {
                 let metrics = Arc::clone(&metrics);
                 move |headers: axum::http::HeaderMap| async move {
                     let state = scrape_state;
-                    if let Some(token) = &state.metrics_token {
-                        let given = headers
-                            .get(axum::http::header::AUTHORIZATION)
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.strip_prefix("Bearer "));
-                        if given.map(str::trim) != Some(&**token) {
-                            return ApiError::unauthorized(
-                                "GET /metrics needs Authorization: Bearer <the root's --metrics-token>",
-                            )
-                            .into_response();
-                        }
+                    let given = headers
+                        .get(axum::http::header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok());
+                    if !oakestra_daemon::metrics::authorized(state.metrics_token.as_deref(), given)
+                    {
+                        return ApiError::unauthorized(
+                            oakestra_daemon::metrics::unauthorized_message("root"),
+                        )
+                        .into_response();
                     }
                     crate::monitor::metrics::refresh(
                         &state.monitor.metrics,

@@ -2,8 +2,9 @@
 //! w3: worker w3 is inactive; rescheduling"). The root records them from what it decides
 //! (placements, moves, undeploys) and from what its clusters report (instance status changes
 //! with their reason, worker counts), keeps the newest [`DEFAULT_CAPACITY`] for at most
-//! [`DEFAULT_RETENTION_SECS`] in memory (they are lost when the root restarts) and fans new
-//! ones out to followers (`GET /api/events/stream`).
+//! [`DEFAULT_RETENTION_SECS`] in memory and in the store (written as they come by
+//! [`super::persist`], read back when the root starts) and fans new ones out to followers
+//! (`GET /api/events/stream`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -279,6 +280,48 @@ impl EventLog {
         let ring = self.lock();
         let rx = self.live.subscribe();
         (ring.events.iter().cloned().collect(), rx)
+    }
+
+    /// Events kept at most.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Events older than this many seconds are dropped.
+    pub fn retention_secs(&self) -> f64 {
+        self.retention_secs
+    }
+
+    /// Puts back events read from the store, before any new one: keeps the newest within the
+    /// capacity and the retention at `now`, continues the ids after the largest. Returns the
+    /// events that are not kept (for the caller to delete). Does nothing if events were
+    /// recorded already (their ids would clash).
+    pub fn restore(&self, mut events: Vec<Event>, now: f64) -> Vec<Event> {
+        let mut ring = self.lock();
+        if !ring.events.is_empty() {
+            return Vec::new();
+        }
+        events.sort_by_key(|e| e.id);
+        events.dedup_by_key(|e| e.id);
+        ring.next_id = events.last().map_or(1, |e| e.id + 1);
+        let horizon = now - self.retention_secs;
+        let excess = events.len().saturating_sub(self.capacity);
+        let mut dropped: Vec<Event> = events.drain(..excess).collect();
+        let (old, kept): (Vec<Event>, Vec<Event>) =
+            events.into_iter().partition(|e| e.timestamp < horizon);
+        dropped.extend(old);
+        ring.events = kept.into_iter().map(Arc::new).collect();
+        dropped
+    }
+
+    /// Kept events with an id above `after`, oldest first.
+    pub fn after(&self, after: u64) -> Vec<Arc<Event>> {
+        self.lock()
+            .events
+            .iter()
+            .filter(|e| e.id > after)
+            .cloned()
+            .collect()
     }
 
     /// How many events are kept.

@@ -3,8 +3,9 @@
 //!
 //! **Where it lives.** At the root, in memory: the root already receives every instance's
 //! usage (the cluster forwards CPU and memory percent when they move by a point or more, at
-//! most every 5 s per instance), so the history costs no extra message and no store write.
-//! It is lost when the root restarts.
+//! most every 5 s per instance), so the history costs no extra message. The instances whose
+//! history changed are written to the store once a minute and when the root stops
+//! ([`super::persist`]), and read back when it starts, so a restart loses at most a minute.
 //!
 //! **What is kept.** Each report is one raw sample (4-byte time, two 4-byte values: 12
 //! bytes). Raw samples of the last [`RECENT_SPAN_SECS`] (one hour, at most
@@ -71,14 +72,28 @@ struct InstanceHistory {
     last_bucket_count: u32,
     /// When the instance stopped running (no points are held past it).
     ended: Option<u32>,
+    /// Changed since it was last written to the store.
+    dirty: bool,
+}
+
+/// Pushes `s`, growing the queue's buffer by doubling but never beyond `max + 1` samples (the
+/// queue holds one more than its bound for a moment before the oldest is folded away), so
+/// the bytes per instance stay within [`MAX_BYTES_PER_INSTANCE`].
+fn push_bounded(q: &mut VecDeque<Sample>, s: Sample, max: usize) {
+    if q.len() == q.capacity() {
+        let want = (q.capacity().max(4) * 2).min(max + 1).max(q.len() + 1);
+        q.reserve_exact(want - q.len());
+    }
+    q.push_back(s);
 }
 
 impl InstanceHistory {
     fn record(&mut self, s: Sample) {
         self.ended = None;
+        self.dirty = true;
         match self.recent.back_mut() {
             Some(last) if last.t >= s.t => *last = Sample { t: last.t, ..s },
-            _ => self.recent.push_back(s),
+            _ => push_bounded(&mut self.recent, s, RECENT_MAX),
         }
         let horizon = s.t.saturating_sub(RECENT_SPAN_SECS);
         // Keep the newest sample before the horizon as the anchor of the grid.
@@ -106,7 +121,7 @@ impl InstanceHistory {
                 self.last_bucket_count += 1;
             }
             _ => {
-                self.older.push_back(Sample { t: bucket, ..s });
+                push_bounded(&mut self.older, Sample { t: bucket, ..s }, OLDER_MAX);
                 self.last_bucket_count = 1;
             }
         }
@@ -152,10 +167,38 @@ impl InstanceHistory {
     }
 }
 
+/// One instance's history as the store keeps it (samples as `[t, cpu, mem]`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedHistory {
+    /// The service.
+    pub service: ObjectId,
+    /// The instance number.
+    pub instance: u32,
+    recent: Vec<(u32, f32, f32)>,
+    older: Vec<(u32, f32, f32)>,
+    last_bucket_count: u32,
+    ended: Option<u32>,
+}
+
+impl SavedHistory {
+    /// Time of the newest sample (0 when there is none).
+    pub fn newest(&self) -> u32 {
+        let last = |v: &[(u32, f32, f32)]| v.last().map_or(0, |s| s.0);
+        last(&self.recent).max(last(&self.older))
+    }
+
+    /// The store id: `<service id>/<instance number>`.
+    pub fn doc_id(service: ObjectId, n: u32) -> String {
+        format!("{service}/{n}")
+    }
+}
+
 /// The usage history of every instance.
 #[derive(Debug)]
 pub struct UsageHistory {
     instances: Mutex<HashMap<(ObjectId, u32), InstanceHistory>>,
+    /// Instances forgotten since the store was last written.
+    removed: Mutex<Vec<(ObjectId, u32)>>,
     step: u32,
 }
 
@@ -170,6 +213,7 @@ impl UsageHistory {
     pub fn with_step(step_secs: u32) -> Self {
         Self {
             instances: Mutex::new(HashMap::new()),
+            removed: Mutex::new(Vec::new()),
             step: step_secs.max(1),
         }
     }
@@ -198,13 +242,60 @@ impl UsageHistory {
             && h.ended.is_none()
         {
             h.ended = Some(t);
+            h.dirty = true;
         }
     }
 
     /// Forgets instance `n` of `service`, or every instance of it with `None`.
     pub fn forget(&self, service: ObjectId, n: Option<u32>) {
-        self.lock()
-            .retain(|(s, i), _| *s != service || n.is_some_and(|n| n != *i));
+        let mut gone = Vec::new();
+        self.lock().retain(|&(s, i), _| {
+            let keep = s != service || n.is_some_and(|n| n != i);
+            if !keep {
+                gone.push((s, i));
+            }
+            keep
+        });
+        self.removed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(gone);
+    }
+
+    /// The histories changed since the last call, and the instances forgotten since then
+    /// (for the store).
+    pub fn take_changes(&self) -> (Vec<SavedHistory>, Vec<(ObjectId, u32)>) {
+        let removed = std::mem::take(&mut *self.removed.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut changed = Vec::new();
+        for (&(service, instance), h) in self.lock().iter_mut().filter(|(_, h)| h.dirty) {
+            h.dirty = false;
+            let tuples = |q: &VecDeque<Sample>| q.iter().map(|s| (s.t, s.cpu, s.mem)).collect();
+            changed.push(SavedHistory {
+                service,
+                instance,
+                recent: tuples(&h.recent),
+                older: tuples(&h.older),
+                last_bucket_count: h.last_bucket_count,
+                ended: h.ended,
+            });
+        }
+        (changed, removed)
+    }
+
+    /// Puts back a history read from the store (bounds applied as when recording).
+    pub fn restore(&self, saved: SavedHistory) {
+        let mut h = InstanceHistory {
+            last_bucket_count: saved.last_bucket_count,
+            ended: saved.ended,
+            ..InstanceHistory::default()
+        };
+        for (t, cpu, mem) in saved.older.into_iter().rev().take(OLDER_MAX).rev() {
+            push_bounded(&mut h.older, Sample { t, cpu, mem }, OLDER_MAX);
+        }
+        for (t, cpu, mem) in saved.recent.into_iter().rev().take(RECENT_MAX).rev() {
+            push_bounded(&mut h.recent, Sample { t, cpu, mem }, RECENT_MAX);
+        }
+        self.lock().insert((saved.service, saved.instance), h);
     }
 
     /// Points of instance `n` of `service` in `[since, until]` on a grid of `step` seconds.
@@ -370,7 +461,7 @@ mod tests {
             let v = f64::from(i % 100);
             h.record(id(), 0, T0 + i * 5, v, v);
         }
-        assert!(h.bytes() <= MAX_BYTES_PER_INSTANCE * 2, "{}", h.bytes());
+        assert!(h.bytes() <= MAX_BYTES_PER_INSTANCE, "{}", h.bytes());
         let guard = h.lock();
         let inst = guard.get(&(id(), 0)).unwrap();
         assert!(inst.recent.len() <= RECENT_MAX + 1);
@@ -381,6 +472,44 @@ mod tests {
         // One hour of grid points (721) plus the 5-minute means of the hour before (12).
         assert!((720..=740).contains(&points.len()), "{}", points.len());
         assert!(points.windows(2).all(|w| w[0].t < w[1].t));
+    }
+
+    /// The bound the README states (≈12 KiB per instance) holds over a long run: 100
+    /// instances reporting every 5 s for two days, with usage that keeps moving (the worst
+    /// case: every report is a new sample), some of them restarting (a gap, then reports
+    /// again). Checked every simulated hour, not only at the end.
+    #[test]
+    fn many_instances_over_two_days_stay_within_the_stated_bound() {
+        const _: () = assert!(MAX_BYTES_PER_INSTANCE <= 12 * 1024 + 128);
+        const INSTANCES: u32 = 100;
+        let h = UsageHistory::with_step(5);
+        let mut max_per_instance = 0;
+        for tick in 0..(2 * 24 * 720u32) {
+            let t = T0 + tick * 5;
+            for n in 0..INSTANCES {
+                // Every tenth instance is down for the first ten minutes of each hour.
+                if n % 10 == 0 && tick % 720 < 120 {
+                    continue;
+                }
+                let v = f64::from((tick + n) % 97);
+                h.record(id(), n, t, v, 100.0 - v);
+            }
+            if tick % 720 == 719 {
+                assert_eq!(h.len(), INSTANCES as usize);
+                let per_instance = h.bytes() / INSTANCES as usize;
+                assert!(
+                    per_instance <= MAX_BYTES_PER_INSTANCE,
+                    "hour {}: {per_instance} B per instance > {MAX_BYTES_PER_INSTANCE}",
+                    tick / 720
+                );
+                max_per_instance = max_per_instance.max(per_instance);
+            }
+        }
+        // The bound is tight: a moving instance does fill its hour and its day.
+        assert!(
+            max_per_instance > MAX_BYTES_PER_INSTANCE * 9 / 10,
+            "{max_per_instance}"
+        );
     }
 
     #[test]

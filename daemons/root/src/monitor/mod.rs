@@ -6,7 +6,9 @@
 pub mod events;
 pub mod history;
 pub mod metrics;
+pub mod persist;
 pub mod record;
+pub mod timed_store;
 
 pub use events::{Event, EventFilter, EventLog, ObjectKind};
 pub use history::UsageHistory;

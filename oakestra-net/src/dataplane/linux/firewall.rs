@@ -13,6 +13,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::super::{DataPlaneError, InstanceKey, Naming, PortForward, Protocol};
+use super::sys::{Family, Firewall};
 use crate::ipam::{Ipv4Subnet, Ipv6Subnet};
 
 /// The whole IPv4 overlay (worker subnets and service IPs), never masqueraded.
@@ -21,46 +22,30 @@ pub const OVERLAY_RANGE: &str = "10.16.0.0/12";
 /// never masqueraded.
 pub const OVERLAY_RANGE_V6: &str = "fc00::/7";
 
-/// Which firewall binary: IPv4 (`iptables`) or IPv6 (`ip6tables`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    fn binary(self) -> &'static str {
-        match self {
-            Family::V4 => "iptables",
-            Family::V6 => "ip6tables",
-        }
-    }
-}
-
 /// Runs `iptables -w 10 <args>` (or `ip6tables`); `Ok(false)` when it exits non-zero and
 /// `check` is set (for `-C` / `-L` probes), an error otherwise.
-async fn run(family: Family, args: &[&str], check: bool) -> Result<(bool, String), DataPlaneError> {
-    let output = tokio::process::Command::new(family.binary())
-        .arg("-w")
-        .arg("10")
-        .args(args)
-        .kill_on_drop(true)
-        .output()
+async fn run(
+    fw: &dyn Firewall,
+    family: Family,
+    args: &[&str],
+    check: bool,
+) -> Result<(bool, String), DataPlaneError> {
+    let output = fw
+        .run(family, args)
         .await
         .map_err(|e| DataPlaneError::Firewall {
             args: format!("{} {}", family.binary(), args.join(" ")),
             reason: e.to_string(),
         })?;
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    if output.status.success() {
-        return Ok((true, stdout));
+    if output.success {
+        return Ok((true, output.stdout));
     }
     if check {
-        return Ok((false, stdout));
+        return Ok((false, output.stdout));
     }
     Err(DataPlaneError::Firewall {
         args: format!("{} {}", family.binary(), args.join(" ")),
-        reason: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        reason: output.stderr.trim().to_owned(),
     })
 }
 
@@ -103,19 +88,25 @@ fn our_chains(c: &Chains) -> Vec<(&'static str, &str)> {
     ]
 }
 
-async fn ensure_chain(family: Family, table: &str, chain: &str) -> Result<(), DataPlaneError> {
-    let (exists, _) = run(family, &["-t", table, "-n", "-L", chain], true).await?;
+async fn ensure_chain(
+    fw: &dyn Firewall,
+    family: Family,
+    table: &str,
+    chain: &str,
+) -> Result<(), DataPlaneError> {
+    let (exists, _) = run(fw, family, &["-t", table, "-n", "-L", chain], true).await?;
     if !exists {
-        let (made, _) = run(family, &["-t", table, "-N", chain], true).await?;
+        let (made, _) = run(fw, family, &["-t", table, "-N", chain], true).await?;
         // Someone else (a parallel set-up) may have made it meanwhile.
         if !made {
-            run(family, &["-t", table, "-n", "-L", chain], false).await?;
+            run(fw, family, &["-t", table, "-n", "-L", chain], false).await?;
         }
     }
     Ok(())
 }
 
 async fn ensure_rule(
+    fw: &dyn Firewall,
     family: Family,
     table: &str,
     chain: &str,
@@ -124,7 +115,7 @@ async fn ensure_rule(
 ) -> Result<(), DataPlaneError> {
     let mut check = vec!["-t", table, "-C", chain];
     check.extend(rule.iter().map(String::as_str));
-    if run(family, &check, true).await?.0 {
+    if run(fw, family, &check, true).await?.0 {
         return Ok(());
     }
     let mut add = vec!["-t", table, if first { "-I" } else { "-A" }, chain];
@@ -132,11 +123,12 @@ async fn ensure_rule(
         add.push("1");
     }
     add.extend(rule.iter().map(String::as_str));
-    run(family, &add, false).await?;
+    run(fw, family, &add, false).await?;
     Ok(())
 }
 
 async fn delete_rule_everywhere(
+    fw: &dyn Firewall,
     family: Family,
     table: &str,
     chain: &str,
@@ -146,7 +138,7 @@ async fn delete_rule_everywhere(
     delete.extend(rule.iter().map(String::as_str));
     // Each -D removes one copy; stop when none is left (or the chain is gone).
     for _ in 0..16 {
-        if !run(family, &delete, true).await?.0 {
+        if !run(fw, family, &delete, true).await?.0 {
             break;
         }
     }
@@ -155,27 +147,30 @@ async fn delete_rule_everywhere(
 
 /// Creates (or repairs) our IPv4 chains, their fixed rules and the jumps into them.
 pub async fn setup(
+    fw: &dyn Firewall,
     naming: &Naming,
     bridge: &str,
     subnet: Ipv4Subnet,
 ) -> Result<(), DataPlaneError> {
     let source = format!("{}/{}", subnet.base(), subnet.prefix_len());
-    setup_family(Family::V4, naming, bridge, &source, OVERLAY_RANGE).await
+    setup_family(fw, Family::V4, naming, bridge, &source, OVERLAY_RANGE).await
 }
 
 /// Creates (or repairs) our IPv6 chains (ip6tables): the worker's /120 masqueraded when it
 /// leaves through another interface than the bridge, the overlay (fc00::/7) not, forwarding
 /// in and out of the bridge accepted.
 pub async fn setup_v6(
+    fw: &dyn Firewall,
     naming: &Naming,
     bridge: &str,
     subnet: Ipv6Subnet,
 ) -> Result<(), DataPlaneError> {
     let source = format!("{}/{}", subnet.base(), subnet.prefix_len());
-    setup_family(Family::V6, naming, bridge, &source, OVERLAY_RANGE_V6).await
+    setup_family(fw, Family::V6, naming, bridge, &source, OVERLAY_RANGE_V6).await
 }
 
 async fn setup_family(
+    fw: &dyn Firewall,
     family: Family,
     naming: &Naming,
     bridge: &str,
@@ -184,49 +179,53 @@ async fn setup_family(
 ) -> Result<(), DataPlaneError> {
     let c = chains(naming);
     for (table, chain) in our_chains(&c) {
-        ensure_chain(family, table, chain).await?;
+        ensure_chain(fw, family, table, chain).await?;
     }
     // Rebuilt on every set-up: it holds fixed rules only, and their order matters.
-    run(family, &["-t", "nat", "-F", &c.post], false).await?;
+    run(fw, family, &["-t", "nat", "-F", &c.post], false).await?;
     // Overlay traffic (service IPs through the TUN device) keeps its addresses.
     let overlay: Vec<String> = ["-d", overlay_range, "-j", "RETURN"]
         .map(String::from)
         .to_vec();
-    ensure_rule(family, "nat", &c.post, &overlay, false).await?;
+    ensure_rule(fw, family, "nat", &c.post, &overlay, false).await?;
     let masquerade: Vec<String> = ["-s", source, "!", "-o", bridge, "-j", "MASQUERADE"]
         .map(String::from)
         .to_vec();
-    ensure_rule(family, "nat", &c.post, &masquerade, false).await?;
+    ensure_rule(fw, family, "nat", &c.post, &masquerade, false).await?;
     for rule in [
         ["-i", bridge, "-j", "ACCEPT"],
         ["-o", bridge, "-j", "ACCEPT"],
     ] {
-        ensure_rule(family, "filter", &c.fwd, &rule.map(String::from), false).await?;
+        ensure_rule(fw, family, "filter", &c.fwd, &rule.map(String::from), false).await?;
     }
     for (table, builtin, rule) in jumps(&c) {
-        ensure_rule(family, table, builtin, &rule, true).await?;
+        ensure_rule(fw, family, table, builtin, &rule, true).await?;
     }
     Ok(())
 }
 
 /// Removes the IPv4 jumps and chains. Missing pieces are fine.
-pub async fn teardown(naming: &Naming) -> Result<(), DataPlaneError> {
-    teardown_family(Family::V4, naming).await
+pub async fn teardown(fw: &dyn Firewall, naming: &Naming) -> Result<(), DataPlaneError> {
+    teardown_family(fw, Family::V4, naming).await
 }
 
 /// Removes the IPv6 jumps and chains. Missing pieces are fine.
-pub async fn teardown_v6(naming: &Naming) -> Result<(), DataPlaneError> {
-    teardown_family(Family::V6, naming).await
+pub async fn teardown_v6(fw: &dyn Firewall, naming: &Naming) -> Result<(), DataPlaneError> {
+    teardown_family(fw, Family::V6, naming).await
 }
 
-async fn teardown_family(family: Family, naming: &Naming) -> Result<(), DataPlaneError> {
+async fn teardown_family(
+    fw: &dyn Firewall,
+    family: Family,
+    naming: &Naming,
+) -> Result<(), DataPlaneError> {
     let c = chains(naming);
     for (table, builtin, rule) in jumps(&c) {
-        delete_rule_everywhere(family, table, builtin, &rule).await?;
+        delete_rule_everywhere(fw, family, table, builtin, &rule).await?;
     }
     for (table, chain) in our_chains(&c) {
-        run(family, &["-t", table, "-F", chain], true).await?;
-        run(family, &["-t", table, "-X", chain], true).await?;
+        run(fw, family, &["-t", table, "-F", chain], true).await?;
+        run(fw, family, &["-t", table, "-X", chain], true).await?;
     }
     Ok(())
 }
@@ -269,6 +268,7 @@ fn family_of(address: IpAddr) -> Family {
 /// like the rest of IPv6 on the worker) to its IPv6 address for connections to the worker's
 /// IPv6 addresses.
 pub async fn add_ports(
+    fw: &dyn Firewall,
     naming: &Naming,
     key: &InstanceKey,
     address: Ipv4Addr,
@@ -278,11 +278,11 @@ pub async fn add_ports(
     let chain = chains(naming).dnat;
     for port in ports {
         let rule = dnat_rule(naming, key, address.into(), port);
-        ensure_rule(Family::V4, "nat", &chain, &rule, false).await?;
+        ensure_rule(fw, Family::V4, "nat", &chain, &rule, false).await?;
     }
     for port in ports {
         let rule = dnat_rule(naming, key, address_v6.into(), port);
-        if let Err(e) = ensure_rule(Family::V6, "nat", &chain, &rule, false).await {
+        if let Err(e) = ensure_rule(fw, Family::V6, "nat", &chain, &rule, false).await {
             tracing::warn!(instance = %key, "port mapping without IPv6: {e}");
             break;
         }
@@ -346,11 +346,14 @@ fn parse_rule(naming: &Naming, line: &str) -> Option<FoundRule> {
 }
 
 /// Our DNAT rules (IPv4, then IPv6), as the kernel holds them.
-pub async fn list_ports(naming: &Naming) -> Result<Vec<FoundRule>, DataPlaneError> {
+pub async fn list_ports(
+    fw: &dyn Firewall,
+    naming: &Naming,
+) -> Result<Vec<FoundRule>, DataPlaneError> {
     let chain = chains(naming).dnat;
     let mut found = Vec::new();
     for family in [Family::V4, Family::V6] {
-        let (exists, text) = match run(family, &["-t", "nat", "-S", &chain], true).await {
+        let (exists, text) = match run(fw, family, &["-t", "nat", "-S", &chain], true).await {
             Ok(r) => r,
             // No ip6tables at all: no IPv6 rules either.
             Err(_) if family == Family::V6 => continue,
@@ -364,14 +367,18 @@ pub async fn list_ports(naming: &Naming) -> Result<Vec<FoundRule>, DataPlaneErro
 }
 
 /// Removes the DNAT rules of `key` (all of them, also ones this process did not add).
-pub async fn remove_ports(naming: &Naming, key: &InstanceKey) -> Result<(), DataPlaneError> {
+pub async fn remove_ports(
+    fw: &dyn Firewall,
+    naming: &Naming,
+    key: &InstanceKey,
+) -> Result<(), DataPlaneError> {
     let chain = chains(naming).dnat;
-    for rule in list_ports(naming)
+    for rule in list_ports(fw, naming)
         .await?
         .into_iter()
         .filter(|r| r.key == *key)
     {
-        delete_rule_everywhere(family_of(rule.address), "nat", &chain, &rule.spec).await?;
+        delete_rule_everywhere(fw, family_of(rule.address), "nat", &chain, &rule.spec).await?;
     }
     Ok(())
 }

@@ -34,8 +34,10 @@ use rtnetlink::LinkUnspec;
 use rtnetlink::packet_route::link::LinkAttribute;
 use tokio::io::Interest;
 
+use super::real::{ProcSys, errno_of, link_index};
+use super::sys::EEXIST;
 use super::tun::OffloadTun;
-use super::{EEXIST, io, link_index, netlink, write_sysctl};
+use super::{io, netlink, write_sysctl};
 use crate::dataplane::DataPlaneError;
 use crate::proxy::frame::{
     CHUNK_HEADER_LEN, Chunk, Datagram, FRAME_HEADER_LEN, Offload, Reassembly, VNET_HDR_LEN,
@@ -197,9 +199,9 @@ async fn route_service_range_v6(
     index: u32,
     device: &str,
 ) -> Result<(), DataPlaneError> {
-    let conf = format!("/proc/sys/net/ipv6/conf/{device}");
-    write_sysctl(&format!("{conf}/disable_ipv6"), "0")?;
-    let _ = std::fs::write(format!("{conf}/accept_ra"), "0");
+    let conf = format!("net/ipv6/conf/{device}");
+    write_sysctl(&ProcSys, &format!("{conf}/disable_ipv6"), "0")?;
+    let _ = std::fs::write(format!("/proc/sys/{conf}/accept_ra"), "0");
     add_route(
         handle,
         RouteMessageBuilder::<Ipv6Addr>::new()
@@ -221,7 +223,7 @@ async fn add_route(
     what: String,
 ) -> Result<(), DataPlaneError> {
     match handle.route().add(route).execute().await {
-        Err(e) if super::errno_of(&e) != Some(EEXIST) => Err(netlink(what)(e)),
+        Err(e) if errno_of(&e) != Some(EEXIST) => Err(netlink(what)(e)),
         _ => Ok(()),
     }
 }
@@ -413,13 +415,13 @@ impl Tunnel {
         let (connection, handle, _) =
             rtnetlink::new_connection().map_err(io("open a netlink socket"))?;
         tokio::spawn(connection);
-        let index =
-            link_index(&handle, &config.device)
-                .await?
-                .ok_or_else(|| DataPlaneError::Netlink {
-                    what: format!("TUN device {}", config.device),
-                    reason: "missing right after its creation".into(),
-                })?;
+        let index = link_index(&handle, &config.device)
+            .await
+            .map_err(netlink(format!("look up link {}", config.device)))?
+            .ok_or_else(|| DataPlaneError::Netlink {
+                what: format!("TUN device {}", config.device),
+                reason: "missing right after its creation".into(),
+            })?;
         handle
             .link()
             .set(
