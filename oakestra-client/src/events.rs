@@ -1,11 +1,10 @@
 //! Events (`GET /api/events`, the `GET /api/events/stream` server-sent events) and usage
 //! history (`GET /api/service/<id>/usage`). Oakestra-rs only.
 
-use oakestra_core::model::MetricSample;
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 
-use crate::{Client, ClientError, Result, api_error, segment};
+use crate::{Client, ClientError, Result, ServiceUsage, api_error, segment};
 
 /// One event: what happened to which object, and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,32 +86,6 @@ impl EventQuery {
             format!("?{}", parts.join("&"))
         }
     }
-}
-
-/// One instance's usage history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct InstanceUsage {
-    /// The instance.
-    pub instance_number: u32,
-    /// CPU percent.
-    pub cpu_history: Vec<MetricSample>,
-    /// Memory percent.
-    pub memory_history: Vec<MetricSample>,
-}
-
-/// Usage history of a service.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ServiceUsage {
-    /// The service.
-    pub service_id: String,
-    /// Start of the range, seconds since the epoch.
-    pub since: u32,
-    /// End of the range.
-    pub until: u32,
-    /// Grid step, seconds.
-    pub step: u32,
-    /// Per instance.
-    pub instances: Vec<InstanceUsage>,
 }
 
 /// Live events from `GET /api/events/stream`; [`EventStream::next`] gives them one by one.

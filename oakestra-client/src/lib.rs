@@ -19,12 +19,16 @@
 //! more on a 401), and logs in again with the stored credentials when the refresh token is
 //! no longer accepted. Every error from the root carries its status and message.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
+mod accounts;
 mod events;
-mod types;
+mod infrastructure;
+mod workloads;
+use oakestra_proto::rest as types;
 
-pub use events::{Event, EventQuery, EventStream, InstanceUsage, ServiceUsage};
+pub use events::{Event, EventQuery, EventStream};
+pub use types::{InstanceUsage, ServiceUsage};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -41,6 +45,7 @@ pub use types::{
     Member, Message, NewUser, Organization, OrganizationSpec, ServiceCreation, ServiceOutcome,
     Tokens, User, UserUpdate,
 };
+use types::{LoginRequest, NewJoinToken, Refreshed, Roles};
 
 /// Refresh the access token when it has less than this left.
 const REFRESH_MARGIN_SECS: u64 = 15;
@@ -226,8 +231,6 @@ impl Client {
         &self.base
     }
 
-    // ---------------------------------------------------------------- auth
-
     /// Logs in to organization `root` and keeps the tokens (and the credentials, to log in
     /// again when the refresh token is refused).
     pub async fn login(&self, username: &str, password: &str) -> Result<Tokens> {
@@ -256,10 +259,11 @@ impl Client {
     }
 
     async fn fetch_tokens(&self, c: &Credentials) -> Result<Tokens> {
-        let mut body = serde_json::json!({"username": c.username, "password": c.password});
-        if let Some(org) = &c.organization {
-            body["organization_name"] = Value::String(org.clone());
-        }
+        let body = LoginRequest {
+            username: c.username.clone(),
+            password: c.password.clone(),
+            organization_name: c.organization.clone(),
+        };
         self.send(Method::POST, "/api/auth/login", Some(&body), None)
             .await
     }
@@ -289,10 +293,6 @@ impl Client {
     async fn renew(&self, session: &mut Session) -> Result<String> {
         let mut last_error = ClientError::NotLoggedIn;
         if let Some(refresh) = session.refresh.clone() {
-            #[derive(serde::Deserialize)]
-            struct Refreshed {
-                token: String,
-            }
             match self
                 .send::<Refreshed, ()>(Method::POST, "/api/auth/refresh", None, Some(&refresh))
                 .await
@@ -328,324 +328,6 @@ impl Client {
             None => Err(ClientError::NotLoggedIn),
         }
     }
-
-    /// `POST /api/auth/register` (Admin): a new user with roles in the caller's organization.
-    pub async fn register(&self, user: &NewUser) -> Result<User> {
-        self.call(Method::POST, "/api/auth/register", Some(user))
-            .await
-    }
-
-    /// `GET /api/permission/<username>`: the caller's roles.
-    pub async fn permissions(&self, username: &str) -> Result<Vec<String>> {
-        #[derive(serde::Deserialize)]
-        struct Roles {
-            roles: Vec<String>,
-        }
-        let r: Roles = self
-            .call(
-                Method::GET,
-                &format!("/api/permission/{}", segment(username)),
-                None::<&()>,
-            )
-            .await?;
-        Ok(r.roles)
-    }
-
-    // ---------------------------------------------------------------- users
-
-    /// `GET /api/user/<name>`.
-    pub async fn user(&self, username: &str) -> Result<User> {
-        self.call(
-            Method::GET,
-            &format!("/api/user/{}", segment(username)),
-            None::<&()>,
-        )
-        .await
-    }
-
-    /// `GET /api/users` (Admin): every user.
-    pub async fn users(&self) -> Result<Vec<User>> {
-        self.call(Method::GET, "/api/users", None::<&()>).await
-    }
-
-    /// `GET /api/users/<organization id>` (Admin): the members of an organization.
-    pub async fn organization_users(&self, organization_id: &str) -> Result<Vec<User>> {
-        self.call(
-            Method::GET,
-            &format!("/api/users/{}", segment(organization_id)),
-            None::<&()>,
-        )
-        .await
-    }
-
-    /// `PUT /api/user/<name>` (Admin).
-    pub async fn update_user(&self, username: &str, update: &UserUpdate) -> Result<Message> {
-        self.call(
-            Method::PUT,
-            &format!("/api/user/{}", segment(username)),
-            Some(update),
-        )
-        .await
-    }
-
-    /// `DELETE /api/user/<name>` (Admin): the remaining users.
-    pub async fn delete_user(&self, username: &str) -> Result<Vec<User>> {
-        self.call(
-            Method::DELETE,
-            &format!("/api/user/{}", segment(username)),
-            None::<&()>,
-        )
-        .await
-    }
-
-    /// `POST /api/user/<name>`: changes the caller's own password.
-    pub async fn change_password(&self, username: &str, old: &str, new: &str) -> Result<()> {
-        let body = serde_json::json!({"oldPassword": old, "newPassword": new});
-        let _: Value = self
-            .call(
-                Method::POST,
-                &format!("/api/user/{}", segment(username)),
-                Some(&body),
-            )
-            .await?;
-        Ok(())
-    }
-
-    // ---------------------------------------------------------------- organizations
-
-    /// `GET /api/organization` (Admin).
-    pub async fn organizations(&self) -> Result<Vec<Organization>> {
-        self.call(Method::GET, "/api/organization", None::<&()>)
-            .await
-    }
-
-    /// `POST /api/organization` (Admin): the new organization.
-    pub async fn create_organization(&self, spec: &OrganizationSpec) -> Result<Organization> {
-        self.call(Method::POST, "/api/organization", Some(spec))
-            .await
-    }
-
-    /// `PUT /api/organization/<id>` (Admin).
-    pub async fn update_organization(&self, id: &str, spec: &OrganizationSpec) -> Result<Message> {
-        self.call(
-            Method::PUT,
-            &format!("/api/organization/{}", segment(id)),
-            Some(spec),
-        )
-        .await
-    }
-
-    /// `DELETE /api/organization/<id>` (Admin).
-    pub async fn delete_organization(&self, id: &str) -> Result<Message> {
-        self.call(
-            Method::DELETE,
-            &format!("/api/organization/{}", segment(id)),
-            None::<&()>,
-        )
-        .await
-    }
-
-    // ---------------------------------------------------------------- applications
-
-    /// `POST /api/application`: creates every application of the descriptor (an SLA as JSON
-    /// or an [`oakestra_core::sla::Sla`]) with its services, all or nothing. Returns all of
-    /// the caller's applications.
-    pub async fn create_applications<S: Serialize + ?Sized>(
-        &self,
-        sla: &S,
-    ) -> Result<Vec<ApplicationRecord>> {
-        self.call(Method::POST, "/api/application", Some(sla)).await
-    }
-
-    /// `GET /api/application/<id>`.
-    pub async fn application(&self, id: &str) -> Result<ApplicationRecord> {
-        self.call(
-            Method::GET,
-            &format!("/api/application/{}", segment(id)),
-            None::<&()>,
-        )
-        .await
-    }
-
-    /// `GET /api/applications` (Admin): every application.
-    pub async fn applications(&self) -> Result<Vec<ApplicationRecord>> {
-        self.call(Method::GET, "/api/applications", None::<&()>)
-            .await
-    }
-
-    /// `GET /api/applications/<user id>`: the applications of a user (the caller's own, or
-    /// any user's for an Admin).
-    pub async fn user_applications(&self, user_id: &str) -> Result<Vec<ApplicationRecord>> {
-        self.call(
-            Method::GET,
-            &format!("/api/applications/{}", segment(user_id)),
-            None::<&()>,
-        )
-        .await
-    }
-
-    /// `PUT /api/application/<id>`.
-    pub async fn update_application(
-        &self,
-        id: &str,
-        update: &ApplicationUpdate,
-    ) -> Result<Message> {
-        self.call(
-            Method::PUT,
-            &format!("/api/application/{}", segment(id)),
-            Some(update),
-        )
-        .await
-    }
-
-    /// `DELETE /api/application/<id>`: undeploys and deletes its services too.
-    pub async fn delete_application(&self, id: &str) -> Result<Message> {
-        self.call(
-            Method::DELETE,
-            &format!("/api/application/{}", segment(id)),
-            None::<&()>,
-        )
-        .await
-    }
-
-    // ---------------------------------------------------------------- services
-
-    /// `POST /api/service`: adds the services of a descriptor whose applications carry the
-    /// `applicationID` of existing applications of the caller.
-    pub async fn create_services<S: Serialize + ?Sized>(&self, sla: &S) -> Result<ServiceCreation> {
-        self.call(Method::POST, "/api/service", Some(sla)).await
-    }
-
-    /// `GET /api/service/<id>`.
-    pub async fn service(&self, id: &str) -> Result<ServiceRecord> {
-        self.call(
-            Method::GET,
-            &format!("/api/service/{}", segment(id)),
-            None::<&()>,
-        )
-        .await
-    }
-
-    /// `GET /api/services` (Admin): every service.
-    pub async fn services(&self) -> Result<Vec<ServiceRecord>> {
-        self.call(Method::GET, "/api/services", None::<&()>).await
-    }
-
-    /// `GET /api/services/<application id>`.
-    pub async fn application_services(&self, application_id: &str) -> Result<Vec<ServiceRecord>> {
-        self.call(
-            Method::GET,
-            &format!("/api/services/{}", segment(application_id)),
-            None::<&()>,
-        )
-        .await
-    }
-
-    /// `DELETE /api/service/<id>`: undeploys its instances and deletes it.
-    pub async fn delete_service(&self, id: &str) -> Result<Message> {
-        self.call(
-            Method::DELETE,
-            &format!("/api/service/{}", segment(id)),
-            None::<&()>,
-        )
-        .await
-    }
-
-    /// `POST /api/service/<id>/instance`: deploys one more instance.
-    pub async fn deploy_instance(&self, service_id: &str) -> Result<DeployAnswer> {
-        self.call(
-            Method::POST,
-            &format!("/api/service/{}/instance", segment(service_id)),
-            None::<&()>,
-        )
-        .await
-    }
-
-    /// `DELETE /api/service/<id>/instance/<n>`: undeploys instance `n`, or every instance.
-    pub async fn undeploy_instance(
-        &self,
-        service_id: &str,
-        instance: Option<u32>,
-    ) -> Result<Message> {
-        let n = instance.map_or_else(|| "-1".to_owned(), |n| n.to_string());
-        self.call(
-            Method::DELETE,
-            &format!("/api/service/{}/instance/{n}", segment(service_id)),
-            None::<&()>,
-        )
-        .await
-    }
-
-    /// `GET /api/service/<id>/instance/<n>/logs?tail=N`: the log of instance `n` (its last
-    /// `tail` lines), as text. The answer's log is `lines` (a list of lines) or `logs` (text),
-    /// or the answer is a JSON string.
-    pub async fn logs(&self, service_id: &str, instance: u32, tail: Option<u32>) -> Result<String> {
-        let mut path = format!(
-            "/api/service/{}/instance/{instance}/logs",
-            segment(service_id)
-        );
-        if let Some(n) = tail {
-            path.push_str(&format!("?tail={n}"));
-        }
-        let answer: Value = self.call(Method::GET, &path, None::<&()>).await?;
-        log_text(answer).ok_or_else(|| ClientError::Decode {
-            method: "GET".to_owned(),
-            path,
-            message: "expected {\"lines\": [\"<line>\", …]} or {\"logs\": \"<text>\"}".to_owned(),
-        })
-    }
-
-    // ---------------------------------------------------------------- clusters
-
-    /// `GET /api/clusters` (no login needed).
-    pub async fn clusters(&self) -> Result<Vec<Cluster>> {
-        self.send(Method::GET, "/api/clusters", None::<&()>, None)
-            .await
-    }
-
-    /// `GET /api/clusters/active` (no login needed).
-    pub async fn active_clusters(&self) -> Result<Vec<Cluster>> {
-        self.send(Method::GET, "/api/clusters/active", None::<&()>, None)
-            .await
-    }
-
-    /// `GET /api/clusters/<id>/workers` (login; Oakestra-rs only): the cluster's workers, asked
-    /// from the connected cluster on demand.
-    pub async fn cluster_workers(&self, cluster_id: &str) -> Result<Vec<ClusterWorker>> {
-        let path = format!("/api/clusters/{}/workers", segment(cluster_id));
-        self.call(Method::GET, &path, None::<&()>).await
-    }
-
-    /// `POST /api/join-tokens` (Admin, Oakestra-rs only): a new cluster join token named
-    /// `name` (default `cluster`).
-    pub async fn create_join_token(&self, name: Option<&str>) -> Result<CreatedJoinToken> {
-        let body = serde_json::json!({ "name": name });
-        self.call(Method::POST, "/api/join-tokens", Some(&body))
-            .await
-    }
-
-    /// `GET /api/join-tokens` (Admin, Oakestra-rs only): the stored cluster join tokens.
-    pub async fn join_tokens(&self) -> Result<Vec<JoinTokenInfo>> {
-        self.call(Method::GET, "/api/join-tokens", None::<&()>)
-            .await
-    }
-
-    /// `DELETE /api/join-tokens/<id>` (Admin, Oakestra-rs only).
-    pub async fn revoke_join_token(&self, id: &str) -> Result<Message> {
-        self.call(
-            Method::DELETE,
-            &format!("/api/join-tokens/{}", segment(id)),
-            None::<&()>,
-        )
-        .await
-    }
-
-    /// `GET /health`.
-    pub async fn health(&self) -> Result<Value> {
-        self.send(Method::GET, "/health", None::<&()>, None).await
-    }
-
-    // ---------------------------------------------------------------- plumbing
 
     /// An authenticated call of any endpoint (for endpoints this client has no method for).
     pub async fn call<T: DeserializeOwned, B: Serialize + ?Sized>(

@@ -166,6 +166,30 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
+/// Reads an optional IP address (`Ipv4Addr`, `Ipv6Addr` or `IpAddr`) as Oakestra sends it:
+/// `null`, `""`, a missing field (with `#[serde(default)]`) and text that is no address of that
+/// family give `None` (Oakestra fills unknown addresses with `""`; a worker routes what it can).
+pub fn option_ip<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr,
+{
+    let text: Option<String> = Option::deserialize(d)?;
+    Ok(text.and_then(|t| t.trim().parse().ok()))
+}
+
+/// Writes an optional address as text, `None` as `""` (Oakestra's spelling of "no address").
+pub fn ip_or_empty<S, T>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error>
+where
+    S: serde::Serializer,
+    T: fmt::Display,
+{
+    match v {
+        Some(ip) => s.collect_str(ip),
+        None => s.serialize_str(""),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde::Deserialize;

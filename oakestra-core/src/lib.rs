@@ -7,7 +7,7 @@
 //! * [`ids`] — object ids (`{"$oid"}`) and cluster/worker ids.
 //! * [`model`] — application, service (job) and instance records.
 //! * [`resources`] — worker and cluster resources, geo locations, identities.
-//! * [`wire`] — MQTT payloads between cluster and worker, and topic names.
+//! * [`addresses`] — the service addresses of an instance (RR, closest, instance; v4 and v6).
 //! * [`duration`] — durations as operators write them (`30s`, `500ms`, `2m`).
 //! * [`lenient`] — serde helpers for numbers Oakestra sends as strings.
 //!
@@ -55,8 +55,9 @@
 //! assert!(paths.contains(&"/applications/0/microservices/0/addresses/rr_ip"));
 //! ```
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
+pub mod addresses;
 pub mod duration;
 pub mod ids;
 pub mod lenient;
@@ -65,4 +66,3 @@ pub mod naming;
 pub mod resources;
 pub mod sla;
 pub mod status;
-pub mod wire;

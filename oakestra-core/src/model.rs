@@ -7,6 +7,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
+use crate::addresses::ServiceAddresses;
 use crate::ids::{ClusterId, ObjectId, WorkerId, oid_format};
 use crate::lenient;
 use crate::naming::job_name;
@@ -150,6 +151,20 @@ impl ServiceRecord {
             next_instance_progressive_number: 0,
             instance_list: Vec::new(),
             microservice,
+        }
+    }
+
+    /// The service addresses of instance `n`: the service's RR and closest pairs and the
+    /// instance's own pair (absent while unassigned, or when there is no instance `n`).
+    pub fn addresses(&self, n: u32) -> ServiceAddresses {
+        let instance = self.instance(n);
+        ServiceAddresses {
+            rr_ip: self.rr_ip,
+            rr_ip_v6: self.rr_ip_v6,
+            closest_ip: self.closest_ip,
+            closest_ip_v6: self.closest_ip_v6,
+            instance_ip: instance.and_then(|i| i.instance_ip),
+            instance_ip_v6: instance.and_then(|i| i.instance_ip_v6),
         }
     }
 

@@ -63,7 +63,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use oakestra_core::sla::PortMapping;
-use oakestra_core::wire::DeployCommand;
+use oakestra_proto::mqtt::DeployCommand;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 

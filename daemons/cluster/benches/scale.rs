@@ -260,7 +260,6 @@ fn deploy(n: u32) -> oakestra_cluster::proto::RootMessage {
             instance_number: n,
             job_name: "bench.test.svc.test".into(),
             service_json: service_json(),
-            ..Default::default()
         })),
     }
 }

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use oakestra_core::wire::NodeInfo;
+use oakestra_proto::mqtt::NodeInfo;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 

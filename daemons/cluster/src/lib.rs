@@ -30,11 +30,8 @@ use tokio::sync::{mpsc, watch};
 
 pub use config::{Config, MqttMode};
 
-/// The generated cluster-link types and client (`oakestra.cluster.v1`).
-#[allow(missing_docs, missing_debug_implementations, clippy::all)]
-pub mod proto {
-    tonic::include_proto!("oakestra.cluster.v1");
-}
+/// The generated cluster-link types and client (`oakestra.cluster.v1`), from the contract crate.
+pub use oakestra_proto::grpc as proto;
 
 /// Why the cluster could not start.
 #[derive(Debug, thiserror::Error)]

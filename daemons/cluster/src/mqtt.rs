@@ -6,7 +6,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use oakestra_core::wire::{NodeTopic, Topic};
+use oakestra_proto::mqtt::{NodeTopic, Topic};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 

@@ -8,8 +8,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use crate::state::same_ip;
-use oakestra_core::wire::TableEntryInstance;
+use std::net::IpAddr;
+
+use oakestra_core::addresses::ServiceAddresses;
+use oakestra_proto::mqtt::TableEntryInstance;
 use tokio::time::Instant;
 
 /// How long a worker's question waits for the root before it is answered "unknown" (the
@@ -20,10 +22,8 @@ pub const ROOT_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 /// cluster, already in table-entry form.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RemoteService {
-    /// Round-robin IPv4.
-    pub rr_ip: String,
-    /// Round-robin IPv6.
-    pub rr_ip_v6: String,
+    /// The service's round-robin and closest addresses (no instance addresses).
+    pub addresses: ServiceAddresses,
     /// The routable instances.
     pub instances: Vec<TableEntryInstance>,
 }
@@ -89,21 +89,15 @@ impl Tables {
         removed
     }
 
-    /// The remote service that `ip` (an rr_ip or instance IP) belongs to.
-    pub(crate) fn remote_job_of_ip(&self, ip: &str) -> Option<String> {
-        if ip.is_empty() {
-            return None;
-        }
+    /// The remote service that `ip` (a service or instance IP) belongs to.
+    pub(crate) fn remote_job_of_ip(&self, ip: IpAddr) -> Option<String> {
         self.remote
             .iter()
             .find(|(_, s)| {
-                same_ip(&s.rr_ip, ip)
-                    || same_ip(&s.rr_ip_v6, ip)
-                    || s.instances.iter().any(|i| {
-                        i.service_ip
-                            .iter()
-                            .any(|a| same_ip(&a.address, ip) || same_ip(&a.address_v6, ip))
-                    })
+                s.addresses.contains(ip)
+                    || s.instances
+                        .iter()
+                        .any(|i| i.service_ip.iter().any(|a| a.contains(ip)))
             })
             .map(|(job, _)| job.clone())
     }

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use oakestra_cluster::state::{ClusterState, Effect, InstanceAddresses, Timing, WorkerRecord};
+use oakestra_cluster::state::{ClusterState, Effect, Timing, WorkerRecord};
 use oakestra_core::status::{NegativeSchedulingStatus, Status};
-use oakestra_core::wire::NodeInfo;
+use oakestra_proto::mqtt::NodeInfo;
 use oakestra_sched::Algorithm;
 use oakestra_sched::capacity::{CapacityMode, CapacityPolicy};
 use tokio::time::Instant;
@@ -42,15 +42,7 @@ fn deploy(s: &mut ClusterState, n: u32, now: Instant) {
         "microservice_namespace":"test","virtualization":"container","code":"reg/web:1",
         "memory":100,"vcpus":1}}"#
     );
-    s.deploy(
-        JOB,
-        n,
-        JOB_NAME,
-        &service,
-        InstanceAddresses::default(),
-        now,
-    )
-    .unwrap();
+    s.deploy(JOB, n, JOB_NAME, &service, now).unwrap();
 }
 
 /// Places every due instance with best fit, as the actor does; returns the deploys sent.

@@ -159,7 +159,7 @@ async fn mosquitto_with_password_file_and_acl() {
     );
 
     let token = cluster.worker_token();
-    let reg: oakestra_core::wire::RegisterResponse = reqwest::Client::new()
+    let reg: oakestra_proto::mqtt::RegisterResponse = reqwest::Client::new()
         .post(format!("{}/api/node/register", cluster.http))
         .bearer_auth(&token)
         .json(&serde_json::json!({"host": "probe", "vcpus": 1, "memory": 10}))

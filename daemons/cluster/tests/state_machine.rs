@@ -4,13 +4,12 @@
 use std::time::Duration;
 
 use oakestra_cluster::state::{
-    ClusterState, Effect, InstanceAddresses, InstanceKey, Timing, USAGE_FORWARD_INTERVAL,
-    WorkerRecord,
+    ClusterState, Effect, InstanceKey, Timing, USAGE_FORWARD_INTERVAL, WorkerRecord,
 };
 use oakestra_core::status::{
     DeploymentStatus, NegativeSchedulingStatus, PositiveSchedulingStatus, Status,
 };
-use oakestra_core::wire::{JobStatusReport, NodeInfo, ResourcesReport, ServiceUsage, WireVersion};
+use oakestra_proto::mqtt::{JobStatusReport, NodeInfo, ResourcesReport, ServiceUsage, WireVersion};
 use oakestra_sched::Algorithm;
 use tokio::time::Instant;
 
@@ -102,7 +101,6 @@ fn deploy(state: &mut ClusterState, memory: u64, one_shot: bool, constraints: &s
             0,
             JOB_NAME,
             &service_json(memory, one_shot, constraints),
-            InstanceAddresses::default(),
             now,
         )
         .unwrap();
@@ -381,15 +379,8 @@ async fn demand_is_reserved_until_the_worker_reports() {
     s.register_worker(worker("w1", 1000), t0);
     s.worker_information("w1", worker("w1", 1000).info, t0);
     deploy(&mut s, 600, false, "[]", t0);
-    s.deploy(
-        JOB,
-        1,
-        JOB_NAME,
-        &service_json(600, false, "[]"),
-        InstanceAddresses::default(),
-        t0,
-    )
-    .unwrap();
+    s.deploy(JOB, 1, JOB_NAME, &service_json(600, false, "[]"), t0)
+        .unwrap();
     place_due(&mut s, t0);
     // the second one does not fit next to the first on the same worker
     assert_eq!(deploys(&s.take_effects()), vec!["w1"]);

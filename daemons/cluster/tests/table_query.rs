@@ -5,9 +5,10 @@
 
 use std::time::Duration;
 
-use oakestra_cluster::state::{ClusterState, Effect, InstanceAddresses, Timing, WorkerRecord};
-use oakestra_core::wire::{NodeInfo, ServiceDeployed, TableQueryRequest, WireVersion};
+use oakestra_cluster::state::{ClusterState, Effect, Timing, WorkerRecord};
+use oakestra_proto::mqtt::{IpType, NodeInfo, ServiceDeployed, TableQueryRequest, WireVersion};
 use oakestra_sched::Algorithm;
+use serde_json::{Value, json};
 use tokio::time::Instant;
 
 const JOB: &str = "65f1a2b3c4d5e6f708192a3b";
@@ -21,6 +22,23 @@ fn service_json() -> String {
         "microservice_name":"nginx","microservice_namespace":"test","virtualization":"container",
         "code":"docker.io/library/nginx:latest","memory":100,"vcpus":1}}"#
     )
+}
+
+/// [`service_json`] with the addresses the root assigned: `addresses` holds the service's
+/// (`RR_ip`, `Closest_ip`, …) and instance `n`'s (`instance_ip`, `instance_ip_v6`), as the root
+/// sends them in the record.
+fn service_json_with(n: u32, addresses: Value) -> String {
+    let mut service: Value = serde_json::from_str(&service_json()).unwrap();
+    let mut instance = json!({"instance_number": n});
+    for (k, v) in addresses.as_object().unwrap() {
+        if k.starts_with("instance_ip") {
+            instance[k] = v.clone();
+        } else {
+            service[k] = v.clone();
+        }
+    }
+    service["instance_list"] = json!([instance]);
+    service.to_string()
 }
 
 fn worker(id: &str) -> WorkerRecord {
@@ -91,15 +109,17 @@ async fn table_queries_are_answered_from_the_cluster_view() {
             JOB,
             n,
             JOB_NAME,
-            &service_json(),
-            InstanceAddresses {
-                instance_ip: format!("10.30.0.{}", 3 + n),
-                instance_ip_v6: format!("fdff::{}", 3 + n),
-                rr_ip: "10.30.55.55".into(),
-                rr_ip_v6: "fdff:2000::55".into(),
-                closest_ip: "10.30.66.66".into(),
-                closest_ip_v6: "fdff:2000::66".into(),
-            },
+            &service_json_with(
+                n,
+                json!({
+                    "instance_ip": format!("10.30.0.{}", 3 + n),
+                    "instance_ip_v6": format!("fdff::{}", 3 + n),
+                    "RR_ip": "10.30.55.55",
+                    "RR_ip_v6": "fdff:2000::55",
+                    "Closest_ip": "10.30.66.66",
+                    "Closest_ip_v6": "fdff:2000::66",
+                }),
+            ),
             t0,
         )
         .unwrap();
@@ -142,20 +162,23 @@ async fn table_queries_are_answered_from_the_cluster_view() {
         ),
         (0, "10.18.0.2", "192.0.2.1", 50103)
     );
-    let types: Vec<(&str, &str)> = first
+    let types: Vec<(IpType, String)> = first
         .service_ip
         .iter()
-        .map(|a| (a.ip_type.as_str(), a.address.as_str()))
+        .map(|a| (a.ip_type.clone(), a.address.unwrap().to_string()))
         .collect();
     assert_eq!(
         types,
         vec![
-            ("RR", "10.30.55.55"),
-            ("instance_ip", "10.30.0.3"),
-            ("Closest", "10.30.66.66")
+            (IpType::RoundRobin, "10.30.55.55".to_string()),
+            (IpType::Instance, "10.30.0.3".to_string()),
+            (IpType::Closest, "10.30.66.66".to_string())
         ]
     );
-    assert_eq!(first.service_ip[2].address_v6, "fdff:2000::66");
+    assert_eq!(
+        first.service_ip[2].address_v6,
+        Some("fdff:2000::66".parse().unwrap())
+    );
     // Oakestra's field names on the wire.
     let json = serde_json::to_value(&answer).unwrap();
     for key in ["app_name", "instance_list", "query_key"] {
@@ -216,7 +239,7 @@ async fn table_queries_are_answered_from_the_cluster_view() {
     assert_eq!(moved.instance_list[0].host_ip, "192.0.2.2");
 }
 
-fn tables_for(effects: &[Effect]) -> Vec<(String, oakestra_core::wire::TableQueryResult)> {
+fn tables_for(effects: &[Effect]) -> Vec<(String, oakestra_proto::mqtt::TableQueryResult)> {
     effects
         .iter()
         .filter_map(|e| match e {
@@ -226,7 +249,7 @@ fn tables_for(effects: &[Effect]) -> Vec<(String, oakestra_core::wire::TableQuer
         .collect()
 }
 
-fn numbers(r: &oakestra_core::wire::TableQueryResult) -> Vec<u32> {
+fn numbers(r: &oakestra_proto::mqtt::TableQueryResult) -> Vec<u32> {
     r.instance_list.iter().map(|i| i.instance_number).collect()
 }
 
@@ -242,12 +265,10 @@ fn two_running_instances() -> (ClusterState, Instant) {
             JOB,
             n,
             JOB_NAME,
-            &service_json(),
-            InstanceAddresses {
-                instance_ip: format!("10.30.0.{}", 3 + n),
-                rr_ip: "10.30.55.55".into(),
-                ..Default::default()
-            },
+            &service_json_with(
+                n,
+                json!({"instance_ip": format!("10.30.0.{}", 3 + n), "RR_ip": "10.30.55.55"}),
+            ),
             t0,
         )
         .unwrap();
@@ -264,7 +285,7 @@ fn two_running_instances() -> (ClusterState, Instant) {
 }
 
 /// The `jobs/<job>/updates_available` signals among `effects`.
-fn signals(effects: &[Effect]) -> Vec<(String, oakestra_core::wire::UpdateKind)> {
+fn signals(effects: &[Effect]) -> Vec<(String, oakestra_proto::mqtt::UpdateKind)> {
     effects
         .iter()
         .filter_map(|e| match e {
@@ -276,7 +297,7 @@ fn signals(effects: &[Effect]) -> Vec<(String, oakestra_core::wire::UpdateKind)>
 
 #[tokio::test(start_paused = true)]
 async fn interested_workers_get_a_service_s_new_table_as_soon_as_its_instances_change() {
-    use oakestra_core::wire::UpdateKind;
+    use oakestra_proto::mqtt::UpdateKind;
     let (mut s, t0) = two_running_instances();
     let effects = s.take_effects();
     assert!(
@@ -298,7 +319,7 @@ async fn interested_workers_get_a_service_s_new_table_as_soon_as_its_instances_c
     // the same flush, no query needed.
     s.job_report(
         "w2",
-        oakestra_core::wire::JobStatusReport {
+        oakestra_proto::mqtt::JobStatusReport {
             wire_version: WireVersion::CURRENT,
             sname: JOB_NAME.into(),
             status: oakestra_core::status::DeploymentStatus::Dead,
@@ -447,7 +468,7 @@ async fn services_of_other_clusters_are_asked_of_the_root_cached_and_followed() 
         && r.app_name.as_deref() == Some(REMOTE)
         && numbers(r) == vec![0]
         && r.instance_list[0].host_ip == "192.0.2.20"
-        && r.instance_list[0].service_ip[0].address == "10.30.55.55"));
+        && r.instance_list[0].service_ip[0].address == Some("10.30.55.55".parse().unwrap())));
     assert_eq!(s.interested_workers(REMOTE), vec!["w1".to_string()]);
     // Now cached: w2's name and any IP of it (its closest IP too) are answered at once.
     assert_eq!(numbers(&s.table_query(&by_ip("10.30.0.7"))), vec![0]);
@@ -457,7 +478,8 @@ async fn services_of_other_clusters_are_asked_of_the_root_cached_and_followed() 
         closest.instance_list[0]
             .service_ip
             .iter()
-            .any(|a| a.ip_type == "Closest" && a.address == "10.30.66.66"),
+            .any(|a| a.ip_type == IpType::Closest
+                && a.address == Some("10.30.66.66".parse().unwrap())),
         "{closest:?}"
     );
     let by_name_id = asks.iter().find(|a| a.1 == REMOTE).unwrap().0.clone();
@@ -561,7 +583,7 @@ async fn a_local_service_also_lists_its_instances_in_other_clusters_and_local_on
     // The root knows instance 0 (with an older address) and instance 5 in another cluster.
     let mut remote = root_service(&[(0, "198.51.100.9"), (5, "192.0.2.50")]);
     for i in &mut remote.instances {
-        i.service_ip[0].address = "10.30.55.55".into();
+        i.service_ip[0].address = Some("10.30.55.55".parse().unwrap());
     }
     s.root_table(RootTable {
         request_id,

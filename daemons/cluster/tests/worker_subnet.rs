@@ -6,7 +6,7 @@ mod support;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use oakestra_core::wire::{NodeInfo, RegisterResponse};
+use oakestra_proto::mqtt::{NodeInfo, RegisterResponse};
 use support::{Broker, ClusterProcess, RootProcess, eventually, free_port};
 
 fn node_info(id: &str, host: &str) -> NodeInfo {

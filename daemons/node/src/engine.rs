@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use oakestra_core::status::DeploymentStatus;
-use oakestra_core::wire::{
+use oakestra_proto::mqtt::{
     DeleteCommand, DeployCommand, JobStatusReport, ResourcesReport, ServiceUsage,
 };
 use oakestra_runtime::{ExitEvent, InstanceId, InstanceSpec, InstanceState, Runtime, RuntimeError};

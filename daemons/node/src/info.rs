@@ -5,7 +5,7 @@
 use std::net::{IpAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 
-use oakestra_core::wire::NodeInfo;
+use oakestra_proto::mqtt::NodeInfo;
 
 use crate::config::SimulatedResources;
 

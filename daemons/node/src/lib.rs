@@ -28,7 +28,7 @@ pub mod state;
 
 use std::sync::Arc;
 
-use oakestra_core::wire::NodeInfo;
+use oakestra_proto::mqtt::NodeInfo;
 use oakestra_runtime::{
     ContainerdConfig, ContainerdRuntime, FakeRuntime, RoutingRuntime, Runtime, RuntimeError,
     UnikernelConfig, UnikernelRuntime, unikernel_available,

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use oakestra_core::wire::{
+use oakestra_proto::mqtt::{
     DeleteCommand, DeployCommand, JobStatusReport, LogsRequest, NodeInfo, NodeTopic, Payload,
     RegisterResponse,
 };
@@ -421,7 +421,7 @@ pub async fn session(
                     } else if publish.topic == table_topic
                         && let Some(overlay) = reporter.overlay.get()
                     {
-                        match oakestra_core::wire::TableQueryResult::from_bytes(&publish.payload) {
+                        match oakestra_proto::mqtt::TableQueryResult::from_bytes(&publish.payload) {
                             Ok(result) => overlay.on_table_result(result),
                             Err(e) => tracing::warn!("ignored a table query answer: {e}"),
                         }

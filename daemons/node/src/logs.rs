@@ -1,7 +1,7 @@
 //! Answers the cluster's on-demand log requests (`nodes/<id>/control/logs`): the tail of one
 //! instance's captured output, read from the runtime, for the root's log endpoint.
 
-use oakestra_core::wire::{LogsReply, LogsRequest, MAX_LOG_REQUEST_BYTES, Payload, last_lines};
+use oakestra_proto::mqtt::{LogsReply, LogsRequest, MAX_LOG_REQUEST_BYTES, Payload, last_lines};
 use oakestra_runtime::{InstanceId, Runtime};
 
 /// Largest encoded answer: the brokers and clients of this system accept 1 MiB packets;

@@ -51,7 +51,7 @@ impl Metrics {
     }
 
     /// Keeps the instances' last measured usage for the next scrape.
-    pub fn set_instances(&self, services: &[oakestra_core::wire::ServiceUsage]) {
+    pub fn set_instances(&self, services: &[oakestra_proto::mqtt::ServiceUsage]) {
         *self.instances.lock().unwrap_or_else(|p| p.into_inner()) = services
             .iter()
             .map(|s| {

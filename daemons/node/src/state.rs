@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use oakestra_core::status::DeploymentStatus;
-use oakestra_core::wire::DeployCommand;
+use oakestra_proto::mqtt::DeployCommand;
 use oakestra_runtime::InstanceId;
 use serde::{Deserialize, Serialize};
 

@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oakestra_core::status::DeploymentStatus;
-use oakestra_core::wire::{DeleteCommand, DeployCommand, JobStatusReport};
 use oakestra_net::dataplane::{DataPlaneConfig, Naming};
 use oakestra_node::engine::{Engine, Reporter};
 use oakestra_node::overlay::{Overlay, PlaneKind};
 use oakestra_node::state::{NodeState, StateFile};
+use oakestra_proto::mqtt::{DeleteCommand, DeployCommand, JobStatusReport};
 use oakestra_runtime::{FakeConfig, FakeRuntime, InstanceId};
 
 #[derive(Debug, Default)]
@@ -277,10 +277,10 @@ async fn the_engine_gives_instances_a_network_and_takes_it_away_real_plane() {
 
 /// Records what the overlay publishes.
 #[derive(Debug, Default)]
-struct Published(Mutex<Vec<(oakestra_core::wire::NodeTopic, serde_json::Value)>>);
+struct Published(Mutex<Vec<(oakestra_proto::mqtt::NodeTopic, serde_json::Value)>>);
 
 impl oakestra_node::overlay::NetPublisher for Published {
-    fn publish(&self, topic: oakestra_core::wire::NodeTopic, payload: Vec<u8>) {
+    fn publish(&self, topic: oakestra_proto::mqtt::NodeTopic, payload: Vec<u8>) {
         self.0
             .lock()
             .unwrap()
@@ -289,7 +289,7 @@ impl oakestra_node::overlay::NetPublisher for Published {
 }
 
 impl Published {
-    fn take(&self) -> Vec<(oakestra_core::wire::NodeTopic, serde_json::Value)> {
+    fn take(&self) -> Vec<(oakestra_proto::mqtt::NodeTopic, serde_json::Value)> {
         std::mem::take(&mut *self.0.lock().unwrap())
     }
 }
@@ -317,7 +317,7 @@ async fn enabled_overlay() -> (Arc<Overlay>, Arc<Published>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployed_instances_are_reported_and_table_answers_fill_the_proxy() {
-    use oakestra_core::wire::{NodeTopic, TableQueryRequest, TableQueryResult};
+    use oakestra_proto::mqtt::{NodeTopic, TableQueryRequest, TableQueryResult};
     let dir = tempfile::tempdir().unwrap();
     let (overlay, published) = enabled_overlay().await;
     let endpoint: std::net::SocketAddr = ENDPOINT.parse().unwrap();
@@ -418,8 +418,8 @@ async fn deployed_instances_are_reported_and_table_answers_fill_the_proxy() {
 
 #[tokio::test(start_paused = true)]
 async fn table_entries_are_asked_for_again_so_moved_instances_are_followed() {
-    use oakestra_core::wire::{NodeTopic, TableQueryRequest};
     use oakestra_node::overlay::{QUERY_RETRY, TABLE_REFRESH};
+    use oakestra_proto::mqtt::{NodeTopic, TableQueryRequest};
     let (overlay, published) = enabled_overlay().await;
     let answer = |instances: serde_json::Value| {
         serde_json::from_value(serde_json::json!({
@@ -472,7 +472,7 @@ async fn table_entries_are_asked_for_again_so_moved_instances_are_followed() {
 
 #[tokio::test(start_paused = true)]
 async fn pushed_updates_change_the_table_at_once_and_a_gone_service_drops_its_interest() {
-    use oakestra_core::wire::NodeTopic;
+    use oakestra_proto::mqtt::NodeTopic;
     let (overlay, published) = enabled_overlay().await;
     let table = |app: serde_json::Value, instances: serde_json::Value| {
         serde_json::from_value(serde_json::json!({
@@ -528,8 +528,8 @@ async fn pushed_updates_change_the_table_at_once_and_a_gone_service_drops_its_in
 struct Cluster(tokio::sync::mpsc::UnboundedSender<String>);
 
 impl oakestra_node::overlay::NetPublisher for Cluster {
-    fn publish(&self, topic: oakestra_core::wire::NodeTopic, payload: Vec<u8>) {
-        if topic == oakestra_core::wire::NodeTopic::NetTableQueryRequest {
+    fn publish(&self, topic: oakestra_proto::mqtt::NodeTopic, payload: Vec<u8>) {
+        if topic == oakestra_proto::mqtt::NodeTopic::NetTableQueryRequest {
             let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
             let _ = self
                 .0
@@ -693,7 +693,7 @@ async fn service_names_resolve_to_their_rr_ip_over_real_udp() {
     assert!(at.ip().is_loopback() && at.port() != 0, "{at}");
 
     // The cluster: knows app.ns.web.ns (deployed here) and app.ns.api.ns (elsewhere).
-    let answer = |job: &str, rr: &str, nsip: &str| -> oakestra_core::wire::TableQueryResult {
+    let answer = |job: &str, rr: &str, nsip: &str| -> oakestra_proto::mqtt::TableQueryResult {
         // Only api has an IPv6 rr_ip.
         let rr_v6 = if job == "app.ns.api.ns" {
             "fdff:2000::7"

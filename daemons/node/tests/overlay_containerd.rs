@@ -19,12 +19,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oakestra_core::status::DeploymentStatus;
-use oakestra_core::wire::{DeleteCommand, DeployCommand, JobStatusReport};
 use oakestra_net::dataplane::{Attachment, DataPlane, DataPlaneConfig, LinuxDataPlane, Naming};
 use oakestra_net::ipam::{Ipv4Subnet, Ipv6Subnet, WorkerSubnets};
 use oakestra_node::engine::{Engine, Reporter};
 use oakestra_node::overlay::{Overlay, PlaneKind};
 use oakestra_node::state::{NodeState, StateFile};
+use oakestra_proto::mqtt::{DeleteCommand, DeployCommand, JobStatusReport};
 use oakestra_runtime::containerd::ContainerdRuntime;
 use oakestra_runtime::{InstanceId, Runtime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

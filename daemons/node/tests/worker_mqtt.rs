@@ -17,7 +17,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use oakestra_core::status::DeploymentStatus;
-use oakestra_core::wire::{JobStatusReport, NodeInfo, Payload, ResourcesReport};
+use oakestra_proto::mqtt::{JobStatusReport, NodeInfo, Payload, ResourcesReport};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};

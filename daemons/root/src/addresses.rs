@@ -7,8 +7,8 @@
 //!   request or none; every given address of the request is reserved before anything is
 //!   allocated. The REST side calls it before it stores the services, and
 //!   [`release_services`] if storing fails.
-//! * Instance creation and removal happen in `instances.rs`, in the same store update as the
-//!   instance record (`assign_instance`, `release_instance`).
+//! * Instance creation and removal happen in `cluster_link/instances.rs`, in the same store
+//!   update as the instance record (`assign_instance`, `release_instance`).
 //! * Service deletion: `ClusterLink::release_service` frees the RR, closest and instance
 //!   addresses.
 //!
@@ -154,60 +154,40 @@ pub async fn reserve_for_services(
     store: &dyn Store,
     services: &mut [ServiceRecord],
 ) -> Result<(), AddressError> {
-    // (id, rr_ip, rr_ip_v6, closest_ip, closest_ip_v6) as text; the SLA's closest IPs are
-    // text that only the IPAM validates.
-    type Wanted = (
-        ObjectId,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    );
-    fn request((_, rr, rr6, closest, closest6): &Wanted) -> ServiceIpRequest<'_> {
-        ServiceIpRequest {
-            rr_ip: rr.as_deref(),
-            rr_ip_v6: rr6.as_deref(),
-            closest_ip: closest.as_deref(),
-            closest_ip_v6: closest6.as_deref(),
-        }
+    // What each service holds already, else what its SLA gives. The SLA keeps its closest
+    // addresses as the user wrote them; the validator has checked that they parse.
+    fn given<T: std::str::FromStr>(sla: Option<&String>) -> Option<T> {
+        sla.and_then(|t| t.trim().parse().ok())
     }
-    let given = |assigned: Option<String>, sla: Option<&String>| {
-        assigned.or_else(|| {
-            sla.filter(|t| !t.trim().is_empty())
-                .map(|t| t.trim().to_owned())
-        })
-    };
-    let wanted: Vec<Wanted> = services
+    let wanted: Vec<(ObjectId, ServiceIpRequest)> = services
         .iter()
         .map(|s| {
             let sla = s.microservice.addresses.as_ref();
-            (
-                s.id,
-                s.rr_ip.map(|a| a.to_string()),
-                s.rr_ip_v6.map(|a| a.to_string()),
-                given(
-                    s.closest_ip.map(|a| a.to_string()),
-                    sla.and_then(|a| a.closest_ip.as_ref()),
-                ),
-                given(
-                    s.closest_ip_v6.map(|a| a.to_string()),
-                    sla.and_then(|a| a.closest_ip_v6.as_ref()),
-                ),
-            )
+            let request = ServiceIpRequest {
+                rr_ip: s.rr_ip,
+                rr_ip_v6: s.rr_ip_v6,
+                closest_ip: s
+                    .closest_ip
+                    .or_else(|| given(sla.and_then(|a| a.closest_ip.as_ref()))),
+                closest_ip_v6: s
+                    .closest_ip_v6
+                    .or_else(|| given(sla.and_then(|a| a.closest_ip_v6.as_ref()))),
+            };
+            (s.id, request)
         })
         .collect();
     let result = store
         .update_ipam(|ipam: &mut AddressManager| {
             // Every user-given address of the batch first, so that no service's allocation
             // takes an address another service of the batch asks for.
-            for w in &wanted {
-                ipam.reserve_given_service_ips(&w.0.to_string(), request(w))
+            for (id, request) in &wanted {
+                ipam.reserve_given_service_ips(&id.to_string(), *request)
                     .map_err(IpamStep::Ipam)?;
             }
             let mut out = Vec::with_capacity(wanted.len());
-            for w in &wanted {
+            for (id, request) in &wanted {
                 let a = ipam
-                    .assign_service_ips(&w.0.to_string(), request(w))
+                    .assign_service_ips(&id.to_string(), *request)
                     .map_err(IpamStep::Ipam)?;
                 out.push(a);
             }

@@ -33,21 +33,20 @@
 //! `REQUESTED`); else the negative status of the first pending instance; else `FAILED` (or
 //! `DEAD`) naming the failed instances; else `COMPLETED`, else `UNDEPLOYED`. A service whose
 //! last instance was undeployed is `UNDEPLOYED`.
-
-use std::sync::atomic::Ordering;
+//!
+//! [`ClusterLink::deploy_instance`]: crate::cluster_link::ClusterLink::deploy_instance
+//! [`ClusterLink::undeploy_instance`]: crate::cluster_link::ClusterLink::undeploy_instance
 
 use oakestra_core::ids::{ClusterId, ObjectId};
 use oakestra_core::model::{InstanceRecord, ServiceRecord};
 use oakestra_core::status::{
     DeploymentStatus, NegativeSchedulingStatus, PositiveSchedulingStatus, Status,
 };
-use oakestra_net::ipam::AddressManager;
-use oakestra_sched::{ConstraintError, Level, PlacementRequest, Scheduler};
+use oakestra_sched::{ConstraintError, Level, PlacementRequest};
 use oakestra_store::StoreError;
 
-use crate::addresses::{self, AddressError};
-use crate::cluster_link::{ClusterLink, Reserved, candidate_of, is_finished, undeploy_message};
-use crate::grpc::proto::{Deploy, InstanceStatus, RootMessage, root_message};
+use crate::addresses::AddressError;
+use oakestra_proto::grpc::{Deploy, InstanceStatus, RootMessage, Undeploy, root_message};
 
 /// An instance operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +76,7 @@ pub enum InstanceError {
 }
 
 /// Error of a store closure that also allocates addresses.
-enum Step {
+pub(crate) enum Step {
     Store(StoreError),
     Address(Box<AddressError>),
     NotFound(u32),
@@ -99,9 +98,9 @@ pub struct DeployOutcome {
     pub placed: bool,
 }
 
-const WAITING: &str = "Waiting for scheduling decision";
+pub(crate) const WAITING: &str = "Waiting for scheduling decision";
 
-fn rank(status: Status) -> Option<u8> {
+pub(crate) fn rank(status: Status) -> Option<u8> {
     match status {
         Status::Positive(PositiveSchedulingStatus::Requested) => Some(1),
         Status::Positive(PositiveSchedulingStatus::ClusterScheduled) => Some(2),
@@ -225,29 +224,24 @@ pub(crate) fn apply_report(inst: &mut InstanceRecord, status: Option<Status>, r:
 
 /// The `Deploy` command for instance `n` of `service` (`None` if it has no such instance).
 pub(crate) fn deploy_message(service: &ServiceRecord, n: u32) -> Option<RootMessage> {
-    let inst = service.instance(n)?;
+    service.instance(n)?;
     let mut copy = service.clone();
     copy.instance_list.retain(|i| i.instance_number == n);
-    let text = |a: Option<String>| a.unwrap_or_default();
+    // The addresses travel once, typed, in the record (`RR_ip`, `Closest_ip`, the instance's
+    // `instance_ip`, …): the cluster reads them with `ServiceRecord::addresses`.
     Some(RootMessage {
         kind: Some(root_message::Kind::Deploy(Deploy {
             job_id: service.id.to_string(),
             instance_number: n,
             job_name: service.job_name.clone(),
             service_json: serde_json::to_string(&copy).ok()?,
-            instance_ip: text(inst.instance_ip.map(|a| a.to_string())),
-            instance_ip_v6: text(inst.instance_ip_v6.map(|a| a.to_string())),
-            rr_ip: text(service.rr_ip.map(|a| a.to_string())),
-            rr_ip_v6: text(service.rr_ip_v6.map(|a| a.to_string())),
-            closest_ip: text(service.closest_ip.map(|a| a.to_string())),
-            closest_ip_v6: text(service.closest_ip_v6.map(|a| a.to_string())),
         })),
     })
 }
 
 /// What one instance of `service` reserves (nothing when its constraints do not parse: then it
 /// was never placed).
-fn service_demand(service: &ServiceRecord) -> Reserved {
+pub(crate) fn service_demand(service: &ServiceRecord) -> Reserved {
     placement_request(service).map_or_else(
         |_| Reserved::default(),
         |r| Reserved {
@@ -258,14 +252,16 @@ fn service_demand(service: &ServiceRecord) -> Reserved {
     )
 }
 
-fn placement_request(service: &ServiceRecord) -> Result<PlacementRequest, ConstraintError> {
+pub(crate) fn placement_request(
+    service: &ServiceRecord,
+) -> Result<PlacementRequest, ConstraintError> {
     let mut request = PlacementRequest::from_microservice(&service.microservice, Level::Root)?;
     request.service = service.job_name.clone();
     Ok(request)
 }
 
 /// Clears what the previous cluster reported about an instance that moves.
-fn reset_placement(inst: &mut InstanceRecord) {
+pub(crate) fn reset_placement(inst: &mut InstanceRecord) {
     inst.worker_id = None;
     inst.host_ip = None;
     inst.host_port = None;
@@ -279,9 +275,9 @@ fn reset_placement(inst: &mut InstanceRecord) {
 
 /// Instance key listing the clusters an instance was moved away from because they found no
 /// qualified worker; they are not tried again for it.
-const EXCLUDED_CLUSTERS: &str = "excluded_clusters";
+pub(crate) const EXCLUDED_CLUSTERS: &str = "excluded_clusters";
 
-/// How [`ClusterLink::schedule`] moves an instance.
+/// How `ClusterLink::schedule` moves an instance.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Move<'a> {
     /// An unplaced instance (new or pending): placed, or left pending with the negative status.
@@ -295,7 +291,7 @@ pub(crate) enum Move<'a> {
 }
 
 impl<'a> Move<'a> {
-    fn from(self) -> Option<&'a ClusterId> {
+    pub(crate) fn from(self) -> Option<&'a ClusterId> {
         match self {
             Move::Place => None,
             Move::Evacuate(c) | Move::Relocate(c) => Some(c),
@@ -314,420 +310,39 @@ pub(crate) fn needs_relocation(status: Option<Status>) -> bool {
     )
 }
 
-impl ClusterLink {
-    /// Creates one instance of `service_id` and places it (see the module docs for the flow
-    /// and the REST contract). The caller has checked that the user may change the service.
-    pub async fn deploy_instance(
-        &self,
-        service_id: ObjectId,
-    ) -> Result<DeployOutcome, InstanceError> {
-        let service = self
-            .store
-            .get_service(service_id)
-            .await?
-            .ok_or(InstanceError::ServiceNotFound(service_id))?;
-        placement_request(&service)?;
-        let created = self
-            .store
-            .update_service_with_ipam(service_id, |service, ipam: &mut AddressManager| {
-                let n = service.next_instance_progressive_number;
-                let a = addresses::assign_instance(ipam, service_id, n)
-                    .map_err(|e| Step::Address(Box::new(addresses::instance_error(e))))?;
-                service.next_instance_progressive_number = n + 1;
-                let mut inst = InstanceRecord::new(n, PositiveSchedulingStatus::Requested);
-                inst.status_detail = Some(WAITING.to_owned());
-                inst.instance_ip = Some(a.ipv4);
-                inst.instance_ip_v6 = Some(a.ipv6);
-                inst.last_modified_timestamp = Some(crate::tokens::now_secs_f64());
-                service.instance_list.push(inst);
-                refresh_service_status(service);
-                Ok::<_, Step>(n)
-            })
-            .await;
-        let n = match created {
-            Ok(n) => n,
-            Err(Step::Store(e)) if e.is_not_found() => {
-                return Err(InstanceError::ServiceNotFound(service_id));
-            }
-            Err(Step::Store(e)) => return Err(e.into()),
-            Err(Step::Address(e)) => return Err((*e).into()),
-            Err(Step::NotFound(number)) => {
-                return Err(InstanceError::InstanceNotFound {
-                    service: service_id,
-                    number,
-                });
-            }
-        };
-        crate::monitor::record::requested(&self.monitor, &service, n);
-        let placed = match self.schedule(service_id, n, Move::Place).await {
-            Ok(placed) => placed,
-            Err(e) => {
-                // The instance exists as REQUESTED; the retry places it later.
-                self.pending_hint.store(true, Ordering::SeqCst);
-                return Err(e.into());
-            }
-        };
-        let service = self
-            .store
-            .get_service(service_id)
-            .await?
-            .ok_or(InstanceError::ServiceNotFound(service_id))?;
-        let instance = service
-            .instance(n)
-            .cloned()
-            .ok_or(InstanceError::InstanceNotFound {
-                service: service_id,
-                number: n,
-            })?;
-        Ok(DeployOutcome { instance, placed })
-    }
+/// Statuses after which an instance is not deployed anywhere and is never moved or re-sent.
+pub(crate) fn is_finished(status: Option<Status>) -> bool {
+    matches!(
+        status,
+        Some(Status::Deployment(
+            DeploymentStatus::Completed | DeploymentStatus::Undeployed
+        ))
+    )
+}
 
-    /// Removes instance `number` of the service, or every instance with `None`: the records
-    /// and addresses go in one store update, then each cluster gets `Undeploy`. Returns the
-    /// numbers removed. A cluster that is offline is told on its next connect (its snapshot
-    /// lists an instance the root no longer has).
-    pub async fn undeploy_instance(
-        &self,
-        service_id: ObjectId,
-        number: Option<u32>,
-    ) -> Result<Vec<u32>, InstanceError> {
-        let mut demand = Reserved::default();
-        let removed = self
-            .store
-            .update_service_with_ipam(service_id, |service, ipam: &mut AddressManager| {
-                demand = service_demand(service);
-                let (gone, kept): (Vec<InstanceRecord>, Vec<InstanceRecord>) = service
-                    .instance_list
-                    .drain(..)
-                    .partition(|i| number.is_none_or(|n| i.instance_number == n));
-                service.instance_list = kept;
-                if let Some(n) = number
-                    && gone.is_empty()
-                {
-                    return Err(Step::NotFound(n));
-                }
-                for i in &gone {
-                    addresses::release_instance(ipam, service_id, i.instance_number);
-                }
-                if service.instance_list.is_empty() {
-                    if !gone.is_empty() {
-                        service.status = Some(DeploymentStatus::Undeployed.into());
-                        service.status_detail = Some("no instances".to_owned());
-                    }
-                } else {
-                    refresh_service_status(service);
-                }
-                Ok((gone, service.application_id))
-            })
-            .await;
-        let (removed, application) = match removed {
-            Ok(r) => r,
-            Err(Step::Store(e)) if e.is_not_found() => {
-                return Err(InstanceError::ServiceNotFound(service_id));
-            }
-            Err(Step::Store(e)) => return Err(e.into()),
-            Err(Step::Address(e)) => return Err((*e).into()),
-            Err(Step::NotFound(number)) => {
-                return Err(InstanceError::InstanceNotFound {
-                    service: service_id,
-                    number,
-                });
-            }
-        };
-        for inst in &removed {
-            if let Some(cluster) = &inst.cluster_id {
-                if !is_finished(inst.status) {
-                    self.release(cluster, demand);
-                }
-                self.send(
-                    cluster,
-                    undeploy_message(
-                        service_id,
-                        Some(inst.instance_number),
-                        "undeployed by the user",
-                    ),
-                )
-                .await;
-            }
-        }
-        self.push_service_id(service_id).await;
-        let numbers: Vec<u32> = removed.iter().map(|i| i.instance_number).collect();
-        crate::monitor::record::undeployed(&self.monitor, application, service_id, &numbers);
-        Ok(numbers)
+pub(crate) fn undeploy_message(job: ObjectId, n: Option<u32>, reason: &str) -> RootMessage {
+    RootMessage {
+        kind: Some(root_message::Kind::Undeploy(Undeploy {
+            job_id: job.to_string(),
+            instance_number: n,
+            reason: reason.to_owned(),
+        })),
     }
+}
 
-    /// After a service was deleted from the store: tells every cluster that holds one of its
-    /// instances to undeploy them, and frees its RR and instance addresses.
-    pub async fn release_service(&self, service: &ServiceRecord) -> Result<(), InstanceError> {
-        let demand = service_demand(service);
-        for i in &service.instance_list {
-            if let Some(cluster) = &i.cluster_id
-                && !is_finished(i.status)
-            {
-                self.release(cluster, demand);
-            }
-        }
-        let mut clusters: Vec<&ClusterId> = service
-            .instance_list
-            .iter()
-            .filter_map(|i| i.cluster_id.as_ref())
-            .collect();
-        clusters.sort();
-        clusters.dedup();
-        for cluster in clusters {
-            self.send(
-                cluster,
-                undeploy_message(service.id, None, "the service was deleted"),
-            )
-            .await;
-        }
-        self.push_deleted(&service.job_name).await;
-        crate::monitor::record::service_deleted(&self.monitor, service);
-        addresses::release_services(self.store.as_ref(), std::slice::from_ref(service)).await?;
-        Ok(())
-    }
+/// Resources of instances a cluster has not yet accounted for in a report.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Reserved {
+    pub(crate) vcpus: f64,
+    pub(crate) memory_mb: u64,
+    pub(crate) gpus: u32,
+}
 
-    /// Active, connected clusters as candidates.
-    async fn candidates(
-        &self,
-    ) -> Result<Vec<(oakestra_sched::Candidate, ClusterId, String)>, StoreError> {
-        let connected = self.connected_clusters();
-        let reserved = self.reservations();
-        Ok(self
-            .store
-            .list_clusters()
-            .await?
-            .into_iter()
-            .map(|c| {
-                let r = reserved.get(&c.id).copied().unwrap_or_default();
-                let cand = candidate_of(&c, connected.contains(&c.id), r);
-                (cand, c.id, c.location)
-            })
-            .collect())
-    }
-
-    /// Places instance `n` (see [`Move`]). Skips it when someone else moved it meanwhile.
-    /// Returns whether it went to a cluster.
-    pub(crate) async fn schedule(
-        &self,
-        service_id: ObjectId,
-        n: u32,
-        how: Move<'_>,
-    ) -> Result<bool, StoreError> {
-        let started = std::time::Instant::now();
-        let Some(service) = self.store.get_service(service_id).await? else {
-            return Ok(false);
-        };
-        let from = how.from();
-        let mut excluded: Vec<String> = Vec::new();
-        if let Move::Relocate(old) = how {
-            excluded = service
-                .instance(n)
-                .and_then(|i| i.extra.get(EXCLUDED_CLUSTERS))
-                .and_then(|v| serde_json::from_value(v.clone()).ok())
-                .unwrap_or_default();
-            excluded.push(old.0.clone());
-        }
-        let demand = service_demand(&service);
-        let mut chosen_name = String::new();
-        let decision = match placement_request(&service) {
-            Ok(request) => {
-                let mut cands = self.candidates().await?;
-                cands.retain(|(_, id, _)| !excluded.contains(&id.0));
-                let list: Vec<oakestra_sched::Candidate> =
-                    cands.iter().map(|(c, _, _)| c.clone()).collect();
-                match self.config().algorithm.place(&request, &list) {
-                    Ok(p) => {
-                        let chosen = p
-                            .index
-                            .and_then(|i| cands.get(i))
-                            .filter(|(c, _, _)| c.name == p.candidate)
-                            .or_else(|| cands.iter().find(|(c, _, _)| c.name == p.candidate));
-                        match chosen {
-                            Some((c, id, location)) => {
-                                chosen_name.clone_from(&c.name);
-                                Ok((id.clone(), location.clone()))
-                            }
-                            None => Err((
-                                oakestra_core::status::NegativeSchedulingStatus::TargetClusterNotFound
-                                    .into(),
-                                format!("the scheduler chose an unknown cluster {:?}", p.candidate),
-                            )),
-                        }
-                    }
-                    Err(no) => Err((Status::Negative(no.status), no.detail)),
-                }
-            }
-            Err(e) => Err((
-                oakestra_core::status::NegativeSchedulingStatus::NoActiveClusterWithCapacity.into(),
-                e.to_string(),
-            )),
-        };
-        if matches!(how, Move::Relocate(_)) && decision.is_err() {
-            // No other cluster fits: the instance stays where it is.
-            return Ok(false);
-        }
-        let took = started.elapsed();
-        let from_owned = from.cloned();
-        let updated = self
-            .store
-            .update_service(service_id, |service| {
-                let Some(inst) = service.instance_mut(n) else {
-                    return Ok::<_, StoreError>(None);
-                };
-                if inst.cluster_id != from_owned {
-                    return Ok(None);
-                }
-                if matches!(how, Move::Relocate(_)) && !needs_relocation(inst.status) {
-                    return Ok(None);
-                }
-                match &decision {
-                    Ok((cluster, location)) => {
-                        reset_placement(inst);
-                        inst.cluster_id = Some(cluster.clone());
-                        inst.cluster_location = Some(if location.is_empty() {
-                            "location-unknown".to_owned()
-                        } else {
-                            location.clone()
-                        });
-                        inst.status = Some(PositiveSchedulingStatus::ClusterScheduled.into());
-                        inst.status_detail = match how {
-                            Move::Place => None,
-                            Move::Evacuate(old) => {
-                                Some(format!("moved from cluster {old}, which was lost"))
-                            }
-                            Move::Relocate(old) => Some(format!(
-                                "moved from cluster {old}, which found no qualified worker"
-                            )),
-                        };
-                        if matches!(how, Move::Relocate(_)) {
-                            inst.extra.insert(
-                                EXCLUDED_CLUSTERS.to_owned(),
-                                serde_json::Value::from(excluded.clone()),
-                            );
-                        }
-                    }
-                    Err((status, detail)) => {
-                        reset_placement(inst);
-                        inst.cluster_id = None;
-                        inst.cluster_location = None;
-                        inst.status = Some(*status);
-                        inst.status_detail = Some(detail.clone());
-                    }
-                }
-                inst.last_modified_timestamp = Some(crate::tokens::now_secs_f64());
-                refresh_service_status(service);
-                Ok(Some(service.clone()))
-            })
-            .await;
-        let service = match updated {
-            Ok(Some(s)) => s,
-            Ok(None) => return Ok(false),
-            Err(e) if e.is_not_found() => return Ok(false),
-            Err(e) => return Err(e),
-        };
-        // A moved instance is not routable until its new cluster reports it.
-        self.push_service(&service).await;
-        crate::monitor::record::placement(
-            &self.monitor,
-            &service,
-            n,
-            match how {
-                Move::Place => None,
-                Move::Evacuate(old) => Some((old, "lost")),
-                Move::Relocate(old) => Some((old, "found no qualified worker")),
-            },
-            match &decision {
-                Ok((cluster, _)) => Ok((cluster, chosen_name.as_str())),
-                Err((status, detail)) => Err((*status, detail.as_str())),
-            },
-            took,
-        );
-        match decision {
-            Ok((cluster, _)) => {
-                tracing::info!(job = %service_id, n, cluster = %cluster, "instance placed");
-                self.reserve(&cluster, demand);
-                if let Move::Relocate(old) = how {
-                    self.send(
-                        old,
-                        undeploy_message(
-                            service_id,
-                            Some(n),
-                            "placed on another cluster: this one found no qualified worker",
-                        ),
-                    )
-                    .await;
-                }
-                if let Some(msg) = deploy_message(&service, n) {
-                    self.send(&cluster, msg).await;
-                }
-                Ok(true)
-            }
-            Err((status, detail)) => {
-                tracing::info!(job = %service_id, n, %status, %detail, "instance pending");
-                self.pending_hint.store(true, Ordering::SeqCst);
-                Ok(false)
-            }
-        }
-    }
-
-    /// Moves every instance on `lost` (except finished ones) to other clusters.
-    pub(crate) async fn reschedule_from(&self, lost: &ClusterId) -> Result<(), StoreError> {
-        for service in self.store.list_all_services().await? {
-            for inst in &service.instance_list {
-                if inst.cluster_id.as_ref() == Some(lost) && !is_finished(inst.status) {
-                    self.schedule(service.id, inst.instance_number, Move::Evacuate(lost))
-                        .await?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Tries to place every pending instance (negative status or `REQUESTED`, no cluster) and
-    /// to relocate instances their cluster refused. Returns how many went to a cluster. Runs
-    /// by itself when clusters register, connect or report more capacity.
-    pub async fn retry_pending(&self) -> usize {
-        let services = match self.store.list_all_services().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("cannot list services to retry pending instances: {e}");
-                self.pending_hint.store(true, Ordering::SeqCst);
-                return 0;
-            }
-        };
-        let mut placed = 0;
-        for service in services {
-            for inst in &service.instance_list {
-                // Unplaced: pending with a negative status, or left `REQUESTED` by a deploy
-                // whose placement step failed. Placed but refused by its cluster: relocation.
-                let how = match &inst.cluster_id {
-                    None if matches!(
-                        inst.status,
-                        Some(Status::Negative(_)) | Some(Status::REQUESTED)
-                    ) =>
-                    {
-                        Move::Place
-                    }
-                    Some(cluster) if needs_relocation(inst.status) => Move::Relocate(cluster),
-                    _ => continue,
-                };
-                let relocation = matches!(how, Move::Relocate(_));
-                match self.schedule(service.id, inst.instance_number, how).await {
-                    Ok(false) if relocation => {
-                        // Still refused and nowhere else to go: try again later.
-                        self.pending_hint.store(true, Ordering::SeqCst);
-                    }
-                    Ok(true) => placed += 1,
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::warn!(job = %service.id, "cannot retry a pending instance: {e}");
-                        self.pending_hint.store(true, Ordering::SeqCst);
-                    }
-                }
-            }
-        }
-        placed
+impl Reserved {
+    pub(crate) fn add(&mut self, other: Reserved) {
+        self.vcpus += other.vcpus;
+        self.memory_mb = self.memory_mb.saturating_add(other.memory_mb);
+        self.gpus = self.gpus.saturating_add(other.gpus);
     }
 }
 

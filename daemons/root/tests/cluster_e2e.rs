@@ -138,7 +138,9 @@ async fn service_to_running_instance_through_the_real_binary() {
     );
     let deploy = cluster.expect_deploy().await;
     assert_eq!(deploy.job_id, nginx);
-    assert_eq!(deploy.rr_ip, "10.30.55.55");
+    let sent: oakestra_core::model::ServiceRecord =
+        serde_json::from_str(&deploy.service_json).unwrap();
+    assert_eq!(sent.rr_ip, Some("10.30.55.55".parse().unwrap()));
     cluster.report(status(&nginx, 0, "RUNNING")).await;
     eventually("RUNNING over REST", || async {
         (service_status(&admin, &nginx).await == Some(Status::RUNNING)).then_some(())

@@ -144,17 +144,20 @@ async fn deploy_flow_reaches_running() {
     assert_eq!(deploy.job_id, nginx.id.to_string());
     assert_eq!(deploy.instance_number, 0);
     assert_eq!(deploy.job_name, "clientsrvr.test.nginx.test");
-    assert_eq!(deploy.instance_ip, ip.to_string());
-    assert_eq!(deploy.rr_ip, "10.30.55.55");
+    let sent: ServiceRecord = serde_json::from_str(&deploy.service_json).unwrap();
+    // Every address travels once, typed, in the record.
+    let addresses = sent.addresses(0);
+    assert_eq!(addresses.instance_ip, Some(ip));
+    assert_eq!(addresses.instance_ip_v6, inst.instance_ip_v6);
+    assert_eq!(addresses.rr_ip, Some("10.30.55.55".parse().unwrap()));
     // The closest IPs the root allocated travel with the deploy, as the service shows them.
     let closest = nginx.closest_ip.expect("a closest IPv4");
-    assert_ne!(closest.to_string(), deploy.rr_ip);
-    assert_eq!(deploy.closest_ip, closest.to_string());
+    assert_ne!(Some(closest), addresses.rr_ip);
+    assert_eq!(addresses.closest_ip, Some(closest));
     assert_eq!(
-        deploy.closest_ip_v6,
-        nginx.closest_ip_v6.expect("a closest IPv6").to_string()
+        addresses.closest_ip_v6,
+        Some(nginx.closest_ip_v6.expect("a closest IPv6"))
     );
-    let sent: ServiceRecord = serde_json::from_str(&deploy.service_json).unwrap();
     assert_eq!(sent.id, nginx.id);
     assert_eq!(sent.instance_list.len(), 1);
     assert_eq!(sent.microservice.code, "docker.io/library/nginx:latest");
@@ -317,9 +320,10 @@ async fn a_lost_cluster_is_marked_inactive_and_its_instances_move() {
 
     let d = b.expect_deploy().await;
     assert_eq!(d.instance_number, 0, "same instance number");
+    let sent: ServiceRecord = serde_json::from_str(&d.service_json).unwrap();
     assert_eq!(
-        d.instance_ip,
-        placed.instance.instance_ip.unwrap().to_string(),
+        sent.addresses(0).instance_ip,
+        Some(placed.instance.instance_ip.unwrap()),
         "same address"
     );
     let s = root.service(nginx.id).await;

@@ -4,6 +4,8 @@
 
 use oakestra_core::ids::{ClusterId, ObjectId, oid_format};
 use oakestra_core::resources::ClusterResources;
+/// A member of an organization with its roles there: the same document the REST API shows.
+pub use oakestra_proto::rest::Member;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -27,16 +29,6 @@ pub struct UserRecord {
     /// Other fields set through the user API, kept.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
-}
-
-/// A member of an organization with its roles there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Member {
-    /// The user's object id as hex (Oakestra stores it as a string).
-    pub user_id: String,
-    /// Role names (`Admin`, `Organization_Admin`, `Application_Provider`, `Infrastructure_Provider`).
-    #[serde(default)]
-    pub roles: Vec<String>,
 }
 
 /// An organization (Oakestra's `users.organization` document).

@@ -56,17 +56,17 @@ pub struct ServiceAddresses {
     pub rr_ipv6: Ipv6Addr,
 }
 
-/// What a service asks for: user-given addresses as text (`None`: allocate one).
+/// What a service asks for: user-given addresses (`None`: allocate one).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ServiceIpRequest<'a> {
+pub struct ServiceIpRequest {
     /// `rr_ip`.
-    pub rr_ip: Option<&'a str>,
+    pub rr_ip: Option<Ipv4Addr>,
     /// `rr_ip_v6`.
-    pub rr_ip_v6: Option<&'a str>,
+    pub rr_ip_v6: Option<Ipv6Addr>,
     /// `closest_ip`.
-    pub closest_ip: Option<&'a str>,
+    pub closest_ip: Option<Ipv4Addr>,
     /// `closest_ip_v6`.
-    pub closest_ip_v6: Option<&'a str>,
+    pub closest_ip_v6: Option<Ipv6Addr>,
 }
 
 /// Every service IP of a service: the round-robin pair and the closest pair.
@@ -108,16 +108,22 @@ pub struct AddressManager {
 
 /// How a two-pool method gets each address.
 #[derive(Debug, Clone, Copy)]
-enum Want<'a> {
+enum Want {
     /// The holder's current address, or the next free one.
     Any,
-    /// A user-given address, text of `field`.
-    Given { field: &'a str, text: &'a str },
+    /// A user-given address of `field`.
+    Given {
+        field: &'static str,
+        address: IpAddr,
+    },
 }
 
-impl<'a> Want<'a> {
-    fn new(field: &'a str, text: Option<&'a str>) -> Self {
-        text.map_or(Self::Any, |text| Self::Given { field, text })
+impl Want {
+    fn new(field: &'static str, address: Option<impl Into<IpAddr>>) -> Self {
+        address.map_or(Self::Any, |a| Self::Given {
+            field,
+            address: a.into(),
+        })
     }
 }
 
@@ -173,13 +179,19 @@ impl AddressManager {
     /// Gives service `job_name` its RR IPv4 and RR IPv6. A user-given `rr_ip` / `rr_ip_v6` is
     /// validated (it parses and lies in 10.30.0.0/16 resp. fdff:2000::/21, and is not held by
     /// anyone else) and reserved; otherwise the next free address is allocated. Calling it again
-    /// for the same service returns the same addresses (a re-deploy).
+    /// for the same service returns the same addresses (a re-deploy). Takes the addresses as a
+    /// user wrote them; [`Self::assign_service_ips`] takes typed ones.
     pub fn assign_service(
         &mut self,
         job_name: &str,
         rr_ip: Option<&str>,
         rr_ip_v6: Option<&str>,
     ) -> Result<ServiceAddresses, IpamError> {
+        let parse = |pool: RootPool, field: &str, text: Option<&str>| {
+            text.map(|t| self.pool(pool).parse(field, t)).transpose()
+        };
+        let rr_ip = parse(RootPool::ServiceIpv4, "rr_ip", rr_ip)?;
+        let rr_ip_v6 = parse(RootPool::RrIpv6, "rr_ip_v6", rr_ip_v6)?;
         let holder = Holder::service(job_name);
         let (v4, v6) = self.assign_pair(
             RootPool::ServiceIpv4,
@@ -195,15 +207,15 @@ impl AddressManager {
     }
 
     /// Gives service `job_name` its RR **and** closest addresses, all or nothing. Each
-    /// user-given address is validated like a user-given `rr_ip` (parses, lies in the pool, held
-    /// by no one else, not given twice in the request) and reserved **before** anything is
+    /// user-given address is validated like a user-given `rr_ip` (lies in the pool, held by no
+    /// one else, not given twice in the request) and reserved **before** anything is
     /// allocated, so a given address never collides with one allocated in the same call. The
     /// closest IPs are held by [`Holder::Closest`]. Calling it again for the same service
     /// returns the same addresses.
     pub fn assign_service_ips(
         &mut self,
         job_name: &str,
-        request: ServiceIpRequest<'_>,
+        request: ServiceIpRequest,
     ) -> Result<ServiceIps, IpamError> {
         let [Some(a), Some(b), Some(c), Some(d)] = self.service_ips(job_name, request, true)?
         else {
@@ -224,7 +236,7 @@ impl AddressManager {
     pub fn reserve_given_service_ips(
         &mut self,
         job_name: &str,
-        request: ServiceIpRequest<'_>,
+        request: ServiceIpRequest,
     ) -> Result<(), IpamError> {
         self.service_ips(job_name, request, false).map(|_| ())
     }
@@ -234,7 +246,7 @@ impl AddressManager {
     fn service_ips(
         &mut self,
         job_name: &str,
-        request: ServiceIpRequest<'_>,
+        request: ServiceIpRequest,
         allocate: bool,
     ) -> Result<[Option<IpAddr>; 4], IpamError> {
         let rr = Holder::service(job_name);
@@ -396,9 +408,9 @@ impl AddressManager {
     fn assign_pair(
         &mut self,
         first: RootPool,
-        first_want: Want<'_>,
+        first_want: Want,
         second: RootPool,
-        second_want: Want<'_>,
+        second_want: Want,
         holder: &Holder,
     ) -> Result<(IpAddr, IpAddr), IpamError> {
         let first_given = self.check(first, first_want, holder)?;
@@ -411,14 +423,13 @@ impl AddressManager {
     fn check(
         &self,
         pool: RootPool,
-        want: Want<'_>,
+        want: Want,
         holder: &Holder,
     ) -> Result<Option<IpAddr>, IpamError> {
         let pool = self.pool(pool);
         match want {
             Want::Any => pool.check_allocate(holder).map(|()| None),
-            Want::Given { field, text } => {
-                let address = pool.parse(field, text)?;
+            Want::Given { field, address } => {
                 pool.check_reserve(holder, address, field)?;
                 Ok(Some(address))
             }

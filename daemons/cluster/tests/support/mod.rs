@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oakestra_core::status::DeploymentStatus;
-use oakestra_core::wire::{
+use oakestra_proto::mqtt::{
     DeleteCommand, DeployCommand, JobStatusReport, NodeInfo, Payload, RegisterResponse,
     ResourcesReport, ServiceUsage, WireVersion,
 };

@@ -294,7 +294,7 @@ async fn update_application(
             Ok(())
         })
         .await?;
-    Ok(MessageBody::json("Application is updated"))
+    Ok(super::message_json("Application is updated"))
 }
 
 /// Delete an application: its instances are undeployed, its services deleted and their
@@ -318,7 +318,7 @@ async fn delete_application(
     let _changed = Invalidate(&state.applications);
     let (_, deleted) = state.store.delete_application(app.id).await?;
     release_all(&state, &deleted).await;
-    Ok(MessageBody::json("Application Deleted"))
+    Ok(super::message_json("Application Deleted"))
 }
 
 /// Every application of every user (Admin).

@@ -2,8 +2,11 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
+use oakestra_proto::rest::{
+    LoginRequest, Refreshed as RefreshResponse, Roles as RolesResponse, Tokens as LoginResponse,
+};
 use oakestra_store::{Member, OrganizationRecord, UserRecord, new_object_id};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -23,40 +26,6 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(refresh))
         .routes(routes!(register))
         .routes(routes!(permission))
-}
-
-/// Login request.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct LoginRequest {
-    /// User name.
-    #[schema(example = "Admin")]
-    pub username: String,
-    /// Password.
-    #[schema(example = "Admin")]
-    pub password: String,
-    /// Organization to log in to (default `root`); the token's roles are the user's roles there.
-    #[serde(default)]
-    pub organization_name: Option<String>,
-}
-
-/// Login answer.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct LoginResponse {
-    /// Access token (HS256 JWT, 10 minutes).
-    pub token: String,
-    /// Refresh token (30 days), for POST /api/auth/refresh.
-    pub refresh_token: String,
-    /// `true` when this is the account `Admin` logging in with the default password `Admin`:
-    /// change it (`POST /api/user/Admin`). The dashboard shows a banner while it is. Not in
-    /// Oakestra's answer (clients that do not know the key ignore it).
-    pub default_password: bool,
-}
-
-/// Refresh answer.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RefreshResponse {
-    /// New access token.
-    pub token: String,
 }
 
 /// The roles of `user` in `org`.
@@ -308,13 +277,6 @@ async fn register(
         })
         .await?;
     Ok(Json(user_view(&user, &req.roles)))
-}
-
-/// Roles answer.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RolesResponse {
-    /// Roles in the token's organization.
-    pub roles: Vec<String>,
 }
 
 /// The caller's roles in the token's organization (only for the caller's own user name).

@@ -4,9 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use oakestra_core::ids::ClusterId;
 use oakestra_store::ClusterRecord;
-use serde::Serialize;
 use serde_json::{Value, json};
-use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -21,44 +19,9 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_cluster_workers))
 }
 
-/// One worker of a cluster, as its cluster reports it on demand.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub struct WorkerView {
-    /// Worker id (as in an instance's `worker_id`).
-    pub id: String,
-    /// Hostname the worker registered with.
-    pub host: String,
-    /// Address the worker reported.
-    pub ip: String,
-    /// Reported within the cluster's worker timeout.
-    pub active: bool,
-    /// Seconds since its last report (or registration).
-    pub seconds_since_report: f64,
-    /// Logical cores.
-    pub cpu_cores: f64,
-    /// Measured CPU usage, 0–100 %.
-    pub cpu_percent: f64,
-    /// vCPUs the instances placed on it reserve.
-    pub vcpus_reserved: f64,
-    /// vCPUs left to place (capacity − system reserve − reservations).
-    pub vcpus_allocatable: f64,
-    /// Total memory, MB.
-    pub memory_in_mb: u64,
-    /// Measured free memory, MB.
-    pub memory_free_in_mb: u64,
-    /// Memory the instances placed on it reserve, MB.
-    pub memory_reserved_in_mb: u64,
-    /// Memory left to place, MB.
-    pub memory_allocatable_in_mb: u64,
-    /// GPUs.
-    pub gpus: u32,
-    /// Architecture (GOARCH spelling: `amd64`, `arm64`, …).
-    pub architecture: String,
-    /// Runtimes it offers (`container`, `unikernel`).
-    pub virtualization: Vec<String>,
-    /// Instances placed on it.
-    pub instances: u32,
-}
+/// One worker of a cluster, as its cluster reports it on demand (the contract crate's
+/// `ClusterWorker`).
+pub use oakestra_proto::rest::ClusterWorker as WorkerView;
 
 /// A cluster as Oakestra's API shows it: the resource fields under their Oakestra names, the
 /// compatibility aliases the CLIs and the dashboard read, and a string `_id`.

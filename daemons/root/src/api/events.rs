@@ -11,10 +11,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use oakestra_core::model::MetricSample;
-use serde::{Deserialize, Serialize};
+use oakestra_proto::rest::{InstanceUsage, ServiceUsage};
+use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::wrappers::ReceiverStream;
-use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -244,34 +244,6 @@ pub struct UsageQuery {
     pub until: Option<u32>,
     /// Grid step in seconds for the last hour (default 5; older points are 5-minute means).
     pub step: Option<u32>,
-}
-
-/// One instance's usage history.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct InstanceUsage {
-    /// The instance.
-    pub instance_number: u32,
-    /// CPU percent, `[{value, timestamp}]` (Oakestra's shape).
-    #[schema(value_type = Vec<Object>)]
-    pub cpu_history: Vec<MetricSample>,
-    /// Memory percent of the worker's memory, same shape.
-    #[schema(value_type = Vec<Object>)]
-    pub memory_history: Vec<MetricSample>,
-}
-
-/// Answer of `GET /api/service/<id>/usage`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ServiceUsage {
-    /// The service.
-    pub service_id: String,
-    /// Start of the range, seconds since the epoch.
-    pub since: u32,
-    /// End of the range.
-    pub until: u32,
-    /// Grid step, seconds.
-    pub step: u32,
-    /// One entry per instance.
-    pub instances: Vec<InstanceUsage>,
 }
 
 /// Usage history of a service's instances over a time range.

@@ -5,8 +5,7 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use oakestra_proto::rest::{CreatedJoinToken, JoinTokenInfo as JoinTokenView, NewJoinToken};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -19,36 +18,6 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_join_token, list_join_tokens))
         .routes(routes!(revoke_join_token))
-}
-
-/// What `POST /api/join-tokens` takes (the body may also be empty).
-#[derive(Debug, Default, Deserialize, ToSchema)]
-pub struct NewJoinToken {
-    /// A name to recognise the token by (default `cluster`).
-    #[serde(default)]
-    pub name: Option<String>,
-}
-
-/// A token just created: the only time its secret is shown.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct CreatedJoinToken {
-    /// Token id (for listing and revoking).
-    pub id: String,
-    /// Its name.
-    pub name: String,
-    /// The token, to give to the cluster orchestrator (`--join-token`).
-    pub token: String,
-}
-
-/// A stored token (never its secret).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct JoinTokenView {
-    /// Token id.
-    pub id: String,
-    /// Its name.
-    pub name: String,
-    /// Creation time, ISO 8601 UTC.
-    pub created_at: String,
 }
 
 fn token_error(e: TokenError) -> ApiError {
@@ -140,5 +109,5 @@ async fn revoke_join_token(
     tokens::revoke(state.store.as_ref(), &id)
         .await
         .map_err(token_error)?;
-    Ok(MessageBody::json(format!("join token {id} revoked")))
+    Ok(super::message_json(format!("join token {id} revoked")))
 }

@@ -298,7 +298,7 @@ impl From<StoreError> for ApiError {
     }
 }
 
-fn worker_view(w: crate::grpc::proto::WorkerSummary) -> super::clusters::WorkerView {
+fn worker_view(w: oakestra_proto::grpc::WorkerSummary) -> super::clusters::WorkerView {
     super::clusters::WorkerView {
         id: w.id,
         host: w.host,

@@ -180,20 +180,12 @@ pub fn store_error(e: StoreError) -> ApiError {
     }
 }
 
-/// A `{"message": …}` answer.
-#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct MessageBody {
-    /// What happened.
-    pub message: String,
-}
+/// A `{"message": …}` answer (the contract crate's `Message`).
+pub use oakestra_proto::rest::Message as MessageBody;
 
-impl MessageBody {
-    /// `{"message": text}` as a JSON response.
-    pub fn json(text: impl Into<String>) -> Json<MessageBody> {
-        Json(MessageBody {
-            message: text.into(),
-        })
-    }
+/// `{"message": text}` as a JSON response.
+pub fn message_json(text: impl Into<String>) -> Json<MessageBody> {
+    Json(MessageBody::new(text))
 }
 
 /// The OpenAPI document's fixed part; paths come from the handlers.

@@ -3,10 +3,9 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use oakestra_core::ids::ObjectId;
+use oakestra_proto::rest::{Member as MemberDoc, OrganizationSpec as OrganizationRequest};
 use oakestra_store::{Member, OrganizationRecord, new_object_id};
-use serde::Deserialize;
 use serde_json::Map;
-use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -19,26 +18,6 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_organizations, create_organization))
         .routes(routes!(update_organization, delete_organization))
-}
-
-/// A member of an organization.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct MemberDoc {
-    /// The user's id (24 hex digits).
-    pub user_id: String,
-    /// Roles in the organization.
-    #[serde(default)]
-    pub roles: Vec<String>,
-}
-
-/// A new organization, or the new state of one.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct OrganizationRequest {
-    /// Name (unique).
-    pub name: String,
-    /// Members.
-    #[serde(default)]
-    pub member: Vec<MemberDoc>,
 }
 
 async fn members(state: &AppState, docs: Vec<MemberDoc>) -> ApiResult<Vec<Member>> {
@@ -151,7 +130,7 @@ async fn update_organization(
             Ok(())
         })
         .await?;
-    Ok(MessageBody::json("Organization is updated"))
+    Ok(super::message_json("Organization is updated"))
 }
 
 /// Delete an organization (Admin). The `root` organization cannot be deleted.
@@ -180,5 +159,5 @@ async fn delete_organization(
         ));
     }
     state.store.delete_organization(id).await?;
-    Ok(MessageBody::json("Organization deleted"))
+    Ok(super::message_json("Organization deleted"))
 }

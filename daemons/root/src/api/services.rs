@@ -5,9 +5,10 @@ use std::collections::HashSet;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use oakestra_core::ids::ObjectId;
-use oakestra_core::model::{InstanceRecord, ServiceRecord};
+use oakestra_core::model::ServiceRecord;
 use oakestra_core::sla::Violation;
-use oakestra_core::wire::last_lines;
+use oakestra_proto::mqtt::last_lines;
+use oakestra_proto::rest::{DeployAnswer as DeployResponse, ServiceCreation, ServiceOutcome};
 use oakestra_store::new_object_id;
 use serde::Serialize;
 use serde_json::Value;
@@ -44,28 +45,6 @@ pub(super) async fn owned_service(
         Some(app) if app.user_id == caller.username() => Ok(service),
         _ => Err(unknown()),
     }
-}
-
-/// One created service.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ServiceOutcome {
-    /// Microservice name.
-    pub service_name: String,
-    /// Always 200.
-    pub status: u16,
-    /// Its id.
-    pub service_id: String,
-}
-
-/// Answer of POST /api/service.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ServiceCreation {
-    /// Id of the last service created.
-    pub job_id: String,
-    /// Every service created.
-    pub deployed_services: Vec<ServiceOutcome>,
-    /// Always empty: creation is all or nothing, a failure is an error answer.
-    pub failed_services: Vec<ServiceOutcome>,
 }
 
 /// Add services to existing applications.
@@ -162,16 +141,17 @@ async fn create_services(
         .map(|s| ServiceOutcome {
             service_name: s.service_name.clone(),
             status: 200,
-            service_id: s.id.to_string(),
+            service_id: Some(s.id.to_string()),
         })
         .collect();
     Ok(Json(ServiceCreation {
         job_id: deployed
             .last()
-            .map(|d| d.service_id.clone())
+            .and_then(|d| d.service_id.clone())
             .unwrap_or_default(),
         deployed_services: deployed,
         failed_services: Vec::new(),
+        extra: serde_json::Map::new(),
     }))
 }
 
@@ -232,7 +212,7 @@ async fn delete_service(
     let _changed = Invalidate(&state.applications);
     let deleted = state.store.delete_service(service.id).await?;
     release_all(&state, std::slice::from_ref(&deleted)).await;
-    Ok(MessageBody::json("Job deleted"))
+    Ok(super::message_json("Job deleted"))
 }
 
 /// Every service of every user (Admin).
@@ -275,18 +255,6 @@ fn with_history(state: &AppState, mut services: Vec<ServiceRecord>) -> Vec<Servi
     services
 }
 
-/// Answer of an instance deployment.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DeployResponse {
-    /// `"ok"`.
-    pub message: String,
-    /// The new instance: `instance_number`, `status` (`CLUSTER_SCHEDULED`, or the negative
-    /// scheduling status such as `NoActiveClusterWithCapacity` when nothing fits) and
-    /// `status_detail`.
-    #[schema(value_type = Object)]
-    pub instance: InstanceRecord,
-}
-
 /// Deploy one more instance of a service.
 ///
 /// Root scheduling runs before the answer, so the answer carries the new instance with its
@@ -305,7 +273,7 @@ async fn deploy_instance(
     let instance = state.lifecycle.deploy_instance(service.id).await?;
     Ok(Json(DeployResponse {
         message: "ok".into(),
-        instance,
+        instance: Some(instance),
     }))
 }
 
@@ -344,7 +312,7 @@ async fn undeploy_instance(
         )));
     }
     state.lifecycle.undeploy_instance(service.id, which).await?;
-    Ok(MessageBody::json("ok"))
+    Ok(super::message_json("ok"))
 }
 
 /// Lines returned by the log endpoint when `tail` is not given.

@@ -166,7 +166,7 @@ async fn update_user(
             })
             .await?;
     }
-    Ok(MessageBody::json("User updated"))
+    Ok(super::message_json("User updated"))
 }
 
 /// Delete a user (Admin) and remove it from every organization. Answers the remaining users.

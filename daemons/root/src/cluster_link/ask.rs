@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use oakestra_core::ids::ClusterId;
 use tokio::sync::oneshot;
 
-use crate::grpc::proto::{LogsReply, WorkersReply};
+use oakestra_proto::grpc::{LogsReply, WorkersReply};
 
 /// An answer from a cluster.
 #[derive(Debug)]

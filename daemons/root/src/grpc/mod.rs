@@ -1,10 +1,10 @@
 //! The cluster-facing gRPC server (tonic, default port 50052). The protocol is
-//! `proto/cluster.proto` (package `oakestra.cluster.v1`); the logic behind it is
+//! `oakestra-proto/proto/cluster.proto` (package `oakestra.cluster.v1`); the logic behind it is
 //! [`crate::cluster_link::ClusterLink`].
 //!
 //! [`proto`] holds the generated messages, the server and the client
 //! (`proto::cluster_link_client::ClusterLinkClient`), so a cluster written in Rust can use this
-//! crate's generated client or compile the same `.proto` itself.
+//! crate's generated client (it is `oakestra_proto::grpc`) or compile the same `.proto` itself.
 
 mod server;
 
@@ -20,16 +20,9 @@ use crate::cluster_link::ClusterLink;
 
 pub use server::ClusterLinkService;
 
-/// Generated protobuf messages, server and client of `oakestra.cluster.v1`.
-#[allow(
-    missing_docs,
-    missing_debug_implementations,
-    clippy::all,
-    clippy::pedantic
-)]
-pub mod proto {
-    tonic::include_proto!("oakestra.cluster.v1");
-}
+/// Generated protobuf messages, server and client of `oakestra.cluster.v1` (the contract crate's
+/// [`oakestra_proto::grpc`]).
+pub use oakestra_proto::grpc as proto;
 
 /// Default port of the cluster link.
 pub const DEFAULT_PORT: u16 = 50052;

@@ -180,8 +180,8 @@ impl RootMetrics {
 }
 
 /// The `kind` label of a message from a cluster.
-pub fn cluster_message_kind(m: &crate::grpc::proto::ClusterMessage) -> &'static str {
-    use crate::grpc::proto::cluster_message::Kind;
+pub fn cluster_message_kind(m: &oakestra_proto::grpc::ClusterMessage) -> &'static str {
+    use oakestra_proto::grpc::cluster_message::Kind;
     match &m.kind {
         Some(Kind::Snapshot(_)) => "snapshot",
         Some(Kind::Resources(_)) => "resources",
@@ -195,8 +195,8 @@ pub fn cluster_message_kind(m: &crate::grpc::proto::ClusterMessage) -> &'static 
 }
 
 /// The `kind` label of a message to a cluster.
-pub fn root_message_kind(m: &crate::grpc::proto::RootMessage) -> &'static str {
-    use crate::grpc::proto::root_message::Kind;
+pub fn root_message_kind(m: &oakestra_proto::grpc::RootMessage) -> &'static str {
+    use oakestra_proto::grpc::root_message::Kind;
     match &m.kind {
         Some(Kind::Deploy(_)) => "deploy",
         Some(Kind::Undeploy(_)) => "undeploy",

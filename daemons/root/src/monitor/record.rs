@@ -6,7 +6,7 @@ use oakestra_core::status::{DeploymentStatus, PositiveSchedulingStatus, Status};
 use oakestra_store::ClusterRecord;
 
 use super::{Event, Monitor};
-use crate::grpc::proto::InstanceStatus;
+use oakestra_proto::grpc::InstanceStatus;
 
 /// An instance's record around one applied report.
 #[derive(Debug, Clone)]

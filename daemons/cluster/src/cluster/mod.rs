@@ -8,10 +8,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use oakestra_core::addresses::ServiceAddresses;
 use oakestra_core::status::Status;
-use oakestra_core::wire::{
+use oakestra_proto::mqtt::{
     ControlError, InterestRemove, JobStatusReport, LogsReply, LogsRequest, NodeInfo, NodeTopic,
-    Payload, RegisterResponse, ResourcesReport, ServiceDeployed, TableEntryInstance,
+    Payload, RegisterResponse, ResourcesReport, ServiceDeployed, ServiceIp, TableEntryInstance,
     TableQueryRequest, WireVersion,
 };
 use oakestra_store::{Collection, Store, Write};
@@ -24,10 +25,15 @@ use crate::metrics::Metrics;
 use crate::proto;
 use crate::sched::{Placer, SchedulerChoice};
 use crate::state::{
-    Aggregate, ClusterState, Effect, Instance, InstanceAddresses, InstanceKey, RemoteService,
-    RootTable, Timing, WorkerRecord, instance_doc_id,
+    Aggregate, ClusterState, Effect, Instance, InstanceKey, RemoteService, RootTable, Timing,
+    WorkerRecord, instance_doc_id,
 };
 use oakestra_sched::PlacementRequest;
+
+mod placing;
+mod root;
+
+pub use root::{instance_status, resources_message, root_table};
 
 /// What the actor is asked to do.
 #[derive(Debug)]
@@ -177,7 +183,7 @@ impl Actor {
     /// deploy that no worker confirmed yet again (workers ignore a deploy of an instance they
     /// already run).
     fn resend_unconfirmed_deploys(&mut self) {
-        let pending: Vec<(String, Box<oakestra_core::wire::DeployCommand>)> = self
+        let pending: Vec<(String, Box<oakestra_proto::mqtt::DeployCommand>)> = self
             .state
             .instances()
             .filter(|i| {
@@ -359,121 +365,6 @@ impl Actor {
         }
     }
 
-    fn root_command(&mut self, kind: proto::root_message::Kind, now: Instant) {
-        match kind {
-            proto::root_message::Kind::Deploy(d) => {
-                let ips = InstanceAddresses {
-                    instance_ip: d.instance_ip,
-                    instance_ip_v6: d.instance_ip_v6,
-                    rr_ip: d.rr_ip,
-                    rr_ip_v6: d.rr_ip_v6,
-                    closest_ip: d.closest_ip,
-                    closest_ip_v6: d.closest_ip_v6,
-                };
-                if let Err(e) = self.state.deploy(
-                    &d.job_id,
-                    d.instance_number,
-                    &d.job_name,
-                    &d.service_json,
-                    ips,
-                    now,
-                ) {
-                    tracing::error!("deploy from the root refused: {e}");
-                    let _ = self
-                        .outputs
-                        .root
-                        .send(proto::cluster_message::Kind::InstanceStatus(
-                            proto::InstanceStatus {
-                                job_id: d.job_id,
-                                instance_number: d.instance_number,
-                                status: "NO_QUALIFIED_WORKER_FOUND".into(),
-                                status_detail: e.to_string(),
-                                ..Default::default()
-                            },
-                        ));
-                }
-            }
-            proto::root_message::Kind::Undeploy(u) => {
-                for i in self.state.instances().filter(|i| {
-                    i.job_id == u.job_id && u.instance_number.is_none_or(|n| n == i.instance_number)
-                }) {
-                    self.metrics.forget_instance(&i.job_name, i.instance_number);
-                }
-                let n = self.state.undeploy(&u.job_id, u.instance_number);
-                tracing::info!(job = %u.job_id, instance = ?u.instance_number, removed = n, reason = %u.reason, "undeploy");
-            }
-            proto::root_message::Kind::LogsRequest(r) => self.ask_worker_for_logs(r),
-            proto::root_message::Kind::ServiceTable(t) => self.state.root_table(root_table(t)),
-            proto::root_message::Kind::WorkersRequest(r) => {
-                let workers = crate::workers_report::worker_summaries(&self.state, Instant::now());
-                let _ = self
-                    .outputs
-                    .root
-                    .send(proto::cluster_message::Kind::WorkersReply(
-                        proto::WorkersReply {
-                            request_id: r.request_id,
-                            workers,
-                        },
-                    ));
-            }
-        }
-    }
-
-    /// Passes the root's log request to the instance's worker, whose answer comes back on
-    /// `nodes/<id>/logs` (see [`Self::forward_logs_reply`]); answers at once with an error when
-    /// no active worker holds the instance. The root times the request out; nothing waits here.
-    fn ask_worker_for_logs(&self, r: proto::LogsRequest) {
-        let key: InstanceKey = (r.job_id.clone(), r.instance_number);
-        let target = match self.state.instance(&key) {
-            None => Err("this cluster does not hold it".to_owned()),
-            Some(i) => match i.worker_id.as_deref() {
-                None => Err(format!("it is not on a worker ({})", i.status)),
-                Some(w) if !self.state.worker(w).is_some_and(|w| w.active) => {
-                    Err(format!("its worker {w} is not active"))
-                }
-                Some(w) => Ok((w.to_owned(), i.command.job_name.clone())),
-            },
-        };
-        match target {
-            Ok((worker, job_name)) => {
-                let request = LogsRequest {
-                    wire_version: WireVersion::CURRENT,
-                    request_id: r.request_id,
-                    job_name,
-                    instance_number: r.instance_number,
-                    tail_lines: r.tail_lines,
-                    max_bytes: r.max_bytes,
-                };
-                self.publish(NodeTopic::ControlLogs, &worker, request.to_bytes());
-            }
-            Err(why) => {
-                let _ = self
-                    .outputs
-                    .root
-                    .send(proto::cluster_message::Kind::LogsReply(proto::LogsReply {
-                        request_id: r.request_id,
-                        logs: String::new(),
-                        error: format!(
-                            "no log of instance {} of service {} from a worker: {why}",
-                            r.instance_number, r.job_id
-                        ),
-                    }));
-            }
-        }
-    }
-
-    /// A worker's answer to a log request, up to the root.
-    fn forward_logs_reply(&self, reply: LogsReply) {
-        let _ = self
-            .outputs
-            .root
-            .send(proto::cluster_message::Kind::LogsReply(proto::LogsReply {
-                request_id: reply.request_id,
-                logs: reply.logs,
-                error: reply.error.unwrap_or_default(),
-            }));
-    }
-
     /// Liveness, due placements, resources.
     pub async fn tick(&mut self) {
         let now = Instant::now();
@@ -508,119 +399,6 @@ impl Actor {
             self.metrics.observe(&self.state, &aggregate);
         }
         self.flush().await;
-    }
-
-    async fn place_due(&mut self, now: Instant) {
-        if self.external_batch.is_some() {
-            // One external batch at a time; its answers come back as `Command::Placed`.
-            return;
-        }
-        let due = self.state.due_for_placement(now);
-        if due.is_empty() {
-            return;
-        }
-        let mut candidates = self.state.candidates();
-        let batch: Vec<(InstanceKey, PlacementRequest)> = due
-            .into_iter()
-            .filter_map(|key| self.state.request(&key).map(|r| (key, r)))
-            .collect();
-        if matches!(self.placer.choice(), SchedulerChoice::External(_))
-            && let Some(commands) = self.commands.clone()
-        {
-            // An external scheduler may be slow or gone: ask it off the actor, so worker
-            // reports and root commands keep flowing meanwhile.
-            self.external_batch = Some(batch.iter().map(|(k, _)| k.clone()).collect());
-            let placer = self.placer.clone();
-            let metrics = self.metrics.clone();
-            tokio::spawn(async move {
-                for (key, request) in batch {
-                    let started = Instant::now();
-                    let outcome = placer.place(&request, &candidates).await;
-                    metrics
-                        .placement_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                    if let Ok(worker) = &outcome
-                        && let Some(c) = candidates.iter_mut().find(|c| &c.name == worker)
-                    {
-                        oakestra_sched::commit(&request, c);
-                    }
-                    if commands
-                        .send(Command::Placed { key, outcome })
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                let _ = commands.send(Command::PlacedAll).await;
-            });
-            return;
-        }
-        for (key, request) in batch {
-            let started = Instant::now();
-            let outcome = self.placer.place(&request, &candidates).await;
-            self.metrics
-                .placement_seconds
-                .observe(started.elapsed().as_secs_f64());
-            if let Ok(worker) = &outcome
-                && let Some(c) = candidates.iter_mut().find(|c| &c.name == worker)
-            {
-                oakestra_sched::commit(&request, c);
-            }
-            self.record_placement(&key, outcome, now);
-        }
-    }
-
-    fn record_placement(
-        &mut self,
-        key: &InstanceKey,
-        outcome: Result<String, oakestra_sched::NoPlacement>,
-        now: Instant,
-    ) {
-        match &outcome {
-            Ok(_) => {
-                self.metrics.placements_ok.inc();
-            }
-            Err(no) => {
-                self.metrics.placement_failed(no);
-                tracing::debug!(job = %key.0, instance = key.1, "not placed: {no}");
-            }
-        }
-        self.state.placed(key, outcome, now);
-    }
-
-    /// An external scheduler's answer, checked again against the current workers (they may
-    /// have changed while it decided).
-    fn external_answer(
-        &mut self,
-        key: &InstanceKey,
-        outcome: Result<String, oakestra_sched::NoPlacement>,
-        now: Instant,
-    ) {
-        let outcome = match outcome {
-            Ok(worker) => {
-                let request = self.state.request(key);
-                let candidates = self.state.candidates();
-                let still_fits = request.as_ref().is_some_and(|r| {
-                    candidates
-                        .iter()
-                        .find(|c| c.name == worker)
-                        .is_some_and(|c| oakestra_sched::check(r, c).is_ok())
-                });
-                if still_fits {
-                    Ok(worker)
-                } else {
-                    Err(oakestra_sched::NoPlacement {
-                        status: oakestra_sched::NegativeSchedulingStatus::NoWorkerCapacity,
-                        detail: format!(
-                            "the external scheduler chose {worker}, which no longer fits"
-                        ),
-                    })
-                }
-            }
-            Err(no) => Err(no),
-        };
-        self.record_placement(key, outcome, now);
     }
 
     /// Persists what changed, then publishes commands and reports.
@@ -687,9 +465,9 @@ impl Actor {
                     Err(e) => tracing::warn!("encoding a table query answer: {e}"),
                 },
                 Effect::JobUpdate { job_name, kind } => {
-                    match oakestra_core::wire::Topic::job_updates(job_name) {
+                    match oakestra_proto::mqtt::Topic::job_updates(job_name) {
                         Ok(topic) => {
-                            let payload = oakestra_core::wire::UpdatesAvailable {
+                            let payload = oakestra_proto::mqtt::UpdatesAvailable {
                                 wire_version: WireVersion::CURRENT,
                                 kind,
                             };
@@ -806,95 +584,4 @@ fn valid_worker_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// The root's view of an instance.
-pub fn instance_status(i: &Instance) -> proto::InstanceStatus {
-    proto::InstanceStatus {
-        job_id: i.job_id.clone(),
-        instance_number: i.instance_number,
-        status: i.status.as_str().to_owned(),
-        status_detail: i.status_detail.clone(),
-        worker_id: i.worker_id.clone().unwrap_or_default(),
-        host_ip: i
-            .network
-            .as_ref()
-            .map_or_else(|| i.public_ip.clone(), |n| n.host_ip.clone()),
-        host_port: i.network.as_ref().map_or(0, |n| u32::from(n.host_port)),
-        public_ip: i.public_ip.clone(),
-        namespace_ip: i
-            .network
-            .as_ref()
-            .map(|n| n.nsip.clone())
-            .unwrap_or_default(),
-        namespace_ip_v6: i
-            .network
-            .as_ref()
-            .map(|n| n.nsipv6.clone())
-            .unwrap_or_default(),
-        cpu_percent: i.usage.as_ref().map(|u| u.cpu_percent),
-        memory_percent: i.usage.as_ref().map(|u| u.memory_percent),
-        disk_bytes: i.usage.as_ref().map(|u| u.disk),
-        logs: i.usage.as_ref().map(|u| u.logs.clone()).unwrap_or_default(),
-    }
-}
-
-/// The root's `ServiceTable` as the state takes it: instances in table-entry form (Oakestra's
-/// `service_ip` order: the RR address, then the instance's own, then the closest address when
-/// the service has one; the cluster in `cluster_id`).
-pub fn root_table(t: proto::ServiceTable) -> RootTable {
-    let service = t.found.then(|| RemoteService {
-        instances: t
-            .instances
-            .iter()
-            .map(|i| {
-                let mut extra = oakestra_core::sla::Extra::new();
-                if !i.cluster_id.is_empty() {
-                    extra.insert("cluster_id".into(), Value::String(i.cluster_id.clone()));
-                }
-                TableEntryInstance {
-                    instance_number: i.instance_number,
-                    namespace_ip: i.namespace_ip.clone(),
-                    namespace_ip_v6: i.namespace_ip_v6.clone(),
-                    host_ip: i.host_ip.clone(),
-                    host_port: u16::try_from(i.host_port).unwrap_or_default(),
-                    service_ip: crate::state::service_ips(
-                        (t.rr_ip.clone(), t.rr_ip_v6.clone()),
-                        (i.instance_ip.clone(), i.instance_ip_v6.clone()),
-                        (t.closest_ip.clone(), t.closest_ip_v6.clone()),
-                    ),
-                    extra,
-                }
-            })
-            .collect(),
-        rr_ip: t.rr_ip,
-        rr_ip_v6: t.rr_ip_v6,
-    });
-    RootTable {
-        request_id: t.request_id,
-        job_name: t.job_name,
-        service,
-    }
-}
-
-/// The root's `Resources` from the aggregate.
-pub fn resources_message(a: &Aggregate) -> proto::Resources {
-    proto::Resources {
-        active_workers: a.active_workers,
-        cpu_cores: a.cpu_cores,
-        cpu_load_percent: a.cpu_load_percent,
-        cpu_usage_percent: a.cpu_usage_percent,
-        memory_total_mb: a.memory_total_mb,
-        memory_free_mb: a.memory_free_mb,
-        gpus: a.gpus,
-        gpus_free: a.gpus_free,
-        max_worker_free_vcpus: a.max_worker_free_vcpus,
-        max_worker_free_memory_mb: a.max_worker_free_memory_mb,
-        max_worker_free_gpus: a.max_worker_free_gpus,
-        virtualization: a.virtualization.clone(),
-        arch: a.arch.clone(),
-        csi_drivers: a.csi_drivers.clone(),
-        addons: a.addons.clone(),
-        gpu_drivers: Vec::new(),
-    }
 }

@@ -1,20 +1,61 @@
-//! Types of the REST API that `oakestra-core` does not define: accounts, organizations,
-//! clusters as the API shows them, and the small answers of some endpoints.
+//! Request and response bodies of the root's REST API that `oakestra-core` does not define:
+//! logins, accounts, organizations, clusters as the API shows them, join tokens, and the small
+//! answers of some endpoints. The root serves these types and `oakestra-client` reads them, so
+//! the two cannot drift apart.
 //!
-//! Every struct keeps unknown keys in `extra`, so a newer root does not break an older client.
+//! The structs a client reads keep unknown keys in `extra`, so a newer root does not break an
+//! older client. With the feature `openapi` the bodies the root serves derive
+//! `utoipa::ToSchema`, under the names the root's OpenAPI spec has always used.
 
 use oakestra_core::ids::{ObjectId, oid_format};
-use oakestra_core::model::InstanceRecord;
+use oakestra_core::model::{InstanceRecord, MetricSample};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// The two tokens of a login.
+/// What `POST /api/auth/login` takes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LoginRequest {
+    /// User name.
+    #[cfg_attr(feature = "openapi", schema(example = "Admin"))]
+    pub username: String,
+    /// Password.
+    #[cfg_attr(feature = "openapi", schema(example = "Admin"))]
+    pub password: String,
+    /// Organization to log in to (default `root`); the token's roles are the user's roles there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_name: Option<String>,
+}
+
+/// The two tokens of a login (`POST /api/auth/login`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = LoginResponse))]
 pub struct Tokens {
-    /// Access token (10 minutes).
+    /// Access token (HS256 JWT, 10 minutes).
     pub token: String,
-    /// Refresh token (30 days).
+    /// Refresh token (30 days), for `POST /api/auth/refresh`.
     pub refresh_token: String,
+    /// `true` when this is the account `Admin` logging in with the default password `Admin`:
+    /// change it (`POST /api/user/Admin`). The dashboard shows a banner while it is. Not in
+    /// Oakestra's answer (absent reads as `false`).
+    #[serde(default)]
+    pub default_password: bool,
+}
+
+/// What `POST /api/auth/refresh` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = RefreshResponse))]
+pub struct Refreshed {
+    /// New access token.
+    pub token: String,
+}
+
+/// What `GET /api/permission/<username>` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = RolesResponse))]
+pub struct Roles {
+    /// Roles in the token's organization.
+    pub roles: Vec<String>,
 }
 
 /// A user account as the API shows it (never with its password hash).
@@ -68,8 +109,9 @@ pub struct UserUpdate {
     pub roles: Option<Vec<String>>,
 }
 
-/// A member of an organization.
+/// A member of an organization, as the API and the store show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = MemberDoc))]
 pub struct Member {
     /// The user's id (24 hex digits).
     pub user_id: String,
@@ -94,10 +136,11 @@ pub struct Organization {
     pub extra: Map<String, Value>,
 }
 
-/// A new organization or a change to one.
+/// A new organization or the new state of one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = OrganizationRequest))]
 pub struct OrganizationSpec {
-    /// Name.
+    /// Name (unique).
     pub name: String,
     /// Members.
     #[serde(default)]
@@ -156,6 +199,7 @@ pub struct Cluster {
 
 /// A worker of a cluster as `GET /api/clusters/<id>/workers` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = WorkerView))]
 pub struct ClusterWorker {
     /// Worker id (as in an instance's `worker_id`).
     pub id: String,
@@ -211,6 +255,7 @@ pub struct ClusterWorker {
 
 /// What `POST /api/service` answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServiceCreation {
     /// Id of the last service created.
     pub job_id: String,
@@ -220,43 +265,70 @@ pub struct ServiceCreation {
     /// Always empty: creation is all or nothing, failures are errors.
     #[serde(default)]
     pub failed_services: Vec<ServiceOutcome>,
-    /// Other keys (`service_ids`).
+    /// Other keys (the root sends none; kept for newer roots).
     #[serde(flatten)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
     pub extra: Map<String, Value>,
 }
 
 /// One entry of [`ServiceCreation`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServiceOutcome {
     /// Microservice name.
     pub service_name: String,
-    /// HTTP-like status of this service.
+    /// HTTP-like status of this service (always 200 from this root).
     pub status: u16,
     /// Its id.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, required = true))]
     pub service_id: Option<String>,
 }
 
 /// What `POST /api/service/<id>/instance` answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = DeployResponse))]
 pub struct DeployAnswer {
     /// `"ok"`.
     pub message: String,
-    /// The new instance, with its scheduling status.
+    /// The new instance: `instance_number`, `status` (`CLUSTER_SCHEDULED`, or the negative
+    /// scheduling status such as `NoActiveClusterWithCapacity` when nothing fits) and
+    /// `status_detail`. Always present in this root's answers.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object, required = true))]
     pub instance: Option<InstanceRecord>,
 }
 
 /// A `{"message": …}` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = MessageBody))]
 pub struct Message {
-    /// The text.
+    /// What happened.
     pub message: String,
+}
+
+impl Message {
+    /// `{"message": text}`.
+    pub fn new(text: impl Into<String>) -> Message {
+        Message {
+            message: text.into(),
+        }
+    }
+}
+
+/// What `POST /api/join-tokens` takes (the body may also be empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NewJoinToken {
+    /// A name to recognise the token by (default `cluster`).
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// A cluster join token just created by `POST /api/join-tokens` (Oakestra-rs only): the only
 /// time its secret is shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedJoinToken {
     /// Token id (for listing and revoking).
     pub id: String,
@@ -268,6 +340,7 @@ pub struct CreatedJoinToken {
 
 /// A stored cluster join token as `GET /api/join-tokens` shows it (never its secret).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = JoinTokenView))]
 pub struct JoinTokenInfo {
     /// Token id.
     pub id: String,
@@ -276,4 +349,34 @@ pub struct JoinTokenInfo {
     /// Creation time, ISO 8601 UTC.
     #[serde(default)]
     pub created_at: String,
+}
+
+/// One instance's usage history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct InstanceUsage {
+    /// The instance.
+    pub instance_number: u32,
+    /// CPU percent, `[{value, timestamp}]` (Oakestra's shape).
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    pub cpu_history: Vec<MetricSample>,
+    /// Memory percent of the worker's memory, same shape.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    pub memory_history: Vec<MetricSample>,
+}
+
+/// What `GET /api/service/<id>/usage` answers (Oakestra-rs only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServiceUsage {
+    /// The service.
+    pub service_id: String,
+    /// Start of the range, seconds since the epoch.
+    pub since: u32,
+    /// End of the range.
+    pub until: u32,
+    /// Grid step, seconds.
+    pub step: u32,
+    /// One entry per instance.
+    pub instances: Vec<InstanceUsage>,
 }

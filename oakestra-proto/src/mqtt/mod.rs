@@ -6,20 +6,26 @@
 //! in both forms and always emitted as numbers. Go's `null` for an empty list reads as empty.
 
 pub mod logs;
+mod net;
 pub mod topic;
 
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::lenient;
-use crate::resources::CsiDriver;
-use crate::sla::{Extra, PortMapping, PortSpecError, Volume, parse_port_mappings};
-use crate::status::{DeploymentStatus, Status};
+use oakestra_core::addresses::ServiceAddresses;
+use oakestra_core::lenient;
+use oakestra_core::resources::CsiDriver;
+use oakestra_core::sla::{Extra, PortMapping, PortSpecError, Volume, parse_port_mappings};
+use oakestra_core::status::{DeploymentStatus, Status};
 
 pub use logs::{LogsReply, LogsRequest, MAX_LOG_REQUEST_BYTES, last_lines};
+pub use net::{
+    InterestRemove, IpType, ServiceDeployed, ServiceIp, SubnetMethod, SubnetRequest, SubnetResult,
+    TableEntryInstance, TableQueryRequest, TableQueryResult, UpdateKind, UpdatesAvailable,
+};
 pub use topic::{ALL_NODES_NET_FILTER, NodeTopic, Topic, TopicError};
 
 /// Version of the payload schema.
@@ -395,6 +401,10 @@ pub struct DeployCommand {
     /// Status detail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_detail: Option<String>,
+    /// The instance's service addresses (`RR_ip`, `RR_ip_v6`, `Closest_ip`, `Closest_ip_v6`,
+    /// `instance_ip`, `instance_ip_v6` on the wire, absent ones omitted).
+    #[serde(flatten)]
+    pub addresses: ServiceAddresses,
     /// Other keys of the job document, kept.
     #[serde(flatten)]
     pub extra: Extra,
@@ -449,202 +459,4 @@ pub struct ControlError {
 
 impl Payload for ControlError {
     const TOPIC: NodeTopic = NodeTopic::ControlError;
-}
-
-/// The `METHOD` of a [`SubnetRequest`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SubnetMethod {
-    /// Ask for a subnet.
-    #[serde(rename = "GET")]
-    Get,
-    /// Give the subnet back.
-    #[serde(rename = "DELETE")]
-    Delete,
-}
-
-/// `nodes/<id>/net/subnet`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SubnetRequest {
-    /// Schema version.
-    #[serde(default)]
-    pub wire_version: WireVersion,
-    /// What to do.
-    #[serde(rename = "METHOD")]
-    pub method: SubnetMethod,
-}
-
-impl Payload for SubnetRequest {
-    const TOPIC: NodeTopic = NodeTopic::NetSubnet;
-}
-
-/// `nodes/<id>/net/subnetwork/result`: the worker's /26 and /120.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SubnetResult {
-    /// Schema version.
-    #[serde(default)]
-    pub wire_version: WireVersion,
-    /// Base of the worker's IPv4 /26.
-    pub address: Ipv4Addr,
-    /// Base of the worker's IPv6 /120.
-    pub addressv6: Ipv6Addr,
-}
-
-impl Payload for SubnetResult {
-    const TOPIC: NodeTopic = NodeTopic::NetSubnetworkResult;
-}
-
-/// `nodes/<id>/net/service/deployed` and `…/address-changed`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServiceDeployed {
-    /// Schema version.
-    #[serde(default)]
-    pub wire_version: WireVersion,
-    /// The job name.
-    pub appname: String,
-    /// `"DEPLOYED"` (empty for address changes).
-    #[serde(default)]
-    pub status: String,
-    /// Instance number.
-    #[serde(deserialize_with = "lenient::number")]
-    pub instance_number: u32,
-    /// Instance address in the worker subnet (empty for address changes).
-    #[serde(default)]
-    pub nsip: String,
-    /// IPv6 instance address in the worker subnet.
-    #[serde(default)]
-    pub nsipv6: String,
-    /// Worker tunnel port (Oakestra sends `"50103"`).
-    #[serde(deserialize_with = "lenient::number")]
-    pub host_port: u16,
-    /// Worker address.
-    pub host_ip: String,
-}
-
-impl Payload for ServiceDeployed {
-    const TOPIC: NodeTopic = NodeTopic::NetServiceDeployed;
-}
-
-/// `nodes/<id>/net/tablequery/request`: exactly one of `sname` and `sip` is non-empty.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct TableQueryRequest {
-    /// Schema version.
-    #[serde(default)]
-    pub wire_version: WireVersion,
-    /// Job name to resolve.
-    #[serde(default)]
-    pub sname: String,
-    /// Service IP to resolve.
-    #[serde(default)]
-    pub sip: String,
-}
-
-impl TableQueryRequest {
-    /// The key the answer will carry as `query_key`.
-    pub fn query_key(&self) -> &str {
-        if self.sip.is_empty() {
-            &self.sname
-        } else {
-            &self.sip
-        }
-    }
-}
-
-impl Payload for TableQueryRequest {
-    const TOPIC: NodeTopic = NodeTopic::NetTableQueryRequest;
-}
-
-/// A service address of an instance in a table entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServiceIp {
-    /// `"RR"`, `"instance_ip"`, …
-    #[serde(rename = "IpType")]
-    pub ip_type: String,
-    /// IPv4.
-    #[serde(rename = "Address", default)]
-    pub address: String,
-    /// IPv6.
-    #[serde(rename = "Address_v6", default)]
-    pub address_v6: String,
-}
-
-/// One instance in a [`TableQueryResult`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TableEntryInstance {
-    /// Instance number.
-    #[serde(deserialize_with = "lenient::number")]
-    pub instance_number: u32,
-    /// Address in the hosting worker's subnet.
-    #[serde(default)]
-    pub namespace_ip: String,
-    /// IPv6 address in the hosting worker's subnet.
-    #[serde(default)]
-    pub namespace_ip_v6: String,
-    /// Hosting worker's address.
-    #[serde(default)]
-    pub host_ip: String,
-    /// Hosting worker's tunnel port.
-    #[serde(default, deserialize_with = "lenient::number")]
-    pub host_port: u16,
-    /// Service addresses, ending with the instance's own address.
-    #[serde(default, deserialize_with = "lenient::null_as_default")]
-    pub service_ip: Vec<ServiceIp>,
-    /// Other keys (`worker_id`, `cluster_id`, …), kept.
-    #[serde(flatten)]
-    pub extra: Extra,
-}
-
-/// `nodes/<id>/net/tablequery/result`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TableQueryResult {
-    /// Schema version.
-    #[serde(default)]
-    pub wire_version: WireVersion,
-    /// The job name (`null` when an IP query found nothing).
-    #[serde(default)]
-    pub app_name: Option<String>,
-    /// The instances.
-    #[serde(default, deserialize_with = "lenient::null_as_default")]
-    pub instance_list: Vec<TableEntryInstance>,
-    /// `sip` or `sname` of the request.
-    pub query_key: String,
-}
-
-impl Payload for TableQueryResult {
-    const TOPIC: NodeTopic = NodeTopic::NetTableQueryResult;
-}
-
-/// `nodes/<id>/net/interest/remove`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InterestRemove {
-    /// Schema version.
-    #[serde(default)]
-    pub wire_version: WireVersion,
-    /// Job name or IP the worker no longer needs.
-    pub appname: String,
-}
-
-impl Payload for InterestRemove {
-    const TOPIC: NodeTopic = NodeTopic::NetInterestRemove;
-}
-
-/// What changed in a job (payload of `jobs/<job_name>/updates_available`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum UpdateKind {
-    /// An instance was added or moved.
-    #[serde(rename = "DEPLOYMENT")]
-    Deployment,
-    /// An instance was removed.
-    #[serde(rename = "UNDEPLOYMENT")]
-    Undeployment,
-}
-
-/// `jobs/<job_name>/updates_available`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UpdatesAvailable {
-    /// Schema version.
-    #[serde(default)]
-    pub wire_version: WireVersion,
-    /// What changed.
-    #[serde(rename = "type")]
-    pub kind: UpdateKind,
 }

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{NodeTopic, Payload, WireVersion};
-use crate::lenient;
+use oakestra_core::lenient;
 
 /// The most log bytes a worker reads for one request: the answer must fit an MQTT packet
 /// (workers accept 1 MiB), with room for JSON escaping.

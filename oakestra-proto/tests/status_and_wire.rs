@@ -3,10 +3,10 @@
 use oakestra_core::status::{
     DeploymentStatus, LegacyStatus, NegativeSchedulingStatus, PositiveSchedulingStatus, Status,
 };
-use oakestra_core::wire::{
-    DeleteCommand, DeployCommand, JobStatusReport, NodeInfo, Payload, RegisterResponse,
-    ResourcesReport, ServiceDeployed, SubnetMethod, SubnetRequest, SubnetResult, TableQueryRequest,
-    TableQueryResult, Topic, UpdateKind, UpdatesAvailable, WireVersion,
+use oakestra_proto::mqtt::{
+    DeleteCommand, DeployCommand, IpType, JobStatusReport, NodeInfo, Payload, RegisterResponse,
+    ResourcesReport, ServiceDeployed, ServiceIp, SubnetMethod, SubnetRequest, SubnetResult,
+    TableQueryRequest, TableQueryResult, Topic, UpdateKind, UpdatesAvailable, WireVersion,
 };
 use serde_json::{Value, json};
 
@@ -197,7 +197,11 @@ fn deploy_and_delete_commands() {
         Some("https://k/arm64.tar.gz")
     );
     assert_eq!(deploy.port_mappings().unwrap()[0].container, 80);
-    assert_eq!(deploy.extra["RR_ip"], "10.30.30.26");
+    assert_eq!(deploy.addresses.rr_ip, Some("10.30.30.26".parse().unwrap()));
+    assert!(
+        !deploy.extra.contains_key("RR_ip"),
+        "a known address is a typed field, not an extra key"
+    );
     round_trip(&deploy);
 
     let delete = DeleteCommand::from_bytes(
@@ -239,9 +243,29 @@ fn network_payloads() {
                {"IpType":"instance_ip","Address":"10.30.0.1","Address_v6":"fdff::1"}]}]}"#,
     )
     .unwrap();
-    assert_eq!(result.instance_list[0].service_ip[0].ip_type, "RR");
+    let rr = &result.instance_list[0].service_ip[0];
+    assert_eq!(rr.ip_type, IpType::RoundRobin);
+    assert_eq!(rr.address, Some("10.30.0.0".parse().unwrap()));
+    assert_eq!(rr.address_v6, Some("fdff:2000::".parse().unwrap()));
+    assert_eq!(
+        result.instance_list[0].service_ip[1].ip_type,
+        IpType::Instance
+    );
     assert_eq!(result.instance_list[0].extra["worker_id"], "w1");
     round_trip(&result);
+    // An absent address is "" on the wire, as Oakestra writes it.
+    let lone = ServiceIp {
+        ip_type: IpType::Closest,
+        address: None,
+        address_v6: Some("fdff:2000::66".parse().unwrap()),
+    };
+    assert_eq!(
+        serde_json::to_string(&lone).unwrap(),
+        r#"{"IpType":"Closest","Address":"","Address_v6":"fdff:2000::66"}"#
+    );
+    let unknown: ServiceIp = serde_json::from_str(r#"{"IpType":"Other","Address":"x"}"#).unwrap();
+    assert_eq!(unknown.ip_type, IpType::Other("Other".into()));
+    assert_eq!(unknown.address, None);
     let empty = TableQueryResult::from_bytes(
         br#"{"app_name":null,"instance_list":null,"query_key":"10.30.9.9"}"#,
     )

@@ -1,0 +1,433 @@
+//! The link's instance lifecycle: deploy and undeploy requests, placement on a cluster
+//! (scheduling, moving, retrying pending instances) and releasing a deleted service. The pure
+//! rules (statuses, reports, messages) are in [`crate::instances`].
+
+use crate::addresses;
+use oakestra_core::ids::{ClusterId, ObjectId};
+use oakestra_core::model::{InstanceRecord, ServiceRecord};
+use oakestra_core::status::{DeploymentStatus, PositiveSchedulingStatus, Status};
+use oakestra_net::ipam::AddressManager;
+use oakestra_sched::Scheduler;
+use oakestra_store::StoreError;
+use std::sync::atomic::Ordering;
+
+use super::*;
+use crate::instances::*;
+
+impl ClusterLink {
+    /// Creates one instance of `service_id` and places it (see the [`crate::instances`] docs for
+    /// the flow and the REST contract). The caller has checked that the user may change the
+    /// service.
+    pub async fn deploy_instance(
+        &self,
+        service_id: ObjectId,
+    ) -> Result<DeployOutcome, InstanceError> {
+        let service = self
+            .store
+            .get_service(service_id)
+            .await?
+            .ok_or(InstanceError::ServiceNotFound(service_id))?;
+        placement_request(&service)?;
+        let created = self
+            .store
+            .update_service_with_ipam(service_id, |service, ipam: &mut AddressManager| {
+                let n = service.next_instance_progressive_number;
+                let a = addresses::assign_instance(ipam, service_id, n)
+                    .map_err(|e| Step::Address(Box::new(addresses::instance_error(e))))?;
+                service.next_instance_progressive_number = n + 1;
+                let mut inst = InstanceRecord::new(n, PositiveSchedulingStatus::Requested);
+                inst.status_detail = Some(WAITING.to_owned());
+                inst.instance_ip = Some(a.ipv4);
+                inst.instance_ip_v6 = Some(a.ipv6);
+                inst.last_modified_timestamp = Some(crate::tokens::now_secs_f64());
+                service.instance_list.push(inst);
+                refresh_service_status(service);
+                Ok::<_, Step>(n)
+            })
+            .await;
+        let n = match created {
+            Ok(n) => n,
+            Err(Step::Store(e)) if e.is_not_found() => {
+                return Err(InstanceError::ServiceNotFound(service_id));
+            }
+            Err(Step::Store(e)) => return Err(e.into()),
+            Err(Step::Address(e)) => return Err((*e).into()),
+            Err(Step::NotFound(number)) => {
+                return Err(InstanceError::InstanceNotFound {
+                    service: service_id,
+                    number,
+                });
+            }
+        };
+        crate::monitor::record::requested(&self.monitor, &service, n);
+        let placed = match self.schedule(service_id, n, Move::Place).await {
+            Ok(placed) => placed,
+            Err(e) => {
+                // The instance exists as REQUESTED; the retry places it later.
+                self.pending_hint.store(true, Ordering::SeqCst);
+                return Err(e.into());
+            }
+        };
+        let service = self
+            .store
+            .get_service(service_id)
+            .await?
+            .ok_or(InstanceError::ServiceNotFound(service_id))?;
+        let instance = service
+            .instance(n)
+            .cloned()
+            .ok_or(InstanceError::InstanceNotFound {
+                service: service_id,
+                number: n,
+            })?;
+        Ok(DeployOutcome { instance, placed })
+    }
+
+    /// Removes instance `number` of the service, or every instance with `None`: the records
+    /// and addresses go in one store update, then each cluster gets `Undeploy`. Returns the
+    /// numbers removed. A cluster that is offline is told on its next connect (its snapshot
+    /// lists an instance the root no longer has).
+    pub async fn undeploy_instance(
+        &self,
+        service_id: ObjectId,
+        number: Option<u32>,
+    ) -> Result<Vec<u32>, InstanceError> {
+        let mut demand = Reserved::default();
+        let removed = self
+            .store
+            .update_service_with_ipam(service_id, |service, ipam: &mut AddressManager| {
+                demand = service_demand(service);
+                let (gone, kept): (Vec<InstanceRecord>, Vec<InstanceRecord>) = service
+                    .instance_list
+                    .drain(..)
+                    .partition(|i| number.is_none_or(|n| i.instance_number == n));
+                service.instance_list = kept;
+                if let Some(n) = number
+                    && gone.is_empty()
+                {
+                    return Err(Step::NotFound(n));
+                }
+                for i in &gone {
+                    addresses::release_instance(ipam, service_id, i.instance_number);
+                }
+                if service.instance_list.is_empty() {
+                    if !gone.is_empty() {
+                        service.status = Some(DeploymentStatus::Undeployed.into());
+                        service.status_detail = Some("no instances".to_owned());
+                    }
+                } else {
+                    refresh_service_status(service);
+                }
+                Ok((gone, service.application_id))
+            })
+            .await;
+        let (removed, application) = match removed {
+            Ok(r) => r,
+            Err(Step::Store(e)) if e.is_not_found() => {
+                return Err(InstanceError::ServiceNotFound(service_id));
+            }
+            Err(Step::Store(e)) => return Err(e.into()),
+            Err(Step::Address(e)) => return Err((*e).into()),
+            Err(Step::NotFound(number)) => {
+                return Err(InstanceError::InstanceNotFound {
+                    service: service_id,
+                    number,
+                });
+            }
+        };
+        for inst in &removed {
+            if let Some(cluster) = &inst.cluster_id {
+                if !is_finished(inst.status) {
+                    self.release(cluster, demand);
+                }
+                self.send(
+                    cluster,
+                    undeploy_message(
+                        service_id,
+                        Some(inst.instance_number),
+                        "undeployed by the user",
+                    ),
+                )
+                .await;
+            }
+        }
+        self.push_service_id(service_id).await;
+        let numbers: Vec<u32> = removed.iter().map(|i| i.instance_number).collect();
+        crate::monitor::record::undeployed(&self.monitor, application, service_id, &numbers);
+        Ok(numbers)
+    }
+
+    /// After a service was deleted from the store: tells every cluster that holds one of its
+    /// instances to undeploy them, and frees its RR and instance addresses.
+    pub async fn release_service(&self, service: &ServiceRecord) -> Result<(), InstanceError> {
+        let demand = service_demand(service);
+        for i in &service.instance_list {
+            if let Some(cluster) = &i.cluster_id
+                && !is_finished(i.status)
+            {
+                self.release(cluster, demand);
+            }
+        }
+        let mut clusters: Vec<&ClusterId> = service
+            .instance_list
+            .iter()
+            .filter_map(|i| i.cluster_id.as_ref())
+            .collect();
+        clusters.sort();
+        clusters.dedup();
+        for cluster in clusters {
+            self.send(
+                cluster,
+                undeploy_message(service.id, None, "the service was deleted"),
+            )
+            .await;
+        }
+        self.push_deleted(&service.job_name).await;
+        crate::monitor::record::service_deleted(&self.monitor, service);
+        addresses::release_services(self.store.as_ref(), std::slice::from_ref(service)).await?;
+        Ok(())
+    }
+
+    /// Active, connected clusters as candidates.
+    pub(super) async fn candidates(
+        &self,
+    ) -> Result<Vec<(oakestra_sched::Candidate, ClusterId, String)>, StoreError> {
+        let connected = self.connected_clusters();
+        let reserved = self.reservations();
+        Ok(self
+            .store
+            .list_clusters()
+            .await?
+            .into_iter()
+            .map(|c| {
+                let r = reserved.get(&c.id).copied().unwrap_or_default();
+                let cand = candidate_of(&c, connected.contains(&c.id), r);
+                (cand, c.id, c.location)
+            })
+            .collect())
+    }
+
+    /// Places instance `n` (see [`Move`]). Skips it when someone else moved it meanwhile.
+    /// Returns whether it went to a cluster.
+    pub(crate) async fn schedule(
+        &self,
+        service_id: ObjectId,
+        n: u32,
+        how: Move<'_>,
+    ) -> Result<bool, StoreError> {
+        let started = std::time::Instant::now();
+        let Some(service) = self.store.get_service(service_id).await? else {
+            return Ok(false);
+        };
+        let from = how.from();
+        let mut excluded: Vec<String> = Vec::new();
+        if let Move::Relocate(old) = how {
+            excluded = service
+                .instance(n)
+                .and_then(|i| i.extra.get(EXCLUDED_CLUSTERS))
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default();
+            excluded.push(old.0.clone());
+        }
+        let demand = service_demand(&service);
+        let mut chosen_name = String::new();
+        let decision = match placement_request(&service) {
+            Ok(request) => {
+                let mut cands = self.candidates().await?;
+                cands.retain(|(_, id, _)| !excluded.contains(&id.0));
+                let list: Vec<oakestra_sched::Candidate> =
+                    cands.iter().map(|(c, _, _)| c.clone()).collect();
+                match self.config().algorithm.place(&request, &list) {
+                    Ok(p) => {
+                        let chosen = p
+                            .index
+                            .and_then(|i| cands.get(i))
+                            .filter(|(c, _, _)| c.name == p.candidate)
+                            .or_else(|| cands.iter().find(|(c, _, _)| c.name == p.candidate));
+                        match chosen {
+                            Some((c, id, location)) => {
+                                chosen_name.clone_from(&c.name);
+                                Ok((id.clone(), location.clone()))
+                            }
+                            None => Err((
+                                oakestra_core::status::NegativeSchedulingStatus::TargetClusterNotFound
+                                    .into(),
+                                format!("the scheduler chose an unknown cluster {:?}", p.candidate),
+                            )),
+                        }
+                    }
+                    Err(no) => Err((Status::Negative(no.status), no.detail)),
+                }
+            }
+            Err(e) => Err((
+                oakestra_core::status::NegativeSchedulingStatus::NoActiveClusterWithCapacity.into(),
+                e.to_string(),
+            )),
+        };
+        if matches!(how, Move::Relocate(_)) && decision.is_err() {
+            // No other cluster fits: the instance stays where it is.
+            return Ok(false);
+        }
+        let took = started.elapsed();
+        let from_owned = from.cloned();
+        let updated = self
+            .store
+            .update_service(service_id, |service| {
+                let Some(inst) = service.instance_mut(n) else {
+                    return Ok::<_, StoreError>(None);
+                };
+                if inst.cluster_id != from_owned {
+                    return Ok(None);
+                }
+                if matches!(how, Move::Relocate(_)) && !needs_relocation(inst.status) {
+                    return Ok(None);
+                }
+                match &decision {
+                    Ok((cluster, location)) => {
+                        reset_placement(inst);
+                        inst.cluster_id = Some(cluster.clone());
+                        inst.cluster_location = Some(if location.is_empty() {
+                            "location-unknown".to_owned()
+                        } else {
+                            location.clone()
+                        });
+                        inst.status = Some(PositiveSchedulingStatus::ClusterScheduled.into());
+                        inst.status_detail = match how {
+                            Move::Place => None,
+                            Move::Evacuate(old) => {
+                                Some(format!("moved from cluster {old}, which was lost"))
+                            }
+                            Move::Relocate(old) => Some(format!(
+                                "moved from cluster {old}, which found no qualified worker"
+                            )),
+                        };
+                        if matches!(how, Move::Relocate(_)) {
+                            inst.extra.insert(
+                                EXCLUDED_CLUSTERS.to_owned(),
+                                serde_json::Value::from(excluded.clone()),
+                            );
+                        }
+                    }
+                    Err((status, detail)) => {
+                        reset_placement(inst);
+                        inst.cluster_id = None;
+                        inst.cluster_location = None;
+                        inst.status = Some(*status);
+                        inst.status_detail = Some(detail.clone());
+                    }
+                }
+                inst.last_modified_timestamp = Some(crate::tokens::now_secs_f64());
+                refresh_service_status(service);
+                Ok(Some(service.clone()))
+            })
+            .await;
+        let service = match updated {
+            Ok(Some(s)) => s,
+            Ok(None) => return Ok(false),
+            Err(e) if e.is_not_found() => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        // A moved instance is not routable until its new cluster reports it.
+        self.push_service(&service).await;
+        crate::monitor::record::placement(
+            &self.monitor,
+            &service,
+            n,
+            match how {
+                Move::Place => None,
+                Move::Evacuate(old) => Some((old, "lost")),
+                Move::Relocate(old) => Some((old, "found no qualified worker")),
+            },
+            match &decision {
+                Ok((cluster, _)) => Ok((cluster, chosen_name.as_str())),
+                Err((status, detail)) => Err((*status, detail.as_str())),
+            },
+            took,
+        );
+        match decision {
+            Ok((cluster, _)) => {
+                tracing::info!(job = %service_id, n, cluster = %cluster, "instance placed");
+                self.reserve(&cluster, demand);
+                if let Move::Relocate(old) = how {
+                    self.send(
+                        old,
+                        undeploy_message(
+                            service_id,
+                            Some(n),
+                            "placed on another cluster: this one found no qualified worker",
+                        ),
+                    )
+                    .await;
+                }
+                if let Some(msg) = deploy_message(&service, n) {
+                    self.send(&cluster, msg).await;
+                }
+                Ok(true)
+            }
+            Err((status, detail)) => {
+                tracing::info!(job = %service_id, n, %status, %detail, "instance pending");
+                self.pending_hint.store(true, Ordering::SeqCst);
+                Ok(false)
+            }
+        }
+    }
+
+    /// Moves every instance on `lost` (except finished ones) to other clusters.
+    pub(crate) async fn reschedule_from(&self, lost: &ClusterId) -> Result<(), StoreError> {
+        for service in self.store.list_all_services().await? {
+            for inst in &service.instance_list {
+                if inst.cluster_id.as_ref() == Some(lost) && !is_finished(inst.status) {
+                    self.schedule(service.id, inst.instance_number, Move::Evacuate(lost))
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Tries to place every pending instance (negative status or `REQUESTED`, no cluster) and
+    /// to relocate instances their cluster refused. Returns how many went to a cluster. Runs
+    /// by itself when clusters register, connect or report more capacity.
+    pub async fn retry_pending(&self) -> usize {
+        let services = match self.store.list_all_services().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot list services to retry pending instances: {e}");
+                self.pending_hint.store(true, Ordering::SeqCst);
+                return 0;
+            }
+        };
+        let mut placed = 0;
+        for service in services {
+            for inst in &service.instance_list {
+                // Unplaced: pending with a negative status, or left `REQUESTED` by a deploy
+                // whose placement step failed. Placed but refused by its cluster: relocation.
+                let how = match &inst.cluster_id {
+                    None if matches!(
+                        inst.status,
+                        Some(Status::Negative(_)) | Some(Status::REQUESTED)
+                    ) =>
+                    {
+                        Move::Place
+                    }
+                    Some(cluster) if needs_relocation(inst.status) => Move::Relocate(cluster),
+                    _ => continue,
+                };
+                let relocation = matches!(how, Move::Relocate(_));
+                match self.schedule(service.id, inst.instance_number, how).await {
+                    Ok(false) if relocation => {
+                        // Still refused and nowhere else to go: try again later.
+                        self.pending_hint.store(true, Ordering::SeqCst);
+                    }
+                    Ok(true) => placed += 1,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(job = %service.id, "cannot retry a pending instance: {e}");
+                        self.pending_hint.store(true, Ordering::SeqCst);
+                    }
+                }
+            }
+        }
+        placed
+    }
+}
