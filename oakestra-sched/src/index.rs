@@ -164,7 +164,7 @@ fn least_base(shape: Shape, request: &PlacementRequest, with_gpu: bool) -> f64 {
 }
 
 /// Candidates kept ordered for best fit, least loaded and LDP without spatial constraints.
-/// See the [module documentation](self).
+/// How the search is narrowed: the crate README, section "The placement index".
 #[derive(Debug, Default)]
 pub struct PlacementIndex {
     candidates: Vec<Candidate>,
