@@ -6,7 +6,7 @@
 //! grows one sample per interval; a user sees only the events of their own services.
 
 mod support;
-use support::{Proc, free_port};
+use support::{Proc, eventually, free_port};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -66,21 +66,6 @@ fn start(dir: &Path) -> (Proc, Proc, String) {
         &sim_err,
     );
     (up, sim, api)
-}
-
-async fn eventually<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Application `events` with one service per `(name, environment)`.

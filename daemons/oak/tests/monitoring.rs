@@ -4,27 +4,12 @@
 //! disk and network series are there; events and usage history survive a root restart.
 
 mod support;
-use support::{Proc, free_port};
+use support::{Proc, eventually, free_port};
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use oakestra_client::{Client, EventQuery};
-
-async fn eventually<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// The API URL `oak up` prints.
 fn api_of(up: &Proc, err: &Path) -> String {
