@@ -105,7 +105,7 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::DataDir {
+    oakestra_daemon::private::dir(&config.data_dir).map_err(|e| StartError::DataDir {
         path: config.data_dir.display().to_string(),
         reason: e.to_string(),
     })?;

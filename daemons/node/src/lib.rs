@@ -297,7 +297,7 @@ async fn build_runtime(
 /// Starts a worker: loads its state, re-adopts its instances, then registers and connects in
 /// the background (retrying while the cluster is unreachable; instances keep running).
 pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
+    oakestra_daemon::private::dir(&config.data_dir).map_err(|source| NodeError::DataDir {
         path: config.data_dir.clone(),
         source,
     })?;

@@ -158,26 +158,15 @@ impl StateFile {
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
-    use std::io::Write;
     let io = |source| StateError::Io {
         path: path.to_owned(),
         source,
     };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
+        oakestra_daemon::private::dir(dir).map_err(io)?;
     }
-    let tmp = path.with_extension("json.tmp");
-    let mut file = std::fs::File::create(&tmp).map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(io)?;
-    if let Some(dir) = path.parent()
-        && let Ok(d) = std::fs::File::open(dir)
-    {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    // It holds the worker's MQTT password: owner only.
+    oakestra_daemon::private::write(path, bytes).map_err(io)
 }
 
 #[cfg(test)]
@@ -221,6 +210,12 @@ mod tests {
         let saved = state.clone();
         file.save_with(move || saved).await.unwrap();
         assert_eq!(file.load().unwrap(), state);
+        // It holds the worker's MQTT password: owner only.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(file.path()).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
 
         // A crash mid-write leaves a partial temporary file: the state is the previous one.
         std::fs::write(

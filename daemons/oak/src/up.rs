@@ -175,7 +175,7 @@ async fn cluster_join_token(root: &oakestra_root::RunningRoot, root_dir: &Path) 
         .await
         .context("creating a cluster join token")?;
     let path = root_dir.join(oakestra_root::tokens::BOOTSTRAP_TOKEN_FILE);
-    std::fs::write(&path, format!("{}\n", created.token))
+    oakestra_daemon::private::write(&path, format!("{}\n", created.token).as_bytes())
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(created.token)
 }

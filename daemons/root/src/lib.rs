@@ -100,7 +100,7 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, RootError> {
         StoreLocation::Redb(path) => {
             let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
             if let Some(dir) = dir {
-                std::fs::create_dir_all(dir).map_err(|source| RootError::DataDir {
+                oakestra_daemon::private::dir(dir).map_err(|source| RootError::DataDir {
                     path: dir.to_owned(),
                     source,
                 })?;
@@ -272,7 +272,7 @@ async fn futures_select_all<T>(
 /// Starts a root: opens the store, bootstraps it, binds the REST API and the cluster gRPC
 /// endpoint and serves both in the background. Returns once both accept connections.
 pub async fn start(config: Config) -> Result<RunningRoot, RootError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| RootError::DataDir {
+    oakestra_daemon::private::dir(&config.data_dir).map_err(|source| RootError::DataDir {
         path: config.data_dir.clone(),
         source,
     })?;

@@ -349,6 +349,17 @@ async fn a_clusters_workers_are_asked_on_demand_and_errors_say_why() {
     let dir = tempfile::tempdir().unwrap();
     let root = RootProcess::start_with_timeout(dir.path(), "2s");
     let token = tokens::read_bootstrap_token(dir.path()).expect("bootstrap token file");
+    // The store (signing key, password hashes) and the token file: owner only.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for file in ["oakestra.redb", tokens::BOOTSTRAP_TOKEN_FILE] {
+            let mode = std::fs::metadata(dir.path().join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}");
+        }
+    }
     let cluster: FakeCluster = root.cluster("edge", &token).connect().await.unwrap();
     let admin = root.admin().await;
     eventually("the cluster to be active", || async {

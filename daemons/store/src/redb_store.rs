@@ -61,7 +61,7 @@ impl RedbStore {
             hint: hint.to_owned(),
         };
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| {
+            private_dir(parent).map_err(|e| {
                 open_err(
                     format!("cannot create directory {}: {e}", parent.display()),
                     "choose a data directory the daemon may write to (--data-dir)",
@@ -81,6 +81,16 @@ impl RedbStore {
                 }
             };
             open_err(e.to_string(), hint)
+        })?;
+        // The file holds secrets (the root's token signing key, password hashes): owner only.
+        owner_only(&path).map_err(|e| {
+            open_err(
+                format!(
+                    "cannot make {} readable by its owner only: {e}",
+                    path.display()
+                ),
+                "run the daemon as the file's owner, or fix its permissions (chmod 600)",
+            )
         })?;
         // Create every table up front so readers never meet a missing one.
         let tx = db
@@ -268,4 +278,36 @@ impl Store for RedbStore {
         })
         .await
     }
+}
+
+/// Creates `dir` and its missing parents, new ones readable by their owner only (0700).
+/// Existing directories are left as they are.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// Makes `path` readable and writable by its owner only (0600) if group or others may read
+/// or write it, saying so: a store file created by an older version, or copied, may be.
+fn owner_only(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            tracing::warn!(
+                "{} was readable by others (mode {:o}); it holds secrets, so it is now 0600",
+                path.display(),
+                mode & 0o777
+            );
+        }
+    }
+    Ok(())
 }

@@ -6,6 +6,7 @@
 //! * [`data_dir`]: the default data directory under the XDG base directories;
 //! * [`backoff`]: the one capped exponential backoff;
 //! * [`metrics`]: the Prometheus text encoding and the optional bearer token on `/metrics`;
+//! * [`private`]: owner-only directories and files for secrets;
 //! * [`layered`]: flags > TOML file > environment > defaults, for clap parsers.
 #![deny(missing_docs)]
 
@@ -14,6 +15,7 @@ pub mod data_dir;
 pub mod layered;
 pub mod logging;
 pub mod metrics;
+pub mod private;
 
 pub use backoff::Backoff;
 pub use data_dir::default_data_dir;
