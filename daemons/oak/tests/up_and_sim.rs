@@ -5,7 +5,7 @@
 //! the right statuses and are healed by the cluster.
 
 mod support;
-use support::{Proc, free_port};
+use support::{Proc, eventually, free_port};
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -51,21 +51,6 @@ fn start_up(dir: &Path, workers: u32) -> (Proc, String, u16, std::path::PathBuf)
         .unwrap()
         .to_owned();
     (up, api, cluster_port, err)
-}
-
-async fn eventually<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Creates the clientsrvr application, deploys one instance of each service and waits until
