@@ -75,9 +75,12 @@ impl Blocks {
         }
         let b = self.block_of(&item.entry);
         let block = &mut self.blocks[b];
+        // The maxima only grow on insert: no pass over the block.
+        block.max_vcpus = block.max_vcpus.max(item.free_vcpus);
+        block.max_memory_mb = block.max_memory_mb.max(item.free_memory_mb);
+        block.max_gpus = block.max_gpus.max(item.free_gpus);
         let at = block.items.partition_point(|i| i.entry < item.entry);
         block.items.insert(at, item);
-        block.refresh();
         if block.items.len() > MAX_BLOCK {
             let mut tail = Block {
                 items: block.items.split_off(MAX_BLOCK / 2),
