@@ -15,6 +15,7 @@
 pub mod addresses;
 pub mod api;
 pub mod auth;
+mod calendar;
 pub mod cluster_link;
 pub mod config;
 pub mod dashboard;
