@@ -68,7 +68,10 @@ impl Client {
 
     /// `POST /api/user/<name>`: changes the caller's own password.
     pub async fn change_password(&self, username: &str, old: &str, new: &str) -> Result<()> {
-        let body = serde_json::json!({"oldPassword": old, "newPassword": new});
+        let body = PasswordChange {
+            old_password: old.to_owned(),
+            new_password: new.to_owned(),
+        };
         let _: Value = self
             .call(
                 Method::POST,

@@ -45,7 +45,7 @@ pub use types::{
     Member, Message, NewUser, Organization, OrganizationSpec, ServiceCreation, ServiceOutcome,
     Tokens, User, UserUpdate,
 };
-use types::{LoginRequest, NewJoinToken, Refreshed, Roles};
+use types::{LoginRequest, NewJoinToken, PasswordChange, Refreshed, Roles};
 
 /// Refresh the access token when it has less than this left.
 const REFRESH_MARGIN_SECS: u64 = 15;

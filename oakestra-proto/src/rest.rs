@@ -80,8 +80,10 @@ pub struct User {
     pub extra: Map<String, Value>,
 }
 
-/// What `POST /api/auth/register` takes.
+/// What `POST /api/auth/register` takes. Other keys (Oakestra's dashboard also sends
+/// `created_at`) are ignored: the root sets the creation time itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = RegisterRequest))]
 pub struct NewUser {
     /// User name (unique).
     pub name: String,
@@ -97,16 +99,33 @@ pub struct NewUser {
 
 /// A change to a user (`PUT /api/user/<name>`); unset fields stay as they are.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = UserUpdateRequest))]
 pub struct UserUpdate {
     /// New e-mail address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
-    /// New password.
+    /// New password (the root stores its argon2 hash; Oakestra stores it in clear text).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
     /// New roles in the caller's organization.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub roles: Option<Vec<String>>,
+    /// Other fields, stored as they are (`name` and `_id` cannot be changed).
+    #[serde(flatten)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub extra: Map<String, Value>,
+}
+
+/// What `POST /api/user/<name>` takes: a user changing their own password. Oakestra's
+/// spelling, `{"oldPassword", "newPassword"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct PasswordChange {
+    /// The current password.
+    pub old_password: String,
+    /// The new one (not empty, not the old one).
+    pub new_password: String,
 }
 
 /// A member of an organization, as the API and the store show it.
@@ -148,15 +167,21 @@ pub struct OrganizationSpec {
 }
 
 /// A change to an application (`PUT /api/application/<id>`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = ApplicationUpdateRequest))]
 pub struct ApplicationUpdate {
-    /// New name.
+    /// New name (`^[a-zA-Z0-9]{1,30}$`).
     pub application_name: String,
-    /// New namespace.
+    /// New namespace (`^[a-zA-Z0-9]{1,30}$`).
     pub application_namespace: String,
-    /// New description.
+    /// New description (unchanged when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub application_desc: Option<String>,
+    /// Ignored by the root (Oakestra's dashboard sends it): services are added with
+    /// `POST /api/service` and removed with `DELETE /api/service/<id>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<String>>))]
+    pub microservices: Option<Value>,
 }
 
 /// A cluster as `GET /api/clusters` shows it: Oakestra's resource fields plus the aliases the
@@ -387,4 +412,72 @@ pub struct ServiceUsage {
     pub step: u32,
     /// One entry per instance.
     pub instances: Vec<InstanceUsage>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn new_user_ignores_created_at_and_defaults_email_and_roles() {
+        let user: NewUser = serde_json::from_value(
+            json!({"name": "carol", "password": "pw", "created_at": "01/01/2024 10:00"}),
+        )
+        .unwrap();
+        assert_eq!(user.email, "");
+        assert!(user.roles.is_empty());
+        assert_eq!(
+            serde_json::to_string(&user).unwrap(),
+            r#"{"name":"carol","password":"pw","email":"","roles":[]}"#
+        );
+    }
+
+    #[test]
+    fn user_update_sends_only_what_is_set_and_keeps_other_fields() {
+        assert_eq!(serde_json::to_string(&UserUpdate::default()).unwrap(), "{}");
+        let update: UserUpdate =
+            serde_json::from_value(json!({"email": "c@x.org", "name": "carol", "city": "Munich"}))
+                .unwrap();
+        assert_eq!(update.email.as_deref(), Some("c@x.org"));
+        assert_eq!(update.password, None);
+        assert_eq!(update.extra.len(), 2);
+        assert_eq!(update.extra["city"], "Munich");
+        assert_eq!(
+            serde_json::to_value(&update).unwrap(),
+            json!({"email": "c@x.org", "name": "carol", "city": "Munich"})
+        );
+    }
+
+    #[test]
+    fn password_change_uses_oakestras_camel_case() {
+        let change = PasswordChange {
+            old_password: "a".into(),
+            new_password: "b".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&change).unwrap(),
+            r#"{"oldPassword":"a","newPassword":"b"}"#
+        );
+    }
+
+    #[test]
+    fn application_update_keeps_microservices_out_unless_given() {
+        let update = ApplicationUpdate {
+            application_name: "app".into(),
+            application_namespace: "ns".into(),
+            ..ApplicationUpdate::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&update).unwrap(),
+            r#"{"application_name":"app","application_namespace":"ns"}"#
+        );
+        let read: ApplicationUpdate = serde_json::from_value(json!({
+            "application_name": "app", "application_namespace": "ns",
+            "application_desc": "d", "microservices": ["x"]
+        }))
+        .unwrap();
+        assert_eq!(read.application_desc.as_deref(), Some("d"));
+        assert_eq!(read.microservices, Some(json!(["x"])));
+    }
 }

@@ -68,7 +68,7 @@ impl Credentials {
 pub struct BrokerError {
     /// The address.
     pub addr: SocketAddr,
-    /// Why.
+    /// Why it could not be started (the bind or broker error as text).
     pub reason: String,
 }
 

@@ -68,7 +68,7 @@ pub struct Config {
     pub store: String,
     /// Worker join token (default: generated on first start and kept in the data dir).
     pub worker_join_token: Option<String>,
-    /// Scheduler.
+    /// Which algorithm places instances on this cluster's workers.
     pub scheduler: SchedulerChoice,
     /// External scheduler timeout.
     pub scheduler_timeout: Duration,

@@ -20,7 +20,7 @@ pub struct Api {
     pub commands: mpsc::Sender<Command>,
     /// SHA-256 of the workers' join token.
     pub worker_token_sha256: String,
-    /// Metrics.
+    /// The cluster's Prometheus metrics, served at `/metrics` and counted by the handlers.
     pub metrics: Metrics,
     /// When set, `GET /metrics` needs it as a bearer token.
     pub metrics_token: Option<std::sync::Arc<str>>,

@@ -10,6 +10,8 @@
 //!
 //! [`run`] starts everything and runs until `shutdown` resolves.
 
+#![deny(missing_docs)]
+
 pub mod broker;
 pub mod cluster;
 pub mod config;

@@ -21,7 +21,7 @@ pub struct ClientSettings {
     pub host: String,
     /// Broker port.
     pub port: u16,
-    /// Username.
+    /// User name to authenticate with at the broker (none: anonymous).
     pub username: Option<String>,
     /// Password.
     pub password: Option<String>,

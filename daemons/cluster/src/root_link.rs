@@ -122,7 +122,7 @@ pub const LINK_WAIT: Duration = Duration::from_secs(1);
 pub struct LinkSettings {
     /// `host:port` of the root's gRPC server.
     pub root: String,
-    /// Registration.
+    /// What the cluster sends in `Register` on every (re)connect: name, location, join token.
     pub register: proto::RegisterRequest,
     /// First reconnect delay.
     pub backoff_base: Duration,

@@ -9,18 +9,18 @@ use std::path::Path;
 /// Network bytes of every interface but loopback, since boot.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NetworkBytes {
-    /// Received.
+    /// Bytes received.
     pub received: u64,
-    /// Transmitted.
+    /// Bytes sent.
     pub transmitted: u64,
 }
 
 /// Disk bytes of every whole disk, since boot.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DiskBytes {
-    /// Read.
+    /// Bytes read from the disks.
     pub read: u64,
-    /// Written.
+    /// Bytes written to the disks.
     pub written: u64,
 }
 

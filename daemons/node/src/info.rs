@@ -49,7 +49,7 @@ pub fn cpu_percent(before: CpuTimes, after: CpuTimes) -> f64 {
 /// Total and available memory from `/proc/meminfo`, in kB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MemInfo {
-    /// MemTotal.
+    /// The `MemTotal` line: all usable memory.
     pub total_kb: u64,
     /// MemAvailable (MemFree on kernels without it).
     pub available_kb: u64,

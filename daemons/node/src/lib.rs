@@ -15,6 +15,8 @@
 //! * [`metrics`] — Prometheus metrics on `GET /metrics`.
 //! * [`overlay`] — the instances' network namespaces (`oakestra_net`'s data plane).
 
+#![deny(missing_docs)]
+
 pub mod config;
 pub mod dns_forward;
 pub mod engine;

@@ -66,7 +66,7 @@ pub struct Claims {
     pub nbf: u64,
     /// Unique token id.
     pub jti: String,
-    /// Expiry.
+    /// Expiry, seconds since the epoch; the token is refused from then on.
     pub exp: u64,
     /// `access` or `refresh`.
     #[serde(rename = "type")]

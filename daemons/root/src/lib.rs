@@ -10,6 +10,8 @@
 //! * [`openapi`] — the API documentation pages; [`metrics`] — Prometheus metrics.
 //! * [`dashboard`] — the web dashboard and the docs' files, embedded and served at `/`.
 
+#![deny(missing_docs)]
+
 pub mod addresses;
 pub mod api;
 pub mod auth;

@@ -431,6 +431,7 @@ async fn users_organizations_and_passwords(backend: Backend) {
                 email: Some("carol@example.org".into()),
                 password: Some("pw3".into()),
                 roles: Some(vec!["Admin".into()]),
+                ..UserUpdate::default()
             },
         )
         .await

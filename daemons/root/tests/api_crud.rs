@@ -97,6 +97,7 @@ async fn clientsrvr_application_and_services_crud(backend: Backend) {
                 application_name: "renamed".into(),
                 application_namespace: "prod".into(),
                 application_desc: Some("new".into()),
+                microservices: None,
             },
         )
         .await
@@ -112,6 +113,7 @@ async fn clientsrvr_application_and_services_crud(backend: Backend) {
                 application_name: "no way!".into(),
                 application_namespace: "prod".into(),
                 application_desc: None,
+                microservices: None,
             },
         )
         .await

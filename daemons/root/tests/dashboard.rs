@@ -237,6 +237,23 @@ async fn api_docs_work_offline_from_embedded_swagger_ui() {
     assert!(spec["paths"]["/api/auth/login"]["post"].is_object());
     let login = &spec["components"]["schemas"]["LoginResponse"]["properties"];
     assert!(login["default_password"].is_object(), "{login}");
+    // Request bodies defined once in oakestra-proto keep the names the spec always had.
+    let schemas = &spec["components"]["schemas"];
+    for (name, field) in [
+        ("RegisterRequest", "password"),
+        ("UserUpdateRequest", "roles"),
+        ("ApplicationUpdateRequest", "application_namespace"),
+        ("PasswordChange", "oldPassword"),
+    ] {
+        // A flattened map makes the schema an `allOf`: look for the property anywhere in it.
+        let schema = &schemas[name];
+        let has = |s: &serde_json::Value| s["properties"][field].is_object();
+        let found = has(schema)
+            || schema["allOf"]
+                .as_array()
+                .is_some_and(|parts| parts.iter().any(has));
+        assert!(found, "{name}.{field} missing: {schema}");
+    }
 }
 
 on_every_backend!(login_says_when_admin_still_has_the_default_password);

@@ -86,7 +86,7 @@ pub struct Outputs {
 pub struct BrokerAdvert {
     /// Host to dial (empty: the cluster's host).
     pub host: String,
-    /// Port.
+    /// Port workers dial for MQTT.
     pub port: u16,
     /// With the embedded broker every worker gets its own password.
     pub per_worker_credentials: bool,

@@ -288,7 +288,7 @@ pub struct Aggregate {
     pub memory_total_mb: u64,
     /// Sum of free memory, MB.
     pub memory_free_mb: u64,
-    /// GPUs.
+    /// Sum of the workers' GPUs.
     pub gpus: u32,
     /// GPUs not assigned to an instance.
     pub gpus_free: u32,

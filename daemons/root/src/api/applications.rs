@@ -11,10 +11,9 @@ use oakestra_core::ids::ObjectId;
 use oakestra_core::model::{ApplicationRecord, ServiceRecord};
 use oakestra_core::naming::{NAME_RULE, is_valid_name};
 use oakestra_core::sla::{Application, Sla, Violation, validate_owned};
+use oakestra_proto::rest::ApplicationUpdate;
 use oakestra_store::new_object_id;
-use serde::Deserialize;
 use serde_json::Value;
-use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -217,24 +216,6 @@ async fn get_application(
         .map(Json)
 }
 
-/// A change to an application.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct ApplicationUpdateRequest {
-    /// New name (`^[a-zA-Z0-9]{1,30}$`).
-    pub application_name: String,
-    /// New namespace (`^[a-zA-Z0-9]{1,30}$`).
-    pub application_namespace: String,
-    /// New description (unchanged when absent).
-    #[serde(default)]
-    pub application_desc: Option<String>,
-    /// Ignored: services are added with POST /api/service and removed with DELETE
-    /// /api/service/{id}.
-    #[serde(default)]
-    #[schema(value_type = Option<Vec<String>>)]
-    #[allow(dead_code)]
-    pub microservices: Option<Value>,
-}
-
 /// Rename an application or change its description.
 ///
 /// Differences from Oakestra: only the caller's own applications can be changed (Oakestra
@@ -245,7 +226,7 @@ pub struct ApplicationUpdateRequest {
 #[utoipa::path(put, path = "/api/application/{application_id}", tag = "applications",
     security(("bearer" = [])),
     params(("application_id" = String, Path)),
-    request_body = ApplicationUpdateRequest,
+    request_body = ApplicationUpdate,
     responses(
         (status = 200, body = MessageBody),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -256,7 +237,7 @@ async fn update_application(
     State(state): State<AppState>,
     caller: Caller,
     Path(application_id): Path<String>,
-    JsonBody(req): JsonBody<ApplicationUpdateRequest>,
+    JsonBody(req): JsonBody<ApplicationUpdate>,
 ) -> ApiResult<Json<MessageBody>> {
     let app = owned_application(&state, &caller, &application_id).await?;
     let mut violations = Vec::new();

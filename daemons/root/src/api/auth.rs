@@ -3,12 +3,11 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use oakestra_proto::rest::{
-    LoginRequest, Refreshed as RefreshResponse, Roles as RolesResponse, Tokens as LoginResponse,
+    LoginRequest, NewUser, Refreshed as RefreshResponse, Roles as RolesResponse,
+    Tokens as LoginResponse,
 };
 use oakestra_store::{Member, OrganizationRecord, UserRecord, new_object_id};
-use serde::Deserialize;
 use serde_json::{Map, Value};
-use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -151,25 +150,6 @@ async fn refresh(
     }))
 }
 
-/// Registration request.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct RegisterRequest {
-    /// User name (unique).
-    pub name: String,
-    /// Password (stored as an argon2 hash).
-    pub password: String,
-    /// E-mail address.
-    #[serde(default)]
-    pub email: String,
-    /// Ignored: the root sets the creation time.
-    #[serde(default)]
-    #[allow(dead_code)]
-    pub created_at: Option<Value>,
-    /// Roles in the caller's organization.
-    #[serde(default)]
-    pub roles: Vec<String>,
-}
-
 /// A user as the API shows it: the stored document without the password hash, plus `roles`
 /// in the caller's organization.
 pub(crate) fn user_view(user: &UserRecord, roles: &[String]) -> Value {
@@ -228,7 +208,7 @@ pub(crate) fn check_roles(roles: &[String]) -> ApiResult<()> {
 /// the error inside the body).
 #[utoipa::path(post, path = "/api/auth/register", tag = "auth",
     security(("bearer" = [])),
-    request_body = RegisterRequest,
+    request_body = NewUser,
     responses(
         (status = 200, description = "The new user `{_id:{$oid}, name, email, created_at, roles}`"),
         (status = 400, description = "Empty name or password, unknown role, bad body", body = ErrorBody),
@@ -238,7 +218,7 @@ pub(crate) fn check_roles(roles: &[String]) -> ApiResult<()> {
 async fn register(
     State(state): State<AppState>,
     AdminCaller(admin): AdminCaller,
-    JsonBody(req): JsonBody<RegisterRequest>,
+    JsonBody(req): JsonBody<NewUser>,
 ) -> ApiResult<Json<Value>> {
     if req.name.trim().is_empty() || req.password.is_empty() {
         return Err(ApiError::bad_request("name and password must not be empty"));

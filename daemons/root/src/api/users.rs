@@ -3,10 +3,9 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use oakestra_core::ids::ObjectId;
+use oakestra_proto::rest::{PasswordChange, UserUpdate};
 use oakestra_store::{Member, OrganizationRecord, UserRecord};
-use serde::Deserialize;
 use serde_json::{Map, Value};
-use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -71,24 +70,6 @@ async fn get_user(
     Ok(Json(user_view(&user, &roles_of(org.as_ref(), &user))))
 }
 
-/// A change to a user account.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct UserUpdateRequest {
-    /// New e-mail address.
-    #[serde(default)]
-    pub email: Option<String>,
-    /// New password (hashed; Oakestra stores it in clear text here).
-    #[serde(default)]
-    pub password: Option<String>,
-    /// New roles in the caller's organization.
-    #[serde(default)]
-    pub roles: Option<Vec<String>>,
-    /// Other fields, stored as they are (`name`, `_id` cannot be changed).
-    #[serde(flatten)]
-    #[schema(value_type = Object)]
-    pub other: Map<String, Value>,
-}
-
 /// Change a user (Admin): e-mail, password, roles in your organization, other fields.
 ///
 /// Differences from Oakestra: the password is hashed (Oakestra stores it as given), the user
@@ -97,7 +78,7 @@ pub struct UserUpdateRequest {
 #[utoipa::path(put, path = "/api/user/{username}", tag = "users",
     security(("bearer" = [])),
     params(("username" = String, Path)),
-    request_body = UserUpdateRequest,
+    request_body = UserUpdate,
     responses(
         (status = 200, body = MessageBody),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -107,10 +88,10 @@ async fn update_user(
     State(state): State<AppState>,
     AdminCaller(admin): AdminCaller,
     Path(username): Path<String>,
-    JsonBody(req): JsonBody<UserUpdateRequest>,
+    JsonBody(req): JsonBody<UserUpdate>,
 ) -> ApiResult<Json<MessageBody>> {
-    for key in req.other.keys() {
-        if key == "_id" || (key == "name" && req.other[key] != Value::String(username.clone())) {
+    for key in req.extra.keys() {
+        if key == "_id" || (key == "name" && req.extra[key] != Value::String(username.clone())) {
             return Err(ApiError::bad_request(format!(
                 "{key:?} of a user cannot be changed"
             )));
@@ -128,7 +109,7 @@ async fn update_user(
         None => None,
     };
     let email = req.email;
-    let other = req.other;
+    let other = req.extra;
     state
         .store
         .update_user(user.id, |u: &mut UserRecord| {
@@ -209,16 +190,6 @@ async fn list_views(state: &AppState, caller: &Claims) -> ApiResult<Vec<Value>> 
         .iter()
         .map(|u| user_view(u, &roles_of(org.as_ref(), u)))
         .collect())
-}
-
-/// Password change.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PasswordChange {
-    /// The current password.
-    pub old_password: String,
-    /// The new one.
-    pub new_password: String,
 }
 
 /// Change your own password.

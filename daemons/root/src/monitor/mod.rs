@@ -16,7 +16,7 @@ pub use history::UsageHistory;
 /// The event log and the usage history of one root.
 #[derive(Debug, Default)]
 pub struct Monitor {
-    /// Events.
+    /// What happened to which object: kept, persisted and streamed to `GET /api/events`.
     pub events: EventLog,
     /// Usage history per instance.
     pub history: UsageHistory,
