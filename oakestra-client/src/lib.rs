@@ -526,6 +526,35 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_answer_lists_its_instances_and_an_older_roots_its_one() {
+        let batch: DeployAnswer = serde_json::from_value(serde_json::json!({
+            "message": "ok",
+            "instance": {"instance_number": 4, "status": "CLUSTER_SCHEDULED"},
+            "instances": [
+                {"instance_number": 4, "status": "CLUSTER_SCHEDULED"},
+                {"instance_number": 5, "status": "NoActiveClusterWithCapacity"},
+            ],
+        }))
+        .unwrap();
+        let numbers: Vec<u32> = workloads::created_instances(batch)
+            .iter()
+            .map(|i| i.instance_number)
+            .collect();
+        assert_eq!(numbers, [4, 5]);
+        let single: DeployAnswer = serde_json::from_value(serde_json::json!({
+            "message": "ok",
+            "instance": {"instance_number": 7, "status": "REQUESTED"},
+        }))
+        .unwrap();
+        let created = workloads::created_instances(single);
+        assert_eq!(created.len(), 1);
+        assert_eq!(created[0].instance_number, 7);
+        let bare: DeployAnswer =
+            serde_json::from_value(serde_json::json!({"message": "ok"})).unwrap();
+        assert!(workloads::created_instances(bare).is_empty());
+    }
+
+    #[test]
     fn segments_are_escaped() {
         assert_eq!(segment("a b/c"), "a%20b%2Fc");
         assert_eq!(segment("Admin"), "Admin");

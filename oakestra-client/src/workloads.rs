@@ -115,6 +115,27 @@ impl Client {
         .await
     }
 
+    /// `POST /api/service/<id>/instance?count=N` (Oakestra-rs only): deploys `count` more
+    /// instances as one batch (1 to [`oakestra_proto::rest::MAX_DEPLOY_COUNT`]); returns
+    /// them in number order, each with its scheduling status.
+    pub async fn deploy_instances(
+        &self,
+        service_id: &str,
+        count: u32,
+    ) -> Result<Vec<oakestra_core::model::InstanceRecord>> {
+        let answer: DeployAnswer = self
+            .call(
+                Method::POST,
+                &format!(
+                    "/api/service/{}/instance?count={count}",
+                    segment(service_id)
+                ),
+                None::<&()>,
+            )
+            .await?;
+        Ok(created_instances(answer))
+    }
+
     /// `DELETE /api/service/<id>/instance/<n>`: undeploys instance `n`, or every instance.
     pub async fn undeploy_instance(
         &self,
@@ -148,4 +169,12 @@ impl Client {
             message: "expected {\"lines\": [\"<line>\", …]} or {\"logs\": \"<text>\"}".to_owned(),
         })
     }
+}
+
+/// The instances a deploy answer names: its `instances`, or, from a root that does not know
+/// `count` (it ignores the query and deploys one), its one `instance`.
+pub(crate) fn created_instances(answer: DeployAnswer) -> Vec<oakestra_core::model::InstanceRecord> {
+    answer
+        .instances
+        .unwrap_or_else(|| answer.instance.into_iter().collect())
 }

@@ -322,7 +322,15 @@ pub struct DeployAnswer {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Object, required = true))]
     pub instance: Option<InstanceRecord>,
+    /// Only with `?count=N`: every instance created, in number order (`instance` is then
+    /// the first of them). Absent without `count`, so the answer stays Oakestra's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Object>>))]
+    pub instances: Option<Vec<InstanceRecord>>,
 }
+
+/// Most instances one `POST /api/service/<id>/instance?count=N` creates.
+pub const MAX_DEPLOY_COUNT: u32 = 10_000;
 
 /// A `{"message": …}` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -82,6 +82,8 @@ pub struct Config {
     pub capacity: CapacityPolicy,
     /// When set, `GET /metrics` needs `Authorization: Bearer <this>`.
     pub metrics_token: Option<String>,
+    /// Timeouts and the connection limit of the HTTP API.
+    pub http: oakestra_daemon::http::HttpLimits,
 }
 
 impl Config {
@@ -110,6 +112,7 @@ impl Config {
             backoff_cap: Duration::from_secs(30),
             capacity: CapacityPolicy::default(),
             metrics_token: None,
+            http: oakestra_daemon::http::HttpLimits::default(),
         }
     }
 }
@@ -271,6 +274,17 @@ pub struct Args {
     /// is reachable beyond loopback) [default: none, /metrics is open].
     #[arg(long, env = "OAKESTRA_CLUSTER_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
+    /// Connections the HTTP API serves at once; one more gets a 503. Capped to what the
+    /// open-file limit allows.
+    #[arg(
+        long,
+        env = "OAKESTRA_CLUSTER_MAX_CONNECTIONS",
+        default_value_t = oakestra_daemon::http::HttpLimits::DEFAULT_MAX_CONNECTIONS
+    )]
+    pub max_connections: usize,
+    /// Time a client has to send a request head (and an idle kept-alive connection stays open).
+    #[arg(long, env = "OAKESTRA_CLUSTER_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
     /// Log lines as text for people or as JSON lines (time, level, target, fields, message)
     /// for Loki or any log shipper.
     #[arg(long, env = "OAKESTRA_CLUSTER_LOG_FORMAT", value_enum, default_value_t)]
@@ -374,6 +388,8 @@ impl Args {
         config.backoff_base = self.backoff_base;
         config.backoff_cap = self.backoff_cap;
         config.metrics_token = self.metrics_token.filter(|t| !t.trim().is_empty());
+        config.http.max_connections = self.max_connections.max(1);
+        config.http.header_read_timeout = self.header_read_timeout;
         config.capacity = capacity_policy(
             self.capacity,
             self.system_reserved_cpus,

@@ -107,6 +107,8 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    let files = oakestra_daemon::http::raise_file_limit();
+    tracing::debug!(?files, "open-file limit");
     oakestra_daemon::private::dir(&config.data_dir).map_err(|e| StartError::DataDir {
         path: config.data_dir.display().to_string(),
         reason: e.to_string(),
@@ -244,12 +246,6 @@ pub async fn run(
         root: link_state_rx,
         subnets,
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| StartError::Listen {
-            addr: config.listen,
-            reason: e.to_string(),
-        })?;
+    oakestra_daemon::http::serve(listener, app, config.http, shutdown, "the cluster API").await;
     Ok(())
 }

@@ -70,6 +70,8 @@ pub struct Config {
     pub dashboard_listen: Option<SocketAddr>,
     /// When set, `GET /metrics` needs `Authorization: Bearer <this>`.
     pub metrics_token: Option<String>,
+    /// Timeouts and the connection limit of the REST API and dashboard listeners.
+    pub http: oakestra_daemon::http::HttpLimits,
 }
 
 impl Default for Config {
@@ -84,6 +86,7 @@ impl Default for Config {
             access_token_ttl: DEFAULT_ACCESS_TOKEN_TTL,
             dashboard_listen: None,
             metrics_token: None,
+            http: oakestra_daemon::http::HttpLimits::default(),
         }
     }
 }
@@ -209,6 +212,14 @@ pub struct Settings {
         global = true
     )]
     pub metrics_token: Option<String>,
+    /// Connections the REST API (and the dashboard listener) serve at once; one more gets a
+    /// 503. Capped to what the open-file limit allows [default: 4096].
+    #[arg(long, env = "OAKESTRA_ROOT_MAX_CONNECTIONS", global = true)]
+    pub max_connections: Option<usize>,
+    /// Time a client has to send a request head (and an idle kept-alive connection stays
+    /// open), e.g. `10s` [default: 10s].
+    #[arg(long, env = "OAKESTRA_ROOT_HEADER_READ_TIMEOUT", value_parser = parse_duration, global = true)]
+    pub header_read_timeout: Option<Duration>,
     /// Log lines as text for people or as JSON lines (time, level, target, fields, message)
     /// for Loki or any log shipper.
     #[arg(
@@ -233,6 +244,8 @@ struct FileSettings {
     access_token_ttl: Option<String>,
     dashboard_listen: Option<SocketAddr>,
     metrics_token: Option<String>,
+    max_connections: Option<usize>,
+    header_read_timeout: Option<String>,
 }
 
 /// A configuration that cannot be used.
@@ -277,6 +290,13 @@ impl Settings {
             })?),
             None => None,
         };
+        let file_header_timeout = match &file.header_read_timeout {
+            Some(t) => Some(parse_duration(t).map_err(|message| ConfigError::Invalid {
+                path: self.config.clone().unwrap_or_default(),
+                message: format!("header_read_timeout: {message}"),
+            })?),
+            None => None,
+        };
         let defaults = Config::default();
         let data_dir = self
             .data_dir
@@ -309,6 +329,18 @@ impl Settings {
                 .clone()
                 .or(file.metrics_token)
                 .filter(|t| !t.trim().is_empty()),
+            http: oakestra_daemon::http::HttpLimits {
+                max_connections: self
+                    .max_connections
+                    .or(file.max_connections)
+                    .unwrap_or(defaults.http.max_connections)
+                    .max(1),
+                header_read_timeout: self
+                    .header_read_timeout
+                    .or(file_header_timeout)
+                    .unwrap_or(defaults.http.header_read_timeout),
+                ..defaults.http
+            },
         })
     }
 }

@@ -224,19 +224,42 @@ pub(crate) fn apply_report(inst: &mut InstanceRecord, status: Option<Status>, r:
 
 /// The `Deploy` command for instance `n` of `service` (`None` if it has no such instance).
 pub(crate) fn deploy_message(service: &ServiceRecord, n: u32) -> Option<RootMessage> {
-    service.instance(n)?;
-    let mut copy = service.clone();
-    copy.instance_list.retain(|i| i.instance_number == n);
-    // The addresses travel once, typed, in the record (`RR_ip`, `Closest_ip`, the instance's
-    // `instance_ip`, …): the cluster reads them with `ServiceRecord::addresses`.
-    Some(RootMessage {
-        kind: Some(root_message::Kind::Deploy(Deploy {
-            job_id: service.id.to_string(),
-            instance_number: n,
-            job_name: service.job_name.clone(),
-            service_json: serde_json::to_string(&copy).ok()?,
-        })),
-    })
+    deploy_messages(service, &[n]).pop()
+}
+
+/// The `Deploy` commands for instances `numbers` of `service`, in that order (numbers the
+/// service does not have are left out). The service is copied once without its instance list,
+/// so a batch costs one pass over the list, not one per instance.
+pub(crate) fn deploy_messages(service: &ServiceRecord, numbers: &[u32]) -> Vec<RootMessage> {
+    let positions: std::collections::HashMap<u32, usize> = service
+        .instance_list
+        .iter()
+        .enumerate()
+        .map(|(i, inst)| (inst.instance_number, i))
+        .collect();
+    let mut shell = ServiceRecord {
+        instance_list: Vec::new(),
+        ..service.clone()
+    };
+    let job_id = service.id.to_string();
+    numbers
+        .iter()
+        .filter_map(|n| {
+            let inst = service.instance_list.get(*positions.get(n)?)?;
+            shell.instance_list = vec![inst.clone()];
+            // The addresses travel once, typed, in the record (`RR_ip`, `Closest_ip`, the
+            // instance's `instance_ip`, …): the cluster reads them with
+            // `ServiceRecord::addresses`.
+            Some(RootMessage {
+                kind: Some(root_message::Kind::Deploy(Deploy {
+                    job_id: job_id.clone(),
+                    instance_number: *n,
+                    job_name: service.job_name.clone(),
+                    service_json: serde_json::to_string(&shell).ok()?,
+                })),
+            })
+        })
+        .collect()
 }
 
 /// What one instance of `service` reserves (nothing when its constraints do not parse: then it

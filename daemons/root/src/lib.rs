@@ -31,8 +31,6 @@ pub mod tokens;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::ServiceExt;
-use axum::extract::Request;
 use oakestra_store::{
     Member, OrganizationRecord, SigningKey, Store, StoreError, UserRecord, new_object_id,
 };
@@ -275,6 +273,8 @@ async fn futures_select_all<T>(
 /// Starts a root: opens the store, bootstraps it, binds the REST API and the cluster gRPC
 /// endpoint and serves both in the background. Returns once both accept connections.
 pub async fn start(config: Config) -> Result<RunningRoot, RootError> {
+    let files = oakestra_daemon::http::raise_file_limit();
+    tracing::debug!(?files, "open-file limit");
     oakestra_daemon::private::dir(&config.data_dir).map_err(|source| RootError::DataDir {
         path: config.data_dir.clone(),
         source,
@@ -402,6 +402,7 @@ pub async fn start_with(
     let mut servers = vec![serve_app(
         listener,
         app.clone(),
+        config.http,
         stop.clone(),
         "the REST API",
     )];
@@ -421,7 +422,7 @@ pub async fn start_with(
         })?;
         dashboard_addr = Some(addr);
         // The same application: the dashboard's scripts call the API on their own origin.
-        servers.push(serve_app(listener, app, stop, "the dashboard"));
+        servers.push(serve_app(listener, app, config.http, stop, "the dashboard"));
         tracing::info!(%addr, "dashboard listening");
     }
     tracing::info!(%rest_addr, "REST API listening; dashboard at /, docs at /api/docs");
@@ -435,23 +436,20 @@ pub async fn start_with(
     })
 }
 
-/// Serves `app` on `listener` until `stop` turns true.
+/// Serves `app` on `listener` with the configured limits until `stop` turns true.
 fn serve_app(
     listener: TcpListener,
     app: tower_http::normalize_path::NormalizePath<axum::Router>,
+    limits: oakestra_daemon::http::HttpLimits,
     mut stop: watch::Receiver<bool>,
     what: &'static str,
 ) -> JoinHandle<Result<(), RootError>> {
     tokio::spawn(async move {
-        axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
-            .map_err(|e| RootError::Server {
-                what,
-                message: e.to_string(),
-            })
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        oakestra_daemon::http::serve(listener, app, limits, stopped, what).await;
+        Ok(())
     })
 }
 

@@ -405,3 +405,155 @@ async fn a_clusters_workers_are_asked_on_demand_and_errors_say_why() {
     .await;
     assert!(e.to_string().contains("not connected"), "{e}");
 }
+
+/// `POST /api/service/<id>/instance` raw, as (status, JSON body).
+async fn post_deploy(
+    client: &oakestra_client::Client,
+    service: &str,
+    query: &str,
+) -> Result<serde_json::Value, u16> {
+    let path = format!("/api/service/{service}/instance{query}");
+    match client
+        .call::<serde_json::Value, ()>(reqwest::Method::POST, &path, None)
+        .await
+    {
+        Ok(v) => Ok(v),
+        Err(oakestra_client::ClientError::Api {
+            status, message, ..
+        }) => {
+            assert!(!message.is_empty(), "an error says what was wrong");
+            Err(status)
+        }
+        Err(e) => panic!("POST {path}: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn a_batch_deploy_creates_places_and_sends_every_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = RootProcess::start(dir.path());
+    let token = tokens::read_bootstrap_token(dir.path()).expect("bootstrap token file");
+    // Room for 3 one-core instances here and 10 there: the batch must take capacity after
+    // each placement, or best fit would put all of them on the small cluster.
+    let mut small = root
+        .cluster("small", &token)
+        .resources(resources(1, 3.0, 4096))
+        .connect()
+        .await
+        .unwrap();
+    let mut big = root
+        .cluster("big", &token)
+        .resources(resources(1, 10.0, 4096))
+        .connect()
+        .await
+        .unwrap();
+    let admin = root.admin().await;
+    let apps = admin
+        .create_applications(&serde_json::from_str::<serde_json::Value>(CLIENTSRVR).unwrap())
+        .await
+        .unwrap();
+    let services = admin
+        .application_services(&apps[0].id.to_string())
+        .await
+        .unwrap();
+    let nginx = services
+        .iter()
+        .find(|s| s.service_name == "nginx")
+        .unwrap()
+        .id
+        .to_string();
+    eventually("both clusters active", || async {
+        (admin
+            .clusters()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|c| c.active)
+            .count()
+            == 2)
+            .then_some(())
+    })
+    .await;
+
+    // Without count: Oakestra's answer, exactly one instance and no `instances` key.
+    let plain = post_deploy(&admin, &nginx, "").await.unwrap();
+    assert_eq!(plain["message"], "ok");
+    assert_eq!(plain["instance"]["instance_number"], 0);
+    assert_eq!(plain["instance"]["status"], "CLUSTER_SCHEDULED");
+    assert!(plain.get("instances").is_none(), "{plain}");
+    // count=1: the same instance fields, and the list of one.
+    let one = post_deploy(&admin, &nginx, "?count=1").await.unwrap();
+    assert_eq!(one["instance"]["instance_number"], 1);
+    assert_eq!(one["instances"].as_array().unwrap().len(), 1);
+    assert_eq!(one["instances"][0], one["instance"]);
+
+    // Bad counts are 400 and create nothing; an unknown service is 404.
+    for bad in ["?count=0", "?count=10001", "?count=abc", "?count=-3"] {
+        assert_eq!(post_deploy(&admin, &nginx, bad).await, Err(400), "{bad}");
+    }
+    assert_eq!(
+        post_deploy(&admin, "65f1a2b3c4d5e6f708192a3b", "?count=5").await,
+        Err(404)
+    );
+    assert_eq!(admin.service(&nginx).await.unwrap().instance_list.len(), 2);
+
+    // count=5 through the client: five new records, distinct numbers and addresses.
+    let created = admin.deploy_instances(&nginx, 5).await.unwrap();
+    let numbers: Vec<u32> = created.iter().map(|i| i.instance_number).collect();
+    assert_eq!(numbers, [2, 3, 4, 5, 6]);
+    let mut ips: Vec<_> = created.iter().map(|i| i.instance_ip.unwrap()).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 5, "distinct IPv4 addresses");
+    let mut ips6: Vec<_> = created.iter().map(|i| i.instance_ip_v6.unwrap()).collect();
+    ips6.sort();
+    ips6.dedup();
+    assert_eq!(ips6.len(), 5, "distinct IPv6 addresses");
+    for i in &created {
+        assert_eq!(
+            i.status,
+            Some(PositiveSchedulingStatus::ClusterScheduled.into())
+        );
+    }
+    let service = admin.service(&nginx).await.unwrap();
+    assert_eq!(service.instance_list.len(), 7);
+    assert_eq!(service.next_instance_progressive_number, 7);
+
+    // Each cluster got a Deploy for each instance placed on it, and no more than it fits.
+    let on = |cluster_id: String| {
+        service
+            .instance_list
+            .iter()
+            .filter(|i| i.cluster_id.as_ref().map(|c| c.0.as_str()) == Some(cluster_id.as_str()))
+            .map(|i| i.instance_number)
+            .collect::<Vec<u32>>()
+    };
+    let (on_small, on_big) = (on(small.id.clone()), on(big.id.clone()));
+    assert!(on_small.len() <= 3, "small fits 3: {on_small:?}");
+    assert_eq!(on_small.len() + on_big.len(), 7);
+    let mut sent = Vec::new();
+    for _ in &on_small {
+        sent.push(small.expect_deploy().await.instance_number);
+    }
+    for _ in &on_big {
+        sent.push(big.expect_deploy().await.instance_number);
+    }
+    sent.sort();
+    assert_eq!(sent, (0..7).collect::<Vec<u32>>());
+
+    // The clusters report all of them RUNNING back to back (applied as a batch).
+    for n in &on_small {
+        small.report(status(&nginx, *n, "RUNNING")).await;
+    }
+    for n in &on_big {
+        big.report(status(&nginx, *n, "RUNNING")).await;
+    }
+    eventually("all seven RUNNING over REST", || async {
+        let s = admin.service(&nginx).await.unwrap();
+        s.instance_list
+            .iter()
+            .all(|i| i.status == Some(Status::RUNNING))
+            .then_some(())
+    })
+    .await;
+}

@@ -593,6 +593,38 @@ async fn a_burst_of_deploys_respects_capacity_until_the_next_report() {
 }
 
 #[tokio::test]
+async fn a_batch_takes_capacity_after_each_placement_and_leaves_the_rest_pending() {
+    let root = Root::start(LinkConfig::default()).await;
+    let services = root.create_clientsrvr().await;
+    let nginx = &services[1]; // 1 vcpu, 100 MB
+    let mut c = root
+        .cluster("edge")
+        .resources(resources(1, 2.0, 4096))
+        .connect()
+        .await
+        .unwrap();
+    root.wait_active("edge").await;
+    let outcomes = root.link.deploy_instances(nginx.id, 3).await.unwrap();
+    let placed: Vec<bool> = outcomes.iter().map(|o| o.placed).collect();
+    assert_eq!(placed, [true, true, false], "two cores, two instances");
+    assert!(matches!(
+        outcomes[2].instance.status,
+        Some(oakestra_core::status::Status::Negative(_))
+    ));
+    let mut sent = vec![
+        c.expect_deploy().await.instance_number,
+        c.expect_deploy().await.instance_number,
+    ];
+    sent.sort();
+    assert_eq!(sent, [0, 1]);
+    let s = root.service(nginx.id).await;
+    assert_eq!(s.instance_list.len(), 3);
+    // Room again: the pending one is placed by the retry, like a single deploy's.
+    c.report_resources(resources(2, 2.0, 4096)).await;
+    assert_eq!(c.expect_deploy().await.instance_number, 2);
+}
+
+#[tokio::test]
 async fn an_instance_no_worker_of_its_cluster_qualifies_for_moves_to_another_cluster() {
     let root = Root::start(LinkConfig::default()).await;
     let services = root.create_clientsrvr().await;

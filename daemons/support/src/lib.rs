@@ -7,11 +7,13 @@
 //! * [`backoff`]: the one capped exponential backoff;
 //! * [`metrics`]: the Prometheus text encoding and the optional bearer token on `/metrics`;
 //! * [`private`]: owner-only directories and files for secrets;
-//! * [`layered`]: flags > TOML file > environment > defaults, for clap parsers.
+//! * [`layered`]: flags > TOML file > environment > defaults, for clap parsers;
+//! * [`http`]: the API server loop with header and body timeouts and a connection limit.
 #![deny(missing_docs)]
 
 pub mod backoff;
 pub mod data_dir;
+pub mod http;
 pub mod layered;
 pub mod logging;
 pub mod metrics;

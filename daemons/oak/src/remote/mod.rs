@@ -154,6 +154,10 @@ pub struct DeployArgs {
     /// Give up waiting after this long (e.g. 90s, 5m); exit 5.
     #[arg(long, default_value = "120s", value_parser = oakestra_core::duration::parse_duration)]
     timeout: Duration,
+    /// Deploy this many instances in one request (1 to 10000; the root creates, places and
+    /// sends them as one batch); with --wait, wait until all of them run.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    count: Option<u32>,
 }
 
 /// `oak cluster …`.

@@ -199,6 +199,9 @@ async fn deploy(client: &Client, args: DeployArgs, json: bool) -> anyhow::Result
     } else {
         std::io::stderr().is_terminal()
     };
+    if let Some(count) = args.count {
+        return deploy_many(client, &id, count, wait, args.timeout, json).await;
+    }
     // Instance numbers that exist already, to recognise the new one when the root's answer
     // does not name it (Oakestra answers only {"message": "ok"}).
     let before: BTreeSet<u32> = if wait {
@@ -283,6 +286,97 @@ async fn deploy(client: &Client, args: DeployArgs, json: bool) -> anyhow::Result
             ))
             .into())
         }
+    }
+}
+
+/// `oak service deploy --count N`: one batch request; with `wait`, polls the service until
+/// every created instance runs (or one fails).
+async fn deploy_many(
+    client: &Client,
+    id: &str,
+    count: u32,
+    wait: bool,
+    timeout: Duration,
+    json: bool,
+) -> anyhow::Result<()> {
+    let created = client.deploy_instances(id, count).await?;
+    let numbers: BTreeSet<u32> = created.iter().map(|i| i.instance_number).collect();
+    let range = match (numbers.first(), numbers.last()) {
+        (Some(a), Some(b)) if a != b => format!("instances {a}–{b}"),
+        (Some(a), _) => format!("instance {a}"),
+        _ => "no instance".to_owned(),
+    };
+    if !wait {
+        if json {
+            return print_json(&created);
+        }
+        let placed = created.iter().filter(|i| i.cluster_id.is_some()).count();
+        outln!(
+            "{range} of service {id} requested ({placed} of {} placed on a cluster)",
+            created.len()
+        );
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let mut last = String::new();
+    loop {
+        let service = client.service(id).await?;
+        let mine: Vec<&InstanceRecord> = service
+            .instance_list
+            .iter()
+            .filter(|i| numbers.contains(&i.instance_number))
+            .collect();
+        let running = mine
+            .iter()
+            .filter(|i| outcome(i.status) == Outcome::Done)
+            .count();
+        let failed = mine.iter().find(|i| {
+            matches!(
+                i.status,
+                Some(Status::Deployment(
+                    DeploymentStatus::Failed | DeploymentStatus::Dead
+                ))
+            )
+        });
+        let shown = format!("{running} of {} running", numbers.len());
+        if shown != last {
+            eprintln!("{shown}");
+            last = shown;
+        }
+        if let Some(i) = failed {
+            return Err(Failure::failed(format!(
+                "instance {} of service {id} failed: {}",
+                i.instance_number,
+                status_text(i.status)
+            ))
+            .into());
+        }
+        if mine.len() < numbers.len() {
+            return Err(Failure::failed(format!(
+                "{} of the {range} of service {id} are gone; were they undeployed?",
+                numbers.len() - mine.len()
+            ))
+            .into());
+        }
+        if running == numbers.len() {
+            if json {
+                return print_json(&mine);
+            }
+            outln!("{range} of service {id} running");
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            return Err(Failure::new(
+                exit::TIMEOUT,
+                format!(
+                    "{range} of service {id}: {running} of {} running after {timeout:?}; \
+                     see `oak service show {id}`",
+                    numbers.len()
+                ),
+            )
+            .into());
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
 

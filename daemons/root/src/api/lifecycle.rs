@@ -53,6 +53,21 @@ pub trait ServiceLifecycle: Send + Sync + fmt::Debug + 'static {
     /// with its scheduling status (a negative status when no cluster fits).
     async fn deploy_instance(&self, service_id: ObjectId) -> Result<InstanceRecord, ApiError>;
 
+    /// Creates `count` more instances of a stored service and places them (`?count=N`);
+    /// returns them in number order. The default deploys them one by one; the cluster link
+    /// does it as one batch.
+    async fn deploy_instances(
+        &self,
+        service_id: ObjectId,
+        count: u32,
+    ) -> Result<Vec<InstanceRecord>, ApiError> {
+        let mut created = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            created.push(self.deploy_instance(service_id).await?);
+        }
+        Ok(created)
+    }
+
     /// Undeploys instance `n`, or every instance with `None`. 404 when `n` does not exist.
     async fn undeploy_instance(&self, service_id: ObjectId, n: Option<u32>)
     -> Result<(), ApiError>;
@@ -277,6 +292,17 @@ impl ServiceLifecycle for ClusterLink {
         ClusterLink::deploy_instance(self, service_id)
             .await
             .map(|outcome| outcome.instance)
+            .map_err(instance_error)
+    }
+
+    async fn deploy_instances(
+        &self,
+        service_id: ObjectId,
+        count: u32,
+    ) -> Result<Vec<InstanceRecord>, ApiError> {
+        ClusterLink::deploy_instances(self, service_id, count)
+            .await
+            .map(|outcomes| outcomes.into_iter().map(|o| o.instance).collect())
             .map_err(instance_error)
     }
 

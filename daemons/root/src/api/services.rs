@@ -255,25 +255,68 @@ fn with_history(state: &AppState, mut services: Vec<ServiceRecord>) -> Vec<Servi
     services
 }
 
-/// Deploy one more instance of a service.
+/// Query of the deploy endpoint.
+#[derive(Debug, serde::Deserialize)]
+struct DeployQuery {
+    count: Option<String>,
+}
+
+/// Deploy one more instance of a service, or `count` more.
 ///
 /// Root scheduling runs before the answer, so the answer carries the new instance with its
 /// status. Differences from Oakestra: an unknown or other user's service is a 404 (Oakestra:
 /// 200 and nothing happens).
+///
+/// Oakestra-rs only: `?count=N` (1 to 10,000) creates N instances as one batch — their records
+/// and addresses in one store update, placed with one candidate list, the placements recorded
+/// in one more update and the clusters' deploy commands sent without waiting for each other —
+/// and answers with every created instance in `instances` (number order; `instance` is the
+/// first). Creation is all or nothing: when the address pool cannot take all N, none is
+/// created (503). A `count` that is not a number from 1 to 10,000 is a 400. Without `count`
+/// the request and answer are Oakestra's.
 #[utoipa::path(post, path = "/api/service/{service_id}/instance", tag = "services",
     security(("bearer" = [])),
-    params(("service_id" = String, Path)),
-    responses((status = 200, body = DeployResponse), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(
+        ("service_id" = String, Path),
+        ("count" = Option<u32>, Query, description = "Instances to create in one batch, 1 to 10000 (Oakestra-rs only; default: one, answered as Oakestra does)"),
+    ),
+    responses(
+        (status = 200, body = DeployResponse), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    ))]
 async fn deploy_instance(
     State(state): State<AppState>,
     caller: Caller,
     Path(service_id): Path<String>,
+    Query(query): Query<DeployQuery>,
 ) -> ApiResult<Json<DeployResponse>> {
+    let max = oakestra_proto::rest::MAX_DEPLOY_COUNT;
+    let count = match query.count.as_deref().map(str::trim) {
+        None => None,
+        Some(text) => match text.parse::<u32>() {
+            Ok(n) if (1..=max).contains(&n) => Some(n),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "count {text:?} is not valid: give a number of instances from 1 to {max} \
+                     (more than {max} take several requests)"
+                )));
+            }
+        },
+    };
     let service = owned_service(&state, &caller, &service_id).await?;
-    let instance = state.lifecycle.deploy_instance(service.id).await?;
+    let Some(count) = count else {
+        let instance = state.lifecycle.deploy_instance(service.id).await?;
+        return Ok(Json(DeployResponse {
+            message: "ok".into(),
+            instance: Some(instance),
+            instances: None,
+        }));
+    };
+    let instances = state.lifecycle.deploy_instances(service.id, count).await?;
     Ok(Json(DeployResponse {
         message: "ok".into(),
-        instance: Some(instance),
+        instance: instances.first().cloned(),
+        instances: Some(instances),
     }))
 }
 

@@ -14,6 +14,9 @@ use std::sync::atomic::Ordering;
 use super::*;
 use crate::instances::*;
 
+/// A batch placement: the index of the chosen cluster, or why none fits.
+type Decision = Result<usize, (Status, String)>;
+
 impl ClusterLink {
     /// Creates one instance of `service_id` and places it (see the [`crate::instances`] docs for
     /// the flow and the REST contract). The caller has checked that the user may change the
@@ -81,6 +84,242 @@ impl ClusterLink {
                 number: n,
             })?;
         Ok(DeployOutcome { instance, placed })
+    }
+
+    /// Creates `count` instances of `service_id` and places them, as a batch (`POST
+    /// /api/service/<id>/instance?count=N`): the records and their addresses are created in
+    /// ONE store update, placed with one candidate list (each placement takes its demand off
+    /// the chosen cluster before the next, as the per-instance path's reservations do), the
+    /// placements recorded in ONE more update, and the `Deploy` commands queued on the
+    /// clusters' streams without waiting for each other. The work per instance does not grow
+    /// with the instances the service already has. Returns the created instances in number
+    /// order. All or nothing for creation: when the address pool cannot take every instance,
+    /// none is created.
+    pub async fn deploy_instances(
+        &self,
+        service_id: ObjectId,
+        count: u32,
+    ) -> Result<Vec<DeployOutcome>, InstanceError> {
+        let service = self
+            .store
+            .get_service(service_id)
+            .await?
+            .ok_or(InstanceError::ServiceNotFound(service_id))?;
+        let request = placement_request(&service)?;
+        let created = self
+            .store
+            .update_service_with_ipam(service_id, |service, ipam: &mut AddressManager| {
+                let first = service.next_instance_progressive_number;
+                let now = crate::tokens::now_secs_f64();
+                service.instance_list.reserve(count as usize);
+                for n in first..first.saturating_add(count) {
+                    let a = addresses::assign_instance(ipam, service_id, n)
+                        .map_err(|e| Step::Address(Box::new(addresses::instance_error(e))))?;
+                    let mut inst = InstanceRecord::new(n, PositiveSchedulingStatus::Requested);
+                    inst.status_detail = Some(WAITING.to_owned());
+                    inst.instance_ip = Some(a.ipv4);
+                    inst.instance_ip_v6 = Some(a.ipv6);
+                    inst.last_modified_timestamp = Some(now);
+                    service.instance_list.push(inst);
+                }
+                service.next_instance_progressive_number = first.saturating_add(count);
+                refresh_service_status(service);
+                Ok::<_, Step>(first..first.saturating_add(count))
+            })
+            .await;
+        let numbers: Vec<u32> = match created {
+            Ok(range) => range.collect(),
+            Err(Step::Store(e)) if e.is_not_found() => {
+                return Err(InstanceError::ServiceNotFound(service_id));
+            }
+            Err(Step::Store(e)) => return Err(e.into()),
+            Err(Step::Address(e)) => return Err((*e).into()),
+            Err(Step::NotFound(number)) => {
+                return Err(InstanceError::InstanceNotFound {
+                    service: service_id,
+                    number,
+                });
+            }
+        };
+        for n in &numbers {
+            crate::monitor::record::requested(&self.monitor, &service, *n);
+        }
+
+        // Placement: one candidate list; each decision takes its demand off the chosen
+        // cluster before the next one.
+        let demand = service_demand(&service);
+        let connected = self.connected_clusters();
+        let mut reserved = self.reservations();
+        let clusters = match self.store.list_clusters().await {
+            Ok(c) => c,
+            Err(e) => {
+                // The instances exist as REQUESTED; the retry places them later.
+                self.pending_hint.store(true, Ordering::SeqCst);
+                return Err(e.into());
+            }
+        };
+        let mut list: Vec<oakestra_sched::Candidate> = clusters
+            .iter()
+            .map(|c| {
+                let r = reserved.get(&c.id).copied().unwrap_or_default();
+                candidate_of(c, connected.contains(&c.id), r)
+            })
+            .collect();
+        let mut decisions: Vec<(u32, Decision, std::time::Duration)> =
+            Vec::with_capacity(numbers.len());
+        for n in &numbers {
+            let started = std::time::Instant::now();
+            let decision = match self.config().algorithm.place(&request, &list) {
+                Ok(p) => {
+                    let chosen = p
+                        .index
+                        .filter(|i| list.get(*i).is_some_and(|c| c.name == p.candidate))
+                        .or_else(|| list.iter().position(|c| c.name == p.candidate));
+                    match chosen {
+                        Some(i) => {
+                            let id = &clusters[i].id;
+                            let r = reserved.entry(id.clone()).or_default();
+                            r.placed.add(demand);
+                            list[i] = candidate_of(&clusters[i], connected.contains(id), *r);
+                            Ok(i)
+                        }
+                        None => Err((
+                            oakestra_core::status::NegativeSchedulingStatus::TargetClusterNotFound
+                                .into(),
+                            format!("the scheduler chose an unknown cluster {:?}", p.candidate),
+                        )),
+                    }
+                }
+                Err(no) => Err((Status::Negative(no.status), no.detail)),
+            };
+            decisions.push((*n, decision, started.elapsed()));
+        }
+
+        // One update records every decision (instances someone else placed meanwhile, e.g.
+        // the retry of pending instances, are left as they are).
+        let now = crate::tokens::now_secs_f64();
+        let updated = self
+            .store
+            .update_service(service_id, |service| {
+                let positions: std::collections::HashMap<u32, usize> = service
+                    .instance_list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, inst)| (inst.instance_number, i))
+                    .collect();
+                let mut applied = Vec::with_capacity(decisions.len());
+                for (k, (n, decision, _)) in decisions.iter().enumerate() {
+                    let Some(inst) = positions
+                        .get(n)
+                        .and_then(|i| service.instance_list.get_mut(*i))
+                    else {
+                        continue;
+                    };
+                    if inst.cluster_id.is_some() || inst.status != Some(Status::REQUESTED) {
+                        continue;
+                    }
+                    reset_placement(inst);
+                    match decision {
+                        Ok(i) => {
+                            let c = &clusters[*i];
+                            inst.cluster_id = Some(c.id.clone());
+                            inst.cluster_location = Some(if c.location.is_empty() {
+                                "location-unknown".to_owned()
+                            } else {
+                                c.location.clone()
+                            });
+                            inst.status = Some(PositiveSchedulingStatus::ClusterScheduled.into());
+                            inst.status_detail = None;
+                        }
+                        Err((status, detail)) => {
+                            inst.cluster_id = None;
+                            inst.cluster_location = None;
+                            inst.status = Some(*status);
+                            inst.status_detail = Some(detail.clone());
+                        }
+                    }
+                    inst.last_modified_timestamp = Some(now);
+                    applied.push(k);
+                }
+                refresh_service_status(service);
+                Ok::<_, StoreError>((applied, service.clone()))
+            })
+            .await;
+        let (applied, service) = match updated {
+            Ok(u) => u,
+            Err(e) => {
+                self.pending_hint.store(true, Ordering::SeqCst);
+                return Err(if e.is_not_found() {
+                    InstanceError::ServiceNotFound(service_id)
+                } else {
+                    e.into()
+                });
+            }
+        };
+        self.push_service(&service).await;
+
+        let positions: std::collections::HashMap<u32, usize> = service
+            .instance_list
+            .iter()
+            .enumerate()
+            .map(|(i, inst)| (inst.instance_number, i))
+            .collect();
+        let status_of = |n: u32| {
+            positions
+                .get(&n)
+                .and_then(|i| service.instance_list.get(*i))
+                .and_then(|i| i.status)
+        };
+        let mut per_cluster: std::collections::BTreeMap<usize, Vec<u32>> = Default::default();
+        let mut pending = false;
+        for k in applied {
+            let (n, decision, took) = &decisions[k];
+            crate::monitor::record::placement_with_status(
+                &self.monitor,
+                &service,
+                *n,
+                status_of(*n),
+                None,
+                match decision {
+                    Ok(i) => Ok((&clusters[*i].id, clusters[*i].name.as_str())),
+                    Err((status, detail)) => Err((*status, detail.as_str())),
+                },
+                *took,
+            );
+            match decision {
+                Ok(i) => per_cluster.entry(*i).or_default().push(*n),
+                Err(_) => pending = true,
+            }
+        }
+        if pending {
+            self.pending_hint.store(true, Ordering::SeqCst);
+        }
+        let placed: std::collections::HashSet<u32> =
+            per_cluster.values().flatten().copied().collect();
+        for (i, ns) in &per_cluster {
+            let cluster = &clusters[*i].id;
+            tracing::info!(job = %service_id, instances = ns.len(), cluster = %cluster, "instances placed");
+            let mut total = Reserved::default();
+            for _ in ns {
+                total.add(demand);
+            }
+            self.reserve(cluster, total);
+            // Queued on the cluster's stream one after another; the stream sends them while
+            // later ones are queued (a send waits only when the stream's buffer is full).
+            for msg in crate::instances::deploy_messages(&service, ns) {
+                self.send(cluster, msg).await;
+            }
+        }
+        Ok(numbers
+            .iter()
+            .filter_map(|n| {
+                let instance = service.instance_list.get(*positions.get(n)?)?.clone();
+                Some(DeployOutcome {
+                    placed: placed.contains(n),
+                    instance,
+                })
+            })
+            .collect())
     }
 
     /// Removes instance `number` of the service, or every instance with `None`: the records

@@ -73,8 +73,23 @@ impl ClusterLink {
                         break;
                     }
                     let Ok(message) = message else { break };
-                    if let Err(e) = self.on_message(&id, message).await {
-                        tracing::warn!(cluster = %id, "cannot apply a report: {e}");
+                    // What else has already arrived is applied with it, so that the instance
+                    // reports among them cost one store update per service, not one each.
+                    let mut batch = vec![message];
+                    let mut ended = false;
+                    while batch.len() < MAX_BATCH {
+                        match ready(&mut inbound).await {
+                            Some(Some(Ok(m))) => batch.push(m),
+                            Some(Some(Err(_)) | None) => {
+                                ended = true;
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    self.on_messages(&id, batch).await;
+                    if ended {
+                        break;
                     }
                 }
             }
@@ -170,6 +185,37 @@ impl ClusterLink {
         self.reschedule_from(id).await
     }
 
+    /// Applies messages in their order; runs of instance reports go through
+    /// [`Self::on_instance_statuses`] (one store update per service for the run).
+    pub(super) async fn on_messages(&self, id: &ClusterId, messages: Vec<ClusterMessage>) {
+        let mut reports: Vec<InstanceStatus> = Vec::new();
+        for message in messages {
+            match message.kind {
+                Some(cluster_message::Kind::InstanceStatus(s)) => {
+                    self.monitor.metrics.message("received", "instance_status");
+                    reports.push(s);
+                }
+                kind => {
+                    if !reports.is_empty() {
+                        self.apply_reports(id, std::mem::take(&mut reports)).await;
+                    }
+                    if let Err(e) = self.on_message(id, ClusterMessage { kind }).await {
+                        tracing::warn!(cluster = %id, "cannot apply a report: {e}");
+                    }
+                }
+            }
+        }
+        if !reports.is_empty() {
+            self.apply_reports(id, reports).await;
+        }
+    }
+
+    async fn apply_reports(&self, id: &ClusterId, reports: Vec<InstanceStatus>) {
+        if let Err(e) = self.on_instance_statuses(id, &reports).await {
+            tracing::warn!(cluster = %id, reports = reports.len(), "cannot apply instance reports: {e}");
+        }
+    }
+
     pub(super) async fn on_message(
         &self,
         id: &ClusterId,
@@ -255,12 +301,11 @@ impl ClusterLink {
     ) -> Result<(), StoreError> {
         let resources = snapshot.resources.unwrap_or_default();
         self.on_resources(id, &resources, true).await?;
-        let mut held = HashSet::new();
-        for s in &snapshot.instances {
-            if let Some(key) = self.on_instance_status(id, s).await? {
-                held.insert(key);
-            }
-        }
+        let held: HashSet<(ObjectId, u32)> = self
+            .on_instance_statuses(id, &snapshot.instances)
+            .await?
+            .into_iter()
+            .collect();
         // Instances the root placed here that the cluster does not hold: send them again.
         for service in self.store.list_all_services().await? {
             for inst in &service.instance_list {
@@ -288,77 +333,156 @@ impl ClusterLink {
         id: &ClusterId,
         report: &InstanceStatus,
     ) -> Result<Option<(ObjectId, u32)>, StoreError> {
-        let Ok(job) = report.job_id.parse::<ObjectId>() else {
-            tracing::warn!(cluster = %id, job = %report.job_id, "report about a malformed job id; ignored");
-            return Ok(None);
-        };
-        let status = match Status::parse_optional(report.status.trim()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(cluster = %id, "report with {e}; ignored");
-                return Ok(None);
-            }
-        };
-        let n = report.instance_number;
-        let outcome = self
-            .store
-            .update_service(job, |service| {
-                let Some(inst) = service.instance_mut(n) else {
-                    return Ok::<_, StoreError>(Report::Foreign);
-                };
-                if inst.cluster_id.as_ref() != Some(id) {
-                    return Ok(Report::Foreign);
-                }
-                let before = inst.status;
-                crate::instances::apply_report(inst, status, report);
-                crate::instances::refresh_service_status(service);
-                Ok(Report::Applied(crate::monitor::record::Change::of(
-                    service, n, before,
-                )))
-            })
-            .await;
-        let outcome = match outcome {
-            Ok(o) => o,
-            Err(e) if e.is_not_found() => Report::UnknownService,
-            Err(e) => return Err(e),
-        };
-        let undeployed = status == Some(Status::Deployment(DeploymentStatus::Undeployed));
-        match outcome {
-            Report::Applied(change) => {
-                crate::monitor::record::instance_report(&self.monitor, id, &change, report);
-                if crate::instances::needs_relocation(status)
-                    && !self
-                        .schedule(job, n, crate::instances::Move::Relocate(id))
-                        .await?
-                {
-                    // Nowhere else to go now; a cluster joining or growing retries it.
-                    self.pending_hint.store(true, Ordering::SeqCst);
-                }
-                self.push_service_id(job).await;
-                return Ok(Some((job, n)));
-            }
-            Report::Foreign if !undeployed => {
-                self.send(
-                    id,
-                    undeploy_message(
-                        job,
-                        Some(n),
-                        "the root does not place this instance on this cluster",
-                    ),
-                )
-                .await;
-            }
-            Report::UnknownService if !undeployed => {
-                self.send(
-                    id,
-                    undeploy_message(job, None, "the service does not exist at the root"),
-                )
-                .await;
-            }
-            _ => {}
-        }
-        Ok(None)
+        Ok(self
+            .on_instance_statuses(id, std::slice::from_ref(report))
+            .await?
+            .pop())
     }
+
+    /// Applies instance reports: those of one service in ONE store update (in their order, so
+    /// a later report of an instance wins), then per report what follows (events, history,
+    /// relocation, undeploying what the root does not place here) and one table push per
+    /// service. Returns the keys of the reported instances the root places on this cluster.
+    pub(super) async fn on_instance_statuses(
+        &self,
+        id: &ClusterId,
+        reports: &[InstanceStatus],
+    ) -> Result<Vec<(ObjectId, u32)>, StoreError> {
+        // Reports grouped by service, in the order the services first appear.
+        let mut jobs: Vec<(ObjectId, Vec<ParsedReport<'_>>)> = Vec::new();
+        let mut slot: HashMap<ObjectId, usize> = HashMap::new();
+        for report in reports {
+            let Ok(job) = report.job_id.parse::<ObjectId>() else {
+                tracing::warn!(cluster = %id, job = %report.job_id, "report about a malformed job id; ignored");
+                continue;
+            };
+            let status = match Status::parse_optional(report.status.trim()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(cluster = %id, "report with {e}; ignored");
+                    continue;
+                }
+            };
+            let k = *slot.entry(job).or_insert_with(|| {
+                jobs.push((job, Vec::new()));
+                jobs.len() - 1
+            });
+            jobs[k].1.push((report, status));
+        }
+        let mut held = Vec::new();
+        for (job, group) in jobs {
+            let outcomes = self
+                .store
+                .update_service(job, |service| {
+                    let positions: HashMap<u32, usize> = service
+                        .instance_list
+                        .iter()
+                        .enumerate()
+                        .map(|(i, inst)| (inst.instance_number, i))
+                        .collect();
+                    let mut outcomes = Vec::with_capacity(group.len());
+                    for (report, status) in &group {
+                        let n = report.instance_number;
+                        let Some(inst) = positions
+                            .get(&n)
+                            .and_then(|i| service.instance_list.get_mut(*i))
+                        else {
+                            outcomes.push(Report::Foreign);
+                            continue;
+                        };
+                        if inst.cluster_id.as_ref() != Some(id) {
+                            outcomes.push(Report::Foreign);
+                            continue;
+                        }
+                        let before = inst.status;
+                        crate::instances::apply_report(inst, *status, report);
+                        outcomes.push(Report::Applied(
+                            crate::monitor::record::Change::of_instance(
+                                service.application_id,
+                                service.id,
+                                inst,
+                                before,
+                            ),
+                        ));
+                    }
+                    crate::instances::refresh_service_status(service);
+                    Ok::<_, StoreError>(outcomes)
+                })
+                .await;
+            let outcomes = match outcomes {
+                Ok(o) => o,
+                Err(e) if e.is_not_found() => {
+                    group.iter().map(|_| Report::UnknownService).collect()
+                }
+                Err(e) => return Err(e),
+            };
+            let mut applied_any = false;
+            let mut told_unknown = false;
+            for ((report, status), outcome) in group.iter().zip(outcomes) {
+                let n = report.instance_number;
+                let undeployed = *status == Some(Status::Deployment(DeploymentStatus::Undeployed));
+                match outcome {
+                    Report::Applied(change) => {
+                        applied_any = true;
+                        crate::monitor::record::instance_report(&self.monitor, id, &change, report);
+                        if crate::instances::needs_relocation(*status)
+                            && !self
+                                .schedule(job, n, crate::instances::Move::Relocate(id))
+                                .await?
+                        {
+                            // Nowhere else to go now; a cluster joining or growing retries it.
+                            self.pending_hint.store(true, Ordering::SeqCst);
+                        }
+                        held.push((job, n));
+                    }
+                    Report::Foreign if !undeployed => {
+                        self.send(
+                            id,
+                            undeploy_message(
+                                job,
+                                Some(n),
+                                "the root does not place this instance on this cluster",
+                            ),
+                        )
+                        .await;
+                    }
+                    Report::UnknownService if !undeployed && !told_unknown => {
+                        told_unknown = true;
+                        self.send(
+                            id,
+                            undeploy_message(job, None, "the service does not exist at the root"),
+                        )
+                        .await;
+                    }
+                    _ => {}
+                }
+            }
+            if applied_any {
+                self.push_service_id(job).await;
+            }
+        }
+        Ok(held)
+    }
+}
+
+/// An instance report with its parsed status.
+type ParsedReport<'a> = (&'a InstanceStatus, Option<Status>);
+
+/// Most messages of a cluster's stream applied together.
+const MAX_BATCH: usize = 4096;
+
+/// The stream's next item if it is there already: `None` when it would have to wait.
+async fn ready<S>(inbound: &mut S) -> Option<Option<S::Item>>
+where
+    S: Stream + Unpin,
+{
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match std::pin::Pin::new(&mut *inbound).poll_next(cx) {
+            std::task::Poll::Ready(item) => Some(item),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
 }
 
 /// What became of an instance report.

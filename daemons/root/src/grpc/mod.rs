@@ -6,6 +6,7 @@
 //! (`proto::cluster_link_client::ClusterLinkClient`), so a cluster written in Rust can use this
 //! crate's generated client (it is `oakestra_proto::grpc`) or compile the same `.proto` itself.
 
+pub mod limit;
 mod server;
 
 use std::future::Future;
@@ -14,7 +15,6 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 use crate::cluster_link::ClusterLink;
 
@@ -65,7 +65,18 @@ pub async fn serve(
         .http2_keepalive_interval(keepalive)
         .http2_keepalive_timeout(keepalive.map(|k| k.max(Duration::from_secs(1))))
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            limit::incoming(
+                listener,
+                oakestra_daemon::http::HttpLimits {
+                    max_connections: limit::MAX_CONNECTIONS,
+                    ..Default::default()
+                }
+                .effective_max_connections(oakestra_daemon::http::raise_file_limit()),
+                limit::FIRST_BYTE_TIMEOUT,
+            ),
+            shutdown,
+        )
         .await?;
     Ok(())
 }

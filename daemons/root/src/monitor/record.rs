@@ -21,17 +21,21 @@ pub struct Change {
 }
 
 impl Change {
-    /// Instance `n` of `service` after the report, which found it in `before`.
-    pub fn of(service: &ServiceRecord, n: u32, before: Option<Status>) -> Self {
-        let inst = service.instance(n);
+    /// `inst` of `service` (of `application`) after the report, which found it in `before`.
+    pub fn of_instance(
+        application: ObjectId,
+        service: ObjectId,
+        inst: &oakestra_core::model::InstanceRecord,
+        before: Option<Status>,
+    ) -> Self {
         Change {
-            application: service.application_id,
-            service: service.id,
-            n,
+            application,
+            service,
+            n: inst.instance_number,
             before,
-            after: inst.and_then(|i| i.status),
-            detail: inst.and_then(|i| i.status_detail.clone()),
-            worker: inst.and_then(|i| i.worker_id.as_ref().map(ToString::to_string)),
+            after: inst.status,
+            detail: inst.status_detail.clone(),
+            worker: inst.worker_id.as_ref().map(ToString::to_string),
         }
     }
 }
@@ -160,6 +164,21 @@ pub fn placement(
     decision: Result<(&ClusterId, &str), (Status, &str)>,
     took: std::time::Duration,
 ) {
+    let status = service.instance(n).and_then(|i| i.status);
+    placement_with_status(monitor, service, n, status, moved_from, decision, took);
+}
+
+/// As [`placement`], with the instance's status after the decision given (a batch knows it
+/// without a search of the instance list).
+pub fn placement_with_status(
+    monitor: &Monitor,
+    service: &ServiceRecord,
+    n: u32,
+    status: Option<Status>,
+    moved_from: Option<(&ClusterId, &str)>,
+    decision: Result<(&ClusterId, &str), (Status, &str)>,
+    took: std::time::Duration,
+) {
     monitor.metrics.decision_seconds.observe(took.as_secs_f64());
     let (outcome, reason) = match &decision {
         Ok(_) => ("placed", "none".to_owned()),
@@ -201,12 +220,8 @@ pub fn placement(
             ),
         ),
     };
-    let status = service
-        .instance(n)
-        .and_then(|i| i.status)
-        .map(|s| s.to_string());
     let mut event = event;
-    event.status = status;
+    event.status = status.map(|s| s.to_string());
     monitor.emit(event);
 }
 
