@@ -25,6 +25,7 @@ pub mod instances;
 pub mod metrics;
 pub mod monitor;
 pub mod openapi;
+mod placement;
 pub mod tables;
 pub mod tokens;
 
