@@ -1,6 +1,9 @@
 //! The link's instance lifecycle: deploy and undeploy requests, placement on a cluster
-//! (scheduling, moving, retrying pending instances) and releasing a deleted service. The pure
-//! rules (statuses, reports, messages) are in [`crate::instances`].
+//! (scheduling, moving, retrying pending instances) and releasing a deleted service. This is
+//! the I/O shell: it reads the store and the sessions, lets the pure core
+//! ([`crate::placement`]) decide, applies the record changes in one store update and carries
+//! out the core's effects. The rules of statuses, reports and messages are in
+//! [`crate::instances`].
 
 use crate::addresses;
 use oakestra_core::ids::{ClusterId, ObjectId};
