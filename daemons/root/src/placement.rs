@@ -12,7 +12,7 @@ use oakestra_core::status::{
     DeploymentStatus, NegativeSchedulingStatus, PositiveSchedulingStatus, Status,
 };
 use oakestra_proto::grpc::RootMessage;
-use oakestra_sched::{Candidate, ConstraintError, PlacementRequest, Scheduler};
+use oakestra_sched::{Candidate, ConstraintError, Placement, PlacementRequest, Scheduler};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::instances::{
@@ -137,36 +137,70 @@ fn choose<S: Scheduler + ?Sized>(
 ) -> Decision {
     let list: Vec<Candidate> = candidates.iter().map(|(c, _, _)| c.clone()).collect();
     match scheduler.place(request, &list) {
-        Ok(p) => {
-            let at = p
-                .index
-                .filter(|i| {
-                    candidates
-                        .get(*i)
-                        .is_some_and(|(c, _, _)| c.name == p.candidate)
-                })
-                .or_else(|| {
-                    candidates
-                        .iter()
-                        .position(|(c, _, _)| c.name == p.candidate)
-                });
-            match at.map(|i| candidates.into_iter().nth(i)) {
-                Some(Some((c, cluster, location))) => Decision::Placed {
-                    cluster,
-                    location,
-                    name: c.name,
-                },
-                _ => Decision::Unplaced {
-                    status: NegativeSchedulingStatus::TargetClusterNotFound.into(),
-                    detail: format!("the scheduler chose an unknown cluster {:?}", p.candidate),
-                },
+        Ok(p) => match chosen_index(&p, &list).and_then(|i| candidates.into_iter().nth(i)) {
+            Some((c, cluster, location)) => Decision::Placed {
+                cluster,
+                location,
+                name: c.name,
+            },
+            None => {
+                let (status, detail) = unknown_cluster(&p);
+                Decision::Unplaced { status, detail }
             }
-        }
+        },
         Err(no) => Decision::Unplaced {
             status: Status::Negative(no.status),
             detail: no.detail,
         },
     }
+}
+
+/// Where the scheduler's answer is in `list`: the position it reports when the candidate
+/// there has the answer's name, else the candidate with that name.
+pub(crate) fn chosen_index(p: &Placement, list: &[Candidate]) -> Option<usize> {
+    p.index
+        .filter(|i| list.get(*i).is_some_and(|c| c.name == p.candidate))
+        .or_else(|| list.iter().position(|c| c.name == p.candidate))
+}
+
+/// The status and detail of an answer naming a cluster nobody offered.
+pub(crate) fn unknown_cluster(p: &Placement) -> (Status, String) {
+    (
+        NegativeSchedulingStatus::TargetClusterNotFound.into(),
+        format!("the scheduler chose an unknown cluster {:?}", p.candidate),
+    )
+}
+
+/// Records in `inst` at time `now` that it is placed on `cluster` at `location` (empty:
+/// unknown), with `detail` (why it moved; `None` for a first placement). What its previous
+/// cluster reported is cleared.
+pub(crate) fn record_placed(
+    inst: &mut InstanceRecord,
+    cluster: &ClusterId,
+    location: &str,
+    detail: Option<String>,
+    now: f64,
+) {
+    reset_placement(inst);
+    inst.cluster_id = Some(cluster.clone());
+    inst.cluster_location = Some(if location.is_empty() {
+        "location-unknown".to_owned()
+    } else {
+        location.to_owned()
+    });
+    inst.status = Some(PositiveSchedulingStatus::ClusterScheduled.into());
+    inst.status_detail = detail;
+    inst.last_modified_timestamp = Some(now);
+}
+
+/// Records in `inst` at time `now` that no cluster takes it: `status` and why.
+pub(crate) fn record_unplaced(inst: &mut InstanceRecord, status: Status, detail: &str, now: f64) {
+    reset_placement(inst);
+    inst.cluster_id = None;
+    inst.cluster_location = None;
+    inst.status = Some(status);
+    inst.status_detail = Some(detail.to_owned());
+    inst.last_modified_timestamp = Some(now);
 }
 
 impl Plan<'_> {
@@ -183,19 +217,11 @@ impl Plan<'_> {
         if matches!(self.how, Move::Relocate(_)) && !needs_relocation(inst.status) {
             return false;
         }
-        reset_placement(inst);
         match &self.decision {
             Decision::Placed {
                 cluster, location, ..
             } => {
-                inst.cluster_id = Some(cluster.clone());
-                inst.cluster_location = Some(if location.is_empty() {
-                    "location-unknown".to_owned()
-                } else {
-                    location.clone()
-                });
-                inst.status = Some(PositiveSchedulingStatus::ClusterScheduled.into());
-                inst.status_detail = match self.how {
+                let detail = match self.how {
                     Move::Place => None,
                     Move::Evacuate(old) => {
                         Some(format!("moved from cluster {old}, which was lost"))
@@ -204,6 +230,7 @@ impl Plan<'_> {
                         "moved from cluster {old}, which found no qualified worker"
                     )),
                 };
+                record_placed(inst, cluster, location, detail, now);
                 if matches!(self.how, Move::Relocate(_)) {
                     inst.extra.insert(
                         EXCLUDED_CLUSTERS.to_owned(),
@@ -211,14 +238,8 @@ impl Plan<'_> {
                     );
                 }
             }
-            Decision::Unplaced { status, detail } => {
-                inst.cluster_id = None;
-                inst.cluster_location = None;
-                inst.status = Some(*status);
-                inst.status_detail = Some(detail.clone());
-            }
+            Decision::Unplaced { status, detail } => record_unplaced(inst, *status, detail, now),
         }
-        inst.last_modified_timestamp = Some(now);
         refresh_service_status(service);
         true
     }

@@ -7,8 +7,8 @@
 
 use crate::addresses;
 use oakestra_core::ids::{ClusterId, ObjectId};
-use oakestra_core::model::{InstanceRecord, ServiceRecord};
-use oakestra_core::status::{PositiveSchedulingStatus, Status};
+use oakestra_core::model::ServiceRecord;
+use oakestra_core::status::Status;
 use oakestra_net::ipam::AddressManager;
 use oakestra_sched::Scheduler;
 use oakestra_store::StoreError;
@@ -118,12 +118,7 @@ impl ClusterLink {
                 for n in first..first.saturating_add(count) {
                     let a = addresses::assign_instance(ipam, service_id, n)
                         .map_err(|e| Step::Address(Box::new(addresses::instance_error(e))))?;
-                    let mut inst = InstanceRecord::new(n, PositiveSchedulingStatus::Requested);
-                    inst.status_detail = Some(WAITING.to_owned());
-                    inst.instance_ip = Some(a.ipv4);
-                    inst.instance_ip_v6 = Some(a.ipv6);
-                    inst.last_modified_timestamp = Some(now);
-                    service.instance_list.push(inst);
+                    placement::add_requested(service, a.ipv4, a.ipv6, now);
                 }
                 service.next_instance_progressive_number = first.saturating_add(count);
                 refresh_service_status(service);
@@ -173,26 +168,16 @@ impl ClusterLink {
         for n in &numbers {
             let started = std::time::Instant::now();
             let decision = match self.config().algorithm.place(&request, &list) {
-                Ok(p) => {
-                    let chosen = p
-                        .index
-                        .filter(|i| list.get(*i).is_some_and(|c| c.name == p.candidate))
-                        .or_else(|| list.iter().position(|c| c.name == p.candidate));
-                    match chosen {
-                        Some(i) => {
-                            let id = &clusters[i].id;
-                            let r = reserved.entry(id.clone()).or_default();
-                            r.placed.add(demand);
-                            list[i] = candidate_of(&clusters[i], connected.contains(id), *r);
-                            Ok(i)
-                        }
-                        None => Err((
-                            oakestra_core::status::NegativeSchedulingStatus::TargetClusterNotFound
-                                .into(),
-                            format!("the scheduler chose an unknown cluster {:?}", p.candidate),
-                        )),
+                Ok(p) => match placement::chosen_index(&p, &list) {
+                    Some(i) => {
+                        let id = &clusters[i].id;
+                        let r = reserved.entry(id.clone()).or_default();
+                        r.placed.add(demand);
+                        list[i] = candidate_of(&clusters[i], connected.contains(id), *r);
+                        Ok(i)
                     }
-                }
+                    None => Err(placement::unknown_cluster(&p)),
+                },
                 Err(no) => Err((Status::Negative(no.status), no.detail)),
             };
             decisions.push((*n, decision, started.elapsed()));
@@ -221,27 +206,15 @@ impl ClusterLink {
                     if inst.cluster_id.is_some() || inst.status != Some(Status::REQUESTED) {
                         continue;
                     }
-                    reset_placement(inst);
                     match decision {
                         Ok(i) => {
                             let c = &clusters[*i];
-                            inst.cluster_id = Some(c.id.clone());
-                            inst.cluster_location = Some(if c.location.is_empty() {
-                                "location-unknown".to_owned()
-                            } else {
-                                c.location.clone()
-                            });
-                            inst.status = Some(PositiveSchedulingStatus::ClusterScheduled.into());
-                            inst.status_detail = None;
+                            placement::record_placed(inst, &c.id, &c.location, None, now);
                         }
                         Err((status, detail)) => {
-                            inst.cluster_id = None;
-                            inst.cluster_location = None;
-                            inst.status = Some(*status);
-                            inst.status_detail = Some(detail.clone());
+                            placement::record_unplaced(inst, *status, detail, now);
                         }
                     }
-                    inst.last_modified_timestamp = Some(now);
                     applied.push(k);
                 }
                 refresh_service_status(service);
