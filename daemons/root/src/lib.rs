@@ -156,6 +156,7 @@ pub async fn bootstrap(
                 email: String::new(),
                 password_hash,
                 created_at: api::auth::created_at_now(),
+                token_version: 0,
                 extra: serde_json::Map::new(),
             };
             match store.create_user(&user).await {

@@ -74,6 +74,25 @@ pub(crate) async fn owned_application(
     }
 }
 
+/// Application `id` if its owner's account was deleted and the caller is an Admin: the one
+/// way to remove what a deleted user left (and to free the name for a new user).
+async fn orphaned_application(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> ApiResult<Option<ApplicationRecord>> {
+    if !caller.is_admin() {
+        return Ok(None);
+    }
+    let Ok(oid) = id.parse::<ObjectId>() else {
+        return Ok(None);
+    };
+    match state.store.get_application(oid).await? {
+        Some(app) if state.store.user_by_name(&app.user_id).await?.is_none() => Ok(Some(app)),
+        _ => Ok(None),
+    }
+}
+
 /// Reserves the addresses of every service, all or nothing.
 pub(crate) async fn reserve_all(state: &AppState, services: &mut [ServiceRecord]) -> ApiResult<()> {
     state.lifecycle.reserve_services(services).await
@@ -281,7 +300,8 @@ async fn update_application(
 /// Delete an application: its instances are undeployed, its services deleted and their
 /// addresses released.
 ///
-/// Unknown or other users' ids are a 404 (Oakestra: 501).
+/// Unknown or other users' ids are a 404 (Oakestra: 501); an Admin may delete an application
+/// whose owner's account was deleted.
 #[utoipa::path(delete, path = "/api/application/{application_id}", tag = "applications",
     security(("bearer" = [])),
     params(("application_id" = String, Path)),
@@ -294,7 +314,12 @@ async fn delete_application(
     caller: Caller,
     Path(application_id): Path<String>,
 ) -> ApiResult<Json<MessageBody>> {
-    let app = owned_application(&state, &caller, &application_id).await?;
+    let app = match owned_application(&state, &caller, &application_id).await {
+        Ok(app) => app,
+        Err(e) => orphaned_application(&state, &caller, &application_id)
+            .await?
+            .ok_or(e)?,
+    };
     let _serial = state.writes.lock().await;
     let _changed = Invalidate(&state.applications);
     let (_, deleted) = state.store.delete_application(app.id).await?;
