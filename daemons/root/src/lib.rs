@@ -288,6 +288,13 @@ pub async fn start(config: Config) -> Result<RunningRoot, RootError> {
             "repaired what an interrupted write left in the store"
         );
     }
+    let released = addresses::release_orphans(store.as_ref()).await?;
+    if released > 0 {
+        tracing::warn!(
+            released,
+            "released addresses held for services that do not exist (an interrupted create)"
+        );
+    }
     let tokens = bootstrap(&store, config.access_token_ttl).await?;
     match tokens::ensure_bootstrap_token(store.as_ref(), &config.data_dir).await {
         Ok(tokens::Bootstrap::Created { path, .. }) => tracing::info!(

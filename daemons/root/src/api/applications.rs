@@ -109,28 +109,6 @@ pub(crate) async fn release_all(state: &AppState, services: &[ServiceRecord]) {
     }
 }
 
-async fn create_one(
-    state: &AppState,
-    user: &str,
-    app: &Application,
-) -> ApiResult<(ApplicationRecord, Vec<ServiceRecord>)> {
-    let app_id = new_object_id();
-    let record = ApplicationRecord::new(app_id, user, app);
-    let mut services: Vec<ServiceRecord> = app
-        .microservices
-        .iter()
-        .map(|ms| ServiceRecord::new(new_object_id(), app_id, app, ms))
-        .collect();
-    reserve_all(state, &mut services).await?;
-    match state.store.create_application(&record, &services).await {
-        Ok(stored) => Ok((stored, services)),
-        Err(e) => {
-            release_all(state, &services).await;
-            Err(e.into())
-        }
-    }
-}
-
 /// Create the applications of a deployment descriptor, each with its services.
 ///
 /// The body is an SLA v2.0 descriptor (see the Oakestra docs) with one or more applications.
@@ -196,20 +174,27 @@ async fn create_all(state: &AppState, user: &str, sla: &Sla) -> ApiResult<()> {
             )));
         }
     }
-    let mut created: Vec<(ApplicationRecord, Vec<ServiceRecord>)> = Vec::new();
-    for app in &sla.applications {
-        match create_one(state, user, app).await {
-            Ok(done) => created.push(done),
-            Err(e) => {
-                for (app, services) in created {
-                    if let Err(del) = state.store.delete_application(app.id).await {
-                        tracing::error!(application = %app.id, error = %del, "rollback of a partly created descriptor failed");
-                    }
-                    release_all(state, &services).await;
-                }
-                return Err(e);
-            }
+    let mut batch: Vec<(ApplicationRecord, Vec<ServiceRecord>)> = Vec::new();
+    let mut services: Vec<ServiceRecord> = Vec::new();
+    let mut owner: Vec<usize> = Vec::new();
+    for (i, app) in sla.applications.iter().enumerate() {
+        let app_id = new_object_id();
+        batch.push((ApplicationRecord::new(app_id, user, app), Vec::new()));
+        for ms in &app.microservices {
+            services.push(ServiceRecord::new(new_object_id(), app_id, app, ms));
+            owner.push(i);
         }
+    }
+    // Every address of the descriptor in one IPAM update, then every record in one commit:
+    // after a crash all of the descriptor exists or none of it, and reservations left without
+    // their services are released at the next start.
+    reserve_all(state, &mut services).await?;
+    for (s, &i) in services.iter().zip(&owner) {
+        batch[i].1.push(s.clone());
+    }
+    if let Err(e) = state.store.create_applications(&batch).await {
+        release_all(state, &services).await;
+        return Err(e.into());
     }
     Ok(())
 }
