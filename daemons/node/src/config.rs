@@ -732,20 +732,36 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("node.toml");
-        std::fs::write(&file, "overlay_mtu = 1360
-").unwrap();
+        std::fs::write(
+            &file,
+            "overlay_mtu = 1360
+",
+        )
+        .unwrap();
         let with_file = [&base[..], &["--config", file.to_str().unwrap()]].concat();
         let config = Cli::try_parse_from(&with_file).unwrap().resolve().unwrap();
         assert_eq!(config.overlay_mtu, Some(1360));
         let flag = [&with_file[..], &["--overlay-mtu", "1400"]].concat();
         let config = Cli::try_parse_from(&flag).unwrap().resolve().unwrap();
-        assert_eq!(config.overlay_mtu, Some(1400), "the flag wins over the file");
+        assert_eq!(
+            config.overlay_mtu,
+            Some(1400),
+            "the flag wins over the file"
+        );
 
-        let err = Cli::try_parse_from([&base[..], &["--overlay-mtu", "1000"]].concat()).unwrap_err();
+        let err =
+            Cli::try_parse_from([&base[..], &["--overlay-mtu", "1000"]].concat()).unwrap_err();
         assert!(err.to_string().contains("1280"), "{err}");
-        std::fs::write(&file, "overlay_mtu = 70000
-").unwrap();
-        let err = Cli::try_parse_from(&with_file).unwrap().resolve().unwrap_err();
+        std::fs::write(
+            &file,
+            "overlay_mtu = 70000
+",
+        )
+        .unwrap();
+        let err = Cli::try_parse_from(&with_file)
+            .unwrap()
+            .resolve()
+            .unwrap_err();
         assert!(err.contains("1280–65000"), "{err}");
     }
 
