@@ -124,7 +124,15 @@ async fn overlay_mtu(config: &Config, public_ip: &str) -> u32 {
         return mtu;
     }
     let local = public_ip.parse().ok();
-    let toward = config.cluster.host.parse().ok();
+    // The cluster's address, also when it is given by name.
+    let toward = match config.cluster.host.parse() {
+        Ok(ip) => Some(ip),
+        Err(_) => tokio::net::lookup_host((config.cluster.host.as_str(), config.cluster.port))
+            .await
+            .ok()
+            .and_then(|mut found| found.next())
+            .map(|a| a.ip()),
+    };
     match LinuxDataPlane::detect_underlay(local, toward).await {
         Ok(Some(underlay)) => {
             let mtu = underlay.overlay_mtu();
