@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use oakestra_core::ids::ObjectId;
 use oakestra_core::model::{ApplicationRecord, ServiceRecord};
 use oakestra_core::naming::{NAME_RULE, is_valid_name};
-use oakestra_core::sla::{Application, Sla, Violation, validate_owned};
+use oakestra_core::sla::{Sla, Violation, validate_owned};
 use oakestra_proto::rest::ApplicationUpdate;
 use oakestra_store::new_object_id;
 use serde_json::Value;
