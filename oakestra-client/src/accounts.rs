@@ -66,19 +66,22 @@ impl Client {
         .await
     }
 
-    /// `POST /api/user/<name>`: changes the caller's own password.
+    /// `POST /api/user/<name>`: changes the caller's own password. The root revokes every
+    /// token issued before; this client goes on with the new tokens of the answer (and the
+    /// new password, if it logged in with one).
     pub async fn change_password(&self, username: &str, old: &str, new: &str) -> Result<()> {
         let body = PasswordChange {
             old_password: old.to_owned(),
             new_password: new.to_owned(),
         };
-        let _: Value = self
+        let answer: Value = self
             .call(
                 Method::POST,
                 &format!("/api/user/{}", segment(username)),
                 Some(&body),
             )
             .await?;
+        self.password_changed(username, new, &answer).await;
         Ok(())
     }
 

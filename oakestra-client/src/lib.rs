@@ -276,6 +276,24 @@ impl Client {
         session.refresh = refresh.map(str::to_owned);
     }
 
+    /// After the caller's own password change: the answer's tokens replace the session's, and
+    /// stored credentials of `username` get the new password.
+    pub(crate) async fn password_changed(&self, username: &str, new: &str, answer: &Value) {
+        let mut session = self.session.lock().await;
+        if let Some(c) = session.credentials.as_mut()
+            && c.username == username
+        {
+            new.clone_into(&mut c.password);
+        }
+        if let Some(token) = answer.get("token").and_then(Value::as_str) {
+            session.access_exp = token_expiry(token).unwrap_or(u64::MAX);
+            session.access = Some(token.to_owned());
+            if let Some(refresh) = answer.get("refresh_token").and_then(Value::as_str) {
+                session.refresh = Some(refresh.to_owned());
+            }
+        }
+    }
+
     /// The current access token, if logged in.
     pub async fn access_token(&self) -> Option<String> {
         self.session.lock().await.access.clone()

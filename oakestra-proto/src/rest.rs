@@ -276,6 +276,10 @@ pub struct ClusterWorker {
     /// Instances placed on it.
     #[serde(default)]
     pub instances: u32,
+    /// MTU of its overlay network (detected from its underlay or set with `--overlay-mtu`);
+    /// absent when it runs no overlay or did not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay_mtu: Option<u32>,
 }
 
 /// What `POST /api/service` answers.

@@ -63,6 +63,7 @@ pub fn worker_summaries(state: &ClusterState, now: Instant) -> Vec<WorkerSummary
                 arch: info.architecture.clone(),
                 virtualization: info.virtualization.clone(),
                 instances,
+                overlay_mtu: info.overlay_mtu.unwrap_or(0),
             }
         })
         .collect();

@@ -27,6 +27,7 @@ fn busy_worker(cpu_percent: f64) -> WorkerRecord {
             memory_total: Some(4096),
             architecture: "amd64".into(),
             virtualization: vec!["docker".into()],
+            overlay_mtu: Some(1360),
             ..NodeInfo::default()
         },
         mqtt_password_sha256: String::new(),
@@ -190,6 +191,13 @@ async fn the_worker_list_for_the_root_shows_reservations_and_what_is_left() {
     assert_eq!(w.memory_allocatable_mb, 3496);
     assert_eq!((w.memory_total_mb, w.memory_free_mb), (4096, 3500));
     assert_eq!(w.arch, "amd64");
+    // The overlay MTU it registered with; a report that does not say keeps it.
+    assert_eq!(w.overlay_mtu, 1360);
+    let mut silent = busy_worker(40.0).info;
+    silent.overlay_mtu = None;
+    s.worker_information("w1", silent, Instant::now());
+    let w = &oakestra_cluster::workers_report::worker_summaries(&s, Instant::now())[0];
+    assert_eq!(w.overlay_mtu, 1360);
 
     // Undeployed: nothing reserved, and the list still shows the worker.
     s.undeploy(JOB, Some(0));

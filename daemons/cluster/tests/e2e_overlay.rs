@@ -16,7 +16,10 @@
 //! clientsrvr app's `nginx` (the busybox httpd test image) on one worker and its `curl`
 //! (busybox `wget` in a loop) on the other; the client's log, read through the API, shows the
 //! server's page fetched through 10.30.55.55, the server's name resolves through the overlay
-//! DNS, its port mapping answers from outside the worker, and undeploying leaves nothing.
+//! DNS, its port mapping answers from outside the worker, and undeploying leaves nothing. The
+//! client's worker sits behind a 1,400-byte link (the server's 1,500): each worker detects its
+//! overlay MTU (1,360 and 1,460), puts it on its instances' veths and reports it in the root's
+//! worker list.
 //!
 //! Root. A guard kills the workers and deletes their namespaces, also when the test fails.
 // Real daemons and processes on the real clock: std's Instant is right here (this crate's
@@ -119,6 +122,11 @@ impl World {
             let inside = format!("{}/30", there(i));
             must(&["ip", "-n", host, "addr", "add", &inside, "dev", "eth0"]);
             must(&["ip", "-n", host, "link", "set", "eth0", "up"]);
+            if i == 0 && matches!(workers, Workers::Containerd { .. }) {
+                // Worker 1 sits behind a smaller link (LTE-like): its overlay MTU follows.
+                must(&["ip", "link", "set", &link, "mtu", "1400"]);
+                must(&["ip", "-n", host, "link", "set", "eth0", "mtu", "1400"]);
+            }
             let gateway = here(i).to_string();
             must(&["ip", "-n", host, "route", "add", "default", "via", &gateway]);
         }
@@ -619,6 +627,29 @@ async fn the_clientsrvr_demo_runs_in_real_containers_across_two_workers() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     eprintln!("client log:\n{logs}");
+
+    // Each worker detected its overlay MTU from its link (1,400 and 1,500 bytes, less the
+    // tunnel's 40), uses it on its instances' veths and reports it in the worker list.
+    let clusters = world.admin.clusters().await.unwrap();
+    let cluster = clusters
+        .iter()
+        .find(|c| c.cluster_name == "overlay")
+        .unwrap();
+    let workers = world.admin.cluster_workers(&cluster.id).await.unwrap();
+    let mtu_of = |host: &str| workers.iter().find(|w| w.host == host).unwrap().overlay_mtu;
+    assert_eq!(
+        (mtu_of("w1"), mtu_of("w2")),
+        (Some(1360), Some(1460)),
+        "{workers:?}"
+    );
+    let curl_ns = world.ns(0, "curl", 0);
+    let curl_ns = curl_ns.file_name().unwrap().to_str().unwrap();
+    let eth0 = Command::new("ip")
+        .args(["-n", curl_ns, "-o", "link", "show", "eth0"])
+        .output()
+        .unwrap();
+    let eth0 = String::from_utf8_lossy(&eth0.stdout);
+    assert!(eth0.contains("mtu 1360"), "the client's eth0: {eth0}");
 
     // Port mapping: from outside the worker (this host), the worker's port 8080.
     let outside = SocketAddr::from((world.worker_side[1], 8080));

@@ -183,6 +183,9 @@ pub struct Config {
     pub dns_port: u16,
     /// UDP port of the service-IP tunnel (Oakestra's 50103).
     pub tunnel_port: u16,
+    /// MTU of the overlay (bridge, veths, TUN device); `None`: detected from the underlay
+    /// link that carries the tunnel, minus the tunnel's 40 bytes (60 over IPv6).
+    pub overlay_mtu: Option<u32>,
     /// RTTs that replace the measured ones for closest IPs, by worker host address
     /// (`--rtt-override`, a test and diagnostic hook).
     pub rtt_override: BTreeMap<IpAddr, Duration>,
@@ -215,6 +218,7 @@ impl Config {
             overlay: OverlayMode::Off,
             overlay_tag: oakestra_net::dataplane::Naming::DEFAULT_TAG.to_owned(),
             tunnel_port: oakestra_net::dataplane::tunnel::DEFAULT_TUNNEL_PORT,
+            overlay_mtu: None,
             dns_port: crate::overlay::DEFAULT_DNS_PORT,
             rtt_override: BTreeMap::new(),
         }
@@ -275,7 +279,7 @@ fn parse_cluster(text: &str) -> Result<ClusterAddress, String> {
     after_help = "Every flag can also be set in the TOML file given by --config (same names, with \
                   underscores: cluster, token, data_dir, runtime, containerd_socket, \
                   insecure_registries, name, location, advertise_ip, mqtt_host, report_interval, \
-                  stop_grace, metrics_listen, metrics_token, overlay, overlay_tag, tunnel_port, dns_port, rtt_override); registry credentials only there, as \
+                  stop_grace, metrics_listen, metrics_token, overlay, overlay_tag, tunnel_port, overlay_mtu, dns_port, rtt_override); registry credentials only there, as \
                   [registry_credentials.\"HOST\"] with username and password. Flags win over the \
                   environment, the environment over the file."
 )]
@@ -364,6 +368,12 @@ pub struct Cli {
     /// UDP port of the service-IP tunnel between workers [default: 50103].
     #[arg(long, env = "OAKESTRA_NODE_TUNNEL_PORT")]
     pub tunnel_port: Option<u16>,
+    /// MTU of the overlay's bridge, veths and TUN device, 1280–65000 [default: detected: the
+    /// MTU of the link that holds the worker's address (else of the route to the cluster)
+    /// minus the tunnel's 40 bytes over IPv4, 60 over IPv6; 1450 when there is no such link].
+    /// Set it when a link further along the path is smaller than this host's own.
+    #[arg(long, env = "OAKESTRA_NODE_OVERLAY_MTU", value_parser = clap::value_parser!(u32).range(1280..=65000))]
+    pub overlay_mtu: Option<u32>,
     /// UDP port of the overlay's DNS responder on the bridge address, answering
     /// `<service>.<servicens>.<app>.<appns>` with the service's rr_ip [default: 53; 0: off].
     #[arg(long, env = "OAKESTRA_NODE_DNS_PORT")]
@@ -401,6 +411,7 @@ struct FileSettings {
     overlay: Option<OverlayMode>,
     overlay_tag: Option<String>,
     tunnel_port: Option<u16>,
+    overlay_mtu: Option<u32>,
     dns_port: Option<u16>,
     rtt_override: Option<String>,
 }
@@ -507,6 +518,14 @@ impl Cli {
         }
         if let Some(port) = self.tunnel_port.or(file.tunnel_port) {
             config.tunnel_port = port;
+        }
+        if let Some(mtu) = self.overlay_mtu.or(file.overlay_mtu) {
+            if !(oakestra_net::dataplane::DataPlaneConfig::MIN_MTU..=65_000).contains(&mtu) {
+                return Err(format!(
+                    "overlay_mtu {mtu} in the configuration file: must be 1280–65000 (IPv6 needs                      1280 on every link)"
+                ));
+            }
+            config.overlay_mtu = Some(mtu);
         }
         if let Some(port) = self.dns_port.or(file.dns_port) {
             config.dns_port = port;
@@ -695,6 +714,47 @@ mod tests {
             config.rtt_override.get(&"192.0.2.7".parse().unwrap()),
             Some(&Duration::from_millis(3))
         );
+    }
+
+    #[test]
+    fn the_overlay_mtu_is_detected_unless_set_by_flag_env_or_file() {
+        let base = ["oakestra-node", "--cluster", "c", "--token", "t"];
+        let config = Cli::try_parse_from(base).unwrap().resolve().unwrap();
+        assert_eq!(config.overlay_mtu, None, "detected by default");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.toml");
+        std::fs::write(
+            &file,
+            "overlay_mtu = 1360
+",
+        )
+        .unwrap();
+        let with_file = [&base[..], &["--config", file.to_str().unwrap()]].concat();
+        let config = Cli::try_parse_from(&with_file).unwrap().resolve().unwrap();
+        assert_eq!(config.overlay_mtu, Some(1360));
+        let flag = [&with_file[..], &["--overlay-mtu", "1400"]].concat();
+        let config = Cli::try_parse_from(&flag).unwrap().resolve().unwrap();
+        assert_eq!(
+            config.overlay_mtu,
+            Some(1400),
+            "the flag wins over the file"
+        );
+
+        let err =
+            Cli::try_parse_from([&base[..], &["--overlay-mtu", "1000"]].concat()).unwrap_err();
+        assert!(err.to_string().contains("1280"), "{err}");
+        std::fs::write(
+            &file,
+            "overlay_mtu = 70000
+",
+        )
+        .unwrap();
+        let err = Cli::try_parse_from(&with_file)
+            .unwrap()
+            .resolve()
+            .unwrap_err();
+        assert!(err.contains("1280–65000"), "{err}");
     }
 
     #[test]

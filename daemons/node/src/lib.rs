@@ -87,25 +87,82 @@ pub enum NodeError {
     Overlay(String),
 }
 
-/// The overlay `config` asks for, if any.
-fn overlay_for(config: &Config) -> Result<Option<Arc<overlay::Overlay>>, NodeError> {
-    let linux = || -> Result<overlay::PlaneKind, NodeError> {
-        Ok(overlay::PlaneKind::Linux {
+/// Whether `config` asks for the real overlay (`Some(true)`), the in-memory one
+/// (`Some(false)`) or none.
+fn overlay_wanted(config: &Config) -> Option<bool> {
+    match config.overlay {
+        OverlayMode::Off => None,
+        OverlayMode::Fake => Some(false),
+        OverlayMode::On => Some(true),
+        OverlayMode::Auto => match config.runtime {
+            RuntimeKind::Containerd | RuntimeKind::Auto | RuntimeKind::Unikernel => Some(true),
+            RuntimeKind::Fake => None,
+        },
+    }
+}
+
+/// The overlay `config` asks for, if any, with MTU `mtu` when it is the real one.
+fn overlay_for(config: &Config, mtu: u32) -> Result<Option<Arc<overlay::Overlay>>, NodeError> {
+    let kind = match overlay_wanted(config) {
+        None => return Ok(None),
+        Some(false) => overlay::PlaneKind::Fake,
+        Some(true) => overlay::PlaneKind::Linux {
             naming: oakestra_net::dataplane::Naming::new(&config.overlay_tag)
                 .map_err(|e| NodeError::Overlay(e.to_string()))?,
-            mtu: oakestra_net::dataplane::DataPlaneConfig::DEFAULT_MTU,
-        })
-    };
-    let kind = match config.overlay {
-        OverlayMode::Off => return Ok(None),
-        OverlayMode::Fake => overlay::PlaneKind::Fake,
-        OverlayMode::On => linux()?,
-        OverlayMode::Auto => match config.runtime {
-            RuntimeKind::Containerd | RuntimeKind::Auto | RuntimeKind::Unikernel => linux()?,
-            RuntimeKind::Fake => return Ok(None),
+            mtu,
         },
     };
     Ok(Some(overlay::Overlay::new(kind)))
+}
+
+/// The overlay's MTU: `--overlay-mtu`, else the underlay's MTU minus the tunnel's overhead,
+/// the underlay being the link that holds `public_ip` (the address other workers reach the
+/// tunnel at) or, when none does (behind NAT), the link of the route to the cluster; the
+/// fixed default when neither is found (a worker reaching its cluster over loopback).
+async fn overlay_mtu(config: &Config, public_ip: &str) -> u32 {
+    use oakestra_net::dataplane::{DataPlaneConfig, LinuxDataPlane};
+    if let Some(mtu) = config.overlay_mtu {
+        tracing::info!(mtu, "overlay MTU set by --overlay-mtu");
+        return mtu;
+    }
+    let local = public_ip.parse().ok();
+    // The cluster's address, also when it is given by name.
+    let toward = match config.cluster.host.parse() {
+        Ok(ip) => Some(ip),
+        Err(_) => tokio::net::lookup_host((config.cluster.host.as_str(), config.cluster.port))
+            .await
+            .ok()
+            .and_then(|mut found| found.next())
+            .map(|a| a.ip()),
+    };
+    match LinuxDataPlane::detect_underlay(local, toward).await {
+        Ok(Some(underlay)) => {
+            let mtu = underlay.overlay_mtu();
+            tracing::info!(
+                link = %underlay.link,
+                underlay_mtu = underlay.mtu,
+                mtu,
+                "overlay MTU follows the underlay (change it with --overlay-mtu)"
+            );
+            mtu
+        }
+        Ok(None) => {
+            tracing::info!(
+                mtu = DataPlaneConfig::DEFAULT_MTU,
+                "no underlay link found for {public_ip}: default overlay MTU (change it with \
+                 --overlay-mtu)"
+            );
+            DataPlaneConfig::DEFAULT_MTU
+        }
+        Err(e) => {
+            tracing::warn!(
+                mtu = DataPlaneConfig::DEFAULT_MTU,
+                "cannot read the underlay's MTU ({e}): default overlay MTU (set it with \
+                 --overlay-mtu)"
+            );
+            DataPlaneConfig::DEFAULT_MTU
+        }
+    }
 }
 
 /// Brings the overlay up on the worker's subnet; with `--overlay auto` a failure only warns
@@ -305,7 +362,24 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
     })?;
     let file = StateFile::new(&config.data_dir);
     let saved = file.load()?;
-    let overlay = overlay_for(&config)?;
+    let public_ip = match config.advertise_ip.clone() {
+        Some(ip) => ip,
+        None => {
+            // May resolve the cluster's host name: blocking, so off the async threads.
+            let (host, port) = (config.cluster.host.clone(), config.cluster.port);
+            tokio::task::spawn_blocking(move || info::local_ip_towards(&host, port))
+                .await
+                .unwrap_or_else(|_| "127.0.0.1".to_owned())
+        }
+    };
+    let mtu = match overlay_wanted(&config) {
+        Some(true) => Some(overlay_mtu(&config, &public_ip).await),
+        _ => None,
+    };
+    let overlay = overlay_for(
+        &config,
+        mtu.unwrap_or(oakestra_net::dataplane::DataPlaneConfig::DEFAULT_MTU),
+    )?;
     let runtime = build_runtime(
         &config,
         overlay.as_ref().map(|o| o.resolver()),
@@ -325,16 +399,6 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         .map(|e| e.id())
         .collect();
     let reporter = Arc::new(MqttReporter::default());
-    let public_ip = match config.advertise_ip.clone() {
-        Some(ip) => ip,
-        None => {
-            // May resolve the cluster's host name: blocking, so off the async threads.
-            let (host, port) = (config.cluster.host.clone(), config.cluster.port);
-            tokio::task::spawn_blocking(move || info::local_ip_towards(&host, port))
-                .await
-                .unwrap_or_else(|_| "127.0.0.1".to_owned())
-        }
-    };
     let engine = Engine::new(
         Arc::clone(&runtime),
         file,
@@ -382,6 +446,7 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         architecture: info::go_arch().to_owned(),
         virtualization: runtime.virtualizations(),
         location: config.location.clone(),
+        overlay_mtu: mtu,
         ..NodeInfo::default()
     };
     let mut collector = match &config.simulated {

@@ -11,6 +11,8 @@
 
 #[path = "../../../oakestra-runtime/tests/containerd_support/mod.rs"]
 mod containerd_support;
+#[path = "support/dns_upstream.rs"]
+mod dns_upstream;
 #[path = "../../../oakestra-runtime/tests/support/mod.rs"]
 mod unikernel_support;
 
@@ -106,6 +108,7 @@ impl Worker {
         letter: char,
         dir: &std::path::Path,
         runtime: Arc<dyn Runtime>,
+        prepare: impl FnOnce(&Arc<Overlay>),
         attach: impl FnOnce(&Arc<Overlay>),
     ) -> Worker {
         let pid = std::process::id();
@@ -126,6 +129,7 @@ impl Worker {
             naming: config.naming.clone(),
             mtu: DataPlaneConfig::DEFAULT_MTU,
         });
+        prepare(&overlay);
         overlay.enable(subnet.0, subnet.1, &[]).await.unwrap();
         attach(&overlay);
         let reports = Arc::new(Reports::default());
@@ -198,9 +202,13 @@ async fn a_container_runs_in_its_overlay_namespace_and_is_reachable() {
     containerd.namespace = containerd_support::unique("overlay-test-");
     let runtime = ContainerdRuntime::connect(containerd).await.unwrap();
     let resolver_target = runtime.clone();
-    let worker = Worker::start('c', dir.path(), Arc::new(runtime), |overlay| {
-        resolver_target.set_netns_resolver(overlay.resolver())
-    })
+    let worker = Worker::start(
+        'c',
+        dir.path(),
+        Arc::new(runtime),
+        |_| {},
+        |overlay| resolver_target.set_netns_resolver(overlay.resolver()),
+    )
     .await;
 
     let host_port = 30_000 + (std::process::id() % 20_000) as u16;
@@ -239,9 +247,13 @@ async fn a_unikernel_runs_in_its_overlay_namespace_and_is_reachable() {
     )
     .unwrap();
     let resolver_target = runtime.clone();
-    let worker = Worker::start('u', dir.path(), Arc::new(runtime.clone()), |overlay| {
-        resolver_target.set_network_resolver(overlay.guest_resolver())
-    })
+    let worker = Worker::start(
+        'u',
+        dir.path(),
+        Arc::new(runtime.clone()),
+        |_| {},
+        |overlay| resolver_target.set_network_resolver(overlay.guest_resolver()),
+    )
     .await;
 
     let host_port = 30_000 + (std::process::id() % 20_000) as u16 + 1;
@@ -276,5 +288,89 @@ async fn a_unikernel_runs_in_its_overlay_namespace_and_is_reachable() {
 
     worker
         .delete_and_check_gone("6b026d263370213c22d0dac8", &job, &attachment)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_on_a_systemd_resolved_host_resolves_external_and_service_names() {
+    let fixtures = containerd_support::fixtures();
+    let image = containerd_support::shared_image(&fixtures).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The host of Ubuntu's default: its resolv.conf lists only systemd-resolved's stub, which
+    // no instance can reach; a stub resolver there knows the test name.
+    let upstream =
+        dns_upstream::Upstream::start("127.0.0.53:53", &[("test.example", [192, 0, 2, 77])]).await;
+    let resolv = dir.path().join("host-resolv.conf");
+    std::fs::write(
+        &resolv,
+        "nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch .\n",
+    )
+    .unwrap();
+    let mut containerd = containerd_support::config(&fixtures, &dir.path().join("logs"));
+    containerd.namespace = containerd_support::unique("overlay-dns-");
+    let runtime = ContainerdRuntime::connect(containerd).await.unwrap();
+    let resolver_target = runtime.clone();
+    let logs = runtime.clone();
+    let worker = Worker::start(
+        'd',
+        dir.path(),
+        Arc::new(runtime),
+        |overlay| {
+            overlay.set_dns(oakestra_node::overlay::DnsListen::Bridge(53));
+            overlay.set_host_resolv_conf(&resolv);
+        },
+        |overlay| resolver_target.set_netns_resolver(overlay.resolver()),
+    )
+    .await;
+    // A service the cluster's table would name: `dnsweb.ns.app.ns` → its rr_ip.
+    worker.overlay.on_table_result(
+        serde_json::from_value(serde_json::json!({
+            "app_name": "app.ns.dnsweb.ns", "query_key": "app.ns.dnsweb.ns",
+            "instance_list": [{
+                "instance_number": 0, "namespace_ip": "10.29.255.2",
+                "host_ip": "192.0.2.1", "host_port": 50103,
+                "service_ip": [{"IpType": "RR", "Address": "10.30.55.56"},
+                               {"IpType": "instance_ip", "Address": "10.30.0.9"}]
+            }]
+        }))
+        .unwrap(),
+    );
+
+    let job = containerd_support::unique("app.ns.dns");
+    let asks = "while true; do nslookup test.example; nslookup dnsweb.ns.app.ns; sleep 1; done";
+    worker
+        .deploy_running(serde_json::json!({
+            "_id": "6b026d263370213c22d0dac9", "job_name": job, "instance_number": 0,
+            "image": image, "virtualization": "docker", "cmd": ["sh", "-c", asks]
+        }))
+        .await;
+    let id = InstanceId::new(job.clone(), 0);
+    let mut log = String::new();
+    for _ in 0..60 {
+        log = logs.logs_tail(&id, 1 << 16).await.unwrap_or_default();
+        if log.contains("192.0.2.77") && log.contains("10.30.55.56") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The external name through the responder's forwarding to the stub, the service name
+    // from the overlay's table.
+    assert!(
+        log.contains("Address: 192.0.2.77"),
+        "the container's log: {log}"
+    );
+    assert!(
+        log.contains("Address: 10.30.55.56"),
+        "the container's log: {log}"
+    );
+    assert!(upstream.queries() >= 1, "the stub was asked");
+    worker
+        .engine
+        .delete(
+            serde_json::from_value::<DeleteCommand>(serde_json::json!({
+                "_id": "6b026d263370213c22d0dac9", "job_name": job, "instance_number": 0
+            }))
+            .unwrap(),
+        )
         .await;
 }

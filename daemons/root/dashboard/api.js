@@ -106,10 +106,15 @@ export function logout() {
   save();
 }
 
-/** The password was changed: the default-password banner goes. */
-export function passwordChanged() {
+/** The password was changed: the default-password banner goes, and the tokens the answer
+ * carries replace the session's (the root revokes every token issued before the change). */
+export function passwordChanged(answer) {
   if (session) {
     session.defaultPassword = false;
+    if (answer && answer.token) {
+      session.token = answer.token;
+      session.refresh = answer.refresh_token;
+    }
     save();
   }
 }

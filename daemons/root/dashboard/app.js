@@ -166,10 +166,10 @@ async function accountPage(main) {
       return;
     }
     await busy(submit, async () => {
-      await api('POST', `/api/user/${encodeURIComponent(user.name)}`, {
+      const answer = await api('POST', `/api/user/${encodeURIComponent(user.name)}`, {
         oldPassword: String(data.get('old')), newPassword: String(data.get('new')),
       });
-      passwordChanged();
+      passwordChanged(answer);
       renderBanner(me());
       form.reset();
       notice('Your password is changed.');

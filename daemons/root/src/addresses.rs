@@ -239,6 +239,42 @@ pub async fn release_services(
     Ok(())
 }
 
+/// Releases the addresses held for services that do not exist: what a root that crashed
+/// between reserving a descriptor's addresses and storing its services left behind. Run at
+/// start, before anything is served. Returns how many holders (a service's RR addresses, its
+/// closest addresses, an instance's addresses) were released.
+pub async fn release_orphans(store: &dyn Store) -> Result<usize, StoreError> {
+    let services: std::collections::HashSet<String> = store
+        .list_all_services()
+        .await?
+        .iter()
+        .map(|s| s.id.to_string())
+        .collect();
+    store
+        .update_ipam(|ipam: &mut AddressManager| {
+            let mut orphans: Vec<(oakestra_net::ipam::RootPool, Holder)> = Vec::new();
+            for pool in oakestra_net::ipam::RootPool::ALL {
+                for (_, holder) in ipam.pool(pool).iter() {
+                    let service = match holder {
+                        Holder::Service(s) | Holder::Closest(s) => s,
+                        Holder::Instance { service, .. } => service,
+                        Holder::Worker(_) => continue,
+                    };
+                    if !services.contains(service) {
+                        orphans.push((pool, holder.clone()));
+                    }
+                }
+            }
+            let mut distinct = std::collections::HashSet::new();
+            for (pool, holder) in &orphans {
+                ipam.pool_mut(*pool).release_holder(holder);
+                distinct.insert(holder.clone());
+            }
+            Ok::<_, StoreError>(distinct.len())
+        })
+        .await
+}
+
 /// Gives instance `number` of `service` its IPv4 and IPv6, inside a store update.
 pub(crate) fn assign_instance(
     ipam: &mut AddressManager,
@@ -331,6 +367,57 @@ mod tests {
         reserve_for_services(store.as_ref(), &mut second)
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn addresses_of_services_that_were_never_stored_are_released() {
+        let store: Arc<dyn Store> = MemoryStore::shared();
+        let mut batch = services();
+        reserve_for_services(store.as_ref(), &mut batch)
+            .await
+            .unwrap();
+        // Only the first service is stored (its application too), as if the root died
+        // between the address reservation and the commit of the others.
+        let kept = batch[0].clone();
+        let mut app = oakestra_core::model::ApplicationRecord::new(
+            kept.application_id,
+            "u",
+            &parse_and_validate(include_str!(
+                "../../../examples/sla-clientsrvr-container.json"
+            ))
+            .unwrap()
+            .applications[0],
+        );
+        app.microservices.clear();
+        store
+            .create_application(&app, std::slice::from_ref(&kept))
+            .await
+            .unwrap();
+        // An instance of a lost service held addresses too.
+        let lost = batch[1].id;
+        store
+            .update_ipam(|ipam: &mut AddressManager| {
+                assign_instance(ipam, lost, 0).map_err(|e| StoreError::Invalid {
+                    kind: "ipam",
+                    what: e.to_string(),
+                })
+            })
+            .await
+            .unwrap();
+        let released = release_orphans(store.as_ref()).await.unwrap();
+        // Per lost service: its RR holder, its closest holder and (the second) an instance.
+        assert_eq!(released, 2 * (batch.len() - 1) + 1);
+        let rr = |s: &ServiceRecord| IpAddr::V4(s.rr_ip.unwrap());
+        assert!(
+            holder_of(store.as_ref(), rr(&kept))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        for s in &batch[1..] {
+            assert_eq!(holder_of(store.as_ref(), rr(s)).await.unwrap(), None);
+        }
+        assert_eq!(release_orphans(store.as_ref()).await.unwrap(), 0);
     }
 
     #[tokio::test]

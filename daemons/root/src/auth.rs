@@ -79,6 +79,14 @@ pub struct Claims {
     pub roles: Vec<String>,
     /// Organization id (24 hex digits).
     pub organization: String,
+    /// The user's id: a token of a deleted user stays refused when another user later takes
+    /// the same name. Empty in tokens of earlier versions.
+    #[serde(default)]
+    pub uid: String,
+    /// The user's token version at issue; a token older than the user's current version
+    /// (roles or password changed since) is refused.
+    #[serde(default)]
+    pub ver: u64,
 }
 
 impl Claims {
@@ -97,6 +105,10 @@ pub struct Identity {
     pub roles: Vec<String>,
     /// Organization id.
     pub organization: String,
+    /// The user's id (24 hex digits).
+    pub user_id: String,
+    /// The user's token version now.
+    pub token_version: u64,
 }
 
 /// Why a token was refused.
@@ -206,6 +218,8 @@ impl TokenService {
             user: who.username.clone(),
             roles: who.roles.clone(),
             organization: who.organization.clone(),
+            uid: who.user_id.clone(),
+            ver: who.token_version,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signing of serialisable claims cannot fail")
@@ -275,6 +289,8 @@ mod tests {
             username: "Admin".into(),
             roles: roles::ALL.iter().map(|r| (*r).to_owned()).collect(),
             organization: "65f1a2b3c4d5e6f708192a3b".into(),
+            user_id: "65f1a2b3c4d5e6f708192a3c".into(),
+            token_version: 0,
         }
     }
 

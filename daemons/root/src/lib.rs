@@ -158,6 +158,7 @@ pub async fn bootstrap(
                 email: String::new(),
                 password_hash,
                 created_at: api::auth::created_at_now(),
+                token_version: 0,
                 extra: serde_json::Map::new(),
             };
             match store.create_user(&user).await {
@@ -287,6 +288,13 @@ pub async fn start(config: Config) -> Result<RunningRoot, RootError> {
         tracing::warn!(
             ?report,
             "repaired what an interrupted write left in the store"
+        );
+    }
+    let released = addresses::release_orphans(store.as_ref()).await?;
+    if released > 0 {
+        tracing::warn!(
+            released,
+            "released addresses held for services that do not exist (an interrupted create)"
         );
     }
     let tokens = bootstrap(&store, config.access_token_ttl).await?;

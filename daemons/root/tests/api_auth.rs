@@ -568,10 +568,132 @@ async fn tokens_survive_a_restart(backend: Backend) {
     assert_eq!(admin.users().await.unwrap().len(), 1);
 }
 
+async fn login_raw(raw: &api_common::Raw, user: &str, password: &str) -> (String, String) {
+    let (status, body) = raw
+        .post(
+            "/api/auth/login",
+            None,
+            &json!({"username": user, "password": password}).to_string(),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    (
+        body["token"].as_str().unwrap().to_owned(),
+        body["refresh_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Issue 19, item 5: a demoted Admin, a deleted user, a changed password and a new user under
+/// a deleted user's name, each checked on the very next request (tokens were valid for their
+/// whole 10 minutes before).
+async fn revocation_takes_effect_on_the_next_request(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::start_on(dir.path(), backend).await;
+    let admin = root.admin().await;
+    let raw = root.raw();
+    let dora = |roles: Vec<String>| NewUser {
+        name: "dora".into(),
+        password: "pw1".into(),
+        email: String::new(),
+        roles,
+    };
+    admin.register(&dora(vec!["Admin".into()])).await.unwrap();
+    let (token, refresh) = login_raw(&raw, "dora", "pw1").await;
+    assert_eq!(raw.get("/api/users", Some(&token)).await.0, 200);
+
+    // Demoted: the Admin token dies at once, and so does its refresh token.
+    admin
+        .update_user(
+            "dora",
+            &UserUpdate {
+                roles: Some(vec![]),
+                ..UserUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    let (status, body) = raw.get("/api/users", Some(&token)).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("revoked"),
+        "{body}"
+    );
+    assert_eq!(
+        raw.post("/api/auth/refresh", Some(&refresh), "").await.0,
+        401
+    );
+    let (token, _) = login_raw(&raw, "dora", "pw1").await;
+    assert_eq!(raw.get("/api/users", Some(&token)).await.0, 403);
+    assert_eq!(raw.get("/api/user/dora", Some(&token)).await.0, 200);
+
+    // Her own password change: every other session dies, the answer carries new tokens.
+    let (other, _) = login_raw(&raw, "dora", "pw1").await;
+    let (status, body) = raw
+        .post(
+            "/api/user/dora",
+            Some(&token),
+            r#"{"oldPassword":"pw1","newPassword":"pw2"}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let fresh = body["token"].as_str().unwrap().to_owned();
+    assert_eq!(raw.get("/api/user/dora", Some(&other)).await.0, 401);
+    assert_eq!(raw.get("/api/user/dora", Some(&token)).await.0, 401);
+    assert_eq!(raw.get("/api/user/dora", Some(&fresh)).await.0, 200);
+
+    // She owns an application; deleted, her token cannot create another.
+    let app = one_service_app("doraapp", "web", None);
+    let (status, body) = raw
+        .post("/api/application", Some(&fresh), &app.to_string())
+        .await;
+    assert_eq!(status, 200, "{body}");
+    admin.delete_user("dora").await.unwrap();
+    let other_app = one_service_app("doraapp2", "web", None);
+    let (status, body) = raw
+        .post("/api/application", Some(&fresh), &other_app.to_string())
+        .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("no longer exists"),
+        "{body}"
+    );
+
+    // Her name cannot be given to a new user while her application exists...
+    let err = admin.register(&dora(vec![])).await.unwrap_err();
+    assert_eq!(err.status(), Some(409));
+    assert!(err.to_string().contains("deleted user"), "{err}");
+    let apps = admin.applications().await.unwrap();
+    for app in apps.iter().filter(|a| a.user_id == "dora") {
+        admin.delete_application(&app.id.to_string()).await.unwrap();
+    }
+    // ...and once it is gone, the new dora sees nothing of the old one, and the old token
+    // stays refused although the name exists again.
+    let new_dora = admin.register(&dora(vec![])).await.unwrap();
+    let (token, _) = login_raw(&raw, "dora", "pw1").await;
+    let (status, body) = raw
+        .get(&format!("/api/applications/{}", new_dora.id), Some(&token))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!([]));
+    let (status, body) = raw.get("/api/user/dora", Some(&fresh)).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("earlier, deleted user"),
+        "{body}"
+    );
+}
+
 on_every_backend!(
     login_tokens_refresh_and_token_errors,
     roles_and_ownership,
     users_organizations_and_passwords,
     tokens_survive_a_restart,
+    revocation_takes_effect_on_the_next_request,
     expired_access_token_is_401_and_the_client_renews_it
 );

@@ -383,6 +383,8 @@ async fn a_clusters_workers_are_asked_on_demand_and_errors_say_why() {
     );
     assert!(workers[0].active);
     assert_eq!(workers[0].memory_allocatable_in_mb, 4096);
+    // The MTU its overlay uses (0 in the cluster's message: none, and then absent).
+    assert_eq!(workers[0].overlay_mtu, Some(1360));
 
     // A login is needed; an unknown cluster is a 404 that says where the ids are.
     let anonymous = reqwest::get(format!("{}/api/clusters/{id}/workers", root.rest))

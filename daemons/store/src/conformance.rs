@@ -63,6 +63,7 @@ pub fn sample_user(name: &str) -> UserRecord {
         email: format!("{name}@example.invalid"),
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
         created_at: "01/01/2026 10:00".into(),
+        token_version: 0,
         extra: Map::new(),
     }
 }

@@ -26,9 +26,17 @@ pub struct UserRecord {
     /// Creation time as the caller formatted it (Oakestra: `"dd/mm/YYYY HH:MM"`).
     #[serde(default)]
     pub created_at: String,
+    /// Raised whenever the user's roles or password change: access and refresh tokens carry
+    /// the version they were issued under, and older ones are refused (revocation).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub token_version: u64,
     /// Other fields set through the user API, kept.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// An organization (Oakestra's `users.organization` document).
@@ -210,6 +218,7 @@ mod tests {
             email: String::new(),
             password_hash: "$argon2id$x".into(),
             created_at: "01/01/2026 10:00".into(),
+            token_version: 0,
             extra: Map::new(),
         };
         let v = serde_json::to_value(&u).unwrap();

@@ -246,6 +246,58 @@ impl Default for Naming {
     }
 }
 
+/// Length of a UDP header.
+pub const UDP_HEADER_LEN: u32 = 8;
+
+/// What the tunnel adds to an overlay packet on the underlay: the underlay's IP header (20
+/// bytes over IPv4, 40 over IPv6), the UDP header (8) and our frame header
+/// ([`crate::proxy::frame::FRAME_HEADER_LEN`], 12; a chunk's header is 10, a plain packet has
+/// none). 40 bytes over IPv4, 60 over IPv6.
+///
+/// ```
+/// use oakestra_net::dataplane::tunnel_overhead;
+/// assert_eq!(tunnel_overhead(false), 40);
+/// assert_eq!(tunnel_overhead(true), 60);
+/// ```
+pub fn tunnel_overhead(underlay_ipv6: bool) -> u32 {
+    let ip = if underlay_ipv6 { 40 } else { 20 };
+    ip + UDP_HEADER_LEN + crate::proxy::frame::FRAME_HEADER_LEN as u32
+}
+
+/// The overlay MTU (bridge, veths, TUN device) that an underlay link of `underlay_mtu` bytes
+/// carries without fragmenting: the underlay's MTU minus [`tunnel_overhead`], at least
+/// [`DataPlaneConfig::MIN_MTU`].
+///
+/// ```
+/// use oakestra_net::dataplane::overlay_mtu;
+/// assert_eq!(overlay_mtu(1500, false), 1460);
+/// assert_eq!(overlay_mtu(1400, false), 1360); // LTE
+/// assert_eq!(overlay_mtu(1500, true), 1440);
+/// ```
+pub fn overlay_mtu(underlay_mtu: u32, underlay_ipv6: bool) -> u32 {
+    underlay_mtu
+        .saturating_sub(tunnel_overhead(underlay_ipv6))
+        .max(DataPlaneConfig::MIN_MTU)
+}
+
+/// The link that carries a worker's tunnel, and the overlay MTU that follows from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Underlay {
+    /// The link's name, e.g. `eth0`.
+    pub link: String,
+    /// Its MTU (or the route's, when the route to the peer sets a smaller one).
+    pub mtu: u32,
+    /// Whether the tunnel runs over IPv6 (40 bytes of IP header instead of 20).
+    pub ipv6: bool,
+}
+
+impl Underlay {
+    /// The overlay MTU this underlay carries: [`overlay_mtu`].
+    pub fn overlay_mtu(&self) -> u32 {
+        overlay_mtu(self.mtu, self.ipv6)
+    }
+}
+
 /// What a data plane is built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataPlaneConfig {
@@ -253,13 +305,17 @@ pub struct DataPlaneConfig {
     pub subnets: WorkerSubnets,
     /// Names of bridge, namespaces, veths and chains.
     pub naming: Naming,
-    /// MTU of the bridge and the veths. 1450 leaves room for the UDP tunnel's headers.
+    /// MTU of the bridge and the veths: the worker's overlay MTU ([`overlay_mtu`] of its
+    /// underlay, or the worker's `--overlay-mtu`), which leaves room for the tunnel's headers.
     pub mtu: u32,
 }
 
 impl DataPlaneConfig {
-    /// Default MTU (Oakestra's).
+    /// MTU when the underlay is unknown (Oakestra's fixed value; a 1,500-byte underlay
+    /// carries 1,460).
     pub const DEFAULT_MTU: u32 = 1450;
+    /// The smallest overlay MTU: IPv6 needs 1,280 on every link.
+    pub const MIN_MTU: u32 = 1280;
 
     /// The defaults for `subnets`.
     pub fn new(subnets: WorkerSubnets) -> Self {

@@ -143,6 +143,26 @@ impl Offload {
         self.flags & F_NEEDS_CSUM != 0
     }
 
+    /// Length of the largest packet the kernel cuts `packet` (the super-packet behind this
+    /// metadata) into: its IP and transport headers plus [`Offload::gso_size`] bytes, or
+    /// `None` when it is not segmented (no GSO type, no segment size, or headers that do not
+    /// fit the packet). TCP's segment size follows the smaller MSS of the two ends, so this
+    /// is at most the smaller end's MTU: the tunnel cuts the frame into chunks no longer than
+    /// this, so that a worker on a larger underlay never sends a peer on a smaller one
+    /// datagrams its underlay cannot carry.
+    pub fn segment_len(&self, packet: &[u8]) -> Option<usize> {
+        let start = usize::from(self.csum_start);
+        let transport = match self.gso_type & !GSO_ECN {
+            GSO_TCPV4 | GSO_TCPV6 => usize::from(packet.get(start + 12)? >> 4) * 4,
+            GSO_UDP_L4 => 8,
+            _ => return None,
+        };
+        if self.gso_size == 0 || start + transport > packet.len() {
+            return None;
+        }
+        Some(start + transport + usize::from(self.gso_size))
+    }
+
     /// Reads a `virtio_net_hdr` as a TUN device writes it (native byte order).
     pub fn from_vnet(header: &[u8; VNET_HDR_LEN]) -> Self {
         let n = |i: usize| u16::from_ne_bytes([header[i], header[i + 1]]);
@@ -430,6 +450,37 @@ mod tests {
             }
             .is_none()
         );
+    }
+
+    #[test]
+    fn a_super_packet_is_cut_into_packets_of_its_headers_plus_the_segment_size() {
+        // IPv4 (20) + TCP with timestamps (data offset 8 words = 32).
+        let mut packet = vec![0u8; 20 + 32 + 3 * 1308];
+        packet[20 + 12] = 8 << 4;
+        let o = Offload {
+            gso_size: 1308,
+            ..tso()
+        };
+        assert_eq!(o.segment_len(&packet), Some(20 + 32 + 1308));
+        // UDP segmentation: an 8-byte header.
+        let udp = Offload {
+            gso_type: GSO_UDP_L4,
+            gso_size: 1000,
+            ..tso()
+        };
+        assert_eq!(udp.segment_len(&packet), Some(20 + 8 + 1000));
+        // Not segmented, no size, or a transport header past the packet's end: no answer.
+        assert_eq!(
+            Offload {
+                gso_type: GSO_NONE,
+                ..o
+            }
+            .segment_len(&packet),
+            None
+        );
+        assert_eq!(Offload { gso_size: 0, ..o }.segment_len(&packet), None);
+        assert_eq!(o.segment_len(&packet[..30]), None);
+        assert_eq!(o.segment_len(&packet[..40]), None);
     }
 
     #[test]

@@ -72,11 +72,14 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// `detect_mtu`: the overlay MTU follows the underlay link holding `listen`'s address
+    /// (as a worker's does), instead of the fixed default.
     async fn start(
         host: PathBuf,
-        config: DataPlaneConfig,
+        mut config: DataPlaneConfig,
         listen: SocketAddr,
         instances: Vec<InstanceKey>,
+        detect_mtu: bool,
     ) -> Worker {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -88,6 +91,14 @@ impl Worker {
                     .build()
                     .unwrap();
                 runtime.block_on(async move {
+                    if detect_mtu {
+                        let underlay = LinuxDataPlane::detect_underlay(Some(listen.ip()), None)
+                            .await
+                            .unwrap()
+                            .expect("the underlay link holds the tunnel address");
+                        config.mtu = underlay.overlay_mtu();
+                    }
+                    let mtu = config.mtu;
                     let plane = LinuxDataPlane::new(config).unwrap();
                     plane.setup_host().await.unwrap();
                     let mut attachments = Vec::new();
@@ -99,7 +110,7 @@ impl Worker {
                         TunnelConfig {
                             device,
                             listen,
-                            mtu: DataPlaneConfig::DEFAULT_MTU,
+                            mtu,
                         },
                         Arc::clone(&proxy),
                         None,
@@ -161,6 +172,8 @@ pub struct TwoWorkers {
     pub hosts: [String; 2],
     /// The workers' underlay addresses, on the veth `u0` (in `hosts[0]`) and `u1` (in `hosts[1]`).
     pub underlay: [Ipv4Addr; 2],
+    /// The router namespace between them ([`TwoWorkers::start_with_underlay_mtus`]).
+    pub router: Option<String>,
     /// The workers' /26 subnets (network address; prefix length 26).
     pub subnets: [Ipv4Addr; 2],
     pub one: Worker,
@@ -191,40 +204,120 @@ impl TwoWorkers {
 
     /// [`TwoWorkers::start`] with `servers` (≥ 1) instances of the server on worker 2.
     pub async fn start_with(letter: char, servers: u32) -> TwoWorkers {
+        Self::build(letter, servers, None).await
+    }
+
+    /// [`TwoWorkers::start`] with a router between the hosts: worker 1's link to it has MTU
+    /// `mtus[0]`, worker 2's `mtus[1]`; each worker's overlay MTU is detected from its link.
+    pub async fn start_with_underlay_mtus(letter: char, mtus: [u32; 2]) -> TwoWorkers {
+        Self::build(letter, 1, Some(mtus)).await
+    }
+
+    async fn build(letter: char, servers: u32, mtus: Option<[u32; 2]>) -> TwoWorkers {
         let pid = std::process::id();
         let tags = [
             format!("{letter}{}a", pid % 100_000),
             format!("{letter}{}b", pid % 100_000),
         ];
         let hosts = [format!("{}host", tags[0]), format!("{}host", tags[1])];
+        let router = format!("{}rt", tags[0]);
         let guard = Guard {
-            hosts: hosts.to_vec(),
+            hosts: [hosts[0].clone(), hosts[1].clone(), router.clone()].to_vec(),
             prefixes: tags.iter().map(|t| format!("{t}-")).collect(),
         };
         // The underlay: 100.64.0.0/10, one /30 per process.
         let (x, y) = (64 + (pid / 64 % 64) as u8, ((pid % 64) * 4) as u8);
-        let underlay = [Ipv4Addr::new(100, x, y, 1), Ipv4Addr::new(100, x, y, 2)];
+        let mut underlay = [Ipv4Addr::new(100, x, y, 1), Ipv4Addr::new(100, x, y, 2)];
         for host in &hosts {
             must(&["ip", "netns", "add", host]);
             must(&["ip", "-n", host, "link", "set", "lo", "up"]);
         }
-        must(&[
-            "ip", "-n", &hosts[0], "link", "add", "u0", "type", "veth", "peer", "name", "u1",
-            "netns", &hosts[1],
-        ]);
-        for (i, host) in hosts.iter().enumerate() {
-            let dev = format!("u{i}");
-            must(&[
-                "ip",
-                "-n",
-                host,
-                "addr",
-                "add",
-                &format!("{}/30", underlay[i]),
-                "dev",
-                &dev,
-            ]);
-            must(&["ip", "-n", host, "link", "set", &dev, "up"]);
+        match mtus {
+            None => {
+                // One veth between the two hosts.
+                must(&[
+                    "ip", "-n", &hosts[0], "link", "add", "u0", "type", "veth", "peer", "name",
+                    "u1", "netns", &hosts[1],
+                ]);
+                for (i, host) in hosts.iter().enumerate() {
+                    let (dev, address) = (format!("u{i}"), format!("{}/30", underlay[i]));
+                    must(&["ip", "-n", host, "addr", "add", &address, "dev", &dev]);
+                    must(&["ip", "-n", host, "link", "set", &dev, "up"]);
+                }
+            }
+            Some(mtus) => {
+                // host 1 (u0) —[mtus[0]]— router —[mtus[1]]— host 2 (u1), as two sites behind
+                // a router. The router drops its ICMP "fragmentation needed" messages (a path
+                // MTU black hole, common on mobile links), so nothing but the workers' own MTUs
+                // keeps the tunnel's datagrams small enough.
+                underlay[1] = Ipv4Addr::new(198, 18, 0, 2);
+                must(&["ip", "netns", "add", &router]);
+                let links = [
+                    (
+                        &hosts[0],
+                        "r0",
+                        Ipv4Addr::new(100, x, y, 2),
+                        underlay[0],
+                        30,
+                    ),
+                    (
+                        &hosts[1],
+                        "r1",
+                        Ipv4Addr::new(198, 18, 0, 1),
+                        underlay[1],
+                        30,
+                    ),
+                ];
+                for (i, (host, router_dev, router_ip, host_ip, len)) in links.iter().enumerate() {
+                    let dev = format!("u{i}");
+                    let mtu = mtus[i].to_string();
+                    must(&[
+                        "ip", "-n", host, "link", "add", &dev, "mtu", &mtu, "type", "veth", "peer",
+                        "name", router_dev, "mtu", &mtu, "netns", &router,
+                    ]);
+                    let (host_addr, router_addr) =
+                        (format!("{host_ip}/{len}"), format!("{router_ip}/{len}"));
+                    must(&["ip", "-n", host, "addr", "add", &host_addr, "dev", &dev]);
+                    must(&["ip", "-n", host, "link", "set", &dev, "up"]);
+                    must(&[
+                        "ip",
+                        "-n",
+                        &router,
+                        "addr",
+                        "add",
+                        &router_addr,
+                        "dev",
+                        router_dev,
+                    ]);
+                    must(&["ip", "-n", &router, "link", "set", router_dev, "up"]);
+                    let via = router_ip.to_string();
+                    must(&["ip", "-n", host, "route", "add", "default", "via", &via]);
+                }
+                must(&[
+                    "ip",
+                    "netns",
+                    "exec",
+                    &router,
+                    "sysctl",
+                    "-qw",
+                    "net.ipv4.ip_forward=1",
+                ]);
+                must(&[
+                    "ip",
+                    "netns",
+                    "exec",
+                    &router,
+                    "iptables",
+                    "-A",
+                    "OUTPUT",
+                    "-p",
+                    "icmp",
+                    "--icmp-type",
+                    "fragmentation-needed",
+                    "-j",
+                    "DROP",
+                ]);
+            }
         }
 
         // Slots in 10.29.128.0/17 (the node tests use 10.29.0.0/17).
@@ -244,6 +337,7 @@ impl TwoWorkers {
             config_one,
             endpoints[0],
             vec![InstanceKey::new("app.ns.curl.ns", 0).unwrap()],
+            mtus.is_some(),
         )
         .await;
         let two = Worker::start(
@@ -253,6 +347,7 @@ impl TwoWorkers {
             (0..servers.max(1))
                 .map(|n| InstanceKey::new("app.ns.nginx.ns", n).unwrap())
                 .collect(),
+            mtus.is_some(),
         )
         .await;
         let client = one.attachments[0].clone();
@@ -315,6 +410,7 @@ impl TwoWorkers {
         TwoWorkers {
             hosts,
             underlay,
+            router: mtus.map(|_| router),
             subnets,
             one,
             two,

@@ -193,6 +193,10 @@ pub struct NodeInfo {
     /// `"LAT,LON"` of the worker, when configured (our addition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+    /// MTU of the worker's overlay network (bridge, veths, TUN device): its `--overlay-mtu` or
+    /// what it detected from its underlay; absent without an overlay (our addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay_mtu: Option<u32>,
     /// Other keys (Go's untagged `Overlay`, `NetManagerPort`, …), kept.
     #[serde(flatten)]
     pub extra: Extra,

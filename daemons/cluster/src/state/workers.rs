@@ -197,6 +197,9 @@ pub(super) fn merge_dynamic(record: &mut NodeInfo, report: NodeInfo) {
     if report.gpu_usage.is_some() {
         record.gpu_usage = report.gpu_usage;
     }
+    if report.overlay_mtu.is_some() {
+        record.overlay_mtu = report.overlay_mtu;
+    }
     if report.location.is_some() {
         record.location = report.location;
     }

@@ -63,6 +63,7 @@ pub async fn cluster(command: ClusterCommand, json: bool) -> anyhow::Result<()> 
                     "VCPUS_FREE",
                     "MEMORY_MB",
                     "MEMORY_FREE_MB",
+                    "MTU",
                     "LAST_REPORT",
                 ]);
                 for w in &workers {
@@ -77,6 +78,7 @@ pub async fn cluster(command: ClusterCommand, json: bool) -> anyhow::Result<()> 
                         format!("{:.2}", w.vcpus_allocatable),
                         w.memory_in_mb.to_string(),
                         w.memory_allocatable_in_mb.to_string(),
+                        w.overlay_mtu.map_or("-".to_owned(), |m| m.to_string()),
                         format!("{:.0}s ago", w.seconds_since_report),
                     ]);
                 }

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use oakestra_core::ids::ObjectId;
 use oakestra_core::model::{ApplicationRecord, ServiceRecord};
 use oakestra_core::naming::{NAME_RULE, is_valid_name};
-use oakestra_core::sla::{Application, Sla, Violation, validate_owned};
+use oakestra_core::sla::{Sla, Violation, validate_owned};
 use oakestra_proto::rest::ApplicationUpdate;
 use oakestra_store::new_object_id;
 use serde_json::Value;
@@ -74,6 +74,25 @@ pub(crate) async fn owned_application(
     }
 }
 
+/// Application `id` if its owner's account was deleted and the caller is an Admin: the one
+/// way to remove what a deleted user left (and to free the name for a new user).
+async fn orphaned_application(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> ApiResult<Option<ApplicationRecord>> {
+    if !caller.is_admin() {
+        return Ok(None);
+    }
+    let Ok(oid) = id.parse::<ObjectId>() else {
+        return Ok(None);
+    };
+    match state.store.get_application(oid).await? {
+        Some(app) if state.store.user_by_name(&app.user_id).await?.is_none() => Ok(Some(app)),
+        _ => Ok(None),
+    }
+}
+
 /// Reserves the addresses of every service, all or nothing.
 pub(crate) async fn reserve_all(state: &AppState, services: &mut [ServiceRecord]) -> ApiResult<()> {
     state.lifecycle.reserve_services(services).await
@@ -86,28 +105,6 @@ pub(crate) async fn release_all(state: &AppState, services: &[ServiceRecord]) {
     for s in services {
         if let Err(e) = state.lifecycle.release_service(s).await {
             tracing::warn!(service = %s.id, error = %e, "could not release the service's instances and addresses");
-        }
-    }
-}
-
-async fn create_one(
-    state: &AppState,
-    user: &str,
-    app: &Application,
-) -> ApiResult<(ApplicationRecord, Vec<ServiceRecord>)> {
-    let app_id = new_object_id();
-    let record = ApplicationRecord::new(app_id, user, app);
-    let mut services: Vec<ServiceRecord> = app
-        .microservices
-        .iter()
-        .map(|ms| ServiceRecord::new(new_object_id(), app_id, app, ms))
-        .collect();
-    reserve_all(state, &mut services).await?;
-    match state.store.create_application(&record, &services).await {
-        Ok(stored) => Ok((stored, services)),
-        Err(e) => {
-            release_all(state, &services).await;
-            Err(e.into())
         }
     }
 }
@@ -177,20 +174,27 @@ async fn create_all(state: &AppState, user: &str, sla: &Sla) -> ApiResult<()> {
             )));
         }
     }
-    let mut created: Vec<(ApplicationRecord, Vec<ServiceRecord>)> = Vec::new();
-    for app in &sla.applications {
-        match create_one(state, user, app).await {
-            Ok(done) => created.push(done),
-            Err(e) => {
-                for (app, services) in created {
-                    if let Err(del) = state.store.delete_application(app.id).await {
-                        tracing::error!(application = %app.id, error = %del, "rollback of a partly created descriptor failed");
-                    }
-                    release_all(state, &services).await;
-                }
-                return Err(e);
-            }
+    let mut batch: Vec<(ApplicationRecord, Vec<ServiceRecord>)> = Vec::new();
+    let mut services: Vec<ServiceRecord> = Vec::new();
+    let mut owner: Vec<usize> = Vec::new();
+    for (i, app) in sla.applications.iter().enumerate() {
+        let app_id = new_object_id();
+        batch.push((ApplicationRecord::new(app_id, user, app), Vec::new()));
+        for ms in &app.microservices {
+            services.push(ServiceRecord::new(new_object_id(), app_id, app, ms));
+            owner.push(i);
         }
+    }
+    // Every address of the descriptor in one IPAM update, then every record in one commit:
+    // after a crash all of the descriptor exists or none of it, and reservations left without
+    // their services are released at the next start.
+    reserve_all(state, &mut services).await?;
+    for (s, &i) in services.iter().zip(&owner) {
+        batch[i].1.push(s.clone());
+    }
+    if let Err(e) = state.store.create_applications(&batch).await {
+        release_all(state, &services).await;
+        return Err(e.into());
     }
     Ok(())
 }
@@ -281,7 +285,8 @@ async fn update_application(
 /// Delete an application: its instances are undeployed, its services deleted and their
 /// addresses released.
 ///
-/// Unknown or other users' ids are a 404 (Oakestra: 501).
+/// Unknown or other users' ids are a 404 (Oakestra: 501); an Admin may delete an application
+/// whose owner's account was deleted.
 #[utoipa::path(delete, path = "/api/application/{application_id}", tag = "applications",
     security(("bearer" = [])),
     params(("application_id" = String, Path)),
@@ -294,7 +299,12 @@ async fn delete_application(
     caller: Caller,
     Path(application_id): Path<String>,
 ) -> ApiResult<Json<MessageBody>> {
-    let app = owned_application(&state, &caller, &application_id).await?;
+    let app = match owned_application(&state, &caller, &application_id).await {
+        Ok(app) => app,
+        Err(e) => orphaned_application(&state, &caller, &application_id)
+            .await?
+            .ok_or(e)?,
+    };
     let _serial = state.writes.lock().await;
     let _changed = Invalidate(&state.applications);
     let (_, deleted) = state.store.delete_application(app.id).await?;

@@ -105,6 +105,8 @@ async fn login(
         username: user.name.clone(),
         roles: roles_in(&org, &user),
         organization: org.id.to_string(),
+        user_id: user.id.to_string(),
+        token_version: user.token_version,
     };
     let now = now_secs();
     Ok(Json(LoginResponse {
@@ -141,6 +143,8 @@ async fn refresh(
         Err(_) => Vec::new(),
     };
     let who = Identity {
+        user_id: user.id.to_string(),
+        token_version: user.token_version,
         username: user.name,
         roles,
         organization: claims.organization,
@@ -199,7 +203,7 @@ pub(crate) fn check_roles(roles: &[String]) -> ApiResult<()> {
         (status = 200, description = "The new user `{_id:{$oid}, name, email, created_at, roles}`"),
         (status = 400, description = "Empty name or password, unknown role, bad body", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 409, description = "User name taken", body = ErrorBody),
+        (status = 409, description = "User name taken, or still owning a deleted user's applications", body = ErrorBody),
     ))]
 async fn register(
     State(state): State<AppState>,
@@ -216,12 +220,23 @@ async fn register(
             req.name
         )));
     }
+    // Applications are owned by user name: a new user must not inherit a deleted one's.
+    let inherited = state.store.list_applications_of(&req.name).await?.len();
+    if inherited > 0 {
+        return Err(ApiError::conflict(format!(
+            "the name {:?} still owns {inherited} application(s) of a deleted user; an Admin \
+             finds them in GET /api/applications (\"userId\": {0:?}) and deletes them with \
+             DELETE /api/application/{{id}} first, or choose another name",
+            req.name
+        )));
+    }
     let user = UserRecord {
         id: new_object_id(),
         name: req.name,
         email: req.email,
         password_hash: hash(req.password).await,
         created_at: created_at_now(),
+        token_version: 0,
         extra: Map::new(),
     };
     state.store.create_user(&user).await?;

@@ -64,7 +64,9 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        verify(parts, state, TokenKind::Access).map(Caller)
+        let claims = verify(parts, state, TokenKind::Access)?;
+        state.check_current(&claims).await?;
+        Ok(Caller(claims))
     }
 }
 
@@ -83,12 +85,7 @@ impl FromRequestParts<AppState> for AdminCaller {
                 claims.sub, claims.roles
             )));
         }
-        if !state.user_exists(&claims.sub).await? {
-            return Err(ApiError::unauthorized(format!(
-                "user {:?} of this token no longer exists",
-                claims.sub
-            )));
-        }
+        state.check_current(&claims).await?;
         Ok(AdminCaller(claims))
     }
 }
@@ -101,7 +98,9 @@ impl FromRequestParts<AppState> for RefreshCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        verify(parts, state, TokenKind::Refresh).map(RefreshCaller)
+        let claims = verify(parts, state, TokenKind::Refresh)?;
+        state.check_current(&claims).await?;
+        Ok(RefreshCaller(claims))
     }
 }
 

@@ -343,5 +343,6 @@ fn worker_view(w: oakestra_proto::grpc::WorkerSummary) -> super::clusters::Worke
         architecture: w.arch,
         virtualization: w.virtualization,
         instances: w.instances,
+        overlay_mtu: (w.overlay_mtu > 0).then_some(w.overlay_mtu),
     }
 }

@@ -18,7 +18,7 @@ pub mod organizations;
 pub mod services;
 pub mod users;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -62,9 +62,9 @@ pub struct AppState {
     /// optimistic-concurrency retries that would otherwise multiply durable commits under
     /// load, and keeps the all-or-nothing rollbacks simple.
     pub writes: Arc<tokio::sync::Mutex<()>>,
-    /// User names known to exist, so the Admin check of every request needs no store read.
-    /// Users are deleted only through this API, which removes them here first.
-    pub known_users: Arc<RwLock<HashSet<String>>>,
+    /// Id and token version of the users seen, so the revocation check of every request
+    /// needs no store read. Users change only through this API, which forgets them here.
+    pub known_users: Arc<RwLock<HashMap<String, (String, u64)>>>,
     /// Events and usage history (shared with the cluster link when there is one).
     pub monitor: Arc<crate::monitor::Monitor>,
     /// When set, `GET /metrics` needs it as a bearer token.
@@ -89,31 +89,78 @@ impl AppState {
             cluster_timeout,
             applications: Arc::new(ListCache::default()),
             writes: Arc::new(tokio::sync::Mutex::new(())),
-            known_users: Arc::new(RwLock::new(HashSet::new())),
+            known_users: Arc::new(RwLock::new(HashMap::new())),
         }
     }
 
-    /// Whether user `name` exists (cached once seen).
-    pub async fn user_exists(&self, name: &str) -> Result<bool, StoreError> {
-        if self
+    /// Refuses a token whose user is gone, is another user of the same name (deleted and
+    /// registered again), or has changed roles or password since the token was issued. The
+    /// user's id and token version are cached once read; every change goes through this API,
+    /// which calls [`AppState::forget_user`].
+    pub async fn check_current(&self, claims: &crate::auth::Claims) -> Result<(), ApiError> {
+        let cached = self
             .known_users
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(name)
-        {
-            return Ok(true);
+            .get(&claims.sub)
+            .cloned();
+        let (id, version) = match cached {
+            Some(stamp) => stamp,
+            None => {
+                let Some(user) = self.store.user_by_name(&claims.sub).await? else {
+                    return Err(ApiError::unauthorized(format!(
+                        "user {:?} of this token no longer exists",
+                        claims.sub
+                    )));
+                };
+                let stamp = (user.id.to_string(), user.token_version);
+                self.known_users
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(claims.sub.clone(), stamp.clone());
+                stamp
+            }
+        };
+        if !claims.uid.is_empty() && claims.uid != id {
+            return Err(ApiError::unauthorized(format!(
+                "this token belongs to an earlier, deleted user named {:?}; log in again",
+                claims.sub
+            )));
         }
-        let exists = self.store.user_by_name(name).await?.is_some();
-        if exists {
-            self.known_users
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(name.to_owned());
+        if claims.ver < version {
+            return Err(ApiError::unauthorized(
+                "this token was revoked: the user's roles or password changed since it was \
+                 issued; log in again",
+            ));
         }
-        Ok(exists)
+        Ok(())
     }
 
-    /// Forgets user `name` (call before deleting it).
+    /// Revokes every token of the user with id `user_id` (24 hex digits; unknown or unparsable
+    /// ids are skipped: there is nothing to revoke).
+    pub async fn revoke_tokens(&self, user_id: &str) -> Result<(), ApiError> {
+        let Ok(id) = user_id.parse() else {
+            return Ok(());
+        };
+        let Some(user) = self.store.get_user(id).await? else {
+            return Ok(());
+        };
+        self.forget_user(&user.name);
+        let bumped = self
+            .store
+            .update_user(id, |u: &mut oakestra_store::UserRecord| {
+                u.token_version += 1;
+                Ok::<_, StoreError>(())
+            })
+            .await;
+        self.forget_user(&user.name);
+        match bumped {
+            Err(e) if e.is_not_found() => Ok(()),
+            other => other.map_err(ApiError::from),
+        }
+    }
+
+    /// Forgets what is cached about user `name` (call around every change of the user).
     pub fn forget_user(&self, name: &str) {
         self.known_users
             .write()

@@ -117,7 +117,7 @@ async fn update_organization(
     check_name(&req.name)?;
     let new_members = members(&state, req.member).await?;
     let name = req.name;
-    state
+    let old_members = state
         .store
         .update_organization(id, |org: &mut OrganizationRecord| {
             if org.name == DEFAULT_ORGANIZATION && name != DEFAULT_ORGANIZATION {
@@ -126,10 +126,26 @@ async fn update_organization(
                 ));
             }
             org.name.clone_from(&name);
-            org.members.clone_from(&new_members);
-            Ok(())
+            Ok(std::mem::replace(&mut org.members, new_members.clone()))
         })
         .await?;
+    // Tokens carry roles: whoever's roles here changed must log in again.
+    let roles = |list: &[Member], uid: &str| {
+        list.iter()
+            .find(|m| m.user_id == uid)
+            .map(|m| m.roles.clone())
+    };
+    let mut changed: Vec<&str> = old_members
+        .iter()
+        .chain(&new_members)
+        .map(|m| m.user_id.as_str())
+        .filter(|uid| roles(&old_members, uid) != roles(&new_members, uid))
+        .collect();
+    changed.sort_unstable();
+    changed.dedup();
+    for uid in changed {
+        state.revoke_tokens(uid).await?;
+    }
     Ok(super::message_json("Organization is updated"))
 }
 
@@ -159,5 +175,8 @@ async fn delete_organization(
         ));
     }
     state.store.delete_organization(id).await?;
+    for m in &org.members {
+        state.revoke_tokens(&m.user_id).await?;
+    }
     Ok(super::message_json("Organization deleted"))
 }

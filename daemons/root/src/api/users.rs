@@ -110,9 +110,15 @@ async fn update_user(
     };
     let email = req.email;
     let other = req.extra;
+    let revoke = password_hash.is_some() || req.roles.is_some();
+    state.forget_user(&username);
     state
         .store
         .update_user(user.id, |u: &mut UserRecord| {
+            if revoke {
+                // Tokens issued before carry the old roles or were got with the old password.
+                u.token_version += 1;
+            }
             if let Some(e) = &email {
                 u.email.clone_from(e);
             }
@@ -147,6 +153,7 @@ async fn update_user(
             })
             .await?;
     }
+    state.forget_user(&username);
     Ok(super::message_json("User updated"))
 }
 
@@ -198,7 +205,7 @@ async fn list_views(state: &AppState, caller: &Claims) -> ApiResult<Vec<Value>> 
     params(("username" = String, Path)),
     request_body = PasswordChange,
     responses(
-        (status = 200, description = "`{}`"),
+        (status = 200, description = "`{token, refresh_token}`: every token issued before the change is revoked, these replace the caller's (Oakestra answers `{}`)"),
         (status = 400, description = "Old password wrong, or new equals old, or empty", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
     ))]
@@ -227,14 +234,41 @@ async fn change_password(
         return Err(ApiError::bad_request("the new password must not be empty"));
     }
     let new_hash = hash(req.new_password).await;
-    state
+    state.forget_user(&username);
+    let version = state
         .store
         .update_user(user.id, |u: &mut UserRecord| {
             u.password_hash.clone_from(&new_hash);
-            Ok::<_, ApiError>(())
+            // Every token issued before dies; the caller gets new ones in the answer.
+            u.token_version += 1;
+            Ok::<_, ApiError>(u.token_version)
         })
         .await?;
-    Ok(Json(Value::Object(Map::new())))
+    state.forget_user(&username);
+    let who = crate::auth::Identity {
+        username: user.name.clone(),
+        roles: caller.0.roles.clone(),
+        organization: caller.0.organization.clone(),
+        user_id: user.id.to_string(),
+        token_version: version,
+    };
+    let now = crate::auth::now_secs();
+    let mut answer = Map::new();
+    answer.insert(
+        "token".into(),
+        state
+            .tokens
+            .issue(&who, crate::auth::TokenKind::Access, now)
+            .into(),
+    );
+    answer.insert(
+        "refresh_token".into(),
+        state
+            .tokens
+            .issue(&who, crate::auth::TokenKind::Refresh, now)
+            .into(),
+    );
+    Ok(Json(Value::Object(answer)))
 }
 
 const NO_MAIL: &str = "password reset by e-mail is not available on this root (it sends no mail); \

@@ -307,6 +307,7 @@ impl FakeCluster {
                                 memory_total_mb: 4096,
                                 memory_free_mb: 4096,
                                 memory_allocatable_mb: 4096,
+                                overlay_mtu: 1360,
                                 ..WorkerSummary::default()
                             }],
                         };

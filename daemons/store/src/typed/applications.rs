@@ -19,51 +19,79 @@ impl dyn Store {
         app: &ApplicationRecord,
         services: &[ServiceRecord],
     ) -> Result<ApplicationRecord, StoreError> {
-        let mut app = app.clone();
-        for s in services {
-            if s.application_id != app.id {
-                return Err(StoreError::Invalid {
-                    kind: "service",
-                    what: format!(
-                        "service {} names application {} but is created with application {}",
-                        s.id, s.application_id, app.id
-                    ),
-                });
+        let mut created = self
+            .create_applications(&[(app.clone(), services.to_vec())])
+            .await?;
+        Ok(created.remove(0))
+    }
+
+    /// Creates several applications with their services in one commit: on a
+    /// [`Atomicity::MultiDocument`] backend (redb, memory) all of them exist afterwards or
+    /// none, even across a crash. Otherwise as [`Self::create_application`] for each: services
+    /// first, applications last. Returns the stored applications in order.
+    pub async fn create_applications(
+        &self,
+        apps: &[(ApplicationRecord, Vec<ServiceRecord>)],
+    ) -> Result<Vec<ApplicationRecord>, StoreError> {
+        let mut records = Vec::with_capacity(apps.len());
+        for (app, services) in apps {
+            let mut app = app.clone();
+            for s in services {
+                if s.application_id != app.id {
+                    return Err(StoreError::Invalid {
+                        kind: "service",
+                        what: format!(
+                            "service {} names application {} but is created with application {}",
+                            s.id, s.application_id, app.id
+                        ),
+                    });
+                }
+                if !app.microservices.contains(&s.id) {
+                    app.microservices.push(s.id);
+                }
             }
-            if !app.microservices.contains(&s.id) {
-                app.microservices.push(s.id);
-            }
+            let app_id = app.id.to_string();
+            let body = encode(Collection::Applications, &app_id, &app)?;
+            let keys = app.unique_keys();
+            records.push((app, app_id, body, keys));
         }
-        let app_id = app.id.to_string();
-        let app_body = encode(Collection::Applications, &app_id, &app)?;
-        let keys = app.unique_keys();
+        let all_keys: Vec<String> = records
+            .iter()
+            .flat_map(|(_, _, _, keys)| keys.iter().cloned())
+            .collect();
         let mut last = None;
         for _ in 0..3 {
-            for key in &keys {
+            for key in &all_keys {
                 self.ensure_claimable::<ApplicationRecord>(key).await?;
             }
-            let mut writes = Vec::with_capacity(services.len() + 2);
-            for s in services {
-                let sid = s.id.to_string();
-                let body = encode(Collection::Services, &sid, s)?;
-                writes.push(Write::insert(Collection::Services, sid, body));
+            let mut writes = Vec::new();
+            for (_, services) in apps {
+                for s in services {
+                    let sid = s.id.to_string();
+                    let body = encode(Collection::Services, &sid, s)?;
+                    writes.push(Write::insert(Collection::Services, sid, body));
+                }
             }
-            for k in &keys {
+            for (_, app_id, _, keys) in &records {
+                for k in keys {
+                    writes.push(Write::insert(
+                        Collection::UniqueKeys,
+                        claim_id(Collection::Applications, k),
+                        claim_body(Collection::Applications, k, app_id),
+                    ));
+                }
+            }
+            for (_, app_id, body, _) in &records {
                 writes.push(Write::insert(
-                    Collection::UniqueKeys,
-                    claim_id(Collection::Applications, k),
-                    claim_body(Collection::Applications, k, &app_id),
+                    Collection::Applications,
+                    app_id.clone(),
+                    body.clone(),
                 ));
             }
-            writes.push(Write::insert(
-                Collection::Applications,
-                app_id.clone(),
-                app_body.clone(),
-            ));
             match self.commit(writes).await {
-                Ok(()) => return Ok(app),
+                Ok(()) => return Ok(records.into_iter().map(|(app, ..)| app).collect()),
                 Err(e) if e.is_conflict() || e.is_stale() => {
-                    if let Some(c) = self.claim_conflict::<ApplicationRecord>(&keys).await? {
+                    if let Some(c) = self.claim_conflict::<ApplicationRecord>(&all_keys).await? {
                         return Err(c);
                     }
                     last = Some(e);
@@ -71,7 +99,11 @@ impl dyn Store {
                 Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or_else(|| stale(Collection::Applications, &app_id)))
+        let first = records
+            .first()
+            .map(|(_, id, ..)| id.clone())
+            .unwrap_or_default();
+        Err(last.unwrap_or_else(|| stale(Collection::Applications, &first)))
     }
 
     /// An application by id.

@@ -53,6 +53,8 @@ struct World {
     no_firewall: Vec<Family>,
     sysctl: BTreeMap<String, String>,
     guests: Vec<PathBuf>,
+    /// Route MTUs by destination ([`FakeKernel::set_route_mtu`]).
+    route_mtus: BTreeMap<IpAddr, u32>,
 }
 
 impl World {
@@ -197,6 +199,28 @@ impl FakeKernel {
             .filter(|(f, _, c)| *f == family && c.chars().any(|c| c == '-'))
             .map(|(_, t, c)| format!("{t}/{c}"))
             .collect()
+    }
+
+    /// Adds link `name` to the host namespace with `mtu` and `address/prefix_len`, up (an
+    /// underlay interface).
+    pub fn add_host_link(&self, name: &str, mtu: u32, address: IpAddr, prefix_len: u8) {
+        let mut link = FakeLink::named(name, None);
+        link.mtu = mtu;
+        link.up = true;
+        link.addresses.push((address, prefix_len));
+        self.world().add_link(link);
+    }
+
+    /// Adds a default route via `gateway` out of host link `name`.
+    pub fn add_host_default_route(&self, name: &str, gateway: IpAddr) {
+        let mut w = self.world();
+        let index = w.find(&None, name).expect("the link exists");
+        w.links.get_mut(&index).expect("found").routes.push(gateway);
+    }
+
+    /// The route to `to` has its own MTU `mtu` (`ip route add … mtu`).
+    pub fn set_route_mtu(&self, to: IpAddr, mtu: u32) {
+        self.world().route_mtus.insert(to, mtu);
     }
 
     /// A value under `/proc/sys`.
@@ -383,6 +407,46 @@ impl Netlink for FakeNetlink {
         link.routes.push(gateway);
         Ok(())
     }
+
+    async fn link_mtu(&self, index: u32) -> Result<Option<u32>, NetlinkError> {
+        let w = self.call(format!("link_mtu {index}"))?;
+        Ok(w.links
+            .get(&index)
+            .filter(|l| l.netns == self.netns)
+            .map(|l| l.mtu))
+    }
+
+    /// The link with an address whose prefix holds `to`, else one with a default route of
+    /// `to`'s IP version; the route MTU scripted with [`FakeKernel::set_route_mtu`].
+    async fn route_to(&self, to: IpAddr) -> Result<Option<(u32, Option<u32>)>, NetlinkError> {
+        let w = self.call(format!("route_to {to}"))?;
+        let mine = || w.links.iter().filter(|(_, l)| l.netns == self.netns);
+        let on_link =
+            mine().find(|(_, l)| l.addresses.iter().any(|(a, len)| same_prefix(*a, to, *len)));
+        let via_gateway =
+            || mine().find(|(_, l)| l.routes.iter().any(|g| g.is_ipv4() == to.is_ipv4()));
+        Ok(on_link
+            .or_else(via_gateway)
+            .map(|(i, _)| (*i, w.route_mtus.get(&to).copied())))
+    }
+}
+
+/// Whether `a` and `b` agree in their first `len` bits (and are of one IP version).
+fn same_prefix(a: IpAddr, b: IpAddr, len: u8) -> bool {
+    let bits = |x: IpAddr| match x {
+        IpAddr::V4(v) => (u128::from(u32::from(v)) << 96, 32u8),
+        IpAddr::V6(v) => (u128::from(v), 128u8),
+    };
+    let ((a, width_a), (b, width_b)) = (bits(a), bits(b));
+    if width_a != width_b || len > width_a {
+        return false;
+    }
+    let mask = if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(len))
+    };
+    a & mask == b & mask
 }
 
 /// [`Firewall`] of a [`FakeKernel`]: an iptables that keeps its chains in memory and knows

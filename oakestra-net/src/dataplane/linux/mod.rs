@@ -79,6 +79,65 @@ fn write_sysctl(sysctl: &dyn Sysctl, key: &str, value: &str) -> Result<(), DataP
         .map_err(io(format!("write {value} to /proc/sys/{key}")))
 }
 
+/// The link that carries this worker's tunnel, through `nl`: the link holding `local` (the
+/// address other workers reach the tunnel at), else the link the route to `toward` (the
+/// cluster) leaves through, with that route's own MTU when smaller. `None` when neither is
+/// found or the link is the loopback (a worker that reaches everything on this host: no
+/// underlay to follow).
+pub async fn detect_underlay(
+    nl: &dyn Netlink,
+    local: Option<IpAddr>,
+    toward: Option<IpAddr>,
+) -> Result<Option<super::Underlay>, DataPlaneError> {
+    let links = nl.links().await.map_err(netlink("list links"))?;
+    let mut found = None;
+    if let Some(local) = local.filter(|a| !a.is_unspecified()) {
+        for (index, _) in &links {
+            let addresses = nl
+                .addresses(*index)
+                .await
+                .map_err(netlink(format!("read the addresses of link {index}")))?;
+            if addresses.contains(&local) {
+                found = Some((*index, None));
+                break;
+            }
+        }
+    }
+    if found.is_none()
+        && let Some(to) = toward
+    {
+        found = nl
+            .route_to(to)
+            .await
+            .map_err(netlink(format!("look up the route to {to}")))?;
+    }
+    let Some((index, route_mtu)) = found else {
+        return Ok(None);
+    };
+    let Some(name) = links.iter().find(|(i, _)| *i == index).map(|(_, n)| n) else {
+        return Ok(None);
+    };
+    if name == "lo" {
+        return Ok(None);
+    }
+    let Some(link_mtu) = nl
+        .link_mtu(index)
+        .await
+        .map_err(netlink(format!("read the MTU of {name}")))?
+    else {
+        return Ok(None);
+    };
+    let ipv6 = local
+        .filter(|a| !a.is_unspecified())
+        .or(toward)
+        .is_some_and(|a| a.is_ipv6());
+    Ok(Some(super::Underlay {
+        link: name.clone(),
+        mtu: route_mtu.map_or(link_mtu, |r| r.min(link_mtu)),
+        ipv6,
+    }))
+}
+
 /// The real data plane. Create it inside a tokio runtime (its netlink connection runs there).
 #[derive(Debug)]
 pub struct LinuxDataPlane {
@@ -92,6 +151,16 @@ impl LinuxDataPlane {
     pub fn new(config: DataPlaneConfig) -> Result<Self, DataPlaneError> {
         let sys = System::real().map_err(io("open a netlink socket"))?;
         Ok(Self::with_system(config, sys))
+    }
+
+    /// [`detect_underlay`] on the current network namespace's netlink. Inside a tokio
+    /// runtime.
+    pub async fn detect_underlay(
+        local: Option<IpAddr>,
+        toward: Option<IpAddr>,
+    ) -> Result<Option<super::Underlay>, DataPlaneError> {
+        let nl = real::RtNetlink::connect().map_err(io("open a netlink socket"))?;
+        detect_underlay(&nl, local, toward).await
     }
 
     /// A data plane that reaches the kernel through `sys` (fakes in tests).

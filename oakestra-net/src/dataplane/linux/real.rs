@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::LinkAttribute;
+use rtnetlink::packet_route::route::{RouteAttribute, RouteMetric};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::super::{DataPlaneError, GuestNetwork};
@@ -203,6 +204,52 @@ impl Netlink for RtNetlink {
             .execute()
             .await
             .map_err(convert)
+    }
+
+    async fn link_mtu(&self, index: u32) -> Result<Option<u32>, NetlinkError> {
+        let mut links = self.handle.link().get().match_index(index).execute();
+        match links.try_next().await {
+            Ok(link) => Ok(link.and_then(|l| {
+                l.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::Mtu(m) => Some(*m),
+                    _ => None,
+                })
+            })),
+            Err(e) if matches!(errno_of(&e), Some(ENODEV) | Some(ENOENT)) => Ok(None),
+            Err(e) => Err(convert(e)),
+        }
+    }
+
+    async fn route_to(&self, to: IpAddr) -> Result<Option<(u32, Option<u32>)>, NetlinkError> {
+        let message = match to {
+            IpAddr::V4(a) => RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(a, 32)
+                .build(),
+            IpAddr::V6(a) => RouteMessageBuilder::<Ipv6Addr>::new()
+                .destination_prefix(a, 128)
+                .build(),
+        };
+        let mut routes = self.handle.route().get(message).execute();
+        let route = match routes.try_next().await {
+            Ok(route) => route,
+            // ENETUNREACH, EHOSTUNREACH: no route.
+            Err(e) if matches!(errno_of(&e), Some(101 | 113)) => None,
+            Err(e) => return Err(convert(e)),
+        };
+        Ok(route.and_then(|r| {
+            let oif = r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(*i),
+                _ => None,
+            })?;
+            let mtu = r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Metrics(m) => m.iter().find_map(|m| match m {
+                    RouteMetric::Mtu(v) if *v > 0 => Some(*v),
+                    _ => None,
+                }),
+                _ => None,
+            });
+            Some((oif, mtu))
+        }))
     }
 }
 

@@ -89,6 +89,11 @@ pub trait Netlink: Send + Sync + fmt::Debug {
     async fn addresses(&self, index: u32) -> Result<Vec<IpAddr>, NetlinkError>;
     /// Adds the default route of `gateway`'s IP version via `gateway` out of link `index`.
     async fn add_default_route(&self, index: u32, gateway: IpAddr) -> Result<(), NetlinkError>;
+    /// The MTU of link `index`, `None` when there is no such link.
+    async fn link_mtu(&self, index: u32) -> Result<Option<u32>, NetlinkError>;
+    /// The kernel's route to `to` (`ip route get`): the link it leaves through and the
+    /// route's own MTU when it sets one; `None` when there is no route.
+    async fn route_to(&self, to: IpAddr) -> Result<Option<(u32, Option<u32>)>, NetlinkError>;
 }
 
 /// `iptables` (IPv4) or `ip6tables` (IPv6).

@@ -322,3 +322,62 @@ async fn a_guest_needs_the_instance_namespace() {
     assert_eq!(guest, GuestNetwork::standard());
     assert_eq!(kernel.guests(), [a.netns]);
 }
+
+#[tokio::test]
+async fn the_underlay_is_the_link_holding_the_tunnel_address_else_the_route_to_the_cluster() {
+    let kernel = FakeKernel::new();
+    kernel.add_host_link("wwan0", 1400, ip("100.64.0.2"), 24);
+    kernel.add_host_link("eth1", 1500, ip("192.168.1.20"), 24);
+    kernel.add_host_default_route("eth1", ip("192.168.1.1"));
+    let nl = kernel.system().netlink;
+
+    // The worker's tunnel address is on the LTE link: its MTU, minus 40 bytes of tunnel.
+    let lte = detect_underlay(&*nl, Some(ip("100.64.0.2")), Some(ip("192.168.1.5")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (lte.link.as_str(), lte.mtu, lte.ipv6),
+        ("wwan0", 1400, false)
+    );
+    assert_eq!(lte.overlay_mtu(), 1360);
+
+    // An advertised address no link holds (behind NAT): the route to the cluster decides, a
+    // directly connected one before the default route.
+    let lan = detect_underlay(&*nl, Some(ip("203.0.113.7")), Some(ip("100.64.0.9")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((lan.link.as_str(), lan.mtu), ("wwan0", 1400));
+    let default = detect_underlay(&*nl, None, Some(ip("198.51.100.1")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((default.link.as_str(), default.mtu), ("eth1", 1500));
+    assert_eq!(default.overlay_mtu(), 1460);
+
+    // A route with an MTU of its own (a VPN, `ip route add … mtu 1420`) wins when smaller.
+    kernel.set_route_mtu(ip("198.51.100.1"), 1420);
+    let vpn = detect_underlay(&*nl, None, Some(ip("198.51.100.1")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (vpn.link.as_str(), vpn.mtu, vpn.overlay_mtu()),
+        ("eth1", 1420, 1380)
+    );
+
+    // Nothing to go by: unknown, and the worker keeps its default.
+    assert_eq!(
+        detect_underlay(&*nl, Some(ip("203.0.113.7")), None)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        detect_underlay(&*nl, None, Some(ip("fd00::1")))
+            .await
+            .unwrap(),
+        None
+    );
+}

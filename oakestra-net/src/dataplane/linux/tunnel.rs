@@ -40,7 +40,8 @@ use super::tun::OffloadTun;
 use super::{io, netlink, write_sysctl};
 use crate::dataplane::DataPlaneError;
 use crate::proxy::frame::{
-    CHUNK_HEADER_LEN, Chunk, Datagram, FRAME_HEADER_LEN, Offload, Reassembly, VNET_HDR_LEN,
+    CHUNK_HEADER_LEN, Chunk, Datagram, FRAME_HEADER_LEN, MAX_CHUNKS, Offload, Reassembly,
+    VNET_HDR_LEN,
 };
 use crate::proxy::rtt::{Probe, RttProber};
 use crate::proxy::{Proxy, Verdict};
@@ -327,17 +328,23 @@ impl Sender {
         }
     }
 
+    /// Sends `datagram` whole when it fits one underlay packet, else in chunks. `limit` is
+    /// the longest datagram the frame's packets need once the receiving kernel segments them
+    /// (see [`Offload::segment_len`]): chunks are no longer than that, so a peer whose underlay
+    /// (and so whose MSS) is smaller than ours still gets datagrams its underlay carries.
     async fn send(
         &mut self,
         socket: &UdpSocket,
         datagram: &[u8],
         to: SocketAddr,
         frame: u32,
+        limit: Option<usize>,
     ) -> std::io::Result<bool> {
-        if datagram.len() <= self.segment {
+        let segment = chunk_size(self.segment, limit, datagram.len());
+        if datagram.len() <= segment {
             return socket.send_to(datagram, to).await.map(|_| false);
         }
-        let chunks = Chunk::split(datagram.len(), self.segment - CHUNK_HEADER_LEN, frame)
+        let chunks = Chunk::split(datagram.len(), segment - CHUNK_HEADER_LEN, frame)
             .ok_or_else(|| std::io::Error::other("frame too long for the tunnel"))?;
         if self.gso {
             let headers: Vec<_> = chunks.iter().map(|(c, _)| c.encode()).collect();
@@ -348,7 +355,7 @@ impl Sender {
                     [IoSlice::new(h), IoSlice::new(&datagram[range.clone()])]
                 })
                 .collect();
-            let size = u16::try_from(self.segment).unwrap_or(u16::MAX);
+            let size = u16::try_from(segment).unwrap_or(u16::MAX);
             let address = SockaddrStorage::from(to);
             let sent = socket
                 .async_io(Interest::WRITABLE, || {
@@ -386,6 +393,14 @@ impl Sender {
         }
         Ok(true)
     }
+}
+
+/// The longest datagram of a `len`-byte frame: this worker's `segment`, or less when the
+/// frame's own packets are shorter (`limit`), but never so short that the frame needs more
+/// than [`MAX_CHUNKS`] chunks.
+fn chunk_size(segment: usize, limit: Option<usize>, len: usize) -> usize {
+    let wanted = limit.map_or(segment, |l| l.min(segment));
+    wanted.max(len.div_ceil(MAX_CHUNKS) + CHUNK_HEADER_LEN)
 }
 
 /// Runs `step` (the proxy's outgoing or incoming translation) on `packet`, whose transport
@@ -523,7 +538,10 @@ impl Tunnel {
                             } else {
                                 Carried::Frame
                             };
-                            match sender.send(&socket, datagram, to, frame_id).await {
+                            let limit = offload
+                                .segment_len(&buf[PACKET..n])
+                                .map(|l| l + FRAME_HEADER_LEN);
+                            match sender.send(&socket, datagram, to, frame_id, limit).await {
                                 Ok(chunked) => {
                                     stats.count(true, if chunked { Carried::Chunked } else { kind })
                                 }
@@ -695,7 +713,7 @@ mod tests {
             let mut sender = Sender::new(1462);
             sender.gso = gso;
             assert!(
-                sender.send(&a, &frame, to, id).await.unwrap(),
+                sender.send(&a, &frame, to, id, None).await.unwrap(),
                 "sent in chunks"
             );
             let (received, reads) = receive_frame(&b).await;
@@ -709,10 +727,59 @@ mod tests {
         }
         // What fits one datagram goes as it is.
         let mut sender = Sender::new(1462);
-        assert!(!sender.send(&a, &frame[..1462], to, 3).await.unwrap());
+        assert!(!sender.send(&a, &frame[..1462], to, 3, None).await.unwrap());
         let mut buf = vec![0u8; 2000];
         let (n, _, segment) = recv_gro(&b, &mut buf).await.unwrap();
         assert_eq!((n, segment), (1462, None));
         assert_eq!(buf[..n], frame[..1462]);
+    }
+
+    #[tokio::test]
+    async fn frames_for_a_smaller_peer_go_in_chunks_its_underlay_carries() {
+        // Our underlay carries 1,472-byte datagrams, the frame's packets are 1,372 bytes
+        // (a peer with a 1,400-byte underlay): chunks of at most 1,372 + 12.
+        assert_eq!(chunk_size(1472, Some(1384), 60_000), 1384);
+        assert_eq!(chunk_size(1472, None, 60_000), 1472);
+        assert_eq!(chunk_size(1472, Some(2000), 60_000), 1472);
+        // Tiny segments would need more than 64 chunks: as few as 64 can take.
+        assert_eq!(
+            chunk_size(1472, Some(300), 60_000),
+            60_000usize.div_ceil(MAX_CHUNKS) + CHUNK_HEADER_LEN
+        );
+
+        let (a, b) = pair().await;
+        let to = b.local_addr().unwrap();
+        let frame: Vec<u8> = (0..60_000u32).map(|i| (i % 251) as u8).collect();
+        let mut sender = Sender::new(1472);
+        assert!(sender.send(&a, &frame, to, 7, Some(1384)).await.unwrap());
+        let mut reassembly = Reassembly::new(4);
+        let mut buf = vec![0u8; usize::from(u16::MAX)];
+        let mut longest = 0;
+        let whole = loop {
+            let (n, from, segment) =
+                tokio::time::timeout(Duration::from_secs(5), recv_gro(&b, &mut buf))
+                    .await
+                    .expect("chunks within 5 s")
+                    .unwrap();
+            let mut done = None;
+            for datagram in buf[..n].chunks(segment.unwrap_or(n)) {
+                longest = longest.max(datagram.len());
+                if let Some(f) = reassembly.add(&from, datagram).unwrap() {
+                    done = Some(f.to_vec());
+                }
+            }
+            if let Some(f) = done {
+                break f;
+            }
+        };
+        assert!(whole == frame, "the frame came back whole");
+        assert_eq!(longest, 1384, "no chunk longer than the peer's datagrams");
+        // A short frame that our underlay would carry whole is cut for the peer as well.
+        assert!(
+            sender
+                .send(&a, &frame[..1460], to, 8, Some(1384))
+                .await
+                .unwrap()
+        );
     }
 }
