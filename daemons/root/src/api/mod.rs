@@ -352,7 +352,45 @@ pub fn router(state: AppState, metrics: Arc<Metrics>) -> Router {
             crate::metrics::track,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::map_response(json_errors))
         .layer(CorsLayer::very_permissive())
+}
+
+/// Every error answer in the one `{code, status, message}` shape: the framework's own
+/// rejections (a duplicate or malformed query parameter, a path that is not UTF-8, a body the
+/// extractor refuses) come as plain text or empty; they are rewritten here, keeping their
+/// status and headers. Answers that are JSON already pass unchanged.
+async fn json_errors(response: axum::response::Response) -> axum::response::Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let message = match text.trim() {
+        "" => status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase(),
+        t => t.to_owned(),
+    };
+    let fresh = ApiError::new(status, message).into_response();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.remove(axum::http::header::CONTENT_TYPE);
+    let (fresh_parts, fresh_body) = fresh.into_parts();
+    parts.headers.extend(fresh_parts.headers);
+    axum::response::Response::from_parts(parts, fresh_body)
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

@@ -122,7 +122,7 @@ async fn create_services(
             planned.push(ServiceRecord::new(new_object_id(), record.id, &named, ms));
         }
     }
-    reserve_all(&state, &mut planned).await?;
+    reserve_all(&state, &mut planned, caller.username()).await?;
     let mut added: Vec<ObjectId> = Vec::new();
     for s in &planned {
         if let Err(e) = state.store.add_service(s).await {
