@@ -149,7 +149,7 @@ async fn create_applications(
     }
     let user = caller.username();
     {
-        let _serial = state.writes.lock().await;
+        let _serial = state.writes.lock(user).await;
         let _changed = Invalidate(&state.applications);
         create_all(&state, user, &sla).await?;
     }
@@ -309,7 +309,7 @@ async fn delete_application(
             .await?
             .ok_or(e)?,
     };
-    let _serial = state.writes.lock().await;
+    let _serial = state.writes.lock(caller.username()).await;
     let _changed = Invalidate(&state.applications);
     let (_, deleted) = state.store.delete_application(app.id).await?;
     release_all(&state, &deleted).await;
