@@ -11,6 +11,9 @@ use oakestra_runtime::FakeConfig;
 use oakestra_runtime::containerd::RegistryCredentials;
 use serde::Deserialize;
 
+// Defined beside the measuring it replaces; part of the configuration.
+pub use crate::info::SimulatedResources;
+
 /// Default port of the cluster's worker registration API.
 pub const DEFAULT_CLUSTER_PORT: u16 = 10100;
 /// Default interval of `information` and `jobs/resources` reports.
@@ -129,17 +132,6 @@ pub enum OverlayMode {
     /// The in-memory data plane (tests, simulation): addresses are handed out, nothing is
     /// created on the host.
     Fake,
-}
-
-/// Resources the worker advertises instead of what it measures (simulated workers).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct SimulatedResources {
-    /// Logical cores.
-    pub vcpus: u32,
-    /// Total memory, MB.
-    pub memory_mb: u64,
-    /// CPU use reported every tick, percent.
-    pub cpu_percent: f64,
 }
 
 /// The resolved configuration of a worker.

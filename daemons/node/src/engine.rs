@@ -134,6 +134,12 @@ impl Engine {
         &self.metrics
     }
 
+    /// The Prometheus text of the worker's metrics, its instances by status and its network.
+    pub fn metrics_text(&self) -> String {
+        self.metrics
+            .render(&self.statuses(), &self.network_metrics())
+    }
+
     /// The runtime.
     pub fn runtime(&self) -> &Arc<dyn Runtime> {
         &self.runtime
@@ -562,6 +568,12 @@ impl Engine {
             wire_version: Default::default(),
             services,
         }
+    }
+}
+
+impl crate::metrics::MetricsSource for Engine {
+    fn metrics_text(&self) -> String {
+        Engine::metrics_text(self)
     }
 }
 

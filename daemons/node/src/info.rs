@@ -7,8 +7,6 @@ use std::path::{Path, PathBuf};
 
 use oakestra_proto::mqtt::NodeInfo;
 
-use crate::config::SimulatedResources;
-
 /// CPU time counters of the first line of `/proc/stat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CpuTimes {
@@ -118,6 +116,17 @@ pub fn go_arch() -> &'static str {
         "s390x" => "s390x",
         other => other,
     }
+}
+
+/// Resources the worker advertises instead of what it measures (simulated workers).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SimulatedResources {
+    /// Logical cores.
+    pub vcpus: u32,
+    /// Total memory, MB.
+    pub memory_mb: u64,
+    /// CPU use reported every tick, percent.
+    pub cpu_percent: f64,
 }
 
 /// The local address the kernel would use to reach `host:port` (a connected UDP socket sends

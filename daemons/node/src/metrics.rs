@@ -7,7 +7,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::engine::Engine;
+use oakestra_core::status::DeploymentStatus;
+
+/// What `GET /metrics` shows, produced anew on each scrape: the worker's engine, which owns
+/// the [`Metrics`] and knows its instances and network.
+pub trait MetricsSource: Send + Sync + 'static {
+    /// The Prometheus text of the worker's own metrics (without the host's I/O counters).
+    fn metrics_text(&self) -> String;
+}
 
 /// (job name, instance number, CPU %, memory %, disk bytes) of a running instance.
 pub type InstanceUsage = (String, u32, f64, f64, u64);
@@ -109,8 +116,9 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition of these metrics plus instance counts by status.
-    pub fn render(&self, engine: &Engine) -> String {
+    /// The Prometheus text exposition of these metrics plus instance counts by status (from
+    /// the instances' `statuses`) and the network's own lines (`network`).
+    pub fn render(&self, statuses: &[(String, DeploymentStatus)], network: &str) -> String {
         use std::fmt::Write;
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::with_capacity(2048);
@@ -168,7 +176,7 @@ impl Metrics {
             get(&self.mqtt_connected)
         );
         let mut by_status = std::collections::BTreeMap::<String, u64>::new();
-        for (_, status) in engine.statuses() {
+        for (_, status) in statuses {
             *by_status.entry(status.to_string()).or_default() += 1;
         }
         out.push_str(
@@ -179,16 +187,16 @@ impl Metrics {
             let _ = writeln!(out, "oakestra_node_instances{{status=\"{status}\"}} {n}");
         }
         self.render_usage(&mut out);
-        out.push_str(&engine.network_metrics());
+        out.push_str(network);
         out
     }
 }
 
 /// Serves `GET /metrics` (and `GET /health`) on `addr` until the task is dropped. A bind
 /// failure is logged, not fatal: metrics are optional for a worker.
-pub async fn serve(
+pub async fn serve<S: MetricsSource>(
     addr: SocketAddr,
-    engine: Arc<Engine>,
+    engine: Arc<S>,
     token: Option<String>,
     data_dir: std::path::PathBuf,
 ) {
@@ -244,7 +252,7 @@ pub async fn serve(
                 ),
                 (true, "/metrics") => (
                     "200 OK",
-                    engine.metrics().render(&engine) + &crate::host_io::render(&data_dir),
+                    engine.metrics_text() + &crate::host_io::render(&data_dir),
                 ),
                 (true, "/health") => ("200 OK", "ok\n".to_owned()),
                 _ => (

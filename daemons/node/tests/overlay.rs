@@ -407,7 +407,7 @@ async fn deployed_instances_are_reported_and_table_answers_fill_the_proxy() {
 
     // The RTT in use shows in the worker's metrics, marked as an override; without the
     // override the local worker is unmeasured (counts as 0) and shows none.
-    let metrics = engine.metrics().render(&engine);
+    let metrics = engine.metrics_text();
     assert!(
         metrics.contains(
             "oakestra_node_overlay_rtt_seconds{node=\"192.0.2.1:50103\",source=\"override\"} 0.007"
@@ -416,7 +416,7 @@ async fn deployed_instances_are_reported_and_table_answers_fill_the_proxy() {
     );
     overlay.set_rtt_overrides(Default::default());
     assert_eq!(overlay.proxy().unwrap().lock().unwrap().rtt(endpoint), None);
-    assert!(!engine.metrics().render(&engine).contains("source="));
+    assert!(!engine.metrics_text().contains("source="));
 }
 
 #[tokio::test(start_paused = true)]

@@ -15,6 +15,7 @@
 pub mod addresses;
 pub mod api;
 pub mod auth;
+mod calendar;
 pub mod cluster_link;
 pub mod config;
 pub mod dashboard;
@@ -24,6 +25,7 @@ pub mod instances;
 pub mod metrics;
 pub mod monitor;
 pub mod openapi;
+mod placement;
 pub mod tables;
 pub mod tokens;
 

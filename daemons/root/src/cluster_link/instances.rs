@@ -1,11 +1,14 @@
 //! The link's instance lifecycle: deploy and undeploy requests, placement on a cluster
-//! (scheduling, moving, retrying pending instances) and releasing a deleted service. The pure
-//! rules (statuses, reports, messages) are in [`crate::instances`].
+//! (scheduling, moving, retrying pending instances) and releasing a deleted service. This is
+//! the I/O shell: it reads the store and the sessions, lets the pure core
+//! ([`crate::placement`]) decide, applies the record changes in one store update and carries
+//! out the core's effects. The rules of statuses, reports and messages are in
+//! [`crate::instances`].
 
 use crate::addresses;
 use oakestra_core::ids::{ClusterId, ObjectId};
-use oakestra_core::model::{InstanceRecord, ServiceRecord};
-use oakestra_core::status::{DeploymentStatus, PositiveSchedulingStatus, Status};
+use oakestra_core::model::ServiceRecord;
+use oakestra_core::status::Status;
 use oakestra_net::ipam::AddressManager;
 use oakestra_sched::Scheduler;
 use oakestra_store::StoreError;
@@ -13,6 +16,7 @@ use std::sync::atomic::Ordering;
 
 use super::*;
 use crate::instances::*;
+use crate::placement;
 
 /// A batch placement: the index of the chosen cluster, or why none fits.
 type Decision = Result<usize, (Status, String)>;
@@ -37,13 +41,12 @@ impl ClusterLink {
                 let n = service.next_instance_progressive_number;
                 let a = addresses::assign_instance(ipam, service_id, n)
                     .map_err(|e| Step::Address(Box::new(addresses::instance_error(e))))?;
-                service.next_instance_progressive_number = n + 1;
-                let mut inst = InstanceRecord::new(n, PositiveSchedulingStatus::Requested);
-                inst.status_detail = Some(WAITING.to_owned());
-                inst.instance_ip = Some(a.ipv4);
-                inst.instance_ip_v6 = Some(a.ipv6);
-                inst.last_modified_timestamp = Some(crate::tokens::now_secs_f64());
-                service.instance_list.push(inst);
+                let n = placement::add_requested(
+                    service,
+                    a.ipv4,
+                    a.ipv6,
+                    crate::tokens::now_secs_f64(),
+                );
                 refresh_service_status(service);
                 Ok::<_, Step>(n)
             })
@@ -115,12 +118,7 @@ impl ClusterLink {
                 for n in first..first.saturating_add(count) {
                     let a = addresses::assign_instance(ipam, service_id, n)
                         .map_err(|e| Step::Address(Box::new(addresses::instance_error(e))))?;
-                    let mut inst = InstanceRecord::new(n, PositiveSchedulingStatus::Requested);
-                    inst.status_detail = Some(WAITING.to_owned());
-                    inst.instance_ip = Some(a.ipv4);
-                    inst.instance_ip_v6 = Some(a.ipv6);
-                    inst.last_modified_timestamp = Some(now);
-                    service.instance_list.push(inst);
+                    placement::add_requested(service, a.ipv4, a.ipv6, now);
                 }
                 service.next_instance_progressive_number = first.saturating_add(count);
                 refresh_service_status(service);
@@ -170,26 +168,16 @@ impl ClusterLink {
         for n in &numbers {
             let started = std::time::Instant::now();
             let decision = match self.config().algorithm.place(&request, &list) {
-                Ok(p) => {
-                    let chosen = p
-                        .index
-                        .filter(|i| list.get(*i).is_some_and(|c| c.name == p.candidate))
-                        .or_else(|| list.iter().position(|c| c.name == p.candidate));
-                    match chosen {
-                        Some(i) => {
-                            let id = &clusters[i].id;
-                            let r = reserved.entry(id.clone()).or_default();
-                            r.placed.add(demand);
-                            list[i] = candidate_of(&clusters[i], connected.contains(id), *r);
-                            Ok(i)
-                        }
-                        None => Err((
-                            oakestra_core::status::NegativeSchedulingStatus::TargetClusterNotFound
-                                .into(),
-                            format!("the scheduler chose an unknown cluster {:?}", p.candidate),
-                        )),
+                Ok(p) => match placement::chosen_index(&p, &list) {
+                    Some(i) => {
+                        let id = &clusters[i].id;
+                        let r = reserved.entry(id.clone()).or_default();
+                        r.placed.add(demand);
+                        list[i] = candidate_of(&clusters[i], connected.contains(id), *r);
+                        Ok(i)
                     }
-                }
+                    None => Err(placement::unknown_cluster(&p)),
+                },
                 Err(no) => Err((Status::Negative(no.status), no.detail)),
             };
             decisions.push((*n, decision, started.elapsed()));
@@ -218,27 +206,15 @@ impl ClusterLink {
                     if inst.cluster_id.is_some() || inst.status != Some(Status::REQUESTED) {
                         continue;
                     }
-                    reset_placement(inst);
                     match decision {
                         Ok(i) => {
                             let c = &clusters[*i];
-                            inst.cluster_id = Some(c.id.clone());
-                            inst.cluster_location = Some(if c.location.is_empty() {
-                                "location-unknown".to_owned()
-                            } else {
-                                c.location.clone()
-                            });
-                            inst.status = Some(PositiveSchedulingStatus::ClusterScheduled.into());
-                            inst.status_detail = None;
+                            placement::record_placed(inst, &c.id, &c.location, None, now);
                         }
                         Err((status, detail)) => {
-                            inst.cluster_id = None;
-                            inst.cluster_location = None;
-                            inst.status = Some(*status);
-                            inst.status_detail = Some(detail.clone());
+                            placement::record_unplaced(inst, *status, detail, now);
                         }
                     }
-                    inst.last_modified_timestamp = Some(now);
                     applied.push(k);
                 }
                 refresh_service_status(service);
@@ -336,26 +312,9 @@ impl ClusterLink {
             .store
             .update_service_with_ipam(service_id, |service, ipam: &mut AddressManager| {
                 demand = service_demand(service);
-                let (gone, kept): (Vec<InstanceRecord>, Vec<InstanceRecord>) = service
-                    .instance_list
-                    .drain(..)
-                    .partition(|i| number.is_none_or(|n| i.instance_number == n));
-                service.instance_list = kept;
-                if let Some(n) = number
-                    && gone.is_empty()
-                {
-                    return Err(Step::NotFound(n));
-                }
+                let gone = placement::remove_instances(service, number).map_err(Step::NotFound)?;
                 for i in &gone {
                     addresses::release_instance(ipam, service_id, i.instance_number);
-                }
-                if service.instance_list.is_empty() {
-                    if !gone.is_empty() {
-                        service.status = Some(DeploymentStatus::Undeployed.into());
-                        service.status_detail = Some("no instances".to_owned());
-                    }
-                } else {
-                    refresh_service_status(service);
                 }
                 Ok((gone, service.application_id))
             })
@@ -374,22 +333,8 @@ impl ClusterLink {
                 });
             }
         };
-        for inst in &removed {
-            if let Some(cluster) = &inst.cluster_id {
-                if !is_finished(inst.status) {
-                    self.release(cluster, demand);
-                }
-                self.send(
-                    cluster,
-                    undeploy_message(
-                        service_id,
-                        Some(inst.instance_number),
-                        "undeployed by the user",
-                    ),
-                )
-                .await;
-            }
-        }
+        self.carry_out(placement::undeploy_effects(service_id, &removed, demand))
+            .await;
         self.push_service_id(service_id).await;
         let numbers: Vec<u32> = removed.iter().map(|i| i.instance_number).collect();
         crate::monitor::record::undeployed(&self.monitor, application, service_id, &numbers);
@@ -399,28 +344,11 @@ impl ClusterLink {
     /// After a service was deleted from the store: tells every cluster that holds one of its
     /// instances to undeploy them, and frees its RR and instance addresses.
     pub async fn release_service(&self, service: &ServiceRecord) -> Result<(), InstanceError> {
-        let demand = service_demand(service);
-        for i in &service.instance_list {
-            if let Some(cluster) = &i.cluster_id
-                && !is_finished(i.status)
-            {
-                self.release(cluster, demand);
-            }
-        }
-        let mut clusters: Vec<&ClusterId> = service
-            .instance_list
-            .iter()
-            .filter_map(|i| i.cluster_id.as_ref())
-            .collect();
-        clusters.sort();
-        clusters.dedup();
-        for cluster in clusters {
-            self.send(
-                cluster,
-                undeploy_message(service.id, None, "the service was deleted"),
-            )
-            .await;
-        }
+        self.carry_out(placement::deleted_service_effects(
+            service,
+            service_demand(service),
+        ))
+        .await;
         self.push_deleted(&service.job_name).await;
         crate::monitor::record::service_deleted(&self.monitor, service);
         addresses::release_services(self.store.as_ref(), std::slice::from_ref(service)).await?;
@@ -446,8 +374,10 @@ impl ClusterLink {
             .collect())
     }
 
-    /// Places instance `n` (see [`Move`]). Skips it when someone else moved it meanwhile.
-    /// Returns whether it went to a cluster.
+    /// Places instance `n` (see [`Move`]): [`placement::plan`] decides from the stored service
+    /// and the candidate clusters, the plan is applied in one store update, then its effects
+    /// are carried out. Skips it when someone else moved it meanwhile. Returns whether it went
+    /// to a cluster.
     pub(crate) async fn schedule(
         &self,
         service_id: ObjectId,
@@ -458,106 +388,24 @@ impl ClusterLink {
         let Some(service) = self.store.get_service(service_id).await? else {
             return Ok(false);
         };
-        let from = how.from();
-        let mut excluded: Vec<String> = Vec::new();
-        if let Move::Relocate(old) = how {
-            excluded = service
-                .instance(n)
-                .and_then(|i| i.extra.get(EXCLUDED_CLUSTERS))
-                .and_then(|v| serde_json::from_value(v.clone()).ok())
-                .unwrap_or_default();
-            excluded.push(old.0.clone());
-        }
-        let demand = service_demand(&service);
-        let mut chosen_name = String::new();
-        let decision = match placement_request(&service) {
-            Ok(request) => {
-                let mut cands = self.candidates().await?;
-                cands.retain(|(_, id, _)| !excluded.contains(&id.0));
-                let list: Vec<oakestra_sched::Candidate> =
-                    cands.iter().map(|(c, _, _)| c.clone()).collect();
-                match self.config().algorithm.place(&request, &list) {
-                    Ok(p) => {
-                        let chosen = p
-                            .index
-                            .and_then(|i| cands.get(i))
-                            .filter(|(c, _, _)| c.name == p.candidate)
-                            .or_else(|| cands.iter().find(|(c, _, _)| c.name == p.candidate));
-                        match chosen {
-                            Some((c, id, location)) => {
-                                chosen_name.clone_from(&c.name);
-                                Ok((id.clone(), location.clone()))
-                            }
-                            None => Err((
-                                oakestra_core::status::NegativeSchedulingStatus::TargetClusterNotFound
-                                    .into(),
-                                format!("the scheduler chose an unknown cluster {:?}", p.candidate),
-                            )),
-                        }
-                    }
-                    Err(no) => Err((Status::Negative(no.status), no.detail)),
-                }
-            }
-            Err(e) => Err((
-                oakestra_core::status::NegativeSchedulingStatus::NoActiveClusterWithCapacity.into(),
-                e.to_string(),
-            )),
+        let request = placement_request(&service);
+        let candidates = match request {
+            Ok(_) => self.candidates().await?,
+            Err(_) => Vec::new(),
         };
-        if matches!(how, Move::Relocate(_)) && decision.is_err() {
-            // No other cluster fits: the instance stays where it is.
+        let algorithm = self.config().algorithm;
+        let Some(plan) = placement::plan(&service, n, how, &request, candidates, &algorithm) else {
+            // A relocation with no other cluster that fits: the instance stays where it is.
             return Ok(false);
-        }
+        };
         let took = started.elapsed();
-        let from_owned = from.cloned();
         let updated = self
             .store
             .update_service(service_id, |service| {
-                let Some(inst) = service.instance_mut(n) else {
-                    return Ok::<_, StoreError>(None);
-                };
-                if inst.cluster_id != from_owned {
-                    return Ok(None);
-                }
-                if matches!(how, Move::Relocate(_)) && !needs_relocation(inst.status) {
-                    return Ok(None);
-                }
-                match &decision {
-                    Ok((cluster, location)) => {
-                        reset_placement(inst);
-                        inst.cluster_id = Some(cluster.clone());
-                        inst.cluster_location = Some(if location.is_empty() {
-                            "location-unknown".to_owned()
-                        } else {
-                            location.clone()
-                        });
-                        inst.status = Some(PositiveSchedulingStatus::ClusterScheduled.into());
-                        inst.status_detail = match how {
-                            Move::Place => None,
-                            Move::Evacuate(old) => {
-                                Some(format!("moved from cluster {old}, which was lost"))
-                            }
-                            Move::Relocate(old) => Some(format!(
-                                "moved from cluster {old}, which found no qualified worker"
-                            )),
-                        };
-                        if matches!(how, Move::Relocate(_)) {
-                            inst.extra.insert(
-                                EXCLUDED_CLUSTERS.to_owned(),
-                                serde_json::Value::from(excluded.clone()),
-                            );
-                        }
-                    }
-                    Err((status, detail)) => {
-                        reset_placement(inst);
-                        inst.cluster_id = None;
-                        inst.cluster_location = None;
-                        inst.status = Some(*status);
-                        inst.status_detail = Some(detail.clone());
-                    }
-                }
-                inst.last_modified_timestamp = Some(crate::tokens::now_secs_f64());
-                refresh_service_status(service);
-                Ok(Some(service.clone()))
+                Ok::<_, StoreError>(
+                    plan.apply(service, crate::tokens::now_secs_f64())
+                        .then(|| service.clone()),
+                )
             })
             .await;
         let service = match updated {
@@ -572,54 +420,46 @@ impl ClusterLink {
             &self.monitor,
             &service,
             n,
-            match how {
-                Move::Place => None,
-                Move::Evacuate(old) => Some((old, "lost")),
-                Move::Relocate(old) => Some((old, "found no qualified worker")),
-            },
-            match &decision {
-                Ok((cluster, _)) => Ok((cluster, chosen_name.as_str())),
-                Err((status, detail)) => Err((*status, detail.as_str())),
+            plan.moved_from(),
+            match &plan.decision {
+                placement::Decision::Placed { cluster, name, .. } => Ok((cluster, name.as_str())),
+                placement::Decision::Unplaced { status, detail } => Err((*status, detail.as_str())),
             },
             took,
         );
-        match decision {
-            Ok((cluster, _)) => {
+        let placed = match &plan.decision {
+            placement::Decision::Placed { cluster, .. } => {
                 tracing::info!(job = %service_id, n, cluster = %cluster, "instance placed");
-                self.reserve(&cluster, demand);
-                if let Move::Relocate(old) = how {
-                    self.send(
-                        old,
-                        undeploy_message(
-                            service_id,
-                            Some(n),
-                            "placed on another cluster: this one found no qualified worker",
-                        ),
-                    )
-                    .await;
-                }
-                if let Some(msg) = deploy_message(&service, n) {
-                    self.send(&cluster, msg).await;
-                }
-                Ok(true)
+                true
             }
-            Err((status, detail)) => {
+            placement::Decision::Unplaced { status, detail } => {
                 tracing::info!(job = %service_id, n, %status, %detail, "instance pending");
-                self.pending_hint.store(true, Ordering::SeqCst);
-                Ok(false)
+                false
+            }
+        };
+        self.carry_out(plan.effects(&service)).await;
+        Ok(placed)
+    }
+
+    /// Carries out what the pure core decided, in order.
+    pub(super) async fn carry_out(&self, effects: Vec<placement::Effect>) {
+        for effect in effects {
+            match effect {
+                placement::Effect::Reserve(cluster, demand) => self.reserve(&cluster, demand),
+                placement::Effect::Release(cluster, demand) => self.release(&cluster, demand),
+                placement::Effect::Send(cluster, message) => {
+                    self.send(&cluster, message).await;
+                }
+                placement::Effect::RetryLater => self.pending_hint.store(true, Ordering::SeqCst),
             }
         }
     }
 
     /// Moves every instance on `lost` (except finished ones) to other clusters.
     pub(crate) async fn reschedule_from(&self, lost: &ClusterId) -> Result<(), StoreError> {
-        for service in self.store.list_all_services().await? {
-            for inst in &service.instance_list {
-                if inst.cluster_id.as_ref() == Some(lost) && !is_finished(inst.status) {
-                    self.schedule(service.id, inst.instance_number, Move::Evacuate(lost))
-                        .await?;
-                }
-            }
+        let services = self.store.list_all_services().await?;
+        for (service, n, how) in placement::evacuations(&services, lost) {
+            self.schedule(service, n, how).await?;
         }
         Ok(())
     }
@@ -637,33 +477,18 @@ impl ClusterLink {
             }
         };
         let mut placed = 0;
-        for service in services {
-            for inst in &service.instance_list {
-                // Unplaced: pending with a negative status, or left `REQUESTED` by a deploy
-                // whose placement step failed. Placed but refused by its cluster: relocation.
-                let how = match &inst.cluster_id {
-                    None if matches!(
-                        inst.status,
-                        Some(Status::Negative(_)) | Some(Status::REQUESTED)
-                    ) =>
-                    {
-                        Move::Place
-                    }
-                    Some(cluster) if needs_relocation(inst.status) => Move::Relocate(cluster),
-                    _ => continue,
-                };
-                let relocation = matches!(how, Move::Relocate(_));
-                match self.schedule(service.id, inst.instance_number, how).await {
-                    Ok(false) if relocation => {
-                        // Still refused and nowhere else to go: try again later.
-                        self.pending_hint.store(true, Ordering::SeqCst);
-                    }
-                    Ok(true) => placed += 1,
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::warn!(job = %service.id, "cannot retry a pending instance: {e}");
-                        self.pending_hint.store(true, Ordering::SeqCst);
-                    }
+        for (service, n, how) in placement::retries(&services) {
+            let relocation = matches!(how, Move::Relocate(_));
+            match self.schedule(service, n, how).await {
+                Ok(false) if relocation => {
+                    // Still refused and nowhere else to go: try again later.
+                    self.pending_hint.store(true, Ordering::SeqCst);
+                }
+                Ok(true) => placed += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(job = %service, "cannot retry a pending instance: {e}");
+                    self.pending_hint.store(true, Ordering::SeqCst);
                 }
             }
         }
