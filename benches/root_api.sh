@@ -4,7 +4,9 @@
 #   2. GET /api/applications with 100 applications stored, 64 connections (wrk; the Rust
 #      load generator daemons/root/examples/api_load.rs when wrk is missing)
 #   3. p50/p99 of POST /api/application with the clientsrvr descriptor, 32 concurrent clients
-#   4. RSS again after the load
+#   4. one user's 1,000-application descriptor vs another user's single creates
+#   5. GET /api/applications over 1,000 connections
+#   6. RSS again after the load
 # Usage: benches/root_api.sh [seconds per wrk run, default 15]
 # Every request goes to 127.0.0.1 only; the run is bounded in time and count.
 set -euo pipefail
@@ -56,6 +58,17 @@ echo "== POST /api/application, 1 client x 100 creates (latency without queueing
 "$LOAD" post "$URL" 1 100
 echo "== POST /api/application, 32 clients x 30 creates"
 "$LOAD" post "$URL" 32 30
+
+echo "== one user's 1,000-application descriptor while another user creates (issue 19)"
+"$LOAD" bulk "$URL" 1000
+
+if command -v wrk >/dev/null 2>&1; then
+  echo "== wrk -t2 -c1000 -d${SECONDS_PER_RUN}s GET /api/applications (1,000 connections)"
+  wrk -t2 -c1000 -d"${SECONDS_PER_RUN}s" --latency -H "Authorization: Bearer $TOKEN" \
+    "$URL/api/applications"
+else
+  "$LOAD" get "$URL" 1000 "$SECONDS_PER_RUN"
+fi
 
 sleep 3
 echo "RSS after the load, idle again: $(rss)"

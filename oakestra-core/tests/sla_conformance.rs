@@ -576,3 +576,53 @@ fn json_pointer_escaping_is_not_needed_for_known_keys_but_unknown_keys_are_kept(
         json!({"x": 1})
     );
 }
+
+/// Issue 19, item 6: numbers beyond the range and lists beyond the limits are refused, each
+/// with its path, instead of stored rounded or processed at any length.
+#[test]
+fn out_of_range_numbers_and_overlong_lists_are_violations() {
+    // 2^64 used to be accepted and stored as 2^64 − 1.
+    let text = with_ms("memory", json!(1))
+        .to_string()
+        .replace("\"memory\":1", "\"memory\":18446744073709551616");
+    let errors = errors_of(&text);
+    assert_eq!(paths(&errors), [format!("{MS}/memory")]);
+    assert!(
+        errors.violations()[0].message.contains("too large"),
+        "{errors}"
+    );
+    let largest = with_ms("memory", json!(u64::MAX));
+    assert!(sla::validate_value(&largest).is_ok());
+
+    let limit = sla::max_entries("cmd").unwrap();
+    let at_limit = with_ms("cmd", json!(vec!["x"; limit]));
+    assert!(sla::validate_value(&at_limit).is_ok());
+    let over = with_ms("cmd", json!(vec!["x"; limit + 1]));
+    let errors = sla::validate_value(&over).unwrap_err();
+    assert_eq!(paths(&errors), [format!("{MS}/cmd")]);
+    assert!(
+        errors.violations()[0]
+            .message
+            .contains(&format!("at most {limit}")),
+        "{errors}"
+    );
+
+    let constraint = json!({"type": "direct", "cluster": "c1"});
+    let max = sla::max_entries("constraints").unwrap();
+    let over = with_ms("constraints", json!(vec![constraint; max + 1]));
+    let errors = sla::validate_value(&over).unwrap_err();
+    assert_eq!(paths(&errors), [format!("{MS}/constraints")]);
+
+    let mut many = base();
+    let app = many["applications"][0].clone();
+    let max = sla::max_entries("applications").unwrap();
+    many["applications"] = (0..=max)
+        .map(|i| {
+            let mut a = app.clone();
+            a["application_name"] = format!("app{i}").into();
+            a
+        })
+        .collect();
+    let errors = sla::validate_value(&many).unwrap_err();
+    assert_eq!(paths(&errors), ["/applications"]);
+}

@@ -4,7 +4,12 @@
 //! api_load post <url> [clients=32] [per_client=30]   POST /api/application latency
 //! api_load get  <url> [connections=64] [seconds=10]  GET /api/applications throughput
 //! api_load seed <url> [apps=100]                      create apps for the GET benchmark
+//! api_load bulk <url> [apps=1000]                     one user's big descriptor vs another's creates
 //! ```
+//!
+//! `bulk`: user A posts one descriptor of `apps` applications while user B creates single
+//! applications one after the other; prints B's create latency before and during A's request
+//! (issue 19: one user must not hold everyone's writes).
 //!
 //! `post`: every client is its own user (registered by Admin), so the answer — which lists
 //! all of the caller's applications, as in Oakestra — stays small, as it is for a real user.
@@ -156,6 +161,82 @@ async fn get(url: &str, connections: usize, seconds: u64) {
     );
 }
 
+async fn user(admin: &Client, url: &str, name: &str) -> Client {
+    admin
+        .register(&NewUser {
+            name: name.to_owned(),
+            password: "load".into(),
+            email: String::new(),
+            roles: vec!["Application_Provider".into()],
+        })
+        .await
+        .expect("register a load user");
+    let c = Client::new(url).expect("url");
+    c.login(name, "load").await.expect("login");
+    c
+}
+
+async fn bulk(url: &str, apps: usize) {
+    let admin = Client::new(url).expect("url");
+    admin.login("Admin", "Admin").await.expect("Admin login");
+    let run = std::process::id();
+    let big = user(&admin, url, &format!("bulk{run}a")).await;
+    let small = Arc::new(user(&admin, url, &format!("bulk{run}b")).await);
+    let mut many = descriptor("x");
+    let template = many["applications"][0].clone();
+    many["applications"] = (0..apps)
+        .map(|i| {
+            let mut app = template.clone();
+            app["application_name"] = Value::String(format!("big{i}"));
+            app
+        })
+        .collect();
+    // B alone first.
+    let mut alone = Vec::new();
+    for i in 0..20 {
+        let t = Instant::now();
+        small
+            .create_applications(&descriptor(&format!("solo{i}")))
+            .await
+            .expect("create");
+        alone.push(t.elapsed());
+    }
+    alone.sort();
+    // Then B while A's descriptor is being created.
+    let a = tokio::spawn(async move {
+        let t = Instant::now();
+        let r = big.create_applications(&many).await;
+        (t.elapsed(), r.map(|v| v.len()))
+    });
+    let mut during = Vec::new();
+    let mut i = 0;
+    while !a.is_finished() {
+        let t = Instant::now();
+        small
+            .create_applications(&descriptor(&format!("during{i}")))
+            .await
+            .expect("create");
+        during.push(t.elapsed());
+        i += 1;
+    }
+    let (took, created) = a.await.expect("task");
+    during.sort();
+    println!(
+        "user A: {apps} applications in one descriptor: {} ({:?} applications answered)",
+        ms(took),
+        created.map_err(|e| e.to_string()),
+    );
+    println!(
+        "user B alone: p50 {} p99 {}; during A's request: {} creates, p50 {} p99 {} max {}",
+        ms(percentile(&alone, 0.5)),
+        ms(percentile(&alone, 0.99)),
+        during.len(),
+        ms(percentile(&during, 0.5)),
+        ms(percentile(&during, 0.99)),
+        ms(during.last().copied().unwrap_or_default()),
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -166,9 +247,10 @@ async fn main() {
         (Some("post"), Some(url)) => post(url, arg(2, 32), arg(3, 30)).await,
         (Some("get"), Some(url)) => get(url, arg(2, 64), arg(3, 10) as u64).await,
         (Some("seed"), Some(url)) => seed(url, arg(2, 100)).await,
+        (Some("bulk"), Some(url)) => bulk(url, arg(2, 1000)).await,
         _ => {
             eprintln!(
-                "usage: api_load post <url> [clients] [per_client] | get <url> [connections] [seconds] | seed <url> [apps]"
+                "usage: api_load post <url> [clients] [per_client] | get <url> [connections] [seconds] | seed <url> [apps] | bulk <url> [apps]"
             );
             std::process::exit(2);
         }

@@ -113,7 +113,15 @@ impl From<StoreError> for IpamStep {
 }
 
 impl IpamStep {
-    async fn resolve(self, store: &dyn Store, batch: &[ServiceRecord]) -> AddressError {
+    /// The error for the user: a holder in the batch or owned by `owner` (or any holder when
+    /// `owner` is `None`) is named with its id; another user's is not (no names or ids of
+    /// other users' objects leak through a 409).
+    async fn resolve(
+        self,
+        store: &dyn Store,
+        batch: &[ServiceRecord],
+        owner: Option<&str>,
+    ) -> AddressError {
         match self {
             IpamStep::Store(e) => AddressError::Store(e),
             IpamStep::Ipam(e) => {
@@ -137,6 +145,23 @@ impl IpamStep {
                         && let Ok(oid) = id.parse::<ObjectId>()
                         && let Ok(Some(s)) = store.get_service(oid).await
                     {
+                        let visible = match owner {
+                            None => true,
+                            Some(user) => matches!(
+                                store.get_application(s.application_id).await,
+                                Ok(Some(app)) if app.user_id == user
+                            ),
+                        };
+                        if !visible {
+                            return match classify(e, &|_| None) {
+                                AddressError::InUse { field, address, .. } => AddressError::InUse {
+                                    field,
+                                    address,
+                                    holder: "a service of another user".to_owned(),
+                                },
+                                other => other,
+                            };
+                        }
                         name = Some(s.job_name);
                     }
                 }
@@ -153,6 +178,16 @@ impl IpamStep {
 pub async fn reserve_for_services(
     store: &dyn Store,
     services: &mut [ServiceRecord],
+) -> Result<(), AddressError> {
+    reserve_for_services_of(store, services, None).await
+}
+
+/// [`reserve_for_services`] for services of user `owner`: a conflict with another user's
+/// service does not name it.
+pub async fn reserve_for_services_of(
+    store: &dyn Store,
+    services: &mut [ServiceRecord],
+    owner: Option<&str>,
 ) -> Result<(), AddressError> {
     // What each service holds already, else what its SLA gives. The SLA keeps its closest
     // addresses as the user wrote them; the validator has checked that they parse.
@@ -204,7 +239,7 @@ pub async fn reserve_for_services(
             }
             Ok(())
         }
-        Err(e) => Err(e.resolve(store, services).await),
+        Err(e) => Err(e.resolve(store, services, owner).await),
     }
 }
 

@@ -150,6 +150,36 @@ async fn conflicts_are_409_and_creation_is_all_or_nothing(backend: Backend) {
         "the message should name the service holding the address: {msg}"
     );
 
+    // Another user asking for the same address learns that it is taken, not by what:
+    // neither the holder's id nor its names leak (issue 19, item 6).
+    let other = root.admin().await;
+    other
+        .register(&oakestra_client::NewUser {
+            name: "mallory".into(),
+            password: "pw".into(),
+            email: String::new(),
+            roles: vec!["Application_Provider".into()],
+        })
+        .await
+        .unwrap();
+    let mallory = root.client();
+    mallory.login("mallory", "pw").await.unwrap();
+    let mt = mallory.access_token().await.unwrap();
+    let msg = assert_error(
+        &raw.post(
+            "/api/application",
+            Some(&mt),
+            &one_service_app("probe", "web", Some("10.30.55.55")).to_string(),
+        )
+        .await,
+        409,
+    );
+    assert!(msg.contains("10.30.55.55"), "{msg}");
+    assert!(
+        !msg.contains(&nginx_id) && !msg.contains("clientsrvr") && !msg.contains("first"),
+        "a 409 names another user's service: {msg}"
+    );
+
     // A descriptor with two applications, the second conflicting: nothing is kept.
     let mut both = one_service_app("okapp", "web", Some("10.30.1.1"));
     let conflicting = one_service_app("badapp", "web", Some("10.30.55.55"));
@@ -284,7 +314,35 @@ async fn instances_deploy_and_undeploy(backend: Backend) {
     assert_eq!(again.instance.unwrap().instance_number, n0 + 3);
 }
 
+/// Issue 19, item 6: the framework's own rejections come in the `{code, status, message}`
+/// shape like every other error (they were plain text).
+async fn framework_rejections_are_json_errors(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::start_on(dir.path(), backend).await;
+    let t = admin_token(&root).await;
+    let raw = root.raw();
+    for (path, expected) in [
+        (
+            "/api/service/65f1a2b3c4d5e6f708192a3b/usage?since=1&since=2",
+            "since",
+        ),
+        (
+            "/api/service/65f1a2b3c4d5e6f708192a3b/usage?step=-1",
+            "step",
+        ),
+        ("/api/service/%FF", "UTF-8"),
+    ] {
+        let (status, body) = raw.get(path, Some(&t)).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["code"], 400, "{path}: {body}");
+        assert_eq!(body["status"], "Bad Request", "{path}: {body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains(expected), "{path}: {body}");
+    }
+}
+
 on_every_backend!(
+    framework_rejections_are_json_errors,
     bad_bodies_are_rejected_with_their_reason,
     conflicts_are_409_and_creation_is_all_or_nothing,
     unknown_ids_and_routes_are_404,

@@ -22,6 +22,28 @@
 
 mod address;
 mod build;
+
+/// The most entries each list of a descriptor may have, by its key: what one request may
+/// make the root do is bounded (a longer list is a violation naming the limit).
+pub const LIST_LIMITS: &[(&str, usize)] = &[
+    ("applications", 1_000),
+    ("microservices", 1_000),
+    ("cmd", 1_024),
+    ("environment", 1_024),
+    ("constraints", 64),
+    ("con_constraints", 64),
+    ("connectivity", 64),
+    ("volumes", 64),
+    ("arch", 16),
+];
+
+/// The limit [`LIST_LIMITS`] sets for the list under `key`, if any.
+pub fn max_entries(key: &str) -> Option<usize> {
+    LIST_LIMITS
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, max)| *max)
+}
 mod ports;
 mod types;
 

@@ -94,8 +94,12 @@ async fn orphaned_application(
 }
 
 /// Reserves the addresses of every service, all or nothing.
-pub(crate) async fn reserve_all(state: &AppState, services: &mut [ServiceRecord]) -> ApiResult<()> {
-    state.lifecycle.reserve_services(services).await
+pub(crate) async fn reserve_all(
+    state: &AppState,
+    services: &mut [ServiceRecord],
+    owner: &str,
+) -> ApiResult<()> {
+    state.lifecycle.reserve_services(services, owner).await
 }
 
 /// Undeploys the instances of services that are gone from the store and frees their
@@ -145,7 +149,7 @@ async fn create_applications(
     }
     let user = caller.username();
     {
-        let _serial = state.writes.lock().await;
+        let _serial = state.writes.lock(user).await;
         let _changed = Invalidate(&state.applications);
         create_all(&state, user, &sla).await?;
     }
@@ -188,7 +192,7 @@ async fn create_all(state: &AppState, user: &str, sla: &Sla) -> ApiResult<()> {
     // Every address of the descriptor in one IPAM update, then every record in one commit:
     // after a crash all of the descriptor exists or none of it, and reservations left without
     // their services are released at the next start.
-    reserve_all(state, &mut services).await?;
+    reserve_all(state, &mut services, user).await?;
     for (s, &i) in services.iter().zip(&owner) {
         batch[i].1.push(s.clone());
     }
@@ -305,7 +309,7 @@ async fn delete_application(
             .await?
             .ok_or(e)?,
     };
-    let _serial = state.writes.lock().await;
+    let _serial = state.writes.lock(caller.username()).await;
     let _changed = Invalidate(&state.applications);
     let (_, deleted) = state.store.delete_application(app.id).await?;
     release_all(&state, &deleted).await;

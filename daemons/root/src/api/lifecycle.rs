@@ -25,16 +25,28 @@ use crate::instances::InstanceError;
 /// Address and instance operations on services.
 #[async_trait]
 pub trait ServiceLifecycle: Send + Sync + fmt::Debug + 'static {
-    /// Reserves the service's user-given `rr_ip`/`rr_ip_v6` (or allocates them). A 409
-    /// [`ApiError`] names the service holding a requested address.
-    async fn reserve_service_addresses(&self, service: &mut ServiceRecord) -> Result<(), ApiError>;
+    /// Reserves the service's user-given `rr_ip`/`rr_ip_v6` (or allocates them) for user
+    /// `owner`. A 409 [`ApiError`] names the service holding a requested address when it is
+    /// `owner`'s, and names no other user's.
+    async fn reserve_service_addresses(
+        &self,
+        service: &mut ServiceRecord,
+        owner: &str,
+    ) -> Result<(), ApiError>;
 
     /// Reserves the addresses of several services, all or nothing (so two services of one
     /// descriptor asking for the same `rr_ip` conflict too). The default reserves one by one
     /// and releases on failure.
-    async fn reserve_services(&self, services: &mut [ServiceRecord]) -> Result<(), ApiError> {
+    async fn reserve_services(
+        &self,
+        services: &mut [ServiceRecord],
+        owner: &str,
+    ) -> Result<(), ApiError> {
         for i in 0..services.len() {
-            if let Err(e) = self.reserve_service_addresses(&mut services[i]).await {
+            if let Err(e) = self
+                .reserve_service_addresses(&mut services[i], owner)
+                .await
+            {
                 for s in &services[..i] {
                     let _ = self.release_service(s).await;
                 }
@@ -129,7 +141,11 @@ fn store_error(e: StoreError) -> ApiError {
 
 #[async_trait]
 impl ServiceLifecycle for StoreOnly {
-    async fn reserve_service_addresses(&self, service: &mut ServiceRecord) -> Result<(), ApiError> {
+    async fn reserve_service_addresses(
+        &self,
+        service: &mut ServiceRecord,
+        _owner: &str,
+    ) -> Result<(), ApiError> {
         if service.rr_ip.is_none() && service.rr_ip_v6.is_none() {
             return Ok(());
         }
@@ -139,18 +155,14 @@ impl ServiceLifecycle for StoreOnly {
             }
             if service.rr_ip.is_some() && other.rr_ip == service.rr_ip {
                 return Err(ApiError::conflict(format!(
-                    "rr_ip {} is already used by service {} ({})",
+                    "rr_ip {} is already used by another service",
                     service.rr_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
-                    other.id,
-                    other.job_name
                 )));
             }
             if service.rr_ip_v6.is_some() && other.rr_ip_v6 == service.rr_ip_v6 {
                 return Err(ApiError::conflict(format!(
-                    "rr_ip_v6 {} is already used by service {} ({})",
+                    "rr_ip_v6 {} is already used by another service",
                     service.rr_ip_v6.unwrap_or(std::net::Ipv6Addr::UNSPECIFIED),
-                    other.id,
-                    other.job_name
                 )));
             }
         }
@@ -272,12 +284,21 @@ impl ServiceLifecycle for ClusterLink {
         }
     }
 
-    async fn reserve_service_addresses(&self, service: &mut ServiceRecord) -> Result<(), ApiError> {
-        self.reserve_services(std::slice::from_mut(service)).await
+    async fn reserve_service_addresses(
+        &self,
+        service: &mut ServiceRecord,
+        owner: &str,
+    ) -> Result<(), ApiError> {
+        self.reserve_services(std::slice::from_mut(service), owner)
+            .await
     }
 
-    async fn reserve_services(&self, services: &mut [ServiceRecord]) -> Result<(), ApiError> {
-        addresses::reserve_for_services(self.store().as_ref(), services)
+    async fn reserve_services(
+        &self,
+        services: &mut [ServiceRecord],
+        owner: &str,
+    ) -> Result<(), ApiError> {
+        addresses::reserve_for_services_of(self.store().as_ref(), services, Some(owner))
             .await
             .map_err(address_error)
     }

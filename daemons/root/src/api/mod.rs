@@ -57,11 +57,10 @@ pub struct AppState {
     pub cluster_timeout: Duration,
     /// The cached answer of `GET /api/applications`.
     pub applications: Arc<ListCache>,
-    /// Serialises the API's multi-step writes (address reservation + creation, deletion +
-    /// release). They all update the one IPAM document; running them one at a time avoids
-    /// optimistic-concurrency retries that would otherwise multiply durable commits under
-    /// load, and keeps the all-or-nothing rollbacks simple.
-    pub writes: Arc<tokio::sync::Mutex<()>>,
+    /// Serialises each user's multi-step writes (address reservation + creation, deletion +
+    /// release), one lock per user: one user's large descriptor never waits for another's.
+    /// Users' writes meet only in the IPAM document, whose updates are atomic in the store.
+    pub writes: Arc<UserLocks>,
     /// Id and token version of the users seen, so the revocation check of every request
     /// needs no store read. Users change only through this API, which forgets them here.
     pub known_users: Arc<RwLock<HashMap<String, (String, u64)>>>,
@@ -88,7 +87,7 @@ impl AppState {
             lifecycle,
             cluster_timeout,
             applications: Arc::new(ListCache::default()),
-            writes: Arc::new(tokio::sync::Mutex::new(())),
+            writes: Arc::new(UserLocks::default()),
             known_users: Arc::new(RwLock::new(HashMap::new())),
         }
     }
@@ -166,6 +165,48 @@ impl AppState {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
+    }
+}
+
+/// One async lock per user name, made on first use and dropped when nobody holds or waits
+/// for it.
+#[derive(Debug, Default)]
+pub struct UserLocks(std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl UserLocks {
+    /// Waits for `user`'s lock; it is released when the guard is dropped.
+    pub async fn lock(&self, user: &str) -> UserLockGuard<'_> {
+        let lock = {
+            let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(map.entry(user.to_owned()).or_default())
+        };
+        let guard = Arc::clone(&lock).lock_owned().await;
+        UserLockGuard {
+            locks: self,
+            user: user.to_owned(),
+            lock,
+            guard: Some(guard),
+        }
+    }
+}
+
+/// Holds one user's lock (see [`UserLocks`]).
+#[derive(Debug)]
+pub struct UserLockGuard<'a> {
+    locks: &'a UserLocks,
+    user: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for UserLockGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut map = self.locks.0.lock().unwrap_or_else(|p| p.into_inner());
+        // The map's copy and ours: nobody else holds or waits for it.
+        if Arc::strong_count(&self.lock) == 2 {
+            map.remove(&self.user);
+        }
     }
 }
 
@@ -352,7 +393,45 @@ pub fn router(state: AppState, metrics: Arc<Metrics>) -> Router {
             crate::metrics::track,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::map_response(json_errors))
         .layer(CorsLayer::very_permissive())
+}
+
+/// Every error answer in the one `{code, status, message}` shape: the framework's own
+/// rejections (a duplicate or malformed query parameter, a path that is not UTF-8, a body the
+/// extractor refuses) come as plain text or empty; they are rewritten here, keeping their
+/// status and headers. Answers that are JSON already pass unchanged.
+async fn json_errors(response: axum::response::Response) -> axum::response::Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let message = match text.trim() {
+        "" => status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase(),
+        t => t.to_owned(),
+    };
+    let fresh = ApiError::new(status, message).into_response();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.remove(axum::http::header::CONTENT_TYPE);
+    let (fresh_parts, fresh_body) = fresh.into_parts();
+    parts.headers.extend(fresh_parts.headers);
+    axum::response::Response::from_parts(parts, fresh_body)
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
@@ -390,5 +469,34 @@ async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> 
             format!("the store does not answer: {e}"),
         )
         .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod user_lock_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn users_do_not_wait_for_each_other_and_one_user_waits_for_itself() {
+        let locks = UserLocks::default();
+        let alice = locks.lock("alice").await;
+        // Another user gets the lock at once while alice holds hers.
+        let bob = tokio::time::timeout(Duration::from_millis(100), locks.lock("bob"))
+            .await
+            .expect("bob waited for alice");
+        drop(bob);
+        // Alice's second write waits for the first.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), locks.lock("alice"))
+                .await
+                .is_err()
+        );
+        drop(alice);
+        let again = tokio::time::timeout(Duration::from_millis(100), locks.lock("alice"))
+            .await
+            .expect("alice's lock was not released");
+        drop(again);
+        // Nothing is kept for users nobody holds.
+        assert!(locks.0.lock().unwrap().is_empty());
     }
 }

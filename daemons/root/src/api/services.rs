@@ -90,7 +90,7 @@ async fn create_services(
     if !missing.is_empty() {
         return Err(ApiError::invalid_sla(missing));
     }
-    let _serial = state.writes.lock().await;
+    let _serial = state.writes.lock(caller.username()).await;
     let _changed = Invalidate(&state.applications);
     let mut planned: Vec<ServiceRecord> = Vec::new();
     for app in &sla.applications {
@@ -122,7 +122,7 @@ async fn create_services(
             planned.push(ServiceRecord::new(new_object_id(), record.id, &named, ms));
         }
     }
-    reserve_all(&state, &mut planned).await?;
+    reserve_all(&state, &mut planned, caller.username()).await?;
     let mut added: Vec<ObjectId> = Vec::new();
     for s in &planned {
         if let Err(e) = state.store.add_service(s).await {
@@ -208,7 +208,7 @@ async fn delete_service(
     Path(service_id): Path<String>,
 ) -> ApiResult<Json<MessageBody>> {
     let service = owned_service(&state, &caller, &service_id).await?;
-    let _serial = state.writes.lock().await;
+    let _serial = state.writes.lock(caller.username()).await;
     let _changed = Invalidate(&state.applications);
     let deleted = state.store.delete_service(service.id).await?;
     release_all(&state, std::slice::from_ref(&deleted)).await;

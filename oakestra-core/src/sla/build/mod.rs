@@ -15,7 +15,7 @@ use super::types::{
     Addresses, Application, ConConstraint, Connectivity, Constraint, ConstraintKind,
     InstanceAddressRange, Microservice, MicroserviceList, Sla, SlaVersion, Virtualization, Volume,
 };
-use super::{SlaErrors, Violation};
+use super::{SlaErrors, Violation, max_entries};
 use crate::naming::{check_name, is_valid_name};
 
 mod addresses;
@@ -226,11 +226,14 @@ impl Checker {
                 return None;
             }
             let f = n.as_f64().unwrap_or(f64::NAN);
-            if f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(&f) {
+            // `u64::MAX as f64` is 2^64, one more than the largest u64: excluded.
+            if f.fract() == 0.0 && f >= 0.0 && f < u64::MAX as f64 {
                 return Some(f as u64);
             }
             let reason = if f < 0.0 {
                 "must not be negative"
+            } else if f.fract() == 0.0 {
+                "is too large"
             } else {
                 "must be a whole number"
             };
@@ -271,6 +274,23 @@ impl Checker {
         None
     }
 
+    /// Reports an array longer than [`max_entries`] allows for `key`; true when it fits.
+    fn fits(&mut self, key: &'static str, len: usize) -> bool {
+        match max_entries(key) {
+            Some(max) if len > max => {
+                self.report(
+                    Some(key),
+                    format!(
+                        "has {len} entries; at most {max} are accepted (see the README's \
+                         descriptor limits)"
+                    ),
+                );
+                false
+            }
+            _ => true,
+        }
+    }
+
     fn string_array(
         &mut self,
         key: &'static str,
@@ -278,6 +298,7 @@ impl Checker {
         what: &str,
     ) -> Option<Vec<String>> {
         let items = match v? {
+            Value::Array(items) if !self.fits(key, items.len()) => return None,
             Value::Array(items) => items,
             other => {
                 self.report(
@@ -337,6 +358,7 @@ impl Checker {
         mut build: impl FnMut(&mut Self, usize, Map<String, Value>) -> Option<T>,
     ) -> Option<Vec<T>> {
         let items = match v? {
+            Value::Array(items) if !self.fits(key, items.len()) => return None,
             Value::Array(items) => items,
             other => {
                 self.report(
