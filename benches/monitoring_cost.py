@@ -5,6 +5,12 @@ worker deployed through the REST API, then CPU and RSS of both processes over a 
 the root's own monitoring gauges (history instances and bytes, events kept).
 
     python3 benches/monitoring_cost.py [--oak target/release/oak] [--workers 1000] [--per-worker 10]
+        [--batch 1000] [--window 120]
+
+`--batch N` deploys through the batch path (`POST …/instance?count=N`, one request per N
+instances of a service) instead of one request per instance; `--per-worker 0` deploys nothing
+(the baseline). With a window of 60 s or more, the root's history writer runs in it: the script
+reports the bytes of usage history written to the store per instance per minute.
 """
 
 from __future__ import annotations
@@ -70,6 +76,8 @@ def main() -> None:
     ap.add_argument("--per-worker", type=int, default=10)
     ap.add_argument("--window", type=float, default=60.0)
     ap.add_argument("--parallel", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=0,
+                    help="instances per request through ?count=N (0: one request per instance)")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="oak-moncost-"))
     api, grpc, cluster, mqtt = (free_port() for _ in range(4))
@@ -123,24 +131,53 @@ def main() -> None:
                                         {"username": "Admin", "password": "Admin"})["token"]
                 http("POST", url, None, session["token"])
 
-        with concurrent.futures.ThreadPoolExecutor(a.parallel) as pool:
-            list(pool.map(deploy, range(total)))
+        def deploy_batch(job: tuple[str, int]) -> None:
+            sid, n = job
+            url = f"{base}/api/service/{sid}/instance?count={n}"
+            try:
+                answer = http("POST", url, None, session["token"], timeout=600)
+            except urllib.error.HTTPError as e:
+                if e.code != 401:
+                    raise
+                session["token"] = http("POST", f"{base}/api/auth/login",
+                                        {"username": "Admin", "password": "Admin"})["token"]
+                answer = http("POST", url, None, session["token"], timeout=600)
+            assert len(answer["instances"]) == n, answer.get("message")
+
+        if total and a.batch > 0:
+            jobs = []
+            per_service = [total // len(ids) + (1 if k < total % len(ids) else 0) for k in range(len(ids))]
+            for sid, want in zip(ids, per_service):
+                while want > 0:
+                    jobs.append((sid, min(a.batch, want)))
+                    want -= a.batch
+            with concurrent.futures.ThreadPoolExecutor(min(a.parallel, len(jobs))) as pool:
+                list(pool.map(deploy_batch, jobs))
+            print(f"{total} instances requested in {len(jobs)} batch calls, answered in "
+                  f"{time.monotonic() - start:.2f} s")
+        elif total:
+            with concurrent.futures.ThreadPoolExecutor(a.parallel) as pool:
+                list(pool.map(deploy, range(total)))
+            print(f"{total} deploy calls answered in {time.monotonic() - start:.0f} s")
         token = session["token"]
-        print(f"{total} deploy calls answered in {time.monotonic() - start:.0f} s")
-        while True:
+        while total:
             m = http("GET", f"{base}/metrics")
             running = sum(float(v) for v in re.findall(r'oakestra_root_instances\{status="RUNNING"\} (\S+)', m))
             if running >= total:
                 break
             if time.monotonic() - start > 1200:
                 raise SystemExit(f"only {running} of {total} RUNNING after 20 min")
-            time.sleep(2)
-        print(f"{total} instances RUNNING {time.monotonic() - start:.0f} s after the first deploy call")
+            time.sleep(0.5)
+        if total:
+            print(f"{total} instances RUNNING {time.monotonic() - start:.1f} s after the first deploy call")
         time.sleep(10)  # settle
+        written = "oakestra_root_usage_history_written_bytes_total"
+        w0 = metric(http("GET", f"{base}/metrics"), written)
         c0 = {p.pid: cpu_seconds(p.pid) for p in procs}
         t0 = time.monotonic()
         time.sleep(a.window)
         dt = time.monotonic() - t0
+        w1 = metric(http("GET", f"{base}/metrics"), written)
         for name, p in (("oak up (root + cluster)", up), (f"oak sim ({a.workers} workers)", sim)):
             print(f"{name}: CPU {100 * (cpu_seconds(p.pid) - c0[p.pid]) / dt:.1f} % of a core over {dt:.0f} s, "
                   f"RSS {rss_mb(p.pid):.0f} MB")
@@ -148,6 +185,9 @@ def main() -> None:
         for name in ("oakestra_root_usage_history_instances", "oakestra_root_usage_history_bytes",
                      "oakestra_root_events_kept"):
             print(f"{name} {metric(m, name):.0f}")
+        if total:
+            print(f"usage history written to the store over the window: {w1 - w0:.0f} B, "
+                  f"{(w1 - w0) / total / (dt / 60):.1f} B per instance per minute")
         events = http("GET", f"{base}/api/events?limit=1", None, token)
         print(f"last event id {events[-1]['id'] if events else 0}")
     finally:

@@ -122,6 +122,7 @@ pub async fn run(args: SimArgs) -> Result<()> {
     );
     let mut summary = tokio::time::interval(args.summary_every);
     summary.tick().await;
+    let mut last_usage = own_usage().map(|u| (u, Instant::now()));
     let mut all_registered = false;
     let stop = oakestra_daemon::shutdown_signal();
     tokio::pin!(stop);
@@ -143,7 +144,15 @@ pub async fn run(args: SimArgs) -> Result<()> {
                         *counts.entry(status.to_string()).or_default() += 1;
                     }
                 }
-                println!("oak sim: {registered}/{} registered; instances {counts:?}", workers.len());
+                let now_usage = own_usage().map(|u| (u, Instant::now()));
+                let cost = match (last_usage, now_usage) {
+                    (Some(((cpu0, _), t0)), Some(((cpu1, rss), t1))) => {
+                        sim_cost(cpu1 - cpu0, t1.duration_since(t0), rss, workers.len())
+                    }
+                    _ => String::new(),
+                };
+                last_usage = now_usage;
+                println!("oak sim: {registered}/{} registered; instances {counts:?}{cost}", workers.len());
             }
         }
     }
@@ -152,4 +161,70 @@ pub async fn run(args: SimArgs) -> Result<()> {
         w.stop().await;
     }
     Ok(())
+}
+
+/// This process's CPU time so far (seconds, all threads) and resident memory (bytes), from
+/// `/proc/self` (`None` where there is no procfs). `/proc` counts CPU time in USER_HZ ticks,
+/// which Linux fixes at 100 per second on every architecture.
+fn own_usage() -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // After the command name: state is field 3, utime 14 and stime 15 (1-based).
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some((ticks as f64 / 100.0, rss_kb * 1024))
+}
+
+/// `"; sim process: CPU …"` for the summary: the simulator's own CPU over `elapsed` and its
+/// RSS, in total and per simulated worker.
+fn sim_cost(cpu_seconds: f64, elapsed: Duration, rss_bytes: u64, workers: usize) -> String {
+    let secs = elapsed.as_secs_f64();
+    if secs <= 0.0 || workers == 0 {
+        return String::new();
+    }
+    let percent = 100.0 * cpu_seconds / secs;
+    let n = workers as f64;
+    format!(
+        "; sim process: CPU {percent:.1} % of a core ({:.3} % per worker), RSS {:.1} MB ({:.1} KB per worker)",
+        percent / n,
+        rss_bytes as f64 / 1e6,
+        rss_bytes as f64 / 1e3 / n
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_usage_reads_this_process() {
+        let (cpu, rss) = own_usage().expect("procfs on Linux");
+        // Burn a little CPU: the counter must not go back, and RSS is at least a megabyte.
+        let mut x = 0u64;
+        for i in 0..5_000_000u64 {
+            x = x.wrapping_add(i * i);
+        }
+        assert!(x > 0);
+        let (cpu2, _) = own_usage().unwrap();
+        assert!(cpu2 >= cpu && cpu >= 0.0);
+        assert!(rss > 1_000_000, "{rss}");
+    }
+
+    #[test]
+    fn cost_is_split_per_worker() {
+        let line = sim_cost(1.0, Duration::from_secs(10), 50_000_000, 1000);
+        assert_eq!(
+            line,
+            "; sim process: CPU 10.0 % of a core (0.010 % per worker), RSS 50.0 MB (50.0 KB per worker)"
+        );
+        assert_eq!(sim_cost(1.0, Duration::ZERO, 1, 1), "");
+    }
 }

@@ -542,6 +542,11 @@ async fn a_batch_deploy_creates_places_and_sends_every_instance() {
     }
     sent.sort();
     assert_eq!(sent, (0..7).collect::<Vec<u32>>());
+    assert!(
+        small.quiet_for(Duration::from_millis(300)).await
+            && big.quiet_for(Duration::from_millis(300)).await,
+        "one Deploy per instance"
+    );
 
     // The clusters report all of them RUNNING back to back (applied as a batch).
     for n in &on_small {

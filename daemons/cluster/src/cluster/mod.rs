@@ -216,12 +216,31 @@ impl Actor {
 
     /// Runs until `commands` closes.
     pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        /// Most commands applied before one placement pass and one flush.
+        const MAX_COMMAND_BATCH: usize = 4096;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
-                    Some(c) => self.handle(c).await,
+                    Some(c) => {
+                        // What has already arrived is applied with it, then placed and
+                        // persisted once: a burst of thousands of root deploys costs one
+                        // placement pass and one store commit per batch, not per command, so
+                        // the workers' reports queued behind it are not delayed into
+                        // "silent" (each command still sees the state its predecessors left).
+                        let mut place = self.apply(c).await;
+                        for _ in 1..MAX_COMMAND_BATCH {
+                            match commands.try_recv() {
+                                Ok(c) => place |= self.apply(c).await,
+                                Err(_) => break,
+                            }
+                        }
+                        if place {
+                            self.place_due(Instant::now()).await;
+                        }
+                        self.flush().await;
+                    }
                     None => break,
                 },
                 _ = tick.tick() => self.tick().await,
@@ -229,8 +248,18 @@ impl Actor {
         }
     }
 
-    /// Handles one command.
+    /// Handles one command: applies it, places what is due and persists and publishes.
     pub async fn handle(&mut self, command: Command) {
+        if self.apply(command).await {
+            self.place_due(Instant::now()).await;
+        }
+        self.flush().await;
+    }
+
+    /// Applies one command to the state; `true` when placement may be due. Persisting and
+    /// publishing are left to the caller's flush (except a registration, answered only once
+    /// the worker's record is stored).
+    async fn apply(&mut self, command: Command) -> bool {
         let now = Instant::now();
         let mut place = false;
         match command {
@@ -319,10 +348,7 @@ impl Actor {
                 place = true;
             }
         }
-        if place {
-            self.place_due(now).await;
-        }
-        self.flush().await;
+        place
     }
 
     fn register(&mut self, mut info: NodeInfo, now: Instant) -> RegisterResponse {

@@ -77,6 +77,8 @@ pub struct RootMetrics {
     pub history_bytes: Gauge,
     /// Events kept.
     pub events_kept: Gauge,
+    /// Bytes of usage-history documents written to the store (JSON bodies).
+    pub history_written_bytes: Counter,
     /// When each instance still waiting for its first RUNNING was requested.
     requested_at: Mutex<HashMap<(ObjectId, u32), std::time::Instant>>,
 }
@@ -96,6 +98,7 @@ impl Default for RootMetrics {
             history_instances: Gauge::default(),
             history_bytes: Gauge::default(),
             events_kept: Gauge::default(),
+            history_written_bytes: Counter::default(),
             requested_at: Mutex::new(HashMap::new()),
         }
     }
@@ -142,6 +145,11 @@ impl RootMetrics {
             self.history_bytes.clone(),
         );
         registry.register("events_kept", "Events kept", self.events_kept.clone());
+        registry.register(
+            "usage_history_written_bytes",
+            "Bytes of usage-history documents written to the store (JSON bodies)",
+            self.history_written_bytes.clone(),
+        );
     }
 
     /// Counts a cluster link message.

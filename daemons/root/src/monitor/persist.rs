@@ -182,7 +182,13 @@ async fn write_histories(store: &dyn Store, monitor: &Monitor) {
     for h in changed {
         let id = SavedHistory::doc_id(h.service, h.instance);
         match serde_json::to_value(&h) {
-            Ok(body) => writes.push(Write::upsert(Collection::UsageHistory, id, body)),
+            Ok(body) => {
+                monitor
+                    .metrics
+                    .history_written_bytes
+                    .inc_by(body.to_string().len() as u64);
+                writes.push(Write::upsert(Collection::UsageHistory, id, body));
+            }
             Err(e) => tracing::warn!("usage history {id} not stored: {e}"),
         }
     }
@@ -250,6 +256,14 @@ mod tests {
         first.history.forget(service, Some(1));
         stop_tx.send(true).unwrap();
         writer.await.unwrap();
+
+        // The bytes written are counted: the one history document that stayed.
+        let docs = store.list(Collection::UsageHistory).await.unwrap();
+        assert_eq!(docs.len(), 1);
+        assert_eq!(
+            first.metrics.history_written_bytes.get(),
+            docs[0].body.to_string().len() as u64
+        );
 
         let second = monitor();
         let loaded = load(store.as_ref(), &second).await.unwrap();
