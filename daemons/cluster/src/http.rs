@@ -95,7 +95,8 @@ async fn register(State(api): State<Api>, headers: HeaderMap, body: axum::body::
         );
     }
     match answer.await {
-        Ok(mut response) => {
+        Ok(Err(refused)) => error(StatusCode::CONFLICT, refused),
+        Ok(Ok(mut response)) => {
             // The worker's overlay subnet: the root's IPAM is the only allocator, so without a
             // root the worker registers without one (and gets it when it registers again).
             let has_root = api.root.borrow().address.is_some();

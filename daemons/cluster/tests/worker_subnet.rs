@@ -23,30 +23,54 @@ fn node_info(id: &str, host: &str) -> NodeInfo {
     }
 }
 
-async fn register(cluster: &ClusterProcess, id: &str, host: &str) -> RegisterResponse {
-    let response = reqwest::Client::new()
+async fn try_register(
+    cluster: &ClusterProcess,
+    id: &str,
+    host: &str,
+    secret: &str,
+) -> reqwest::Response {
+    let mut info = node_info(id, host);
+    info.worker_secret = secret.to_owned();
+    reqwest::Client::new()
         .post(format!("{}/api/node/register", cluster.http))
         .bearer_auth(cluster.worker_token())
-        .json(&node_info(id, host))
+        .json(&info)
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn register(
+    cluster: &ClusterProcess,
+    id: &str,
+    host: &str,
+    secret: &str,
+) -> RegisterResponse {
+    let response = try_register(cluster, id, host, secret).await;
     assert!(response.status().is_success(), "{}", response.status());
     response.json().await.unwrap()
 }
 
 /// Registers until the answer carries a subnet (the cluster's root link comes up
 /// asynchronously), returning the id and the subnets.
+/// `secret` is the worker's secret before (empty for a new worker) and after: each
+/// registration hands out a new one.
 async fn register_with_subnet(
     cluster: &ClusterProcess,
     id: &str,
     host: &str,
+    secret: &mut String,
 ) -> (String, Ipv4Addr, Ipv6Addr) {
-    eventually(&format!("a subnet for worker {host}"), || async {
-        let r = register(cluster, id, host).await;
+    let latest = std::sync::Mutex::new(secret.clone());
+    let out = eventually(&format!("a subnet for worker {host}"), || async {
+        let given = latest.lock().unwrap().clone();
+        let r = register(cluster, id, host, &given).await;
+        *latest.lock().unwrap() = r.worker_secret.clone();
         Some((r.id, r.subnet?, r.subnet_v6?))
     })
-    .await
+    .await;
+    *secret = latest.into_inner().unwrap();
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,8 +87,9 @@ async fn workers_get_their_subnet_from_the_root_and_keep_it() {
     )
     .await;
 
-    let (a, a4, a6) = register_with_subnet(&cluster, "", "worker-a").await;
-    let (b, b4, b6) = register_with_subnet(&cluster, "", "worker-b").await;
+    let mut a_secret = String::new();
+    let (a, a4, a6) = register_with_subnet(&cluster, "", "worker-a", &mut a_secret).await;
+    let (b, b4, b6) = register_with_subnet(&cluster, "", "worker-b", &mut String::new()).await;
     assert_ne!(a, b);
     for (v4, v6) in [(a4, a6), (b4, b6)] {
         let o = v4.octets();
@@ -79,17 +104,30 @@ async fn workers_get_their_subnet_from_the_root_and_keep_it() {
     assert_ne!(a4, b4, "two workers never share a /26");
     assert_ne!(a6, b6, "two workers never share a /120");
 
-    // Registering again with the same id: same subnets.
-    let again = register(&cluster, &a, "worker-a").await;
+    // Registering again with the same id needs that worker's secret (issue 19): the join
+    // token alone does not take over another worker's identity.
+    for wrong in ["", "guess"] {
+        let refused = try_register(&cluster, &a, "intruder", wrong).await;
+        assert_eq!(refused.status().as_u16(), 409);
+        assert!(refused.text().await.unwrap().contains("secret"));
+    }
+    // With it: same subnets.
+    let again = register(&cluster, &a, "worker-a", &a_secret).await;
     assert_eq!(again.id, a);
     assert_eq!((again.subnet, again.subnet_v6), (Some(a4), Some(a6)));
+    assert_ne!(
+        again.worker_secret, a_secret,
+        "each registration gives a new secret"
+    );
+    let mut a_secret = again.worker_secret;
 
     // The root persisted the assignment: after a restart the worker still gets its subnets, and
     // a new worker gets different ones.
     root.restart();
-    let (a_again, a4_again, a6_again) = register_with_subnet(&cluster, &a, "worker-a").await;
+    let (a_again, a4_again, a6_again) =
+        register_with_subnet(&cluster, &a, "worker-a", &mut a_secret).await;
     assert_eq!((a_again, a4_again, a6_again), (a.clone(), a4, a6));
-    let (_, c4, c6) = register_with_subnet(&cluster, "", "worker-c").await;
+    let (_, c4, c6) = register_with_subnet(&cluster, "", "worker-c", &mut String::new()).await;
     assert!(c4 != a4 && c4 != b4 && c6 != a6 && c6 != b6);
 }
 
@@ -104,7 +142,7 @@ async fn without_a_root_a_worker_registers_without_a_subnet() {
         &[],
     )
     .await;
-    let r = register(&cluster, "", "worker-x").await;
+    let r = register(&cluster, "", "worker-x", "").await;
     assert!(!r.id.is_empty());
     assert_eq!((r.subnet, r.subnet_v6), (None, None));
 }

@@ -77,6 +77,7 @@ pub async fn register_once(
     if !status.is_success() {
         let hint = match status.as_u16() {
             401 | 403 => "; check --token (the cluster's worker join token)",
+            409 => "; registering as a new worker",
             _ => "",
         };
         return Err(RegisterError::Refused {
@@ -132,6 +133,11 @@ pub async fn register(
 ) -> Option<Identity> {
     if let Some(previous) = previous {
         body.id.clone_from(&previous.id);
+        body.worker_secret = if previous.worker_secret.is_empty() {
+            previous.mqtt_password.clone()
+        } else {
+            previous.worker_secret.clone()
+        };
     }
     let mut wait = REGISTER_BACKOFF.base;
     let mut attempt = 0u32;
@@ -179,9 +185,19 @@ pub async fn register(
                     broker_port: answer.mqtt_broker_port,
                     mqtt_username: answer.mqtt_username,
                     mqtt_password: answer.mqtt_password,
+                    worker_secret: answer.worker_secret,
                 });
             }
             Err(e) => {
+                if matches!(e, RegisterError::Refused { status: 409, .. }) && !body.id.is_empty() {
+                    // The cluster knows this id under another secret (state copied from
+                    // another worker, or the cluster's records were replaced): start over as
+                    // a new worker rather than retry what cannot succeed.
+                    tracing::warn!(old = %body.id, "{e}");
+                    body.id.clear();
+                    body.worker_secret.clear();
+                    continue;
+                }
                 if attempt == 1 || attempt.is_power_of_two() {
                     tracing::warn!(
                         "registration failed (attempt {attempt}, next in {wait:?}; instances keep running): {e}"

@@ -30,6 +30,10 @@ pub struct Identity {
     /// MQTT password.
     #[serde(default)]
     pub mqtt_password: String,
+    /// The secret that proves this worker's id when it registers again (empty in state
+    /// written by older versions: the MQTT password serves then).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub worker_secret: String,
     /// Base of the worker's overlay IPv4 /26 from the root's IPAM (none: no overlay).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet: Option<std::net::Ipv4Addr>,
@@ -194,6 +198,7 @@ mod tests {
                 broker_port: 10003,
                 mqtt_username: "w1".into(),
                 mqtt_password: "secret".into(),
+                worker_secret: String::new(),
                 subnet: Some("10.18.0.64".parse().unwrap()),
                 subnet_v6: Some("fc00::100".parse().unwrap()),
             }),

@@ -103,6 +103,10 @@ pub struct NodeInfo {
     /// Id (empty before registration).
     #[serde(default)]
     pub id: String,
+    /// Proof that a worker registering again under `id` is that worker: the `WORKER_SECRET`
+    /// of its last registration (older workers send their MQTT password). Never stored.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub worker_secret: String,
     /// Hostname.
     #[serde(default)]
     pub host: String,
@@ -243,6 +247,14 @@ pub struct RegisterResponse {
         skip_serializing_if = "String::is_empty"
     )]
     pub mqtt_password: String,
+    /// The worker's secret (our addition): what it sends as `worker_secret` to register again
+    /// under its id. Equal to the MQTT password when the cluster gives each worker its own.
+    #[serde(
+        rename = "WORKER_SECRET",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub worker_secret: String,
     /// Base address of the worker's overlay IPv4 /26 from the root's IPAM (our addition;
     /// Oakestra hands it out later over MQTT `net/subnet`). Absent when the cluster has no root
     /// or the root did not answer; the worker then runs without the overlay until it registers

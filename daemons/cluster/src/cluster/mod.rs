@@ -42,8 +42,8 @@ pub enum Command {
     Register {
         /// The worker's description.
         info: Box<NodeInfo>,
-        /// The answer.
-        reply: oneshot::Sender<RegisterResponse>,
+        /// The answer, or why the registration is refused.
+        reply: oneshot::Sender<Result<RegisterResponse, String>>,
     },
     /// A message on `nodes/<worker>/<kind>`.
     Mqtt {
@@ -351,16 +351,30 @@ impl Actor {
         place
     }
 
-    fn register(&mut self, mut info: NodeInfo, now: Instant) -> RegisterResponse {
+    fn register(&mut self, mut info: NodeInfo, now: Instant) -> Result<RegisterResponse, String> {
         let id = if valid_worker_id(&info.id) {
             info.id.clone()
         } else {
             oakestra_store::new_object_id().to_string()
         };
         info.id = id.clone();
+        // A registered id is taken over only by the worker that holds its secret: the join
+        // token alone would let anyone take another worker's identity and MQTT topics.
+        let proof = std::mem::take(&mut info.worker_secret);
+        let known = match self.state.worker(&id) {
+            Some(w) if sha256_hex(&proof) != w.record.mqtt_password_sha256 => {
+                tracing::warn!(worker = %id, "registration under a registered id without its secret refused");
+                return Err(format!(
+                    "worker id {id:?} is registered and this request does not carry its secret \
+                     (worker_secret, kept in the worker's node-state.json); a worker with a new \
+                     data directory registers without an id"
+                ));
+            }
+            Some(_) => true,
+            None => false,
+        };
         let password = random_secret();
         let hash = sha256_hex(&password);
-        let known = self.state.worker(&id).is_some();
         self.credentials.allow_hashed(&id, &hash);
         self.state.register_worker(
             WorkerRecord {
@@ -371,6 +385,7 @@ impl Actor {
             now,
         );
         tracing::info!(worker = %id, again = known, "worker registered");
+        let secret = password.clone();
         let (username, password) = if self.broker.per_worker_credentials {
             (id.clone(), password)
         } else {
@@ -379,16 +394,17 @@ impl Actor {
                 self.broker.shared_password.clone(),
             )
         };
-        RegisterResponse {
+        Ok(RegisterResponse {
             wire_version: WireVersion::CURRENT,
             id,
             mqtt_broker_port: self.broker.port,
             mqtt_broker_host: self.broker.host.clone(),
             mqtt_username: username,
             mqtt_password: password,
+            worker_secret: secret,
             subnet: None,
             subnet_v6: None,
-        }
+        })
     }
 
     /// Liveness, due placements, resources.

@@ -483,6 +483,8 @@ pub struct FakeWorker {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     memory: u64,
     report_every: Duration,
+    /// The secret of its last registration (proves its id when it registers again).
+    secret: String,
 }
 
 impl FakeWorker {
@@ -509,6 +511,7 @@ impl FakeWorker {
             behaviour: Arc::new(Mutex::new(Behaviour::Run)),
             tasks: Vec::new(),
             memory,
+            secret: String::new(),
         };
         w.connect(http, token).await;
         w
@@ -524,6 +527,7 @@ impl FakeWorker {
             memory_total: Some(self.memory),
             architecture: "amd64".into(),
             virtualization: vec!["docker".into()],
+            worker_secret: self.secret.clone(),
             ..NodeInfo::default()
         }
     }
@@ -548,6 +552,7 @@ impl FakeWorker {
             "a re-registering worker keeps its id"
         );
         self.id = reg.id.clone();
+        self.secret = reg.worker_secret.clone();
         let mut options =
             MqttOptions::new(&self.id, reg.broker_host("127.0.0.1"), reg.mqtt_broker_port);
         options.set_keep_alive(Duration::from_secs(5));
