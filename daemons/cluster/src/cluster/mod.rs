@@ -362,6 +362,7 @@ impl Actor {
             mqtt_password: password,
             subnet: None,
             subnet_v6: None,
+            subnet_prefix_len: None,
         }
     }
 
