@@ -85,12 +85,27 @@ fn check_worker_base(
     prefix_len: u8,
     host_bits: u32,
 ) -> Result<(), IpamError> {
-    check_worker_prefix_len(match base {
-        IpAddr::V4(_) => prefix_len,
+    let v4_len = match base {
+        IpAddr::V4(_) => Some(prefix_len),
         IpAddr::V6(_) => {
-            prefix_len.wrapping_sub(WORKER_SUBNET_IPV6_PREFIX_LEN - WORKER_SUBNET_IPV4_PREFIX_LEN)
+            prefix_len.checked_sub(WORKER_SUBNET_IPV6_PREFIX_LEN - WORKER_SUBNET_IPV4_PREFIX_LEN)
         }
-    })?;
+    };
+    if v4_len.is_none_or(|len| check_worker_prefix_len(len).is_err()) {
+        let (expected, example) = match base {
+            IpAddr::V4(_) => (
+                "a prefix length from 22 (1,021 instances per worker) to 26 (61, Oakestra's)",
+                "24",
+            ),
+            IpAddr::V6(_) => ("a prefix length from 116 to 120", "118"),
+        };
+        return Err(IpamError::Unparsable {
+            field: format!("{field} prefix length"),
+            value: prefix_len.to_string(),
+            expected,
+            example,
+        });
+    }
     kind.slot_of(base)
         .map_err(|misfit| IpamError::from_misfit(kind, field, base, misfit))?;
     let bits = match base {
@@ -371,6 +386,13 @@ mod tests {
         assert!(b.contains("fc00::7ff".parse().unwrap()));
         assert!(!b.contains("fc00::800".parse().unwrap()));
         assert!("fc00::100/118".parse::<Ipv6Subnet>().is_err());
+        let err = "fc00::/121".parse::<Ipv6Subnet>().unwrap_err().to_string();
+        assert!(err.contains("from 116 to 120"), "{err}");
+        let err = "10.18.0.0/27"
+            .parse::<Ipv4Subnet>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("from 22"), "{err}");
         assert_eq!(worker_ipv6_prefix_len(24), 118);
         assert_eq!(worker_ipv6_prefix_len(26), 120);
         assert_eq!(slots_for(22), 16);
