@@ -378,7 +378,12 @@ impl AddressManager {
     ) -> Result<WorkerSubnets, IpamError> {
         check_worker_prefix_len(prefix_len)?;
         let holder = Holder::worker(worker_id);
-        let count = slots_for(prefix_len);
+        // A worker that holds a subnet in one family keeps its size in the other too.
+        let count = self
+            .worker_subnet_ipv4
+            .span_of(&holder)
+            .or_else(|| self.worker_subnet_ipv6.span_of(&holder))
+            .map_or(slots_for(prefix_len), |(_, n)| n);
         self.worker_subnet_ipv4
             .check_allocate_span(&holder, count)?;
         self.worker_subnet_ipv6
