@@ -270,6 +270,11 @@ pub struct RootProcess {
 impl RootProcess {
     /// Starts a root with state in `data_dir`.
     pub fn start(data_dir: &Path) -> RootProcess {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// [`RootProcess::start`] with extra flags (kept for restarts).
+    pub fn start_with(data_dir: &Path, args: &[&str]) -> RootProcess {
         let mut r = RootProcess {
             child: None,
             rest: String::new(),
@@ -277,7 +282,7 @@ impl RootProcess {
             data_dir: data_dir.to_owned(),
             rest_port: free_port(),
             grpc_port: free_port(),
-            extra_args: Vec::new(),
+            extra_args: args.iter().map(|a| (*a).to_owned()).collect(),
         };
         r.spawn();
         r
