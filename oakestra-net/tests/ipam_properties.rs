@@ -67,6 +67,8 @@ enum Op {
     },
     AssignWorker {
         worker: u8,
+        /// 22–26: the root's --worker-subnet-prefix at the time.
+        prefix_len: u8,
     },
     ReleaseService {
         service: u8,
@@ -92,7 +94,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0u8..8, proptest::option::of(0u8..24), proptest::option::of(0u8..24))
             .prop_map(|(service, rr_ip, rr_ip_v6)| Op::AssignService { service, rr_ip, rr_ip_v6 }),
         2 => (0u8..8).prop_map(|number| Op::AssignInstance { number }),
-        2 => (0u8..8).prop_map(|worker| Op::AssignWorker { worker }),
+        2 => (0u8..8, prop_oneof![3 => Just(26u8), 1 => 22u8..26])
+            .prop_map(|(worker, prefix_len)| Op::AssignWorker { worker, prefix_len }),
         1 => (0u8..8).prop_map(|service| Op::ReleaseService { service }),
         1 => (0u8..8).prop_map(|number| Op::ReleaseInstance { number }),
         1 => (0u8..8).prop_map(|worker| Op::ReleaseWorker { worker }),
@@ -146,8 +149,8 @@ fn apply(ipam: &mut AddressManager, op: &Op) -> Outcome {
         Op::AssignInstance { number } => ipam
             .assign_instance("app.ns.svc.ns", u32::from(number))
             .map(|a| format!("{a:?}")),
-        Op::AssignWorker { worker } => ipam
-            .assign_worker(&format!("w{worker}"))
+        Op::AssignWorker { worker, prefix_len } => ipam
+            .assign_worker_sized(&format!("w{worker}"), prefix_len)
             .map(|a| format!("{a:?}")),
         Op::ReleaseService { service } => Ok(format!("{:?}", ipam.release_service(&job(service)))),
         Op::ReleaseInstance { number } => Ok(format!(
@@ -195,6 +198,26 @@ fn check_invariants(ipam: &AddressManager) -> Result<(), TestCaseError> {
             prop_assert_eq!(ipam.holder_of(address), Some((pool, h)));
         }
         prop_assert_eq!(count, p.len());
+        if pool == RootPool::WorkerSubnetIpv4 || pool == RootPool::WorkerSubnetIpv6 {
+            // Worker subnets of any size never overlap: the address after each one's last slot
+            // is not inside it, and the next held base lies at or beyond that end.
+            let mut ends: Vec<(u128, u128)> = p
+                .iter()
+                .map(|(a, h)| {
+                    let (_, slots) = p.span_of(h).unwrap();
+                    let (value, width) = match a {
+                        IpAddr::V4(v) => (u128::from(v.to_bits()), 64),
+                        IpAddr::V6(v) => (v.to_bits(), 256),
+                    };
+                    prop_assert_eq!(value % (slots * width), 0, "{} is aligned to its size", a);
+                    Ok((value, value + slots * width))
+                })
+                .collect::<Result<_, TestCaseError>>()?;
+            ends.sort();
+            for w in ends.windows(2) {
+                prop_assert!(w[0].1 <= w[1].0, "worker subnets overlap: {:?}", w);
+            }
+        }
         // The next address handed out is never a held one.
         if let Some(next) = p.next_available() {
             prop_assert_eq!(p.holder_of(next), None);

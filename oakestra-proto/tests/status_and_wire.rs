@@ -147,6 +147,24 @@ fn oakestra_node_payloads_decode_and_emit_numbers() {
         serde_json::to_value(&reg).unwrap()["MQTT_BROKER_PORT"],
         json!(10003)
     );
+    // The worker subnet: a /26 answer has no prefix field (what workers before sizes read);
+    // a larger one carries the IPv4 prefix length.
+    assert_eq!(reg.subnet_prefix_len, None);
+    let sized: RegisterResponse = serde_json::from_str(
+        r#"{"id":"w2","MQTT_BROKER_PORT":10003,"NODE_SUBNET":"10.18.1.0","NODE_SUBNET_V6":"fc00::400","NODE_SUBNET_PREFIX":24}"#,
+    )
+    .unwrap();
+    assert_eq!(sized.subnet_prefix_len, Some(24));
+    assert_eq!(
+        serde_json::to_value(&sized).unwrap()["NODE_SUBNET_PREFIX"],
+        json!(24)
+    );
+    assert!(
+        serde_json::to_value(&with_creds)
+            .unwrap()
+            .get("NODE_SUBNET_PREFIX")
+            .is_none()
+    );
 
     let job = JobStatusReport::from_bytes(
         br#"{"sname":"app.ns.svc.ns","status":"CREATED","status_detail":"","instance":0,"publicip":"10.0.0.2"}"#,

@@ -108,9 +108,15 @@ async fn register(State(api): State<Api>, headers: HeaderMap, body: axum::body::
                 Err("the cluster runs without a root".to_owned())
             };
             match subnet {
-                Ok((v4, v6)) => {
-                    response.subnet = Some(v4);
-                    response.subnet_v6 = Some(v6);
+                Ok(subnets) => {
+                    response.subnet = Some(subnets.ipv4.base());
+                    response.subnet_v6 = Some(subnets.ipv6.base());
+                    // Only for a larger subnet, so a /26 answer stays what workers before
+                    // subnet sizes read.
+                    let prefix_len = subnets.ipv4.prefix_len();
+                    response.subnet_prefix_len = (prefix_len
+                        != oakestra_net::ipam::WORKER_SUBNET_IPV4_PREFIX_LEN)
+                        .then_some(prefix_len);
                 }
                 Err(e) => tracing::warn!(
                     worker = %response.id,

@@ -64,13 +64,14 @@ impl SubnetSource {
         }
     }
 
-    /// The worker's subnets (IPv4 /26 base, IPv6 /120 base) from the root, waiting at most
-    /// `timeout`. An error says why (no root link yet, refused, timed out).
+    /// The worker's subnets (a /26 and a /120 unless the root hands out larger ones) from the
+    /// root, waiting at most `timeout`. An error says why (no root link yet, refused, timed
+    /// out, a subnet that is not one).
     pub async fn worker_subnet(
         &self,
         worker_id: &str,
         timeout: Duration,
-    ) -> Result<(std::net::Ipv4Addr, std::net::Ipv6Addr), String> {
+    ) -> Result<oakestra_net::ipam::WorkerSubnets, String> {
         // A worker may register while the root link is still coming up (the cluster just
         // started): wait for it a moment, but not long, since the worker's registration answer
         // waits too and an unreachable root must not make workers look silent.
@@ -110,7 +111,22 @@ impl SubnetSource {
             .subnet_v6
             .parse()
             .map_err(|_| format!("the root sent a bad IPv6 subnet {:?}", reply.subnet_v6))?;
-        Ok((v4, v6))
+        // Absent: a root before subnet sizes, which hands out /26s.
+        let prefix_len = reply
+            .prefix_len
+            .unwrap_or(u32::from(oakestra_net::ipam::WORKER_SUBNET_IPV4_PREFIX_LEN));
+        let prefix_len = u8::try_from(prefix_len).unwrap_or(u8::MAX);
+        let bad = |e: oakestra_net::ipam::IpamError| {
+            format!("the root sent a bad worker subnet {v4}/{prefix_len}: {e}")
+        };
+        Ok(oakestra_net::ipam::WorkerSubnets {
+            ipv4: oakestra_net::ipam::Ipv4Subnet::with_prefix(v4, prefix_len).map_err(bad)?,
+            ipv6: oakestra_net::ipam::Ipv6Subnet::with_prefix(
+                v6,
+                oakestra_net::ipam::worker_ipv6_prefix_len(prefix_len),
+            )
+            .map_err(bad)?,
+        })
     }
 }
 

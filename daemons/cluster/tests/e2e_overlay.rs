@@ -76,16 +76,17 @@ fn worker_ip(slot: u8, i: usize) -> Ipv4Addr {
 impl World {
     /// `slot` (0–63) keeps parallel tests apart; `cluster_args` go to the cluster.
     async fn start(slot: u8, cluster_args: &[&str]) -> World {
-        Self::start_with(slot, cluster_args, Workers::Fake, [&[], &[]]).await
+        Self::start_with(slot, cluster_args, Workers::Fake, [&[], &[]], &[]).await
     }
 
     /// [`World::start`] with workers that run `workers`, with extra arguments for each
-    /// worker's `oakestra-node`.
+    /// worker's `oakestra-node` and for the root.
     async fn start_with(
         slot: u8,
         cluster_args: &[&str],
         workers: Workers,
         worker_args: [&[String]; 2],
+        root_args: &[&str],
     ) -> World {
         let pid = std::process::id();
         let tags = [0, 1].map(|i| format!("e{}{}{}", pid % 10_000, slot, ["a", "b"][i]));
@@ -133,7 +134,7 @@ impl World {
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
 
         let root_dir = tempfile::tempdir().unwrap();
-        let root = RootProcess::start(root_dir.path());
+        let root = RootProcess::start_with(root_dir.path(), root_args);
         let cluster_dir = tempfile::tempdir().unwrap();
         let (http, mqtt) = (free_port(), free_port());
         let worker_token = "overlay-worker-token";
@@ -429,7 +430,16 @@ async fn a_client_reaches_a_server_on_another_worker_through_its_rr_ip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_connections_to_an_rr_ip_alternate_between_its_instances() {
-    let world = World::start(1, &[]).await;
+    // The root hands out /24s here (the other tests keep the default /26): the prefix goes from
+    // the root through the cluster and the registration answer to each worker's data plane.
+    let world = World::start_with(
+        1,
+        &[],
+        Workers::Fake,
+        [&[], &[]],
+        &["--worker-subnet-prefix", "24"],
+    )
+    .await;
     world
         .deploy(&sla("w2", 10), &[("nginx", 2), ("curl", 1)])
         .await;
@@ -446,6 +456,20 @@ async fn new_connections_to_an_rr_ip_alternate_between_its_instances() {
             .push(overlay_hosts::serve(path, 8080, format!("nginx-{n}"), peers_tx.clone()).await);
     }
     alternating_answers(&client_ns, 2).await;
+    // Every instance's eth0 holds its address with the /24's prefix, and the /118 for IPv6.
+    for path in servers_ns.iter().chain([&client_ns]) {
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let out = Command::new("ip")
+            .args(["-n", name, "-o", "addr", "show", "dev", "eth0"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("inet 10.") && text.contains("/24 "),
+            "{name}: {text}"
+        );
+        assert!(text.contains("/118 "), "{name}: {text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -586,7 +610,14 @@ async fn the_clientsrvr_demo_runs_in_real_containers_across_two_workers() {
         &containerd_support::build_image("overlay-demo"),
     )
     .await;
-    let world = World::start_with(3, &[], Workers::Containerd { registry_port }, [&[], &[]]).await;
+    let world = World::start_with(
+        3,
+        &[],
+        Workers::Containerd { registry_port },
+        [&[], &[]],
+        &[],
+    )
+    .await;
     // The workers pull through the host's address on their link.
     let image = pushed.replacen(
         &registry,
@@ -704,7 +735,7 @@ async fn closest_world(
     slot: u8,
     w1_args: &[String],
 ) -> (World, PathBuf, Vec<tokio::task::JoinHandle<()>>) {
-    let world = World::start_with(slot, &[], Workers::Fake, [w1_args, &[]]).await;
+    let world = World::start_with(slot, &[], Workers::Fake, [w1_args, &[]], &[]).await;
     // More than half a worker's total memory each: never two server instances on one worker
     // (the cluster subtracts placed demand from the total), whatever the host's load.
     let server_memory = world.worker_memory_mb().await * 51 / 100;

@@ -1,6 +1,7 @@
 //! Worker overlay subnets (DESIGN.md §4.5): the real root's IPAM hands each worker a /26 and a
-//! /120 through the cluster at `POST /api/node/register`; a worker that registers again, also
-//! after a root restart, keeps them.
+//! /120 (larger with the root's --worker-subnet-prefix) through the cluster at
+//! `POST /api/node/register`; a worker that registers again, also after a root restart, keeps
+//! them.
 
 mod support;
 
@@ -129,6 +130,58 @@ async fn workers_get_their_subnet_from_the_root_and_keep_it() {
     assert_eq!((a_again, a4_again, a6_again), (a.clone(), a4, a6));
     let (_, c4, c6) = register_with_subnet(&cluster, "", "worker-c", &mut String::new()).await;
     assert!(c4 != a4 && c4 != b4 && c6 != a6 && c6 != b6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_larger_worker_subnet_applies_to_new_workers_and_existing_ones_keep_theirs() {
+    let root_dir = tempfile::tempdir().unwrap();
+    let cluster_dir = tempfile::tempdir().unwrap();
+    let mut root = RootProcess::start(root_dir.path());
+    let cluster = ClusterProcess::start(
+        "sizes",
+        cluster_dir.path(),
+        Broker::Embedded(free_port()),
+        Some((root.grpc.clone(), root.join_token())),
+        &[],
+    )
+    .await;
+    let mut secret = String::new();
+    let (a, a4, a6) = register_with_subnet(&cluster, "", "worker-a", &mut secret).await;
+    let first = register(&cluster, &a, "worker-a", &secret).await;
+    let mut secret = first.worker_secret.clone();
+    // A /26 answer is what a worker before subnet sizes reads: no prefix field.
+    assert_eq!(first.subnet_prefix_len, None);
+
+    root.restart_with(&["--worker-subnet-prefix", "24"]);
+    // worker-a keeps its /26.
+    let (_, a4_again, a6_again) = register_with_subnet(&cluster, &a, "worker-a", &mut secret).await;
+    assert_eq!((a4_again, a6_again), (a4, a6));
+    assert_eq!(
+        register(&cluster, &a, "worker-a", &secret)
+            .await
+            .subnet_prefix_len,
+        None
+    );
+    // A new worker gets an aligned /24 and the /118 that goes with it.
+    let b = eventually("a subnet for worker-b", || async {
+        let r = register(&cluster, "", "worker-b", "").await;
+        r.subnet.is_some().then_some(r)
+    })
+    .await;
+    assert_eq!(b.subnet_prefix_len, Some(24));
+    let (b4, b6) = (b.subnet.unwrap(), b.subnet_v6.unwrap());
+    assert_eq!(b4.octets()[3], 0, "{b4} is the base of a /24");
+    assert_eq!(u128::from(b6) & 0x3ff, 0, "{b6} is the base of a /118");
+    assert!(
+        a4.octets()[..3] != b4.octets()[..3],
+        "{b4}/24 does not overlap {a4}/26"
+    );
+    // And keeps it across registrations.
+    let again = register(&cluster, &b.id, "worker-b", &b.worker_secret).await;
+    assert_eq!(
+        (again.subnet, again.subnet_v6, again.subnet_prefix_len),
+        (Some(b4), Some(b6), Some(24))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -170,10 +170,14 @@ async fn overlay_mtu(config: &Config, public_ip: &str) -> u32 {
 async fn enable_overlay(
     overlay: &overlay::Overlay,
     mode: OverlayMode,
-    subnet: (std::net::Ipv4Addr, std::net::Ipv6Addr),
+    subnets: Result<oakestra_net::ipam::WorkerSubnets, oakestra_net::ipam::IpamError>,
     keep: &[oakestra_runtime::InstanceId],
 ) -> Result<(), NodeError> {
-    match overlay.enable(subnet.0, subnet.1, keep).await {
+    let enabled = match subnets {
+        Ok(subnets) => overlay.enable_subnets(subnets, keep).await,
+        Err(e) => Err(e.into()),
+    };
+    match enabled {
         Ok(()) => Ok(()),
         Err(e) if mode == OverlayMode::On => Err(NodeError::Overlay(e.to_string())),
         Err(e) => {
@@ -388,10 +392,7 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
     .await?;
     // The overlay comes up now when the worker knows its subnet from before (a restart),
     // keeping the namespaces of the instances that should still run.
-    let saved_subnet = saved
-        .identity
-        .as_ref()
-        .and_then(|i| Some((i.subnet?, i.subnet_v6?)));
+    let saved_subnet = saved.identity.as_ref().and_then(|i| i.subnets());
     let keep: Vec<oakestra_runtime::InstanceId> = saved
         .instances
         .values()
@@ -473,10 +474,9 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
             collector.set_id(&identity.id);
             metrics::Metrics::inc(&engine.metrics().registrations);
             engine.set_identity(identity.clone()).await;
-            if let (Some(overlay), Some(v4), Some(v6)) =
-                (&overlay, identity.subnet, identity.subnet_v6)
+            if let (Some(overlay), Some(subnets)) = (&overlay, identity.subnets())
                 && overlay.plane().is_none()
-                && let Err(e) = enable_overlay(overlay, config.overlay, (v4, v6), &[]).await
+                && let Err(e) = enable_overlay(overlay, config.overlay, subnets, &[]).await
             {
                 tracing::error!("{e}; instances start without the overlay");
             }

@@ -165,12 +165,19 @@ pub async fn register(
                 // The root hands a worker id the same subnet every time; when this answer has
                 // none (the cluster's root link is down), keep the one from before.
                 let same_worker = previous.filter(|p| p.id == answer.id);
-                let (subnet, subnet_v6) = match (answer.subnet, answer.subnet_v6) {
-                    (Some(v4), Some(v6)) => (Some(v4), Some(v6)),
-                    _ => same_worker.map_or((None, None), |p| (p.subnet, p.subnet_v6)),
+                let (subnet, subnet_v6, subnet_prefix_len) = match (answer.subnet, answer.subnet_v6)
+                {
+                    (Some(v4), Some(v6)) => (Some(v4), Some(v6), answer.subnet_prefix_len),
+                    _ => same_worker.map_or((None, None, None), |p| {
+                        (p.subnet, p.subnet_v6, p.subnet_prefix_len)
+                    }),
                 };
+                let prefix_len =
+                    subnet_prefix_len.unwrap_or(oakestra_net::ipam::WORKER_SUBNET_IPV4_PREFIX_LEN);
                 match subnet {
-                    Some(s) => tracing::info!(subnet = %format!("{s}/26"), "overlay subnet"),
+                    Some(s) => {
+                        tracing::info!(subnet = %format!("{s}/{prefix_len}"), "overlay subnet")
+                    }
                     None => tracing::warn!(
                         "the cluster gave no overlay subnet (is it linked to a root?); \
                          instances get no overlay address until the worker registers again"
@@ -179,6 +186,7 @@ pub async fn register(
                 return Some(Identity {
                     subnet,
                     subnet_v6,
+                    subnet_prefix_len,
                     id: answer.id,
                     cluster: config.cluster.authority(),
                     broker_host,

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use oakestra_core::status::DeploymentStatus;
+use oakestra_net::ipam::{IpamError, Ipv4Subnet, Ipv6Subnet, WorkerSubnets};
 use oakestra_proto::mqtt::DeployCommand;
 use oakestra_runtime::InstanceId;
 use serde::{Deserialize, Serialize};
@@ -34,12 +35,32 @@ pub struct Identity {
     /// written by older versions: the MQTT password serves then).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub worker_secret: String,
-    /// Base of the worker's overlay IPv4 /26 from the root's IPAM (none: no overlay).
+    /// Base of the worker's overlay IPv4 subnet from the root's IPAM (none: no overlay).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet: Option<std::net::Ipv4Addr>,
-    /// Base of the worker's overlay IPv6 /120.
+    /// Base of the worker's overlay IPv6 subnet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet_v6: Option<std::net::Ipv6Addr>,
+    /// IPv4 prefix length of the subnets (the IPv6 one is this + 94); none: a /26 and a /120
+    /// (also what a state file from before subnet sizes means).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet_prefix_len: Option<u8>,
+}
+
+impl Identity {
+    /// The worker's overlay subnets, if it has them and they are valid.
+    pub fn subnets(&self) -> Option<Result<WorkerSubnets, IpamError>> {
+        let (v4, v6) = (self.subnet?, self.subnet_v6?);
+        let len = self
+            .subnet_prefix_len
+            .unwrap_or(oakestra_net::ipam::WORKER_SUBNET_IPV4_PREFIX_LEN);
+        Some((|| {
+            Ok(WorkerSubnets {
+                ipv4: Ipv4Subnet::with_prefix(v4, len)?,
+                ipv6: Ipv6Subnet::with_prefix(v6, oakestra_net::ipam::worker_ipv6_prefix_len(len))?,
+            })
+        })())
+    }
 }
 
 /// One instance the worker was asked to run.
@@ -201,6 +222,7 @@ mod tests {
                 worker_secret: String::new(),
                 subnet: Some("10.18.0.64".parse().unwrap()),
                 subnet_v6: Some("fc00::100".parse().unwrap()),
+                subnet_prefix_len: None,
             }),
             instances: BTreeMap::new(),
         };
@@ -234,6 +256,42 @@ mod tests {
         std::fs::write(file.path(), b"{not json").unwrap();
         let err = file.load().unwrap_err().to_string();
         assert!(err.contains("move it away"), "{err}");
+    }
+
+    #[test]
+    fn identity_subnets_default_to_a_26_and_carry_a_larger_prefix() {
+        // A state file from before subnet sizes: no prefix, a /26 and a /120.
+        let old: Identity = serde_json::from_str(
+            r#"{"id":"w1","cluster":"c:10100","broker_host":"c","broker_port":10003,
+                "subnet":"10.18.0.64","subnet_v6":"fc00::100"}"#,
+        )
+        .unwrap();
+        let subnets = old.subnets().unwrap().unwrap();
+        assert_eq!(subnets.ipv4.to_string(), "10.18.0.64/26");
+        assert_eq!(subnets.ipv6.to_string(), "fc00::100/120");
+        assert!(!serde_json::to_string(&old).unwrap().contains("prefix"));
+        let larger = Identity {
+            subnet: Some("10.18.1.0".parse().unwrap()),
+            subnet_v6: Some("fc00::400".parse().unwrap()),
+            subnet_prefix_len: Some(24),
+            ..old.clone()
+        };
+        let json = serde_json::to_string(&larger).unwrap();
+        let back: Identity = serde_json::from_str(&json).unwrap();
+        let subnets = back.subnets().unwrap().unwrap();
+        assert_eq!(subnets.ipv4.to_string(), "10.18.1.0/24");
+        assert_eq!(subnets.ipv6.to_string(), "fc00::400/118");
+        // A base that is not aligned to the prefix is refused, not silently shrunk.
+        let bad = Identity {
+            subnet_prefix_len: Some(24),
+            ..old.clone()
+        };
+        assert!(bad.subnets().unwrap().is_err());
+        let none = Identity {
+            subnet: None,
+            ..old
+        };
+        assert!(none.subnets().is_none());
     }
 
     #[test]

@@ -91,10 +91,11 @@ async fn get_eventually(to: SocketAddr) -> String {
     panic!("{to} never answered: {last}");
 }
 
-/// One worker's engine with the real data plane on a /26 of 10.29.64.0/18 (the other node
-/// tests use 10.29.0.0/18, the oakestra-net tests 10.18–10.28 and 10.29.128.0/17); `letter`
-/// keeps the names of two tests of this process apart. The runtime gets its networks from
-/// the overlay through `attach`.
+/// One worker's engine with the real data plane on a /26 of 10.29.65.0–10.29.127.255 (the
+/// other node tests use 10.29.0.0/18, the oakestra-net tests 10.18–10.28 and 10.29.128.0/17;
+/// 10.29.64.0/24 is the larger subnet of [`Worker::start_sized`]); `letter` keeps the names of
+/// two tests of this process apart. The runtime gets its networks from the overlay through
+/// `attach`.
 struct Worker {
     engine: Arc<Engine>,
     reports: Arc<Reports>,
@@ -112,17 +113,32 @@ impl Worker {
         attach: impl FnOnce(&Arc<Overlay>),
     ) -> Worker {
         let pid = std::process::id();
-        let slot = 256 + pid % 256;
-        let subnet = (
-            std::net::Ipv4Addr::new(10, 29, (slot / 4) as u8, ((slot % 4) * 64) as u8),
-            format!("fc00::3:{:x}:100", pid % 0xffff)
-                .parse::<std::net::Ipv6Addr>()
+        let slot = 260 + pid % 252;
+        let subnets = WorkerSubnets {
+            ipv4: Ipv4Subnet::new(std::net::Ipv4Addr::new(
+                10,
+                29,
+                (slot / 4) as u8,
+                ((slot % 4) * 64) as u8,
+            ))
+            .unwrap(),
+            ipv6: Ipv6Subnet::new(format!("fc00::3:{:x}:100", pid % 0xffff).parse().unwrap())
                 .unwrap(),
-        );
-        let mut config = DataPlaneConfig::new(WorkerSubnets {
-            ipv4: Ipv4Subnet::new(subnet.0).unwrap(),
-            ipv6: Ipv6Subnet::new(subnet.1).unwrap(),
-        });
+        };
+        Self::start_sized(letter, dir, runtime, subnets, prepare, attach).await
+    }
+
+    /// [`Worker::start`] on `subnets`.
+    async fn start_sized(
+        letter: char,
+        dir: &std::path::Path,
+        runtime: Arc<dyn Runtime>,
+        subnets: WorkerSubnets,
+        prepare: impl FnOnce(&Arc<Overlay>),
+        attach: impl FnOnce(&Arc<Overlay>),
+    ) -> Worker {
+        let pid = std::process::id();
+        let mut config = DataPlaneConfig::new(subnets);
         config.naming = Naming::new(&format!("{letter}{}", pid % 1_000_000)).unwrap();
         let cleanup = Cleanup(Some(config.clone()));
         let overlay = Overlay::new(PlaneKind::Linux {
@@ -130,7 +146,7 @@ impl Worker {
             mtu: DataPlaneConfig::DEFAULT_MTU,
         });
         prepare(&overlay);
-        overlay.enable(subnet.0, subnet.1, &[]).await.unwrap();
+        overlay.enable_subnets(subnets, &[]).await.unwrap();
         attach(&overlay);
         let reports = Arc::new(Reports::default());
         let engine = Engine::new(
@@ -147,7 +163,7 @@ impl Worker {
             engine,
             reports,
             overlay,
-            subnet: subnet.0,
+            subnet: subnets.ipv4.base(),
             _cleanup: cleanup,
         }
     }
@@ -373,4 +389,110 @@ async fn a_container_on_a_systemd_resolved_host_resolves_external_and_service_na
             .unwrap(),
         )
         .await;
+}
+
+/// Issue 21: one worker with a larger subnet (a /24, as the root's `--worker-subnet-prefix 24`
+/// hands out) runs 100 real containers on the overlay, more than a /26's 61: each gets its own
+/// address in the /24 (past the /26's boundary too) and its httpd answers there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_with_a_24_runs_100_containers_on_the_overlay() {
+    const INSTANCES: u32 = 100;
+    let fixtures = containerd_support::fixtures();
+    let image = containerd_support::shared_image(&fixtures).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut containerd = containerd_support::config(&fixtures, &dir.path().join("logs"));
+    containerd.namespace = containerd_support::unique("overlay-100-");
+    let runtime = ContainerdRuntime::connect(containerd).await.unwrap();
+    let resolver_target = runtime.clone();
+    // 10.29.64.0/24 is this test's alone (see `Worker::start`); fc00::3:ffff:0/118 too (the
+    // other tests' IPv6 /120s are fc00::3:<pid % 0xffff>:100).
+    let subnets = WorkerSubnets {
+        ipv4: "10.29.64.0/24".parse().unwrap(),
+        ipv6: "fc00::3:ffff:0/118".parse().unwrap(),
+    };
+    assert_eq!(subnets.instance_capacity(), 253);
+    let worker = Worker::start_sized(
+        'h',
+        dir.path(),
+        Arc::new(runtime),
+        subnets,
+        |_| {},
+        |overlay| resolver_target.set_netns_resolver(overlay.resolver()),
+    )
+    .await;
+
+    let job = containerd_support::unique("app.ns.many");
+    let id_of = |n: u32| format!("6b026d26337021{n:010x}");
+    let started = tokio::time::Instant::now();
+    for n in 0..INSTANCES {
+        worker
+            .engine
+            .deploy(
+                serde_json::from_value::<DeployCommand>(serde_json::json!({
+                    "_id": id_of(n), "job_name": job, "instance_number": n,
+                    "image": image, "virtualization": "docker",
+                    "environment": [format!("INSTANCE_NAME=many-{n}")]
+                }))
+                .unwrap(),
+            )
+            .await;
+        let status = worker.reports.0.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(
+            (status.instance, status.status),
+            (n, DeploymentStatus::Running),
+            "instance {n}: {}",
+            status.status_detail
+        );
+    }
+    let deployed = started.elapsed();
+
+    let attachments = worker.overlay.plane().unwrap().attachments();
+    assert_eq!(attachments.len(), INSTANCES as usize);
+    let mut addresses: Vec<std::net::Ipv4Addr> = attachments.iter().map(|a| a.ipv4).collect();
+    addresses.sort();
+    addresses.dedup();
+    assert_eq!(
+        addresses.len(),
+        INSTANCES as usize,
+        "every address is distinct"
+    );
+    assert!(addresses.iter().all(|a| subnets.ipv4.contains(*a)));
+    // base+2 … base+101: across the /26 boundary (base+63, base+64 are ordinary here).
+    assert_eq!(addresses.first(), Some(&"10.29.64.2".parse().unwrap()));
+    assert_eq!(addresses.last(), Some(&"10.29.64.101".parse().unwrap()));
+
+    // Every container's httpd answers on its overlay address.
+    let started = tokio::time::Instant::now();
+    for a in &attachments {
+        let n = a.key.number();
+        let page = get_eventually(SocketAddr::from((a.ipv4, 80))).await;
+        assert!(
+            page.contains(&format!("hello from many-{n}\n")),
+            "{}: {page}",
+            a.ipv4
+        );
+    }
+    let answered = started.elapsed();
+
+    // Deleted at once (each stop waits out the grace period of an httpd that ignores SIGTERM
+    // as PID 1; one after the other that is 100 × 2 s).
+    let started = tokio::time::Instant::now();
+    let mut deletes = tokio::task::JoinSet::new();
+    for n in 0..INSTANCES {
+        let engine = worker.engine.clone();
+        let command = serde_json::from_value::<DeleteCommand>(serde_json::json!({
+            "_id": id_of(n), "job_name": job, "instance_number": n
+        }))
+        .unwrap();
+        deletes.spawn(async move { engine.delete(command).await });
+    }
+    while let Some(done) = deletes.join_next().await {
+        done.unwrap();
+    }
+    assert!(worker.overlay.plane().unwrap().attachments().is_empty());
+    eprintln!(
+        "{INSTANCES} containers on one /24 worker: deployed in {deployed:?}, all answered in \
+         {answered:?}, deleted in {:?}",
+        started.elapsed()
+    );
 }

@@ -72,6 +72,29 @@ pub struct Config {
     pub metrics_token: Option<String>,
     /// Timeouts and the connection limit of the REST API and dashboard listeners.
     pub http: oakestra_daemon::http::HttpLimits,
+    /// IPv4 prefix length of the overlay subnet of workers that get theirs after a change
+    /// (22–26; the IPv6 subnet scales with it); workers that hold one keep it.
+    pub worker_subnet_prefix: u8,
+}
+
+/// Default worker subnet prefix: a /26 (61 instances per worker), Oakestra's, so a root that
+/// shares a worker range with Oakestra tooling or runs many small workers hands out what
+/// Oakestra would. 12,288 workers fit in 10.18.0.0–10.29.255.255 with /26s, 3,072 with /24s.
+pub const DEFAULT_WORKER_SUBNET_PREFIX: u8 = oakestra_net::ipam::WORKER_SUBNET_IPV4_PREFIX_LEN;
+
+/// A worker subnet prefix length: 22 (1,021 instances per worker) to 26 (61).
+pub fn parse_worker_subnet_prefix(text: &str) -> Result<u8, String> {
+    let text = text.trim();
+    let len = text.strip_prefix('/').unwrap_or(text);
+    let bad = || {
+        format!(
+            "{text:?} is not a worker subnet prefix length; give 22 to 26: 26 (61 instances per \
+             worker, Oakestra's), 25 (125), 24 (253), 23 (509) or 22 (1,021)"
+        )
+    };
+    let len: u8 = len.parse().map_err(|_| bad())?;
+    oakestra_net::ipam::check_worker_prefix_len(len).map_err(|_| bad())?;
+    Ok(len)
 }
 
 impl Default for Config {
@@ -87,6 +110,7 @@ impl Default for Config {
             dashboard_listen: None,
             metrics_token: None,
             http: oakestra_daemon::http::HttpLimits::default(),
+            worker_subnet_prefix: DEFAULT_WORKER_SUBNET_PREFIX,
         }
     }
 }
@@ -175,7 +199,8 @@ pub enum TokenAction {
 #[derive(Debug, Clone, Default, Args)]
 pub struct Settings {
     /// TOML file with any of: listen, grpc_listen, data_dir, store, cluster_timeout,
-    /// access_token_ttl, dashboard_listen.
+    /// access_token_ttl, dashboard_listen, metrics_token, max_connections,
+    /// header_read_timeout, worker_subnet_prefix.
     #[arg(long, env = "OAKESTRA_ROOT_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// REST API address [default: 0.0.0.0:10000].
@@ -220,6 +245,11 @@ pub struct Settings {
     /// open), e.g. `10s` [default: 10s].
     #[arg(long, env = "OAKESTRA_ROOT_HEADER_READ_TIMEOUT", value_parser = parse_duration, global = true)]
     pub header_read_timeout: Option<Duration>,
+    /// Overlay subnet size of workers, as an IPv4 prefix length from 22 to 26: a /26 holds 61
+    /// instances (Oakestra's), a /24 253, a /22 1,021; the IPv6 subnet scales with it. Applies
+    /// to workers that get their subnet after a change; the others keep theirs [default: 26].
+    #[arg(long, env = "OAKESTRA_ROOT_WORKER_SUBNET_PREFIX", value_parser = parse_worker_subnet_prefix, global = true)]
+    pub worker_subnet_prefix: Option<u8>,
     /// Log lines as text for people or as JSON lines (time, level, target, fields, message)
     /// for Loki or any log shipper.
     #[arg(
@@ -246,6 +276,7 @@ struct FileSettings {
     metrics_token: Option<String>,
     max_connections: Option<usize>,
     header_read_timeout: Option<String>,
+    worker_subnet_prefix: Option<u8>,
 }
 
 /// A configuration that cannot be used.
@@ -297,6 +328,14 @@ impl Settings {
             })?),
             None => None,
         };
+        if let Some(len) = file.worker_subnet_prefix {
+            parse_worker_subnet_prefix(&len.to_string()).map_err(|message| {
+                ConfigError::Invalid {
+                    path: self.config.clone().unwrap_or_default(),
+                    message: format!("worker_subnet_prefix: {message}"),
+                }
+            })?;
+        }
         let defaults = Config::default();
         let data_dir = self
             .data_dir
@@ -341,6 +380,10 @@ impl Settings {
                     .unwrap_or(defaults.http.header_read_timeout),
                 ..defaults.http
             },
+            worker_subnet_prefix: self
+                .worker_subnet_prefix
+                .or(file.worker_subnet_prefix)
+                .unwrap_or(defaults.worker_subnet_prefix),
         })
     }
 }
@@ -499,5 +542,42 @@ mod tests {
                 action: TokenAction::Create { name: Some(ref n) }
             }) if n == "edge"
         ));
+    }
+
+    #[test]
+    fn worker_subnet_prefix_from_flag_env_or_file_defaults_to_oakestras_26() {
+        let resolve = |args: &[&str]| {
+            let mut argv = vec!["oakestra-root"];
+            argv.extend_from_slice(args);
+            Cli::try_parse_from(argv).map(|cli| cli.settings.resolve())
+        };
+        let default = resolve(&[]).unwrap().unwrap();
+        assert_eq!(default.worker_subnet_prefix, 26);
+        let from_flag = resolve(&["--worker-subnet-prefix", "24"]).unwrap().unwrap();
+        assert_eq!(from_flag.worker_subnet_prefix, 24);
+        assert_eq!(parse_worker_subnet_prefix("/23"), Ok(23));
+        for bad in ["21", "27", "x", "-1"] {
+            let err = parse_worker_subnet_prefix(bad).unwrap_err();
+            assert!(err.contains("24 (253)"), "{err}");
+        }
+        assert!(resolve(&["--worker-subnet-prefix", "20"]).is_err());
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("root.toml");
+        std::fs::write(&file, "worker_subnet_prefix = 22\n").unwrap();
+        let path = file.to_str().unwrap();
+        let from_file = resolve(&["--config", path]).unwrap().unwrap();
+        assert_eq!(from_file.worker_subnet_prefix, 22);
+        // The flag wins over the file.
+        let both = resolve(&["--config", path, "--worker-subnet-prefix", "25"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(both.worker_subnet_prefix, 25);
+        std::fs::write(&file, "worker_subnet_prefix = 27\n").unwrap();
+        let err = resolve(&["--config", path])
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("worker_subnet_prefix"), "{err}");
     }
 }

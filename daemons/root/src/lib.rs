@@ -311,6 +311,7 @@ pub async fn start(config: Config) -> Result<RunningRoot, RootError> {
         Arc::clone(&store),
         LinkConfig {
             inactive_after: config.cluster_timeout,
+            worker_subnet_prefix: config.worker_subnet_prefix,
             ..LinkConfig::default()
         },
     );

@@ -2,8 +2,9 @@
 //! [`DataPlane`] trait:
 //!
 //! * **host set-up** ([`DataPlane::setup_host`]): a bridge holding the worker subnet's first
-//!   address (`S+1/26`, `S6+1/120`), IP forwarding, and our own firewall chains (outbound NAT,
-//!   forwarding through the bridge, port mappings), created and removed idempotently;
+//!   address with the subnet's prefix (`S+1/26`, `S6+1/120` by default), IP forwarding, and our
+//!   own firewall chains (outbound NAT, forwarding through the bridge, port mappings), created
+//!   and removed idempotently;
 //! * **per instance** ([`DataPlane::attach`]): a network namespace with a veth into the bridge,
 //!   an address from the worker subnet (`S+2` upward), default routes via the bridge, and one
 //!   DNAT rule per port mapping; [`DataPlane::detach`] removes all of it;
@@ -103,9 +104,9 @@ pub struct Attachment {
     pub key: InstanceKey,
     /// Its network namespace (`/run/netns/<name>`), for the container runtime.
     pub netns: PathBuf,
-    /// Its address in the worker's /26.
+    /// Its address in the worker's IPv4 subnet.
     pub ipv4: Ipv4Addr,
-    /// Its address in the worker's /120.
+    /// Its address in the worker's IPv6 subnet.
     pub ipv6: Ipv6Addr,
     /// Host side of its veth (in the bridge).
     pub host_veth: String,
@@ -215,15 +216,16 @@ impl Naming {
         format!("{}{key}", self.netns_prefix())
     }
 
-    /// Host veth of the container with IPv4 offset `offset` in the /26 (2–62), e.g. `oakrsv2`.
+    /// Host veth of the container with IPv4 offset `offset` in the worker subnet (2–62 in a /26,
+    /// up to 1022 in a /22), e.g. `oakrsv2`.
     /// The address is unique on the worker, so the name is too, and stays within the kernel's
     /// 15 characters.
-    pub fn host_veth(&self, offset: u8) -> String {
+    pub fn host_veth(&self, offset: u16) -> String {
         format!("{}v{offset}", self.tag)
     }
 
     /// The container side before it moves into the namespace (renamed `eth0` there).
-    pub fn peer_veth(&self, offset: u8) -> String {
+    pub fn peer_veth(&self, offset: u16) -> String {
         format!("{}p{offset}", self.tag)
     }
 
@@ -505,9 +507,10 @@ impl Bookkeeping {
     }
 }
 
-/// Offset of `address` in the /26 that starts at `base` (0–63).
-pub(crate) fn ipv4_offset(base: Ipv4Addr, address: Ipv4Addr) -> u8 {
-    (u32::from(address).wrapping_sub(u32::from(base)) & 63) as u8
+/// Offset of `address` in the worker subnet that starts at `base` (0–63 in a /26, up to 1023
+/// in the largest, a /22).
+pub(crate) fn ipv4_offset(base: Ipv4Addr, address: Ipv4Addr) -> u16 {
+    (u32::from(address).wrapping_sub(u32::from(base)) & 0x3ff) as u16
 }
 
 #[cfg(test)]
@@ -544,8 +547,8 @@ mod tests {
     #[test]
     fn names_fit_the_kernel_limits() {
         let n = Naming::new("t1234567").unwrap();
-        assert!(n.host_veth(62).len() <= 15);
-        assert!(n.peer_veth(62).len() <= 15);
+        assert!(n.host_veth(1022).len() <= 15);
+        assert!(n.peer_veth(1022).len() <= 15);
         assert!(n.bridge().len() <= 15);
         assert!(format!("{}-DNAT", n.chain_prefix()).len() <= 28);
         assert!(Naming::new("Upper").is_err());

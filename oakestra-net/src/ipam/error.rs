@@ -109,10 +109,7 @@ pub enum IpamError {
         requested: IpAddr,
     },
     /// Every slot of the pool is held.
-    #[error(
-        "the {pool} pool is exhausted: all {capacity} of {range} are held; release addresses \
-         that are no longer used (undeployed instances, removed services or workers) and retry"
-    )]
+    #[error("the {pool} pool is exhausted: all {capacity} of {range} are held; {advice}")]
     Exhausted {
         /// The pool.
         pool: PoolKind,
@@ -120,6 +117,8 @@ pub enum IpamError {
         capacity: u128,
         /// The addresses it hands out.
         range: String,
+        /// What to do about it (for a worker's container pool: how to get a larger subnet).
+        advice: String,
     },
     /// A stored state does not describe a valid pool.
     #[error(

@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use super::error::IpamError;
 use super::holder::Holder;
-use super::plan::PoolKind;
+use super::plan::{PoolKind, WORKER_SUBNET_IPV4_PREFIX_LEN, WORKER_SUBNET_IPV6_PREFIX_LEN};
 use super::pool::Pool;
-use super::subnet::{Ipv4Subnet, Ipv6Subnet, WorkerSubnets};
+use super::subnet::{Ipv4Subnet, Ipv6Subnet, WorkerSubnets, check_worker_prefix_len, slots_for};
 
 /// The pools of the [`AddressManager`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -19,9 +19,9 @@ pub enum RootPool {
     InstanceIpv6,
     /// RR IPv6 of services.
     RrIpv6,
-    /// One IPv4 /26 per worker.
+    /// One IPv4 subnet per worker (a /26 by default).
     WorkerSubnetIpv4,
-    /// One IPv6 /120 per worker.
+    /// One IPv6 subnet per worker (a /120 by default).
     WorkerSubnetIpv6,
 }
 
@@ -361,46 +361,69 @@ impl AddressManager {
         self.release_pair(RootPool::ServiceIpv4, RootPool::InstanceIpv6, &holder)
     }
 
-    /// Gives worker `worker_id` its IPv4 /26 and IPv6 /120. A worker that registers again with
-    /// the same id while it still holds them gets the same subnets back.
+    /// Gives worker `worker_id` its IPv4 /26 and IPv6 /120 (Oakestra's size). A worker that
+    /// registers again with the same id while it still holds them gets the same subnets back.
     pub fn assign_worker(&mut self, worker_id: &str) -> Result<WorkerSubnets, IpamError> {
-        let holder = Holder::worker(worker_id);
-        let (v4, v6) = self.assign_pair(
-            RootPool::WorkerSubnetIpv4,
-            Want::Any,
-            RootPool::WorkerSubnetIpv6,
-            Want::Any,
-            &holder,
-        )?;
-        // The pools hand out only valid worker subnet bases, so these cannot fail.
-        Ok(WorkerSubnets {
-            ipv4: Ipv4Subnet::new(as_v4(v4))?,
-            ipv6: Ipv6Subnet::new(as_v6(v6))?,
-        })
+        self.assign_worker_sized(worker_id, WORKER_SUBNET_IPV4_PREFIX_LEN)
     }
 
-    /// The subnets worker `worker_id` holds, if it holds both.
+    /// Gives worker `worker_id` an IPv4 subnet of `prefix_len` (22 … 26) and the IPv6 subnet of
+    /// the same number of /120 slots (/116 … /120), each aligned to its size. A worker that
+    /// still holds subnets gets them back unchanged, whatever their size: the size applies to
+    /// workers that get their subnets after it changed. On failure nothing changes.
+    pub fn assign_worker_sized(
+        &mut self,
+        worker_id: &str,
+        prefix_len: u8,
+    ) -> Result<WorkerSubnets, IpamError> {
+        check_worker_prefix_len(prefix_len)?;
+        let holder = Holder::worker(worker_id);
+        // A worker that holds a subnet in one family keeps its size in the other too.
+        let count = self
+            .worker_subnet_ipv4
+            .span_of(&holder)
+            .or_else(|| self.worker_subnet_ipv6.span_of(&holder))
+            .map_or(slots_for(prefix_len), |(_, n)| n);
+        self.worker_subnet_ipv4
+            .check_allocate_span(&holder, count)?;
+        self.worker_subnet_ipv6
+            .check_allocate_span(&holder, count)?;
+        self.worker_subnet_ipv4
+            .allocate_span(holder.clone(), count)?;
+        self.worker_subnet_ipv6.allocate_span(holder, count)?;
+        // The pools hand out only valid, aligned worker subnet bases, so this cannot fail.
+        self.worker_subnets(worker_id)
+            .ok_or_else(|| IpamError::CorruptState {
+                pool: PoolKind::WorkerSubnetIpv4,
+                detail: format!(
+                    "worker {worker_id} holds an IPv4 and an IPv6 subnet of different sizes"
+                ),
+            })
+    }
+
+    /// The subnets worker `worker_id` holds, if it holds both (of the same size).
     pub fn worker_subnets(&self, worker_id: &str) -> Option<WorkerSubnets> {
         let holder = Holder::worker(worker_id);
-        let v4 = self.worker_subnet_ipv4.address_of(&holder)?;
-        let v6 = self.worker_subnet_ipv6.address_of(&holder)?;
-        Some(WorkerSubnets {
-            ipv4: Ipv4Subnet::new(as_v4(v4)).ok()?,
-            ipv6: Ipv6Subnet::new(as_v6(v6)).ok()?,
-        })
+        let (v4, n4) = self.worker_subnet_ipv4.span_of(&holder)?;
+        let (v6, n6) = self.worker_subnet_ipv6.span_of(&holder)?;
+        let v4 = subnet_v4(v4, n4)?;
+        let v6 = subnet_v6(v6, n6)?;
+        (n4 == n6).then_some(WorkerSubnets { ipv4: v4, ipv6: v6 })
     }
 
     /// Releases the subnets of worker `worker_id` (when it is removed for good).
     pub fn release_worker(&mut self, worker_id: &str) -> (Option<Ipv4Subnet>, Option<Ipv6Subnet>) {
         let holder = Holder::worker(worker_id);
-        let (v4, v6) = self.release_pair(
+        let v4 = self.worker_subnet_ipv4.span_of(&holder);
+        let v6 = self.worker_subnet_ipv6.span_of(&holder);
+        self.release_pair(
             RootPool::WorkerSubnetIpv4,
             RootPool::WorkerSubnetIpv6,
             &holder,
         );
         (
-            v4.and_then(|a| Ipv4Subnet::new(a).ok()),
-            v6.and_then(|a| Ipv6Subnet::new(a).ok()),
+            v4.and_then(|(a, n)| subnet_v4(a, n)),
+            v6.and_then(|(a, n)| subnet_v6(a, n)),
         )
     }
 
@@ -466,6 +489,18 @@ impl AddressManager {
             self.pool(pool).assert_consistent();
         }
     }
+}
+
+/// The IPv4 worker subnet of `slots` /26 slots starting at `base`.
+fn subnet_v4(base: IpAddr, slots: u128) -> Option<Ipv4Subnet> {
+    let prefix = WORKER_SUBNET_IPV4_PREFIX_LEN.checked_sub(u8::try_from(slots.ilog2()).ok()?)?;
+    Ipv4Subnet::with_prefix(as_v4(base), prefix).ok()
+}
+
+/// The IPv6 worker subnet of `slots` /120 slots starting at `base`.
+fn subnet_v6(base: IpAddr, slots: u128) -> Option<Ipv6Subnet> {
+    let prefix = WORKER_SUBNET_IPV6_PREFIX_LEN.checked_sub(u8::try_from(slots.ilog2()).ok()?)?;
+    Ipv6Subnet::with_prefix(as_v6(base), prefix).ok()
 }
 
 /// The address of an IPv4 pool. Pools never mix families, so the other arm cannot happen.

@@ -20,7 +20,8 @@ pub const SERVICE_IPV4_PREFIX_LEN: u8 = 16;
 pub const WORKER_SUBNETS_IPV4_FIRST: Ipv4Addr = Ipv4Addr::new(10, 18, 0, 0);
 /// Last address of the worker IPv4 subnet space (inclusive).
 pub const WORKER_SUBNETS_IPV4_LAST: Ipv4Addr = Ipv4Addr::new(10, 29, 255, 255);
-/// Every worker gets one IPv4 subnet of this prefix length.
+/// The plan's worker IPv4 slot: a worker gets one /26 by default (Oakestra's), or the aligned
+/// run of /26 slots that makes up a larger subnet (see [`super::Ipv4Subnet`]).
 pub const WORKER_SUBNET_IPV4_PREFIX_LEN: u8 = 26;
 /// Service IPv6 space (`fdff::/16`): instance addresses outside the RR range.
 pub const SERVICE_IPV6_NET: Ipv6Addr = Ipv6Addr::new(0xfdff, 0, 0, 0, 0, 0, 0, 0);
@@ -34,7 +35,7 @@ pub const RR_IPV6_PREFIX_LEN: u8 = 21;
 pub const WORKER_SUBNETS_IPV6_FIRST: Ipv6Addr = Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0);
 /// Worker IPv6 subnets stop below this address (`fdfe::/16` is kept free, `fdff::/16` is services).
 pub const WORKER_SUBNETS_IPV6_END: Ipv6Addr = Ipv6Addr::new(0xfdfe, 0, 0, 0, 0, 0, 0, 0);
-/// Every worker gets one IPv6 subnet of this prefix length.
+/// The plan's worker IPv6 slot: a /120 by default, scaled like the IPv4 subnet.
 pub const WORKER_SUBNET_IPV6_PREFIX_LEN: u8 = 120;
 
 const SERVICE_IPV4_BASE: u128 = u32::from_be_bytes([10, 30, 0, 0]) as u128;
@@ -66,12 +67,12 @@ pub enum PoolKind {
     WorkerSubnetIpv4,
     /// /120 subnets from `fc00::` to `fdfd:ffff:…:ff00`, one per worker.
     WorkerSubnetIpv6,
-    /// Container IPv4 inside one worker /26: base+2 … base+62.
+    /// Container IPv4 inside one worker subnet: base+2 … base+62 for a /26.
     ContainerIpv4 {
         /// The worker subnet the addresses come from.
         subnet: Ipv4Subnet,
     },
-    /// Container IPv6 inside one worker /120: base+2 … base+0xff.
+    /// Container IPv6 inside one worker subnet: base+2 … base+0xff for a /120.
     ContainerIpv6 {
         /// The worker subnet the addresses come from.
         subnet: Ipv6Subnet,
@@ -145,22 +146,17 @@ impl PoolKind {
                 true,
             ),
             Self::ContainerIpv4 { subnet } => {
-                // base+0 is the network, +1 the bridge, +63 the broadcast address.
+                // base+0 is the network, +1 the bridge, the last the broadcast address.
                 one(
                     u128::from(subnet.base().to_bits()) + 2,
-                    (1 << WORKER_V4_SHIFT) - 3,
+                    u128::from(subnet.size()) - 3,
                     0,
                     false,
                 )
             }
             Self::ContainerIpv6 { subnet } => {
                 // base+0 is the subnet-router anycast address, +1 the bridge.
-                one(
-                    subnet.base().to_bits() + 2,
-                    (1 << WORKER_V6_SHIFT) - 2,
-                    0,
-                    true,
-                )
+                one(subnet.base().to_bits() + 2, subnet.size() - 2, 0, true)
             }
         }
     }
@@ -192,7 +188,7 @@ impl PoolKind {
                 g.prefix_len(),
             ),
             Self::ContainerIpv4 { subnet } => format!(
-                "{}–{} (inside {subnet}; +0 network, +1 bridge, +63 broadcast are never handed out)",
+                "{}–{} (inside {subnet}; the network, bridge (+1) and broadcast addresses are never handed out)",
                 g.address(first.first),
                 g.address(last(first)),
             ),
@@ -231,7 +227,9 @@ impl PoolKind {
                 match value.checked_sub(u128::from(subnet.base().to_bits())) {
                     Some(0) => Some("the network address of the worker subnet"),
                     Some(1) => Some("the bridge address of the worker subnet"),
-                    Some(63) => Some("the broadcast address of the worker subnet"),
+                    Some(n) if n == u128::from(subnet.size()) - 1 => {
+                        Some("the broadcast address of the worker subnet")
+                    }
                     _ => None,
                 }
             }
@@ -254,11 +252,11 @@ impl PoolKind {
             Self::WorkerSubnetIpv6 => (WORKER_V6_FIRST, WORKER_V6_END - 1),
             Self::ContainerIpv4 { subnet } => {
                 let base = u128::from(subnet.base().to_bits());
-                (base, base + (1 << WORKER_V4_SHIFT) - 1)
+                (base, base + u128::from(subnet.size()) - 1)
             }
             Self::ContainerIpv6 { subnet } => {
                 let base = subnet.base().to_bits();
-                (base, base + (1 << WORKER_V6_SHIFT) - 1)
+                (base, base + subnet.size() - 1)
             }
         }
     }

@@ -78,6 +78,36 @@ impl Pool {
         }
     }
 
+    /// Hands out `count` consecutive slots aligned to `count` (a power of two) to `holder`,
+    /// returning the first one's address: a worker subnet larger than the plan's slot. Idempotent
+    /// like [`Pool::allocate`]: a holder that already holds a span gets it back, whatever its
+    /// length (a worker keeps the subnet it got).
+    pub fn allocate_span(&mut self, holder: Holder, count: u128) -> Result<IpAddr, IpamError> {
+        if let Some(slot) = self.slots.slot_of(&holder) {
+            return Ok(self.geometry.slot_address(slot));
+        }
+        match self.slots.allocate_span(holder, count, count) {
+            Some(slot) => Ok(self.geometry.slot_address(slot)),
+            None => Err(self.exhausted()),
+        }
+    }
+
+    /// Whether [`Pool::allocate_span`] for `holder` would succeed, without changing anything.
+    pub fn check_allocate_span(&self, holder: &Holder, count: u128) -> Result<(), IpamError> {
+        if self.slots.slot_of(holder).is_some() || self.slots.next_free_span(count, count).is_some()
+        {
+            Ok(())
+        } else {
+            Err(self.exhausted())
+        }
+    }
+
+    /// What `holder` holds: the first address and how many slots (1 unless it got a span).
+    pub fn span_of(&self, holder: &Holder) -> Option<(IpAddr, u128)> {
+        let slot = self.slots.slot_of(holder)?;
+        Some((self.geometry.slot_address(slot), self.slots.span(slot)))
+    }
+
     /// Whether [`Pool::allocate`] for `holder` would succeed, without changing anything.
     pub fn check_allocate(&self, holder: &Holder) -> Result<(), IpamError> {
         if self.slots.slot_of(holder).is_some() || self.slots.next_free().is_some() {
@@ -197,8 +227,7 @@ impl Pool {
 
     /// Whether `n` more holders could take a slot, without changing anything.
     pub(crate) fn check_room(&self, n: usize) -> Result<(), IpamError> {
-        let free = self.capacity().saturating_sub(self.len() as u128);
-        if free >= n as u128 {
+        if self.slots.free_slots() >= n as u128 {
             Ok(())
         } else {
             Err(self.exhausted())
@@ -210,6 +239,18 @@ impl Pool {
             pool: self.kind,
             capacity: self.capacity(),
             range: self.kind.range(),
+            advice: match self.kind {
+                PoolKind::ContainerIpv4 { subnet } => format!(
+                    "a worker with a /{} holds at most {} instances: undeploy instances, or set \
+                     --worker-subnet-prefix on the root (e.g. 24 → 253, 23 → 509 instances per \
+                     worker) for workers that register after the change",
+                    subnet.prefix_len(),
+                    subnet.instance_capacity()
+                ),
+                _ => "release addresses that are no longer used (undeployed instances, removed \
+                      services or workers) and retry"
+                    .to_owned(),
+            },
         }
     }
 
@@ -227,10 +268,27 @@ impl Serialize for Pool {
                 serializer.collect_seq(self.0.iter())
             }
         }
-        let mut state = serializer.serialize_struct("Pool", 3)?;
+        struct Spans<'a>(&'a Pool);
+        impl Serialize for Spans<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let pool = self.0;
+                serializer.collect_seq(
+                    pool.slots
+                        .long_spans()
+                        .map(|(first, n)| (pool.geometry.slot_address(first), n)),
+                )
+            }
+        }
+        let spans = self.slots.long_spans().next().is_some();
+        let mut state = serializer.serialize_struct("Pool", 3 + usize::from(spans))?;
         state.serialize_field("kind", &self.kind)?;
         state.serialize_field("next", &self.geometry.slot_address(self.slots.cursor()))?;
         state.serialize_field("held", &Held(self))?;
+        if spans {
+            // Only when a holder holds more than one slot, so a state without larger worker
+            // subnets keeps its earlier form.
+            state.serialize_field("spans", &Spans(self))?;
+        }
         state.end()
     }
 }
@@ -241,6 +299,9 @@ struct PoolState {
     kind: PoolKind,
     next: IpAddr,
     held: Vec<(IpAddr, Holder)>,
+    /// `[first address, slots]` of each holder that holds more than one slot.
+    #[serde(default)]
+    spans: Vec<(IpAddr, u128)>,
 }
 
 impl TryFrom<PoolState> for Pool {
@@ -261,18 +322,35 @@ impl TryFrom<PoolState> for Pool {
         for (address, holder) in state.held {
             pairs.push((slot(address, "held address")?, holder));
         }
-        let geometry = kind.geometry();
-        let slots = Slots::load(geometry.capacity(), cursor, pairs).map_err(|e| match e {
-            LoadError::CursorOutOfRange => corrupt(format!("next {} is out of range", state.next)),
-            LoadError::SlotHeldTwice(s) => {
-                corrupt(format!("{} is listed twice", geometry.slot_address(s)))
+        let mut spans = Vec::with_capacity(state.spans.len());
+        for (address, n) in state.spans {
+            let first = slot(address, "span")?;
+            if !n.is_power_of_two() || first % n != 0 {
+                return Err(corrupt(format!(
+                    "the span of {n} slots at {address} is not aligned to its size"
+                )));
             }
-            LoadError::HolderHoldsTwo(holder, a, b) => corrupt(format!(
-                "{holder} holds both {} and {}",
-                geometry.slot_address(a),
-                geometry.slot_address(b)
-            )),
-        })?;
+            spans.push((first, n));
+        }
+        let geometry = kind.geometry();
+        let slots =
+            Slots::load(geometry.capacity(), cursor, pairs, spans).map_err(|e| match e {
+                LoadError::CursorOutOfRange => {
+                    corrupt(format!("next {} is out of range", state.next))
+                }
+                LoadError::SlotHeldTwice(s) => {
+                    corrupt(format!("{} is listed twice", geometry.slot_address(s)))
+                }
+                LoadError::HolderHoldsTwo(holder, a, b) => corrupt(format!(
+                    "{holder} holds both {} and {}",
+                    geometry.slot_address(a),
+                    geometry.slot_address(b)
+                )),
+                LoadError::BadSpan(s) => corrupt(format!(
+                    "the span at {} is not held or reaches beyond the pool",
+                    geometry.slot_address(s)
+                )),
+            })?;
         Ok(Self {
             kind,
             geometry,

@@ -255,7 +255,7 @@ pub struct RegisterResponse {
         skip_serializing_if = "String::is_empty"
     )]
     pub worker_secret: String,
-    /// Base address of the worker's overlay IPv4 /26 from the root's IPAM (our addition;
+    /// Base address of the worker's overlay IPv4 subnet from the root's IPAM (our addition;
     /// Oakestra hands it out later over MQTT `net/subnet`). Absent when the cluster has no root
     /// or the root did not answer; the worker then runs without the overlay until it registers
     /// again. The same worker id keeps its subnet across registrations.
@@ -265,13 +265,21 @@ pub struct RegisterResponse {
         skip_serializing_if = "Option::is_none"
     )]
     pub subnet: Option<std::net::Ipv4Addr>,
-    /// Base address of the worker's overlay IPv6 /120 (with `subnet`).
+    /// Base address of the worker's overlay IPv6 subnet (with `subnet`).
     #[serde(
         rename = "NODE_SUBNET_V6",
         default,
         skip_serializing_if = "Option::is_none"
     )]
     pub subnet_v6: Option<std::net::Ipv6Addr>,
+    /// Prefix length of `subnet`, 22–26 (the IPv6 subnet's is this + 94). Absent (a cluster
+    /// before subnet sizes): 26, i.e. a /26 and a /120.
+    #[serde(
+        rename = "NODE_SUBNET_PREFIX",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub subnet_prefix_len: Option<u8>,
 }
 
 impl RegisterResponse {

@@ -404,6 +404,7 @@ impl Actor {
             worker_secret: secret,
             subnet: None,
             subnet_v6: None,
+            subnet_prefix_len: None,
         })
     }
 

@@ -76,6 +76,7 @@ impl ClusterLink for Service {
         Ok(Response::new(WorkerSubnetReply {
             subnet_v4: "10.18.0.0".into(),
             subnet_v6: "fc00::".into(),
+            prefix_len: None,
         }))
     }
 }

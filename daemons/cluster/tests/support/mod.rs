@@ -263,11 +263,18 @@ pub struct RootProcess {
     pub data_dir: PathBuf,
     rest_port: u16,
     grpc_port: u16,
+    /// Extra flags of the next (re)start.
+    extra_args: Vec<String>,
 }
 
 impl RootProcess {
     /// Starts a root with state in `data_dir`.
     pub fn start(data_dir: &Path) -> RootProcess {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// [`RootProcess::start`] with extra flags (kept for restarts).
+    pub fn start_with(data_dir: &Path, args: &[&str]) -> RootProcess {
         let mut r = RootProcess {
             child: None,
             rest: String::new(),
@@ -275,6 +282,7 @@ impl RootProcess {
             data_dir: data_dir.to_owned(),
             rest_port: free_port(),
             grpc_port: free_port(),
+            extra_args: args.iter().map(|a| (*a).to_owned()).collect(),
         };
         r.spawn();
         r
@@ -289,6 +297,7 @@ impl RootProcess {
             .args(["--cluster-timeout", "30s"])
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(&self.extra_args)
             .env(
                 "RUST_LOG",
                 std::env::var("ROOT_LOG").unwrap_or("warn".into()),
@@ -351,6 +360,13 @@ impl RootProcess {
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
+    }
+
+    /// Restarts the root with `args` added to its flags (they stay for later restarts).
+    #[allow(dead_code)]
+    pub fn restart_with(&mut self, args: &[&str]) {
+        self.extra_args.extend(args.iter().map(|a| (*a).to_owned()));
+        self.restart();
     }
 }
 

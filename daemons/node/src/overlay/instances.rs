@@ -4,21 +4,31 @@
 use super::*;
 
 impl Overlay {
-    /// Brings the data plane up on `subnets` (once; later calls do nothing) and reconciles
-    /// with the host: the namespaces of `keep` stay, everything else of ours goes.
+    /// Brings the data plane up on the /26 at `subnet` and the /120 at `subnet_v6`; see
+    /// [`Self::enable_subnets`].
     pub async fn enable(
         &self,
         subnet: std::net::Ipv4Addr,
         subnet_v6: std::net::Ipv6Addr,
         keep: &[InstanceId],
     ) -> Result<(), DataPlaneError> {
-        if self.plane.get().is_some() {
-            return Ok(());
-        }
         let subnets = WorkerSubnets {
             ipv4: Ipv4Subnet::new(subnet)?,
             ipv6: Ipv6Subnet::new(subnet_v6)?,
         };
+        self.enable_subnets(subnets, keep).await
+    }
+
+    /// Brings the data plane up on `subnets` (once; later calls do nothing) and reconciles
+    /// with the host: the namespaces of `keep` stay, everything else of ours goes.
+    pub async fn enable_subnets(
+        &self,
+        subnets: WorkerSubnets,
+        keep: &[InstanceId],
+    ) -> Result<(), DataPlaneError> {
+        if self.plane.get().is_some() {
+            return Ok(());
+        }
         let plane: Arc<dyn DataPlane> = match &self.kind {
             PlaneKind::Fake => Arc::new(FakeDataPlane::new(subnets)),
             PlaneKind::Linux { naming, mtu } => {
@@ -39,7 +49,7 @@ impl Overlay {
             }
         }
         tracing::info!(
-            subnet = %format!("{subnet}/26"),
+            subnet = %subnets.ipv4,
             adopted = adopted.len(),
             "overlay network up"
         );

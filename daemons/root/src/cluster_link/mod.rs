@@ -63,6 +63,9 @@ pub struct LinkConfig {
     pub algorithm: Algorithm,
     /// Commands buffered per cluster before sending waits.
     pub command_buffer: usize,
+    /// IPv4 prefix length of the overlay subnet a worker gets when it has none yet (22–26,
+    /// default 26); a worker that holds one keeps it.
+    pub worker_subnet_prefix: u8,
 }
 
 impl Default for LinkConfig {
@@ -72,6 +75,7 @@ impl Default for LinkConfig {
             keepalive: Some(Duration::from_secs(10)),
             algorithm: Algorithm::default(),
             command_buffer: 1024,
+            worker_subnet_prefix: oakestra_net::ipam::WORKER_SUBNET_IPV4_PREFIX_LEN,
         }
     }
 }
@@ -372,7 +376,8 @@ impl ClusterLink {
 
     /// `WorkerSubnet`: the overlay subnets of `worker_id` (a worker of the cluster with these
     /// session credentials) from the persisted IPAM. The holder is the worker id, so the same
-    /// worker gets the same /26 and /120 again, from any cluster and after root restarts.
+    /// worker gets the same subnets again (of the size it got first), from any cluster and
+    /// after root restarts; a new worker gets one of `worker_subnet_prefix`.
     pub async fn worker_subnet(
         &self,
         cluster_id: &str,
@@ -395,10 +400,12 @@ impl ClusterLink {
                 "worker_id is empty; send the id the cluster gave the worker".into(),
             ));
         }
+        let prefix_len = self.config.worker_subnet_prefix;
         let subnets = self
             .store
             .update_ipam(|ipam: &mut oakestra_net::ipam::AddressManager| {
-                ipam.assign_worker(worker).map_err(WorkerSubnetStep::Ipam)
+                ipam.assign_worker_sized(worker, prefix_len)
+                    .map_err(WorkerSubnetStep::Ipam)
             })
             .await
             .map_err(|e| match e {
@@ -410,13 +417,14 @@ impl ClusterLink {
         tracing::info!(
             cluster = %id,
             worker,
-            subnet = %subnets.ipv4.base(),
-            subnet_v6 = %subnets.ipv6.base(),
+            subnet = %subnets.ipv4,
+            subnet_v6 = %subnets.ipv6,
             "worker subnet"
         );
         Ok(WorkerSubnetReply {
             subnet_v4: subnets.ipv4.base().to_string(),
             subnet_v6: subnets.ipv6.base().to_string(),
+            prefix_len: Some(u32::from(subnets.ipv4.prefix_len())),
         })
     }
 

@@ -4,7 +4,7 @@
 //! | table | chain | jumped to from | holds |
 //! |---|---|---|---|
 //! | nat | `<TAG>-DNAT` | PREROUTING and OUTPUT, for local destinations | one DNAT per port mapping and IP version, commented `<tag>:<instance>` |
-//! | nat | `<TAG>-POST` | POSTROUTING | RETURN for the overlay (10.16.0.0/12; IPv6 fc00::/7), then MASQUERADE of the worker subnet (/26; IPv6 /120) leaving through another interface |
+//! | nat | `<TAG>-POST` | POSTROUTING | RETURN for the overlay (10.16.0.0/12; IPv6 fc00::/7), then MASQUERADE of the worker subnet (/26 by default; IPv6 /120) leaving through another interface |
 //! | filter | `<TAG>-FWD` | FORWARD (first) | ACCEPT in and out of the bridge |
 //!
 //! The IPv6 chains (ip6tables, same names) are best effort, like the rest of IPv6 on the

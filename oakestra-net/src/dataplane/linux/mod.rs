@@ -23,9 +23,7 @@ use super::{
     Attachment, Bookkeeping, DataPlane, DataPlaneConfig, DataPlaneError, GuestNetwork, InstanceKey,
     Naming, PortForward, ipv4_offset,
 };
-use crate::ipam::{
-    ContainerAddresses, WORKER_SUBNET_IPV4_PREFIX_LEN, WORKER_SUBNET_IPV6_PREFIX_LEN, WorkerSubnets,
-};
+use crate::ipam::{ContainerAddresses, WorkerSubnets};
 use sys::{EEXIST, ENODEV, Netlink, NetlinkAnswer, NetlinkError, Sysctl, System};
 
 fn netlink<E: Display>(what: impl Into<String>) -> impl FnOnce(E) -> DataPlaneError {
@@ -321,7 +319,7 @@ impl LinuxDataPlane {
     async fn remove_network(
         &self,
         key: &InstanceKey,
-        offset: Option<u8>,
+        offset: Option<u16>,
     ) -> Result<(), DataPlaneError> {
         let naming = self.naming();
         firewall::remove_ports(self.fw(), naming, key).await?;
@@ -338,7 +336,7 @@ impl LinuxDataPlane {
     }
 
     /// Host veths and not-yet-moved peers of ours (`<tag>v<n>`, `<tag>p<n>`), with their offset.
-    async fn our_links(&self) -> Result<Vec<(String, u8)>, DataPlaneError> {
+    async fn our_links(&self) -> Result<Vec<(String, u16)>, DataPlaneError> {
         let tag = self.naming().tag().to_owned();
         Ok(self
             .nl()
@@ -415,14 +413,9 @@ async fn configure_inside(
     nl.set_up(index, Some("eth0"), Some(mtu), None)
         .await
         .map_err(netlink(format!("rename {peer} to eth0 and set it up")))?;
-    add_address(
-        nl,
-        index,
-        addresses.ipv4.into(),
-        WORKER_SUBNET_IPV4_PREFIX_LEN,
-    )
-    .await
-    .map_err(netlink(format!("add {} to eth0", addresses.ipv4)))?;
+    add_address(nl, index, addresses.ipv4.into(), subnets.ipv4.prefix_len())
+        .await
+        .map_err(netlink(format!("add {} to eth0", addresses.ipv4)))?;
     nl.add_default_route(index, subnets.ipv4.bridge().into())
         .await
         .map_err(netlink(format!(
@@ -431,13 +424,7 @@ async fn configure_inside(
         )))?;
     // IPv6 is best effort: a host without IPv6 still runs IPv4 instances (Oakestra aborted).
     let v6 = async {
-        add_address(
-            nl,
-            index,
-            addresses.ipv6.into(),
-            WORKER_SUBNET_IPV6_PREFIX_LEN,
-        )
-        .await?;
+        add_address(nl, index, addresses.ipv6.into(), subnets.ipv6.prefix_len()).await?;
         nl.add_default_route(index, subnets.ipv6.bridge().into())
             .await
     };
@@ -478,7 +465,7 @@ impl DataPlane for LinuxDataPlane {
             nl,
             index,
             subnets.ipv4.bridge().into(),
-            WORKER_SUBNET_IPV4_PREFIX_LEN,
+            subnets.ipv4.prefix_len(),
         )
         .await
         .map_err(netlink(format!(
@@ -489,7 +476,7 @@ impl DataPlane for LinuxDataPlane {
             nl,
             index,
             subnets.ipv6.bridge().into(),
-            WORKER_SUBNET_IPV6_PREFIX_LEN,
+            subnets.ipv6.prefix_len(),
         )
         .await
         {

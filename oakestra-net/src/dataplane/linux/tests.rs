@@ -381,3 +381,42 @@ async fn the_underlay_is_the_link_holding_the_tunnel_address_else_the_route_to_t
         None
     );
 }
+
+#[tokio::test]
+async fn a_larger_worker_subnet_sets_its_prefix_everywhere_and_names_veths_past_63() {
+    let kernel = FakeKernel::new();
+    let mut config = config();
+    config.subnets = WorkerSubnets {
+        ipv4: "10.18.4.0/24".parse().unwrap(),
+        ipv6: "fc00::400/118".parse().unwrap(),
+    };
+    let plane = LinuxDataPlane::with_system(config, kernel.system());
+    plane.setup_host().await.unwrap();
+    assert_eq!(
+        kernel.links(None)["tstbr"].addresses,
+        vec![(ip("10.18.4.1"), 24), (ip("fc00::401"), 118)]
+    );
+    assert_eq!(
+        kernel.rules(Family::V4, "nat", "TST-POST").unwrap(),
+        [
+            "-d 10.16.0.0/12 -j RETURN",
+            "-s 10.18.4.0/24 ! -o tstbr -j MASQUERADE"
+        ]
+    );
+    let mut last = None;
+    for n in 0..100 {
+        last = Some(plane.attach(&key(n), &[]).await.unwrap());
+    }
+    let last = last.unwrap();
+    // The 100th instance is base+101: past a /26's broadcast address, an ordinary one here.
+    assert_eq!(last.ipv4, Ipv4Addr::new(10, 18, 4, 101));
+    assert_eq!(last.host_veth, "tstv101");
+    let eth0 = &kernel.links(Some(&last.netns))["eth0"];
+    assert_eq!(
+        eth0.addresses,
+        vec![(ip("10.18.4.101"), 24), (ip("fc00::465"), 118)]
+    );
+    // Detach finds the veth by its offset, also past 63.
+    plane.detach(&key(99)).await.unwrap();
+    assert!(!kernel.links(None).contains_key("tstv101"));
+}
