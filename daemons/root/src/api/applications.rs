@@ -99,6 +99,7 @@ pub(crate) async fn reserve_all(
     services: &mut [ServiceRecord],
     owner: &str,
 ) -> ApiResult<()> {
+    let _ipam = state.ipam.lock().await;
     state.lifecycle.reserve_services(services, owner).await
 }
 
@@ -106,6 +107,7 @@ pub(crate) async fn reserve_all(
 /// addresses (best effort: a failure is logged, the caller's answer is what the user needs
 /// to see, and a cluster's next snapshot cleans up what it still runs).
 pub(crate) async fn release_all(state: &AppState, services: &[ServiceRecord]) {
+    let _ipam = state.ipam.lock().await;
     for s in services {
         if let Err(e) = state.lifecycle.release_service(s).await {
             tracing::warn!(service = %s.id, error = %e, "could not release the service's instances and addresses");

@@ -61,6 +61,10 @@ pub struct AppState {
     /// release), one lock per user: one user's large descriptor never waits for another's.
     /// Users' writes meet only in the IPAM document, whose updates are atomic in the store.
     pub writes: Arc<UserLocks>,
+    /// Serialises the API's updates of the one IPAM document (address reservation and
+    /// release, each one short store update): concurrent users' creates would otherwise lose
+    /// optimistic-concurrency races and retry durable commits.
+    pub ipam: Arc<tokio::sync::Mutex<()>>,
     /// Id and token version of the users seen, so the revocation check of every request
     /// needs no store read. Users change only through this API, which forgets them here.
     pub known_users: Arc<RwLock<HashMap<String, (String, u64)>>>,
@@ -88,6 +92,7 @@ impl AppState {
             cluster_timeout,
             applications: Arc::new(ListCache::default()),
             writes: Arc::new(UserLocks::default()),
+            ipam: Arc::new(tokio::sync::Mutex::new(())),
             known_users: Arc::new(RwLock::new(HashMap::new())),
         }
     }
