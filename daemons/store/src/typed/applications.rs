@@ -27,7 +27,7 @@ impl dyn Store {
 
     /// Creates several applications with their services in one commit: on a
     /// [`Atomicity::MultiDocument`] backend (redb, memory) all of them exist afterwards or
-    /// none, even across a crash. Otherwise as [`Self::create_application`] for each: services
+    /// none, even across a crash. Otherwise as `create_application` for each: services
     /// first, applications last. Returns the stored applications in order.
     pub async fn create_applications(
         &self,

@@ -151,7 +151,7 @@ impl LinuxDataPlane {
         Ok(Self::with_system(config, sys))
     }
 
-    /// [`detect_underlay`] on the current network namespace's netlink. Inside a tokio
+    /// The module's `detect_underlay` on the current network namespace's netlink. Inside a tokio
     /// runtime.
     pub async fn detect_underlay(
         local: Option<IpAddr>,
