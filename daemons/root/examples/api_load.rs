@@ -52,19 +52,7 @@ async fn post(url: &str, clients: usize, per_client: usize) {
     let run = std::process::id();
     let mut users = Vec::new();
     for i in 0..clients {
-        let name = format!("load{run}u{i}");
-        admin
-            .register(&NewUser {
-                name: name.clone(),
-                password: "load".into(),
-                email: String::new(),
-                roles: vec!["Application_Provider".into()],
-            })
-            .await
-            .expect("register a load user");
-        let c = Client::new(url).expect("url");
-        c.login(&name, "load").await.expect("user login");
-        users.push(Arc::new(c));
+        users.push(Arc::new(user(&admin, url, &format!("load{run}u{i}")).await));
     }
     let started = Instant::now();
     let mut tasks = Vec::new();

@@ -15,7 +15,6 @@
 pub mod addresses;
 pub mod api;
 pub mod auth;
-mod calendar;
 pub mod cluster_link;
 pub mod config;
 pub mod dashboard;

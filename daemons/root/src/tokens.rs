@@ -122,7 +122,7 @@ fn mask(token: &str) -> String {
 pub(crate) fn iso8601_utc(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
-    let (year, month, day) = crate::calendar::civil_from_days(days);
+    let (year, month, day) = oakestra_daemon::calendar::civil_from_days(days);
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
         rem / 3600,

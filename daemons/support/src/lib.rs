@@ -5,6 +5,7 @@
 //! * [`shutdown_signal`]: resolves on SIGINT or SIGTERM;
 //! * [`data_dir`]: the default data directory under the XDG base directories;
 //! * [`backoff`]: the one capped exponential backoff;
+//! * [`calendar`]: calendar dates of Unix timestamps;
 //! * [`metrics`]: the Prometheus text encoding and the optional bearer token on `/metrics`;
 //! * [`private`]: owner-only directories and files for secrets;
 //! * [`layered`]: flags > TOML file > environment > defaults, for clap parsers;
@@ -12,6 +13,7 @@
 #![deny(missing_docs)]
 
 pub mod backoff;
+pub mod calendar;
 pub mod data_dir;
 pub mod http;
 pub mod layered;

@@ -169,7 +169,7 @@ pub(crate) fn user_view(user: &UserRecord, roles: &[String]) -> Value {
 pub(crate) fn created_at_now() -> String {
     let secs = now_secs();
     let days = (secs / 86_400) as i64;
-    let (y, m, d) = crate::calendar::civil_from_days(days);
+    let (y, m, d) = oakestra_daemon::calendar::civil_from_days(days);
     let rem = secs % 86_400;
     format!(
         "{d:02}/{m:02}/{y:04} {:02}:{:02}",

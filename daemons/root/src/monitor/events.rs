@@ -340,7 +340,7 @@ pub fn iso_millis(timestamp: f64) -> String {
     let ms = (timestamp.max(0.0) * 1000.0).round() as u64;
     let secs = ms / 1000;
     let days = (secs / 86_400) as i64;
-    let (y, m, d) = crate::calendar::civil_from_days(days);
+    let (y, m, d) = oakestra_daemon::calendar::civil_from_days(days);
     let rem = secs % 86_400;
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",

@@ -367,7 +367,7 @@ fn round2(v: f32) -> f64 {
 /// `YYYY-MM-DDTHH:MM:SSZ` of seconds since the epoch.
 pub fn iso_time(t: u32) -> String {
     let days = i64::from(t / 86_400);
-    let (y, m, d) = crate::calendar::civil_from_days(days);
+    let (y, m, d) = oakestra_daemon::calendar::civil_from_days(days);
     let rem = t % 86_400;
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",

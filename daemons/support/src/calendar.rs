@@ -1,9 +1,10 @@
-//! Calendar dates of the timestamps the root writes (Oakestra's `created_at`, ISO 8601 times of
-//! events, usage history and join tokens), without a date crate.
+//! Calendar dates of Unix timestamps (log lines, `created_at`, ISO 8601 times of events, usage
+//! history and join tokens), without a date crate.
 
-/// Gregorian `(year, month, day)` of a day count since 1970-01-01 (H. Hinnant's algorithm).
-pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's algorithm).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
