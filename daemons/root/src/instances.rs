@@ -88,6 +88,18 @@ impl From<StoreError> for Step {
     }
 }
 
+impl Step {
+    /// The API's error for a failed step on service `service`.
+    pub(crate) fn into_error(self, service: ObjectId) -> InstanceError {
+        match self {
+            Step::Store(e) if e.is_not_found() => InstanceError::ServiceNotFound(service),
+            Step::Store(e) => e.into(),
+            Step::Address(e) => (*e).into(),
+            Step::NotFound(number) => InstanceError::InstanceNotFound { service, number },
+        }
+    }
+}
+
 /// What `deploy_instance` did.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct DeployOutcome {

@@ -205,7 +205,8 @@ fn busy_reply(max: usize) -> String {
     )
 }
 
-fn current_file_limit() -> Option<u64> {
+/// The soft limit of open files in force (`None` where it cannot be read).
+pub fn current_file_limit() -> Option<u64> {
     nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .ok()
         .map(|(soft, _)| soft)

@@ -53,17 +53,7 @@ impl ClusterLink {
             .await;
         let n = match created {
             Ok(n) => n,
-            Err(Step::Store(e)) if e.is_not_found() => {
-                return Err(InstanceError::ServiceNotFound(service_id));
-            }
-            Err(Step::Store(e)) => return Err(e.into()),
-            Err(Step::Address(e)) => return Err((*e).into()),
-            Err(Step::NotFound(number)) => {
-                return Err(InstanceError::InstanceNotFound {
-                    service: service_id,
-                    number,
-                });
-            }
+            Err(step) => return Err(step.into_error(service_id)),
         };
         crate::monitor::record::requested(&self.monitor, &service, n);
         let placed = match self.schedule(service_id, n, Move::Place).await {
@@ -127,17 +117,7 @@ impl ClusterLink {
             .await;
         let numbers: Vec<u32> = match created {
             Ok(range) => range.collect(),
-            Err(Step::Store(e)) if e.is_not_found() => {
-                return Err(InstanceError::ServiceNotFound(service_id));
-            }
-            Err(Step::Store(e)) => return Err(e.into()),
-            Err(Step::Address(e)) => return Err((*e).into()),
-            Err(Step::NotFound(number)) => {
-                return Err(InstanceError::InstanceNotFound {
-                    service: service_id,
-                    number,
-                });
-            }
+            Err(step) => return Err(step.into_error(service_id)),
         };
         for n in &numbers {
             crate::monitor::record::requested(&self.monitor, &service, *n);
@@ -316,22 +296,12 @@ impl ClusterLink {
                 for i in &gone {
                     addresses::release_instance(ipam, service_id, i.instance_number);
                 }
-                Ok((gone, service.application_id))
+                Ok::<_, Step>((gone, service.application_id))
             })
             .await;
         let (removed, application) = match removed {
             Ok(r) => r,
-            Err(Step::Store(e)) if e.is_not_found() => {
-                return Err(InstanceError::ServiceNotFound(service_id));
-            }
-            Err(Step::Store(e)) => return Err(e.into()),
-            Err(Step::Address(e)) => return Err((*e).into()),
-            Err(Step::NotFound(number)) => {
-                return Err(InstanceError::InstanceNotFound {
-                    service: service_id,
-                    number,
-                });
-            }
+            Err(step) => return Err(step.into_error(service_id)),
         };
         self.carry_out(placement::undeploy_effects(service_id, &removed, demand))
             .await;

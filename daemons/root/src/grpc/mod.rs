@@ -72,7 +72,7 @@ pub async fn serve(
                     max_connections: limit::MAX_CONNECTIONS,
                     ..Default::default()
                 }
-                .effective_max_connections(oakestra_daemon::http::raise_file_limit()),
+                .effective_max_connections(oakestra_daemon::http::current_file_limit()),
                 limit::FIRST_BYTE_TIMEOUT,
             ),
             shutdown,
