@@ -33,6 +33,8 @@ mod subnet;
 mod worker;
 
 #[cfg(test)]
+mod size_tests;
+#[cfg(test)]
 mod tests;
 
 pub use error::IpamError;
