@@ -16,6 +16,7 @@ pub mod broker;
 pub mod cluster;
 pub mod config;
 pub mod http;
+pub mod inbox;
 pub mod metrics;
 pub mod mqtt;
 pub mod root_link;
@@ -184,10 +185,16 @@ pub async fn run(
     .await?;
     actor.set_inbox(commands_tx.clone());
     actor.set_capacity(config.capacity);
+    let reports = inbox::Inbox::counting(metrics.mqtt_messages.clone());
+    actor.set_reports(reports.clone());
     tokio::spawn(actor.run(commands_rx));
     match connection {
-        BrokerConnection::Local(link) => mqtt::start_local(link, commands_tx.clone(), mqtt_rx),
-        BrokerConnection::Client(settings) => mqtt::start(settings, commands_tx.clone(), mqtt_rx),
+        BrokerConnection::Local(link) => {
+            mqtt::start_local(link, reports, commands_tx.clone(), mqtt_rx)
+        }
+        BrokerConnection::Client(settings) => {
+            mqtt::start(settings, reports, commands_tx.clone(), mqtt_rx)
+        }
     }
 
     let subnets = root_link::SubnetSource::default();

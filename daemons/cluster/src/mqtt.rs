@@ -1,5 +1,7 @@
 //! The cluster's own MQTT connection: subscribes to what workers publish and hands each
-//! message to the actor; publishes the actor's commands. With the embedded broker it is an
+//! message to the actor (heartbeats and usage reports through the [`Inbox`], where only the
+//! newest per worker waits; everything else through the actor's queue); publishes the actor's
+//! commands. With the embedded broker it is an
 //! in-process link ([`start_local`]); with an external broker a rumqttc client ([`start`])
 //! that reconnects with capped exponential backoff and re-subscribes after every connect.
 
@@ -11,6 +13,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 
 use crate::cluster::Command;
+use crate::inbox::Inbox;
 
 /// Where and how the cluster's client connects.
 #[derive(Debug, Clone)]
@@ -39,10 +42,11 @@ const SUBSCRIPTIONS: [NodeTopic; 7] = [
     NodeTopic::Logs,
 ];
 
-/// Starts the client: incoming worker messages go to `commands`, `(topic, payload)` from
-/// `outgoing` are published with QoS 1.
+/// Starts the client: incoming worker messages go to `inbox` and `commands`, `(topic,
+/// payload)` from `outgoing` are published with QoS 1.
 pub fn start(
     settings: ClientSettings,
+    inbox: Inbox,
     commands: mpsc::Sender<Command>,
     mut outgoing: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
 ) {
@@ -93,12 +97,7 @@ pub fn start(
                     let Ok(Topic::Node { node, kind }) = Topic::from_str(&p.topic) else {
                         continue;
                     };
-                    let command = Command::Mqtt {
-                        worker: node,
-                        kind,
-                        payload: p.payload.to_vec(),
-                    };
-                    if commands.send(command).await.is_err() {
+                    if !deliver(&inbox, &commands, node, kind, p.payload.to_vec()).await {
                         return;
                     }
                 }
@@ -120,6 +119,7 @@ pub fn start(
 /// Connects the actor to the embedded broker through its in-process link.
 pub fn start_local(
     link: crate::broker::LocalLink,
+    inbox: Inbox,
     commands: mpsc::Sender<Command>,
     mut outgoing: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
 ) {
@@ -152,12 +152,8 @@ pub fn start_local(
                     let Ok(Topic::Node { node, kind }) = Topic::from_str(topic) else {
                         continue;
                     };
-                    let command = Command::Mqtt {
-                        worker: node,
-                        kind,
-                        payload: forward.publish.payload.to_vec(),
-                    };
-                    if commands.send(command).await.is_err() {
+                    let payload = forward.publish.payload.to_vec();
+                    if !deliver(&inbox, &commands, node, kind, payload).await {
                         return;
                     }
                 }
@@ -169,4 +165,26 @@ pub fn start_local(
             }
         }
     });
+}
+
+/// Hands one worker message on: stamped and kept in the inbox, or queued for the actor.
+/// `false` once the actor is gone.
+async fn deliver(
+    inbox: &Inbox,
+    commands: &mpsc::Sender<Command>,
+    worker: String,
+    kind: NodeTopic,
+    payload: Vec<u8>,
+) -> bool {
+    match inbox.arrived(&worker, kind, payload, tokio::time::Instant::now()) {
+        None => !commands.is_closed(),
+        Some(payload) => commands
+            .send(Command::Mqtt {
+                worker,
+                kind,
+                payload,
+            })
+            .await
+            .is_ok(),
+    }
 }

@@ -162,6 +162,24 @@ async fn a_deploy_sent_before_the_worker_subscribed_is_sent_again_with_its_first
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_worker_heard_from_is_not_silent_even_before_its_report_is_applied() {
+    let mut s = ClusterState::new(timing());
+    let t0 = Instant::now();
+    s.register_worker(worker("w1", 1000), t0);
+    tokio::time::advance(Duration::from_secs(8)).await;
+    s.heard_from("w1", Instant::now());
+    s.heard_from("w1", t0); // an older stamp never moves the time back
+    tokio::time::advance(Duration::from_secs(8)).await;
+    assert!(
+        s.check_liveness(Instant::now()).is_empty(),
+        "heard 8 s ago: alive"
+    );
+    tokio::time::advance(Duration::from_secs(3)).await;
+    assert_eq!(s.check_liveness(Instant::now()), vec!["w1".to_string()]);
+    s.heard_from("nobody", Instant::now()); // unknown workers are ignored
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_silent_worker_loses_its_instances_and_deletes_them_when_back() {
     let mut s = ClusterState::new(timing());
     let t0 = Instant::now();

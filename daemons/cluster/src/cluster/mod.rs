@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::broker::{Credentials, random_secret, sha256_hex};
+use crate::inbox::Inbox;
 use crate::metrics::Metrics;
 use crate::proto;
 use crate::sched::{Placer, SchedulerChoice};
@@ -113,6 +114,8 @@ pub struct Actor {
     commands: Option<mpsc::Sender<Command>>,
     /// Instances an external scheduler is deciding about.
     external_batch: Option<std::collections::BTreeSet<InstanceKey>>,
+    /// Workers' heartbeats and usage reports, drained every tick.
+    reports: Inbox,
 }
 
 /// How often the actor checks liveness, retries placements and reports resources.
@@ -174,6 +177,7 @@ impl Actor {
             last_aggregate: None,
             commands: None,
             external_batch: None,
+            reports: Inbox::default(),
         };
         actor.resend_unconfirmed_deploys();
         Ok(actor)
@@ -212,6 +216,12 @@ impl Actor {
     /// calls run off the actor).
     pub fn set_inbox(&mut self, commands: mpsc::Sender<Command>) {
         self.commands = Some(commands);
+    }
+
+    /// Where the MQTT loop leaves workers' heartbeats and usage reports (and the time it
+    /// heard from each worker): applied every tick, before liveness is checked.
+    pub fn set_reports(&mut self, reports: Inbox) {
+        self.reports = reports;
     }
 
     /// Runs until `commands` closes.
@@ -273,53 +283,43 @@ impl Actor {
                 worker,
                 kind,
                 payload,
-            } => {
-                self.metrics.mqtt_messages.inc();
-                match kind {
-                    NodeTopic::Information => match NodeInfo::from_bytes(&payload) {
-                        Ok(info) => self.state.worker_information(&worker, info, now),
-                        Err(e) => tracing::warn!(worker = %worker, "{e}"),
-                    },
-                    NodeTopic::Job => match JobStatusReport::from_bytes(&payload) {
-                        Ok(report) => {
-                            self.state.job_report(&worker, report, now);
-                            place = true;
-                        }
-                        Err(e) => tracing::warn!(worker = %worker, "{e}"),
-                    },
-                    NodeTopic::JobsResources => match ResourcesReport::from_bytes(&payload) {
-                        Ok(report) => self.state.resources_report(&worker, report, now),
-                        Err(e) => tracing::warn!(worker = %worker, "{e}"),
-                    },
-                    NodeTopic::NetServiceDeployed => match ServiceDeployed::from_bytes(&payload) {
-                        Ok(report) => {
-                            if !self.state.service_deployed(&worker, &report) {
-                                tracing::debug!(worker = %worker, job = %report.appname, "network report of an instance not placed there");
-                            }
-                        }
-                        Err(e) => tracing::warn!(worker = %worker, "{e}"),
-                    },
-                    NodeTopic::Logs => match LogsReply::from_bytes(&payload) {
-                        Ok(reply) => self.forward_logs_reply(reply),
-                        Err(e) => tracing::warn!(worker = %worker, "{e}"),
-                    },
-                    NodeTopic::NetTableQueryRequest => {
-                        match TableQueryRequest::from_bytes(&payload) {
-                            Ok(request) => self.state.worker_table_query(&worker, &request, now),
-                            Err(e) => tracing::warn!(worker = %worker, "{e}"),
+            } => match kind {
+                NodeTopic::Information | NodeTopic::JobsResources => {
+                    self.worker_report(&worker, kind, &payload, now)
+                }
+                NodeTopic::Job => match JobStatusReport::from_bytes(&payload) {
+                    Ok(report) => {
+                        self.state.job_report(&worker, report, now);
+                        place = true;
+                    }
+                    Err(e) => tracing::warn!(worker = %worker, "{e}"),
+                },
+                NodeTopic::NetServiceDeployed => match ServiceDeployed::from_bytes(&payload) {
+                    Ok(report) => {
+                        if !self.state.service_deployed(&worker, &report) {
+                            tracing::debug!(worker = %worker, job = %report.appname, "network report of an instance not placed there");
                         }
                     }
-                    NodeTopic::NetInterestRemove => match InterestRemove::from_bytes(&payload) {
-                        Ok(r) => {
-                            if !self.state.interest_remove(&worker, &r.appname) {
-                                tracing::debug!(worker = %worker, job = %r.appname, "interest/remove of an interest the cluster does not keep");
-                            }
+                    Err(e) => tracing::warn!(worker = %worker, "{e}"),
+                },
+                NodeTopic::Logs => match LogsReply::from_bytes(&payload) {
+                    Ok(reply) => self.forward_logs_reply(reply),
+                    Err(e) => tracing::warn!(worker = %worker, "{e}"),
+                },
+                NodeTopic::NetTableQueryRequest => match TableQueryRequest::from_bytes(&payload) {
+                    Ok(request) => self.state.worker_table_query(&worker, &request, now),
+                    Err(e) => tracing::warn!(worker = %worker, "{e}"),
+                },
+                NodeTopic::NetInterestRemove => match InterestRemove::from_bytes(&payload) {
+                    Ok(r) => {
+                        if !self.state.interest_remove(&worker, &r.appname) {
+                            tracing::debug!(worker = %worker, job = %r.appname, "interest/remove of an interest the cluster does not keep");
                         }
-                        Err(e) => tracing::warn!(worker = %worker, "{e}"),
-                    },
-                    _ => {}
-                }
-            }
+                    }
+                    Err(e) => tracing::warn!(worker = %worker, "{e}"),
+                },
+                _ => {}
+            },
             Command::Root(kind) => {
                 self.root_command(kind, now);
                 place = true;
@@ -408,9 +408,41 @@ impl Actor {
         })
     }
 
+    /// A worker's heartbeat (`information`) or usage report (`jobs/resources`).
+    fn worker_report(&mut self, worker: &str, kind: NodeTopic, payload: &[u8], now: Instant) {
+        match kind {
+            NodeTopic::Information => match NodeInfo::from_bytes(payload) {
+                Ok(info) => self.state.worker_information(worker, info, now),
+                Err(e) => tracing::warn!(worker = %worker, "{e}"),
+            },
+            NodeTopic::JobsResources => match ResourcesReport::from_bytes(payload) {
+                Ok(report) => self.state.resources_report(worker, report, now),
+                Err(e) => tracing::warn!(worker = %worker, "{e}"),
+            },
+            _ => {}
+        }
+    }
+
+    /// Applies the newest heartbeat and usage report of every worker that sent one since the
+    /// last tick, and when each worker was last heard from.
+    fn drain_reports(&mut self, now: Instant) {
+        for (worker, latest) in self.reports.drain() {
+            if let Some(payload) = latest.information {
+                self.worker_report(&worker, NodeTopic::Information, &payload, now);
+            }
+            if let Some(payload) = latest.resources {
+                self.worker_report(&worker, NodeTopic::JobsResources, &payload, now);
+            }
+            if let Some(at) = latest.heard {
+                self.state.heard_from(&worker, at);
+            }
+        }
+    }
+
     /// Liveness, due placements, resources.
     pub async fn tick(&mut self) {
         let now = Instant::now();
+        self.drain_reports(now);
         let lost = self.state.check_liveness(now);
         self.metrics.workers_lost.inc_by(lost.len() as u64);
         let expired = self.state.expire_root_queries(now);

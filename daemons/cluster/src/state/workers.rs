@@ -56,6 +56,16 @@ impl ClusterState {
         self.worker_back(id, was_inactive);
     }
 
+    /// A message of the worker arrived at `at` (applied or not yet): it is not silent.
+    /// Whether it is active again is decided by its next heartbeat.
+    pub fn heard_from(&mut self, id: &str, at: Instant) {
+        if let Some(worker) = self.workers.get_mut(id)
+            && at > worker.last_seen
+        {
+            worker.last_seen = at;
+        }
+    }
+
     /// A worker is (again) reachable: it deletes the copies it may hold of moved instances.
     pub(super) fn worker_back(&mut self, id: &str, was_inactive: bool) {
         if !was_inactive {
