@@ -1,7 +1,8 @@
 //! The actor while it is busy: workers that keep reporting are not declared silent, however
 //! long the actor took to get to their reports (issue 20: a burst of 10,000 deploys kept the
 //! actor from applying heartbeats for more than the 10 s liveness timeout, and every worker
-//! was declared lost although all of them were reporting).
+//! was declared lost although all of them were reporting), and registrations that arrive
+//! together share one durable commit.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,16 +14,21 @@ use oakestra_cluster::metrics::Metrics;
 use oakestra_cluster::sched::{Placer, SchedulerChoice};
 use oakestra_cluster::state::Timing;
 use oakestra_proto::mqtt::{NodeInfo, NodeTopic, Payload, WireVersion};
+use oakestra_store::{Collection, Store};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 async fn actor() -> (Actor, Inbox) {
+    actor_on(Arc::new(oakestra_store::MemoryStore::new())).await
+}
+
+async fn actor_on(store: Arc<oakestra_store::MemoryStore>) -> (Actor, Inbox) {
     let (mqtt, _) = mpsc::unbounded_channel();
     let (root, _) = mpsc::unbounded_channel();
     let mut actor = Actor::load(
         "c1".into(),
-        Arc::new(oakestra_store::MemoryStore::new()),
+        store,
         Timing {
             worker_timeout: Duration::from_secs(10),
             ..Timing::default()
@@ -100,4 +106,42 @@ async fn heartbeats_that_arrive_while_the_actor_is_busy_keep_their_workers_alive
     );
     assert_eq!(workers[1]["id"], "w2");
     assert_eq!(workers[1]["active"], false, "w2 was silent: {workers:?}");
+}
+
+#[tokio::test]
+async fn registrations_arriving_together_share_one_commit_and_are_answered_once_stored() {
+    let store = Arc::new(oakestra_store::MemoryStore::new());
+    let (actor, _inbox) = actor_on(store.clone()).await;
+    let (commands, inbox) = mpsc::channel(4096);
+    let mut answers = Vec::new();
+    for i in 0..200 {
+        let (reply, answer) = oneshot::channel();
+        commands
+            .send(Command::Register {
+                info: Box::new(info(&format!("w{i}"), 0.0)),
+                reply,
+            })
+            .await
+            .unwrap();
+        answers.push(answer);
+    }
+    let running = tokio::spawn(actor.run(inbox));
+    for answer in answers {
+        let response = answer.await.unwrap().expect("registered");
+        assert!(
+            store
+                .get(Collection::Workers, &response.id)
+                .await
+                .unwrap()
+                .is_some(),
+            "answered only once stored"
+        );
+    }
+    let commits = store.commits();
+    assert!(
+        (1..=2).contains(&commits),
+        "200 registrations took {commits} commits"
+    );
+    drop(commands);
+    running.await.unwrap();
 }

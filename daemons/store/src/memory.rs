@@ -17,6 +17,7 @@ type Tables = HashMap<Collection, BTreeMap<String, (u64, Value)>>;
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     tables: Mutex<Tables>,
+    commits: std::sync::atomic::AtomicU64,
 }
 
 impl MemoryStore {
@@ -28,6 +29,12 @@ impl MemoryStore {
     /// An empty store as `Arc<dyn Store>`.
     pub fn shared() -> Arc<dyn Store> {
         Arc::new(Self::new())
+    }
+
+    /// How many batches [`Store::commit`] was called with (applied or refused): what a
+    /// durable backend would have paid a commit for. Tests check batching with it.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Tables> {
@@ -135,6 +142,8 @@ impl Store for MemoryStore {
     }
 
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut guard = self.lock();
         let tables = std::cell::RefCell::new(&mut *guard);
         apply_batch(

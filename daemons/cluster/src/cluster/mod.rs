@@ -116,7 +116,15 @@ pub struct Actor {
     external_batch: Option<std::collections::BTreeSet<InstanceKey>>,
     /// Workers' heartbeats and usage reports, drained every tick.
     reports: Inbox,
+    /// Registration answers held until the next flush has stored the workers' records.
+    registrations: Vec<RegistrationAnswer>,
 }
+
+/// A registration's answer channel and its answer.
+type RegistrationAnswer = (
+    oneshot::Sender<Result<RegisterResponse, String>>,
+    Result<RegisterResponse, String>,
+);
 
 /// How often the actor checks liveness, retries placements and reports resources.
 pub const TICK: Duration = Duration::from_millis(250);
@@ -178,6 +186,7 @@ impl Actor {
             commands: None,
             external_batch: None,
             reports: Inbox::default(),
+            registrations: Vec::new(),
         };
         actor.resend_unconfirmed_deploys();
         Ok(actor)
@@ -267,17 +276,18 @@ impl Actor {
     }
 
     /// Applies one command to the state; `true` when placement may be due. Persisting and
-    /// publishing are left to the caller's flush (except a registration, answered only once
-    /// the worker's record is stored).
+    /// publishing are left to the caller's flush (a registration is answered by that flush,
+    /// once the worker's record is stored).
     async fn apply(&mut self, command: Command) -> bool {
         let now = Instant::now();
         let mut place = false;
         match command {
             Command::Register { info, reply } => {
+                // Answered by the flush that stores the record: registrations arriving
+                // together (a thousand workers starting at once) share one durable commit.
                 let response = self.register(*info, now);
+                self.registrations.push((reply, response));
                 place = true;
-                self.flush().await;
-                let _ = reply.send(response);
             }
             Command::Mqtt {
                 worker,
@@ -507,6 +517,9 @@ impl Actor {
         {
             self.metrics.store_errors.inc();
             tracing::error!("persisting the cluster state failed: {e}");
+        }
+        for (reply, response) in self.registrations.drain(..) {
+            let _ = reply.send(response);
         }
         let effects = self.state.take_effects();
         // A status is sent once per flush, with its latest value (several reports of one

@@ -44,6 +44,7 @@ mod instances;
 mod questions;
 mod resources;
 mod session;
+mod subnets;
 mod tables;
 
 pub(crate) use crate::instances::{Reserved, is_finished, undeploy_message};
@@ -143,19 +144,6 @@ pub enum AskError {
     Refused(String),
 }
 
-/// Error of the IPAM update of [`ClusterLink::worker_subnet`].
-#[derive(Debug)]
-enum WorkerSubnetStep {
-    Store(StoreError),
-    Ipam(oakestra_net::ipam::IpamError),
-}
-
-impl From<StoreError> for WorkerSubnetStep {
-    fn from(e: StoreError) -> Self {
-        WorkerSubnetStep::Store(e)
-    }
-}
-
 type Outbound = mpsc::Sender<Result<RootMessage, tonic::Status>>;
 
 #[derive(Debug)]
@@ -206,6 +194,8 @@ pub struct ClusterLink {
     /// Clusters' interests in service tables (MDNC, see `crate::tables` and
     /// `cluster_link/tables.rs`).
     tables: Mutex<crate::tables::Interests>,
+    /// Worker subnet requests, assigned in groups (`cluster_link/subnets.rs`).
+    subnets: subnets::SubnetRequests,
     /// Events and usage history (`crate::monitor`).
     pub(crate) monitor: Arc<crate::monitor::Monitor>,
     this: Weak<ClusterLink>,
@@ -223,6 +213,7 @@ impl ClusterLink {
             pending_hint: AtomicBool::new(true),
             started: AtomicBool::new(false),
             tables: Mutex::new(crate::tables::Interests::default()),
+            subnets: subnets::SubnetRequests::default(),
             monitor: Arc::new(crate::monitor::Monitor::default()),
             this: this.clone(),
         })
@@ -400,20 +391,14 @@ impl ClusterLink {
                 "worker_id is empty; send the id the cluster gave the worker".into(),
             ));
         }
-        let prefix_len = self.config.worker_subnet_prefix;
         let subnets = self
-            .store
-            .update_ipam(|ipam: &mut oakestra_net::ipam::AddressManager| {
-                ipam.assign_worker_sized(worker, prefix_len)
-                    .map_err(WorkerSubnetStep::Ipam)
-            })
-            .await
-            .map_err(|e| match e {
-                WorkerSubnetStep::Store(s) => LinkError::Store(s),
-                WorkerSubnetStep::Ipam(e) => {
-                    LinkError::Exhausted(format!("no overlay subnet for worker {worker}: {e}"))
-                }
-            })?;
+            .subnets
+            .assign(
+                self.store.as_ref(),
+                worker,
+                self.config.worker_subnet_prefix,
+            )
+            .await?;
         tracing::info!(
             cluster = %id,
             worker,
