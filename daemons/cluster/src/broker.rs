@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, RwLock};
 
-use rumqttd::{Broker, ConnectionSettings, RouterConfig, ServerSettings};
+use oakestra_proto::mqtt::NodeTopic;
+use rumqttd::{Broker, ConnectionSettings, RouterConfig, SegmentConfig, ServerSettings};
 use sha2::{Digest, Sha256};
 
 /// Usernames and the SHA-256 of their passwords, shared with the broker's auth callback.
@@ -76,6 +77,40 @@ pub struct BrokerError {
 /// Nagle/delayed-ACK stalls between the broker and the cluster).
 pub type LocalLink = (rumqttd::local::LinkTx, rumqttd::local::LinkRx);
 
+/// What the broker keeps of the messages on one subscription filter (its in-memory log, read
+/// by every subscriber of the filter): once a log holds `max_segment_count` segments of
+/// `max_segment_size` bytes, the oldest segment is dropped. A filter's log lives as long as the
+/// broker, so this bounds the broker's memory: every worker's own control filters and the
+/// cluster's filters over all workers each keep at most this much.
+pub const DEFAULT_SEGMENT: SegmentConfig = SegmentConfig {
+    max_segment_size: 1024 * 1024,
+    max_segment_count: 4,
+};
+
+/// Per-filter retention for the cluster's subscriptions over all workers. Heartbeats and
+/// usage reports arrive from every worker every few seconds and only the newest counts (see
+/// [`crate::inbox`]): a small log, so thousands of workers do not fill tens of MB with
+/// reports nobody will read again. Status reports must never be skipped by a reader that
+/// falls behind: a large log. Log replies can be large single messages.
+fn segments() -> HashMap<String, SegmentConfig> {
+    let size = |max_segment_size, max_segment_count| SegmentConfig {
+        max_segment_size,
+        max_segment_count,
+    };
+    HashMap::from([
+        (
+            NodeTopic::Information.all_nodes_filter(),
+            size(256 * 1024, 2),
+        ),
+        (
+            NodeTopic::JobsResources.all_nodes_filter(),
+            size(256 * 1024, 2),
+        ),
+        (NodeTopic::Job.all_nodes_filter(), size(8 * 1024 * 1024, 4)),
+        (NodeTopic::Logs.all_nodes_filter(), size(8 * 1024 * 1024, 2)),
+    ])
+}
+
 /// Starts rumqttd on `addr` in its own threads (it runs until the process exits) and returns
 /// the cluster's in-process link to it.
 pub fn start_embedded(
@@ -114,9 +149,9 @@ pub fn start_embedded(
         router: RouterConfig {
             max_connections: 10_010,
             max_outgoing_packet_count: 1000,
-            max_segment_size: 8 * 1024 * 1024,
-            max_segment_count: 4,
-            custom_segment: None,
+            max_segment_size: DEFAULT_SEGMENT.max_segment_size,
+            max_segment_count: DEFAULT_SEGMENT.max_segment_count,
+            custom_segment: Some(segments()),
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
         },
