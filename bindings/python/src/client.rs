@@ -269,9 +269,18 @@ impl Client {
     }
 
     /// Deploys one more instance of a service; returns the new instance (with its
-    /// `instance_number` and scheduling status). Use `wait_for_status` to wait for RUNNING.
-    fn deploy(&self, py: Python<'_>, service_id: Id) -> PyResult<Py<PyAny>> {
+    /// `instance_number` and scheduling status). With `count`, deploys that many in one
+    /// request (the root's batch path, `?count=N`, at most 10,000) and returns the list of
+    /// new instances. Use `wait_for_status` to wait for RUNNING.
+    #[pyo3(signature = (service_id, count = None))]
+    fn deploy(&self, py: Python<'_>, service_id: Id, count: Option<u32>) -> PyResult<Py<PyAny>> {
         let inner = self.inner.clone();
+        if let Some(count) = count {
+            let instances = block(py, async move {
+                inner.deploy_instances(&service_id.0, count).await
+            })?;
+            return to_py(py, &instances);
+        }
         let answer = block(
             py,
             async move { inner.deploy_instance(&service_id.0).await },

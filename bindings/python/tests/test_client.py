@@ -99,6 +99,23 @@ def test_invalid_sla_raises_with_every_violation(client: oakestra.Client) -> Non
     assert error.message and error.message in str(error)
 
 
+def test_deploy_with_count_creates_that_many_instances_in_one_request(
+    client: oakestra.Client,
+) -> None:
+    app = client.create_application(clientsrvr())
+    curl = next(s for s in client.services(app["applicationID"])
+                if s["microservice_name"] == "curl")
+    created = client.deploy(curl["_id"], count=3)
+    assert isinstance(created, list)
+    assert sorted(i["instance_number"] for i in created) == [0, 1, 2]
+    running = client.wait_for_status(curl["_id"], "RUNNING", timeout=60)
+    assert len(running["instance_list"]) == 3
+    with pytest.raises(oakestra.ApiError) as caught:
+        client.deploy(curl["_id"], count=10_001)
+    assert caught.value.status == 400
+    client.delete_application(app["applicationID"])
+
+
 def test_missing_sla_version_is_a_422_with_the_servers_message(client: oakestra.Client) -> None:
     sla = clientsrvr()
     del sla["sla_version"]

@@ -1,7 +1,7 @@
 # Type stubs of the oakestra package (the native Client and validate_sla live in _native).
 import os
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, overload
 
 from . import sched as sched
 from .aio import AsyncClient as AsyncClient
@@ -61,8 +61,13 @@ class Client:
         """One service with its instance_list."""
     def instances(self, service_id: str) -> list[dict[str, Any]]: ...
     def delete_service(self, service_id: str) -> str: ...
-    def deploy(self, service_id: str) -> dict[str, Any]:
-        """Deploys one more instance; returns it (instance_number, status)."""
+    @overload
+    def deploy(self, service_id: str) -> dict[str, Any]: ...
+    @overload
+    def deploy(self, service_id: str, count: int) -> list[dict[str, Any]]: ...
+    def deploy(self, service_id: str, count: int | None = None) -> Any:
+        """Deploys one more instance and returns it (instance_number, status); with count,
+        that many in one request, returned as a list."""
     def undeploy(self, service_id: str, instance: int | None = None) -> str:
         """Undeploys one instance, or all when instance is None."""
     def wait_for_status(
