@@ -188,6 +188,9 @@ def main() -> None:
         if total:
             print(f"usage history written to the store over the window: {w1 - w0:.0f} B, "
                   f"{(w1 - w0) / total / (dt / 60):.1f} B per instance per minute")
+        # Issue 20: no worker may be declared lost while it reports.
+        cm = http("GET", f"http://127.0.0.1:{cluster}/metrics")
+        print(f"cluster: workers lost since start {metric(cm, 'oakestra_cluster_workers_lost_total'):.0f}")
         events = http("GET", f"{base}/api/events?limit=1", None, token)
         print(f"last event id {events[-1]['id'] if events else 0}")
     finally:
