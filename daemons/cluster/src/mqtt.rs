@@ -157,6 +157,16 @@ pub fn start_local(
                         return;
                     }
                 }
+                // The router filled this link's buffer faster than it was read and paused the
+                // link: it forwards nothing more until told the link is ready again (the
+                // broker's own network links do the same). Without this a burst of more than
+                // ~200 messages left the cluster deaf to every worker for good.
+                Ok(Some(rumqttd::Notification::Unschedule)) => {
+                    if let Err(e) = rx.wake().await {
+                        tracing::error!("embedded broker link closed: {e}");
+                        return;
+                    }
+                }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::error!("embedded broker link closed: {e}");
