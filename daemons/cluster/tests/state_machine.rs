@@ -87,6 +87,8 @@ fn report(status: DeploymentStatus) -> JobStatusReport {
         status_detail: String::new(),
         instance: 0,
         publicip: "10.0.0.2".into(),
+        restart_count: 0,
+        restarting: false,
     }
 }
 

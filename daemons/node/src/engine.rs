@@ -45,6 +45,63 @@ pub trait NetworkHook: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// How the worker restarts instances whose SLA sets a `restart_policy`: after an exit the
+/// policy restarts, it waits `first_delay`, doubling with each restart up to `max_delay`; a run
+/// of at least `stable_after` starts the back-off over. An exit after `max_restarts` restarts
+/// within `window` makes the instance `FAILED`, and the cluster places it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartRules {
+    /// Wait before the first restart.
+    pub first_delay: Duration,
+    /// The longest wait.
+    pub max_delay: Duration,
+    /// A run this long resets the back-off to `first_delay`.
+    pub stable_after: Duration,
+    /// Restarts allowed within `window`; the next exit makes the instance `FAILED`.
+    pub max_restarts: u32,
+    /// The window of the crash-loop limit.
+    pub window: Duration,
+}
+
+impl Default for RestartRules {
+    /// 1 s doubling up to 60 s, reset after 60 s of running; 5 restarts within 10 minutes.
+    fn default() -> Self {
+        Self {
+            first_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(60),
+            stable_after: Duration::from_secs(60),
+            max_restarts: 5,
+            window: Duration::from_secs(600),
+        }
+    }
+}
+
+impl RestartRules {
+    /// The wait before the restart after `step` back-off steps.
+    pub fn delay(&self, step: u32) -> Duration {
+        let factor = 2u32.saturating_pow(step.min(20));
+        self.first_delay.saturating_mul(factor).min(self.max_delay)
+    }
+}
+
+/// What follows an exit.
+enum AfterExit {
+    /// Report this status (no restart).
+    Report(DeploymentStatus, String),
+    /// Report `DEAD` and restart after the delay.
+    Restart(String, Duration),
+}
+
+/// Seconds, as few digits as needed ("4", "0.5").
+fn secs_text(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{}", s as u64)
+    } else {
+        format!("{s:.1}")
+    }
+}
+
 /// The engine; share it as `Arc<Engine>`.
 #[derive(Debug)]
 pub struct Engine {
@@ -57,6 +114,7 @@ pub struct Engine {
     public_ip: Mutex<String>,
     stop_grace: Duration,
     metrics: Arc<Metrics>,
+    restart_rules: Mutex<RestartRules>,
 }
 
 /// Status after an exit with `code`: one-shot tasks that succeeded are `COMPLETED`, every
@@ -96,7 +154,17 @@ impl Engine {
             public_ip: Mutex::new(public_ip),
             stop_grace,
             metrics: Arc::new(Metrics::default()),
+            restart_rules: Mutex::new(RestartRules::default()),
         })
+    }
+
+    /// Restarts under a `restart_policy` follow `rules` from now on.
+    pub fn set_restart_rules(&self, rules: RestartRules) {
+        *self.restart_rules.lock().unwrap_or_else(|p| p.into_inner()) = rules;
+    }
+
+    fn restart_rules(&self) -> RestartRules {
+        *self.restart_rules.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Gives instances their network through `hook` from now on.
@@ -213,6 +281,8 @@ impl Engine {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .clone(),
+            restart_count: entry.restart_count,
+            restarting: entry.restart_pending && entry.status == DeploymentStatus::Dead,
         }
     }
 
@@ -273,14 +343,13 @@ impl Engine {
                 tracing::warn!(instance = %key, "cannot remove the ended copy: {e}");
             }
         }
+        // A deploy during a restart's back-off starts it now; the count goes on.
+        let restart_count = existing.map_or(0, |e| e.restart_count);
         self.lock().instances.insert(
             key.clone(),
             DesiredInstance {
-                deploy: cmd,
-                status: DeploymentStatus::Creating,
-                status_detail: String::new(),
-                incarnation: None,
-                deleting: false,
+                restart_count,
+                ..DesiredInstance::new(cmd)
             },
         );
         // Saved before the runtime starts anything, so a crash cannot leave an instance
@@ -312,6 +381,9 @@ impl Engine {
         .await;
         match started {
             Ok(incarnation) => {
+                if let Some(entry) = self.lock().instances.get_mut(key) {
+                    entry.started_at = Some(tokio::time::Instant::now());
+                }
                 self.metrics.deploy_micros.fetch_add(
                     begun.elapsed().as_micros() as u64,
                     std::sync::atomic::Ordering::Relaxed,
@@ -378,6 +450,8 @@ impl Engine {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .clone(),
+            restart_count: 0,
+            restarting: false,
         });
         tracing::info!(instance = %key, "undeployed");
         self.reporter.job_status(report);
@@ -387,38 +461,153 @@ impl Engine {
     }
 
     /// Handles an exit event of the runtime.
-    pub async fn on_exit(&self, event: ExitEvent) {
+    pub async fn on_exit(self: &Arc<Self>, event: ExitEvent) {
         let key = event.id.to_string();
         let lock = self.key_lock(&key);
         let _guard = lock.lock().await;
-        let one_shot = {
+        {
             let state = self.lock();
             match state.instances.get(&key) {
                 Some(e)
                     if !e.deleting
                         && e.incarnation == Some(event.incarnation)
-                        && e.wants_running() =>
-                {
-                    e.deploy.one_shot
-                }
+                        && e.wants_running() => {}
                 // A copy we are deleting, an older incarnation, or something we do not own.
                 _ => return,
             }
-        };
+        }
         Metrics::inc(&self.metrics.exits);
-        let status = status_after_exit(one_shot, event.exit_code);
         // The runtime may know more than the code (e.g. OOMKilled by the memory limit).
-        let detail = match self.runtime.exit_reason(&event.id, event.incarnation).await {
+        let exited = match self.runtime.exit_reason(&event.id, event.incarnation).await {
             Some(reason) => format!("exited with code {} ({reason})", event.exit_code),
             None => format!("exited with code {}", event.exit_code),
         };
-        self.set_status(&key, status, detail, None).await;
-        // The record of the instance stays (a restart must not run it again); the runtime's
-        // resources go.
+        self.after_exit(&key, event.exit_code, exited, Some(event.incarnation))
+            .await;
+        // The record of the instance stays (a restart of the worker must not run it again,
+        // and a restart under its policy starts it afresh); the runtime's resources go.
         if let Err(e) = ignore_not_found(self.runtime.delete(&event.id).await) {
             tracing::warn!(instance = %key, "cannot clean up after the exit: {e}");
         }
         self.remove_network(&event.id).await;
+    }
+
+    /// Decides what follows an exit of `key` with `code` (lock held by the caller): without a
+    /// restart policy, Oakestra's `DEAD`/`COMPLETED`; with one, a restart after the back-off,
+    /// or `FAILED` once the crash-loop limit is reached. Reports the outcome.
+    async fn after_exit(
+        self: &Arc<Self>,
+        key: &str,
+        code: i32,
+        exited: String,
+        incarnation: Option<u64>,
+    ) {
+        let rules = self.restart_rules();
+        let now = tokio::time::Instant::now();
+        let outcome = {
+            let mut state = self.lock();
+            let Some(entry) = state.instances.get_mut(key) else {
+                return;
+            };
+            match entry.deploy.restart_policy {
+                None => AfterExit::Report(status_after_exit(entry.deploy.one_shot, code), exited),
+                Some(policy) if !policy.restarts_after(code) => {
+                    let status = if code == 0 {
+                        DeploymentStatus::Completed
+                    } else {
+                        DeploymentStatus::Dead
+                    };
+                    AfterExit::Report(status, format!("{exited} (restart_policy {policy})"))
+                }
+                Some(policy) => {
+                    if entry
+                        .started_at
+                        .is_some_and(|t| now.saturating_duration_since(t) >= rules.stable_after)
+                    {
+                        entry.backoff_step = 0;
+                    }
+                    entry
+                        .recent_restarts
+                        .retain(|t| now.saturating_duration_since(*t) < rules.window);
+                    let recent = entry.recent_restarts.len();
+                    if recent >= rules.max_restarts as usize {
+                        entry.restart_pending = false;
+                        AfterExit::Report(
+                            DeploymentStatus::Failed,
+                            format!(
+                                "{exited} after {recent} restarts within {} s; \
+                                 restart_policy {policy} gives up on this worker",
+                                secs_text(rules.window)
+                            ),
+                        )
+                    } else {
+                        let delay = rules.delay(entry.backoff_step);
+                        entry.backoff_step = entry.backoff_step.saturating_add(1);
+                        entry.restart_pending = true;
+                        AfterExit::Restart(
+                            format!(
+                                "{exited}, restart {} in {} s",
+                                entry.restart_count.saturating_add(1),
+                                secs_text(delay)
+                            ),
+                            delay,
+                        )
+                    }
+                }
+            }
+        };
+        match outcome {
+            AfterExit::Report(status, detail) => {
+                self.set_status(key, status, detail, None).await;
+            }
+            AfterExit::Restart(detail, delay) => {
+                self.set_status(key, DeploymentStatus::Dead, detail, None)
+                    .await;
+                let engine = Arc::clone(self);
+                let key = key.to_owned();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    engine.restart_after_backoff(&key, incarnation).await;
+                });
+            }
+        }
+    }
+
+    /// The restart a policy scheduled: starts `key` again unless it was deleted, deployed
+    /// afresh or restarted otherwise meanwhile.
+    async fn restart_after_backoff(&self, key: &str, incarnation: Option<u64>) {
+        let lock = self.key_lock(key);
+        let _guard = lock.lock().await;
+        self.restart_locked(key, incarnation).await;
+    }
+
+    /// [`Self::restart_after_backoff`] with the lock of `key` held by the caller.
+    async fn restart_locked(&self, key: &str, incarnation: Option<u64>) {
+        {
+            let mut state = self.lock();
+            let Some(entry) = state.instances.get_mut(key) else {
+                return;
+            };
+            if entry.deleting
+                || !entry.restart_pending
+                || entry.status != DeploymentStatus::Dead
+                || entry.incarnation != incarnation
+            {
+                return;
+            }
+            entry.restart_pending = false;
+            entry.restart_count = entry.restart_count.saturating_add(1);
+            entry.recent_restarts.push(tokio::time::Instant::now());
+            entry.status = DeploymentStatus::Creating;
+            tracing::info!(
+                instance = key,
+                restart = entry.restart_count,
+                "restarting under the restart policy"
+            );
+        }
+        Metrics::inc(&self.metrics.restarts);
+        self.save().await;
+        self.start_instance(key).await;
     }
 
     /// Feeds the runtime's exit events to [`Engine::on_exit`]. Subscribes before returning,
@@ -438,7 +627,7 @@ impl Engine {
     /// meanwhile, starts again those the runtime lost, finishes interrupted deletes, and
     /// removes runtime instances the worker does not own. Call after
     /// [`Engine::spawn_exit_watcher`].
-    pub async fn recover(&self) -> Result<(), RuntimeError> {
+    pub async fn recover(self: &Arc<Self>) -> Result<(), RuntimeError> {
         let actual = self.runtime.list().await?;
         let actual: HashMap<String, _> = actual
             .into_iter()
@@ -466,6 +655,11 @@ impl Engine {
                 if actual.contains_key(key) {
                     let _ = ignore_not_found(self.runtime.delete(&id).await);
                 }
+                if entry.restart_pending {
+                    // Its back-off was under way when the worker stopped: restart it now.
+                    restarted += 1;
+                    self.restart_locked(key, entry.incarnation).await;
+                }
                 continue;
             }
             match actual.get(key) {
@@ -484,9 +678,12 @@ impl Engine {
                         InstanceState::Exited { code } => code,
                         InstanceState::Running => 0,
                     };
-                    self.set_status(
+                    if let Some(e) = self.lock().instances.get_mut(key) {
+                        e.incarnation = Some(found.incarnation);
+                    }
+                    self.after_exit(
                         key,
-                        status_after_exit(entry.deploy.one_shot, code),
+                        code,
                         format!("exited with code {code} while the worker was down"),
                         Some(found.incarnation),
                     )

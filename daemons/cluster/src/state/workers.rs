@@ -139,7 +139,7 @@ impl ClusterState {
                 if instance.worker_id.as_deref() != Some(id.as_str()) {
                     continue;
                 }
-                if instance.status == Status::Deployment(DeploymentStatus::Completed) {
+                if instance.has_ended() {
                     continue;
                 }
                 if instance
