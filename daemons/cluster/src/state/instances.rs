@@ -80,13 +80,20 @@ impl ClusterState {
                 }
             }
             DeploymentStatus::Failed | DeploymentStatus::Dead => {
-                // A crash loop backs off; an instance that ran for a while starts over.
+                // A crash loop backs off; an instance that ran for a while starts over. One
+                // whose worker gave up restarting it (restart_policy) was a crash loop however
+                // long it ran: it always waits.
+                let gave_up = instance.command.restart_policy.is_some() && report.restart_count > 0;
                 if instance
                     .running_since
                     .take()
                     .is_some_and(|t| now.saturating_duration_since(t) >= self.timing.stable_after)
+                    && !gave_up
                 {
                     instance.attempts = 0;
+                }
+                if gave_up {
+                    instance.attempts = instance.attempts.max(1);
                 }
                 // Heal: place it again after the backoff. The ended copy stays on its worker
                 // until the new placement: a redeploy on the same worker restarts it there,

@@ -100,7 +100,7 @@ pub async fn service(session: &Session, command: ServiceCommand, json: bool) -> 
 
 fn instance_table(instances: &[InstanceRecord]) -> Table {
     let mut table = Table::new(&[
-        "INSTANCE", "STATUS", "CLUSTER", "WORKER", "IP", "CPU%", "MEM%", "DETAIL",
+        "INSTANCE", "STATUS", "CLUSTER", "WORKER", "IP", "CPU%", "MEM%", "RESTARTS", "DETAIL",
     ]);
     for i in instances {
         table.row(vec![
@@ -111,6 +111,7 @@ fn instance_table(instances: &[InstanceRecord]) -> Table {
             or_dash(i.instance_ip),
             or_dash(i.cpu_percent.map(|v| format!("{v:.1}"))),
             or_dash(i.memory_percent.map(|v| format!("{v:.1}"))),
+            i.restart_count.to_string(),
             or_dash(i.status_detail.as_ref()),
         ]);
     }
