@@ -63,6 +63,9 @@ class Client:
     def delete_service(self, service_id: str) -> str: ...
     def deploy(self, service_id: str) -> dict[str, Any]:
         """Deploys one more instance; returns it (instance_number, status)."""
+    def scale(self, service_id: str, replicas: int) -> dict[str, Any]:
+        """Sets the desired number of instances (0 to 10000); the root keeps that many.
+        Returns {replicas, instances, deployed, removed}."""
     def undeploy(self, service_id: str, instance: int | None = None) -> str:
         """Undeploys one instance, or all when instance is None."""
     def wait_for_status(

@@ -1,4 +1,4 @@
-//! `oak service …`: list, show, deploy (and follow until running), undeploy, logs.
+//! `oak service …`: list, show, deploy (and follow until running), scale, undeploy, logs.
 
 use super::apps::{service_table, visible_applications};
 use super::*;
@@ -71,6 +71,19 @@ pub async fn service(session: &Session, command: ServiceCommand, json: bool) -> 
             Ok(())
         }
         ServiceCommand::Deploy(args) => deploy(client, args, json).await,
+        ServiceCommand::Scale { id, replicas } => {
+            let answer = client.scale_service(&id, replicas).await?;
+            if json {
+                return print_json(&answer);
+            }
+            outln!(
+                "service {id}: {replicas} replica(s); instances {:?} (deployed {:?}, removed {:?})",
+                answer.instances,
+                answer.deployed,
+                answer.removed
+            );
+            Ok(())
+        }
         ServiceCommand::Undeploy { id, instance } => {
             let answer = client.undeploy_instance(&id, instance).await?;
             if json {

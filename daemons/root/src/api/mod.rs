@@ -15,6 +15,7 @@ pub mod extract;
 pub mod join_tokens;
 pub mod lifecycle;
 pub mod organizations;
+pub mod replicas;
 pub mod services;
 pub mod users;
 
@@ -72,6 +73,9 @@ pub struct AppState {
     pub monitor: Arc<crate::monitor::Monitor>,
     /// When set, `GET /metrics` needs it as a bearer token.
     pub metrics_token: Option<Arc<str>>,
+    /// Serialises changes of instance counts that follow a service's desired `replicas`
+    /// (the reconciles, and the per-instance API with the count it adjusts).
+    pub replicas: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl AppState {
@@ -94,6 +98,7 @@ impl AppState {
             writes: Arc::new(UserLocks::default()),
             ipam: Arc::new(tokio::sync::Mutex::new(())),
             known_users: Arc::new(RwLock::new(HashMap::new())),
+            replicas: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -334,6 +339,7 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(organizations::routes())
         .merge(applications::routes())
         .merge(services::routes())
+        .merge(replicas::routes())
         .merge(clusters::routes())
         .merge(join_tokens::routes())
         .merge(events::routes())

@@ -136,6 +136,7 @@ async fn create_services(
         }
         added.push(s.id);
     }
+    super::replicas::deploy_new(&state, &planned).await;
     let deployed: Vec<ServiceOutcome> = planned
         .iter()
         .map(|s| ServiceOutcome {
@@ -304,8 +305,12 @@ async fn deploy_instance(
         },
     };
     let service = owned_service(&state, &caller, &service_id).await?;
+    // With `replicas`, the desired count follows (under the replicas lock, so no reconcile
+    // sees the new instances before the count).
+    let _one = state.replicas.lock().await;
     let Some(count) = count else {
         let instance = state.lifecycle.deploy_instance(service.id).await?;
+        super::replicas::adjust_desired(&state, service.id, 1).await?;
         return Ok(Json(DeployResponse {
             message: "ok".into(),
             instance: Some(instance),
@@ -313,6 +318,7 @@ async fn deploy_instance(
         }));
     };
     let instances = state.lifecycle.deploy_instances(service.id, count).await?;
+    super::replicas::adjust_desired(&state, service.id, i64::from(count)).await?;
     Ok(Json(DeployResponse {
         message: "ok".into(),
         instance: instances.first().cloned(),
@@ -354,7 +360,18 @@ async fn undeploy_instance(
             "service {service_id} has no instance {n}"
         )));
     }
+    let _one = state.replicas.lock().await;
     state.lifecycle.undeploy_instance(service.id, which).await?;
+    // With `replicas`, the desired count follows: one less, or none left.
+    let counted = match which {
+        Some(n) => i64::from(
+            service
+                .instance(n)
+                .is_some_and(|i| !crate::instances::is_finished(i.status)),
+        ),
+        None => super::replicas::live_instances(&service).len() as i64,
+    };
+    super::replicas::adjust_desired(&state, service.id, -counted).await?;
     Ok(super::message_json("ok"))
 }
 
