@@ -76,6 +76,9 @@ pub struct AppState {
     /// Serialises changes of instance counts that follow a service's desired `replicas`
     /// (the reconciles, and the per-instance API with the count it adjusts).
     pub replicas: Arc<tokio::sync::Mutex<()>>,
+    /// The services whose SLA has `replicas` (filled at start, added to on create and scale),
+    /// so the periodic reconcile reads only those.
+    pub replicated: Arc<std::sync::Mutex<std::collections::BTreeSet<oakestra_core::ids::ObjectId>>>,
 }
 
 impl AppState {
@@ -99,6 +102,7 @@ impl AppState {
             ipam: Arc::new(tokio::sync::Mutex::new(())),
             known_users: Arc::new(RwLock::new(HashMap::new())),
             replicas: Arc::new(tokio::sync::Mutex::new(())),
+            replicated: Arc::default(),
         }
     }
 

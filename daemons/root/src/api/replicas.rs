@@ -123,13 +123,23 @@ pub async fn adjust_desired(state: &AppState, id: ObjectId, delta: i64) -> Resul
     Ok(())
 }
 
+/// Remembers that service `id` follows `replicas` (the periodic reconcile looks at it).
+fn remember(state: &AppState, id: ObjectId) {
+    state
+        .replicated
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id);
+}
+
 /// Deploys the instances of newly created services that ask for `replicas`. A failure is
 /// logged, not returned: the services exist, and the periodic reconcile tries again.
 pub async fn deploy_new(state: &AppState, services: &[ServiceRecord]) {
     for s in services {
-        if s.microservice.replicas.unwrap_or(0) == 0 {
+        if s.microservice.replicas.is_none() {
             continue;
         }
+        remember(state, s.id);
         let _one = state.replicas.lock().await;
         if let Err(e) = reconcile(state.store.as_ref(), state.lifecycle.as_ref(), s.id).await {
             tracing::warn!(service = %s.id, "cannot deploy the replicas of a new service now: {e}");
@@ -137,8 +147,18 @@ pub async fn deploy_new(state: &AppState, services: &[ServiceRecord]) {
     }
 }
 
-/// Reconciles every service with `replicas` every [`RECONCILE_INTERVAL`] until `stop`.
+/// Reconciles every service with `replicas` every [`RECONCILE_INTERVAL`] until `stop`. The
+/// store is listed once at start; after that only the services known to have `replicas` are
+/// read (a deleted one is forgotten).
 pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
+    match state.store.list_all_services().await {
+        Ok(all) => {
+            for s in all.iter().filter(|s| s.microservice.replicas.is_some()) {
+                remember(&state, s.id);
+            }
+        }
+        Err(e) => tracing::warn!("replicas: cannot list the services: {e}"),
+    }
     let mut tick = tokio::time::interval(RECONCILE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -146,14 +166,29 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let services = match state.store.list_all_services().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("replicas: cannot list the services: {e}");
-                continue;
-            }
-        };
-        for s in services {
+        let ids: Vec<ObjectId> = state
+            .replicated
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        for id in ids {
+            let s = match state.store.get_service(id).await {
+                Ok(Some(s)) => s,
+                Ok(None) => {
+                    state
+                        .replicated
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&id);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(service = %id, "replicas: cannot read the service: {e}");
+                    continue;
+                }
+            };
             let Some(desired) = s.microservice.replicas else {
                 continue;
             };
@@ -161,13 +196,13 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
                 continue;
             }
             let _one = state.replicas.lock().await;
-            match reconcile(state.store.as_ref(), state.lifecycle.as_ref(), s.id).await {
+            match reconcile(state.store.as_ref(), state.lifecycle.as_ref(), id).await {
                 Ok(r) if !r.deployed.is_empty() || !r.removed.is_empty() => tracing::info!(
-                    service = %s.id, desired, deployed = ?r.deployed, removed = ?r.removed,
+                    service = %id, desired, deployed = ?r.deployed, removed = ?r.removed,
                     "replicas reconciled"
                 ),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(service = %s.id, "replicas: {e}"),
+                Err(e) => tracing::warn!(service = %id, "replicas: {e}"),
             }
         }
     }
@@ -213,6 +248,7 @@ async fn scale_service(
     let _serial = state.writes.lock(caller.username()).await;
     let _one = state.replicas.lock().await;
     set_desired(state.store.as_ref(), service.id, replicas).await?;
+    remember(&state, service.id);
     let done = reconcile(state.store.as_ref(), state.lifecycle.as_ref(), service.id).await?;
     Ok(Json(ScaleAnswer {
         replicas,

@@ -274,7 +274,8 @@ struct DeployQuery {
 /// and answers with every created instance in `instances` (number order; `instance` is the
 /// first). Creation is all or nothing: when the address pool cannot take all N, none is
 /// created (503). A `count` that is not a number from 1 to 10,000 is a 400. Without `count`
-/// the request and answer are Oakestra's.
+/// the request and answer are Oakestra's. A service with `replicas` (Oakestra-rs only) has its
+/// desired count raised by the instances created.
 #[utoipa::path(post, path = "/api/service/{service_id}/instance", tag = "services",
     security(("bearer" = [])),
     params(
@@ -330,7 +331,9 @@ async fn deploy_instance(
 ///
 /// Differences from Oakestra: an unknown or other user's service, or an instance number the
 /// service does not have, is a 404 (Oakestra: 200); a non-integer number is a 400 (Oakestra:
-/// 500); with `-1` every instance is undeployed (Oakestra skips every second one).
+/// 500); with `-1` every instance is undeployed (Oakestra skips every second one). A service
+/// with `replicas` (Oakestra-rs only) has its desired count lowered by the instances removed
+/// (to 0 with `-1`), so the root does not deploy them again.
 #[utoipa::path(delete, path = "/api/service/{service_id}/instance/{instance_number}", tag = "services",
     security(("bearer" = [])),
     params(("service_id" = String, Path), ("instance_number" = i64, Path, description = "Instance number, or -1 for all")),
