@@ -156,6 +156,7 @@ impl ClusterState {
                 instance.stale_copies.insert(id.clone());
                 instance.status = Status::Deployment(DeploymentStatus::Failed);
                 instance.status_detail = format!("worker {id} is inactive; rescheduling");
+                instance.restarting = false;
                 instance.retry_at = Some(now + timing.backoff(instance.attempts));
                 instance.attempts = instance.attempts.saturating_add(1);
                 self.effects.push(Effect::Report(instance.key()));
