@@ -42,8 +42,8 @@ use tokio::sync::Mutex;
 
 pub use types::{
     ApplicationUpdate, Cluster, ClusterWorker, CreatedJoinToken, DeployAnswer, JoinTokenInfo,
-    Member, Message, NewUser, Organization, OrganizationSpec, ServiceCreation, ServiceOutcome,
-    Tokens, User, UserUpdate,
+    Member, Message, NewUser, Organization, OrganizationSpec, ScaleAnswer, ServiceCreation,
+    ServiceOutcome, Tokens, User, UserUpdate,
 };
 use types::{LoginRequest, NewJoinToken, PasswordChange, Refreshed, Roles};
 

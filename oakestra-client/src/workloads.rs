@@ -105,6 +105,18 @@ impl Client {
         .await
     }
 
+    /// `PUT /api/service/<id>/replicas` (Oakestra-rs only): sets the service's desired number
+    /// of instances (0 to [`oakestra_core::sla::MAX_REPLICAS`]); the root deploys or undeploys
+    /// at once and keeps that many from then on.
+    pub async fn scale_service(&self, service_id: &str, replicas: u32) -> Result<ScaleAnswer> {
+        self.call(
+            Method::PUT,
+            &format!("/api/service/{}/replicas", segment(service_id)),
+            Some(&types::ScaleRequest { replicas }),
+        )
+        .await
+    }
+
     /// `POST /api/service/<id>/instance`: deploys one more instance.
     pub async fn deploy_instance(&self, service_id: &str) -> Result<DeployAnswer> {
         self.call(

@@ -267,6 +267,14 @@ pub struct InstanceRecord {
     /// Tail of the instance's log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs: Option<String>,
+    /// How often its worker restarted it under the SLA's `restart_policy` (our addition; absent
+    /// while 0). Counts the restarts on its current worker: a copy placed anew starts at 0.
+    #[serde(
+        default,
+        deserialize_with = "lenient::number",
+        skip_serializing_if = "is_zero"
+    )]
+    pub restart_count: u32,
     /// Seconds since the epoch of the last update.
     #[serde(
         default,
@@ -291,6 +299,10 @@ pub struct InstanceRecord {
     /// Other keys, kept.
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// How many samples a metric history keeps.

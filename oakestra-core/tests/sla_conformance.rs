@@ -626,3 +626,63 @@ fn out_of_range_numbers_and_overlong_lists_are_violations() {
     let errors = sla::validate_value(&many).unwrap_err();
     assert_eq!(paths(&errors), ["/applications"]);
 }
+
+#[test]
+fn restart_policy_values_and_their_errors() {
+    use oakestra_core::sla::RestartPolicy;
+    for (name, policy) in [
+        ("always", RestartPolicy::Always),
+        ("on-failure", RestartPolicy::OnFailure),
+        ("never", RestartPolicy::Never),
+    ] {
+        let sla = sla::validate_value(&with_ms("restart_policy", json!(name))).unwrap();
+        let ms = &sla.applications[0].microservices[0];
+        assert_eq!(ms.restart_policy, Some(policy));
+        // Round-trips as written.
+        assert_eq!(serde_json::to_value(ms).unwrap()["restart_policy"], name);
+    }
+    // Absent stays absent (Oakestra's behaviour).
+    let sla = sla::validate_value(&base()).unwrap();
+    assert_eq!(sla.applications[0].microservices[0].restart_policy, None);
+    assert!(
+        serde_json::to_value(&sla.applications[0].microservices[0])
+            .unwrap()
+            .get("restart_policy")
+            .is_none()
+    );
+
+    let errors = sla::validate_value(&with_ms("restart_policy", json!("sometimes"))).unwrap_err();
+    assert_eq!(paths(&errors), [format!("{MS}/restart_policy")]);
+    assert!(errors.0[0].message.contains("\"on-failure\""), "{errors}");
+    let errors = sla::validate_value(&with_ms("restart_policy", json!(true))).unwrap_err();
+    assert_eq!(paths(&errors), [format!("{MS}/restart_policy")]);
+    assert!(errors.0[0].message.contains("found"), "{errors}");
+
+    // one_shot: true completes on exit 0, which "always" would contradict.
+    let mut v = with_ms("restart_policy", json!("always"));
+    v["applications"][0]["microservices"][0]["one_shot"] = json!(true);
+    let errors = sla::validate_value(&v).unwrap_err();
+    assert_eq!(paths(&errors), [format!("{MS}/restart_policy")]);
+    assert!(errors.0[0].message.contains("one_shot"), "{errors}");
+    v["applications"][0]["microservices"][0]["restart_policy"] = json!("on-failure");
+    assert!(sla::validate_value(&v).is_ok());
+
+    assert!(RestartPolicy::Always.restarts_after(0));
+    assert!(!RestartPolicy::OnFailure.restarts_after(0));
+    assert!(RestartPolicy::OnFailure.restarts_after(137));
+    assert!(!RestartPolicy::Never.restarts_after(1));
+}
+
+#[test]
+fn replicas_is_a_bounded_count() {
+    let sla = sla::validate_value(&with_ms("replicas", json!(3))).unwrap();
+    assert_eq!(sla.applications[0].microservices[0].replicas, Some(3));
+    assert!(sla::validate_value(&with_ms("replicas", json!(0))).is_ok());
+    assert!(sla::validate_value(&with_ms("replicas", json!(sla::MAX_REPLICAS))).is_ok());
+    for bad in [json!(10_001), json!(-1), json!("3"), json!(1.5)] {
+        let errors = sla::validate_value(&with_ms("replicas", bad.clone())).unwrap_err();
+        assert_eq!(paths(&errors), [format!("{MS}/replicas")], "{bad}");
+    }
+    let errors = sla::validate_value(&with_ms("replicas", json!(10_001))).unwrap_err();
+    assert!(errors.0[0].message.contains("at most 10000"), "{errors}");
+}

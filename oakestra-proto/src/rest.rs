@@ -336,6 +336,31 @@ pub struct DeployAnswer {
 /// Most instances one `POST /api/service/<id>/instance?count=N` creates.
 pub const MAX_DEPLOY_COUNT: u32 = 10_000;
 
+/// Body of `PUT /api/service/<id>/replicas`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ScaleRequest {
+    /// The desired number of instances, 0 to 10,000 (`oakestra_core::sla::MAX_REPLICAS`).
+    pub replicas: u32,
+}
+
+/// What `PUT /api/service/<id>/replicas` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ScaleAnswer {
+    /// The desired number of instances now recorded in the service's SLA (`replicas`).
+    pub replicas: u32,
+    /// Numbers of the instances the service has after the change (neither `COMPLETED` nor
+    /// `UNDEPLOYED`), ascending.
+    pub instances: Vec<u32>,
+    /// Numbers of the instances this request created.
+    #[serde(default)]
+    pub deployed: Vec<u32>,
+    /// Numbers of the instances this request undeployed (the highest numbered first).
+    #[serde(default)]
+    pub removed: Vec<u32>,
+}
+
 /// A `{"message": …}` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = MessageBody))]

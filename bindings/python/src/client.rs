@@ -291,6 +291,17 @@ impl Client {
         }
     }
 
+    /// Sets a service's desired number of instances (0 to 10,000); the root deploys or
+    /// undeploys at once and keeps that many. Returns `{replicas, instances, deployed,
+    /// removed}`.
+    fn scale(&self, py: Python<'_>, service_id: Id, replicas: u32) -> PyResult<Py<PyAny>> {
+        let inner = self.inner.clone();
+        let answer = block(py, async move {
+            inner.scale_service(&service_id.0, replicas).await
+        })?;
+        to_py(py, &answer)
+    }
+
     /// Undeploys instance number `instance` of a service, or every instance when `None`;
     /// returns the root's message.
     #[pyo3(signature = (service_id, instance = None))]

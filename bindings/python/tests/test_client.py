@@ -269,3 +269,25 @@ def test_one_client_from_many_threads_and_single_instances(client: oakestra.Clie
     with pytest.raises(oakestra.WaitTimeout, match="instance 7 does not exist"):
         client.wait_for_status(nginx["_id"], instance=7, timeout=0.3)
     client.delete_application(app["applicationID"])
+
+
+def test_scale_keeps_the_desired_number_of_instances(client: oakestra.Client) -> None:
+    sla = clientsrvr()
+    app = client.create_application(sla)
+    nginx = next(
+        s for s in client.services(app["applicationID"]) if s["microservice_name"] == "nginx"
+    )
+    up = client.scale(nginx["_id"], 3)
+    assert up["replicas"] == 3
+    assert up["instances"] == [0, 1, 2]
+    assert up["deployed"] == [0, 1, 2]
+    running = client.wait_for_status(nginx["_id"], "RUNNING", timeout=60)
+    assert len(running["instance_list"]) == 3
+    assert client.service(nginx["_id"])["replicas"] == 3
+    down = client.scale(nginx["_id"], 1)
+    assert down["removed"] == [2, 1]
+    assert down["instances"] == [0]
+    with pytest.raises(oakestra.OakestraError) as bad:
+        client.scale(nginx["_id"], 10_001)
+    assert "10000" in str(bad.value)
+    client.delete_application(app["applicationID"])

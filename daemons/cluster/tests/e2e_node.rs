@@ -499,3 +499,134 @@ async fn instance_logs_come_from_the_worker_on_demand_and_from_the_report_when_i
     assert!(reported.len() <= 4096, "{} bytes", reported.len());
     assert!(reported.lines().count() < 1000);
 }
+
+const REPLICATED: &str = r#"{
+  "sla_version": "v2.0", "customerID": "Admin",
+  "applications": [{
+    "applicationID": "", "application_name": "replicated", "application_namespace": "test",
+    "microservices": [
+      {"microserviceID": "", "microservice_name": "web", "microservice_namespace": "test",
+       "virtualization": "container", "code": "docker.io/library/busybox:latest",
+       "memory": 10, "vcpus": 0, "replicas": 3}
+    ]
+  }]
+}"#;
+
+/// Numbers of the RUNNING instances at the root, and the desired count in the record.
+async fn running_replicas(admin: &oakestra_client::Client, id: &str) -> (Vec<u32>, Option<u32>) {
+    let Ok(s) = admin.service(id).await else {
+        return (Vec::new(), None);
+    };
+    let mut running: Vec<u32> = s
+        .instance_list
+        .iter()
+        .filter(|i| i.status == Some(Status::RUNNING))
+        .map(|i| i.instance_number)
+        .collect();
+    running.sort_unstable();
+    (running, s.microservice.replicas)
+}
+
+async fn wait_running(admin: &oakestra_client::Client, id: &str, want: &[u32]) {
+    eventually_within(
+        &format!("instances {want:?} RUNNING, nothing else"),
+        Duration::from_secs(30),
+        || async {
+            let s = admin.service(id).await.ok()?;
+            let mut all: Vec<u32> = s.instance_list.iter().map(|i| i.instance_number).collect();
+            all.sort_unstable();
+            (all == want && running_replicas(admin, id).await.0 == want).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desired_replicas_are_deployed_scaled_and_kept_across_a_worker_loss() {
+    let root_dir = tempfile::tempdir().unwrap();
+    let cluster_dir = tempfile::tempdir().unwrap();
+    let root = RootProcess::start(root_dir.path());
+    let cluster = ClusterProcess::start(
+        "replicas",
+        cluster_dir.path(),
+        Broker::Embedded(free_port()),
+        Some((root.grpc.clone(), root.join_token())),
+        &[],
+    )
+    .await;
+    let token = cluster.worker_token();
+    let mut nodes: Vec<NodeProcess> = ["n1", "n2"]
+        .into_iter()
+        .map(|n| NodeProcess::start(&cluster, &token, n))
+        .collect();
+    let admin = root.admin().await;
+    cluster_active(&admin, "replicas", 2).await;
+
+    // replicas: 3 in the descriptor → three instances, with no deploy call.
+    let (_, services) = create_app(&admin, REPLICATED).await;
+    let web = services["web"].clone();
+    wait_running(&admin, &web, &[0, 1, 2]).await;
+
+    // Scale up and down: the highest numbered go first.
+    let up = admin.scale_service(&web, 5).await.unwrap();
+    assert_eq!((up.replicas, up.deployed.as_slice()), (5, &[3, 4][..]));
+    assert_eq!(up.instances, [0, 1, 2, 3, 4]);
+    wait_running(&admin, &web, &[0, 1, 2, 3, 4]).await;
+    let down = admin.scale_service(&web, 1).await.unwrap();
+    assert_eq!(down.removed, [4, 3, 2, 1]);
+    assert_eq!(down.instances, [0]);
+    wait_running(&admin, &web, &[0]).await;
+    eventually("one copy left on the workers", || async {
+        (copies(&nodes.iter().collect::<Vec<_>>()).len() == 1).then_some(())
+    })
+    .await;
+    let e = admin.scale_service(&web, 10_001).await.unwrap_err();
+    assert_eq!(e.status(), Some(400), "{e}");
+    assert!(e.to_string().contains("10000"), "{e}");
+
+    // The per-instance API adjusts the count.
+    admin.deploy_instance(&web).await.unwrap();
+    assert_eq!(running_replicas(&admin, &web).await.1, Some(2));
+    admin.undeploy_instance(&web, Some(0)).await.unwrap();
+    assert_eq!(running_replicas(&admin, &web).await.1, Some(1));
+    let again = admin.scale_service(&web, 3).await.unwrap();
+    assert_eq!(again.instances.len(), 3, "{again:?}");
+    let want = again.instances.clone();
+    wait_running(&admin, &web, &want).await;
+
+    // kill -9 the worker holding most of them: three run again on the other one (its cluster
+    // moves them; the count stays).
+    let on = |n: &NodeProcess| {
+        n.running()
+            .iter()
+            .filter(|(j, _)| j.contains(".web."))
+            .count()
+    };
+    let victim = if on(&nodes[0]) >= on(&nodes[1]) { 0 } else { 1 };
+    let survivor = nodes[1 - victim].id().unwrap();
+    nodes[victim].kill();
+    let killed = std::time::Instant::now();
+    eventually_within(
+        "three RUNNING on the surviving worker",
+        Duration::from_secs(30),
+        || async {
+            let s = admin.service(&web).await.ok()?;
+            let running = s
+                .instance_list
+                .iter()
+                .filter(|i| {
+                    i.status == Some(Status::RUNNING)
+                        && i.worker_id.as_ref().map(ToString::to_string).as_deref()
+                            == Some(survivor.as_str())
+                })
+                .count();
+            (running == 3 && s.instance_list.len() == 3).then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "3 replicas RUNNING again {:?} after the worker loss",
+        killed.elapsed()
+    );
+    assert_eq!(running_replicas(&admin, &web).await.1, Some(3));
+}

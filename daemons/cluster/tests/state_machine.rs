@@ -87,6 +87,8 @@ fn report(status: DeploymentStatus) -> JobStatusReport {
         status_detail: String::new(),
         instance: 0,
         publicip: "10.0.0.2".into(),
+        restart_count: 0,
+        restarting: false,
     }
 }
 
@@ -484,4 +486,95 @@ async fn a_failed_copy_is_restarted_in_place_or_deleted_when_moved() {
     let effects = s.take_effects();
     assert_eq!(deploys(&effects), vec!["w2"]);
     assert_eq!(deletes(&effects), vec!["w1"]);
+}
+
+fn deploy_with_policy(state: &mut ClusterState, policy: &str, now: Instant) {
+    let json = service_json(100, false, "[]").replace(
+        r#""one_shot":false"#,
+        &format!(r#""one_shot":false,"restart_policy":"{policy}""#),
+    );
+    state.deploy(JOB, 0, JOB_NAME, &json, now).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_restarting_under_its_policy_keeps_the_instance_until_it_gives_up() {
+    let mut s = ClusterState::new(timing());
+    let t0 = Instant::now();
+    s.register_worker(worker("w1", 1000), t0);
+    s.register_worker(worker("w2", 1000), t0);
+    deploy_with_policy(&mut s, "on-failure", t0);
+    place_due(&mut s, t0);
+    let placed = s.instance(&key()).unwrap().worker_id.clone().unwrap();
+    assert_eq!(
+        s.instance(&key()).unwrap().command.restart_policy,
+        Some(oakestra_core::sla::RestartPolicy::OnFailure),
+        "the policy travels to the worker"
+    );
+    s.take_effects();
+    s.job_report(&placed, report(DeploymentStatus::Running), t0);
+    let restarting = JobStatusReport {
+        status_detail: "exited with code 1, restart 1 in 1 s".into(),
+        restarting: true,
+        ..report(DeploymentStatus::Dead)
+    };
+    s.job_report(&placed, restarting, t0);
+    let i = s.instance(&key()).unwrap();
+    assert_eq!(
+        i.worker_id.as_deref(),
+        Some(placed.as_str()),
+        "stays on its worker"
+    );
+    assert!(i.restarting);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    assert!(
+        place_due(&mut s, Instant::now()).is_empty(),
+        "not placed again"
+    );
+    assert!(deploys(&s.take_effects()).is_empty());
+    s.job_report(
+        &placed,
+        JobStatusReport {
+            restart_count: 1,
+            ..report(DeploymentStatus::Running)
+        },
+        Instant::now(),
+    );
+    let i = s.instance(&key()).unwrap();
+    assert_eq!((i.restart_count, i.restarting), (1, false));
+    let status = oakestra_cluster::cluster::instance_status(i);
+    assert_eq!((status.restart_count, status.restarting), (1, false));
+    // The worker gives up: FAILED is placed again, as without a policy.
+    s.job_report(
+        &placed,
+        JobStatusReport {
+            restart_count: 5,
+            ..report(DeploymentStatus::Failed)
+        },
+        Instant::now(),
+    );
+    assert_eq!(s.instance(&key()).unwrap().worker_id, None);
+    // A crash loop: the cluster backs off too, so the root sees FAILED before the next try.
+    assert!(place_due(&mut s, Instant::now()).is_empty());
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_eq!(place_due(&mut s, Instant::now()).len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dead_under_never_is_final_and_frees_its_capacity() {
+    let mut s = ClusterState::new(timing());
+    let t0 = Instant::now();
+    s.register_worker(worker("w1", 1000), t0);
+    deploy_with_policy(&mut s, "never", t0);
+    place_due(&mut s, t0);
+    s.job_report("w1", report(DeploymentStatus::Running), t0);
+    let before = s.candidates()[0].memory_free_mb;
+    s.job_report("w1", report(DeploymentStatus::Dead), t0);
+    s.take_effects();
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert!(place_due(&mut s, Instant::now()).is_empty());
+    assert!(s.instance(&key()).unwrap().has_ended());
+    assert_eq!(s.candidates()[0].memory_free_mb, before + 100);
+    // Even when its worker goes away.
+    assert_eq!(s.check_liveness(Instant::now()), vec!["w1".to_string()]);
+    assert!(place_due(&mut s, Instant::now()).is_empty());
 }

@@ -326,6 +326,8 @@ async fn interested_workers_get_a_service_s_new_table_as_soon_as_its_instances_c
             status_detail: "exit 137".into(),
             instance: 1,
             publicip: String::new(),
+            restart_count: 0,
+            restarting: false,
         },
         t0,
     );

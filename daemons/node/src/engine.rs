@@ -20,6 +20,9 @@ use oakestra_runtime::{ExitEvent, InstanceId, InstanceSpec, InstanceState, Runti
 use crate::metrics::Metrics;
 use crate::state::{DesiredInstance, Identity, NodeState, StateFile};
 
+mod restart;
+pub use restart::RestartRules;
+
 /// Bytes of log tail sent with each resources report (Oakestra sends 1 KiB). The root's log
 /// endpoint serves what arrives here, so it is a few dozen lines rather than one or two.
 pub const LOG_TAIL_BYTES: usize = 4096;
@@ -57,6 +60,7 @@ pub struct Engine {
     public_ip: Mutex<String>,
     stop_grace: Duration,
     metrics: Arc<Metrics>,
+    restart_rules: Mutex<RestartRules>,
 }
 
 /// Status after an exit with `code`: one-shot tasks that succeeded are `COMPLETED`, every
@@ -96,7 +100,17 @@ impl Engine {
             public_ip: Mutex::new(public_ip),
             stop_grace,
             metrics: Arc::new(Metrics::default()),
+            restart_rules: Mutex::new(RestartRules::default()),
         })
+    }
+
+    /// Restarts under a `restart_policy` follow `rules` from now on.
+    pub fn set_restart_rules(&self, rules: RestartRules) {
+        *self.restart_rules.lock().unwrap_or_else(|p| p.into_inner()) = rules;
+    }
+
+    fn restart_rules(&self) -> RestartRules {
+        *self.restart_rules.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Gives instances their network through `hook` from now on.
@@ -213,6 +227,8 @@ impl Engine {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .clone(),
+            restart_count: entry.restart_count,
+            restarting: entry.restart_pending && entry.status == DeploymentStatus::Dead,
         }
     }
 
@@ -273,14 +289,13 @@ impl Engine {
                 tracing::warn!(instance = %key, "cannot remove the ended copy: {e}");
             }
         }
+        // A deploy during a restart's back-off starts it now; the count goes on.
+        let restart_count = existing.map_or(0, |e| e.restart_count);
         self.lock().instances.insert(
             key.clone(),
             DesiredInstance {
-                deploy: cmd,
-                status: DeploymentStatus::Creating,
-                status_detail: String::new(),
-                incarnation: None,
-                deleting: false,
+                restart_count,
+                ..DesiredInstance::new(cmd)
             },
         );
         // Saved before the runtime starts anything, so a crash cannot leave an instance
@@ -312,6 +327,9 @@ impl Engine {
         .await;
         match started {
             Ok(incarnation) => {
+                if let Some(entry) = self.lock().instances.get_mut(key) {
+                    entry.started_at = Some(tokio::time::Instant::now());
+                }
                 self.metrics.deploy_micros.fetch_add(
                     begun.elapsed().as_micros() as u64,
                     std::sync::atomic::Ordering::Relaxed,
@@ -378,6 +396,8 @@ impl Engine {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .clone(),
+            restart_count: 0,
+            restarting: false,
         });
         tracing::info!(instance = %key, "undeployed");
         self.reporter.job_status(report);
@@ -387,34 +407,31 @@ impl Engine {
     }
 
     /// Handles an exit event of the runtime.
-    pub async fn on_exit(&self, event: ExitEvent) {
+    pub async fn on_exit(self: &Arc<Self>, event: ExitEvent) {
         let key = event.id.to_string();
         let lock = self.key_lock(&key);
         let _guard = lock.lock().await;
-        let one_shot = {
+        {
             let state = self.lock();
             match state.instances.get(&key) {
                 Some(e)
                     if !e.deleting
                         && e.incarnation == Some(event.incarnation)
-                        && e.wants_running() =>
-                {
-                    e.deploy.one_shot
-                }
+                        && e.wants_running() => {}
                 // A copy we are deleting, an older incarnation, or something we do not own.
                 _ => return,
             }
-        };
+        }
         Metrics::inc(&self.metrics.exits);
-        let status = status_after_exit(one_shot, event.exit_code);
         // The runtime may know more than the code (e.g. OOMKilled by the memory limit).
-        let detail = match self.runtime.exit_reason(&event.id, event.incarnation).await {
+        let exited = match self.runtime.exit_reason(&event.id, event.incarnation).await {
             Some(reason) => format!("exited with code {} ({reason})", event.exit_code),
             None => format!("exited with code {}", event.exit_code),
         };
-        self.set_status(&key, status, detail, None).await;
-        // The record of the instance stays (a restart must not run it again); the runtime's
-        // resources go.
+        self.after_exit(&key, event.exit_code, exited, Some(event.incarnation))
+            .await;
+        // The record of the instance stays (a restart of the worker must not run it again,
+        // and a restart under its policy starts it afresh); the runtime's resources go.
         if let Err(e) = ignore_not_found(self.runtime.delete(&event.id).await) {
             tracing::warn!(instance = %key, "cannot clean up after the exit: {e}");
         }
@@ -438,7 +455,7 @@ impl Engine {
     /// meanwhile, starts again those the runtime lost, finishes interrupted deletes, and
     /// removes runtime instances the worker does not own. Call after
     /// [`Engine::spawn_exit_watcher`].
-    pub async fn recover(&self) -> Result<(), RuntimeError> {
+    pub async fn recover(self: &Arc<Self>) -> Result<(), RuntimeError> {
         let actual = self.runtime.list().await?;
         let actual: HashMap<String, _> = actual
             .into_iter()
@@ -466,6 +483,11 @@ impl Engine {
                 if actual.contains_key(key) {
                     let _ = ignore_not_found(self.runtime.delete(&id).await);
                 }
+                if entry.restart_pending {
+                    // Its back-off was under way when the worker stopped: restart it now.
+                    restarted += 1;
+                    self.restart_locked(key, entry.incarnation).await;
+                }
                 continue;
             }
             match actual.get(key) {
@@ -484,9 +506,12 @@ impl Engine {
                         InstanceState::Exited { code } => code,
                         InstanceState::Running => 0,
                     };
-                    self.set_status(
+                    if let Some(e) = self.lock().instances.get_mut(key) {
+                        e.incarnation = Some(found.incarnation);
+                    }
+                    self.after_exit(
                         key,
-                        status_after_exit(entry.deploy.one_shot, code),
+                        code,
                         format!("exited with code {code} while the worker was down"),
                         Some(found.incarnation),
                     )

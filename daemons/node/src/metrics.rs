@@ -32,6 +32,8 @@ pub struct Metrics {
     pub deletes: AtomicU64,
     /// Exits observed (`DEAD` or `COMPLETED`).
     pub exits: AtomicU64,
+    /// Restarts made under a restart policy.
+    pub restarts: AtomicU64,
     /// Successful registrations.
     pub registrations: AtomicU64,
     /// `information` messages sent.
@@ -147,6 +149,11 @@ impl Metrics {
             "oakestra_node_exits_total",
             "Instance exits observed.",
             get(&self.exits),
+        );
+        counter(
+            "oakestra_node_restarts_total",
+            "Instances restarted on this worker under their restart_policy.",
+            get(&self.restarts),
         );
         counter(
             "oakestra_node_registrations_total",

@@ -79,9 +79,44 @@ pub struct DesiredInstance {
     /// A delete is in progress: finish it after a restart.
     #[serde(default)]
     pub deleting: bool,
+    /// Restarts the worker made under the `restart_policy` (reported to the cluster).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restart_count: u32,
+    /// `DEAD` and waiting for its restart (after a worker restart: restart at once).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restart_pending: bool,
+    /// When it last started (drives the back-off; not persisted).
+    #[serde(skip)]
+    pub started_at: Option<tokio::time::Instant>,
+    /// Back-off steps since the last stable run (not persisted).
+    #[serde(skip)]
+    pub backoff_step: u32,
+    /// When its recent restarts happened, for the crash-loop limit (not persisted).
+    #[serde(skip)]
+    pub recent_restarts: Vec<tokio::time::Instant>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl DesiredInstance {
+    /// A newly asked-for instance: `CREATING`, never started or restarted.
+    pub fn new(deploy: DeployCommand) -> Self {
+        Self {
+            deploy,
+            status: DeploymentStatus::Creating,
+            status_detail: String::new(),
+            incarnation: None,
+            deleting: false,
+            restart_count: 0,
+            restart_pending: false,
+            started_at: None,
+            backoff_step: 0,
+            recent_restarts: Vec::new(),
+        }
+    }
+
     /// The runtime id.
     pub fn id(&self) -> InstanceId {
         InstanceId::new(self.deploy.job_name.clone(), self.deploy.instance_number)
@@ -227,11 +262,10 @@ mod tests {
             instances: BTreeMap::new(),
         };
         let d = DesiredInstance {
-            deploy: deploy(0),
             status: DeploymentStatus::Running,
-            status_detail: String::new(),
             incarnation: Some(7),
-            deleting: false,
+            restart_count: 2,
+            ..DesiredInstance::new(deploy(0))
         };
         state.instances.insert(d.id().to_string(), d);
         let saved = state.clone();
@@ -296,13 +330,7 @@ mod tests {
 
     #[test]
     fn wants_running() {
-        let mut d = DesiredInstance {
-            deploy: deploy(1),
-            status: DeploymentStatus::Creating,
-            status_detail: String::new(),
-            incarnation: None,
-            deleting: false,
-        };
+        let mut d = DesiredInstance::new(deploy(1));
         assert!(d.wants_running());
         d.status = DeploymentStatus::Dead;
         assert!(!d.wants_running());

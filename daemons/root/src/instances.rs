@@ -198,6 +198,8 @@ pub(crate) fn apply_report(inst: &mut InstanceRecord, status: Option<Status>, r:
     if let Some(s) = status {
         inst.status = Some(s);
         inst.status_detail = text(&r.status_detail);
+        // The cluster always sends its whole view, the count included.
+        inst.restart_count = r.restart_count;
     }
     if let Some(w) = text(&r.worker_id) {
         inst.worker_id = Some(w.into());

@@ -407,6 +407,7 @@ pub async fn start_with(
         None => None,
     };
     let (shutdown, stop) = watch::channel(false);
+    let replicas = api::replicas::spawn(state.clone(), stop.clone());
     let app = NormalizePathLayer::trim_trailing_slash().layer(api::router(state, metrics));
     let mut servers = vec![serve_app(
         listener,
@@ -415,6 +416,10 @@ pub async fn start_with(
         stop.clone(),
         "the REST API",
     )];
+    servers.push(tokio::spawn(async move {
+        let _ = replicas.await;
+        Ok(())
+    }));
     {
         let store = Arc::clone(&store);
         let stop = stop.clone();

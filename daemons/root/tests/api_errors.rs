@@ -30,6 +30,8 @@ async fn bad_bodies_are_rejected_with_their_reason(backend: Backend) {
     sla["applications"][0]["microservices"][0]["microservice_name"] = json!("not valid!");
     sla["applications"][0]["microservices"][1]["port"] = json!("80:80/tcpx");
     sla["applications"][0]["microservices"][1]["memory"] = json!("lots");
+    sla["applications"][0]["microservices"][1]["restart_policy"] = json!("sometimes");
+    sla["applications"][0]["microservices"][1]["replicas"] = json!(10_001);
     let (status, body) = raw
         .post("/api/application", Some(&t), &sla.to_string())
         .await;
@@ -46,6 +48,8 @@ async fn bad_bodies_are_rejected_with_their_reason(backend: Backend) {
         "/applications/0/microservices/0/microservice_name",
         "/applications/0/microservices/1/port",
         "/applications/0/microservices/1/memory",
+        "/applications/0/microservices/1/restart_policy",
+        "/applications/0/microservices/1/replicas",
     ] {
         assert!(paths.contains(&expected), "{expected} missing in {paths:?}");
     }
@@ -269,6 +273,51 @@ async fn unknown_ids_and_routes_are_404(backend: Backend) {
             .await,
         404,
     );
+    // Replicas: an unknown service is a 404, a bad count a 400 that says what is allowed.
+    assert_error(
+        &raw.put(
+            &format!("/api/service/{unknown}/replicas"),
+            Some(&t),
+            r#"{"replicas": 2}"#,
+        )
+        .await,
+        404,
+    );
+    let (_, apps) = raw
+        .post(
+            "/api/application",
+            Some(&t),
+            &one_service_app("scaled", "web", None).to_string(),
+        )
+        .await;
+    let app = apps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["application_name"] == "scaled")
+        .unwrap()["_id"]["$oid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, services) = raw.get(&format!("/api/services/{app}"), Some(&t)).await;
+    let service = services[0]["_id"]["$oid"].as_str().unwrap().to_owned();
+    let path = format!("/api/service/{service}/replicas");
+    for bad in [
+        r#"{"replicas": 10001}"#,
+        r#"{"replicas": "2"}"#,
+        r#"{"replicas": -1}"#,
+        "{}",
+    ] {
+        let msg = assert_error(&raw.put(&path, Some(&t), bad).await, 400);
+        assert!(msg.contains("0 to 10000"), "{bad}: {msg}");
+    }
+    let (status, body) = raw.put(&path, Some(&t), r#"{"replicas": 2}"#).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["instances"], json!([0, 1]));
+    assert_eq!(body["deployed"], json!([0, 1]));
+    let (_, record) = raw.get(&format!("/api/service/{service}"), Some(&t)).await;
+    assert_eq!(record["replicas"], 2);
+    assert_eq!(record["instance_list"].as_array().unwrap().len(), 2);
     // Wrong method: 405 with the usual body.
     assert_error(&raw.delete("/api/applications", Some(&t)).await, 405);
 }

@@ -59,7 +59,8 @@ pub use address::{
 pub use ports::{PORT_SYNTAX, PortMapping, PortSpec, PortSpecError, Protocol, parse_port_mappings};
 pub use types::{
     Addresses, Application, ConConstraint, Connectivity, Constraint, ConstraintKind, Extra,
-    InstanceAddressRange, Microservice, MicroserviceList, Sla, SlaVersion, Virtualization, Volume,
+    InstanceAddressRange, MAX_REPLICAS, Microservice, MicroserviceList, RestartPolicy, Sla,
+    SlaVersion, Virtualization, Volume,
 };
 
 /// The path of the version field, where version errors are reported.

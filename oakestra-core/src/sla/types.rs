@@ -240,6 +240,14 @@ pub struct Microservice {
     /// Exit code 0 means `COMPLETED` (not restarted) instead of `DEAD`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub one_shot: Option<bool>,
+    /// When the worker restarts an exited instance (our extension; absent: Oakestra's
+    /// behaviour, see [`RestartPolicy`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<RestartPolicy>,
+    /// Desired number of instances the root keeps placed and running (our extension; absent:
+    /// instances are only deployed one by one, as in Oakestra). At most [`MAX_REPLICAS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
     /// Run with extended privileges.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privileged: Option<bool>,
@@ -314,6 +322,68 @@ impl Microservice {
             .iter()
             .flatten()
             .map(|e| e.split_once('=').unwrap_or((e.as_str(), "")))
+    }
+}
+
+/// The largest `replicas` a microservice may ask for.
+pub const MAX_REPLICAS: u32 = 10_000;
+
+/// `restart_policy`: what the worker does when an instance's main process exits.
+///
+/// With a policy, the worker restarts the instance on the same worker after an exponential
+/// back-off and counts the restarts; after too many restarts within a window it reports the
+/// instance `FAILED` and the cluster places it again (possibly elsewhere). Without one
+/// (absent), Oakestra's behaviour stays exactly as it is: an exit is reported `DEAD` (for a
+/// `one_shot` service, exit code 0 is `COMPLETED`) and the cluster places the instance again
+/// after its own back-off. `one_shot: true` is thus what `on-failure` does, restarted by the
+/// cluster instead of the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Restart after every exit, whatever its code.
+    Always,
+    /// Restart after a non-zero exit code; exit code 0 is `COMPLETED`.
+    OnFailure,
+    /// Never restart: exit code 0 is `COMPLETED`, any other `DEAD`, and both stay so.
+    Never,
+}
+
+impl RestartPolicy {
+    /// Every policy, as written in the descriptor.
+    pub const NAMES: [&'static str; 3] = ["always", "on-failure", "never"];
+
+    /// Parses the descriptor string.
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "always" => Some(Self::Always),
+            "on-failure" => Some(Self::OnFailure),
+            "never" => Some(Self::Never),
+            _ => None,
+        }
+    }
+
+    /// The string written in the descriptor.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::OnFailure => "on-failure",
+            Self::Never => "never",
+        }
+    }
+
+    /// Whether an exit with `code` is followed by a restart.
+    pub fn restarts_after(self, code: i32) -> bool {
+        match self {
+            Self::Always => true,
+            Self::OnFailure => code != 0,
+            Self::Never => false,
+        }
+    }
+}
+
+impl fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -313,6 +313,21 @@ pub struct JobStatusReport {
     /// The worker's address.
     #[serde(default)]
     pub publicip: String,
+    /// How often the worker restarted this instance under its restart policy (our addition).
+    #[serde(
+        default,
+        deserialize_with = "lenient::number",
+        skip_serializing_if = "is_zero"
+    )]
+    pub restart_count: u32,
+    /// With `DEAD`: the worker restarts the instance itself after a back-off, so nobody else
+    /// should place it again (our addition).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restarting: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Payload for JobStatusReport {
@@ -416,6 +431,10 @@ pub struct DeployCommand {
     /// Exit 0 means `COMPLETED`.
     #[serde(default)]
     pub one_shot: bool,
+    /// The SLA's `restart_policy` (our addition): the worker restarts exited instances
+    /// itself. Absent: every exit is reported and the cluster decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<oakestra_core::sla::RestartPolicy>,
     /// Extended privileges.
     #[serde(default)]
     pub privileged: bool,

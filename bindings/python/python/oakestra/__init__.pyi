@@ -62,12 +62,14 @@ class Client:
     def instances(self, service_id: str) -> list[dict[str, Any]]: ...
     def delete_service(self, service_id: str) -> str: ...
     @overload
-    def deploy(self, service_id: str) -> dict[str, Any]: ...
+    def deploy(self, service_id: str) -> dict[str, Any]:
+        """Deploys one more instance; returns it (instance_number, status)."""
     @overload
-    def deploy(self, service_id: str, count: int) -> list[dict[str, Any]]: ...
-    def deploy(self, service_id: str, count: int | None = None) -> Any:
-        """Deploys one more instance and returns it (instance_number, status); with count,
-        that many in one request, returned as a list."""
+    def deploy(self, service_id: str, count: int) -> list[dict[str, Any]]:
+        """Deploys count instances in one request; returns them as a list."""
+    def scale(self, service_id: str, replicas: int) -> dict[str, Any]:
+        """Sets the desired number of instances (0 to 10000); the root keeps that many.
+        Returns {replicas, instances, deployed, removed}."""
     def undeploy(self, service_id: str, instance: int | None = None) -> str:
         """Undeploys one instance, or all when instance is None."""
     def wait_for_status(

@@ -140,6 +140,8 @@ pub fn instance_status(i: &Instance) -> proto::InstanceStatus {
         memory_percent: i.usage.as_ref().map(|u| u.memory_percent),
         disk_bytes: i.usage.as_ref().map(|u| u.disk),
         logs: i.usage.as_ref().map(|u| u.logs.clone()).unwrap_or_default(),
+        restart_count: i.restart_count,
+        restarting: i.restarting,
     }
 }
 

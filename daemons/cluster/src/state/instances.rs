@@ -1,6 +1,7 @@
 //! Instances: deploy and undeploy from the root, and what workers report about them.
 
 use super::*;
+use oakestra_core::sla::RestartPolicy;
 
 impl ClusterState {
     /// `nodes/<id>/job`: an instance changed status on a worker.
@@ -50,24 +51,49 @@ impl ClusterState {
             instance.public_ip = report.publicip.clone();
         }
         let new_status = Status::Deployment(report.status);
-        let changed =
-            instance.status != new_status || instance.status_detail != report.status_detail;
+        let changed = instance.status != new_status
+            || instance.status_detail != report.status_detail
+            || instance.restart_count != report.restart_count
+            || instance.restarting != report.restarting;
         instance.status = new_status;
         instance.status_detail = report.status_detail;
+        instance.restart_count = report.restart_count;
+        instance.restarting = report.restarting && report.status == DeploymentStatus::Dead;
+        // Under a restart policy the worker restarts a DEAD instance on the spot (`restarting`)
+        // or, with `never`, leaves it ended for good: only FAILED (the worker gave up, or the
+        // start failed) is placed again.
+        let worker_decides = instance.restarting
+            || (report.status == DeploymentStatus::Dead
+                && instance.command.restart_policy == Some(RestartPolicy::Never));
         match report.status {
+            DeploymentStatus::Dead if worker_decides => {
+                // Out of the service's tables until it runs again (its worker sends its
+                // network anew when it restarts it).
+                if instance.network.take().is_some() {
+                    self.tables.changed.insert(instance.job_name.clone());
+                }
+                self.capacity_changed = true;
+            }
             DeploymentStatus::Running => {
                 if instance.running_since.is_none() {
                     instance.running_since = Some(now);
                 }
             }
             DeploymentStatus::Failed | DeploymentStatus::Dead => {
-                // A crash loop backs off; an instance that ran for a while starts over.
+                // A crash loop backs off; an instance that ran for a while starts over. One
+                // whose worker gave up restarting it (restart_policy) was a crash loop however
+                // long it ran: it always waits.
+                let gave_up = instance.command.restart_policy.is_some() && report.restart_count > 0;
                 if instance
                     .running_since
                     .take()
                     .is_some_and(|t| now.saturating_duration_since(t) >= self.timing.stable_after)
+                    && !gave_up
                 {
                     instance.attempts = 0;
+                }
+                if gave_up {
+                    instance.attempts = instance.attempts.max(1);
                 }
                 // Heal: place it again after the backoff. The ended copy stays on its worker
                 // until the new placement: a redeploy on the same worker restarts it there,
@@ -152,6 +178,8 @@ impl ClusterState {
             running_since: None,
             usage_forwarded_at: None,
             network: None,
+            restart_count: 0,
+            restarting: false,
             // An SLA whose constraints do not parse never becomes placeable.
             retry_at: unusable.then(|| now + Duration::from_secs(365 * 24 * 3600)),
         };
@@ -243,6 +271,7 @@ pub fn deploy_command(
         vm_images: Vec::new(),
         volumes: ms.volumes.clone().unwrap_or_default(),
         one_shot: ms.one_shot.unwrap_or(false),
+        restart_policy: ms.restart_policy,
         privileged: ms.privileged.unwrap_or(false),
         status: None,
         status_detail: None,

@@ -116,6 +116,12 @@ pub struct Instance {
     /// Where its network is, as its worker reported it (`net/service/deployed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<InstanceNetwork>,
+    /// Restarts its worker made under the SLA's `restart_policy`, as the worker reported them.
+    #[serde(default)]
+    pub restart_count: u32,
+    /// `DEAD`, and its worker restarts it itself after a back-off.
+    #[serde(default)]
+    pub restarting: bool,
 }
 
 /// An instance's overlay network on its worker (issue 8).
@@ -139,7 +145,19 @@ impl Instance {
 
     /// Waiting for a worker (never placed, its worker lost, failed, or refused by the scheduler).
     pub fn needs_placement(&self) -> bool {
-        self.worker_id.is_none() && self.status != Status::Deployment(DeploymentStatus::Completed)
+        self.worker_id.is_none() && !self.has_ended()
+    }
+
+    /// Ended for good: `COMPLETED`, or `DEAD` under `restart_policy: never`. It holds no
+    /// capacity and is never placed again.
+    pub fn has_ended(&self) -> bool {
+        match self.status {
+            Status::Deployment(DeploymentStatus::Completed) => true,
+            Status::Deployment(DeploymentStatus::Dead) => {
+                self.command.restart_policy == Some(oakestra_core::sla::RestartPolicy::Never)
+            }
+            _ => false,
+        }
     }
 
     fn delete_command(&self) -> DeleteCommand {

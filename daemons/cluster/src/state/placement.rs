@@ -33,7 +33,7 @@ impl ClusterState {
         let mut demand: HashMap<&str, (f64, u64, u32)> = HashMap::new();
         for i in self.instances.values() {
             if let Some(w) = i.worker_id.as_deref()
-                && i.status != Status::Deployment(DeploymentStatus::Completed)
+                && !i.has_ended()
             {
                 let d = demand.entry(w).or_default();
                 d.0 += i.request.vcpus;

@@ -149,7 +149,7 @@ impl ClusterState {
                 if instance.worker_id.as_deref() != Some(id.as_str()) {
                     continue;
                 }
-                if instance.status == Status::Deployment(DeploymentStatus::Completed) {
+                if instance.has_ended() {
                     continue;
                 }
                 if instance
@@ -166,6 +166,7 @@ impl ClusterState {
                 instance.stale_copies.insert(id.clone());
                 instance.status = Status::Deployment(DeploymentStatus::Failed);
                 instance.status_detail = format!("worker {id} is inactive; rescheduling");
+                instance.restarting = false;
                 instance.retry_at = Some(now + timing.backoff(instance.attempts));
                 instance.attempts = instance.attempts.saturating_add(1);
                 self.effects.push(Effect::Report(instance.key()));

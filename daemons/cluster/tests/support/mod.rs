@@ -649,6 +649,8 @@ impl FakeWorker {
                                         status_detail: String::new(),
                                         instance: cmd.instance_number,
                                         publicip: "127.0.0.1".into(),
+                                        restart_count: 0,
+                                        restarting: false,
                                     }
                                     .to_bytes()
                                 };

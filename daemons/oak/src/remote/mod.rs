@@ -114,6 +114,15 @@ pub enum ServiceCommand {
     /// its detail) and exits 1; --timeout exceeded exits 5 with the last status.
     #[command(after_help = exit::HELP)]
     Deploy(DeployArgs),
+    /// Set a service's desired number of instances: the root deploys or undeploys (the
+    /// highest numbered first) at once, and keeps that many running from then on.
+    #[command(after_help = exit::HELP)]
+    Scale {
+        /// Service id.
+        id: String,
+        /// Desired instances, 0 to 10000.
+        replicas: u32,
+    },
     /// Undeploy one instance of a service, or all of them.
     #[command(after_help = exit::HELP)]
     Undeploy {

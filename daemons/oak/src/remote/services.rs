@@ -1,4 +1,4 @@
-//! `oak service …`: list, show, deploy (and follow until running), undeploy, logs.
+//! `oak service …`: list, show, deploy (and follow until running), scale, undeploy, logs.
 
 use super::apps::{service_table, visible_applications};
 use super::*;
@@ -71,6 +71,19 @@ pub async fn service(session: &Session, command: ServiceCommand, json: bool) -> 
             Ok(())
         }
         ServiceCommand::Deploy(args) => deploy(client, args, json).await,
+        ServiceCommand::Scale { id, replicas } => {
+            let answer = client.scale_service(&id, replicas).await?;
+            if json {
+                return print_json(&answer);
+            }
+            outln!(
+                "service {id}: {replicas} replica(s); instances {:?} (deployed {:?}, removed {:?})",
+                answer.instances,
+                answer.deployed,
+                answer.removed
+            );
+            Ok(())
+        }
         ServiceCommand::Undeploy { id, instance } => {
             let answer = client.undeploy_instance(&id, instance).await?;
             if json {
@@ -100,7 +113,7 @@ pub async fn service(session: &Session, command: ServiceCommand, json: bool) -> 
 
 fn instance_table(instances: &[InstanceRecord]) -> Table {
     let mut table = Table::new(&[
-        "INSTANCE", "STATUS", "CLUSTER", "WORKER", "IP", "CPU%", "MEM%", "DETAIL",
+        "INSTANCE", "STATUS", "CLUSTER", "WORKER", "IP", "CPU%", "MEM%", "RESTARTS", "DETAIL",
     ]);
     for i in instances {
         table.row(vec![
@@ -111,6 +124,7 @@ fn instance_table(instances: &[InstanceRecord]) -> Table {
             or_dash(i.instance_ip),
             or_dash(i.cpu_percent.map(|v| format!("{v:.1}"))),
             or_dash(i.memory_percent.map(|v| format!("{v:.1}"))),
+            i.restart_count.to_string(),
             or_dash(i.status_detail.as_ref()),
         ]);
     }

@@ -202,6 +202,8 @@ async fn create_all(state: &AppState, user: &str, sla: &Sla) -> ApiResult<()> {
         release_all(state, &services).await;
         return Err(e.into());
     }
+    // Services with `replicas` get their instances at once.
+    super::replicas::deploy_new(state, &services).await;
     Ok(())
 }
 

@@ -15,6 +15,7 @@ pub mod extract;
 pub mod join_tokens;
 pub mod lifecycle;
 pub mod organizations;
+pub mod replicas;
 pub mod services;
 pub mod users;
 
@@ -72,6 +73,12 @@ pub struct AppState {
     pub monitor: Arc<crate::monitor::Monitor>,
     /// When set, `GET /metrics` needs it as a bearer token.
     pub metrics_token: Option<Arc<str>>,
+    /// Serialises changes of instance counts that follow a service's desired `replicas`
+    /// (the reconciles, and the per-instance API with the count it adjusts).
+    pub replicas: Arc<tokio::sync::Mutex<()>>,
+    /// The services whose SLA has `replicas` (filled at start, added to on create and scale),
+    /// so the periodic reconcile reads only those.
+    pub replicated: Arc<std::sync::Mutex<std::collections::BTreeSet<oakestra_core::ids::ObjectId>>>,
 }
 
 impl AppState {
@@ -94,6 +101,8 @@ impl AppState {
             writes: Arc::new(UserLocks::default()),
             ipam: Arc::new(tokio::sync::Mutex::new(())),
             known_users: Arc::new(RwLock::new(HashMap::new())),
+            replicas: Arc::new(tokio::sync::Mutex::new(())),
+            replicated: Arc::default(),
         }
     }
 
@@ -334,6 +343,7 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(organizations::routes())
         .merge(applications::routes())
         .merge(services::routes())
+        .merge(replicas::routes())
         .merge(clusters::routes())
         .merge(join_tokens::routes())
         .merge(events::routes())

@@ -136,6 +136,7 @@ async fn create_services(
         }
         added.push(s.id);
     }
+    super::replicas::deploy_new(&state, &planned).await;
     let deployed: Vec<ServiceOutcome> = planned
         .iter()
         .map(|s| ServiceOutcome {
@@ -273,7 +274,8 @@ struct DeployQuery {
 /// and answers with every created instance in `instances` (number order; `instance` is the
 /// first). Creation is all or nothing: when the address pool cannot take all N, none is
 /// created (503). A `count` that is not a number from 1 to 10,000 is a 400. Without `count`
-/// the request and answer are Oakestra's.
+/// the request and answer are Oakestra's. A service with `replicas` (Oakestra-rs only) has its
+/// desired count raised by the instances created.
 #[utoipa::path(post, path = "/api/service/{service_id}/instance", tag = "services",
     security(("bearer" = [])),
     params(
@@ -304,8 +306,12 @@ async fn deploy_instance(
         },
     };
     let service = owned_service(&state, &caller, &service_id).await?;
+    // With `replicas`, the desired count follows (under the replicas lock, so no reconcile
+    // sees the new instances before the count).
+    let _one = state.replicas.lock().await;
     let Some(count) = count else {
         let instance = state.lifecycle.deploy_instance(service.id).await?;
+        super::replicas::adjust_desired(&state, service.id, 1).await?;
         return Ok(Json(DeployResponse {
             message: "ok".into(),
             instance: Some(instance),
@@ -313,6 +319,7 @@ async fn deploy_instance(
         }));
     };
     let instances = state.lifecycle.deploy_instances(service.id, count).await?;
+    super::replicas::adjust_desired(&state, service.id, i64::from(count)).await?;
     Ok(Json(DeployResponse {
         message: "ok".into(),
         instance: instances.first().cloned(),
@@ -324,7 +331,9 @@ async fn deploy_instance(
 ///
 /// Differences from Oakestra: an unknown or other user's service, or an instance number the
 /// service does not have, is a 404 (Oakestra: 200); a non-integer number is a 400 (Oakestra:
-/// 500); with `-1` every instance is undeployed (Oakestra skips every second one).
+/// 500); with `-1` every instance is undeployed (Oakestra skips every second one). A service
+/// with `replicas` (Oakestra-rs only) has its desired count lowered by the instances removed
+/// (to 0 with `-1`), so the root does not deploy them again.
 #[utoipa::path(delete, path = "/api/service/{service_id}/instance/{instance_number}", tag = "services",
     security(("bearer" = [])),
     params(("service_id" = String, Path), ("instance_number" = i64, Path, description = "Instance number, or -1 for all")),
@@ -354,7 +363,18 @@ async fn undeploy_instance(
             "service {service_id} has no instance {n}"
         )));
     }
+    let _one = state.replicas.lock().await;
     state.lifecycle.undeploy_instance(service.id, which).await?;
+    // With `replicas`, the desired count follows: one less, or none left.
+    let counted = match which {
+        Some(n) => i64::from(
+            service
+                .instance(n)
+                .is_some_and(|i| !crate::instances::is_finished(i.status)),
+        ),
+        None => super::replicas::live_instances(&service).len() as i64,
+    };
+    super::replicas::adjust_desired(&state, service.id, -counted).await?;
     Ok(super::message_json("ok"))
 }
 

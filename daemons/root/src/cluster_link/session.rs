@@ -395,6 +395,7 @@ impl ClusterLink {
                             continue;
                         }
                         let before = inst.status;
+                        let restarts_before = inst.restart_count;
                         crate::instances::apply_report(inst, *status, report);
                         outcomes.push(Report::Applied(
                             crate::monitor::record::Change::of_instance(
@@ -402,6 +403,7 @@ impl ClusterLink {
                                 service.id,
                                 inst,
                                 before,
+                                restarts_before,
                             ),
                         ));
                     }

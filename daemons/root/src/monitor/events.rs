@@ -49,7 +49,9 @@ pub struct Event {
     /// Its id.
     pub object_id: String,
     /// What happened: `requested`, `placed`, `pending`, `moved`, `node_scheduled`,
-    /// `creating`, `running`, `failed`, `rescheduling` (off a lost worker), `completed`,
+    /// `creating`, `running`, `failed`, `restarting` (`DEAD`, its worker restarts it after a
+    /// back-off), `restarted` (a restart seen only by its count), `rescheduling` (off a lost
+    /// worker), `completed`,
     /// `undeployed`, `service_deleted`, `cluster_registered`, `cluster_connected`,
     /// `cluster_disconnected`, `cluster_lost`, `workers_changed`, `status` (any other status
     /// change).

@@ -18,15 +18,19 @@ pub struct Change {
     after: Option<Status>,
     detail: Option<String>,
     worker: Option<String>,
+    restarts_before: u32,
+    restarts_after: u32,
 }
 
 impl Change {
-    /// `inst` of `service` (of `application`) after the report, which found it in `before`.
+    /// `inst` of `service` (of `application`) after the report, which found it in `before`
+    /// with `restarts_before` restarts.
     pub fn of_instance(
         application: ObjectId,
         service: ObjectId,
         inst: &oakestra_core::model::InstanceRecord,
         before: Option<Status>,
+        restarts_before: u32,
     ) -> Self {
         Change {
             application,
@@ -36,6 +40,8 @@ impl Change {
             after: inst.status,
             detail: inst.status_detail.clone(),
             worker: inst.worker_id.as_ref().map(ToString::to_string),
+            restarts_before,
+            restarts_after: inst.restart_count,
         }
     }
 }
@@ -72,12 +78,39 @@ pub fn instance_report(monitor: &Monitor, cluster: &ClusterId, c: &Change, r: &I
         monitor.history.end(c.service, c.n, now);
     }
     let Some(after) = c.after else { return };
-    if c.before == Some(after) {
-        return;
-    }
     let worker = c.worker.as_deref().unwrap_or("?");
     let detail = c.detail.as_deref();
+    if c.before == Some(after) {
+        // Reports may be merged on the way: a restart whose DEAD was not seen still counts.
+        if after == Status::RUNNING && c.restarts_after > c.restarts_before {
+            monitor.emit(
+                Event::instance(
+                    c.application,
+                    c.service,
+                    c.n,
+                    "restarted",
+                    format!(
+                        "restarted on worker {worker} (restart {})",
+                        c.restarts_after
+                    ),
+                )
+                .on_cluster(Some(cluster))
+                .on_worker(c.worker.as_ref())
+                .with_status(after),
+            );
+        }
+        return;
+    }
     let (kind, message) = match after {
+        // The worker restarts it itself after a back-off (restart_policy).
+        Status::Deployment(DeploymentStatus::Dead) if r.restarting => (
+            "restarting",
+            with_detail(format!("DEAD on worker {worker}"), detail),
+        ),
+        Status::Deployment(DeploymentStatus::Running) if c.restarts_after > c.restarts_before => (
+            "running",
+            format!("running on worker {worker} (restart {})", c.restarts_after),
+        ),
         Status::Positive(PositiveSchedulingStatus::NodeScheduled) => (
             "node_scheduled",
             format!("cluster {cluster} placed it on worker {worker}"),

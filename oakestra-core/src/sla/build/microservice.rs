@@ -94,6 +94,45 @@ impl Checker {
 
         let one_shot = m.take("one_shot");
         let one_shot = self.boolean("one_shot", one_shot);
+        let restart_policy = m.take("restart_policy");
+        let restart_policy = self
+            .string(
+                "restart_policy",
+                restart_policy,
+                "one of \"always\", \"on-failure\", \"never\"",
+            )
+            .and_then(|s| match RestartPolicy::from_name(&s) {
+                Some(p) => Some(p),
+                None => {
+                    self.report(
+                        Some("restart_policy"),
+                        format!(
+                            "unknown restart policy {s:?}: use one of \"always\", \"on-failure\", \"never\""
+                        ),
+                    );
+                    None
+                }
+            });
+        if one_shot == Some(true) && restart_policy == Some(RestartPolicy::Always) {
+            self.report(
+                Some("restart_policy"),
+                "\"always\" contradicts one_shot: true (exit code 0 completes a one-shot \
+                 instance); use \"on-failure\" or drop one_shot",
+            );
+        }
+        let replicas = m.take("replicas");
+        let replicas = self
+            .uint("replicas", replicas, "the number of instances")
+            .and_then(|n| match u32::try_from(n) {
+                Ok(n) if n <= MAX_REPLICAS => Some(n),
+                _ => {
+                    self.report(
+                        Some("replicas"),
+                        format!("must be at most {MAX_REPLICAS}, found {n}"),
+                    );
+                    None
+                }
+            });
         let privileged = m.take("privileged");
         let privileged = self.boolean("privileged", privileged);
         let cmd = m.take("cmd");
@@ -177,6 +216,8 @@ impl Checker {
             state,
             port,
             one_shot,
+            restart_policy,
+            replicas,
             privileged,
             cmd,
             environment,

@@ -13,7 +13,8 @@ use super::address::{check_rr_ip, check_rr_ip_v6};
 use super::ports::PortSpec;
 use super::types::{
     Addresses, Application, ConConstraint, Connectivity, Constraint, ConstraintKind,
-    InstanceAddressRange, Microservice, MicroserviceList, Sla, SlaVersion, Virtualization, Volume,
+    InstanceAddressRange, MAX_REPLICAS, Microservice, MicroserviceList, RestartPolicy, Sla,
+    SlaVersion, Virtualization, Volume,
 };
 use super::{SlaErrors, Violation, max_entries};
 use crate::naming::{check_name, is_valid_name};
