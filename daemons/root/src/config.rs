@@ -61,6 +61,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The store.
     pub store: StoreLocation,
+    /// The key file that seals the secrets kept in the store (the token signing key):
+    /// created at first start; a store sealed with it cannot be used without it.
+    pub key_file: PathBuf,
     /// A cluster silent for longer is inactive and its instances are rescheduled.
     pub cluster_timeout: Duration,
     /// Lifetime of the access tokens the root issues (whole seconds, at least one).
@@ -104,6 +107,7 @@ impl Default for Config {
             listen: DEFAULT_LISTEN.parse().expect("valid default"),
             grpc_listen: DEFAULT_GRPC_LISTEN.parse().expect("valid default"),
             store: StoreLocation::Redb(data_dir.join(REDB_FILE)),
+            key_file: data_dir.join(crate::sealing::KEY_FILE_NAME),
             data_dir,
             cluster_timeout: DEFAULT_CLUSTER_TIMEOUT,
             access_token_ttl: DEFAULT_ACCESS_TOKEN_TTL,
@@ -121,6 +125,7 @@ impl Config {
         let data_dir = data_dir.into();
         Self {
             store: StoreLocation::Redb(data_dir.join(REDB_FILE)),
+            key_file: data_dir.join(crate::sealing::KEY_FILE_NAME),
             data_dir,
             ..Self::default()
         }
@@ -198,7 +203,7 @@ pub enum TokenAction {
 /// Flags and environment variables; unset ones come from the file or the defaults.
 #[derive(Debug, Clone, Default, Args)]
 pub struct Settings {
-    /// TOML file with any of: listen, grpc_listen, data_dir, store, cluster_timeout,
+    /// TOML file with any of: listen, grpc_listen, data_dir, store, key_file, cluster_timeout,
     /// access_token_ttl, dashboard_listen, metrics_token, max_connections,
     /// header_read_timeout, worker_subnet_prefix.
     #[arg(long, env = "OAKESTRA_ROOT_CONFIG", global = true)]
@@ -217,6 +222,11 @@ pub struct Settings {
     /// [default: <data-dir>/oakestra.redb].
     #[arg(long, env = "OAKESTRA_ROOT_STORE", global = true)]
     pub store: Option<String>,
+    /// The key file sealing the token signing key in the store (64 hex digits, 0600; created
+    /// at first start; replicas sharing a store need the same file) [default:
+    /// <data-dir>/root.key].
+    #[arg(long, env = "OAKESTRA_ROOT_KEY_FILE", global = true)]
+    pub key_file: Option<PathBuf>,
     /// A cluster silent for longer is inactive [default: 30s].
     #[arg(long, env = "OAKESTRA_ROOT_CLUSTER_TIMEOUT", value_parser = parse_duration, global = true)]
     pub cluster_timeout: Option<Duration>,
@@ -270,6 +280,7 @@ struct FileSettings {
     grpc_listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     store: Option<String>,
+    key_file: Option<PathBuf>,
     cluster_timeout: Option<String>,
     access_token_ttl: Option<String>,
     dashboard_listen: Option<SocketAddr>,
@@ -346,7 +357,13 @@ impl Settings {
             Some(s) => StoreLocation::parse(&s),
             None => StoreLocation::Redb(data_dir.join(REDB_FILE)),
         };
+        let key_file = self
+            .key_file
+            .clone()
+            .or(file.key_file)
+            .unwrap_or_else(|| data_dir.join(crate::sealing::KEY_FILE_NAME));
         Ok(Config {
+            key_file,
             listen: self.listen.or(file.listen).unwrap_or(defaults.listen),
             grpc_listen: self
                 .grpc_listen

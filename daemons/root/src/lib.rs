@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod openapi;
 mod placement;
+pub mod sealing;
 pub mod tables;
 pub mod tokens;
 
@@ -50,6 +51,13 @@ use crate::metrics::Metrics;
 
 /// Name of the token signing key in the store.
 pub const SIGNING_KEY_NAME: &str = "jwt-hs256";
+
+/// The algorithm tag of the stored token signing key: an HS256 key sealed with the key file
+/// ([`sealing`]). Stores written before kept `"HS256"`, the key in clear.
+pub const SEALED_SIGNING_KEY: &str = "HS256+A256GCM";
+
+/// What a sealed signing key is bound to (the AEAD's associated data).
+const SIGNING_KEY_PURPOSE: &str = "oakestra-root signing_key/jwt-hs256";
 
 /// Default account created on first start.
 pub const DEFAULT_ADMIN: &str = "Admin";
@@ -85,6 +93,14 @@ pub enum RootError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The key file is missing, unreadable, or not the one the store was sealed with.
+    #[error("key file {path}: {message}")]
+    KeyFile {
+        /// The key file.
+        path: std::path::PathBuf,
+        /// What is wrong and what to do.
+        message: String,
+    },
     /// A server task failed.
     #[error("{what} failed: {message}")]
     Server {
@@ -114,21 +130,108 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, RootError> {
     Ok(oakestra_store::open(&location).await?)
 }
 
-/// First-start set-up, idempotent: the token signing key (created once, insert-if-absent,
-/// so concurrent starts agree), the `Admin` account and the `root` organization.
-/// Access tokens live `access_token_ttl`.
-pub async fn bootstrap(
+/// The key that seals the store's secrets: read from `key_file`, or created there when the
+/// file does not exist and the store holds no sealed key yet (first start, or a store that
+/// kept its signing key in clear). `None` (a store that is not persisted): a key that lives
+/// as long as the process.
+pub async fn load_sealing_key(
     store: &Arc<dyn Store>,
-    access_token_ttl: std::time::Duration,
-) -> Result<TokenService, RootError> {
+    key_file: Option<&std::path::Path>,
+) -> Result<sealing::SealingKey, RootError> {
+    let Some(path) = key_file else {
+        return Ok(sealing::SealingKey::ephemeral());
+    };
+    let key_error = |message: String| RootError::KeyFile {
+        path: path.to_owned(),
+        message,
+    };
+    match sealing::SealingKey::read(path) {
+        Ok(key) => Ok(key),
+        Err(sealing::SealError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            let stored = store.signing_key(SIGNING_KEY_NAME).await?;
+            if stored.is_some_and(|k| k.algorithm != "HS256") {
+                return Err(key_error(
+                    "does not exist, and the token signing key in the store is sealed with a \
+                     key file: give the file the store was sealed with (--key-file, \
+                     OAKESTRA_ROOT_KEY_FILE or key_file in the configuration file)"
+                        .into(),
+                ));
+            }
+            let key = sealing::SealingKey::create(path).map_err(|e| key_error(e.to_string()))?;
+            tracing::info!(
+                file = %path.display(),
+                "created the key file that seals the secrets in the store; keep it with the \
+                 store's backups, the store cannot be used without it"
+            );
+            Ok(key)
+        }
+        Err(e) => Err(key_error(e.to_string())),
+    }
+}
+
+/// The token signing key, kept sealed with `sealing` in the store: created once
+/// (insert-if-absent, so concurrent starts agree) and opened. A key a store kept in clear
+/// (written before keys were sealed) could be read by whoever read the store file, and stays
+/// in its free pages: it is replaced by a new sealed key, so tokens signed with it stop
+/// working (users log in again once).
+pub async fn token_signing_key(
+    store: &Arc<dyn Store>,
+    sealing: &sealing::SealingKey,
+    key_file: Option<&std::path::Path>,
+) -> Result<Vec<u8>, RootError> {
     let candidate = SigningKey {
-        algorithm: "HS256".into(),
-        key: random_bytes::<32>().to_vec(),
+        algorithm: SEALED_SIGNING_KEY.into(),
+        key: sealing.seal(SIGNING_KEY_PURPOSE, &random_bytes::<32>()),
         created_at: api::auth::created_at_now(),
     };
-    let key = store
+    let mut stored = store
         .get_or_insert_signing_key(SIGNING_KEY_NAME, &candidate)
         .await?;
+    if stored.algorithm == "HS256" {
+        stored = store
+            .replace_signing_key(SIGNING_KEY_NAME, &stored, &candidate)
+            .await?;
+        tracing::warn!(
+            "the token signing key was stored in clear; it is replaced by a new key sealed \
+             with the key file, so the tokens issued before stop working: users log in again"
+        );
+    }
+    let path = key_file.map_or_else(
+        || std::path::PathBuf::from("(in memory)"),
+        std::path::Path::to_path_buf,
+    );
+    if stored.algorithm != SEALED_SIGNING_KEY {
+        return Err(RootError::KeyFile {
+            path,
+            message: format!(
+                "the store's token signing key is of an unknown kind {:?} (a newer version?)",
+                stored.algorithm
+            ),
+        });
+    }
+    sealing
+        .open(SIGNING_KEY_PURPOSE, &stored.key)
+        .map_err(|_| RootError::KeyFile {
+            path,
+            message: "does not open the token signing key in the store: it is not the key file \
+                      the store was sealed with; give that file (--key-file, \
+                      OAKESTRA_ROOT_KEY_FILE or key_file in the configuration file)"
+                .into(),
+        })
+}
+
+/// First-start set-up, idempotent: the key file and the token signing key sealed with it
+/// ([`load_sealing_key`], [`token_signing_key`]), the `Admin` account and the `root`
+/// organization. Access tokens live `access_token_ttl`.
+pub async fn bootstrap(
+    store: &Arc<dyn Store>,
+    key_file: Option<&std::path::Path>,
+    access_token_ttl: std::time::Duration,
+) -> Result<TokenService, RootError> {
+    let sealing = load_sealing_key(store, key_file).await?;
+    let key = token_signing_key(store, &sealing, key_file).await?;
     let admin = match store.user_by_name(DEFAULT_ADMIN).await? {
         Some(u) => {
             let hash = u.password_hash.clone();
@@ -195,7 +298,7 @@ pub async fn bootstrap(
         }
     }
     Ok(TokenService::with_lifetimes(
-        &key.key,
+        &key,
         access_token_ttl,
         auth::REFRESH_TOKEN_TTL,
     ))
@@ -296,7 +399,11 @@ pub async fn start(config: Config) -> Result<RunningRoot, RootError> {
             "released addresses held for services that do not exist (an interrupted create)"
         );
     }
-    let tokens = bootstrap(&store, config.access_token_ttl).await?;
+    let key_file = match config.store {
+        StoreLocation::Memory => None,
+        _ => Some(config.key_file.as_path()),
+    };
+    let tokens = bootstrap(&store, key_file, config.access_token_ttl).await?;
     match tokens::ensure_bootstrap_token(store.as_ref(), &config.data_dir).await {
         Ok(tokens::Bootstrap::Created { path, .. }) => tracing::info!(
             file = %path.display(),
