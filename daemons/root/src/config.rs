@@ -447,6 +447,38 @@ mod tests {
     }
 
     #[test]
+    fn key_file_in_the_data_dir_unless_given_by_flag_or_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let cfg = Cli::try_parse_from(["oakestra-root", "--data-dir", data.to_str().unwrap()])
+            .unwrap()
+            .settings
+            .resolve()
+            .unwrap();
+        assert_eq!(cfg.key_file, data.join("root.key"));
+        let file = dir.path().join("root.toml");
+        std::fs::write(&file, "key_file = \"/etc/oakestra/root.key\"\n").unwrap();
+        let from_file = Cli::try_parse_from(["oakestra-root", "--config", file.to_str().unwrap()])
+            .unwrap()
+            .settings
+            .resolve()
+            .unwrap();
+        assert_eq!(from_file.key_file, Path::new("/etc/oakestra/root.key"));
+        let from_flag = Cli::try_parse_from([
+            "oakestra-root",
+            "--config",
+            file.to_str().unwrap(),
+            "--key-file",
+            "/k",
+        ])
+        .unwrap()
+        .settings
+        .resolve()
+        .unwrap();
+        assert_eq!(from_flag.key_file, Path::new("/k"));
+    }
+
+    #[test]
     fn dashboard_listen_from_flag_or_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("root.toml");
