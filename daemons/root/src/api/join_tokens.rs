@@ -32,7 +32,7 @@ fn token_error(e: TokenError) -> ApiError {
 /// its SHA-256, so it cannot be shown again.
 #[utoipa::path(post, path = "/api/join-tokens", tag = "clusters",
     security(("bearer" = [])),
-    request_body(content = NewJoinToken, description = "optional"),
+    request_body(content = Option<NewJoinToken>, description = "optional"),
     responses(
         (status = 200, body = CreatedJoinToken),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -46,11 +46,14 @@ async fn create_join_token(
     let request: NewJoinToken = if body.iter().all(u8::is_ascii_whitespace) {
         NewJoinToken::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(format!(
-                "the body must be empty or {{\"name\": \"<text>\"}}: {e}"
-            ))
-        })?
+        // `null` is "no body" too (the document says the body is optional).
+        serde_json::from_slice::<Option<NewJoinToken>>(&body)
+            .map(Option::unwrap_or_default)
+            .map_err(|e| {
+                ApiError::bad_request(format!(
+                    "the body must be empty or {{\"name\": \"<text>\"}}: {e}"
+                ))
+            })?
     };
     let name = request
         .name
