@@ -46,14 +46,20 @@ async fn create_join_token(
     let request: NewJoinToken = if body.iter().all(u8::is_ascii_whitespace) {
         NewJoinToken::default()
     } else {
-        // `null` is "no body" too (the document says the body is optional).
-        serde_json::from_slice::<Option<NewJoinToken>>(&body)
-            .map(Option::unwrap_or_default)
-            .map_err(|e| {
-                ApiError::bad_request(format!(
-                    "the body must be empty or {{\"name\": \"<text>\"}}: {e}"
-                ))
-            })?
+        // `null` is "no body" too (the document says the body is optional); anything else
+        // must be an object (serde would also build the struct from an array).
+        let bad = |e: String| {
+            ApiError::bad_request(format!(
+                "the body must be empty or {{\"name\": \"<text>\"}}: {e}"
+            ))
+        };
+        match serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| bad(e.to_string()))? {
+            serde_json::Value::Null => NewJoinToken::default(),
+            v @ serde_json::Value::Object(_) => {
+                serde_json::from_value(v).map_err(|e| bad(e.to_string()))?
+            }
+            _ => return Err(bad("found no object".into())),
+        }
     };
     let name = request
         .name
