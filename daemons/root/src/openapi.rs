@@ -91,8 +91,8 @@ pub fn complete(doc: &mut Value) {
     }
 }
 
-/// The deployment descriptor (SLA v2.0) as JSON Schema: its fields, required fields, name
-/// syntax, list limits ([`oakestra_core::sla::LIST_LIMITS`]) and number ranges. The rules
+/// The deployment descriptor (SLA v2.0) as JSON Schema: its fields (no others: unknown fields
+/// are refused, see `api/unknown_fields.rs`), required fields, name syntax, list limits ([`oakestra_core::sla::LIST_LIMITS`]) and number ranges. The rules
 /// that span fields — unique microservice names, a unikernel's one kernel URL per `arch`,
 /// `rr_ip` ranges, the `port` syntax ([`oakestra_core::sla::PORT_SYNTAX`]) — are checked by the
 /// root and answered with 422 and every violation's path. `services`: the body of `POST
@@ -110,6 +110,7 @@ pub fn sla_schema(services: bool) -> Value {
     let constraint = json!({
         "type": "object",
         "required": ["type"],
+        "additionalProperties": false,
         "properties": {
             "type": string, "area": string, "cluster": string, "node": string,
             "location": string, "threshold": number, "rigidness": number,
@@ -119,6 +120,7 @@ pub fn sla_schema(services: bool) -> Value {
     let connectivity = json!({
         "type": "object",
         "required": ["target_microservice_id", "con_constraints"],
+        "additionalProperties": false,
         "properties": {
             "target_microservice_id": string,
             "con_constraints": {
@@ -127,6 +129,7 @@ pub fn sla_schema(services: bool) -> Value {
                 "items": {
                     "type": "object",
                     "required": ["type", "threshold", "rigidness", "convergence_time"],
+                    "additionalProperties": false,
                     "properties": {
                         "type": string, "threshold": number, "rigidness": number,
                         "convergence_time": whole,
@@ -135,9 +138,22 @@ pub fn sla_schema(services: bool) -> Value {
             },
         },
     });
+    let addresses = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "rr_ip": string, "rr_ip_v6": string, "closest_ip": string, "closest_ip_v6": string,
+            "instances": {"type": "array", "items": {
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {"from": string, "to": string, "start": string},
+            }},
+        },
+    });
     let microservice = json!({
         "type": "object",
         "required": ["microservice_name", "microservice_namespace", "virtualization", "code"],
+        "additionalProperties": false,
         "properties": {
             "microserviceID": {"type": "string", "maxLength": 0, "description": "Empty or absent: the root assigns service ids"},
             "microservice_name": name,
@@ -153,13 +169,14 @@ pub fn sla_schema(services: bool) -> Value {
             "environment": {"type": "array", "maxItems": limit("environment"), "items": {"type": "string", "pattern": "^[^=]+="}},
             "args": any_strings, "added_files": any_strings,
             "sla_violation_strategy": string, "target_node": string,
-            "addresses": {"type": "object", "properties": {"rr_ip": string, "rr_ip_v6": string}},
+            "addresses": addresses,
             "volumes": {
                 "type": "array",
                 "maxItems": limit("volumes"),
                 "items": {
                     "type": "object",
                     "required": ["volume_id", "csi_driver"],
+                    "additionalProperties": false,
                     "properties": {"volume_id": string, "csi_driver": string, "mount_path": string, "config": {"type": "object"}},
                 },
             },
@@ -171,6 +188,7 @@ pub fn sla_schema(services: bool) -> Value {
     let mut application = json!({
         "type": "object",
         "required": ["application_name", "application_namespace", "microservices"],
+        "additionalProperties": false,
         "properties": {
             "applicationID": string,
             "application_name": name,
@@ -192,6 +210,7 @@ pub fn sla_schema(services: bool) -> Value {
         "type": "object",
         "description": "SLA v2.0 deployment descriptor (see the root README for every rule)",
         "required": ["sla_version", "customerID", "applications"],
+        "additionalProperties": false,
         "properties": {
             "sla_version": {"type": "string", "enum": ["v2.0"]},
             "customerID": string,

@@ -168,6 +168,63 @@ async fn the_document_says_what_the_server_does() {
     assert_eq!(status, 200, "null body: {body}");
     assert_eq!(body["name"], "cluster");
     assert_error(&raw.post("/api/join-tokens", Some(&token), "[]").await, 400);
+    // Unknown fields are refused, each named by its path; the document says so.
+    assert_eq!(sla["additionalProperties"], false);
+    assert_eq!(ms["additionalProperties"], false);
+    let mut typo = one_service_app("typoapp", "web", None);
+    typo["applications"][0]["microservices"][0]["memroy"] = json!(100);
+    typo["vendor"] = json!("x");
+    let (status, body) = raw
+        .post("/api/application", Some(&token), &typo.to_string())
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let paths: Vec<&str> = body["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["/vendor", "/applications/0/microservices/0/memroy"]);
+    assert!(
+        body["message"].as_str().unwrap().contains("violations"),
+        "{body}"
+    );
+    // Oakestra's published examples are accepted as they are.
+    for (name, text) in [
+        (
+            "clientsrvr",
+            include_str!("../../../examples/sla-clientsrvr-container.json"),
+        ),
+        (
+            "tail",
+            include_str!("../../../examples/sla-clientsrvr-tail.json"),
+        ),
+        (
+            "unikernel",
+            include_str!("../../../examples/sla-nginx-unikernel.json"),
+        ),
+    ] {
+        let mut sla: Value = serde_json::from_str(text).unwrap();
+        // Unique names and addresses for this user: only the application names change.
+        for (i, app) in sla["applications"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .enumerate()
+        {
+            app["application_name"] = json!(format!("{name}{i}"));
+            if let Some(list) = app["microservices"].as_array_mut() {
+                for ms in list {
+                    ms.as_object_mut().unwrap().remove("addresses");
+                }
+            }
+        }
+        let (status, body) = raw
+            .post("/api/application", Some(&token), &sla.to_string())
+            .await;
+        assert_eq!(status, 200, "{name}: {body}");
+    }
+
     // A descriptor the document accepts and the server too.
     let (status, body) = raw
         .post(

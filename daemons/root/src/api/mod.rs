@@ -16,6 +16,7 @@ pub mod join_tokens;
 pub mod lifecycle;
 pub mod organizations;
 pub mod services;
+mod unknown_fields;
 pub mod users;
 
 use std::collections::HashMap;
