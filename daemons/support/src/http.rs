@@ -11,6 +11,10 @@
 //!   out of file descriptors (which would stop it accepting anyone, workers and users alike).
 //!   [`HttpLimits::effective_max_connections`] keeps the limit below the process's file limit.
 //!
+//! * **JSON everywhere**: the answers hyper writes itself to a request it cannot parse (414,
+//!   431, 400) carry the same `{code, status, message}` body as every other error
+//!   ([`crate::json_parse_errors`]).
+//!
 //! [`raise_file_limit`] lifts the soft `RLIMIT_NOFILE` to the hard one at start, as Go's runtime
 //! does; the systemd units in `deploy/` set `LimitNOFILE` too.
 
@@ -177,7 +181,10 @@ pub async fn serve<S>(
             .keep_alive_interval(Some(limits.header_read_timeout))
             .keep_alive_timeout(limits.header_read_timeout);
         let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc))
+            .serve_connection_with_upgrades(
+                TokioIo::new(crate::json_parse_errors::JsonParseErrors::new(stream)),
+                TowerToHyperService::new(svc),
+            )
             .into_owned();
         let watched = graceful.watch(conn);
         tokio::spawn(async move {
@@ -263,6 +270,34 @@ mod tests {
             .await
             .unwrap();
         read_to_close(&mut s).await.0
+    }
+
+    #[tokio::test]
+    async fn requests_hyper_cannot_parse_get_json_errors() {
+        let (addr, _stop) = start(limits(8)).await;
+        let long_uri = format!("GET /{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(70_000));
+        let big_head = format!(
+            "GET / HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+            "b".repeat(500_000)
+        );
+        for (request, code) in [
+            (long_uri, 414),
+            (big_head, 431),
+            ("GET / HTTP/1.1\r\nbad header\r\n\r\n".to_owned(), 400),
+        ] {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            let _ = s.write_all(request.as_bytes()).await;
+            let (answer, closed) = read_to_close(&mut s).await;
+            assert!(closed, "{answer}");
+            let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+            assert!(head.starts_with(&format!("HTTP/1.1 {code} ")), "{head}");
+            assert!(head.contains("content-type: application/json"), "{head}");
+            let v: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(v["code"], code);
+            assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        }
+        // The server still answers normally.
+        assert!(get(addr).await.ends_with("hello"));
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@ pub mod backoff;
 pub mod calendar;
 pub mod data_dir;
 pub mod http;
+pub mod json_parse_errors;
 pub mod layered;
 pub mod logging;
 pub mod metrics;
