@@ -50,6 +50,15 @@ impl StoreLocation {
     }
 }
 
+/// The certificate chain and private key (PEM files) the REST API serves TLS with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
 /// The resolved configuration of a root orchestrator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -75,6 +84,8 @@ pub struct Config {
     pub metrics_token: Option<String>,
     /// Timeouts and the connection limit of the REST API and dashboard listeners.
     pub http: oakestra_daemon::http::HttpLimits,
+    /// TLS on the REST API and dashboard listeners (`None`: plain HTTP).
+    pub tls: Option<TlsFiles>,
     /// IPv4 prefix length of the overlay subnet of workers that get theirs after a change
     /// (22–26; the IPv6 subnet scales with it); workers that hold one keep it.
     pub worker_subnet_prefix: u8,
@@ -114,6 +125,7 @@ impl Default for Config {
             dashboard_listen: None,
             metrics_token: None,
             http: oakestra_daemon::http::HttpLimits::default(),
+            tls: None,
             worker_subnet_prefix: DEFAULT_WORKER_SUBNET_PREFIX,
         }
     }
@@ -205,7 +217,7 @@ pub enum TokenAction {
 pub struct Settings {
     /// TOML file with any of: listen, grpc_listen, data_dir, store, key_file, cluster_timeout,
     /// access_token_ttl, dashboard_listen, metrics_token, max_connections,
-    /// header_read_timeout, worker_subnet_prefix.
+    /// header_read_timeout, worker_subnet_prefix, tls_cert, tls_key.
     #[arg(long, env = "OAKESTRA_ROOT_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// REST API address [default: 0.0.0.0:10000].
@@ -255,6 +267,13 @@ pub struct Settings {
     /// open), e.g. `10s` [default: 10s].
     #[arg(long, env = "OAKESTRA_ROOT_HEADER_READ_TIMEOUT", value_parser = parse_duration, global = true)]
     pub header_read_timeout: Option<Duration>,
+    /// Serve the REST API (and dashboard) over TLS with this certificate chain (PEM); needs
+    /// --tls-key [default: plain HTTP].
+    #[arg(long, env = "OAKESTRA_ROOT_TLS_CERT", global = true)]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "OAKESTRA_ROOT_TLS_KEY", global = true)]
+    pub tls_key: Option<PathBuf>,
     /// Overlay subnet size of workers, as an IPv4 prefix length from 22 to 26: a /26 holds 61
     /// instances (Oakestra's), a /24 253, a /22 1,021; the IPv6 subnet scales with it. Applies
     /// to workers that get their subnet after a change; the others keep theirs [default: 26].
@@ -288,6 +307,8 @@ struct FileSettings {
     max_connections: Option<usize>,
     header_read_timeout: Option<String>,
     worker_subnet_prefix: Option<u8>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 /// A configuration that cannot be used.
@@ -362,8 +383,24 @@ impl Settings {
             .clone()
             .or(file.key_file)
             .unwrap_or_else(|| data_dir.join(crate::sealing::KEY_FILE_NAME));
+        let tls = match (
+            self.tls_cert.clone().or(file.tls_cert),
+            self.tls_key.clone().or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    path: self.config.clone().unwrap_or_default(),
+                    message: "--tls-cert and --tls-key (tls_cert, tls_key) go together: give \
+                              both, or neither for plain HTTP"
+                        .into(),
+                });
+            }
+        };
         Ok(Config {
             key_file,
+            tls,
             listen: self.listen.or(file.listen).unwrap_or(defaults.listen),
             grpc_listen: self
                 .grpc_listen

@@ -313,6 +313,8 @@ pub struct RunningRoot {
     pub grpc_addr: Option<SocketAddr>,
     /// The second address of the dashboard (`Config::dashboard_listen`), if any.
     pub dashboard_addr: Option<SocketAddr>,
+    /// Whether the REST API (and dashboard) speak TLS (`https://`).
+    pub tls: bool,
     /// The store.
     pub store: Arc<dyn Store>,
     shutdown: watch::Sender<bool>,
@@ -513,12 +515,24 @@ pub async fn start_with(
         ),
         None => None,
     };
+    let tls = match &config.tls {
+        Some(files) => Some(
+            oakestra_daemon::tls::acceptor(&files.cert, &files.key).map_err(|message| {
+                RootError::Server {
+                    what: "TLS set-up",
+                    message,
+                }
+            })?,
+        ),
+        None => None,
+    };
     let (shutdown, stop) = watch::channel(false);
     let app = NormalizePathLayer::trim_trailing_slash().layer(api::router(state, metrics));
     let mut servers = vec![serve_app(
         listener,
         app.clone(),
         config.http,
+        tls.clone(),
         stop.clone(),
         "the REST API",
     )];
@@ -538,7 +552,14 @@ pub async fn start_with(
         })?;
         dashboard_addr = Some(addr);
         // The same application: the dashboard's scripts call the API on their own origin.
-        servers.push(serve_app(listener, app, config.http, stop, "the dashboard"));
+        servers.push(serve_app(
+            listener,
+            app,
+            config.http,
+            tls.clone(),
+            stop,
+            "the dashboard",
+        ));
         tracing::info!(%addr, "dashboard listening");
     }
     tracing::info!(%rest_addr, "REST API listening; dashboard at /, docs at /api/docs");
@@ -546,6 +567,7 @@ pub async fn start_with(
         rest_addr,
         grpc_addr: None,
         dashboard_addr,
+        tls: tls.is_some(),
         store,
         shutdown,
         servers,
@@ -557,6 +579,7 @@ fn serve_app(
     listener: TcpListener,
     app: tower_http::normalize_path::NormalizePath<axum::Router>,
     limits: oakestra_daemon::http::HttpLimits,
+    tls: Option<oakestra_daemon::tls::TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
     what: &'static str,
 ) -> JoinHandle<Result<(), RootError>> {
@@ -564,7 +587,7 @@ fn serve_app(
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        oakestra_daemon::http::serve(listener, app, limits, stopped, what).await;
+        oakestra_daemon::http::serve_tls(listener, app, limits, tls, stopped, what).await;
         Ok(())
     })
 }
@@ -573,15 +596,16 @@ fn serve_app(
 pub async fn run(config: Config) -> Result<(), RootError> {
     let root = start(config).await?;
     // Machine-readable line for scripts and tests that start the binary on port 0.
+    let scheme = if root.tls { "https" } else { "http" };
     println!(
-        "oakestra-root: REST API listening on http://{}",
+        "oakestra-root: REST API listening on {scheme}://{}",
         root.rest_addr
     );
     if let Some(grpc) = root.grpc_addr {
         println!("oakestra-root: cluster gRPC listening on {grpc}");
     }
     if let Some(dashboard) = root.dashboard_addr {
-        println!("oakestra-root: dashboard also on http://{dashboard}");
+        println!("oakestra-root: dashboard also on {scheme}://{dashboard}");
     }
     let stopper = root.shutdown_handle();
     tokio::spawn(async move {

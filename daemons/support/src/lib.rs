@@ -21,6 +21,7 @@ pub mod layered;
 pub mod logging;
 pub mod metrics;
 pub mod private;
+pub mod tls;
 
 pub use backoff::Backoff;
 pub use data_dir::default_data_dir;
