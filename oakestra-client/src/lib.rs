@@ -213,6 +213,24 @@ impl Client {
         Self::with_http(base_url, http)
     }
 
+    /// Like [`Client::new`] for a root serving TLS with a certificate signed by the CA in
+    /// `ca_pem` (PEM; a self-signed certificate is its own CA): only that CA is trusted for
+    /// this client (the certificate is pinned), not the system's.
+    pub fn with_ca_cert(base_url: &str, ca_pem: &[u8]) -> Result<Self> {
+        let transport = |source| ClientError::Transport {
+            url: base_url.to_owned(),
+            source,
+        };
+        let ca = reqwest::Certificate::from_pem(ca_pem).map_err(transport)?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca)
+            .build()
+            .map_err(transport)?;
+        Self::with_http(base_url, http)
+    }
+
     /// Like [`Client::new`] with a caller-configured `reqwest` client.
     pub fn with_http(base_url: &str, http: reqwest::Client) -> Result<Self> {
         let base = base_url.trim_end_matches('/').to_owned();

@@ -86,8 +86,10 @@ pub struct User {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = RegisterRequest))]
 pub struct NewUser {
     /// User name (unique).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub name: String,
     /// Password (stored as an argon2 hash).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub password: String,
     /// E-mail address.
     #[serde(default)]
@@ -106,6 +108,7 @@ pub struct UserUpdate {
     pub email: Option<String>,
     /// New password (the root stores its argon2 hash; Oakestra stores it in clear text).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub password: Option<String>,
     /// New roles in the caller's organization.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -125,6 +128,7 @@ pub struct PasswordChange {
     /// The current password.
     pub old_password: String,
     /// The new one (not empty, not the old one).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub new_password: String,
 }
 
@@ -159,7 +163,8 @@ pub struct Organization {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = OrganizationRequest))]
 pub struct OrganizationSpec {
-    /// Name (unique).
+    /// Name (unique; not empty or only white space).
+    #[cfg_attr(feature = "openapi", schema(pattern = r"\S"))]
     pub name: String,
     /// Members.
     #[serde(default)]

@@ -26,6 +26,25 @@ pub struct StoredLogin {
     pub token: String,
     /// Refresh token.
     pub refresh_token: String,
+    /// The certificate (PEM) an `https://` root is pinned to (`oak login --ca-cert`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// A client for `url`, pinned to the certificate in `ca_cert` if one is given.
+pub fn client(url: &str, ca_cert: Option<&std::path::Path>) -> anyhow::Result<Client> {
+    match ca_cert {
+        None => Ok(Client::new(url)?),
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| {
+                Failure::usage(format!(
+                    "cannot read the certificate {}: {e}",
+                    path.display()
+                ))
+            })?;
+            Ok(Client::with_ca_cert(url, &pem)?)
+        }
+    }
 }
 
 /// Where the login is stored.
@@ -129,7 +148,7 @@ impl Session {
             )
             .into());
         };
-        let client = Client::new(&login.url)?;
+        let client = client(&login.url, login.ca_cert.as_deref())?;
         client
             .set_tokens(&login.token, Some(&login.refresh_token))
             .await;

@@ -932,3 +932,71 @@ async fn works_against_an_oakestra_shaped_root() {
         "{run_missing:#?}"
     );
 }
+
+/// Issue 19: `oak login --ca-cert` pins an https:// root's certificate, and the other commands
+/// use the pinned certificate from the stored login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_pins_an_https_roots_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl (scripts/setup installs it)");
+    assert!(made.success());
+    let root = oakestra_root::start(oakestra_root::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        grpc_listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join("root"),
+        store: oakestra_root::StoreLocation::Memory,
+        tls: Some(oakestra_root::config::TlsFiles {
+            cert: cert.clone(),
+            key,
+        }),
+        ..oakestra_root::Config::default()
+    })
+    .await
+    .unwrap();
+    let url = format!("https://{}", root.rest_addr);
+    let user = User::new(dir.path());
+    let cert_arg = cert.to_str().unwrap().to_owned();
+    let (u, c) = (url.clone(), cert_arg.clone());
+    let user = tokio::task::spawn_blocking(move || {
+        // Without the certificate the system's CAs do not know the root.
+        let refused =
+            user.oak_with_input(&["login", "--url", &u, "--username", "Admin"], "Admin\n");
+        assert_ne!(refused.code, Some(0), "{refused:#?}");
+        let run = user
+            .oak_with_input(
+                &["login", "--url", &u, "--username", "Admin", "--ca-cert", &c],
+                "Admin\n",
+            )
+            .ok();
+        assert!(run.stdout.contains("logged in to"), "{run:#?}");
+        assert_eq!(user.stored()["ca_cert"], c);
+        // Another command: the stored login carries the certificate.
+        let apps = user.oak(&["--json", "app", "list"]).ok();
+        assert_eq!(apps.json(), serde_json::json!([]));
+        user
+    })
+    .await
+    .unwrap();
+    drop(user);
+    root.stop().await.unwrap();
+}

@@ -50,6 +50,15 @@ impl StoreLocation {
     }
 }
 
+/// The certificate chain and private key (PEM files) the REST API serves TLS with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
 /// The resolved configuration of a root orchestrator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -61,6 +70,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The store.
     pub store: StoreLocation,
+    /// The key file that seals the secrets kept in the store (the token signing key):
+    /// created at first start; a store sealed with it cannot be used without it.
+    pub key_file: PathBuf,
     /// A cluster silent for longer is inactive and its instances are rescheduled.
     pub cluster_timeout: Duration,
     /// Lifetime of the access tokens the root issues (whole seconds, at least one).
@@ -72,6 +84,8 @@ pub struct Config {
     pub metrics_token: Option<String>,
     /// Timeouts and the connection limit of the REST API and dashboard listeners.
     pub http: oakestra_daemon::http::HttpLimits,
+    /// TLS on the REST API and dashboard listeners (`None`: plain HTTP).
+    pub tls: Option<TlsFiles>,
     /// IPv4 prefix length of the overlay subnet of workers that get theirs after a change
     /// (22–26; the IPv6 subnet scales with it); workers that hold one keep it.
     pub worker_subnet_prefix: u8,
@@ -104,12 +118,14 @@ impl Default for Config {
             listen: DEFAULT_LISTEN.parse().expect("valid default"),
             grpc_listen: DEFAULT_GRPC_LISTEN.parse().expect("valid default"),
             store: StoreLocation::Redb(data_dir.join(REDB_FILE)),
+            key_file: data_dir.join(crate::sealing::KEY_FILE_NAME),
             data_dir,
             cluster_timeout: DEFAULT_CLUSTER_TIMEOUT,
             access_token_ttl: DEFAULT_ACCESS_TOKEN_TTL,
             dashboard_listen: None,
             metrics_token: None,
             http: oakestra_daemon::http::HttpLimits::default(),
+            tls: None,
             worker_subnet_prefix: DEFAULT_WORKER_SUBNET_PREFIX,
         }
     }
@@ -121,6 +137,7 @@ impl Config {
         let data_dir = data_dir.into();
         Self {
             store: StoreLocation::Redb(data_dir.join(REDB_FILE)),
+            key_file: data_dir.join(crate::sealing::KEY_FILE_NAME),
             data_dir,
             ..Self::default()
         }
@@ -198,9 +215,9 @@ pub enum TokenAction {
 /// Flags and environment variables; unset ones come from the file or the defaults.
 #[derive(Debug, Clone, Default, Args)]
 pub struct Settings {
-    /// TOML file with any of: listen, grpc_listen, data_dir, store, cluster_timeout,
+    /// TOML file with any of: listen, grpc_listen, data_dir, store, key_file, cluster_timeout,
     /// access_token_ttl, dashboard_listen, metrics_token, max_connections,
-    /// header_read_timeout, worker_subnet_prefix.
+    /// header_read_timeout, worker_subnet_prefix, tls_cert, tls_key.
     #[arg(long, env = "OAKESTRA_ROOT_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// REST API address [default: 0.0.0.0:10000].
@@ -217,6 +234,11 @@ pub struct Settings {
     /// [default: <data-dir>/oakestra.redb].
     #[arg(long, env = "OAKESTRA_ROOT_STORE", global = true)]
     pub store: Option<String>,
+    /// The key file sealing the token signing key in the store (64 hex digits, 0600; created
+    /// at first start; replicas sharing a store need the same file) [default:
+    /// <data-dir>/root.key].
+    #[arg(long, env = "OAKESTRA_ROOT_KEY_FILE", global = true)]
+    pub key_file: Option<PathBuf>,
     /// A cluster silent for longer is inactive [default: 30s].
     #[arg(long, env = "OAKESTRA_ROOT_CLUSTER_TIMEOUT", value_parser = parse_duration, global = true)]
     pub cluster_timeout: Option<Duration>,
@@ -245,6 +267,13 @@ pub struct Settings {
     /// open), e.g. `10s` [default: 10s].
     #[arg(long, env = "OAKESTRA_ROOT_HEADER_READ_TIMEOUT", value_parser = parse_duration, global = true)]
     pub header_read_timeout: Option<Duration>,
+    /// Serve the REST API (and dashboard) over TLS with this certificate chain (PEM); needs
+    /// --tls-key [default: plain HTTP].
+    #[arg(long, env = "OAKESTRA_ROOT_TLS_CERT", global = true)]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "OAKESTRA_ROOT_TLS_KEY", global = true)]
+    pub tls_key: Option<PathBuf>,
     /// Overlay subnet size of workers, as an IPv4 prefix length from 22 to 26: a /26 holds 61
     /// instances (Oakestra's), a /24 253, a /22 1,021; the IPv6 subnet scales with it. Applies
     /// to workers that get their subnet after a change; the others keep theirs [default: 26].
@@ -270,6 +299,7 @@ struct FileSettings {
     grpc_listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     store: Option<String>,
+    key_file: Option<PathBuf>,
     cluster_timeout: Option<String>,
     access_token_ttl: Option<String>,
     dashboard_listen: Option<SocketAddr>,
@@ -277,6 +307,8 @@ struct FileSettings {
     max_connections: Option<usize>,
     header_read_timeout: Option<String>,
     worker_subnet_prefix: Option<u8>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 /// A configuration that cannot be used.
@@ -346,7 +378,29 @@ impl Settings {
             Some(s) => StoreLocation::parse(&s),
             None => StoreLocation::Redb(data_dir.join(REDB_FILE)),
         };
+        let key_file = self
+            .key_file
+            .clone()
+            .or(file.key_file)
+            .unwrap_or_else(|| data_dir.join(crate::sealing::KEY_FILE_NAME));
+        let tls = match (
+            self.tls_cert.clone().or(file.tls_cert),
+            self.tls_key.clone().or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    path: self.config.clone().unwrap_or_default(),
+                    message: "--tls-cert and --tls-key (tls_cert, tls_key) go together: give \
+                              both, or neither for plain HTTP"
+                        .into(),
+                });
+            }
+        };
         Ok(Config {
+            key_file,
+            tls,
             listen: self.listen.or(file.listen).unwrap_or(defaults.listen),
             grpc_listen: self
                 .grpc_listen
@@ -427,6 +481,38 @@ mod tests {
         assert_eq!(cfg.access_token_ttl, Duration::from_secs(600));
         assert_eq!(cfg.store, StoreLocation::Redb(cfg.data_dir.join(REDB_FILE)));
         assert_eq!(cfg.dashboard_listen, None);
+    }
+
+    #[test]
+    fn key_file_in_the_data_dir_unless_given_by_flag_or_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let cfg = Cli::try_parse_from(["oakestra-root", "--data-dir", data.to_str().unwrap()])
+            .unwrap()
+            .settings
+            .resolve()
+            .unwrap();
+        assert_eq!(cfg.key_file, data.join("root.key"));
+        let file = dir.path().join("root.toml");
+        std::fs::write(&file, "key_file = \"/etc/oakestra/root.key\"\n").unwrap();
+        let from_file = Cli::try_parse_from(["oakestra-root", "--config", file.to_str().unwrap()])
+            .unwrap()
+            .settings
+            .resolve()
+            .unwrap();
+        assert_eq!(from_file.key_file, Path::new("/etc/oakestra/root.key"));
+        let from_flag = Cli::try_parse_from([
+            "oakestra-root",
+            "--config",
+            file.to_str().unwrap(),
+            "--key-file",
+            "/k",
+        ])
+        .unwrap()
+        .settings
+        .resolve()
+        .unwrap();
+        assert_eq!(from_flag.key_file, Path::new("/k"));
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod openapi;
 mod placement;
+pub mod sealing;
 pub mod tables;
 pub mod tokens;
 
@@ -50,6 +51,13 @@ use crate::metrics::Metrics;
 
 /// Name of the token signing key in the store.
 pub const SIGNING_KEY_NAME: &str = "jwt-hs256";
+
+/// The algorithm tag of the stored token signing key: an HS256 key sealed with the key file
+/// ([`sealing`]). Stores written before kept `"HS256"`, the key in clear.
+pub const SEALED_SIGNING_KEY: &str = "HS256+A256GCM";
+
+/// What a sealed signing key is bound to (the AEAD's associated data).
+const SIGNING_KEY_PURPOSE: &str = "oakestra-root signing_key/jwt-hs256";
 
 /// Default account created on first start.
 pub const DEFAULT_ADMIN: &str = "Admin";
@@ -85,6 +93,14 @@ pub enum RootError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The key file is missing, unreadable, or not the one the store was sealed with.
+    #[error("key file {path}: {message}")]
+    KeyFile {
+        /// The key file.
+        path: std::path::PathBuf,
+        /// What is wrong and what to do.
+        message: String,
+    },
     /// A server task failed.
     #[error("{what} failed: {message}")]
     Server {
@@ -114,21 +130,108 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, RootError> {
     Ok(oakestra_store::open(&location).await?)
 }
 
-/// First-start set-up, idempotent: the token signing key (created once, insert-if-absent,
-/// so concurrent starts agree), the `Admin` account and the `root` organization.
-/// Access tokens live `access_token_ttl`.
-pub async fn bootstrap(
+/// The key that seals the store's secrets: read from `key_file`, or created there when the
+/// file does not exist and the store holds no sealed key yet (first start, or a store that
+/// kept its signing key in clear). `None` (a store that is not persisted): a key that lives
+/// as long as the process.
+pub async fn load_sealing_key(
     store: &Arc<dyn Store>,
-    access_token_ttl: std::time::Duration,
-) -> Result<TokenService, RootError> {
+    key_file: Option<&std::path::Path>,
+) -> Result<sealing::SealingKey, RootError> {
+    let Some(path) = key_file else {
+        return Ok(sealing::SealingKey::ephemeral());
+    };
+    let key_error = |message: String| RootError::KeyFile {
+        path: path.to_owned(),
+        message,
+    };
+    match sealing::SealingKey::read(path) {
+        Ok(key) => Ok(key),
+        Err(sealing::SealError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            let stored = store.signing_key(SIGNING_KEY_NAME).await?;
+            if stored.is_some_and(|k| k.algorithm != "HS256") {
+                return Err(key_error(
+                    "does not exist, and the token signing key in the store is sealed with a \
+                     key file: give the file the store was sealed with (--key-file, \
+                     OAKESTRA_ROOT_KEY_FILE or key_file in the configuration file)"
+                        .into(),
+                ));
+            }
+            let key = sealing::SealingKey::create(path).map_err(|e| key_error(e.to_string()))?;
+            tracing::info!(
+                file = %path.display(),
+                "created the key file that seals the secrets in the store; keep it with the \
+                 store's backups, the store cannot be used without it"
+            );
+            Ok(key)
+        }
+        Err(e) => Err(key_error(e.to_string())),
+    }
+}
+
+/// The token signing key, kept sealed with `sealing` in the store: created once
+/// (insert-if-absent, so concurrent starts agree) and opened. A key a store kept in clear
+/// (written before keys were sealed) could be read by whoever read the store file, and stays
+/// in its free pages: it is replaced by a new sealed key, so tokens signed with it stop
+/// working (users log in again once).
+pub async fn token_signing_key(
+    store: &Arc<dyn Store>,
+    sealing: &sealing::SealingKey,
+    key_file: Option<&std::path::Path>,
+) -> Result<Vec<u8>, RootError> {
     let candidate = SigningKey {
-        algorithm: "HS256".into(),
-        key: random_bytes::<32>().to_vec(),
+        algorithm: SEALED_SIGNING_KEY.into(),
+        key: sealing.seal(SIGNING_KEY_PURPOSE, &random_bytes::<32>()),
         created_at: api::auth::created_at_now(),
     };
-    let key = store
+    let mut stored = store
         .get_or_insert_signing_key(SIGNING_KEY_NAME, &candidate)
         .await?;
+    if stored.algorithm == "HS256" {
+        stored = store
+            .replace_signing_key(SIGNING_KEY_NAME, &stored, &candidate)
+            .await?;
+        tracing::warn!(
+            "the token signing key was stored in clear; it is replaced by a new key sealed \
+             with the key file, so the tokens issued before stop working: users log in again"
+        );
+    }
+    let path = key_file.map_or_else(
+        || std::path::PathBuf::from("(in memory)"),
+        std::path::Path::to_path_buf,
+    );
+    if stored.algorithm != SEALED_SIGNING_KEY {
+        return Err(RootError::KeyFile {
+            path,
+            message: format!(
+                "the store's token signing key is of an unknown kind {:?} (a newer version?)",
+                stored.algorithm
+            ),
+        });
+    }
+    sealing
+        .open(SIGNING_KEY_PURPOSE, &stored.key)
+        .map_err(|_| RootError::KeyFile {
+            path,
+            message: "does not open the token signing key in the store: it is not the key file \
+                      the store was sealed with; give that file (--key-file, \
+                      OAKESTRA_ROOT_KEY_FILE or key_file in the configuration file)"
+                .into(),
+        })
+}
+
+/// First-start set-up, idempotent: the key file and the token signing key sealed with it
+/// ([`load_sealing_key`], [`token_signing_key`]), the `Admin` account and the `root`
+/// organization. Access tokens live `access_token_ttl`.
+pub async fn bootstrap(
+    store: &Arc<dyn Store>,
+    key_file: Option<&std::path::Path>,
+    access_token_ttl: std::time::Duration,
+) -> Result<TokenService, RootError> {
+    let sealing = load_sealing_key(store, key_file).await?;
+    let key = token_signing_key(store, &sealing, key_file).await?;
     let admin = match store.user_by_name(DEFAULT_ADMIN).await? {
         Some(u) => {
             let hash = u.password_hash.clone();
@@ -195,7 +298,7 @@ pub async fn bootstrap(
         }
     }
     Ok(TokenService::with_lifetimes(
-        &key.key,
+        &key,
         access_token_ttl,
         auth::REFRESH_TOKEN_TTL,
     ))
@@ -210,6 +313,8 @@ pub struct RunningRoot {
     pub grpc_addr: Option<SocketAddr>,
     /// The second address of the dashboard (`Config::dashboard_listen`), if any.
     pub dashboard_addr: Option<SocketAddr>,
+    /// Whether the REST API (and dashboard) speak TLS (`https://`).
+    pub tls: bool,
     /// The store.
     pub store: Arc<dyn Store>,
     shutdown: watch::Sender<bool>,
@@ -296,7 +401,11 @@ pub async fn start(config: Config) -> Result<RunningRoot, RootError> {
             "released addresses held for services that do not exist (an interrupted create)"
         );
     }
-    let tokens = bootstrap(&store, config.access_token_ttl).await?;
+    let key_file = match config.store {
+        StoreLocation::Memory => None,
+        _ => Some(config.key_file.as_path()),
+    };
+    let tokens = bootstrap(&store, key_file, config.access_token_ttl).await?;
     match tokens::ensure_bootstrap_token(store.as_ref(), &config.data_dir).await {
         Ok(tokens::Bootstrap::Created { path, .. }) => tracing::info!(
             file = %path.display(),
@@ -406,6 +515,17 @@ pub async fn start_with(
         ),
         None => None,
     };
+    let tls = match &config.tls {
+        Some(files) => Some(
+            oakestra_daemon::tls::acceptor(&files.cert, &files.key).map_err(|message| {
+                RootError::Server {
+                    what: "TLS set-up",
+                    message,
+                }
+            })?,
+        ),
+        None => None,
+    };
     let (shutdown, stop) = watch::channel(false);
     let replicas = api::replicas::spawn(state.clone(), stop.clone());
     let app = NormalizePathLayer::trim_trailing_slash().layer(api::router(state, metrics));
@@ -413,6 +533,7 @@ pub async fn start_with(
         listener,
         app.clone(),
         config.http,
+        tls.clone(),
         stop.clone(),
         "the REST API",
     )];
@@ -436,7 +557,14 @@ pub async fn start_with(
         })?;
         dashboard_addr = Some(addr);
         // The same application: the dashboard's scripts call the API on their own origin.
-        servers.push(serve_app(listener, app, config.http, stop, "the dashboard"));
+        servers.push(serve_app(
+            listener,
+            app,
+            config.http,
+            tls.clone(),
+            stop,
+            "the dashboard",
+        ));
         tracing::info!(%addr, "dashboard listening");
     }
     tracing::info!(%rest_addr, "REST API listening; dashboard at /, docs at /api/docs");
@@ -444,6 +572,7 @@ pub async fn start_with(
         rest_addr,
         grpc_addr: None,
         dashboard_addr,
+        tls: tls.is_some(),
         store,
         shutdown,
         servers,
@@ -455,6 +584,7 @@ fn serve_app(
     listener: TcpListener,
     app: tower_http::normalize_path::NormalizePath<axum::Router>,
     limits: oakestra_daemon::http::HttpLimits,
+    tls: Option<oakestra_daemon::tls::TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
     what: &'static str,
 ) -> JoinHandle<Result<(), RootError>> {
@@ -462,7 +592,7 @@ fn serve_app(
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        oakestra_daemon::http::serve(listener, app, limits, stopped, what).await;
+        oakestra_daemon::http::serve_tls(listener, app, limits, tls, stopped, what).await;
         Ok(())
     })
 }
@@ -471,15 +601,16 @@ fn serve_app(
 pub async fn run(config: Config) -> Result<(), RootError> {
     let root = start(config).await?;
     // Machine-readable line for scripts and tests that start the binary on port 0.
+    let scheme = if root.tls { "https" } else { "http" };
     println!(
-        "oakestra-root: REST API listening on http://{}",
+        "oakestra-root: REST API listening on {scheme}://{}",
         root.rest_addr
     );
     if let Some(grpc) = root.grpc_addr {
         println!("oakestra-root: cluster gRPC listening on {grpc}");
     }
     if let Some(dashboard) = root.dashboard_addr {
-        println!("oakestra-root: dashboard also on http://{dashboard}");
+        println!("oakestra-root: dashboard also on {scheme}://{dashboard}");
     }
     let stopper = root.shutdown_handle();
     tokio::spawn(async move {

@@ -403,7 +403,7 @@ async fn users_organizations_and_passwords(backend: Backend) {
             .await
             .unwrap_err()
             .status(),
-        Some(400)
+        Some(403)
     );
     assert_eq!(
         c.change_password("carol", "pw1", "pw1")

@@ -711,6 +711,41 @@ async fn signing_key_is_created_once(store: &Arc<dyn Store>) {
         "one key for all starts"
     );
     assert_eq!(store.signing_key(&name).await.unwrap().unwrap(), keys[0]);
+
+    // Concurrent replacements of the same key: one wins, every caller gets the winner.
+    let mut tasks = Vec::new();
+    for i in 0..8u8 {
+        let store = Arc::clone(store);
+        let name = name.clone();
+        let expected = keys[0].clone();
+        tasks.push(tokio::spawn(async move {
+            let replacement = SigningKey {
+                algorithm: "HS256+sealed".into(),
+                key: vec![100 + i; 60],
+                created_at: String::new(),
+            };
+            store
+                .replace_signing_key(&name, &expected, &replacement)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut replaced = Vec::new();
+    for t in tasks {
+        replaced.push(t.await.unwrap());
+    }
+    assert!(replaced.windows(2).all(|w| w[0] == w[1]), "one replacement");
+    assert_eq!(replaced[0].algorithm, "HS256+sealed");
+    assert_eq!(
+        store.signing_key(&name).await.unwrap().unwrap(),
+        replaced[0]
+    );
+    // A replacement expecting an older key changes nothing.
+    let stale = store
+        .replace_signing_key(&name, &keys[0], &keys[0])
+        .await
+        .unwrap();
+    assert_eq!(stale, replaced[0]);
 }
 
 async fn clusters(store: &Arc<dyn Store>) {

@@ -11,6 +11,10 @@
 //!   out of file descriptors (which would stop it accepting anyone, workers and users alike).
 //!   [`HttpLimits::effective_max_connections`] keeps the limit below the process's file limit.
 //!
+//! * **JSON everywhere**: the answers hyper writes itself to a request it cannot parse (414,
+//!   431, 400) carry the same `{code, status, message}` body as every other error
+//!   ([`crate::json_parse_errors`]).
+//!
 //! [`raise_file_limit`] lifts the soft `RLIMIT_NOFILE` to the hard one at start, as Go's runtime
 //! does; the systemd units in `deploy/` set `LimitNOFILE` too.
 
@@ -116,6 +120,25 @@ pub async fn serve<S>(
         + 'static,
     S::Future: Send + 'static,
 {
+    serve_tls(listener, service, limits, None, shutdown, what).await;
+}
+
+/// Like [`serve`], with TLS when `tls` is given ([`crate::tls::acceptor`]): each connection's
+/// handshake must finish within the header read timeout; HTTP/2 is offered by ALPN.
+pub async fn serve_tls<S>(
+    listener: TcpListener,
+    service: S,
+    limits: HttpLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+    what: &'static str,
+) where
+    S: Service<axum::extract::Request, Response = axum::response::Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let max = limits.effective_max_connections(current_file_limit());
     if max < limits.max_connections {
         tracing::warn!(
@@ -166,26 +189,34 @@ pub async fn serve<S>(
             .map_request(move |req: hyper::Request<Incoming>| {
                 req.map(|b| Body::new(TimeoutBody::new(body_timeout, b)))
             });
-        let mut builder = Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .keep_alive_interval(Some(limits.header_read_timeout))
-            .keep_alive_timeout(limits.header_read_timeout);
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc))
-            .into_owned();
-        let watched = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = watched.await {
-                tracing::trace!("connection ended: {e}");
+        let watcher = graceful.watcher();
+        let header_timeout = limits.header_read_timeout;
+        match tls.clone() {
+            None => {
+                let conn = connection(stream, svc, header_timeout);
+                tokio::spawn(async move {
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::trace!("connection ended: {e}");
+                    }
+                    drop(permit);
+                });
             }
-            drop(permit);
-        });
+            Some(acceptor) => {
+                tokio::spawn(async move {
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let conn = connection(stream, svc, header_timeout);
+                            if let Err(e) = watcher.watch(conn).await {
+                                tracing::trace!("connection ended: {e}");
+                            }
+                        }
+                        Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                    drop(permit);
+                });
+            }
+        }
     }
     drop(listener);
     if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
@@ -194,6 +225,38 @@ pub async fn serve<S>(
     {
         tracing::info!("{what}: requests still open after 10 s were cut");
     }
+}
+
+/// One connection's HTTP/1.1 or HTTP/2 server, with the timeouts of [`HttpLimits`].
+fn connection<I, S>(
+    io: I,
+    svc: S,
+    header_timeout: Duration,
+) -> impl hyper_util::server::graceful::GracefulConnection<Error = impl std::fmt::Display> + Send + 'static
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: Service<hyper::Request<Incoming>, Response = axum::response::Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(header_timeout))
+        .keep_alive_timeout(header_timeout);
+    builder
+        .serve_connection_with_upgrades(
+            TokioIo::new(crate::json_parse_errors::JsonParseErrors::new(io)),
+            TowerToHyperService::new(svc),
+        )
+        .into_owned()
 }
 
 fn busy_reply(max: usize) -> String {
@@ -263,6 +326,34 @@ mod tests {
             .await
             .unwrap();
         read_to_close(&mut s).await.0
+    }
+
+    #[tokio::test]
+    async fn requests_hyper_cannot_parse_get_json_errors() {
+        let (addr, _stop) = start(limits(8)).await;
+        let long_uri = format!("GET /{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(70_000));
+        let big_head = format!(
+            "GET / HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+            "b".repeat(500_000)
+        );
+        for (request, code) in [
+            (long_uri, 414),
+            (big_head, 431),
+            ("GET / HTTP/1.1\r\nbad header\r\n\r\n".to_owned(), 400),
+        ] {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            let _ = s.write_all(request.as_bytes()).await;
+            let (answer, closed) = read_to_close(&mut s).await;
+            assert!(closed, "{answer}");
+            let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+            assert!(head.starts_with(&format!("HTTP/1.1 {code} ")), "{head}");
+            assert!(head.contains("content-type: application/json"), "{head}");
+            let v: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(v["code"], code);
+            assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        }
+        // The server still answers normally.
+        assert!(get(addr).await.ends_with("hello"));
     }
 
     #[tokio::test]

@@ -16,10 +16,12 @@ pub mod backoff;
 pub mod calendar;
 pub mod data_dir;
 pub mod http;
+pub mod json_parse_errors;
 pub mod layered;
 pub mod logging;
 pub mod metrics;
 pub mod private;
+pub mod tls;
 
 pub use backoff::Backoff;
 pub use data_dir::default_data_dir;

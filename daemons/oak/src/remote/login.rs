@@ -41,7 +41,16 @@ pub async fn login(args: LoginArgs, json: bool) -> anyhow::Result<()> {
             line.trim_end_matches(['\r', '\n']).to_owned()
         }
     };
-    let client = Client::new(&url)?;
+    let ca_cert = args
+        .ca_cert
+        .or_else(|| {
+            stored
+                .as_ref()
+                .filter(|s| s.url.trim_end_matches('/') == url.trim_end_matches('/'))
+                .and_then(|s| s.ca_cert.clone())
+        })
+        .map(|p| std::path::absolute(&p).unwrap_or(p));
+    let client = session::client(&url, ca_cert.as_deref())?;
     let tokens = client
         .login_to(&username, &password, args.organization.as_deref())
         .await?;
@@ -50,6 +59,7 @@ pub async fn login(args: LoginArgs, json: bool) -> anyhow::Result<()> {
         username: username.clone(),
         token: tokens.token,
         refresh_token: tokens.refresh_token,
+        ca_cert,
     };
     let path = session::save(&login)?;
     if json {

@@ -61,6 +61,11 @@ pub struct LoginArgs {
     /// Organization to log in to [default: root].
     #[arg(long)]
     organization: Option<String>,
+    /// For an https:// root: trust only this certificate (PEM; the root's self-signed
+    /// certificate or its CA), kept with the login for the other commands [default: the
+    /// stored login's, else the system's CAs].
+    #[arg(long, env = "OAK_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
 }
 
 /// `oak app …`.

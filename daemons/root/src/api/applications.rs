@@ -37,7 +37,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 /// that share a name and namespace (they would share a job name).
 pub(crate) fn validate_sla(value: Value) -> ApiResult<Sla> {
     let sla = validate_owned(value).map_err(|e| ApiError::invalid_sla(e.into_violations()))?;
-    let mut violations = Vec::new();
+    let mut violations = super::unknown_fields::unknown_fields(&sla);
     for (a, app) in sla.applications.iter().enumerate() {
         let mut seen = HashSet::new();
         for (m, ms) in app.microservices.iter().enumerate() {

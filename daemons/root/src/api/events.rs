@@ -114,8 +114,10 @@ impl Visibility {
 fn limit_of(filter: &EventFilter) -> ApiResult<usize> {
     match filter.limit {
         None => Ok(DEFAULT_LIMIT),
-        Some(0) => Err(ApiError::bad_request("limit must be at least 1")),
-        Some(n) => Ok(n.min(MAX_LIMIT)),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::bad_request(format!(
+            "limit {n} is not valid: give a number of events from 1 to {MAX_LIMIT}"
+        ))),
     }
 }
 
@@ -243,6 +245,7 @@ pub struct UsageQuery {
     /// End, seconds since the epoch (default: now).
     pub until: Option<u32>,
     /// Grid step in seconds for the last hour (default 5; older points are 5-minute means).
+    #[param(minimum = 1)]
     pub step: Option<u32>,
 }
 

@@ -32,7 +32,7 @@ fn token_error(e: TokenError) -> ApiError {
 /// its SHA-256, so it cannot be shown again.
 #[utoipa::path(post, path = "/api/join-tokens", tag = "clusters",
     security(("bearer" = [])),
-    request_body(content = NewJoinToken, description = "optional"),
+    request_body(content = Option<NewJoinToken>, description = "optional"),
     responses(
         (status = 200, body = CreatedJoinToken),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -46,11 +46,20 @@ async fn create_join_token(
     let request: NewJoinToken = if body.iter().all(u8::is_ascii_whitespace) {
         NewJoinToken::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
+        // `null` is "no body" too (the document says the body is optional); anything else
+        // must be an object (serde would also build the struct from an array).
+        let bad = |e: String| {
             ApiError::bad_request(format!(
                 "the body must be empty or {{\"name\": \"<text>\"}}: {e}"
             ))
-        })?
+        };
+        match serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| bad(e.to_string()))? {
+            serde_json::Value::Null => NewJoinToken::default(),
+            v @ serde_json::Value::Object(_) => {
+                serde_json::from_value(v).map_err(|e| bad(e.to_string()))?
+            }
+            _ => return Err(bad("found no object".into())),
+        }
     };
     let name = request
         .name

@@ -17,6 +17,7 @@ pub mod lifecycle;
 pub mod organizations;
 pub mod replicas;
 pub mod services;
+mod unknown_fields;
 pub mod users;
 
 use std::collections::HashMap;
@@ -356,8 +357,10 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 /// (`serve_app` in the crate root), so `/api/applications/` and `/api/applications` are one route.
 pub fn router(state: AppState, metrics: Arc<Metrics>) -> Router {
     let (api, openapi) = api_routes();
+    let mut doc = serde_json::to_value(&openapi).expect("the OpenAPI document serialises");
+    crate::openapi::complete(&mut doc);
     let spec =
-        Arc::new(serde_json::to_string_pretty(&openapi).expect("the OpenAPI document serialises"));
+        Arc::new(serde_json::to_string_pretty(&doc).expect("the OpenAPI document serialises"));
     let scrape_state = state.clone();
     api.with_state(state)
         .route(

@@ -25,7 +25,7 @@ async fn members(state: &AppState, docs: Vec<MemberDoc>) -> ApiResult<Vec<Member
     for (i, m) in docs.into_iter().enumerate() {
         check_roles(&m.roles)?;
         let unknown = || {
-            ApiError::bad_request(format!(
+            ApiError::not_found(format!(
                 "member[{i}].user_id {:?} is not the id of a user",
                 m.user_id
             ))
@@ -72,7 +72,9 @@ async fn list_organizations(
     responses(
         (status = 200, description = "The new organization"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, description = "A member's user_id is not the id of a user", body = ErrorBody),
+        (status = 409, body = ErrorBody),
     ))]
 async fn create_organization(
     State(state): State<AppState>,

@@ -280,7 +280,7 @@ struct DeployQuery {
     security(("bearer" = [])),
     params(
         ("service_id" = String, Path),
-        ("count" = Option<u32>, Query, description = "Instances to create in one batch, 1 to 10000 (Oakestra-rs only; default: one, answered as Oakestra does)"),
+        ("count" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "Instances to create in one batch, 1 to 10000 (Oakestra-rs only; default: one, answered as Oakestra does)"),
     ),
     responses(
         (status = 200, body = DeployResponse), (status = 400, body = ErrorBody),
@@ -336,7 +336,7 @@ async fn deploy_instance(
 /// (to 0 with `-1`), so the root does not deploy them again.
 #[utoipa::path(delete, path = "/api/service/{service_id}/instance/{instance_number}", tag = "services",
     security(("bearer" = [])),
-    params(("service_id" = String, Path), ("instance_number" = i64, Path, description = "Instance number, or -1 for all")),
+    params(("service_id" = String, Path), ("instance_number" = i64, Path, minimum = -1, maximum = 4294967295_i64, description = "Instance number, or -1 for all")),
     responses(
         (status = 200, body = MessageBody), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -434,8 +434,8 @@ pub const WORKER_LOGS_WAIT: std::time::Duration = std::time::Duration::from_secs
     security(("bearer" = [])),
     params(
         ("service_id" = String, Path),
-        ("instance_number" = u32, Path),
-        ("tail" = Option<u32>, Query, description = "Number of lines, 1–10000 [default: 100]"),
+        ("instance_number" = u32, Path, minimum = 0, maximum = 4294967295_u32),
+        ("tail" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "Number of lines, 1–10000 [default: 100]"),
     ),
     responses(
         (status = 200, body = InstanceLogs), (status = 400, body = ErrorBody),

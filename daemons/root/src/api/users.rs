@@ -206,8 +206,10 @@ async fn list_views(state: &AppState, caller: &Claims) -> ApiResult<Vec<Value>> 
     request_body = PasswordChange,
     responses(
         (status = 200, description = "`{token, refresh_token}`: every token issued before the change is revoked, these replace the caller's (Oakestra answers `{}`)"),
-        (status = 400, description = "Old password wrong, or new equals old, or empty", body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 400, description = "The new password equals the old one", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "Another user's password, or the old password is wrong", body = ErrorBody),
+        (status = 404, body = ErrorBody),
     ))]
 async fn change_password(
     State(state): State<AppState>,
@@ -223,7 +225,7 @@ async fn change_password(
     }
     let user = user_named(&state, &username).await?;
     if !check_password(req.old_password.clone(), user.password_hash.clone()).await {
-        return Err(ApiError::bad_request("the old password is not valid"));
+        return Err(ApiError::forbidden("the old password is not valid"));
     }
     if req.old_password == req.new_password {
         return Err(ApiError::bad_request(

@@ -168,8 +168,10 @@ pub struct EventFilter {
     /// Only events at or after this time: seconds since the epoch.
     pub since: Option<f64>,
     /// Only events with a larger id.
+    #[param(minimum = 0, maximum = 18446744073709551615_u64)]
     pub after: Option<u64>,
-    /// At most this many (the newest), default 100, at most 10 000.
+    /// At most this many (the newest), 1 to 10 000, default 100.
+    #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<usize>,
 }
 

@@ -141,4 +141,38 @@ impl dyn Store {
         }
         Err(stale(Collection::Meta, &id))
     }
+
+    /// Replaces the signing key called `name` with `replacement` if it is still `expected`
+    /// (a re-encoding or rotation at start; two roots doing it at once agree on one result).
+    /// Returns the stored key: `replacement`, or whatever another writer put there first.
+    pub async fn replace_signing_key(
+        &self,
+        name: &str,
+        expected: &SigningKey,
+        replacement: &SigningKey,
+    ) -> Result<SigningKey, StoreError> {
+        let id = signing_key_id(name);
+        let Some(doc) = self.get(Collection::Meta, &id).await? else {
+            return self.get_or_insert_signing_key(name, replacement).await;
+        };
+        let current: SigningKey = decode_field(&doc, "key")?;
+        if current != *expected {
+            return Ok(current);
+        }
+        let body = meta_body(&id, "key", encode(Collection::Meta, &id, replacement)?);
+        match self
+            .commit(vec![Write::replace(
+                Collection::Meta,
+                &id,
+                doc.rev,
+                doc.body,
+                body,
+            )])
+            .await
+        {
+            Ok(()) => Ok(replacement.clone()),
+            Err(e) if e.is_stale() || e.is_conflict() => self.signing_key(name).await?.ok_or(e),
+            Err(e) => Err(e),
+        }
+    }
 }
