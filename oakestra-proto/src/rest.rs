@@ -346,6 +346,7 @@ pub const MAX_DEPLOY_COUNT: u32 = 10_000;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScaleRequest {
     /// The desired number of instances, 0 to 10,000 (`oakestra_core::sla::MAX_REPLICAS`).
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 10000))]
     pub replicas: u32,
 }
 

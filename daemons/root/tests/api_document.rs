@@ -105,6 +105,13 @@ async fn the_document_says_what_the_server_does() {
         (&count["schema"]["minimum"], &count["schema"]["maximum"]),
         (&json!(1), &json!(10000))
     );
+    // The replicas body says the range the server enforces (a schemathesis finding).
+    let replicas = &spec["components"]["schemas"]["ScaleRequest"]["properties"]["replicas"];
+    assert_eq!(
+        (&replicas["minimum"], &replicas["maximum"]),
+        (&json!(0), &json!(10000)),
+        "{replicas}"
+    );
     let tail = param(
         &spec,
         "/api/service/{service_id}/instance/{instance_number}/logs",
