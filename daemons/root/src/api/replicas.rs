@@ -233,7 +233,15 @@ async fn scale_service(
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Json<ScaleAnswer>> {
     let replicas = match body.get("replicas") {
-        Some(Value::Number(n)) => n.as_u64().filter(|n| *n <= u64::from(MAX_REPLICAS)),
+        // JSON has one number type: 3.0 is the whole number 3 (as its JSON Schema says).
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= f64::from(MAX_REPLICAS))
+                    .map(|f| f as u64)
+            })
+            .filter(|n| *n <= u64::from(MAX_REPLICAS)),
         _ => None,
     };
     let Some(replicas) = replicas.map(|n| n as u32) else {
