@@ -88,7 +88,7 @@ impl SealingKey {
             source,
         };
         let text = std::fs::read(path).map_err(io)?;
-        owner_only(path).map_err(io)?;
+        oakestra_store::owner_only(path, "it is a key file").map_err(io)?;
         let malformed = || SealError::Malformed {
             path: path.to_owned(),
         };
@@ -167,24 +167,6 @@ impl SealingKey {
             .map_err(|_| fail())?;
         Ok(plain.to_vec())
     }
-}
-
-/// Makes `path` owner-only (0600) if group or others may read or write it, saying so.
-fn owner_only(path: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)?.permissions().mode();
-        if mode & 0o077 != 0 {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-            tracing::warn!(
-                "{} was readable by others (mode {:o}); it is a key file, so it is now 0600",
-                path.display(),
-                mode & 0o777
-            );
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

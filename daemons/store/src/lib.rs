@@ -51,6 +51,6 @@ pub use records::{
     ClusterRecord, JoinTokenRecord, Member, OrganizationRecord, SigningKey, UserRecord,
     new_object_id,
 };
-pub use redb_store::{REDB_FILE_NAME, RedbStore};
+pub use redb_store::{REDB_FILE_NAME, RedbStore, owner_only};
 pub use store::Store;
 pub use typed::{MAX_ATTEMPTS, Record, RepairReport};

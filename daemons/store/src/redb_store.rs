@@ -83,7 +83,7 @@ impl RedbStore {
             open_err(e.to_string(), hint)
         })?;
         // The file holds secrets (the root's token signing key, password hashes): owner only.
-        owner_only(&path).map_err(|e| {
+        owner_only(&path, "it holds secrets").map_err(|e| {
             open_err(
                 format!(
                     "cannot make {} readable by its owner only: {e}",
@@ -294,8 +294,9 @@ fn private_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Makes `path` readable and writable by its owner only (0600) if group or others may read
-/// or write it, saying so: a store file created by an older version, or copied, may be.
-fn owner_only(path: &Path) -> std::io::Result<()> {
+/// or write it, saying so with `why` ("it holds secrets"): a file created by an older
+/// version, or copied, may be. Used for the store file and by the root for its key file.
+pub fn owner_only(path: &Path, why: &str) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -303,7 +304,7 @@ fn owner_only(path: &Path) -> std::io::Result<()> {
         if mode & 0o077 != 0 {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
             tracing::warn!(
-                "{} was readable by others (mode {:o}); it holds secrets, so it is now 0600",
+                "{} was readable by others (mode {:o}); {why}, so it is now 0600",
                 path.display(),
                 mode & 0o777
             );
