@@ -5,7 +5,7 @@ worker deployed through the REST API, then CPU and RSS of both processes over a 
 the root's own monitoring gauges (history instances and bytes, events kept).
 
     python3 benches/monitoring_cost.py [--oak target/release/oak] [--workers 1000] [--per-worker 10]
-        [--batch 1000] [--window 120]
+        [--batch 1000] [--window 120] [--keep]
 
 `--batch N` deploys through the batch path (`POST …/instance?count=N`, one request per N
 instances of a service) instead of one request per instance; `--per-worker 0` deploys nothing
@@ -76,6 +76,8 @@ def main() -> None:
     ap.add_argument("--per-worker", type=int, default=10)
     ap.add_argument("--window", type=float, default=60.0)
     ap.add_argument("--parallel", type=int, default=8)
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the state and the logs of both processes (the directory is printed)")
     ap.add_argument("--batch", type=int, default=0,
                     help="instances per request through ?count=N (0: one request per instance)")
     a = ap.parse_args()
@@ -200,7 +202,10 @@ def main() -> None:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if a.keep:
+            print(f"state and logs kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

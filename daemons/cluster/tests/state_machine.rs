@@ -51,6 +51,7 @@ fn timing() -> Timing {
         backoff_cap: Duration::from_secs(8),
         unplaced_retry: Duration::from_secs(2),
         stable_after: Duration::from_secs(10),
+        first_report_grace: Duration::ZERO,
     }
 }
 
@@ -179,6 +180,38 @@ async fn a_worker_heard_from_is_not_silent_even_before_its_report_is_applied() {
     tokio::time::advance(Duration::from_secs(3)).await;
     assert_eq!(s.check_liveness(Instant::now()), vec!["w1".to_string()]);
     s.heard_from("nobody", Instant::now()); // unknown workers are ignored
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_has_a_grace_for_its_first_report_after_registering() {
+    let mut s = ClusterState::new(Timing {
+        first_report_grace: Duration::from_secs(20),
+        ..timing()
+    });
+    let t0 = Instant::now();
+    s.register_worker(worker("w1", 1000), t0);
+    s.register_worker(worker("w2", 1000), t0);
+    // w2 reports at once; w1 is still connecting to the broker (thousands registering).
+    s.worker_information("w2", worker("w2", 1000).info, t0);
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert_eq!(
+        s.check_liveness(Instant::now()),
+        vec!["w2".to_string()],
+        "reported once, then silent for 11 s: inactive; w1 has not reported yet: waited for"
+    );
+    tokio::time::advance(Duration::from_secs(18)).await;
+    assert!(
+        s.check_liveness(Instant::now()).is_empty(),
+        "29 s: within 10 s + 20 s"
+    );
+    s.worker_information("w1", worker("w1", 1000).info, Instant::now());
+    // Once it has reported, the plain timeout applies to it.
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert_eq!(s.check_liveness(Instant::now()), vec!["w1".to_string()]);
+    // A worker that never reports is inactive after the timeout and the grace.
+    s.register_worker(worker("w3", 1000), Instant::now());
+    tokio::time::advance(Duration::from_secs(31)).await;
+    assert_eq!(s.check_liveness(Instant::now()), vec!["w3".to_string()]);
 }
 
 #[tokio::test(start_paused = true)]

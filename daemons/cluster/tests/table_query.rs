@@ -65,6 +65,7 @@ fn timing() -> Timing {
         backoff_cap: Duration::from_secs(8),
         unplaced_retry: Duration::from_secs(2),
         stable_after: Duration::from_secs(10),
+        first_report_grace: Duration::ZERO,
     }
 }
 

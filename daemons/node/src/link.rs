@@ -119,6 +119,11 @@ pub async fn stopped(rx: &mut watch::Receiver<bool>) {
 
 /// Registration retries: 1 s doubling up to [`MAX_BACKOFF`].
 const REGISTER_BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), MAX_BACKOFF);
+/// How long a connection to the broker may take (TCP and MQTT CONNECT/CONNACK). rumqttc's 5 s
+/// default gave up on connects that were progressing when thousands of workers connected at
+/// once, and every abandoned attempt cost the broker a disconnection and a new connect
+/// (issue 20).
+const BROKER_CONNECT_TIMEOUT_SECS: u64 = 20;
 /// Broker reconnects: 500 ms doubling up to 10 s.
 const BROKER_BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
 
@@ -324,6 +329,9 @@ pub async fn session(
         );
     }
     let (client, mut eventloop) = AsyncClient::new(options, 1024);
+    let mut network = eventloop.network_options();
+    network.set_connection_timeout(BROKER_CONNECT_TIMEOUT_SECS);
+    eventloop.set_network_options(network);
     reporter.set_session(Some((client.clone(), identity.id.clone())));
     let deploy_topic = NodeTopic::ControlDeploy.for_node(&identity.id);
     let delete_topic = NodeTopic::ControlDelete.for_node(&identity.id);

@@ -254,6 +254,10 @@ pub struct Timing {
     pub unplaced_retry: Duration,
     /// An instance RUNNING at least this long before it fails starts the backoff over.
     pub stable_after: Duration,
+    /// Extra time a worker has after it registers for its first report: it still has to
+    /// connect to the broker, which takes seconds when thousands of workers register at once
+    /// (issue 20). After its first report the plain `worker_timeout` applies.
+    pub first_report_grace: Duration,
 }
 
 impl Default for Timing {
@@ -264,6 +268,7 @@ impl Default for Timing {
             backoff_cap: Duration::from_secs(30),
             unplaced_retry: Duration::from_secs(2),
             stable_after: Duration::from_secs(10),
+            first_report_grace: Duration::from_secs(20),
         }
     }
 }

@@ -130,18 +130,34 @@ impl ClusterState {
     }
 
     /// Liveness: workers silent for longer than the timeout become inactive and their
-    /// instances are placed again. Returns the workers that just became inactive.
+    /// instances are placed again; a worker that has not reported since it registered has
+    /// [`Timing::first_report_grace`] more. Returns the workers that just became inactive.
     pub fn check_liveness(&mut self, now: Instant) -> Vec<String> {
         let timeout = self.timing.worker_timeout;
+        let first_report_timeout = timeout + self.timing.first_report_grace;
         let lost: Vec<String> = self
             .workers
             .values()
-            .filter(|w| w.active && now.saturating_duration_since(w.last_seen) > timeout)
+            .filter(|w| {
+                let limit = if w.session_seen {
+                    timeout
+                } else {
+                    first_report_timeout
+                };
+                w.active && now.saturating_duration_since(w.last_seen) > limit
+            })
             .map(|w| w.record.id.clone())
             .collect();
         for id in &lost {
-            tracing::warn!(worker = %id, "worker silent for more than {timeout:?}: inactive");
             if let Some(w) = self.workers.get_mut(id) {
+                if w.session_seen {
+                    tracing::warn!(worker = %id, "worker silent for more than {timeout:?}: inactive");
+                } else {
+                    tracing::warn!(
+                        worker = %id,
+                        "worker did not report within {first_report_timeout:?} of registering: inactive"
+                    );
+                }
                 w.active = false;
             }
             let timing = self.timing;
