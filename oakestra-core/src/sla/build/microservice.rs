@@ -133,6 +133,10 @@ impl Checker {
                     None
                 }
             });
+        let liveness_probe = m.take("liveness_probe");
+        let liveness_probe = self.probe("liveness_probe", liveness_probe);
+        let readiness_probe = m.take("readiness_probe");
+        let readiness_probe = self.probe("readiness_probe", readiness_probe);
         let privileged = m.take("privileged");
         let privileged = self.boolean("privileged", privileged);
         let cmd = m.take("cmd");
@@ -218,6 +222,8 @@ impl Checker {
             one_shot,
             restart_policy,
             replicas,
+            liveness_probe,
+            readiness_probe,
             privileged,
             cmd,
             environment,
