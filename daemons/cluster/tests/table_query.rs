@@ -328,6 +328,7 @@ async fn interested_workers_get_a_service_s_new_table_as_soon_as_its_instances_c
             publicip: String::new(),
             restart_count: 0,
             restarting: false,
+            ready: None,
         },
         t0,
     );

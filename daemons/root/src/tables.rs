@@ -61,7 +61,7 @@ pub fn service_table(service: &ServiceRecord) -> ServiceTable {
     let instances = service
         .instance_list
         .iter()
-        .filter(|i| i.status == Some(Status::RUNNING))
+        .filter(|i| i.is_ready())
         .filter_map(|i| {
             let cluster = i.cluster_id.as_ref()?;
             let host_ip = i.host_ip.clone().filter(|h| !h.is_empty())?;
