@@ -31,7 +31,7 @@ pub const MAX_INTERVAL_S: f64 = 3600.0;
 pub const MAX_THRESHOLD: u32 = 100;
 /// Most entries of an `exec` command.
 pub const MAX_EXEC_ARGS: usize = 64;
-/// Longest `http_get.path`, bytes.
+/// Longest `http_get.path`, characters.
 pub const MAX_HTTP_PATH: usize = 1024;
 
 /// What a probe checks.

@@ -127,7 +127,7 @@ impl Checker {
                     .string("path", path, "the request path, starting with /")
                     .and_then(|p| {
                         if p.starts_with('/')
-                            && p.len() <= MAX_HTTP_PATH
+                            && p.chars().count() <= MAX_HTTP_PATH
                             && !p.chars().any(|ch| ch.is_whitespace() || ch.is_control())
                         {
                             Some(p)
@@ -136,7 +136,7 @@ impl Checker {
                                 Some("path"),
                                 format!(
                                     "must start with / and hold no spaces (at most \
-                                     {MAX_HTTP_PATH} bytes), found {p:?}"
+                                     {MAX_HTTP_PATH} characters), found {p:?}"
                                 ),
                             );
                             None
