@@ -21,6 +21,10 @@
 //! overlay MTU (1,360 and 1,460), puts it on its instances' veths and reports it in the root's
 //! worker list.
 //!
+//! Health probes with real containers (issue 18): a container whose readiness endpoint answers
+//! 503 gets no traffic through its rr_ip until it answers 200 (the delay is printed), and a
+//! failing liveness probe restarts it, counted at the root with the reason in its events.
+//!
 //! Root. A guard kills the workers and deletes their namespaces, also when the test fails.
 // Real daemons and processes on the real clock: std's Instant is right here (this crate's
 // clippy.toml bans it for the code under tokio's paused clock).
@@ -1031,7 +1035,7 @@ async fn an_unready_container_gets_no_traffic_and_a_dead_one_is_restarted() {
 
     // It turns ready: traffic reaches it through the rr_ip.
     let ready_at = Instant::now();
-    in_web_container(&world, &["touch", "/www/ready.flag"]);
+    in_web_container(&world, &["sh", "-c", ": > /www/ready.flag"]);
     let page = loop {
         match page_from(&client_ns, PROBED).await {
             Ok(page) => break page,
@@ -1051,7 +1055,7 @@ async fn an_unready_container_gets_no_traffic_and_a_dead_one_is_restarted() {
 
     // Its liveness probe fails: the worker restarts it (counted at the root, with the
     // reason in the events), and the new run is unready until it proves itself again.
-    in_web_container(&world, &["touch", "/www/dead"]);
+    in_web_container(&world, &["sh", "-c", ": > /www/dead"]);
     eventually_within(
         "a restart counted at the root",
         Duration::from_secs(30),
