@@ -1052,6 +1052,16 @@ async fn an_unready_container_gets_no_traffic_and_a_dead_one_is_restarted() {
     let s = world.admin.service(&web).await.unwrap();
     assert_eq!(s.instance(0).unwrap().ready, Some(true));
     assert_eq!(s.status_with_readiness(), "RUNNING 1/1 ready");
+    let ready_events = world
+        .admin
+        .events(&oakestra_client::EventQuery {
+            service: Some(web.clone()),
+            kind: Some("ready".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ready_events.len(), 1, "{ready_events:?}");
 
     // Its liveness probe fails: the worker restarts it (counted at the root, with the
     // reason in the events), and the new run is unready until it proves itself again.
