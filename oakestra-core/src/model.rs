@@ -105,6 +105,10 @@ pub struct ServiceRecord {
     /// Human-readable detail of the status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_detail: Option<String>,
+    /// How many of its instances are ready — `RUNNING` and passing their readiness probe —
+    /// out of `instance_list` (our addition, issue 18; absent until it has instances).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_instances: Option<u32>,
     /// Number the next instance gets.
     #[serde(default)]
     pub next_instance_progressive_number: u32,
@@ -117,6 +121,25 @@ pub struct ServiceRecord {
 }
 
 impl ServiceRecord {
+    /// Instances that are ready (see [`InstanceRecord::is_ready`]), counted now.
+    pub fn count_ready(&self) -> u32 {
+        let n = self.instance_list.iter().filter(|i| i.is_ready()).count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    /// The status with its readiness, as `oak` shows it: `RUNNING 2/3 ready`.
+    pub fn status_with_readiness(&self) -> String {
+        let status = self.status.map_or("-", |s| s.as_str());
+        if self.instance_list.is_empty() {
+            return status.to_owned();
+        }
+        format!(
+            "{status} {}/{} ready",
+            self.count_ready(),
+            self.instance_list.len()
+        )
+    }
+
     /// A new record for `service` of `app`, as Oakestra's `generate_db_structure` builds it.
     pub fn new(
         id: ObjectId,
@@ -148,6 +171,7 @@ impl ServiceRecord {
             closest_ip_v6: None,
             status: None,
             status_detail: None,
+            ready_instances: None,
             next_instance_progressive_number: 0,
             instance_list: Vec::new(),
             microservice,
@@ -275,6 +299,10 @@ pub struct InstanceRecord {
         skip_serializing_if = "is_zero"
     )]
     pub restart_count: u32,
+    /// Whether it is in its service IPs' balancing (our addition, issue 18): `RUNNING` and
+    /// passing its readiness probe, if it has one. Absent until its cluster first reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
     /// Seconds since the epoch of the last update.
     #[serde(
         default,
@@ -309,6 +337,11 @@ fn is_zero(n: &u32) -> bool {
 pub const HISTORY_LEN: usize = 100;
 
 impl InstanceRecord {
+    /// `RUNNING` and not reported unready: in its service IPs' balancing.
+    pub fn is_ready(&self) -> bool {
+        self.status == Some(Status::RUNNING) && self.ready != Some(false)
+    }
+
     /// A new instance with number `n` and a status.
     pub fn new(instance_number: u32, status: impl Into<Status>) -> Self {
         Self {

@@ -686,3 +686,134 @@ fn replicas_is_a_bounded_count() {
     let errors = sla::validate_value(&with_ms("replicas", json!(10_001))).unwrap_err();
     assert!(errors.0[0].message.contains("at most 10000"), "{errors}");
 }
+
+#[test]
+fn probes_parse_with_defaults_and_round_trip() {
+    use oakestra_core::sla::{ProbeAction, probe::ProbeTracker};
+    let mut v = with_ms(
+        "readiness_probe",
+        json!({"http_get": {"port": 8080, "path": "/ready"}, "period": 0.5, "failure_threshold": 2}),
+    );
+    v["applications"][0]["microservices"][0]["liveness_probe"] =
+        json!({"exec": ["cat", "/tmp/healthy"], "initial_delay": 5});
+    let sla = sla::validate_value(&v).unwrap();
+    let ms = &sla.applications[0].microservices[0];
+    let ready = ms.readiness_probe.as_ref().unwrap();
+    assert_eq!(
+        ready.action,
+        ProbeAction::HttpGet {
+            port: 8080,
+            path: "/ready".into()
+        }
+    );
+    assert_eq!(ready.period(), std::time::Duration::from_millis(500));
+    assert_eq!(ready.timeout(), std::time::Duration::from_secs(1));
+    assert_eq!(ready.failure_threshold(), 2);
+    assert!(!ProbeTracker::readiness(ready).passing());
+    let live = ms.liveness_probe.as_ref().unwrap();
+    assert_eq!(
+        live.action,
+        ProbeAction::Exec(vec!["cat".into(), "/tmp/healthy".into()])
+    );
+    assert_eq!(live.initial_delay(), std::time::Duration::from_secs(5));
+    // Written back as given: no defaults added.
+    let back = serde_json::to_value(ms).unwrap();
+    assert_eq!(
+        back["readiness_probe"],
+        json!({"http_get": {"port": 8080, "path": "/ready"}, "period": 0.5, "failure_threshold": 2})
+    );
+    // A path defaults to "/"; tcp takes a port.
+    let sla = sla::validate_value(&with_ms(
+        "readiness_probe",
+        json!({"http_get": {"port": 80}}),
+    ))
+    .unwrap();
+    assert_eq!(
+        sla.applications[0].microservices[0]
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .action,
+        ProbeAction::HttpGet {
+            port: 80,
+            path: "/".into()
+        }
+    );
+    assert!(
+        sla::validate_value(&with_ms("liveness_probe", json!({"tcp": {"port": 6379}}))).is_ok()
+    );
+}
+
+#[test]
+fn probe_violations_name_their_paths() {
+    let cases = [
+        (json!("GET /"), "/readiness_probe"),
+        (json!({}), "/readiness_probe"),
+        (
+            json!({"tcp": {"port": 1}, "exec": ["true"]}),
+            "/readiness_probe",
+        ),
+        (json!({"tcp": {"port": 0}}), "/readiness_probe/tcp/port"),
+        (json!({"tcp": {"port": 70000}}), "/readiness_probe/tcp/port"),
+        (json!({"tcp": {}}), "/readiness_probe/tcp/port"),
+        (
+            json!({"tcp": {"port": 80, "path": "/"}}),
+            "/readiness_probe/tcp/path",
+        ),
+        (
+            json!({"http_get": {"port": 80, "path": "ready"}}),
+            "/readiness_probe/http_get/path",
+        ),
+        (
+            json!({"http_get": {"port": 80, "verb": "POST"}}),
+            "/readiness_probe/http_get/verb",
+        ),
+        (json!({"exec": []}), "/readiness_probe/exec"),
+        (json!({"exec": "true"}), "/readiness_probe/exec"),
+        (json!({"exec": ["true", 1]}), "/readiness_probe/exec/1"),
+        (
+            json!({"tcp": {"port": 80}, "period": 0}),
+            "/readiness_probe/period",
+        ),
+        (
+            json!({"tcp": {"port": 80}, "period": 3601}),
+            "/readiness_probe/period",
+        ),
+        (
+            json!({"tcp": {"port": 80}, "timeout": "1s"}),
+            "/readiness_probe/timeout",
+        ),
+        (
+            json!({"tcp": {"port": 80}, "initial_delay": -1}),
+            "/readiness_probe/initial_delay",
+        ),
+        (
+            json!({"tcp": {"port": 80}, "failure_threshold": 0}),
+            "/readiness_probe/failure_threshold",
+        ),
+        (
+            json!({"tcp": {"port": 80}, "success_threshold": 101}),
+            "/readiness_probe/success_threshold",
+        ),
+        (
+            json!({"tcp": {"port": 80}, "perod": 1}),
+            "/readiness_probe/perod",
+        ),
+    ];
+    for (probe, path) in cases {
+        let errors = sla::validate_value(&with_ms("readiness_probe", probe.clone()))
+            .expect_err(&probe.to_string());
+        assert_eq!(paths(&errors), [format!("{MS}{path}")], "{probe}: {errors}");
+    }
+    // Liveness: one success shows it alive.
+    let errors = sla::validate_value(&with_ms(
+        "liveness_probe",
+        json!({"tcp": {"port": 80}, "success_threshold": 2}),
+    ))
+    .unwrap_err();
+    assert_eq!(
+        paths(&errors),
+        [format!("{MS}/liveness_probe/success_threshold")]
+    );
+    assert!(errors.0[0].message.contains("must be 1"), "{errors}");
+}

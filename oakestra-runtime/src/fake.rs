@@ -127,6 +127,7 @@ struct Inner {
     instances: HashMap<InstanceId, FakeInstance>,
     next_incarnation: u64,
     starts: u64,
+    exec_codes: HashMap<InstanceId, i32>,
     subscribers: Vec<mpsc::UnboundedSender<ExitEvent>>,
 }
 
@@ -235,6 +236,12 @@ impl FakeRuntime {
             .values()
             .filter(|i| i.state == InstanceState::Running)
             .count()
+    }
+
+    /// What commands run in `id` with [`Runtime::exec`] exit with from now on (default 0;
+    /// tests of exec probes).
+    pub fn set_exec_exit_code(&self, id: &InstanceId, code: i32) {
+        self.lock().exec_codes.insert(id.clone(), code);
     }
 
     /// Makes a running instance exit now with `code` (tests).
@@ -442,6 +449,21 @@ impl Runtime for FakeRuntime {
         self.exit(id, incarnation, KILLED_EXIT_CODE);
         self.lock().instances.remove(id);
         self.persist().await
+    }
+
+    async fn exec(
+        &self,
+        id: &InstanceId,
+        _argv: &[String],
+        _timeout: Duration,
+    ) -> Result<i32, RuntimeError> {
+        let inner = self.lock();
+        match inner.instances.get(id) {
+            Some(i) if i.state == InstanceState::Running => {
+                Ok(inner.exec_codes.get(id).copied().unwrap_or(0))
+            }
+            _ => Err(RuntimeError::NotFound(id.to_string())),
+        }
     }
 
     fn exit_events(&self) -> mpsc::UnboundedReceiver<ExitEvent> {

@@ -324,6 +324,25 @@ pub trait Runtime: Send + Sync + fmt::Debug {
     async fn exit_reason(&self, _id: &InstanceId, _incarnation: u64) -> Option<String> {
         None
     }
+
+    /// Runs `argv` inside the running instance (its user, environment and working
+    /// directory, no input or output) and returns its exit code; an error when it cannot run
+    /// or does not finish within `timeout`. Exec probes use it. Runtimes without a way in
+    /// (unikernels) refuse.
+    async fn exec(
+        &self,
+        id: &InstanceId,
+        _argv: &[String],
+        _timeout: Duration,
+    ) -> Result<i32, RuntimeError> {
+        Err(RuntimeError::Backend {
+            what: format!("exec in {id}"),
+            reason: format!(
+                "the {} runtime cannot run commands in an instance",
+                self.name()
+            ),
+        })
+    }
 }
 
 /// The last `max_bytes` of `text`, cut at a character boundary.

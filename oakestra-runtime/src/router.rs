@@ -255,6 +255,16 @@ impl Runtime for RoutingRuntime {
         Ok(all)
     }
 
+    async fn exec(
+        &self,
+        id: &InstanceId,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<i32, RuntimeError> {
+        let index = self.owner(id).await?;
+        self.shared.runtimes[index].exec(id, argv, timeout).await
+    }
+
     async fn exit_reason(&self, id: &InstanceId, incarnation: u64) -> Option<String> {
         let (index, inner) = self.split(incarnation);
         self.shared

@@ -492,3 +492,53 @@ async fn logs_are_rotated_past_the_limit() {
     rt.delete(&chatty.id).await.unwrap();
     assert!(!std::path::Path::new(&rotated).exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_runs_a_command_in_the_container_and_returns_its_exit_code() {
+    let f = fixtures();
+    let image = shared_image(&f).await;
+    let logs = tempfile::tempdir().unwrap();
+    let rt = runtime(&f, logs.path()).await;
+    let mut events = rt.exit_events();
+    let mut task = spec(
+        &image,
+        &["sh", "-c", "echo $GREETING > /greeting; sleep 60"],
+    );
+    task.env.push("GREETING=hello".into());
+    rt.ensure_image(&task).await.unwrap();
+    rt.start(&task).await.unwrap();
+    let argv = |cmd: &str| vec!["sh".to_string(), "-c".to_string(), cmd.to_string()];
+    let t = Duration::from_secs(10);
+    // In the container: its files and its environment.
+    let mut seen = None;
+    for _ in 0..50 {
+        match rt.exec(&task.id, &argv("test -e /greeting"), t).await {
+            Ok(0) => {
+                seen = Some(());
+                break;
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => panic!("exec failed: {e}"),
+        }
+    }
+    assert!(seen.is_some(), "the container's /greeting never appeared");
+    assert_eq!(
+        rt.exec(&task.id, &argv("test \"$GREETING\" = hello"), t)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(rt.exec(&task.id, &argv("exit 3"), t).await.unwrap(), 3);
+    // Too slow: an error, and the process is gone.
+    let slow = rt
+        .exec(&task.id, &argv("sleep 30"), Duration::from_millis(500))
+        .await
+        .unwrap_err();
+    assert!(slow.to_string().contains("did not finish"), "{slow}");
+    // An exec's exit is not the container's.
+    rt.stop(&task.id, Duration::ZERO).await.unwrap();
+    let exit = exit_of(&mut events, &task.id, LIMIT).await;
+    assert_eq!(exit.exit_code, 137);
+    rt.delete(&task.id).await.unwrap();
+    assert!(rt.exec(&task.id, &argv("true"), t).await.is_err());
+}

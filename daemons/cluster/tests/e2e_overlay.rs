@@ -21,6 +21,10 @@
 //! overlay MTU (1,360 and 1,460), puts it on its instances' veths and reports it in the root's
 //! worker list.
 //!
+//! Health probes with real containers (issue 18): a container whose readiness endpoint answers
+//! 503 gets no traffic through its rr_ip until it answers 200 (the delay is printed), and a
+//! failing liveness probe restarts it, counted at the root with the reason in its events.
+//!
 //! Root. A guard kills the workers and deletes their namespaces, also when the test fails.
 // Real daemons and processes on the real clock: std's Instant is right here (this crate's
 // clippy.toml bans it for the code under tokio's paused clock).
@@ -872,4 +876,232 @@ async fn with_rtts_overridden_the_closest_ip_follows_them_to_the_other_worker() 
             .unwrap_or_else(|| panic!("no {line} in {text}"));
         assert!(n >= 6, "{direction}: {n} framed packets for 6 connections");
     }
+}
+
+/// The health-probe demo (issue 18): `web` on w2 behind rr_ip 10.30.57.57, whose readiness
+/// endpoint (a CGI script of the busybox httpd) answers 503 until `/www/ready.flag` exists
+/// and whose liveness probe (`exec`) fails once `/www/dead` exists; `client` (a sleeping
+/// container) on w1, from whose namespace the test sends its requests.
+fn probes_sla(image: &str) -> serde_json::Value {
+    let cgi = r#"#!/bin/sh
+if [ -e /www/ready.flag ]; then printf 'HTTP/1.0 200 OK\r\n\r\nready\n'; else printf 'HTTP/1.0 503 Service Unavailable\r\n\r\nnot ready\n'; fi
+"#;
+    let script = format!(
+        "mkdir -p /www/cgi-bin && echo 'hello from web' > /www/index.html && \
+         cat > /www/cgi-bin/ready <<'EOF'\n{cgi}EOF\nchmod +x /www/cgi-bin/ready && exec httpd -f -p 80 -h /www"
+    );
+    let service = |name: &str, node: &str| {
+        serde_json::json!({
+            "microserviceID": "", "microservice_name": name, "microservice_namespace": "test",
+            "virtualization": "container", "code": image, "memory": 32, "vcpus": 0,
+            "constraints": [{"type": "direct", "cluster": "overlay", "node": node}]
+        })
+    };
+    let mut client = service("client", "w1");
+    client["cmd"] = serde_json::json!(["sleep", "3600"]);
+    let mut web = service("web", "w2");
+    web["cmd"] = serde_json::json!(["sh", "-c", script]);
+    web["addresses"] = serde_json::json!({"rr_ip": PROBED.ip().to_string()});
+    web["readiness_probe"] = serde_json::json!({
+        "http_get": {"port": 80, "path": "/cgi-bin/ready"}, "period": 0.5, "failure_threshold": 1
+    });
+    web["liveness_probe"] = serde_json::json!({
+        "exec": ["sh", "-c", "test ! -e /www/dead"], "period": 0.5, "failure_threshold": 2
+    });
+    serde_json::json!({
+        "sla_version": "v2.0", "customerID": "Admin",
+        "applications": [{
+            "applicationID": "", "application_name": "demo", "application_namespace": "test",
+            "microservices": [client, web]
+        }]
+    })
+}
+
+const PROBED: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 30, 57, 57)), 80);
+
+/// `GET /` from the namespace at `from` to `to`: the page, or why there is none.
+async fn page_from(from: &Path, to: SocketAddr) -> Result<String, String> {
+    let stream = netns::run_in(from, move || {
+        std::net::TcpStream::connect_timeout(&to, Duration::from_millis(500))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("connect to {to}: {e}"))?;
+    stream.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let mut stream = tokio::net::TcpStream::from_std(stream).map_err(|e| e.to_string())?;
+    let talk = async {
+        stream.write_all(b"GET / HTTP/1.0\r\n\r\n").await?;
+        let mut page = String::new();
+        stream.read_to_string(&mut page).await?;
+        Ok::<_, std::io::Error>(page)
+    };
+    match tokio::time::timeout(Duration::from_secs(2), talk).await {
+        Ok(Ok(page)) if page.contains("hello from web") => Ok(page),
+        Ok(Ok(page)) => Err(format!("unexpected answer {page:?}")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer within 2 s".into()),
+    }
+}
+
+/// Runs `cmd` in the `web` container on w2 through that worker's containerd (`ctr`).
+fn in_web_container(world: &World, cmd: &[&str]) {
+    let socket = world.containerds[1].join("containerd.sock");
+    let exec_id = format!(
+        "test-{}",
+        cmd.len() * 7 + cmd.iter().map(|c| c.len()).sum::<usize>()
+    );
+    let out = Command::new("ctr")
+        .arg("--address")
+        .arg(&socket)
+        .args(["-n", "oakestra", "task", "exec", "--exec-id", &exec_id])
+        .arg("demo.test.web.test.instance.0")
+        .args(cmd)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ctr exec {cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unready_container_gets_no_traffic_and_a_dead_one_is_restarted() {
+    let registry = containerd_support::open_registry();
+    let registry_port: u16 = registry.rsplit(':').next().unwrap().parse().unwrap();
+    let pushed = containerd_support::push(
+        &registry,
+        "oaktest/probes",
+        "v1",
+        &containerd_support::build_image("overlay-probes"),
+    )
+    .await;
+    let world = World::start_with(
+        9,
+        &[],
+        Workers::Containerd { registry_port },
+        [&[], &[]],
+        &[],
+    )
+    .await;
+    let image = pushed.replacen(
+        &registry,
+        &format!("{}:{registry_port}", world.host_side[0]),
+        1,
+    );
+    let services = world
+        .deploy(
+            &probes_sla(&image).to_string(),
+            &[("web", 1), ("client", 1)],
+        )
+        .await;
+    let web = services
+        .iter()
+        .find(|s| s.service_name == "web")
+        .unwrap()
+        .id
+        .to_string();
+    let client_ns = world.ns(0, "client", 0);
+
+    // RUNNING, but its readiness endpoint answers 503: not ready, and no traffic reaches it
+    // through the rr_ip.
+    eventually_within(
+        "web RUNNING and unready",
+        Duration::from_secs(60),
+        || async {
+            let s = world.admin.service(&web).await.ok()?;
+            let i = s.instance(0)?;
+            (i.status.map(|s| s.to_string()).as_deref() == Some("RUNNING")
+                && i.ready == Some(false))
+            .then_some(())
+        },
+    )
+    .await;
+    eventually("the client's namespace", || async {
+        client_ns.exists().then_some(())
+    })
+    .await;
+    let s = world.admin.service(&web).await.unwrap();
+    assert_eq!(s.status_with_readiness(), "RUNNING 0/1 ready");
+    assert_eq!(s.ready_instances, Some(0));
+    for _ in 0..6 {
+        let answer = page_from(&client_ns, PROBED).await;
+        assert!(
+            answer.is_err(),
+            "an unready instance got traffic: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // It turns ready: traffic reaches it through the rr_ip.
+    let ready_at = Instant::now();
+    in_web_container(&world, &["sh", "-c", ": > /www/ready.flag"]);
+    let page = loop {
+        match page_from(&client_ns, PROBED).await {
+            Ok(page) => break page,
+            Err(e) => assert!(
+                ready_at.elapsed() < Duration::from_secs(20),
+                "20 s after it turned ready, still no traffic: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let delay = ready_at.elapsed();
+    eprintln!("readiness-to-traffic delay: {delay:?} (readiness period 0.5 s)");
+    assert!(page.contains("hello from web"), "{page}");
+    let s = world.admin.service(&web).await.unwrap();
+    assert_eq!(s.instance(0).unwrap().ready, Some(true));
+    assert_eq!(s.status_with_readiness(), "RUNNING 1/1 ready");
+    let ready_events = world
+        .admin
+        .events(&oakestra_client::EventQuery {
+            service: Some(web.clone()),
+            kind: Some("ready".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ready_events.len(), 1, "{ready_events:?}");
+
+    // Its liveness probe fails: the worker restarts it (counted at the root, with the
+    // reason in the events), and the new run is unready until it proves itself again.
+    in_web_container(&world, &["sh", "-c", ": > /www/dead"]);
+    eventually_within(
+        "a restart counted at the root",
+        Duration::from_secs(30),
+        || async {
+            let s = world.admin.service(&web).await.ok()?;
+            let i = s.instance(0)?;
+            (i.restart_count >= 1 && i.status.map(|s| s.to_string()).as_deref() == Some("RUNNING"))
+                .then_some(())
+        },
+    )
+    .await;
+    let events = world
+        .admin
+        .events(&oakestra_client::EventQuery {
+            service: Some(web.clone()),
+            kind: Some("restarting".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        events.iter().any(|e| e
+            .message
+            .contains("liveness probe failed: exec sh -c test ! -e /www/dead")),
+        "{events:?}"
+    );
+    eventually("the restarted run unready", || async {
+        let s = world.admin.service(&web).await.ok()?;
+        (s.instance(0)?.ready == Some(false)).then_some(())
+    })
+    .await;
+    assert!(page_from(&client_ns, PROBED).await.is_err());
+    let s = world.admin.service(&web).await.unwrap();
+    world
+        .admin
+        .delete_application(&s.application_id.to_string())
+        .await
+        .unwrap();
 }

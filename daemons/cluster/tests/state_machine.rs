@@ -90,6 +90,7 @@ fn report(status: DeploymentStatus) -> JobStatusReport {
         publicip: "10.0.0.2".into(),
         restart_count: 0,
         restarting: false,
+        ready: None,
     }
 }
 

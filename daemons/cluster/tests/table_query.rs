@@ -329,6 +329,7 @@ async fn interested_workers_get_a_service_s_new_table_as_soon_as_its_instances_c
             publicip: String::new(),
             restart_count: 0,
             restarting: false,
+            ready: None,
         },
         t0,
     );
@@ -619,4 +620,57 @@ async fn a_local_service_also_lists_its_instances_in_other_clusters_and_local_on
             .iter()
             .any(|e| matches!(e, Effect::AskRoot { job_name, .. } if job_name == JOB_NAME))
     );
+}
+
+fn ready_report(instance: u32, ready: Option<bool>) -> oakestra_proto::mqtt::JobStatusReport {
+    oakestra_proto::mqtt::JobStatusReport {
+        wire_version: WireVersion::CURRENT,
+        sname: JOB_NAME.into(),
+        status: oakestra_core::status::DeploymentStatus::Running,
+        status_detail: String::new(),
+        instance,
+        publicip: String::new(),
+        restart_count: 0,
+        restarting: false,
+        ready,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unready_instance_leaves_the_tables_until_it_is_ready_again() {
+    let (mut s, t0) = two_running_instances();
+    s.take_effects();
+    s.worker_table_query("w3", &by_ip("10.30.55.55"), t0);
+    assert_eq!(numbers(&tables_for(&s.take_effects())[0].1), vec![0, 1]);
+
+    // Instance 1's readiness probe fails: every interested worker gets the table without it.
+    s.job_report("w2", ready_report(1, Some(false)), t0);
+    let effects = s.take_effects();
+    let pushed = tables_for(&effects);
+    let mut to: Vec<String> = pushed.iter().map(|(w, _)| w.clone()).collect();
+    to.sort();
+    assert_eq!(to, vec!["w1", "w2", "w3"]);
+    for (_, r) in &pushed {
+        assert_eq!(numbers(r), vec![0]);
+    }
+    // The root hears it too.
+    let key = (JOB.to_owned(), 1);
+    let status = oakestra_cluster::cluster::instance_status(s.instance(&key).unwrap());
+    assert_eq!(
+        (status.status.as_str(), status.ready),
+        ("RUNNING", Some(false))
+    );
+    // Queries are answered without it; the same verdict again changes nothing.
+    assert_eq!(numbers(&s.table_query(&by_name())), vec![0]);
+    s.job_report("w2", ready_report(1, Some(false)), t0);
+    assert!(tables_for(&s.take_effects()).is_empty());
+
+    // Ready again: back in every table.
+    s.job_report("w2", ready_report(1, Some(true)), t0);
+    let pushed = tables_for(&s.take_effects());
+    assert_eq!(pushed.len(), 3);
+    for (_, r) in &pushed {
+        assert_eq!(numbers(r), vec![0, 1]);
+    }
+    assert_eq!(numbers(&s.table_query(&by_name())), vec![0, 1]);
 }

@@ -8,7 +8,7 @@
 //! `.await`; every change is written to disk before it is reported.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use oakestra_core::status::DeploymentStatus;
@@ -20,7 +20,9 @@ use oakestra_runtime::{ExitEvent, InstanceId, InstanceSpec, InstanceState, Runti
 use crate::metrics::Metrics;
 use crate::state::{DesiredInstance, Identity, NodeState, StateFile};
 
+mod probes;
 mod restart;
+pub use probes::{NetworkProber, Prober};
 pub use restart::RestartRules;
 
 /// Bytes of log tail sent with each resources report (Oakestra sends 1 KiB). The root's log
@@ -42,6 +44,11 @@ pub trait NetworkHook: Send + Sync + std::fmt::Debug {
     async fn before_start(&self, deploy: &DeployCommand) -> Result<(), String>;
     /// After the runtime removed the instance (also when it never started).
     async fn after_remove(&self, id: &InstanceId);
+    /// Where the worker reaches the instance (its overlay address), for probes; none: the
+    /// host's loopback (no overlay).
+    fn instance_address(&self, _id: &InstanceId) -> Option<std::net::IpAddr> {
+        None
+    }
     /// Prometheus text lines of the network's own metrics (none by default).
     fn metrics(&self) -> String {
         String::new()
@@ -61,6 +68,9 @@ pub struct Engine {
     stop_grace: Duration,
     metrics: Arc<Metrics>,
     restart_rules: Mutex<RestartRules>,
+    prober: Mutex<Arc<dyn Prober>>,
+    /// The engine itself, for the tasks it spawns (probes).
+    me: Weak<Engine>,
 }
 
 /// Status after an exit with `code`: one-shot tasks that succeeded are `COMPLETED`, every
@@ -90,7 +100,8 @@ impl Engine {
         public_ip: String,
         stop_grace: Duration,
     ) -> Arc<Self> {
-        Arc::new(Self {
+        let prober: Arc<dyn Prober> = Arc::new(NetworkProber::new(Arc::clone(&runtime)));
+        Arc::new_cyclic(|me| Self {
             runtime,
             network: Mutex::new(None),
             state: Mutex::new(state),
@@ -101,7 +112,18 @@ impl Engine {
             stop_grace,
             metrics: Arc::new(Metrics::default()),
             restart_rules: Mutex::new(RestartRules::default()),
+            prober: Mutex::new(prober),
+            me: me.clone(),
         })
+    }
+
+    /// Probes run through `prober` from now on (tests).
+    pub fn set_prober(&self, prober: Arc<dyn Prober>) {
+        *self.prober.lock().unwrap_or_else(|p| p.into_inner()) = prober;
+    }
+
+    fn prober(&self) -> Arc<dyn Prober> {
+        Arc::clone(&self.prober.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Restarts under a `restart_policy` follow `rules` from now on.
@@ -229,6 +251,7 @@ impl Engine {
                 .clone(),
             restart_count: entry.restart_count,
             restarting: entry.restart_pending && entry.status == DeploymentStatus::Dead,
+            ready: entry.ready,
         }
     }
 
@@ -329,6 +352,7 @@ impl Engine {
             Ok(incarnation) => {
                 if let Some(entry) = self.lock().instances.get_mut(key) {
                     entry.started_at = Some(tokio::time::Instant::now());
+                    entry.begin_run();
                 }
                 self.metrics.deploy_micros.fetch_add(
                     begun.elapsed().as_micros() as u64,
@@ -341,6 +365,7 @@ impl Engine {
                     Some(incarnation),
                 )
                 .await;
+                self.start_probes(key, incarnation);
             }
             Err(e) => {
                 Metrics::inc(&self.metrics.deploy_failures);
@@ -398,6 +423,7 @@ impl Engine {
                 .clone(),
             restart_count: 0,
             restarting: false,
+            ready: None,
         });
         tracing::info!(instance = %key, "undeployed");
         self.reporter.job_status(report);
@@ -493,6 +519,9 @@ impl Engine {
             match actual.get(key) {
                 Some(found) if found.state == InstanceState::Running => {
                     adopted += 1;
+                    if let Some(entry) = self.lock().instances.get_mut(key) {
+                        entry.begin_run();
+                    }
                     self.set_status(
                         key,
                         DeploymentStatus::Running,
@@ -500,6 +529,7 @@ impl Engine {
                         Some(found.incarnation),
                     )
                     .await;
+                    self.start_probes(key, found.incarnation);
                 }
                 Some(found) => {
                     let code = match found.state {

@@ -34,6 +34,12 @@ pub struct Metrics {
     pub exits: AtomicU64,
     /// Restarts made under a restart policy.
     pub restarts: AtomicU64,
+    /// Runs stopped because their liveness probe failed.
+    pub liveness_failures: AtomicU64,
+    /// Readiness probes that turned passing.
+    pub became_ready: AtomicU64,
+    /// Readiness probes that turned failing.
+    pub became_unready: AtomicU64,
     /// Successful registrations.
     pub registrations: AtomicU64,
     /// `information` messages sent.
@@ -154,6 +160,21 @@ impl Metrics {
             "oakestra_node_restarts_total",
             "Instances restarted on this worker under their restart_policy.",
             get(&self.restarts),
+        );
+        counter(
+            "oakestra_node_liveness_failures_total",
+            "Instance runs stopped because their liveness probe failed.",
+            get(&self.liveness_failures),
+        );
+        counter(
+            "oakestra_node_became_ready_total",
+            "Readiness probes that turned passing (the instance joined its service IPs).",
+            get(&self.became_ready),
+        );
+        counter(
+            "oakestra_node_became_unready_total",
+            "Readiness probes that turned failing (the instance left its service IPs).",
+            get(&self.became_unready),
         );
         counter(
             "oakestra_node_registrations_total",

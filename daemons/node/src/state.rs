@@ -94,6 +94,13 @@ pub struct DesiredInstance {
     /// When its recent restarts happened, for the crash-loop limit (not persisted).
     #[serde(skip)]
     pub recent_restarts: Vec<tokio::time::Instant>,
+    /// Its readiness probe's verdict for the current run (none: it has no readiness probe;
+    /// not persisted: after a worker restart it proves itself again).
+    #[serde(skip)]
+    pub ready: Option<bool>,
+    /// Why its liveness probe stopped the current run, until the exit is handled.
+    #[serde(skip)]
+    pub liveness_failure: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -114,7 +121,16 @@ impl DesiredInstance {
             started_at: None,
             backoff_step: 0,
             recent_restarts: Vec::new(),
+            ready: None,
+            liveness_failure: None,
         }
+    }
+
+    /// A run starts: not ready until its readiness probe passes (if it has one), no liveness
+    /// failure yet.
+    pub fn begin_run(&mut self) {
+        self.ready = self.deploy.readiness_probe.as_ref().map(|_| false);
+        self.liveness_failure = None;
     }
 
     /// The runtime id.

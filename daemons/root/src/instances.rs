@@ -187,6 +187,7 @@ pub(crate) fn refresh_service_status(service: &mut ServiceRecord) {
         service.status = Some(status);
         service.status_detail = detail;
     }
+    service.ready_instances = (!service.instance_list.is_empty()).then(|| service.count_ready());
 }
 
 /// Copies a cluster's report into the instance.
@@ -196,6 +197,7 @@ pub(crate) fn apply_report(inst: &mut InstanceRecord, status: Option<Status>, r:
         (!s.is_empty()).then(|| s.to_owned())
     }
     if let Some(s) = status {
+        inst.ready = Some(s == Status::RUNNING && r.ready != Some(false));
         inst.status = Some(s);
         inst.status_detail = text(&r.status_detail);
         // The cluster always sends its whole view, the count included.

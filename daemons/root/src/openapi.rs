@@ -150,7 +150,50 @@ pub fn sla_schema(services: bool) -> Value {
             }},
         },
     });
-    let microservice = json!({
+    let probe = |liveness: bool| {
+        use oakestra_core::sla::probe as p;
+        let port = json!({"type": "integer", "minimum": 1, "maximum": 65535, "description": "The container port"});
+        let seconds = |min: f64, default: f64, what: &str| json!({"type": "number", "minimum": min, "maximum": p::MAX_INTERVAL_S, "default": default, "description": what});
+        let threshold = |default: u32, what: &str| json!({"type": "integer", "minimum": 1, "maximum": p::MAX_THRESHOLD, "default": default, "description": what});
+        let mut success = threshold(
+            p::DEFAULT_SUCCESS_THRESHOLD,
+            "Successes in a row that make a failing probe pass",
+        );
+        if liveness {
+            success["maximum"] = json!(1);
+        }
+        json!({
+            "type": "object",
+            "description": if liveness {
+                "Our extension (issue 18): the worker restarts the instance when this probe fails failure_threshold times in a row"
+            } else {
+                "Our extension (issue 18): the instance is left out of its service IPs' balancing until this probe passes"
+            },
+            "additionalProperties": false,
+            "oneOf": [{"required": ["exec"]}, {"required": ["http_get"]}, {"required": ["tcp"]}],
+            "properties": {
+                "exec": {"type": "array", "minItems": 1, "maxItems": p::MAX_EXEC_ARGS, "items": {"type": "string", "pattern": "\\S"}, "description": "A command run in the container; exit code 0 passes"},
+                "http_get": {
+                    "type": "object", "required": ["port"], "additionalProperties": false,
+                    "description": "GET on the instance's port; a 2xx or 3xx status passes",
+                    "properties": {"port": port, "path": {"type": "string", "pattern": "^/[^\\s\\u0000-\\u001f\\u007f-\\u009f]*$", "maxLength": p::MAX_HTTP_PATH, "default": "/"}},
+                },
+                "tcp": {
+                    "type": "object", "required": ["port"], "additionalProperties": false,
+                    "description": "A TCP connection to the instance's port; accepted passes",
+                    "properties": {"port": port},
+                },
+                "period": seconds(p::MIN_INTERVAL_S, p::DEFAULT_PERIOD_S, "Seconds between attempts"),
+                "timeout": seconds(p::MIN_INTERVAL_S, p::DEFAULT_TIMEOUT_S, "Seconds an attempt may take"),
+                "initial_delay": seconds(0.0, p::DEFAULT_INITIAL_DELAY_S, "Seconds after the start before the first attempt"),
+                "failure_threshold": threshold(p::DEFAULT_FAILURE_THRESHOLD, "Failures in a row that make a passing probe fail"),
+                "success_threshold": success,
+            },
+        })
+    };
+    let restart_policy = json!({"type": "string", "enum": oakestra_core::sla::RestartPolicy::NAMES, "description": "Our extension (issue 18): when the worker restarts an exited instance"});
+    let replicas = json!({"type": "integer", "minimum": 0, "maximum": oakestra_core::sla::MAX_REPLICAS, "description": "Our extension (issue 18): instances the root keeps running"});
+    let mut microservice = json!({
         "type": "object",
         "required": ["microservice_name", "microservice_namespace", "virtualization", "code"],
         "additionalProperties": false,
@@ -185,6 +228,16 @@ pub fn sla_schema(services: bool) -> Value {
             "arch": {"type": "array", "maxItems": limit("arch"), "items": not_blank},
         },
     });
+    // Our extensions (issue 18), added apart: one json! this size reaches the macro's
+    // recursion limit.
+    for (key, schema) in [
+        ("restart_policy", restart_policy),
+        ("replicas", replicas),
+        ("liveness_probe", probe(true)),
+        ("readiness_probe", probe(false)),
+    ] {
+        microservice["properties"][key] = schema;
+    }
     let mut application = json!({
         "type": "object",
         "required": ["application_name", "application_namespace", "microservices"],

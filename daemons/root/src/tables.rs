@@ -17,7 +17,6 @@ use std::net::IpAddr;
 
 use oakestra_core::ids::ClusterId;
 use oakestra_core::model::ServiceRecord;
-use oakestra_core::status::Status;
 
 use oakestra_proto::grpc::{RootMessage, ServiceTable, TableInstance, root_message};
 
@@ -61,7 +60,7 @@ pub fn service_table(service: &ServiceRecord) -> ServiceTable {
     let instances = service
         .instance_list
         .iter()
-        .filter(|i| i.status == Some(Status::RUNNING))
+        .filter(|i| i.is_ready())
         .filter_map(|i| {
             let cluster = i.cluster_id.as_ref()?;
             let host_ip = i.host_ip.clone().filter(|h| !h.is_empty())?;
@@ -151,6 +150,18 @@ mod tests {
             ),
             (0, "10.18.0.66", "192.0.2.2", 50103, "10.30.0.7", "b")
         );
+    }
+
+    #[test]
+    fn unready_instances_are_left_out_until_ready() {
+        let mut s = service();
+        s.instance_list[0].ready = Some(false);
+        assert!(service_table(&s).instances.is_empty());
+        s.instance_list[0].ready = Some(true);
+        assert_eq!(service_table(&s).instances.len(), 1);
+        // Absent (an older cluster): ready when RUNNING.
+        s.instance_list[0].ready = None;
+        assert_eq!(service_table(&s).instances.len(), 1);
     }
 
     #[test]

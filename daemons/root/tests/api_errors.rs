@@ -32,6 +32,9 @@ async fn bad_bodies_are_rejected_with_their_reason(backend: Backend) {
     sla["applications"][0]["microservices"][1]["memory"] = json!("lots");
     sla["applications"][0]["microservices"][1]["restart_policy"] = json!("sometimes");
     sla["applications"][0]["microservices"][1]["replicas"] = json!(10_001);
+    sla["applications"][0]["microservices"][1]["readiness_probe"] =
+        json!({"http_get": {"port": 0}, "period": 0});
+    sla["applications"][0]["microservices"][0]["liveness_probe"] = json!({"exec": ["true"]});
     let (status, body) = raw
         .post("/api/application", Some(&t), &sla.to_string())
         .await;
@@ -50,12 +53,18 @@ async fn bad_bodies_are_rejected_with_their_reason(backend: Backend) {
         "/applications/0/microservices/1/memory",
         "/applications/0/microservices/1/restart_policy",
         "/applications/0/microservices/1/replicas",
+        "/applications/0/microservices/1/readiness_probe/http_get/port",
+        "/applications/0/microservices/1/readiness_probe/period",
     ] {
         assert!(paths.contains(&expected), "{expected} missing in {paths:?}");
     }
     for v in body["violations"].as_array().unwrap() {
         assert!(!v["message"].as_str().unwrap().is_empty());
     }
+    assert!(
+        !paths.iter().any(|p| p.contains("liveness_probe")),
+        "a valid probe is a known field: {paths:?}"
+    );
 
     // Missing or unknown sla_version → 422 naming it (Oakestra: 500).
     let mut no_version = clientsrvr_named("nov", false);

@@ -45,6 +45,7 @@ pub fn max_entries(key: &str) -> Option<usize> {
         .map(|(_, max)| *max)
 }
 mod ports;
+pub mod probe;
 mod types;
 
 use std::fmt;
@@ -57,6 +58,7 @@ pub use address::{
     in_rr_ipv6_net,
 };
 pub use ports::{PORT_SYNTAX, PortMapping, PortSpec, PortSpecError, Protocol, parse_port_mappings};
+pub use probe::{Probe, ProbeAction};
 pub use types::{
     Addresses, Application, ConConstraint, Connectivity, Constraint, ConstraintKind, Extra,
     InstanceAddressRange, MAX_REPLICAS, Microservice, MicroserviceList, RestartPolicy, Sla,

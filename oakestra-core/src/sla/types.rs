@@ -248,6 +248,13 @@ pub struct Microservice {
     /// instances are only deployed one by one, as in Oakestra). At most [`MAX_REPLICAS`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<u32>,
+    /// Restart the instance when this probe fails (our extension, issue 18).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<super::probe::Probe>,
+    /// Keep the instance out of its service IPs' balancing until this probe passes (our
+    /// extension, issue 18; absent: ready when `RUNNING`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<super::probe::Probe>,
     /// Run with extended privileges.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privileged: Option<bool>,

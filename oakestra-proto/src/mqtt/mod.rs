@@ -324,6 +324,11 @@ pub struct JobStatusReport {
     /// should place it again (our addition).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub restarting: bool,
+    /// Whether the instance passes its readiness probe (our addition): `Some(false)` keeps a
+    /// `RUNNING` instance out of its service IPs' balancing. Absent (no readiness probe, or
+    /// an older worker): ready when `RUNNING`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -435,6 +440,13 @@ pub struct DeployCommand {
     /// itself. Absent: every exit is reported and the cluster decides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_policy: Option<oakestra_core::sla::RestartPolicy>,
+    /// The SLA's `liveness_probe` (our addition): the worker restarts the instance when it
+    /// fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<oakestra_core::sla::Probe>,
+    /// The SLA's `readiness_probe` (our addition): the worker reports `ready` from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<oakestra_core::sla::Probe>,
     /// Extended privileges.
     #[serde(default)]
     pub privileged: bool,

@@ -25,6 +25,7 @@ pub mod spec;
 
 mod connection;
 mod events;
+mod exec;
 mod logs;
 mod pull;
 mod task;
@@ -575,6 +576,15 @@ impl Runtime for ContainerdRuntime {
         }
         out.sort_by(|a, b| a.spec.id.cmp(&b.spec.id));
         Ok(out)
+    }
+
+    async fn exec(
+        &self,
+        id: &InstanceId,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<i32, RuntimeError> {
+        self.exec_inner(id, argv, timeout).await
     }
 
     async fn exit_reason(&self, id: &InstanceId, incarnation: u64) -> Option<String> {

@@ -142,6 +142,7 @@ pub fn instance_status(i: &Instance) -> proto::InstanceStatus {
         logs: i.usage.as_ref().map(|u| u.logs.clone()).unwrap_or_default(),
         restart_count: i.restart_count,
         restarting: i.restarting,
+        ready: i.ready,
     }
 }
 

@@ -54,7 +54,13 @@ impl ClusterState {
         let changed = instance.status != new_status
             || instance.status_detail != report.status_detail
             || instance.restart_count != report.restart_count
-            || instance.restarting != report.restarting;
+            || instance.restarting != report.restarting
+            || instance.ready != report.ready;
+        if instance.ready != report.ready && instance.network.is_some() {
+            // In or out of the service's tables: interested workers get the new table.
+            self.tables.changed.insert(instance.job_name.clone());
+        }
+        instance.ready = report.ready;
         instance.status = new_status;
         instance.status_detail = report.status_detail;
         instance.restart_count = report.restart_count;
@@ -180,6 +186,7 @@ impl ClusterState {
             network: None,
             restart_count: 0,
             restarting: false,
+            ready: None,
             // An SLA whose constraints do not parse never becomes placeable.
             retry_at: unusable.then(|| now + Duration::from_secs(365 * 24 * 3600)),
         };
@@ -272,6 +279,8 @@ pub fn deploy_command(
         volumes: ms.volumes.clone().unwrap_or_default(),
         one_shot: ms.one_shot.unwrap_or(false),
         restart_policy: ms.restart_policy,
+        liveness_probe: ms.liveness_probe.clone(),
+        readiness_probe: ms.readiness_probe.clone(),
         privileged: ms.privileged.unwrap_or(false),
         status: None,
         status_detail: None,

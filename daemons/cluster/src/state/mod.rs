@@ -122,6 +122,10 @@ pub struct Instance {
     /// `DEAD`, and its worker restarts it itself after a back-off.
     #[serde(default)]
     pub restarting: bool,
+    /// Its readiness probe's verdict as its worker reported it (none: no probe, ready when
+    /// `RUNNING`). `Some(false)` keeps it out of the service tables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
 }
 
 /// An instance's overlay network on its worker (issue 8).
@@ -141,6 +145,11 @@ pub struct InstanceNetwork {
 impl Instance {
     fn key(&self) -> InstanceKey {
         (self.job_id.clone(), self.instance_number)
+    }
+
+    /// In its service IPs' balancing: not reported unready by its readiness probe.
+    pub fn is_ready(&self) -> bool {
+        self.ready != Some(false)
     }
 
     /// Waiting for a worker (never placed, its worker lost, failed, or refused by the scheduler).

@@ -78,6 +78,7 @@ impl ClusterState {
             .collect();
         let mut entries: Vec<TableEntryInstance> = local
             .iter()
+            .filter(|i| i.is_ready())
             .filter_map(|i| {
                 let net = i.network.as_ref()?;
                 Some(TableEntryInstance {

@@ -651,6 +651,7 @@ impl FakeWorker {
                                         publicip: "127.0.0.1".into(),
                                         restart_count: 0,
                                         restarting: false,
+                                        ready: None,
                                     }
                                     .to_bytes()
                                 };

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use oakestra_core::sla::RestartPolicy;
 use oakestra_core::status::DeploymentStatus;
 
 use super::{Engine, status_after_exit};
@@ -84,7 +85,19 @@ impl Engine {
             let Some(entry) = state.instances.get_mut(key) else {
                 return;
             };
-            match entry.deploy.restart_policy {
+            entry.ready = entry.ready.map(|_| false);
+            // A run its liveness probe stopped is restarted even without a policy (`never`
+            // still means never).
+            let liveness = entry.liveness_failure.take();
+            let policy = entry
+                .deploy
+                .restart_policy
+                .or(liveness.as_ref().map(|_| RestartPolicy::Always));
+            let exited = match liveness {
+                Some(why) => format!("{why}; {exited}"),
+                None => exited,
+            };
+            match policy {
                 None => AfterExit::Report(status_after_exit(entry.deploy.one_shot, code), exited),
                 Some(policy) if !policy.restarts_after(code) => {
                     let status = if code == 0 {

@@ -287,6 +287,16 @@ impl crate::engine::NetworkHook for Overlay {
         self.detach(id).await;
     }
 
+    fn instance_address(&self, id: &InstanceId) -> Option<IpAddr> {
+        let key = key_of(id).ok()?;
+        self.plane
+            .get()?
+            .attachments()
+            .into_iter()
+            .find(|a| a.key == key)
+            .map(|a| IpAddr::V4(a.ipv4))
+    }
+
     fn metrics(&self) -> String {
         use std::fmt::Write;
         let mut out = String::from(

@@ -39,6 +39,7 @@ pub(super) fn service_table(services: &[ServiceRecord]) -> Table {
         "APPLICATION",
         "STATUS",
         "RUNNING",
+        "READY",
         "VIRT",
         "IMAGE",
     ]);
@@ -49,6 +50,7 @@ pub(super) fn service_table(services: &[ServiceRecord]) -> Table {
             format!("{}.{}", s.app_name, s.app_ns),
             status_text(s.status),
             instance_counts(s),
+            format!("{}/{}", s.count_ready(), s.instance_list.len()),
             s.microservice.virtualization.to_string(),
             s.image.clone(),
         ]);

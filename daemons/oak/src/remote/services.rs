@@ -52,7 +52,7 @@ pub async fn service(session: &Session, command: ServiceCommand, json: bool) -> 
                 s.image,
                 s.microservice.virtualization
             );
-            outln!("status       {}", status_text(s.status));
+            outln!("status       {}", s.status_with_readiness());
             if let Some(detail) = s.status_detail.as_deref().filter(|d| !d.is_empty()) {
                 outln!("detail       {detail}");
             }
@@ -113,12 +113,14 @@ pub async fn service(session: &Session, command: ServiceCommand, json: bool) -> 
 
 fn instance_table(instances: &[InstanceRecord]) -> Table {
     let mut table = Table::new(&[
-        "INSTANCE", "STATUS", "CLUSTER", "WORKER", "IP", "CPU%", "MEM%", "RESTARTS", "DETAIL",
+        "INSTANCE", "STATUS", "READY", "CLUSTER", "WORKER", "IP", "CPU%", "MEM%", "RESTARTS",
+        "DETAIL",
     ]);
     for i in instances {
         table.row(vec![
             i.instance_number.to_string(),
             status_text(i.status),
+            or_dash(i.ready.map(|r| if r { "yes" } else { "no" })),
             or_dash(i.cluster_id.as_ref()),
             or_dash(i.worker_id.as_ref()),
             or_dash(i.instance_ip),

@@ -163,7 +163,7 @@ async fn create_services(
     security(("bearer" = [])),
     params(("service_id" = String, Path)),
     responses(
-        (status = 200, description = "The service: the SLA microservice plus `_id:{$oid}`, applicationID, app_name, app_ns, service_name, service_ns, job_name, image, RR_ip, RR_ip_v6, Closest_ip, Closest_ip_v6, status, status_detail, next_instance_progressive_number, instance_list"),
+        (status = 200, description = "The service: the SLA microservice plus `_id:{$oid}`, applicationID, app_name, app_ns, service_name, service_ns, job_name, image, RR_ip, RR_ip_v6, Closest_ip, Closest_ip_v6, status, status_detail, ready_instances (how many instances are RUNNING and pass their readiness probe), next_instance_progressive_number, instance_list (each instance with its status, restart_count and ready: in its service IPs' balancing)"),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
     ))]
 async fn get_service(

@@ -396,6 +396,7 @@ impl ClusterLink {
                         }
                         let before = inst.status;
                         let restarts_before = inst.restart_count;
+                        let ready_before = inst.ready;
                         crate::instances::apply_report(inst, *status, report);
                         outcomes.push(Report::Applied(
                             crate::monitor::record::Change::of_instance(
@@ -404,6 +405,7 @@ impl ClusterLink {
                                 inst,
                                 before,
                                 restarts_before,
+                                ready_before,
                             ),
                         ));
                     }

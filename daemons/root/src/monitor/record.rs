@@ -20,6 +20,8 @@ pub struct Change {
     worker: Option<String>,
     restarts_before: u32,
     restarts_after: u32,
+    ready_before: Option<bool>,
+    ready_after: Option<bool>,
 }
 
 impl Change {
@@ -31,6 +33,7 @@ impl Change {
         inst: &oakestra_core::model::InstanceRecord,
         before: Option<Status>,
         restarts_before: u32,
+        ready_before: Option<bool>,
     ) -> Self {
         Change {
             application,
@@ -42,6 +45,8 @@ impl Change {
             worker: inst.worker_id.as_ref().map(ToString::to_string),
             restarts_before,
             restarts_after: inst.restart_count,
+            ready_before,
+            ready_after: inst.ready,
         }
     }
 }
@@ -81,6 +86,30 @@ pub fn instance_report(monitor: &Monitor, cluster: &ClusterId, c: &Change, r: &I
     let worker = c.worker.as_deref().unwrap_or("?");
     let detail = c.detail.as_deref();
     if c.before == Some(after) {
+        // Its readiness probe changed its verdict: in or out of its service IPs' balancing.
+        if after == Status::RUNNING
+            && c.ready_before.is_some()
+            && c.ready_after.is_some()
+            && c.ready_before != c.ready_after
+        {
+            let (kind, text) = if c.ready_after == Some(true) {
+                ("ready", format!("ready on worker {worker}"))
+            } else {
+                ("unready", format!("not ready on worker {worker}"))
+            };
+            monitor.emit(
+                Event::instance(
+                    c.application,
+                    c.service,
+                    c.n,
+                    kind,
+                    with_detail(text, detail),
+                )
+                .on_cluster(Some(cluster))
+                .on_worker(c.worker.as_ref())
+                .with_status(after),
+            );
+        }
         // Reports may be merged on the way: a restart whose DEAD was not seen still counts.
         if after == Status::RUNNING && c.restarts_after > c.restarts_before {
             monitor.emit(

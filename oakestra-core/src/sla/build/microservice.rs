@@ -133,6 +133,26 @@ impl Checker {
                     None
                 }
             });
+        let liveness_probe = m.take("liveness_probe");
+        let liveness_probe = self.probe("liveness_probe", liveness_probe);
+        let readiness_probe = m.take("readiness_probe");
+        let readiness_probe = self.probe("readiness_probe", readiness_probe);
+        if virtualization == Some(Virtualization::Unikernel) {
+            for (key, probe) in [
+                ("liveness_probe", &liveness_probe),
+                ("readiness_probe", &readiness_probe),
+            ] {
+                if let Some(p) = probe
+                    && matches!(p.action, crate::sla::ProbeAction::Exec(_))
+                {
+                    self.report(
+                        Some(key),
+                        "exec probes need a container: a unikernel runs no command on request; \
+                         use http_get or tcp",
+                    );
+                }
+            }
+        }
         let privileged = m.take("privileged");
         let privileged = self.boolean("privileged", privileged);
         let cmd = m.take("cmd");
@@ -218,6 +238,8 @@ impl Checker {
             one_shot,
             restart_policy,
             replicas,
+            liveness_probe,
+            readiness_probe,
             privileged,
             cmd,
             environment,

@@ -23,6 +23,7 @@ mod addresses;
 mod constraints;
 mod document;
 mod microservice;
+mod probe;
 
 #[derive(Debug, Clone, Copy)]
 enum Seg {
