@@ -517,25 +517,6 @@ pub async fn run(config: Config) -> Result<(), NodeError> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unikernel_dir_is_short_enough_for_qmp_sockets() {
-        let short = std::path::Path::new("/var/lib/oakestra-node");
-        assert_eq!(unikernel_dir(short), short.join(UNIKERNEL_DIR));
-        let long = std::path::PathBuf::from(format!("/{}", "d".repeat(120)));
-        let dir = unikernel_dir(&long);
-        assert!(
-            dir.as_os_str().len() <= MAX_UNIKERNEL_DIR_LEN,
-            "{}",
-            dir.display()
-        );
-        assert_eq!(dir, unikernel_dir(&long), "stable across calls");
-    }
-}
-
 /// The HTTP client of the registration: with `cluster_ca`, HTTPS only, trusting only the CA
 /// certificate(s) in that PEM file (the worker pins its cluster).
 fn registration_client(cluster_ca: Option<&std::path::Path>) -> Result<reqwest::Client, NodeError> {
@@ -559,4 +540,23 @@ fn registration_client(cluster_ca: Option<&std::path::Path>) -> Result<reqwest::
         }
     }
     builder.build().map_err(|e| NodeError::Http(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unikernel_dir_is_short_enough_for_qmp_sockets() {
+        let short = std::path::Path::new("/var/lib/oakestra-node");
+        assert_eq!(unikernel_dir(short), short.join(UNIKERNEL_DIR));
+        let long = std::path::PathBuf::from(format!("/{}", "d".repeat(120)));
+        let dir = unikernel_dir(&long);
+        assert!(
+            dir.as_os_str().len() <= MAX_UNIKERNEL_DIR_LEN,
+            "{}",
+            dir.display()
+        );
+        assert_eq!(dir, unikernel_dir(&long), "stable across calls");
+    }
 }
