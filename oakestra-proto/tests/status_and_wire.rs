@@ -331,7 +331,10 @@ fn numbers_survive_decode_encode_decode_bit_for_bit() {
     let sent = br#"{"id":"w1","MQTT_BROKER_PORT":1033333333333333333333333333333333333333333333333003,"cpu_percent":1.0333333333333335e51}"#;
     let first = NodeInfo::from_bytes(sent).unwrap();
     let again = NodeInfo::from_bytes(&first.to_bytes()).unwrap();
-    assert_eq!(again.extra["MQTT_BROKER_PORT"], first.extra["MQTT_BROKER_PORT"]);
+    assert_eq!(
+        again.extra["MQTT_BROKER_PORT"],
+        first.extra["MQTT_BROKER_PORT"]
+    );
     assert_eq!(again.cpu_percent.to_bits(), first.cpu_percent.to_bits());
     assert_eq!(again, first);
 }
