@@ -84,6 +84,18 @@ pub struct Config {
     pub metrics_token: Option<String>,
     /// Timeouts and the connection limit of the HTTP API.
     pub http: oakestra_daemon::http::HttpLimits,
+    /// TLS on the HTTP API (worker registration): certificate chain and private key (PEM);
+    /// `None`: plain HTTP. Workers pin it with `oakestra-node --cluster-ca`.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The PEM files of a TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl Config {
@@ -113,6 +125,7 @@ impl Config {
             capacity: CapacityPolicy::default(),
             metrics_token: None,
             http: oakestra_daemon::http::HttpLimits::default(),
+            tls: None,
         }
     }
 }
@@ -285,6 +298,13 @@ pub struct Args {
     /// Time a client has to send a request head (and an idle kept-alive connection stays open).
     #[arg(long, env = "OAKESTRA_CLUSTER_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
+    /// Serve the HTTP API (worker registration) over TLS with this certificate chain (PEM);
+    /// needs --tls-key [default: plain HTTP].
+    #[arg(long, env = "OAKESTRA_CLUSTER_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "OAKESTRA_CLUSTER_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// Log lines as text for people or as JSON lines (time, level, target, fields, message)
     /// for Loki or any log shipper.
     #[arg(long, env = "OAKESTRA_CLUSTER_LOG_FORMAT", value_enum, default_value_t)]
@@ -390,6 +410,17 @@ impl Args {
         config.metrics_token = self.metrics_token.filter(|t| !t.trim().is_empty());
         config.http.max_connections = self.max_connections.max(1);
         config.http.header_read_timeout = self.header_read_timeout;
+        config.tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "--tls-cert and --tls-key (tls_cert, tls_key) go together: give both, or \
+                     neither for plain HTTP"
+                        .into(),
+                ));
+            }
+        };
         config.capacity = capacity_policy(
             self.capacity,
             self.system_reserved_cpus,

@@ -53,6 +53,9 @@ pub enum StartError {
     /// The embedded broker.
     #[error(transparent)]
     Broker(#[from] broker::BrokerError),
+    /// The TLS certificate or key of the HTTP API.
+    #[error("TLS of the HTTP API: {0}; check --tls-cert and --tls-key")]
+    Tls(String),
     /// The HTTP listener.
     #[error("cannot listen on {addr} for the HTTP API: {reason}; choose another --listen")]
     Listen {
@@ -233,6 +236,12 @@ pub async fn run(
         }
     }
 
+    let tls = match &config.tls {
+        Some(files) => {
+            Some(oakestra_daemon::tls::acceptor(&files.cert, &files.key).map_err(StartError::Tls)?)
+        }
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| StartError::Listen {
@@ -253,6 +262,7 @@ pub async fn run(
         root: link_state_rx,
         subnets,
     });
-    oakestra_daemon::http::serve(listener, app, config.http, shutdown, "the cluster API").await;
+    oakestra_daemon::http::serve_tls(listener, app, config.http, tls, shutdown, "the cluster API")
+        .await;
     Ok(())
 }

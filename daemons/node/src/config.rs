@@ -174,6 +174,10 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// When set, `GET /metrics` needs `Authorization: Bearer <this>`.
     pub metrics_token: Option<String>,
+    /// PEM certificate(s) of the CA that signed the cluster's worker API certificate: when set,
+    /// the worker registers over HTTPS and trusts only these (the cluster runs with
+    /// `--tls-cert`/`--tls-key`); `None`: plain HTTP.
+    pub cluster_ca: Option<PathBuf>,
     /// The overlay network (`auto` for the binary, `off` from [`Config::new`]).
     pub overlay: OverlayMode,
     /// Tag of the overlay's host names (bridge `<tag>br`, namespaces `<tag>-…`, chains
@@ -213,6 +217,7 @@ impl Config {
             stop_grace: Duration::from_secs(5),
             metrics_listen: None,
             metrics_token: None,
+            cluster_ca: None,
             // Embedders (`oak up`, `oak sim`, tests) turn it on explicitly; the binary's default
             // is `auto` (see `Cli::resolve`).
             overlay: OverlayMode::Off,
@@ -279,7 +284,7 @@ fn parse_cluster(text: &str) -> Result<ClusterAddress, String> {
     after_help = "Every flag can also be set in the TOML file given by --config (same names, with \
                   underscores: cluster, token, data_dir, runtime, containerd_socket, \
                   insecure_registries, name, location, advertise_ip, mqtt_host, report_interval, \
-                  stop_grace, metrics_listen, metrics_token, overlay, overlay_tag, tunnel_port, overlay_mtu, dns_port, rtt_override); registry credentials only there, as \
+                  stop_grace, metrics_listen, metrics_token, cluster_ca, overlay, overlay_tag, tunnel_port, overlay_mtu, dns_port, rtt_override); registry credentials only there, as \
                   [registry_credentials.\"HOST\"] with username and password. Flags win over the \
                   environment, the environment over the file."
 )]
@@ -347,6 +352,10 @@ pub struct Cli {
     /// listen beyond loopback) [default: none, /metrics is open].
     #[arg(long, env = "OAKESTRA_NODE_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
+    /// Register with the cluster over HTTPS, trusting only the CA certificate(s) in this PEM
+    /// file (pins the cluster's `--tls-cert`) [default: plain HTTP].
+    #[arg(long, env = "OAKESTRA_NODE_CLUSTER_CA")]
+    pub cluster_ca: Option<PathBuf>,
     /// Log lines as text for people or as JSON lines (time, level, target, fields, message)
     /// for Loki or any log shipper.
     #[arg(long, env = "OAKESTRA_NODE_LOG_FORMAT", value_enum, default_value_t)]
@@ -408,6 +417,7 @@ struct FileSettings {
     fake_fail_every: Option<u32>,
     metrics_listen: Option<String>,
     metrics_token: Option<String>,
+    cluster_ca: Option<PathBuf>,
     overlay: Option<OverlayMode>,
     overlay_tag: Option<String>,
     tunnel_port: Option<u16>,
@@ -556,6 +566,7 @@ impl Cli {
             .metrics_token
             .or(file.metrics_token)
             .filter(|t| !t.trim().is_empty());
+        config.cluster_ca = self.cluster_ca.or(file.cluster_ca);
         Ok(config)
     }
 }

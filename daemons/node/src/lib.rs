@@ -454,10 +454,7 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         Some(resources) => InfoCollector::simulated(base, resources.clone()),
         None => InfoCollector::host(base),
     };
-    let http = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(10))
-        .build()
-        .map_err(|e| NodeError::Http(e.to_string()))?;
+    let http = registration_client(config.cluster_ca.as_deref())?;
     let (shutdown, mut stop) = watch::channel(false);
     let (id_tx, id) = watch::channel(None);
     let task_engine = Arc::clone(&engine);
@@ -518,6 +515,31 @@ pub async fn run(config: Config) -> Result<(), NodeError> {
     });
     node.wait().await;
     Ok(())
+}
+
+/// The HTTP client of the registration: with `cluster_ca`, HTTPS only, trusting only the CA
+/// certificate(s) in that PEM file (the worker pins its cluster).
+fn registration_client(cluster_ca: Option<&std::path::Path>) -> Result<reqwest::Client, NodeError> {
+    let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10));
+    if let Some(path) = cluster_ca {
+        let bad = |e: String| {
+            NodeError::Http(format!(
+                "--cluster-ca {}: {e}; give the PEM certificate of the CA that signed the \
+                 cluster's --tls-cert",
+                path.display()
+            ))
+        };
+        let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad("no certificate in the file".into()));
+        }
+        builder = builder.tls_built_in_root_certs(false).https_only(true);
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build().map_err(|e| NodeError::Http(e.to_string()))
 }
 
 #[cfg(test)]

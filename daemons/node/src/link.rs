@@ -61,7 +61,15 @@ pub async fn register_once(
     config: &Config,
     body: &NodeInfo,
 ) -> Result<RegisterResponse, RegisterError> {
-    let url = format!("http://{}/api/node/register", config.cluster.authority());
+    let scheme = if config.cluster_ca.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!(
+        "{scheme}://{}/api/node/register",
+        config.cluster.authority()
+    );
     let response = http
         .post(&url)
         .bearer_auth(&config.token)

@@ -11,6 +11,12 @@
 //! applications one after the other; prints B's create latency before and during A's request
 //! (issue 19: one user must not hold everyone's writes).
 //!
+//! Every mode exits with status 1 when any request failed (a refused connection, a non-2xx
+//! answer), so `tests/load/run.sh` (in `scripts/test`) can assert "no errors" with it.
+//!
+//! `get`: `connections` clients, each with its own keep-alive connection, request the listing
+//! in a loop; prints the throughput and the latency percentiles.
+//!
 //! `post`: every client is its own user (registered by Admin), so the answer — which lists
 //! all of the caller's applications, as in Oakestra — stays small, as it is for a real user.
 //! Each client creates `per_client` copies of the clientsrvr example (renamed, without the
@@ -93,6 +99,7 @@ async fn post(url: &str, clients: usize, per_client: usize) {
         ms(percentile(&all, 0.99)),
         ms(all.last().copied().unwrap_or_default()),
     );
+    fail_if(errors > 0);
 }
 
 async fn seed(url: &str, apps: usize) {
@@ -124,29 +131,56 @@ async fn get(url: &str, connections: usize, seconds: u64) {
         let target = target.clone();
         let token = token.clone();
         tasks.push(tokio::spawn(async move {
-            let (mut ok, mut bad) = (0u64, 0u64);
+            let (mut lat, mut bad) = (Vec::new(), 0u64);
             while Instant::now() < deadline {
+                let t = Instant::now();
                 match http.get(&target).bearer_auth(&token).send().await {
-                    Ok(r) if r.status().is_success() => {
-                        let _ = r.bytes().await;
-                        ok += 1;
+                    Ok(r) if r.status().is_success() => match r.bytes().await {
+                        Ok(_) => lat.push(t.elapsed()),
+                        Err(e) => {
+                            bad += 1;
+                            eprintln!("error: reading the listing: {e}");
+                        }
+                    },
+                    Ok(r) => {
+                        bad += 1;
+                        eprintln!("error: HTTP {}", r.status());
                     }
-                    _ => bad += 1,
+                    Err(e) => {
+                        bad += 1;
+                        eprintln!("error: {e}");
+                    }
                 }
             }
-            (ok, bad)
+            (lat, bad)
         }));
     }
-    let (mut ok, mut bad) = (0, 0);
+    let (mut all, mut bad) = (Vec::new(), 0);
     for t in tasks {
-        let (o, b) = t.await.expect("task");
-        ok += o;
+        let (lat, b) = t.await.expect("task");
+        all.extend(lat);
         bad += b;
     }
+    all.sort();
     println!(
-        "GET /api/applications: {connections} connections, {seconds} s: {ok} ok, {bad} failed, {:.0} req/s",
-        ok as f64 / seconds as f64
+        "GET /api/applications: {connections} connections, {seconds} s: {} ok, {bad} failed, \
+         {:.0} req/s; p50 {}, p90 {}, p99 {}, max {}",
+        all.len(),
+        all.len() as f64 / seconds as f64,
+        ms(percentile(&all, 0.50)),
+        ms(percentile(&all, 0.90)),
+        ms(percentile(&all, 0.99)),
+        ms(all.last().copied().unwrap_or_default()),
     );
+    fail_if(bad > 0);
+}
+
+/// Exits with status 1 (after the figures are printed) when a request failed.
+fn fail_if(failed: bool) {
+    if failed {
+        eprintln!("api_load: some requests failed (see above)");
+        std::process::exit(1);
+    }
 }
 
 async fn user(admin: &Client, url: &str, name: &str) -> Client {
@@ -212,7 +246,7 @@ async fn bulk(url: &str, apps: usize) {
     println!(
         "user A: {apps} applications in one descriptor: {} ({:?} applications answered)",
         ms(took),
-        created.map_err(|e| e.to_string()),
+        created.as_ref().map_err(|e| e.to_string()),
     );
     println!(
         "user B alone: p50 {} p99 {}; during A's request: {} creates, p50 {} p99 {} max {}",
@@ -223,10 +257,13 @@ async fn bulk(url: &str, apps: usize) {
         ms(percentile(&during, 0.99)),
         ms(during.last().copied().unwrap_or_default()),
     );
+    fail_if(created.is_err());
 }
 
 #[tokio::main]
 async fn main() {
+    // 1,000 connections need more than the common soft limit of 1,024 descriptors.
+    let _ = oakestra_daemon::http::raise_file_limit();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize, default: usize| -> usize {
         args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default)

@@ -211,8 +211,10 @@ pub async fn reserve_for_services_of(
             (s.id, request)
         })
         .collect();
+    // Relaxed: the services' records are committed durably next (which makes this durable
+    // too); a crash before that loses only reservations nobody holds.
     let result = store
-        .update_ipam(|ipam: &mut AddressManager| {
+        .update_ipam_relaxed(|ipam: &mut AddressManager| {
             // Every user-given address of the batch first, so that no service's allocation
             // takes an address another service of the batch asks for.
             for (id, request) in &wanted {

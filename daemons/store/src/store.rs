@@ -48,6 +48,15 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// to a batch that fails part-way.
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError>;
 
+    /// [`Store::commit`] for a batch whose loss in a crash the daemon repairs at its next start
+    /// (an address reservation whose records were never stored): `Ok` means it is applied and
+    /// visible, and it becomes durable no later than the next [`Store::commit`] that returns.
+    /// Saves the fsync of a commit that a durable one follows anyway. Defaults to
+    /// [`Store::commit`].
+    async fn commit_relaxed(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        self.commit(writes).await
+    }
+
     /// On [`Atomicity::PerDocument`] backends: a lock the typed API holds around every
     /// read-modify-write of the IPAM state, so that within one process a batch that fails
     /// after its IPAM write can always roll that write back (nobody else wrote IPAM in

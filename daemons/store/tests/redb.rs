@@ -75,3 +75,56 @@ async fn redb_files_and_new_directories_are_owner_only() {
     );
     drop(store);
 }
+
+/// Group commit under contention: many concurrent batches, durable and relaxed, each with its
+/// own result; racing inserts of one id have exactly one winner; every acknowledged batch is
+/// there after the file is reopened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_commits_keep_their_own_results_and_survive_reopen() {
+    use oakestra_store::{Collection, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("oakestra.redb");
+    let store = Arc::new(RedbStore::open_async(&path).await.unwrap());
+    let c = Collection::ALL[0];
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let own = vec![Write::insert(
+                c,
+                format!("own{i}"),
+                serde_json::json!({"i": i}),
+            )];
+            let own = if i % 2 == 0 {
+                store.commit(own).await
+            } else {
+                store.commit_relaxed(own).await
+            };
+            let race = store
+                .commit(vec![Write::insert(
+                    c,
+                    "contended",
+                    serde_json::json!({"i": i}),
+                )])
+                .await;
+            (own, race)
+        }));
+    }
+    let mut winners = 0;
+    for t in tasks {
+        let (own, race) = t.await.unwrap();
+        own.unwrap();
+        match race {
+            Ok(()) => winners += 1,
+            Err(e) => assert!(e.is_conflict(), "{e}"),
+        }
+    }
+    assert_eq!(winners, 1);
+    drop(store);
+    let store = RedbStore::open_async(&path).await.unwrap();
+    for i in 0..64 {
+        let doc = store.get(c, &format!("own{i}")).await.unwrap();
+        assert_eq!(doc.unwrap().body, serde_json::json!({"i": i}));
+    }
+    assert!(store.get(c, "contended").await.unwrap().is_some());
+}

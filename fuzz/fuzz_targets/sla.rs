@@ -1,4 +1,5 @@
-//! Feeds arbitrary bytes to the SLA parser and validator.
+//! Feeds arbitrary bytes to the SLA parser and validator (oakestra-core), as the root reads
+//! every deployment descriptor a user posts.
 //!
 //! Properties: nothing panics; a rejected descriptor has at least one violation with a JSON
 //! pointer path; an accepted descriptor serialises to text that is accepted again.
