@@ -29,7 +29,7 @@ impl dyn Store {
         self.update_ipam_with(f, true).await
     }
 
-    /// [`Self::update_ipam`] committed with [`Store::commit_relaxed`]: for reservations
+    /// `update_ipam` committed with [`Store::commit_relaxed`]: for reservations
     /// that a durable commit of their holders' records follows (which makes the reservation
     /// durable too), and whose loss in a crash before that commit costs nothing (the holders
     /// were never stored; the root releases reservations without holders at start). Saves one
