@@ -31,6 +31,8 @@ async fn actor_on(store: Arc<oakestra_store::MemoryStore>) -> (Actor, Inbox) {
         store,
         Timing {
             worker_timeout: Duration::from_secs(10),
+            // w2 below never reports: no extra time for a first report.
+            first_report_grace: Duration::ZERO,
             ..Timing::default()
         },
         Outputs { mqtt, root },
