@@ -335,8 +335,22 @@ async fn oak_up_runs_clientsrvr_as_real_containers() {
         .await;
     }
 
-    // containerd runs both tasks, named after the instances.
-    let tasks = running_tasks(&fixtures.socket);
+    // containerd runs both tasks, named after the instances. Asked until both are listed: a
+    // `ctr` call can fail or lag under a loaded test run (seen once in CI: an empty list while
+    // the root already reported both RUNNING).
+    let socket = fixtures.socket.clone();
+    let tasks = eventually(
+        "both tasks listed RUNNING by containerd",
+        Duration::from_secs(30),
+        || {
+            let socket = socket.clone();
+            async move {
+                let tasks = running_tasks(&socket);
+                (tasks.len() >= 2).then_some(tasks)
+            }
+        },
+    )
+    .await;
     for s in &services {
         let task = format!("{}.instance.0", s.job_name);
         assert!(
