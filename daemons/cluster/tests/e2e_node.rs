@@ -9,7 +9,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -17,33 +16,10 @@ use oakestra_core::status::{DeploymentStatus, Status};
 use serde_json::Value;
 use support::{
     Broker, ClusterProcess, Mosquitto, RootProcess, eventually, eventually_within, free_port,
+    node_binary,
 };
 
 const CLIENTSRVR: &str = include_str!("../../../examples/sla-clientsrvr-container.json");
-
-/// The `oakestra-node` binary: `$OAKESTRA_NODE_BIN`, else next to this test's target dir,
-/// else built with cargo.
-fn node_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("OAKESTRA_NODE_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().unwrap();
-    let candidate = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("oakestra-node"))
-        .unwrap();
-    if !candidate.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args(["build", "-p", "oakestra-node", "--bin", "oakestra-node"])
-            .status()
-            .expect("run cargo build -p oakestra-node")
-            .success();
-        assert!(ok, "building oakestra-node failed");
-    }
-    candidate
-}
 
 struct NodeProcess {
     child: Option<Child>,

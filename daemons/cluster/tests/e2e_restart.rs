@@ -9,32 +9,11 @@
 mod containerd_support;
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use oakestra_core::status::{DeploymentStatus, Status};
-use support::{Broker, ClusterProcess, RootProcess, eventually_within, free_port};
-
-/// The `oakestra-node` binary next to the test's (built when missing).
-fn node_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let candidate = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("oakestra-node");
-    if !candidate.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args(["build", "-p", "oakestra-node", "--bin", "oakestra-node"])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "building oakestra-node failed");
-    }
-    candidate
-}
+use support::{Broker, ClusterProcess, RootProcess, eventually_within, free_port, node_binary};
 
 fn sla(image: &str) -> serde_json::Value {
     serde_json::json!({

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use support::{eventually_within, free_port};
+use support::{eventually_within, free_port, node_binary};
 
 fn openssl(dir: &Path, args: &[&str]) {
     let status = Command::new("openssl")
@@ -95,29 +95,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// The `oakestra-node` binary next to this test's target dir, built when missing.
-fn node_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("OAKESTRA_NODE_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().unwrap();
-    let candidate = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("oakestra-node"))
-        .unwrap();
-    if !candidate.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args(["build", "-p", "oakestra-node", "--bin", "oakestra-node"])
-            .status()
-            .expect("run cargo build -p oakestra-node")
-            .success();
-        assert!(ok, "building oakestra-node failed");
-    }
-    candidate
 }
 
 fn start_node(cluster: &str, token: &str, ca: &Path, data: &Path) -> Killed {

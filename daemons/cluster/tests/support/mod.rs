@@ -227,17 +227,29 @@ impl Drop for ClusterProcess {
 /// The `oakestra-root` binary: `$OAKESTRA_ROOT_BIN`, else next to this test's (or bench's)
 /// target dir, else built with cargo in that dir's profile.
 pub fn root_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("OAKESTRA_ROOT_BIN") {
+    daemon_binary("oakestra-root", "OAKESTRA_ROOT_BIN")
+}
+
+/// The `oakestra-node` binary: `$OAKESTRA_NODE_BIN`, else next to this test's target dir,
+/// else built with cargo in that dir's profile.
+pub fn node_binary() -> PathBuf {
+    daemon_binary("oakestra-node", "OAKESTRA_NODE_BIN")
+}
+
+/// The workspace binary `name` (package and binary of the same name): `$env`, else next to
+/// this test's (or bench's) target dir, else built with cargo in that dir's profile.
+pub fn daemon_binary(name: &str, env: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
         return PathBuf::from(p);
     }
-    // target/debug/deps/<test> → target/debug/oakestra-root (target/release/… for benches)
+    // target/debug/deps/<test> → target/debug/<name> (target/release/… for benches)
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let candidate = profile_dir.join("oakestra-root");
+    let candidate = profile_dir.join(name);
     if candidate.exists() {
         return candidate;
     }
-    let mut args = vec!["build", "-p", "oakestra-root", "--bin", "oakestra-root"];
+    let mut args = vec!["build", "-p", name, "--bin", name];
     if profile_dir.file_name().is_some_and(|d| d == "release") {
         args.push("--release");
     }
@@ -245,8 +257,8 @@ pub fn root_binary() -> PathBuf {
     let status = Command::new(cargo)
         .args(&args)
         .status()
-        .expect("run cargo build -p oakestra-root");
-    assert!(status.success(), "building oakestra-root failed");
+        .unwrap_or_else(|e| panic!("run cargo build -p {name}: {e}"));
+    assert!(status.success(), "building {name} failed");
     assert!(
         candidate.exists(),
         "{} missing after the build",
